@@ -1,0 +1,27 @@
+//! sparkc's intermediate representation.
+//!
+//! A [`Graph`] is a petgraph `StableGraph` of [`Node`]s, each an [`Op`] with typed outputs.
+//! Values carry a [`DType`] and a shape of [`Dim`]s, which may be symbolic (`N`, `S+1`) or
+//! data-dependent. [`infer_graph`] derives types, [`verify`] checks a graph after any rewrite, and
+//! [`print`] dumps it as text, DOT or JSON.
+
+pub mod dim;
+pub mod dtype;
+pub mod error;
+pub mod graph;
+pub mod infer;
+pub mod op;
+pub mod print;
+pub mod tensor;
+pub mod types;
+pub mod verify;
+
+pub use dim::Dim;
+pub use dtype::DType;
+pub use error::{IrError, Result};
+pub use graph::{Edge, Graph, Model, Node, NodeId, ValueRef};
+pub use infer::infer_graph;
+pub use op::Op;
+pub use tensor::Tensor;
+pub use types::{Known, Shape, TensorType, Value, ValueType};
+pub use verify::verify;

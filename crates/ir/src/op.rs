@@ -1,0 +1,626 @@
+//! Ops: one enum variant per operation, with typed attributes.
+//!
+//! Each op is described by the semantics of its latest ONNX version (see `docs/onnx-import.md`);
+//! the importer upgrades older versions, turning attributes that later became inputs (`axes`,
+//! `split`, `pads`, `min`/`max`, ...) into constant inputs. Inputs are edges of the graph, in the
+//! ONNX order, with omitted optional inputs left unconnected.
+
+use crate::dtype::DType;
+use crate::graph::Graph;
+use crate::tensor::Tensor;
+use serde::{Serialize, Serializer};
+
+/// Elementwise ops of one input.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Unary {
+    /// `|x|`
+    Abs,
+    /// `ceil(x)`
+    Ceil,
+    /// `cos(x)`
+    Cos,
+    /// Gauss error function.
+    Erf,
+    /// `e^x`
+    Exp,
+    /// `floor(x)`
+    Floor,
+    /// `x`
+    Identity,
+    /// Natural logarithm.
+    Log,
+    /// `-x`
+    Neg,
+    /// Logical not of a bool.
+    Not,
+    /// `1/x`
+    Reciprocal,
+    /// `max(x, 0)`
+    Relu,
+    /// Round half to even.
+    Round,
+    /// `1/(1+e^-x)`
+    Sigmoid,
+    /// -1, 0 or 1.
+    Sign,
+    /// `sin(x)`
+    Sin,
+    /// Square root.
+    Sqrt,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `ln(1+e^x)`
+    Softplus,
+    /// `x * max(0, min(1, x/6 + 1/2))`
+    HardSwish,
+    /// `x` if `x > 0` else `alpha*(e^x - 1)`.
+    Elu {
+        /// Scale of the negative part.
+        alpha: f32,
+    },
+    /// `x` if `x >= 0` else `alpha*x`.
+    LeakyRelu {
+        /// Slope of the negative part.
+        alpha: f32,
+    },
+    /// `max(0, min(1, alpha*x + beta))`
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// Gaussian error linear unit, exact (`none`) or with the tanh approximation.
+    Gelu {
+        /// `none` or `tanh`.
+        approximate: GeluApproximation,
+    },
+}
+
+/// The two forms of GELU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeluApproximation {
+    /// `0.5*x*(1+erf(x/sqrt(2)))`
+    None,
+    /// `0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3)))`
+    Tanh,
+}
+
+/// Elementwise ops of two inputs, with numpy broadcasting.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Binary {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b` (truncating for integers).
+    Div,
+    /// `a ^ b`
+    Pow,
+    /// Remainder: sign of the divisor, or of the dividend with `fmod`.
+    Mod {
+        /// C `fmod` semantics instead of Python's.
+        fmod: bool,
+    },
+    /// Logical and.
+    And,
+    /// Logical or.
+    Or,
+    /// Logical xor.
+    Xor,
+    /// `a == b`
+    Equal,
+    /// `a > b`
+    Greater,
+    /// `a >= b`
+    GreaterOrEqual,
+    /// `a < b`
+    Less,
+    /// `a <= b`
+    LessOrEqual,
+    /// `x` if `x >= 0` else `slope*x`, slope broadcast to x.
+    PRelu,
+}
+
+/// Elementwise ops of any number of inputs, with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Variadic {
+    /// Elementwise maximum.
+    Max,
+    /// Elementwise minimum.
+    Min,
+    /// Elementwise mean.
+    Mean,
+    /// Elementwise sum.
+    Sum,
+}
+
+/// The reduction a `Reduce*` op applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Reduction {
+    /// `sqrt(sum(x^2))`
+    L2,
+    /// `log(sum(e^x))`
+    LogSumExp,
+    /// Maximum.
+    Max,
+    /// Mean.
+    Mean,
+    /// Minimum.
+    Min,
+    /// Product.
+    Prod,
+    /// Sum.
+    Sum,
+    /// `sum(x^2)`
+    SumSquare,
+}
+
+/// How `auto_pad` places padding in convolutions and pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum AutoPad {
+    /// Explicit `pads`.
+    NotSet,
+    /// Output size `ceil(in/stride)`, extra padding at the end.
+    SameUpper,
+    /// Output size `ceil(in/stride)`, extra padding at the start.
+    SameLower,
+    /// No padding.
+    Valid,
+}
+
+/// Attributes of `Conv`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConvAttrs {
+    /// Padding mode.
+    pub auto_pad: AutoPad,
+    /// Dilation per spatial axis (empty: all 1).
+    pub dilations: Vec<i64>,
+    /// Number of groups.
+    pub group: i64,
+    /// Kernel spatial shape (empty: taken from the weight).
+    pub kernel_shape: Vec<i64>,
+    /// Begin then end padding per spatial axis (empty: all 0).
+    pub pads: Vec<i64>,
+    /// Stride per spatial axis (empty: all 1).
+    pub strides: Vec<i64>,
+}
+
+/// Attributes of `ConvTranspose`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConvTransposeAttrs {
+    /// The attributes shared with `Conv`.
+    #[serde(flatten)]
+    pub conv: ConvAttrs,
+    /// Extra size added at the end of each spatial axis.
+    pub output_padding: Vec<i64>,
+    /// Explicit output spatial shape (empty: computed).
+    pub output_shape: Vec<i64>,
+}
+
+/// Attributes of `AveragePool` and `MaxPool`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PoolAttrs {
+    /// Padding mode.
+    pub auto_pad: AutoPad,
+    /// Round output sizes up instead of down.
+    pub ceil_mode: bool,
+    /// Dilation per spatial axis (empty: all 1).
+    pub dilations: Vec<i64>,
+    /// Window spatial shape.
+    pub kernel_shape: Vec<i64>,
+    /// Begin then end padding per spatial axis (empty: all 0).
+    pub pads: Vec<i64>,
+    /// Stride per spatial axis (empty: all 1).
+    pub strides: Vec<i64>,
+}
+
+/// Attributes of `Resize`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ResizeAttrs {
+    /// Antialiasing filter when downscaling.
+    pub antialias: bool,
+    /// Axes that `scales`/`sizes` refer to (empty: all).
+    pub axes: Vec<i64>,
+    /// How output coordinates map to input coordinates.
+    pub coordinate_transformation_mode: String,
+    /// Cubic interpolation coefficient.
+    pub cubic_coeff_a: f32,
+    /// Zero the weights of samples outside the input.
+    pub exclude_outside: bool,
+    /// Value for samples outside the input with `tf_crop_and_resize`.
+    pub extrapolation_value: f32,
+    /// How `sizes` is honoured when aspect ratio must be kept: `stretch`, `not_larger`, `not_smaller`.
+    pub keep_aspect_ratio_policy: String,
+    /// `nearest`, `linear` or `cubic`.
+    pub mode: String,
+    /// Rounding for `nearest`.
+    pub nearest_mode: String,
+}
+
+/// Attributes of `LSTM` and `GRU` (and later `RNN`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RnnAttrs {
+    /// Alpha of each activation that takes one.
+    pub activation_alpha: Vec<f32>,
+    /// Beta of each activation that takes one.
+    pub activation_beta: Vec<f32>,
+    /// Activation names, per direction.
+    pub activations: Vec<String>,
+    /// Cell clip threshold (0: none).
+    pub clip: f32,
+    /// `forward`, `reverse` or `bidirectional`.
+    pub direction: String,
+    /// Hidden size.
+    pub hidden_size: i64,
+    /// LSTM: couple the input and forget gates.
+    pub input_forget: bool,
+    /// 0: `[seq, batch, ...]`; 1: `[batch, seq, ...]`.
+    pub layout: i64,
+    /// GRU: apply the linear transform before the reset gate.
+    pub linear_before_reset: bool,
+}
+
+/// Every operation of the IR.
+#[derive(Clone, Debug, Serialize)]
+pub enum Op {
+    /// A graph input (or, in a subgraph, a formal parameter or captured outer value).
+    Input,
+    /// A constant: an initializer, a `Constant` node, or a value bound at compile time.
+    Const(#[serde(serialize_with = "tensor_summary")] Tensor),
+    /// `min(max(x, min), max)`; inputs `x, min?, max?`.
+    Clip,
+    /// `cond ? x : y`; inputs `cond, x, y`.
+    Where,
+    /// Converts to another element type.
+    Cast {
+        /// Target element type.
+        to: DType,
+        /// Saturate to the range of 8-bit float targets instead of producing NaN/inf.
+        saturate: bool,
+        /// Rounding for float targets: `up` or `nearest`.
+        round_mode: String,
+    },
+    /// `Reduce*` over `axes` (input 1; absent: all axes unless `noop_with_empty_axes`).
+    Reduce {
+        /// Which reduction.
+        kind: Reduction,
+        /// Keep reduced axes as size 1.
+        keepdims: bool,
+        /// With no axes, return the input instead of reducing all axes.
+        noop_with_empty_axes: bool,
+    },
+    /// Index of the maximum along an axis.
+    ArgMax {
+        /// Axis to reduce.
+        axis: i64,
+        /// Keep the reduced axis as size 1.
+        keepdims: bool,
+        /// Return the last index among equal maxima.
+        select_last_index: bool,
+    },
+    /// Index of the minimum along an axis.
+    ArgMin {
+        /// Axis to reduce.
+        axis: i64,
+        /// Keep the reduced axis as size 1.
+        keepdims: bool,
+        /// Return the last index among equal minima.
+        select_last_index: bool,
+    },
+    /// Softmax along one axis.
+    Softmax {
+        /// Axis.
+        axis: i64,
+    },
+    /// Log of softmax along one axis.
+    LogSoftmax {
+        /// Axis.
+        axis: i64,
+    },
+    /// N-d convolution; inputs `x, w, b?`.
+    Conv(ConvAttrs),
+    /// N-d transposed convolution; inputs `x, w, b?`.
+    ConvTranspose(ConvTransposeAttrs),
+    /// Average pooling.
+    AveragePool {
+        /// Window, stride and padding.
+        #[serde(flatten)]
+        pool: PoolAttrs,
+        /// Count padded elements in the divisor.
+        count_include_pad: bool,
+    },
+    /// Max pooling; a second output gives flat indices.
+    MaxPool {
+        /// Window, stride and padding.
+        #[serde(flatten)]
+        pool: PoolAttrs,
+        /// 0: row-major indices; 1: column-major.
+        storage_order: i64,
+    },
+    /// Mean over all spatial axes.
+    GlobalAveragePool,
+    /// Maximum over all spatial axes.
+    GlobalMaxPool,
+    /// Local response normalization across channels.
+    #[serde(rename = "LRN")]
+    Lrn {
+        /// Scale.
+        alpha: f32,
+        /// Exponent.
+        beta: f32,
+        /// Offset.
+        bias: f32,
+        /// Number of channels summed.
+        size: i64,
+    },
+    /// Batch normalization (inference, or training with 3 outputs).
+    BatchNormalization {
+        /// Added to the variance.
+        epsilon: f32,
+        /// Running-statistics momentum (training).
+        momentum: f32,
+        /// Compute statistics from the batch.
+        training_mode: bool,
+    },
+    /// Per-instance, per-channel normalization; inputs `x, scale, bias`.
+    InstanceNormalization {
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// Normalization over the trailing axes from `axis`; outputs `y, mean?, inv_std_dev?`.
+    LayerNormalization {
+        /// First normalized axis.
+        axis: i64,
+        /// Added to the variance.
+        epsilon: f32,
+        /// Element type of the statistics.
+        stash_type: DType,
+    },
+    /// Normalization over channel groups; inputs `x, scale, bias` (scale per channel).
+    GroupNormalization {
+        /// Added to the variance.
+        epsilon: f32,
+        /// Number of groups.
+        num_groups: i64,
+        /// Element type of the statistics.
+        stash_type: DType,
+    },
+    /// `alpha * A' * B' + beta * C`.
+    Gemm {
+        /// Scale of the product.
+        alpha: f32,
+        /// Scale of `C`.
+        beta: f32,
+        /// Transpose `A`.
+        trans_a: bool,
+        /// Transpose `B`.
+        trans_b: bool,
+    },
+    /// numpy `matmul`.
+    MatMul,
+    /// Einstein summation.
+    Einsum {
+        /// The equation, e.g. `bij,bjk->bik`.
+        equation: String,
+    },
+    /// Concatenation along an axis.
+    Concat {
+        /// Axis.
+        axis: i64,
+    },
+    /// Split along an axis; sizes from input 1, `num_outputs`, or evenly by output count.
+    Split {
+        /// Axis.
+        axis: i64,
+        /// Number of outputs when splitting evenly (0: given by the node's outputs).
+        num_outputs: i64,
+    },
+    /// Slice; inputs `data, starts, ends, axes?, steps?`.
+    Slice,
+    /// Removes size-1 axes (input 1, or all of them).
+    Squeeze,
+    /// Inserts size-1 axes (input 1).
+    Unsqueeze,
+    /// Reshape to input 1; 0 copies the input dim unless `allowzero`, -1 is inferred.
+    Reshape {
+        /// A 0 in the shape means size 0 rather than "copy".
+        allowzero: bool,
+    },
+    /// Flatten to 2-D at an axis.
+    Flatten {
+        /// Split point.
+        axis: i64,
+    },
+    /// Permute axes (reverse them when `perm` is empty).
+    Transpose {
+        /// Permutation.
+        perm: Vec<i64>,
+    },
+    /// Broadcast to a shape (input 1).
+    Expand,
+    /// Repeat along each axis (input 1).
+    Tile,
+    /// Pad; inputs `data, pads, constant_value?, axes?`.
+    Pad {
+        /// `constant`, `reflect`, `edge` or `wrap`.
+        mode: String,
+    },
+    /// Moves depth into spatial blocks.
+    DepthToSpace {
+        /// Block size.
+        blocksize: i64,
+        /// `DCR` or `CRD`.
+        mode: String,
+    },
+    /// Gather slices along an axis.
+    Gather {
+        /// Axis.
+        axis: i64,
+    },
+    /// Gather single elements along an axis.
+    GatherElements {
+        /// Axis.
+        axis: i64,
+    },
+    /// Gather slices by index tuples.
+    #[serde(rename = "GatherND")]
+    GatherNd {
+        /// Leading batch dims shared by data and indices.
+        batch_dims: i64,
+    },
+    /// Scatter slices by index tuples.
+    #[serde(rename = "ScatterND")]
+    ScatterNd {
+        /// `none`, `add`, `mul`, `max` or `min`.
+        reduction: String,
+    },
+    /// The shape of the input as an i64 tensor, sliced to `[start, end)`.
+    Shape {
+        /// First axis.
+        start: i64,
+        /// One past the last axis (`None`: the rank).
+        end: Option<i64>,
+    },
+    /// Element count as an i64 scalar.
+    Size,
+    /// A tensor of the shape given by the input, filled with one value.
+    ConstantOfShape {
+        /// The fill value (a one-element tensor; its dtype is the output's).
+        #[serde(serialize_with = "tensor_summary")]
+        value: Tensor,
+    },
+    /// `start, start+delta, ...` up to `limit`.
+    Range,
+    /// Resize by `scales` or to `sizes`; inputs `x, roi?, scales?, sizes?`.
+    Resize(ResizeAttrs),
+    /// The `k` largest or smallest along an axis; outputs values and i64 indices.
+    TopK {
+        /// Axis.
+        axis: i64,
+        /// Largest rather than smallest.
+        largest: bool,
+        /// Sort the results.
+        sorted: bool,
+    },
+    /// Upper or lower triangle of the last two axes.
+    Trilu {
+        /// Keep the upper triangle.
+        upper: bool,
+    },
+    /// Cumulative sum along an axis (input 1).
+    CumSum {
+        /// Exclude the current element.
+        exclusive: bool,
+        /// Sum from the end.
+        reverse: bool,
+    },
+    /// Dropout; inference returns the input. Inputs `data, ratio?, training_mode?`.
+    Dropout {
+        /// Seed of the mask in training mode.
+        seed: Option<i64>,
+    },
+    /// Runs one of two subgraphs; input 0 is the condition, the rest are captured values.
+    If {
+        /// Graph run when the condition is true.
+        #[serde(skip)]
+        then_branch: Box<Graph>,
+        /// Graph run when the condition is false.
+        #[serde(skip)]
+        else_branch: Box<Graph>,
+    },
+    /// Loop; inputs `M?, cond?, carried..., captured...`; body inputs `iter, cond, carried..., captured...`.
+    Loop {
+        /// The loop body.
+        #[serde(skip)]
+        body: Box<Graph>,
+        /// Number of loop-carried values (the rest of the inputs after them are captures).
+        carried: usize,
+    },
+    /// Long short-term memory; inputs `X, W, R, B?, seq_lens?, h0?, c0?, P?`.
+    #[serde(rename = "LSTM")]
+    Lstm(RnnAttrs),
+    /// Gated recurrent unit; inputs `X, W, R, B?, seq_lens?, h0?`.
+    #[serde(rename = "GRU")]
+    Gru(RnnAttrs),
+    /// `saturate(round(x / scale) + zero_point)`; inputs `x, scale, zero_point?`.
+    QuantizeLinear {
+        /// Axis of per-axis scales.
+        axis: i64,
+        /// Block size of blocked scales (0: per tensor or per axis).
+        block_size: i64,
+        /// Element type of the result when there is no zero point (`None`: u8).
+        output_dtype: Option<DType>,
+        /// Saturate float-8 results.
+        saturate: bool,
+    },
+    /// `(x - zero_point) * scale`; inputs `x, scale, zero_point?`.
+    DequantizeLinear {
+        /// Axis of per-axis scales.
+        axis: i64,
+        /// Block size of blocked scales (0: per tensor or per axis).
+        block_size: i64,
+        /// Element type of the result (`None`: the scale's).
+        output_dtype: Option<DType>,
+    },
+    /// One-input elementwise op.
+    #[serde(untagged)]
+    Unary(Unary),
+    /// Two-input broadcasting elementwise op.
+    #[serde(untagged)]
+    Binary(Binary),
+    /// Many-input broadcasting elementwise op.
+    #[serde(untagged)]
+    Variadic(Variadic),
+}
+
+fn tensor_summary<S: Serializer>(tensor: &Tensor, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{}{:?}", tensor.dtype, tensor.shape))
+}
+
+impl Op {
+    /// The op's name, as ONNX spells it (`Conv`, `ReduceMean`, `GatherND`, ...).
+    pub fn name(&self) -> String {
+        match self {
+            Op::Reduce { kind, .. } => format!("Reduce{kind:?}"),
+            _ => match serde_json::to_value(self) {
+                Ok(serde_json::Value::String(name)) => name,
+                Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
+                _ => String::from("?"),
+            },
+        }
+    }
+
+    /// The op's attributes as a JSON object (empty for ops without attributes).
+    pub fn attributes(&self) -> serde_json::Map<String, serde_json::Value> {
+        // Serialized through text so f32 attributes keep their shortest decimal form (0.01, not 0.0099999...).
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let mut attrs = match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Object(map)) => match map.into_iter().next() {
+                Some((_, serde_json::Value::Object(attrs))) => attrs,
+                Some((_, value)) => serde_json::Map::from_iter([("value".to_string(), value)]),
+                None => serde_json::Map::new(),
+            },
+            _ => serde_json::Map::new(),
+        };
+        if let Op::Reduce { .. } = self {
+            attrs.remove("kind");
+        }
+        attrs
+    }
+
+    /// The subgraphs this op runs, with the attribute names ONNX gives them.
+    pub fn subgraphs(&self) -> Vec<(&'static str, &Graph)> {
+        match self {
+            Op::If {
+                then_branch,
+                else_branch,
+            } => vec![("then_branch", then_branch), ("else_branch", else_branch)],
+            Op::Loop { body, .. } => vec![("body", body)],
+            _ => Vec::new(),
+        }
+    }
+}
