@@ -48,6 +48,17 @@ def serialize(value, type_proto):
     return numpy_helper.from_array(value).SerializeToString()
 
 
+def uses_strings(type_proto):
+    """True when a value type holds strings (anywhere inside sequences and optionals)."""
+    if type_proto.HasField("tensor_type"):
+        return type_proto.tensor_type.elem_type == onnx.TensorProto.STRING
+    if type_proto.HasField("sequence_type"):
+        return uses_strings(type_proto.sequence_type.elem_type)
+    if type_proto.HasField("optional_type"):
+        return uses_strings(type_proto.optional_type.elem_type)
+    return type_proto.HasField("map_type")
+
+
 def graph_ops(graph):
     """Names every op type in a graph and in the subgraphs of its If, Loop and Scan nodes."""
     ops = set()
@@ -82,6 +93,8 @@ def write_case(case, root):
         "inputs": [value_kind(v.type) for v in graph.input],
         "outputs": [value_kind(v.type) for v in graph.output],
         "ops": sorted(graph_ops(graph)),
+        "opset": next((o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx")), 0),
+        "strings": any(uses_strings(v.type) for v in list(graph.input) + list(graph.output)),
     }
     with open(os.path.join(case_dir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)

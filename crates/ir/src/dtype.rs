@@ -36,6 +36,8 @@ pub enum DType {
     I8,
     /// 4-bit signed integer, packed two per byte.
     I4,
+    /// 2-bit signed integer, packed four per byte.
+    I2,
     /// 64-bit unsigned integer.
     U64,
     /// 32-bit unsigned integer.
@@ -46,13 +48,15 @@ pub enum DType {
     U8,
     /// 4-bit unsigned integer, packed two per byte.
     U4,
+    /// 2-bit unsigned integer, packed four per byte.
+    U2,
     /// Boolean, one byte per value.
     Bool,
 }
 
 impl DType {
     /// Every element type, in declaration order.
-    pub const ALL: [DType; 21] = [
+    pub const ALL: [DType; 23] = [
         DType::F64,
         DType::F32,
         DType::F16,
@@ -68,11 +72,13 @@ impl DType {
         DType::I16,
         DType::I8,
         DType::I4,
+        DType::I2,
         DType::U64,
         DType::U32,
         DType::U16,
         DType::U8,
         DType::U4,
+        DType::U2,
         DType::Bool,
     ];
 
@@ -94,11 +100,13 @@ impl DType {
             DType::I16 => "i16",
             DType::I8 => "i8",
             DType::I4 => "i4",
+            DType::I2 => "i2",
             DType::U64 => "u64",
             DType::U32 => "u32",
             DType::U16 => "u16",
             DType::U8 => "u8",
             DType::U4 => "u4",
+            DType::U2 => "u2",
             DType::Bool => "bool",
         }
     }
@@ -108,7 +116,7 @@ impl DType {
         DType::ALL.into_iter().find(|d| d.name() == name)
     }
 
-    /// Size of one element in bits (4 for the packed 4-bit types).
+    /// Size of one element in bits (4 and 2 for the packed types).
     pub fn bits(self) -> usize {
         match self {
             DType::F64 | DType::I64 | DType::U64 => 64,
@@ -123,10 +131,11 @@ impl DType {
             | DType::U8
             | DType::Bool => 8,
             DType::F4E2M1 | DType::I4 | DType::U4 => 4,
+            DType::I2 | DType::U2 => 2,
         }
     }
 
-    /// Bytes needed to store `count` elements, rounding packed 4-bit types up to whole bytes.
+    /// Bytes needed to store `count` elements, rounding packed types up to whole bytes.
     pub fn storage_bytes(self, count: usize) -> Option<usize> {
         count.checked_mul(self.bits()).map(|bits| bits.div_ceil(8))
     }
@@ -157,11 +166,13 @@ impl DType {
                 | DType::I16
                 | DType::I8
                 | DType::I4
+                | DType::I2
                 | DType::U64
                 | DType::U32
                 | DType::U16
                 | DType::U8
                 | DType::U4
+                | DType::U2
         )
     }
 }

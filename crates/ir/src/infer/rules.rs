@@ -14,6 +14,13 @@ const SLICE_TO_END: i64 = i32::MAX as i64;
 pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
     Ok(match ctx.op {
         Op::Input | Op::Const(_) | Op::If { .. } | Op::Loop { .. } => unreachable!("handled by the driver"),
+        Op::Unary(Unary::Identity) if ctx.input(0)?.ty.as_tensor().is_none() => {
+            let value = ctx.input(0)?;
+            vec![Inferred {
+                ty: value.ty.clone(),
+                known: value.known.clone(),
+            }]
+        }
         Op::Unary(unary) => {
             let dtype = ctx.dtype(0)?;
             if matches!(unary, Unary::Not) && dtype != DType::Bool {

@@ -1,0 +1,144 @@
+//! `sparkc inspect`: model summary and IR dumps.
+
+use anyhow::{Context, Result};
+use sparkc_ir::{print, Model, Op};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// Arguments of `sparkc inspect`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX model to inspect.
+    model: PathBuf,
+    /// Dump the IR instead of the summary.
+    #[arg(long, value_enum)]
+    dump: Option<Dump>,
+    /// List every unsupported op of the model at once, then exit (non-zero if there are any).
+    #[arg(long, conflicts_with = "dump")]
+    unsupported: bool,
+    /// Write the output to this file instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+/// The IR dump formats.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Dump {
+    /// One node a line.
+    Ir,
+    /// Graphviz DOT.
+    Dot,
+    /// JSON for tools.
+    Json,
+}
+
+/// Runs `sparkc inspect`.
+pub fn run(args: &Args) -> Result<()> {
+    if args.unsupported {
+        return unsupported(args);
+    }
+    let model = sparkc_onnx::load(&args.model)?;
+    let text = match args.dump {
+        None => summary(&model),
+        Some(Dump::Ir) => print::to_text(&model),
+        Some(Dump::Dot) => print::to_dot(&model),
+        Some(Dump::Json) => format!("{:#}\n", print::to_json(&model)),
+    };
+    emit(args, &text)
+}
+
+fn emit(args: &Args, text: &str) -> Result<()> {
+    match &args.output {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn unsupported(args: &Args) -> Result<()> {
+    let (opset, ops) = sparkc_onnx::unsupported_ops(&args.model)?;
+    let mut text = String::new();
+    if ops.is_empty() {
+        let _ = writeln!(text, "every op of {} is supported (opset {opset})", args.model.display());
+        return emit(args, &text);
+    }
+    let _ = writeln!(text, "{} unsupported op(s) in {} (opset {opset}):", ops.len(), args.model.display());
+    for op in &ops {
+        let shown: Vec<&str> = op.nodes.iter().take(5).map(String::as_str).collect();
+        let more = if op.nodes.len() > 5 { format!(", … {} more", op.nodes.len() - 5) } else { String::new() };
+        let _ = writeln!(text, "  {}::{} ({} node(s): {}{more})", op.domain, op.op, op.nodes.len(), shown.join(", "));
+    }
+    emit(args, &text)?;
+    anyhow::bail!("{} unsupported op(s)", ops.len())
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The summary: signature, op histogram, parameters and opset.
+fn summary(model: &Model) -> String {
+    let graph = &model.graph;
+    let mut out = String::new();
+    let _ = writeln!(out, "model     {}", graph.name);
+    let _ = writeln!(out, "opset     {} (ir_version {})", model.opset, model.ir_version);
+    if !model.producer.is_empty() {
+        let _ = writeln!(out, "producer  {}", model.producer);
+    }
+    let _ = writeln!(out, "inputs");
+    for &id in &graph.inputs {
+        let value = &graph.node(id).outputs[0];
+        let _ = writeln!(out, "  {:<24} {}", value.name, value.ty);
+    }
+    let _ = writeln!(out, "outputs");
+    for &v in &graph.outputs {
+        let value = graph.value(v);
+        let _ = writeln!(out, "  {:<24} {}", value.name, value.ty);
+    }
+    let mut histogram: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut params, mut bytes) = (0u64, 0u64);
+    let mut ops = 0;
+    count(graph, &mut histogram, &mut params, &mut bytes, &mut ops);
+    let _ = writeln!(out, "parameters {params} ({})", human_bytes(bytes));
+    let _ = writeln!(out, "ops       {ops} nodes, {} kinds", histogram.len());
+    let mut sorted: Vec<_> = histogram.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (op, n) in sorted {
+        let _ = writeln!(out, "  {op:<24} {n}");
+    }
+    out
+}
+
+fn count(graph: &sparkc_ir::Graph, histogram: &mut BTreeMap<String, usize>, params: &mut u64, bytes: &mut u64, ops: &mut usize) {
+    for id in graph.dag.node_indices() {
+        let node = graph.node(id);
+        match &node.op {
+            Op::Input => {}
+            Op::Const(tensor) => {
+                *params += tensor.len() as u64;
+                *bytes += tensor.data.len() as u64;
+            }
+            op => {
+                *ops += 1;
+                *histogram.entry(op.name()).or_default() += 1;
+                for (_, subgraph) in op.subgraphs() {
+                    count(subgraph, histogram, params, bytes, ops);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! ONNX nodes to IR ops, upgrading older op versions to the latest form.
+//!
+//! Attributes that later versions turned into inputs (`axes`, `split`, `pads`, `starts`/`ends`,
+//! `min`/`max`, `k`, `ratio`, `scales`) become constant inputs, and the pre-13 `Softmax` and
+//! `LogSoftmax` (which flatten to 2-D) become `Flatten → Softmax → Reshape`.
+
+use crate::attrs::Attrs;
+use crate::tensor::dtype_from_onnx;
+use onnx_protobuf::NodeProto;
+use sparkc_ir::op::{
+    AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, PoolAttrs, Reduction, ResizeAttrs, RnnAttrs,
+    Unary, Variadic,
+};
+use sparkc_ir::{DType, Op, Tensor};
+
+/// Where one input of a pending node comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A value by its ONNX name.
+    Name(String),
+    /// A constant made during import (an upgraded attribute).
+    Const(Tensor),
+    /// An omitted optional input.
+    Absent,
+}
+
+/// A node ready to be added to the IR graph once every name is known.
+#[derive(Debug)]
+pub struct Pending {
+    /// Node name.
+    pub name: String,
+    /// The op.
+    pub op: Op,
+    /// Inputs in slot order.
+    pub inputs: Vec<Source>,
+    /// Output names.
+    pub outputs: Vec<String>,
+}
+
+/// Every op type of the default domain that the importer understands (`If` and `Loop` included).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip",
+    "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "CumSum", "DepthToSpace",
+    "DequantizeLinear", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor",
+    "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater",
+    "GreaterOrEqual", "GroupNormalization", "GRU", "HardSigmoid", "HardSwish", "Identity", "If",
+    "InstanceNormalization", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
+    "Loop", "LRN", "LSTM", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pad",
+    "Pow", "PRelu", "QuantizeLinear", "Range", "Reciprocal", "ReduceL2", "ReduceLogSumExp", "ReduceMax",
+    "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "Resize",
+    "Round", "ScatterND", "Shape", "Sigmoid", "Sign", "Sin", "Size", "Slice", "Softmax", "Softplus", "Split",
+    "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "TopK", "Transpose", "Trilu", "Unsqueeze", "Where", "Xor",
+];
+
+fn i64s(values: &[i64]) -> Source {
+    Source::Const(Tensor::from_i64s(vec![values.len()], values).expect("length matches"))
+}
+
+fn f32_scalar(value: f32) -> Source {
+    Source::Const(Tensor::new(DType::F32, vec![], value.to_le_bytes().to_vec().into()).expect("one f32"))
+}
+
+fn set_input(inputs: &mut Vec<Source>, slot: usize, source: Source) {
+    while inputs.len() <= slot {
+        inputs.push(Source::Absent);
+    }
+    inputs[slot] = source;
+}
+
+fn auto_pad(a: &Attrs) -> Result<AutoPad, String> {
+    Ok(match a.string("auto_pad", "NOTSET")?.as_str() {
+        "NOTSET" | "" => AutoPad::NotSet,
+        "SAME_UPPER" => AutoPad::SameUpper,
+        "SAME_LOWER" => AutoPad::SameLower,
+        "VALID" => AutoPad::Valid,
+        other => return Err(format!("auto_pad '{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID")),
+    })
+}
+
+fn conv_attrs(a: &Attrs) -> Result<ConvAttrs, String> {
+    Ok(ConvAttrs {
+        auto_pad: auto_pad(a)?,
+        dilations: a.ints("dilations")?,
+        group: a.int("group", 1)?,
+        kernel_shape: a.ints("kernel_shape")?,
+        pads: a.ints("pads")?,
+        strides: a.ints("strides")?,
+    })
+}
+
+fn pool_attrs(a: &Attrs) -> Result<PoolAttrs, String> {
+    let kernel_shape = a.ints("kernel_shape")?;
+    if kernel_shape.is_empty() {
+        return Err("required attribute 'kernel_shape' is missing".into());
+    }
+    Ok(PoolAttrs {
+        auto_pad: auto_pad(a)?,
+        ceil_mode: a.flag("ceil_mode", false)?,
+        dilations: a.ints("dilations")?,
+        kernel_shape,
+        pads: a.ints("pads")?,
+        strides: a.ints("strides")?,
+    })
+}
+
+fn rnn_attrs(a: &Attrs) -> Result<RnnAttrs, String> {
+    Ok(RnnAttrs {
+        activation_alpha: a.floats("activation_alpha")?,
+        activation_beta: a.floats("activation_beta")?,
+        activations: a.strings("activations")?,
+        clip: a.float("clip", 0.0)?,
+        direction: a.string("direction", "forward")?,
+        hidden_size: a.req_int("hidden_size")?,
+        input_forget: a.flag("input_forget", false)?,
+        layout: a.int("layout", 0)?,
+        linear_before_reset: a.flag("linear_before_reset", false)?,
+    })
+}
+
+fn dtype_attr(a: &Attrs, name: &str) -> Result<Option<DType>, String> {
+    match a.int(name, 0)? {
+        0 => Ok(None),
+        code => dtype_from_onnx(code as i32).map(Some).map_err(|e| format!("attribute '{name}': {e}")),
+    }
+}
+
+/// Converts one node of the default domain at `opset` into one or more pending IR nodes.
+pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>, String> {
+    let a = Attrs::new(node);
+    let mut inputs: Vec<Source> = node
+        .input
+        .iter()
+        .map(|s| if s.is_empty() { Source::Absent } else { Source::Name(s.clone()) })
+        .collect();
+    let outputs: Vec<String> = node.output.clone();
+    let reduce = |kind| -> Result<Op, String> {
+        Ok(Op::Reduce {
+            kind,
+            keepdims: a.flag("keepdims", true)?,
+            noop_with_empty_axes: a.flag("noop_with_empty_axes", false)?,
+        })
+    };
+    let op_type = node.op_type.as_str();
+    // Ops whose `axes` moved from attribute to input: ReduceSum and Squeeze/Unsqueeze at 13, the other reductions at 18.
+    let axes_became_input = match op_type {
+        "ReduceSum" | "Squeeze" | "Unsqueeze" => 13,
+        t if t.starts_with("Reduce") => 18,
+        _ => i64::MAX,
+    };
+    if opset < axes_became_input {
+        if let Some(axes) = a.opt_ints("axes")? {
+            set_input(&mut inputs, 1, i64s(&axes));
+        }
+    }
+    let op = match op_type {
+        "Abs" => Op::Unary(Unary::Abs),
+        "Ceil" => Op::Unary(Unary::Ceil),
+        "Cos" => Op::Unary(Unary::Cos),
+        "Erf" => Op::Unary(Unary::Erf),
+        "Exp" => Op::Unary(Unary::Exp),
+        "Floor" => Op::Unary(Unary::Floor),
+        "Identity" => Op::Unary(Unary::Identity),
+        "Log" => Op::Unary(Unary::Log),
+        "Neg" => Op::Unary(Unary::Neg),
+        "Not" => Op::Unary(Unary::Not),
+        "Reciprocal" => Op::Unary(Unary::Reciprocal),
+        "Relu" => Op::Unary(Unary::Relu),
+        "Round" => Op::Unary(Unary::Round),
+        "Sigmoid" => Op::Unary(Unary::Sigmoid),
+        "Sign" => Op::Unary(Unary::Sign),
+        "Sin" => Op::Unary(Unary::Sin),
+        "Sqrt" => Op::Unary(Unary::Sqrt),
+        "Tanh" => Op::Unary(Unary::Tanh),
+        "Softplus" => Op::Unary(Unary::Softplus),
+        "HardSwish" => Op::Unary(Unary::HardSwish),
+        "Elu" => Op::Unary(Unary::Elu {
+            alpha: a.float("alpha", 1.0)?,
+        }),
+        "LeakyRelu" => Op::Unary(Unary::LeakyRelu {
+            alpha: a.float("alpha", 0.01)?,
+        }),
+        "HardSigmoid" => Op::Unary(Unary::HardSigmoid {
+            alpha: a.float("alpha", 0.2)?,
+            beta: a.float("beta", 0.5)?,
+        }),
+        "Gelu" => Op::Unary(Unary::Gelu {
+            approximate: match a.string("approximate", "none")?.as_str() {
+                "none" => GeluApproximation::None,
+                "tanh" => GeluApproximation::Tanh,
+                other => return Err(format!("approximate '{other}' is not 'none' or 'tanh'")),
+            },
+        }),
+        "Add" => Op::Binary(Binary::Add),
+        "Sub" => Op::Binary(Binary::Sub),
+        "Mul" => Op::Binary(Binary::Mul),
+        "Div" => Op::Binary(Binary::Div),
+        "Pow" => Op::Binary(Binary::Pow),
+        "Mod" => Op::Binary(Binary::Mod {
+            fmod: a.flag("fmod", false)?,
+        }),
+        "And" => Op::Binary(Binary::And),
+        "Or" => Op::Binary(Binary::Or),
+        "Xor" => Op::Binary(Binary::Xor),
+        "Equal" => Op::Binary(Binary::Equal),
+        "Greater" => Op::Binary(Binary::Greater),
+        "GreaterOrEqual" => Op::Binary(Binary::GreaterOrEqual),
+        "Less" => Op::Binary(Binary::Less),
+        "LessOrEqual" => Op::Binary(Binary::LessOrEqual),
+        "PRelu" => Op::Binary(Binary::PRelu),
+        "Max" => Op::Variadic(Variadic::Max),
+        "Min" => Op::Variadic(Variadic::Min),
+        "Mean" => Op::Variadic(Variadic::Mean),
+        "Sum" => Op::Variadic(Variadic::Sum),
+        "Clip" => {
+            if opset < 11 {
+                set_input(&mut inputs, 1, f32_scalar(a.float("min", f32::MIN)?));
+                set_input(&mut inputs, 2, f32_scalar(a.float("max", f32::MAX)?));
+            }
+            Op::Clip
+        }
+        "Where" => Op::Where,
+        "Cast" => Op::Cast {
+            to: dtype_attr(&a, "to")?.ok_or("required attribute 'to' is missing")?,
+            saturate: a.flag("saturate", true)?,
+            round_mode: a.string("round_mode", "up")?,
+        },
+        "ReduceL2" => reduce(Reduction::L2)?,
+        "ReduceLogSumExp" => reduce(Reduction::LogSumExp)?,
+        "ReduceMax" => reduce(Reduction::Max)?,
+        "ReduceMean" => reduce(Reduction::Mean)?,
+        "ReduceMin" => reduce(Reduction::Min)?,
+        "ReduceProd" => reduce(Reduction::Prod)?,
+        "ReduceSum" => reduce(Reduction::Sum)?,
+        "ReduceSumSquare" => reduce(Reduction::SumSquare)?,
+        "ArgMax" | "ArgMin" => {
+            let (axis, keepdims, select_last_index) =
+                (a.int("axis", 0)?, a.flag("keepdims", true)?, a.flag("select_last_index", false)?);
+            if op_type == "ArgMax" {
+                Op::ArgMax {
+                    axis,
+                    keepdims,
+                    select_last_index,
+                }
+            } else {
+                Op::ArgMin {
+                    axis,
+                    keepdims,
+                    select_last_index,
+                }
+            }
+        }
+        "Softmax" | "LogSoftmax" => {
+            let log = op_type == "LogSoftmax";
+            if opset >= 13 {
+                let axis = a.int("axis", -1)?;
+                if log {
+                    Op::LogSoftmax { axis }
+                } else {
+                    Op::Softmax { axis }
+                }
+            } else {
+                return legacy_softmax(name, inputs, outputs, a.int("axis", 1)?, log);
+            }
+        }
+        "Conv" => Op::Conv(conv_attrs(&a)?),
+        "ConvTranspose" => Op::ConvTranspose(ConvTransposeAttrs {
+            conv: conv_attrs(&a)?,
+            output_padding: a.ints("output_padding")?,
+            output_shape: a.ints("output_shape")?,
+        }),
+        "AveragePool" => Op::AveragePool {
+            pool: pool_attrs(&a)?,
+            count_include_pad: a.flag("count_include_pad", false)?,
+        },
+        "MaxPool" => Op::MaxPool {
+            pool: pool_attrs(&a)?,
+            storage_order: a.int("storage_order", 0)?,
+        },
+        "GlobalAveragePool" => Op::GlobalAveragePool,
+        "GlobalMaxPool" => Op::GlobalMaxPool,
+        "LRN" => Op::Lrn {
+            alpha: a.float("alpha", 1e-4)?,
+            beta: a.float("beta", 0.75)?,
+            bias: a.float("bias", 1.0)?,
+            size: a.req_int("size")?,
+        },
+        "BatchNormalization" => Op::BatchNormalization {
+            epsilon: a.float("epsilon", 1e-5)?,
+            momentum: a.float("momentum", 0.9)?,
+            training_mode: a.flag("training_mode", false)?,
+        },
+        "InstanceNormalization" => Op::InstanceNormalization {
+            epsilon: a.float("epsilon", 1e-5)?,
+        },
+        "LayerNormalization" => Op::LayerNormalization {
+            axis: a.int("axis", -1)?,
+            epsilon: a.float("epsilon", 1e-5)?,
+            stash_type: dtype_attr(&a, "stash_type")?.unwrap_or(DType::F32),
+        },
+        "GroupNormalization" => Op::GroupNormalization {
+            epsilon: a.float("epsilon", 1e-5)?,
+            num_groups: a.req_int("num_groups")?,
+            stash_type: dtype_attr(&a, "stash_type")?.unwrap_or(DType::F32),
+        },
+        "Gemm" => Op::Gemm {
+            alpha: a.float("alpha", 1.0)?,
+            beta: a.float("beta", 1.0)?,
+            trans_a: a.flag("transA", false)?,
+            trans_b: a.flag("transB", false)?,
+        },
+        "MatMul" => Op::MatMul,
+        "Einsum" => Op::Einsum {
+            equation: a.string("equation", "")?,
+        },
+        "Concat" => Op::Concat {
+            axis: a.req_int("axis")?,
+        },
+        "Split" => {
+            if opset < 13 {
+                if let Some(split) = a.opt_ints("split")? {
+                    set_input(&mut inputs, 1, i64s(&split));
+                }
+            }
+            Op::Split {
+                axis: a.int("axis", 0)?,
+                num_outputs: a.int("num_outputs", 0)?,
+            }
+        }
+        "Slice" => {
+            if opset < 10 {
+                let starts = a.ints("starts")?;
+                set_input(&mut inputs, 1, i64s(&starts));
+                set_input(&mut inputs, 2, i64s(&a.ints("ends")?));
+                if let Some(axes) = a.opt_ints("axes")? {
+                    set_input(&mut inputs, 3, i64s(&axes));
+                }
+            }
+            Op::Slice
+        }
+        "Squeeze" => Op::Squeeze,
+        "Unsqueeze" => {
+            if inputs.len() < 2 {
+                return Err("the axes to insert are missing".into());
+            }
+            Op::Unsqueeze
+        }
+        "Reshape" => Op::Reshape {
+            allowzero: a.flag("allowzero", false)?,
+        },
+        "Flatten" => Op::Flatten { axis: a.int("axis", 1)? },
+        "Transpose" => Op::Transpose { perm: a.ints("perm")? },
+        "Expand" => Op::Expand,
+        "Tile" => Op::Tile,
+        "Pad" => {
+            if opset < 11 {
+                set_input(&mut inputs, 1, i64s(&a.ints("pads")?));
+                set_input(&mut inputs, 2, f32_scalar(a.float("value", 0.0)?));
+            }
+            Op::Pad {
+                mode: a.string("mode", "constant")?,
+            }
+        }
+        "DepthToSpace" => Op::DepthToSpace {
+            blocksize: a.req_int("blocksize")?,
+            mode: a.string("mode", "DCR")?,
+        },
+        "Gather" => Op::Gather { axis: a.int("axis", 0)? },
+        "GatherElements" => Op::GatherElements { axis: a.int("axis", 0)? },
+        "GatherND" => Op::GatherNd {
+            batch_dims: a.int("batch_dims", 0)?,
+        },
+        "ScatterND" => Op::ScatterNd {
+            reduction: a.string("reduction", "none")?,
+        },
+        "Shape" => Op::Shape {
+            start: a.int("start", 0)?,
+            end: a.has("end").then(|| a.int("end", 0)).transpose()?,
+        },
+        "Size" => Op::Size,
+        "ConstantOfShape" => {
+            let value = match a.tensor("value")? {
+                Some(t) => {
+                    let mut t = t.clone();
+                    crate::tensor::tensor_from_proto(&mut t, &mut crate::tensor::ExternalFiles::new(None))?
+                }
+                None => Tensor::new(DType::F32, vec![1], vec![0u8; 4].into()).expect("one f32"),
+            };
+            if value.len() != 1 {
+                return Err(format!("value must hold one element, found {}", value.len()));
+            }
+            Op::ConstantOfShape { value }
+        }
+        "Range" => Op::Range,
+        "Resize" => {
+            if opset < 11 {
+                // Resize-10 takes (X, scales); later versions take (X, roi, scales, sizes).
+                let scales = inputs.get(1).cloned().unwrap_or(Source::Absent);
+                inputs.truncate(1);
+                set_input(&mut inputs, 2, scales);
+            }
+            Op::Resize(ResizeAttrs {
+                antialias: a.flag("antialias", false)?,
+                axes: a.ints("axes")?,
+                coordinate_transformation_mode: a.string(
+                    "coordinate_transformation_mode",
+                    if opset < 11 { "asymmetric" } else { "half_pixel" },
+                )?,
+                cubic_coeff_a: a.float("cubic_coeff_a", -0.75)?,
+                exclude_outside: a.flag("exclude_outside", false)?,
+                extrapolation_value: a.float("extrapolation_value", 0.0)?,
+                keep_aspect_ratio_policy: a.string("keep_aspect_ratio_policy", "stretch")?,
+                mode: a.string("mode", "nearest")?,
+                nearest_mode: a.string("nearest_mode", "round_prefer_floor")?,
+            })
+        }
+        "TopK" => {
+            if opset < 10 {
+                set_input(&mut inputs, 1, i64s(&[a.req_int("k")?]));
+            }
+            Op::TopK {
+                axis: a.int("axis", -1)?,
+                largest: a.flag("largest", true)?,
+                sorted: a.flag("sorted", true)?,
+            }
+        }
+        "Trilu" => Op::Trilu {
+            upper: a.flag("upper", true)?,
+        },
+        "CumSum" => Op::CumSum {
+            exclusive: a.flag("exclusive", false)?,
+            reverse: a.flag("reverse", false)?,
+        },
+        "Dropout" => {
+            if opset < 12 && a.has("ratio") {
+                set_input(&mut inputs, 1, f32_scalar(a.float("ratio", 0.5)?));
+            }
+            Op::Dropout {
+                seed: a.has("seed").then(|| a.int("seed", 0)).transpose()?,
+            }
+        }
+        "LSTM" => Op::Lstm(rnn_attrs(&a)?),
+        "GRU" => Op::Gru(rnn_attrs(&a)?),
+        "QuantizeLinear" => Op::QuantizeLinear {
+            axis: a.int("axis", 1)?,
+            block_size: a.int("block_size", 0)?,
+            output_dtype: dtype_attr(&a, "output_dtype")?,
+            saturate: a.flag("saturate", true)?,
+        },
+        "DequantizeLinear" => Op::DequantizeLinear {
+            axis: a.int("axis", 1)?,
+            block_size: a.int("block_size", 0)?,
+            output_dtype: dtype_attr(&a, "output_dtype")?,
+        },
+        other => return Err(format!("op '{other}' is not supported")),
+    };
+    Ok(vec![Pending {
+        name: name.to_string(),
+        op,
+        inputs,
+        outputs,
+    }])
+}
+
+/// Softmax before opset 13: flatten to 2-D at `axis`, normalize rows, restore the shape.
+fn legacy_softmax(name: &str, inputs: Vec<Source>, outputs: Vec<String>, axis: i64, log: bool) -> Result<Vec<Pending>, String> {
+    let x = inputs.into_iter().next().ok_or("required input 0 is missing")?;
+    let flat = format!("{name}::flatten");
+    let shape = format!("{name}::shape");
+    let normalized = format!("{name}::rows");
+    Ok(vec![
+        Pending {
+            name: shape.clone(),
+            op: Op::Shape { start: 0, end: None },
+            inputs: vec![x.clone()],
+            outputs: vec![shape.clone()],
+        },
+        Pending {
+            name: flat.clone(),
+            op: Op::Flatten { axis },
+            inputs: vec![x],
+            outputs: vec![flat.clone()],
+        },
+        Pending {
+            name: normalized.clone(),
+            op: if log { Op::LogSoftmax { axis: 1 } } else { Op::Softmax { axis: 1 } },
+            inputs: vec![Source::Name(flat)],
+            outputs: vec![normalized.clone()],
+        },
+        Pending {
+            name: name.to_string(),
+            op: Op::Reshape { allowzero: false },
+            inputs: vec![Source::Name(normalized), Source::Name(shape)],
+            outputs,
+        },
+    ])
+}
