@@ -10,21 +10,21 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// The ONNX model to inspect.
-    model: PathBuf,
+    pub model: PathBuf,
     /// Dump the IR instead of the summary.
     #[arg(long, value_enum)]
-    dump: Option<Dump>,
-    /// List every unsupported op of the model at once, then exit (non-zero if there are any).
+    pub dump: Option<Dump>,
+    /// List every unsupported op of the model at once (exits non-zero if there are any).
     #[arg(long, conflicts_with = "dump")]
-    unsupported: bool,
+    pub unsupported: bool,
     /// Write the output to this file instead of standard output.
     #[arg(short, long)]
-    output: Option<PathBuf>,
+    pub output: Option<PathBuf>,
 }
 
 /// The IR dump formats.
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Dump {
+pub enum Dump {
     /// One node a line.
     Ir,
     /// Graphviz DOT.
@@ -33,8 +33,8 @@ enum Dump {
     Json,
 }
 
-/// Runs `sparkc inspect`.
-pub fn run(args: &Args) -> Result<()> {
+/// Runs `sparkc inspect`, returning what goes to standard output (nothing when `-o` is given).
+pub fn run(args: &Args) -> Result<String> {
     if args.unsupported {
         return unsupported(args);
     }
@@ -48,17 +48,17 @@ pub fn run(args: &Args) -> Result<()> {
     emit(args, &text)
 }
 
-fn emit(args: &Args, text: &str) -> Result<()> {
+fn emit(args: &Args, text: &str) -> Result<String> {
     match &args.output {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display())),
-        None => {
-            print!("{text}");
-            Ok(())
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(String::new())
         }
+        None => Ok(text.to_string()),
     }
 }
 
-fn unsupported(args: &Args) -> Result<()> {
+fn unsupported(args: &Args) -> Result<String> {
     let (opset, ops) = sparkc_onnx::unsupported_ops(&args.model)?;
     let mut text = String::new();
     if ops.is_empty() {
@@ -71,8 +71,7 @@ fn unsupported(args: &Args) -> Result<()> {
         let more = if op.nodes.len() > 5 { format!(", … {} more", op.nodes.len() - 5) } else { String::new() };
         let _ = writeln!(text, "  {}::{} ({} node(s): {}{more})", op.domain, op.op, op.nodes.len(), shown.join(", "));
     }
-    emit(args, &text)?;
-    anyhow::bail!("{} unsupported op(s)", ops.len())
+    anyhow::bail!("{text}{} unsupported op(s)", ops.len())
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -163,12 +163,16 @@ pub enum Reduction {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum AutoPad {
     /// Explicit `pads`.
+    #[serde(rename = "NOTSET")]
     NotSet,
     /// Output size `ceil(in/stride)`, extra padding at the end.
+    #[serde(rename = "SAME_UPPER")]
     SameUpper,
     /// Output size `ceil(in/stride)`, extra padding at the start.
+    #[serde(rename = "SAME_LOWER")]
     SameLower,
     /// No padding.
+    #[serde(rename = "VALID")]
     Valid,
 }
 

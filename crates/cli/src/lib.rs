@@ -1,0 +1,35 @@
+//! The sparkc command line as a library, so tests can run commands in process.
+
+pub mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// sparkc: an ahead-of-time model compiler and lean runtime for NVIDIA DGX Spark.
+#[derive(Parser)]
+#[command(name = "sparkc", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Summarize a model, or dump its IR as text, Graphviz DOT or JSON.
+    Inspect(inspect::Args),
+}
+
+/// Runs a parsed command line, returning what it prints on standard output.
+pub fn execute(cli: &Cli) -> anyhow::Result<String> {
+    match &cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    }
+}
+
+/// Parses `argv` (program name first) and runs it; the error of a bad command line included.
+pub fn execute_args<I, T>(argv: I) -> anyhow::Result<String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    execute(&Cli::try_parse_from(argv)?)
+}

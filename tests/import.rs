@@ -1,0 +1,256 @@
+//! Import of real models (the `light_*` architectures shipped with onnx) and of bad input:
+//! each bad model gets one clear error naming the node, value or file, never a panic.
+
+use onnx_protobuf::{
+    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
+    Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
+};
+use sparkc_ir::Dim;
+use sparkc_onnx::{load, load_bytes, tensor_from_bytes};
+use sparkc_tests::{generated, manifest_names, repo_root};
+use std::path::Path;
+
+#[test]
+fn light_models_import_with_reference_output_shapes() {
+    let names = manifest_names("light");
+    assert_eq!(names.len(), 9, "onnx 1.23.2 ships 9 light models");
+    for name in names {
+        let dir = generated().join("light");
+        let model = load(&dir.join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let reference = tensor_from_bytes(&std::fs::read(dir.join(format!("{name}_output_0.pb"))).unwrap()).unwrap();
+        let output = model.graph.value(model.graph.outputs[0]).ty.as_tensor().unwrap().clone();
+        let expected: Vec<Dim> = reference.shape.iter().map(|&d| Dim::known(d as i64)).collect();
+        assert_eq!(output.dtype, reference.dtype, "{name}");
+        assert_eq!(output.shape, Some(expected), "{name}");
+    }
+}
+
+#[test]
+fn symbolic_batch_flows_through_shape_arithmetic() {
+    let model = load(&repo_root().join("examples/models/tiny_cnn.onnx")).unwrap();
+    let output = model.graph.value(model.graph.outputs[0]).ty.to_string();
+    assert_eq!(output, "f32[N,10]");
+}
+
+fn tensor_type(dims: &[i64]) -> TypeProto {
+    let shape = TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&d| tensor_shape_proto::Dimension {
+                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    TypeProto {
+        value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+            elem_type: 1,
+            shape: Some(shape).into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        type_: Some(tensor_type(dims)).into(),
+        ..Default::default()
+    }
+}
+
+fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        name: name.into(),
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn model(nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>, outputs: &[&str], initializers: Vec<TensorProto>) -> ModelProto {
+    ModelProto {
+        ir_version: 10,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 21,
+            ..Default::default()
+        }],
+        graph: Some(GraphProto {
+            name: "bad".into(),
+            node: nodes,
+            input: inputs,
+            output: outputs.iter().map(|o| value_info(o, &[2])).collect(),
+            initializer: initializers,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    }
+}
+
+fn import_error(model: &ModelProto) -> String {
+    let bytes = model.write_to_bytes().unwrap();
+    load_bytes(&bytes, None).expect_err("the model is invalid").to_string()
+}
+
+fn assert_contains(error: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(error.contains(part), "error {error:?} does not mention {part:?}");
+    }
+}
+
+#[test]
+fn truncated_and_random_bytes_are_rejected() {
+    let bytes = std::fs::read(repo_root().join("examples/models/tiny_cnn.onnx")).unwrap();
+    let error = load_bytes(&bytes[..bytes.len() / 2], None).unwrap_err().to_string();
+    assert_contains(&error, &["not a valid ONNX model"]);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..4096)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    assert!(load_bytes(&noise, None).is_err());
+    assert_contains(&load_bytes(&[], None).unwrap_err().to_string(), &["opset"]);
+}
+
+#[test]
+fn a_cycle_is_rejected() {
+    let m = model(
+        vec![node("first", "Relu", &["b"], &["a"]), node("second", "Relu", &["a"], &["b"])],
+        vec![],
+        &["a"],
+        vec![],
+    );
+    assert_contains(&import_error(&m), &["cycle"]);
+}
+
+#[test]
+fn an_input_that_is_never_produced_is_rejected() {
+    let m = model(vec![node("add", "Add", &["x", "weight"], &["y"])], vec![value_info("x", &[2])], &["y"], vec![]);
+    assert_contains(&import_error(&m), &["node 'add'", "'weight' is never produced"]);
+}
+
+#[test]
+fn an_unknown_op_names_node_and_opset() {
+    let m = model(vec![node("mystery", "FooBar", &["x"], &["y"])], vec![value_info("x", &[2])], &["y"], vec![]);
+    assert_contains(&import_error(&m), &["node 'mystery' (FooBar, opset 21)", "not supported"]);
+}
+
+#[test]
+fn an_attribute_of_the_wrong_kind_or_rank_is_rejected() {
+    let mut conv = node("conv", "Conv", &["x", "w"], &["y"]);
+    conv.attribute.push(AttributeProto {
+        name: "kernel_shape".into(),
+        type_: AttributeType::INT.into(),
+        i: 3,
+        ..Default::default()
+    });
+    let inputs = vec![value_info("x", &[1, 1, 4, 4]), value_info("w", &[1, 1, 3, 3])];
+    let m = model(vec![conv.clone()], inputs.clone(), &["y"], vec![]);
+    assert_contains(&import_error(&m), &["node 'conv'", "'kernel_shape' must be a list of ints"]);
+    conv.attribute[0] = AttributeProto {
+        name: "kernel_shape".into(),
+        type_: AttributeType::INTS.into(),
+        ints: vec![3, 3, 3],
+        ..Default::default()
+    };
+    let m = model(vec![conv], inputs, &["y"], vec![]);
+    assert_contains(&import_error(&m), &["node 'conv'", "kernel_shape has 3 entries"]);
+}
+
+#[test]
+fn absurd_dims_are_rejected() {
+    let m = model(vec![node("relu", "Relu", &["x"], &["y"])], vec![value_info("x", &[1 << 40])], &["y"], vec![]);
+    assert_contains(&import_error(&m), &["input 'x'", "1099511627776", "exceeds"]);
+    let weight = TensorProto {
+        name: "w".into(),
+        dims: vec![1 << 40],
+        data_type: 1,
+        ..Default::default()
+    };
+    let m = model(vec![node("relu", "Relu", &["w"], &["y"])], vec![], &["y"], vec![weight]);
+    assert_contains(&import_error(&m), &["initializer 'w'", "exceeds"]);
+}
+
+#[test]
+fn shapes_that_cannot_broadcast_are_rejected() {
+    let m = model(
+        vec![node("add", "Add", &["x", "z"], &["y"])],
+        vec![value_info("x", &[2, 3]), value_info("z", &[4])],
+        &["y"],
+        vec![],
+    );
+    assert_contains(&import_error(&m), &["node 'add' (Add)", "cannot broadcast"]);
+}
+
+fn external(location: &str, length: usize) -> TensorProto {
+    let entry = |k: &str, v: String| StringStringEntryProto {
+        key: k.into(),
+        value: v,
+        ..Default::default()
+    };
+    TensorProto {
+        name: "w".into(),
+        dims: vec![2],
+        data_type: 1,
+        data_location: DataLocation::EXTERNAL.into(),
+        external_data: vec![entry("location", location.into()), entry("length", length.to_string())],
+        ..Default::default()
+    }
+}
+
+fn load_external(dir: &Path, location: &str, length: usize) -> Result<sparkc_ir::Model, String> {
+    let m = model(vec![node("relu", "Relu", &["w"], &["y"])], vec![], &["y"], vec![external(location, length)]);
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, m.write_to_bytes().unwrap()).unwrap();
+    load(&path).map_err(|e| e.to_string())
+}
+
+#[test]
+fn external_data_is_read_from_the_model_folder_only() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    let values: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("weights.bin"), &values).unwrap();
+    std::fs::write(root.path().join("secret.bin"), &values).unwrap();
+
+    let model = load_external(&dir, "weights.bin", 8).unwrap();
+    let out = model.graph.value(model.graph.outputs[0]).ty.to_string();
+    assert_eq!(out, "f32[2]");
+
+    assert_contains(&load_external(&dir, "../secret.bin", 8).unwrap_err(), &["initializer 'w'", "escapes the model's folder"]);
+    let absolute = root.path().join("secret.bin").display().to_string();
+    assert_contains(&load_external(&dir, &absolute, 8).unwrap_err(), &["initializer 'w'", "is absolute"]);
+    assert_contains(&load_external(&dir, "weights.bin", 4).unwrap_err(), &["initializer 'w'", "needs 8 bytes"]);
+    assert_contains(&load_external(&dir, "missing.bin", 8).unwrap_err(), &["initializer 'w'", "missing.bin"]);
+}
+
+#[test]
+fn typed_fields_and_raw_data_decode_alike() {
+    let raw = TensorProto {
+        dims: vec![2],
+        data_type: 7,
+        raw_data: [3i64, -4].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    };
+    let typed = TensorProto {
+        dims: vec![2],
+        data_type: 7,
+        int64_data: vec![3, -4],
+        ..Default::default()
+    };
+    let a = tensor_from_bytes(&raw.write_to_bytes().unwrap()).unwrap();
+    let b = tensor_from_bytes(&typed.write_to_bytes().unwrap()).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.to_i64s(), Some(vec![3, -4]));
+}
