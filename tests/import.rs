@@ -2,9 +2,9 @@
 //! each bad model gets one clear error naming the node, value or file, never a panic.
 
 use onnx_protobuf::{
-    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-    Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use sparkc_ir::Dim;
 use sparkc_onnx::{load, load_bytes, tensor_from_bytes};
@@ -17,10 +17,23 @@ fn light_models_import_with_reference_output_shapes() {
     assert_eq!(names.len(), 9, "onnx 1.23.2 ships 9 light models");
     for name in names {
         let dir = generated().join("light");
-        let model = load(&dir.join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let reference = tensor_from_bytes(&std::fs::read(dir.join(format!("{name}_output_0.pb"))).unwrap()).unwrap();
-        let output = model.graph.value(model.graph.outputs[0]).ty.as_tensor().unwrap().clone();
-        let expected: Vec<Dim> = reference.shape.iter().map(|&d| Dim::known(d as i64)).collect();
+        let model =
+            load(&dir.join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let reference =
+            tensor_from_bytes(&std::fs::read(dir.join(format!("{name}_output_0.pb"))).unwrap())
+                .unwrap();
+        let output = model
+            .graph
+            .value(model.graph.outputs[0])
+            .ty
+            .as_tensor()
+            .unwrap()
+            .clone();
+        let expected: Vec<Dim> = reference
+            .shape
+            .iter()
+            .map(|&d| Dim::known(d as i64))
+            .collect();
         assert_eq!(output.dtype, reference.dtype, "{name}");
         assert_eq!(output.shape, Some(expected), "{name}");
     }
@@ -72,7 +85,12 @@ fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     }
 }
 
-fn model(nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>, outputs: &[&str], initializers: Vec<TensorProto>) -> ModelProto {
+fn model(
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: &[&str],
+    initializers: Vec<TensorProto>,
+) -> ModelProto {
     ModelProto {
         ir_version: 10,
         opset_import: vec![OperatorSetIdProto {
@@ -95,19 +113,26 @@ fn model(nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>, outputs: &[&str], i
 
 fn import_error(model: &ModelProto) -> String {
     let bytes = model.write_to_bytes().unwrap();
-    load_bytes(&bytes, None).expect_err("the model is invalid").to_string()
+    load_bytes(&bytes, None)
+        .expect_err("the model is invalid")
+        .to_string()
 }
 
 fn assert_contains(error: &str, parts: &[&str]) {
     for part in parts {
-        assert!(error.contains(part), "error {error:?} does not mention {part:?}");
+        assert!(
+            error.contains(part),
+            "error {error:?} does not mention {part:?}"
+        );
     }
 }
 
 #[test]
 fn truncated_and_random_bytes_are_rejected() {
     let bytes = std::fs::read(repo_root().join("examples/models/tiny_cnn.onnx")).unwrap();
-    let error = load_bytes(&bytes[..bytes.len() / 2], None).unwrap_err().to_string();
+    let error = load_bytes(&bytes[..bytes.len() / 2], None)
+        .unwrap_err()
+        .to_string();
     assert_contains(&error, &["not a valid ONNX model"]);
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let noise: Vec<u8> = (0..4096)
@@ -125,7 +150,10 @@ fn truncated_and_random_bytes_are_rejected() {
 #[test]
 fn a_cycle_is_rejected() {
     let m = model(
-        vec![node("first", "Relu", &["b"], &["a"]), node("second", "Relu", &["a"], &["b"])],
+        vec![
+            node("first", "Relu", &["b"], &["a"]),
+            node("second", "Relu", &["a"], &["b"]),
+        ],
         vec![],
         &["a"],
         vec![],
@@ -135,14 +163,30 @@ fn a_cycle_is_rejected() {
 
 #[test]
 fn an_input_that_is_never_produced_is_rejected() {
-    let m = model(vec![node("add", "Add", &["x", "weight"], &["y"])], vec![value_info("x", &[2])], &["y"], vec![]);
-    assert_contains(&import_error(&m), &["node 'add'", "'weight' is never produced"]);
+    let m = model(
+        vec![node("add", "Add", &["x", "weight"], &["y"])],
+        vec![value_info("x", &[2])],
+        &["y"],
+        vec![],
+    );
+    assert_contains(
+        &import_error(&m),
+        &["node 'add'", "'weight' is never produced"],
+    );
 }
 
 #[test]
 fn an_unknown_op_names_node_and_opset() {
-    let m = model(vec![node("mystery", "FooBar", &["x"], &["y"])], vec![value_info("x", &[2])], &["y"], vec![]);
-    assert_contains(&import_error(&m), &["node 'mystery' (FooBar, opset 21)", "not supported"]);
+    let m = model(
+        vec![node("mystery", "FooBar", &["x"], &["y"])],
+        vec![value_info("x", &[2])],
+        &["y"],
+        vec![],
+    );
+    assert_contains(
+        &import_error(&m),
+        &["node 'mystery' (FooBar, opset 21)", "not supported"],
+    );
 }
 
 #[test]
@@ -154,9 +198,15 @@ fn an_attribute_of_the_wrong_kind_or_rank_is_rejected() {
         i: 3,
         ..Default::default()
     });
-    let inputs = vec![value_info("x", &[1, 1, 4, 4]), value_info("w", &[1, 1, 3, 3])];
+    let inputs = vec![
+        value_info("x", &[1, 1, 4, 4]),
+        value_info("w", &[1, 1, 3, 3]),
+    ];
     let m = model(vec![conv.clone()], inputs.clone(), &["y"], vec![]);
-    assert_contains(&import_error(&m), &["node 'conv'", "'kernel_shape' must be a list of ints"]);
+    assert_contains(
+        &import_error(&m),
+        &["node 'conv'", "'kernel_shape' must be a list of ints"],
+    );
     conv.attribute[0] = AttributeProto {
         name: "kernel_shape".into(),
         type_: AttributeType::INTS.into(),
@@ -164,20 +214,36 @@ fn an_attribute_of_the_wrong_kind_or_rank_is_rejected() {
         ..Default::default()
     };
     let m = model(vec![conv], inputs, &["y"], vec![]);
-    assert_contains(&import_error(&m), &["node 'conv'", "kernel_shape has 3 entries"]);
+    assert_contains(
+        &import_error(&m),
+        &["node 'conv'", "kernel_shape has 3 entries"],
+    );
 }
 
 #[test]
 fn absurd_dims_are_rejected() {
-    let m = model(vec![node("relu", "Relu", &["x"], &["y"])], vec![value_info("x", &[1 << 40])], &["y"], vec![]);
-    assert_contains(&import_error(&m), &["input 'x'", "1099511627776", "exceeds"]);
+    let m = model(
+        vec![node("relu", "Relu", &["x"], &["y"])],
+        vec![value_info("x", &[1 << 40])],
+        &["y"],
+        vec![],
+    );
+    assert_contains(
+        &import_error(&m),
+        &["input 'x'", "1099511627776", "exceeds"],
+    );
     let weight = TensorProto {
         name: "w".into(),
         dims: vec![1 << 40],
         data_type: 1,
         ..Default::default()
     };
-    let m = model(vec![node("relu", "Relu", &["w"], &["y"])], vec![], &["y"], vec![weight]);
+    let m = model(
+        vec![node("relu", "Relu", &["w"], &["y"])],
+        vec![],
+        &["y"],
+        vec![weight],
+    );
     assert_contains(&import_error(&m), &["initializer 'w'", "exceeds"]);
 }
 
@@ -203,13 +269,21 @@ fn external(location: &str, length: usize) -> TensorProto {
         dims: vec![2],
         data_type: 1,
         data_location: DataLocation::EXTERNAL.into(),
-        external_data: vec![entry("location", location.into()), entry("length", length.to_string())],
+        external_data: vec![
+            entry("location", location.into()),
+            entry("length", length.to_string()),
+        ],
         ..Default::default()
     }
 }
 
 fn load_external(dir: &Path, location: &str, length: usize) -> Result<sparkc_ir::Model, String> {
-    let m = model(vec![node("relu", "Relu", &["w"], &["y"])], vec![], &["y"], vec![external(location, length)]);
+    let m = model(
+        vec![node("relu", "Relu", &["w"], &["y"])],
+        vec![],
+        &["y"],
+        vec![external(location, length)],
+    );
     let path = dir.join("model.onnx");
     std::fs::write(&path, m.write_to_bytes().unwrap()).unwrap();
     load(&path).map_err(|e| e.to_string())
@@ -220,7 +294,10 @@ fn external_data_is_read_from_the_model_folder_only() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("model");
     std::fs::create_dir(&dir).unwrap();
-    let values: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let values: Vec<u8> = [1.5f32, -2.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     std::fs::write(dir.join("weights.bin"), &values).unwrap();
     std::fs::write(root.path().join("secret.bin"), &values).unwrap();
 
@@ -228,11 +305,23 @@ fn external_data_is_read_from_the_model_folder_only() {
     let out = model.graph.value(model.graph.outputs[0]).ty.to_string();
     assert_eq!(out, "f32[2]");
 
-    assert_contains(&load_external(&dir, "../secret.bin", 8).unwrap_err(), &["initializer 'w'", "escapes the model's folder"]);
+    assert_contains(
+        &load_external(&dir, "../secret.bin", 8).unwrap_err(),
+        &["initializer 'w'", "escapes the model's folder"],
+    );
     let absolute = root.path().join("secret.bin").display().to_string();
-    assert_contains(&load_external(&dir, &absolute, 8).unwrap_err(), &["initializer 'w'", "is absolute"]);
-    assert_contains(&load_external(&dir, "weights.bin", 4).unwrap_err(), &["initializer 'w'", "needs 8 bytes"]);
-    assert_contains(&load_external(&dir, "missing.bin", 8).unwrap_err(), &["initializer 'w'", "missing.bin"]);
+    assert_contains(
+        &load_external(&dir, &absolute, 8).unwrap_err(),
+        &["initializer 'w'", "is absolute"],
+    );
+    assert_contains(
+        &load_external(&dir, "weights.bin", 4).unwrap_err(),
+        &["initializer 'w'", "needs 8 bytes"],
+    );
+    assert_contains(
+        &load_external(&dir, "missing.bin", 8).unwrap_err(),
+        &["initializer 'w'", "missing.bin"],
+    );
 }
 
 #[test]

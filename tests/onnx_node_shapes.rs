@@ -28,28 +28,42 @@ fn compare(model: &Model, dir: &Path, kinds: &[serde_json::Value]) -> Result<boo
         if kind != "tensor" {
             let matches = matches!(
                 (kind.as_str(), &value.ty),
-                (Some("sequence"), ValueType::Sequence(_)) | (Some("optional"), ValueType::Optional(_))
+                (Some("sequence"), ValueType::Sequence(_))
+                    | (Some("optional"), ValueType::Optional(_))
             );
             if !matches {
-                return Err(format!("output {j} is {} but the reference is a {kind}", value.ty));
+                return Err(format!(
+                    "output {j} is {} but the reference is a {kind}",
+                    value.ty
+                ));
             }
             continue;
         }
-        let bytes = std::fs::read(dir.join(format!("test_data_set_0/output_{j}.pb"))).map_err(|e| e.to_string())?;
+        let bytes = std::fs::read(dir.join(format!("test_data_set_0/output_{j}.pb")))
+            .map_err(|e| e.to_string())?;
         let reference = tensor_from_bytes(&bytes).map_err(|e| e.to_string())?;
         let Some(tensor) = value.ty.as_tensor() else {
-            return Err(format!("output {j} is {} but the reference is a tensor", value.ty));
+            return Err(format!(
+                "output {j} is {} but the reference is a tensor",
+                value.ty
+            ));
         };
-        let expected: Vec<Dim> = reference.shape.iter().map(|&d| Dim::known(d as i64)).collect();
+        let expected: Vec<Dim> = reference
+            .shape
+            .iter()
+            .map(|&d| Dim::known(d as i64))
+            .collect();
         let shape_ok = match &tensor.shape {
-            Some(dims) if dims.len() == expected.len() => dims.iter().zip(&expected).all(|(d, e)| {
-                if d.is_dynamic() {
-                    dynamic = true;
-                    true
-                } else {
-                    d == e
-                }
-            }),
+            Some(dims) if dims.len() == expected.len() => {
+                dims.iter().zip(&expected).all(|(d, e)| {
+                    if d.is_dynamic() {
+                        dynamic = true;
+                        true
+                    } else {
+                        d == e
+                    }
+                })
+            }
             _ => false,
         };
         if tensor.dtype != reference.dtype || !shape_ok {
@@ -71,14 +85,23 @@ fn check(dir: &Path, meta: &serde_json::Value) -> Result<Outcome, String> {
         return Ok(Outcome::Static);
     }
     // Bind the test's tensor inputs, so shapes computed from input values can resolve.
-    let names: Vec<String> = model.graph.inputs.iter().map(|&id| model.graph.node(id).name.clone()).collect();
+    let names: Vec<String> = model
+        .graph
+        .inputs
+        .iter()
+        .map(|&id| model.graph.node(id).name.clone())
+        .collect();
     for (j, name) in names.iter().enumerate() {
         if meta["inputs"][j] != "tensor" {
             continue;
         }
-        let bytes = std::fs::read(dir.join(format!("test_data_set_0/input_{j}.pb"))).map_err(|e| e.to_string())?;
+        let bytes = std::fs::read(dir.join(format!("test_data_set_0/input_{j}.pb")))
+            .map_err(|e| e.to_string())?;
         let tensor = tensor_from_bytes(&bytes).map_err(|e| e.to_string())?;
-        model.graph.bind_input(name, tensor).map_err(|e| e.to_string())?;
+        model
+            .graph
+            .bind_input(name, tensor)
+            .map_err(|e| e.to_string())?;
     }
     infer_graph(&mut model.graph).map_err(|e| format!("with inputs bound: {e}"))?;
     verify(&model.graph).map_err(|e| format!("with inputs bound: {e}"))?;
@@ -98,9 +121,17 @@ fn node_tests_import_with_reference_shapes() {
     for name in manifest_names("node") {
         let dir = root.join(&name);
         let meta = read_json(&dir.join("meta.json"));
-        let ops: Vec<&str> = meta["ops"].as_array().expect("ops").iter().filter_map(|o| o.as_str()).collect();
+        let ops: Vec<&str> = meta["ops"]
+            .as_array()
+            .expect("ops")
+            .iter()
+            .filter_map(|o| o.as_str())
+            .collect();
         // Out of scope: unsupported ops, string tensors, and opsets older than 7.
-        if !ops.iter().all(|op| SUPPORTED_OPS.contains(op)) || meta["strings"] == true || meta["opset"].as_i64() < Some(7) {
+        if !ops.iter().all(|op| SUPPORTED_OPS.contains(op))
+            || meta["strings"] == true
+            || meta["opset"].as_i64() < Some(7)
+        {
             unsupported += 1;
             continue;
         }
@@ -118,5 +149,10 @@ fn node_tests_import_with_reference_shapes() {
         failures.len()
     );
     assert!(in_scope > 1000, "only {in_scope} node tests are in scope");
-    assert!(failures.is_empty(), "{} node tests failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} node tests failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -6,7 +6,10 @@ use std::sync::OnceLock;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The folder written by `scripts/gen_onnx_tests.py`, generating it on first use.
@@ -29,7 +32,8 @@ pub fn generated() -> &'static Path {
 
 /// The generator's manifest: onnx version, node test names, light model names.
 pub fn manifest() -> serde_json::Value {
-    let text = std::fs::read_to_string(generated().join("manifest.json")).expect("manifest.json is readable");
+    let text = std::fs::read_to_string(generated().join("manifest.json"))
+        .expect("manifest.json is readable");
     serde_json::from_str(&text).expect("manifest.json is JSON")
 }
 

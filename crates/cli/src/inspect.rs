@@ -51,7 +51,8 @@ pub fn run(args: &Args) -> Result<String> {
 fn emit(args: &Args, text: &str) -> Result<String> {
     match &args.output {
         Some(path) => {
-            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(String::new())
         }
         None => Ok(text.to_string()),
@@ -62,14 +63,34 @@ fn unsupported(args: &Args) -> Result<String> {
     let (opset, ops) = sparkc_onnx::unsupported_ops(&args.model)?;
     let mut text = String::new();
     if ops.is_empty() {
-        let _ = writeln!(text, "every op of {} is supported (opset {opset})", args.model.display());
+        let _ = writeln!(
+            text,
+            "every op of {} is supported (opset {opset})",
+            args.model.display()
+        );
         return emit(args, &text);
     }
-    let _ = writeln!(text, "{} unsupported op(s) in {} (opset {opset}):", ops.len(), args.model.display());
+    let _ = writeln!(
+        text,
+        "{} unsupported op(s) in {} (opset {opset}):",
+        ops.len(),
+        args.model.display()
+    );
     for op in &ops {
         let shown: Vec<&str> = op.nodes.iter().take(5).map(String::as_str).collect();
-        let more = if op.nodes.len() > 5 { format!(", … {} more", op.nodes.len() - 5) } else { String::new() };
-        let _ = writeln!(text, "  {}::{} ({} node(s): {}{more})", op.domain, op.op, op.nodes.len(), shown.join(", "));
+        let more = if op.nodes.len() > 5 {
+            format!(", … {} more", op.nodes.len() - 5)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            text,
+            "  {}::{} ({} node(s): {}{more})",
+            op.domain,
+            op.op,
+            op.nodes.len(),
+            shown.join(", ")
+        );
     }
     anyhow::bail!("{text}{} unsupported op(s)", ops.len())
 }
@@ -94,7 +115,11 @@ fn summary(model: &Model) -> String {
     let graph = &model.graph;
     let mut out = String::new();
     let _ = writeln!(out, "model     {}", graph.name);
-    let _ = writeln!(out, "opset     {} (ir_version {})", model.opset, model.ir_version);
+    let _ = writeln!(
+        out,
+        "opset     {} (ir_version {})",
+        model.opset, model.ir_version
+    );
     if !model.producer.is_empty() {
         let _ = writeln!(out, "producer  {}", model.producer);
     }
@@ -122,7 +147,13 @@ fn summary(model: &Model) -> String {
     out
 }
 
-fn count(graph: &sparkc_ir::Graph, histogram: &mut BTreeMap<String, usize>, params: &mut u64, bytes: &mut u64, ops: &mut usize) {
+fn count(
+    graph: &sparkc_ir::Graph,
+    histogram: &mut BTreeMap<String, usize>,
+    params: &mut u64,
+    bytes: &mut u64,
+    ops: &mut usize,
+) {
     for id in graph.dag.node_indices() {
         let node = graph.node(id);
         match &node.op {

@@ -258,7 +258,11 @@ impl fmt::Display for Poly {
         let mut terms: Vec<_> = self.terms.iter().collect();
         terms.sort_by(|(ma, _), (mb, _)| mb.len().cmp(&ma.len()).then(ma.cmp(mb)));
         for (i, (mono, coef)) in terms.into_iter().enumerate() {
-            let (sign, magnitude) = if *coef < 0 { ("-", coef.unsigned_abs()) } else { ("+", coef.unsigned_abs()) };
+            let (sign, magnitude) = if *coef < 0 {
+                ("-", coef.unsigned_abs())
+            } else {
+                ("+", coef.unsigned_abs())
+            };
             if i > 0 || sign == "-" {
                 f.write_str(sign)?;
             }
@@ -308,7 +312,10 @@ mod tests {
 
     #[test]
     fn constants_fold() {
-        assert_eq!(Dim::known(3) * Dim::known(4) + Dim::known(1), Dim::known(13));
+        assert_eq!(
+            Dim::known(3) * Dim::known(4) + Dim::known(1),
+            Dim::known(13)
+        );
         assert_eq!(Dim::known(7).floor_div(&Dim::known(2)), Dim::known(3));
         assert_eq!(Dim::known(-7).floor_div(&Dim::known(2)), Dim::known(-4));
         assert_eq!(Dim::known(7).ceil_div(&Dim::known(2)), Dim::known(4));
@@ -318,9 +325,18 @@ mod tests {
     fn symbols_stay_symbolic() {
         let d = n() + Dim::known(3);
         assert_eq!(d.to_string(), "N+3");
-        assert_eq!((n() * Dim::known(64) * Dim::known(49)).div_exact(&n()), Some(Dim::known(3136)));
-        assert_eq!((n() * Dim::known(6)).floor_div(&Dim::known(3)).to_string(), "2*N");
-        assert_eq!((n() - Dim::known(1)).floor_div(&Dim::known(2)).to_string(), "(N-1)//2");
+        assert_eq!(
+            (n() * Dim::known(64) * Dim::known(49)).div_exact(&n()),
+            Some(Dim::known(3136))
+        );
+        assert_eq!(
+            (n() * Dim::known(6)).floor_div(&Dim::known(3)).to_string(),
+            "2*N"
+        );
+        assert_eq!(
+            (n() - Dim::known(1)).floor_div(&Dim::known(2)).to_string(),
+            "(N-1)//2"
+        );
         assert_eq!((n() * Dim::sym("S")).to_string(), "N*S");
         assert_eq!((n() - n()), Dim::known(0));
     }

@@ -70,7 +70,13 @@ impl Graph {
     }
 
     /// Adds a node whose outputs are named and typed as given, wiring its inputs.
-    pub fn add_node(&mut self, name: String, op: Op, inputs: &[Option<ValueRef>], outputs: Vec<Value>) -> NodeId {
+    pub fn add_node(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: &[Option<ValueRef>],
+        outputs: Vec<Value>,
+    ) -> NodeId {
         let id = self.dag.add_node(Node {
             name,
             op,
@@ -101,14 +107,20 @@ impl Graph {
         };
         let id = self.add_node(name.to_string(), Op::Input, &[], vec![value]);
         self.inputs.push(id);
-        ValueRef { node: id, output: 0 }
+        ValueRef {
+            node: id,
+            output: 0,
+        }
     }
 
     /// Adds a constant node holding `tensor`.
     pub fn add_const(&mut self, name: &str, tensor: Tensor) -> ValueRef {
         let value = const_value(name, &tensor);
         let id = self.add_node(name.to_string(), Op::Const(tensor), &[], vec![value]);
-        ValueRef { node: id, output: 0 }
+        ValueRef {
+            node: id,
+            output: 0,
+        }
     }
 
     /// The node with this id.
@@ -177,7 +189,9 @@ pub fn const_value(name: &str, tensor: &Tensor) -> Value {
     } else if tensor.dtype.is_float() {
         tensor.to_f64s().map(Known::Floats)
     } else {
-        tensor.to_i64s().map(|v| Known::Ints(v.into_iter().map(Dim::known).collect()))
+        tensor
+            .to_i64s()
+            .map(|v| Known::Ints(v.into_iter().map(Dim::known).collect()))
     };
     let shape = tensor.shape.iter().map(|&d| Dim::known(d as i64)).collect();
     Value {

@@ -592,7 +592,9 @@ impl Op {
             Op::Reduce { kind, .. } => format!("Reduce{kind:?}"),
             _ => match serde_json::to_value(self) {
                 Ok(serde_json::Value::String(name)) => name,
-                Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
+                Ok(serde_json::Value::Object(map)) => {
+                    map.keys().next().cloned().unwrap_or_default()
+                }
                 _ => String::from("?"),
             },
         }

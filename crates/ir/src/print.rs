@@ -35,13 +35,16 @@ impl Names {
     }
 
     fn of(&self, v: Option<ValueRef>) -> &str {
-        v.and_then(|v| self.names.get(&v)).map_or("_", String::as_str)
+        v.and_then(|v| self.names.get(&v))
+            .map_or("_", String::as_str)
     }
 }
 
 fn order_of(graph: &Graph) -> Vec<NodeId> {
     // Dumps must work on graphs the verifier rejects, so a cycle falls back to id order.
-    graph.topo_order().unwrap_or_else(|_| graph.dag.node_indices().collect())
+    graph
+        .topo_order()
+        .unwrap_or_else(|_| graph.dag.node_indices().collect())
 }
 
 fn format_attributes(op: &Op) -> String {
@@ -76,7 +79,16 @@ fn write_graph(out: &mut String, graph: &Graph, indent: usize) {
             .outputs
             .iter()
             .enumerate()
-            .map(|(i, v)| format!("{}: {}", names.of(Some(ValueRef { node: id, output: i })), v.ty))
+            .map(|(i, v)| {
+                format!(
+                    "{}: {}",
+                    names.of(Some(ValueRef {
+                        node: id,
+                        output: i
+                    })),
+                    v.ty
+                )
+            })
             .collect();
         let outputs = outputs.join(", ");
         match &node.op {
@@ -91,7 +103,11 @@ fn write_graph(out: &mut String, graph: &Graph, indent: usize) {
                 let _ = writeln!(out, "{pad}{outputs} = const \"{}\"{values}", node.name);
             }
             op => {
-                let args: Vec<&str> = graph.inputs_of(id).into_iter().map(|v| names.of(v)).collect();
+                let args: Vec<&str> = graph
+                    .inputs_of(id)
+                    .into_iter()
+                    .map(|v| names.of(v))
+                    .collect();
                 let _ = writeln!(
                     out,
                     "{pad}{outputs} = {}({}){}  # {}",
@@ -140,8 +156,14 @@ pub fn to_dot(model: &Model) -> String {
     for id in order_of(graph) {
         let node = graph.node(id);
         let (label, style) = match &node.op {
-            Op::Input => (format!("input\\n{}", dot_escape(&node.outputs[0].name)), ", shape=ellipse"),
-            Op::Const(_) => (format!("const\\n{}", dot_escape(&node.name)), ", shape=note, color=gray"),
+            Op::Input => (
+                format!("input\\n{}", dot_escape(&node.outputs[0].name)),
+                ", shape=ellipse",
+            ),
+            Op::Const(_) => (
+                format!("const\\n{}", dot_escape(&node.name)),
+                ", shape=note, color=gray",
+            ),
             op => (format!("{}\\n{}", op.name(), dot_escape(&node.name)), ""),
         };
         let _ = writeln!(out, "  n{} [label=\"{label}\"{style}];", id.index());

@@ -26,10 +26,14 @@ impl Tensor {
         let count = shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| IrError::Graph(format!("tensor shape {shape:?} has more elements than fit in memory")))?;
-        let expected = dtype
-            .storage_bytes(count)
-            .ok_or_else(|| IrError::Graph(format!("tensor shape {shape:?} of {dtype} is too large")))?;
+            .ok_or_else(|| {
+                IrError::Graph(format!(
+                    "tensor shape {shape:?} has more elements than fit in memory"
+                ))
+            })?;
+        let expected = dtype.storage_bytes(count).ok_or_else(|| {
+            IrError::Graph(format!("tensor shape {shape:?} of {dtype} is too large"))
+        })?;
         if data.len() != expected {
             return Err(IrError::Graph(format!(
                 "tensor {dtype}{shape:?} needs {expected} bytes of data, found {}",
@@ -89,7 +93,11 @@ impl Tensor {
                 .collect(),
             DType::F32 => d
                 .chunks_exact(4)
-                .map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("chunk of exact size"))))
+                .map(|c| {
+                    f64::from(f32::from_le_bytes(
+                        c.try_into().expect("chunk of exact size"),
+                    ))
+                })
                 .collect(),
             DType::F16 => d
                 .chunks_exact(2)
@@ -106,7 +114,13 @@ impl Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({}{:?}, {} bytes)", self.dtype, self.shape, self.data.len())
+        write!(
+            f,
+            "Tensor({}{:?}, {} bytes)",
+            self.dtype,
+            self.shape,
+            self.data.len()
+        )
     }
 }
 
@@ -126,7 +140,12 @@ mod tests {
         let t = Tensor::from_i64s(vec![3], &[1, -2, 3]).unwrap();
         assert_eq!(t.to_i64s(), Some(vec![1, -2, 3]));
         assert_eq!(t.to_f64s(), Some(vec![1.0, -2.0, 3.0]));
-        let h = Tensor::new(DType::F16, vec![1], Bytes::from(f16::from_f32(0.5).to_le_bytes().to_vec())).unwrap();
+        let h = Tensor::new(
+            DType::F16,
+            vec![1],
+            Bytes::from(f16::from_f32(0.5).to_le_bytes().to_vec()),
+        )
+        .unwrap();
         assert_eq!(h.to_f64s(), Some(vec![0.5]));
     }
 }

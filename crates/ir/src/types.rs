@@ -55,7 +55,10 @@ pub struct Value {
 impl TensorType {
     /// A tensor type with a fully known shape.
     pub fn new(dtype: DType, shape: Vec<Dim>) -> TensorType {
-        TensorType { dtype, shape: Some(shape) }
+        TensorType {
+            dtype,
+            shape: Some(shape),
+        }
     }
 
     /// The rank, if known.

@@ -24,15 +24,22 @@ pub fn verify(graph: &Graph) -> Result<()> {
         for edge in graph.dag.edges_directed(id, Direction::Incoming) {
             let Edge { output, input } = *edge.weight();
             if input >= node.arity || !slots.insert(input) {
-                return Err(fail(format!("input slot {input} is wired twice or is out of range")));
+                return Err(fail(format!(
+                    "input slot {input} is wired twice or is out of range"
+                )));
             }
             if output >= graph.node(edge.source()).outputs.len() {
-                return Err(fail(format!("input {input} reads output {output} of a node that has fewer")));
+                return Err(fail(format!(
+                    "input {input} reads output {output} of a node that has fewer"
+                )));
             }
         }
         for value in &node.outputs {
             if !value.name.is_empty() && !names.insert(value.name.as_str()) {
-                return Err(fail(format!("value name '{}' is defined twice", value.name)));
+                return Err(fail(format!(
+                    "value name '{}' is defined twice",
+                    value.name
+                )));
             }
         }
         if !matches!(node.op, Op::Input | Op::Const(_)) {
@@ -51,8 +58,12 @@ pub fn verify(graph: &Graph) -> Result<()> {
         }
     }
     for (i, output) in graph.outputs.iter().enumerate() {
-        if !graph.dag.contains_node(output.node) || output.output >= graph.node(output.node).outputs.len() {
-            return Err(IrError::Graph(format!("graph output {i} refers to a value that does not exist")));
+        if !graph.dag.contains_node(output.node)
+            || output.output >= graph.node(output.node).outputs.len()
+        {
+            return Err(IrError::Graph(format!(
+                "graph output {i} refers to a value that does not exist"
+            )));
         }
     }
     Ok(())
@@ -72,7 +83,10 @@ mod tests {
     fn f32_value(name: &str, dims: &[i64]) -> Value {
         Value {
             name: name.to_string(),
-            ty: ValueType::Tensor(TensorType::new(DType::F32, dims.iter().map(|&d| Dim::known(d)).collect())),
+            ty: ValueType::Tensor(TensorType::new(
+                DType::F32,
+                dims.iter().map(|&d| Dim::known(d)).collect(),
+            )),
             known: None,
         }
     }
@@ -80,20 +94,46 @@ mod tests {
     #[test]
     fn accepts_a_well_typed_graph() {
         let mut g = Graph::new("g");
-        let x = g.add_input("x", ValueType::Tensor(TensorType::new(DType::F32, vec![Dim::sym("N"), Dim::known(4)])));
+        let x = g.add_input(
+            "x",
+            ValueType::Tensor(TensorType::new(
+                DType::F32,
+                vec![Dim::sym("N"), Dim::known(4)],
+            )),
+        );
         let mut y = f32_value("y", &[]);
         y.ty = g.value(x).ty.clone();
         let relu = g.add_node("relu".into(), Op::Unary(Unary::Relu), &[Some(x)], vec![y]);
-        g.outputs.push(ValueRef { node: relu, output: 0 });
+        g.outputs.push(ValueRef {
+            node: relu,
+            output: 0,
+        });
         verify(&g).unwrap();
     }
 
     #[test]
     fn rejects_a_cycle() {
         let mut g = Graph::new("g");
-        let a = g.add_node("a".into(), Op::Unary(Unary::Relu), &[None], vec![f32_value("a", &[1])]);
-        let b = g.add_node("b".into(), Op::Unary(Unary::Relu), &[Some(ValueRef { node: a, output: 0 })], vec![f32_value("b", &[1])]);
-        g.dag.add_edge(b, a, Edge { output: 0, input: 0 });
+        let a = g.add_node(
+            "a".into(),
+            Op::Unary(Unary::Relu),
+            &[None],
+            vec![f32_value("a", &[1])],
+        );
+        let b = g.add_node(
+            "b".into(),
+            Op::Unary(Unary::Relu),
+            &[Some(ValueRef { node: a, output: 0 })],
+            vec![f32_value("b", &[1])],
+        );
+        g.dag.add_edge(
+            b,
+            a,
+            Edge {
+                output: 0,
+                input: 0,
+            },
+        );
         let err = verify(&g).unwrap_err().to_string();
         assert!(err.contains("cycle"), "{err}");
     }
@@ -102,9 +142,20 @@ mod tests {
     fn rejects_a_wrong_output_type() {
         let mut g = Graph::new("g");
         let x = g.add_input("x", f32_value("x", &[2, 3]).ty);
-        let relu = g.add_node("relu".into(), Op::Unary(Unary::Relu), &[Some(x)], vec![f32_value("y", &[3, 2])]);
-        g.outputs.push(ValueRef { node: relu, output: 0 });
+        let relu = g.add_node(
+            "relu".into(),
+            Op::Unary(Unary::Relu),
+            &[Some(x)],
+            vec![f32_value("y", &[3, 2])],
+        );
+        g.outputs.push(ValueRef {
+            node: relu,
+            output: 0,
+        });
         let err = verify(&g).unwrap_err().to_string();
-        assert!(err.contains("node 'relu' (Relu)") && err.contains("f32[3,2]"), "{err}");
+        assert!(
+            err.contains("node 'relu' (Relu)") && err.contains("f32[3,2]"),
+            "{err}"
+        );
     }
 }

@@ -75,12 +75,16 @@ impl<'a> Attrs<'a> {
 
     /// A `float` attribute, or `default`.
     pub fn float(&self, name: &str, default: f32) -> Result<f32, String> {
-        Ok(self.get(name, AttributeType::FLOAT)?.map_or(default, |a| a.f))
+        Ok(self
+            .get(name, AttributeType::FLOAT)?
+            .map_or(default, |a| a.f))
     }
 
     /// An `ints` attribute, empty when absent.
     pub fn ints(&self, name: &str) -> Result<Vec<i64>, String> {
-        Ok(self.get(name, AttributeType::INTS)?.map_or_else(Vec::new, |a| a.ints.clone()))
+        Ok(self
+            .get(name, AttributeType::INTS)?
+            .map_or_else(Vec::new, |a| a.ints.clone()))
     }
 
     /// An `ints` attribute, `None` when absent.
@@ -90,30 +94,39 @@ impl<'a> Attrs<'a> {
 
     /// A `floats` attribute, empty when absent.
     pub fn floats(&self, name: &str) -> Result<Vec<f32>, String> {
-        Ok(self.get(name, AttributeType::FLOATS)?.map_or_else(Vec::new, |a| a.floats.clone()))
+        Ok(self
+            .get(name, AttributeType::FLOATS)?
+            .map_or_else(Vec::new, |a| a.floats.clone()))
     }
 
     /// A `string` attribute, or `default`.
     pub fn string(&self, name: &str, default: &str) -> Result<String, String> {
         match self.get(name, AttributeType::STRING)? {
             None => Ok(default.to_string()),
-            Some(a) => String::from_utf8(a.s.clone()).map_err(|_| format!("attribute '{name}' is not UTF-8")),
+            Some(a) => String::from_utf8(a.s.clone())
+                .map_err(|_| format!("attribute '{name}' is not UTF-8")),
         }
     }
 
     /// A `strings` attribute, empty when absent.
     pub fn strings(&self, name: &str) -> Result<Vec<String>, String> {
-        self.get(name, AttributeType::STRINGS)?.map_or(Ok(Vec::new()), |a| {
-            a.strings
-                .iter()
-                .map(|s| String::from_utf8(s.clone()).map_err(|_| format!("attribute '{name}' is not UTF-8")))
-                .collect()
-        })
+        self.get(name, AttributeType::STRINGS)?
+            .map_or(Ok(Vec::new()), |a| {
+                a.strings
+                    .iter()
+                    .map(|s| {
+                        String::from_utf8(s.clone())
+                            .map_err(|_| format!("attribute '{name}' is not UTF-8"))
+                    })
+                    .collect()
+            })
     }
 
     /// A `tensor` attribute.
     pub fn tensor(&self, name: &str) -> Result<Option<&'a TensorProto>, String> {
-        Ok(self.get(name, AttributeType::TENSOR)?.and_then(|a| a.t.as_ref()))
+        Ok(self
+            .get(name, AttributeType::TENSOR)?
+            .and_then(|a| a.t.as_ref()))
     }
 }
 

@@ -70,20 +70,28 @@ impl Importer<'_> {
 
     /// Imports a graph; `outer` holds the names of enclosing scopes. Returns the graph and the
     /// outer names it captures, in the order its capture inputs were added.
-    pub fn graph(&mut self, proto: &mut GraphProto, outer: &[&HashSet<String>], subgraph: bool) -> Result<(Graph, Vec<String>)> {
+    pub fn graph(
+        &mut self,
+        proto: &mut GraphProto,
+        outer: &[&HashSet<String>],
+        subgraph: bool,
+    ) -> Result<(Graph, Vec<String>)> {
         let mut graph = Graph::new(proto.name.clone());
         let mut local: HashMap<String, ValueRef> = HashMap::new();
         for init in proto.initializer.iter_mut() {
             let name = init.name.clone();
-            let tensor = tensor_from_proto(init, self.external).map_err(|message| ImportError::Value {
-                what: "initializer",
-                name: name.clone(),
-                message,
-            })?;
+            let tensor =
+                tensor_from_proto(init, self.external).map_err(|message| ImportError::Value {
+                    what: "initializer",
+                    name: name.clone(),
+                    message,
+                })?;
             local.insert(name.clone(), graph.add_const(&name, tensor));
         }
         if !proto.sparse_initializer.is_empty() {
-            return Err(ImportError::Model("sparse initializers are not supported".into()));
+            return Err(ImportError::Model(
+                "sparse initializers are not supported".into(),
+            ));
         }
         for input in &proto.input {
             if local.contains_key(&input.name) {
@@ -102,7 +110,12 @@ impl Importer<'_> {
             local.insert(input.name.clone(), graph.add_input(&input.name, ty));
         }
         let mut defined: HashSet<String> = local.keys().cloned().collect();
-        defined.extend(proto.node.iter().flat_map(|n| n.output.iter().filter(|o| !o.is_empty()).cloned()));
+        defined.extend(
+            proto
+                .node
+                .iter()
+                .flat_map(|n| n.output.iter().filter(|o| !o.is_empty()).cloned()),
+        );
         let mut scopes = outer.to_vec();
         scopes.push(&defined);
 
@@ -110,7 +123,14 @@ impl Importer<'_> {
         for (index, node) in proto.node.iter_mut().enumerate() {
             let label = node_label(node, index);
             if !(node.domain.is_empty() || node.domain == "ai.onnx") {
-                return Err(self.node_error(&label, node, format!("op '{}' of domain '{}' is not supported", node.op_type, node.domain)));
+                return Err(self.node_error(
+                    &label,
+                    node,
+                    format!(
+                        "op '{}' of domain '{}' is not supported",
+                        node.op_type, node.domain
+                    ),
+                ));
             }
             let converted = match node.op_type.as_str() {
                 "If" | "Loop" => self.control_flow(node, &label, &scopes)?,
@@ -124,7 +144,8 @@ impl Importer<'_> {
                         outputs: vec![output],
                     }]
                 }
-                _ => convert(node, &label, self.opset).map_err(|m| self.node_error(&label, node, m))?,
+                _ => convert(node, &label, self.opset)
+                    .map_err(|m| self.node_error(&label, node, m))?,
             };
             pending.extend(converted.into_iter().map(|p| (index, p)));
         }
@@ -140,8 +161,21 @@ impl Importer<'_> {
                 if name.is_empty() {
                     continue;
                 }
-                if local.insert(name.clone(), ValueRef { node: id, output: slot }).is_some() {
-                    return Err(self.node_error(&p.name, &proto.node[index], format!("value '{name}' is produced twice")));
+                if local
+                    .insert(
+                        name.clone(),
+                        ValueRef {
+                            node: id,
+                            output: slot,
+                        },
+                    )
+                    .is_some()
+                {
+                    return Err(self.node_error(
+                        &p.name,
+                        &proto.node[index],
+                        format!("value '{name}' is produced twice"),
+                    ));
                 }
             }
             wiring.push((index, id, p.inputs));
@@ -175,7 +209,14 @@ impl Importer<'_> {
                         )
                     })?,
                 };
-                graph.dag.add_edge(value.node, id, sparkc_ir::Edge { output: value.output, input: slot });
+                graph.dag.add_edge(
+                    value.node,
+                    id,
+                    sparkc_ir::Edge {
+                        output: value.output,
+                        input: slot,
+                    },
+                );
             }
         }
         for output in &proto.output {
@@ -194,23 +235,42 @@ impl Importer<'_> {
         Ok((graph, captures))
     }
 
-    fn control_flow(&mut self, node: &mut NodeProto, label: &str, scopes: &[&HashSet<String>]) -> Result<Vec<Pending>> {
-        let subgraph = |importer: &mut Self, name: &str, node: &mut NodeProto| -> Result<(Graph, Vec<String>)> {
+    fn control_flow(
+        &mut self,
+        node: &mut NodeProto,
+        label: &str,
+        scopes: &[&HashSet<String>],
+    ) -> Result<Vec<Pending>> {
+        let subgraph = |importer: &mut Self,
+                        name: &str,
+                        node: &mut NodeProto|
+         -> Result<(Graph, Vec<String>)> {
             let position = node
                 .attribute
                 .iter()
                 .position(|a| a.name == name)
-                .ok_or_else(|| importer.node_error(label, node, format!("required attribute '{name}' is missing")))?;
-            let mut proto = node.attribute[position]
-                .g
-                .take()
-                .ok_or_else(|| importer.node_error(label, node, format!("attribute '{name}' must be a graph")))?;
+                .ok_or_else(|| {
+                    importer.node_error(
+                        label,
+                        node,
+                        format!("required attribute '{name}' is missing"),
+                    )
+                })?;
+            let mut proto = node.attribute[position].g.take().ok_or_else(|| {
+                importer.node_error(label, node, format!("attribute '{name}' must be a graph"))
+            })?;
             importer.graph(&mut proto, scopes, true)
         };
         let mut inputs: Vec<Source> = node
             .input
             .iter()
-            .map(|s| if s.is_empty() { Source::Absent } else { Source::Name(s.clone()) })
+            .map(|s| {
+                if s.is_empty() {
+                    Source::Absent
+                } else {
+                    Source::Name(s.clone())
+                }
+            })
             .collect();
         let op = if node.op_type == "If" {
             let (mut then_branch, then_caps) = subgraph(self, "then_branch", node)?;
@@ -222,9 +282,18 @@ impl Importer<'_> {
                 }
             }
             for branch in [&mut then_branch, &mut else_branch] {
-                let formal = branch.inputs.len() - branch.inputs.iter().filter(|&&id| union.contains(&branch.node(id).name)).count();
+                let formal = branch.inputs.len()
+                    - branch
+                        .inputs
+                        .iter()
+                        .filter(|&&id| union.contains(&branch.node(id).name))
+                        .count();
                 if formal != 0 {
-                    return Err(self.node_error(label, node, "If branches must not declare inputs".into()));
+                    return Err(self.node_error(
+                        label,
+                        node,
+                        "If branches must not declare inputs".into(),
+                    ));
                 }
                 align_captures(branch, 0, &union);
             }
@@ -242,7 +311,9 @@ impl Importer<'_> {
                 return Err(self.node_error(
                     label,
                     node,
-                    format!("body takes {formal} inputs, expected 2 + {carried} loop-carried values"),
+                    format!(
+                        "body takes {formal} inputs, expected 2 + {carried} loop-carried values"
+                    ),
                 ));
             }
             while inputs.len() < 2 {
@@ -266,8 +337,20 @@ impl Importer<'_> {
 /// The tensor of a `Constant` node, from whichever `value*` attribute it has.
 fn constant(node: &mut NodeProto) -> Result<sparkc_ir::Tensor, String> {
     use sparkc_ir::Tensor;
-    let attr = node.attribute.first_mut().ok_or("a Constant needs a value attribute")?;
-    let f32s = |v: &[f32], shape: Vec<usize>| Tensor::new(DType::F32, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>().into());
+    let attr = node
+        .attribute
+        .first_mut()
+        .ok_or("a Constant needs a value attribute")?;
+    let f32s = |v: &[f32], shape: Vec<usize>| {
+        Tensor::new(
+            DType::F32,
+            shape,
+            v.iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<_>>()
+                .into(),
+        )
+    };
     let result = match attr.name.as_str() {
         "value" => {
             let mut t = attr.t.take().ok_or("attribute 'value' must be a tensor")?;

@@ -32,7 +32,12 @@ fn file_error(path: &Path, message: impl Into<String>) -> ImportError {
 }
 
 fn parse(bytes: &[u8], path: &Path) -> Result<ModelProto> {
-    ModelProto::parse_from_bytes(bytes).map_err(|e| file_error(path, format!("not a valid ONNX model (protobuf decoding failed: {e})")))
+    ModelProto::parse_from_bytes(bytes).map_err(|e| {
+        file_error(
+            path,
+            format!("not a valid ONNX model (protobuf decoding failed: {e})"),
+        )
+    })
 }
 
 fn read(path: &Path) -> Result<ModelProto> {
@@ -49,7 +54,9 @@ pub fn default_opset(model: &ModelProto) -> Result<i64> {
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
-        .ok_or_else(|| ImportError::Model("the model imports no version of the default ONNX opset".into()))?;
+        .ok_or_else(|| {
+            ImportError::Model("the model imports no version of the default ONNX opset".into())
+        })?;
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
         return Err(ImportError::Model(format!(
             "opset {opset} is outside the supported range {MIN_OPSET} to {MAX_OPSET}"
@@ -61,7 +68,13 @@ pub fn default_opset(model: &ModelProto) -> Result<i64> {
 /// Loads, imports, infers and verifies the model at `path`.
 pub fn load(path: &Path) -> Result<Model> {
     let proto = read(path)?;
-    let folder = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let folder = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     import_model(proto, folder).map_err(|e| match e {
         ImportError::Model(message) => file_error(path, message),
         other => other,
@@ -76,7 +89,10 @@ pub fn load_bytes(bytes: &[u8], folder: Option<&Path>) -> Result<Model> {
 /// Imports a parsed model, then infers shapes and verifies the graph.
 pub fn import_model(mut proto: ModelProto, folder: Option<&Path>) -> Result<Model> {
     let opset = default_opset(&proto)?;
-    let mut graph_proto = proto.graph.take().ok_or_else(|| ImportError::Model("the model has no graph".into()))?;
+    let mut graph_proto = proto
+        .graph
+        .take()
+        .ok_or_else(|| ImportError::Model("the model has no graph".into()))?;
     let mut external = ExternalFiles::new(folder.map(Path::to_path_buf));
     let mut importer = import::Importer {
         opset,
@@ -89,12 +105,15 @@ pub fn import_model(mut proto: ModelProto, folder: Option<&Path>) -> Result<Mode
         graph,
         opset,
         ir_version: proto.ir_version,
-        producer: [proto.producer_name.as_str(), proto.producer_version.as_str()]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" "),
+        producer: [
+            proto.producer_name.as_str(),
+            proto.producer_version.as_str(),
+        ]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" "),
     })
 }
 
@@ -113,14 +132,22 @@ fn survey(graph: &GraphProto, found: &mut BTreeMap<(String, String), Vec<String>
     for (index, node) in graph.node.iter().enumerate() {
         let default = node.domain.is_empty() || node.domain == "ai.onnx";
         if !default || !SUPPORTED_OPS.contains(&node.op_type.as_str()) {
-            let domain = if default { "ai.onnx".to_string() } else { node.domain.clone() };
+            let domain = if default {
+                "ai.onnx".to_string()
+            } else {
+                node.domain.clone()
+            };
             found
                 .entry((domain, node.op_type.clone()))
                 .or_default()
                 .push(import::node_label(node, index));
         }
         for attr in &node.attribute {
-            attr.g.as_ref().into_iter().chain(attr.graphs.iter()).for_each(|g| survey(g, found));
+            attr.g
+                .as_ref()
+                .into_iter()
+                .chain(attr.graphs.iter())
+                .for_each(|g| survey(g, found));
         }
     }
 }

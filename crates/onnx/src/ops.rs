@@ -8,8 +8,8 @@ use crate::attrs::Attrs;
 use crate::tensor::dtype_from_onnx;
 use onnx_protobuf::NodeProto;
 use sparkc_ir::op::{
-    AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, PoolAttrs, Reduction, ResizeAttrs, RnnAttrs,
-    Unary, Variadic,
+    AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, PoolAttrs, Reduction,
+    ResizeAttrs, RnnAttrs, Unary, Variadic,
 };
 use sparkc_ir::{DType, Op, Tensor};
 
@@ -39,17 +39,110 @@ pub struct Pending {
 
 /// Every op type of the default domain that the importer understands (`If` and `Loop` included).
 pub const SUPPORTED_OPS: &[&str] = &[
-    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip",
-    "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "CumSum", "DepthToSpace",
-    "DequantizeLinear", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor",
-    "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater",
-    "GreaterOrEqual", "GroupNormalization", "GRU", "HardSigmoid", "HardSwish", "Identity", "If",
-    "InstanceNormalization", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
-    "Loop", "LRN", "LSTM", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pad",
-    "Pow", "PRelu", "QuantizeLinear", "Range", "Reciprocal", "ReduceL2", "ReduceLogSumExp", "ReduceMax",
-    "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "Resize",
-    "Round", "ScatterND", "Shape", "Sigmoid", "Sign", "Sin", "Size", "Slice", "Softmax", "Softplus", "Split",
-    "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "TopK", "Transpose", "Trilu", "Unsqueeze", "Where", "Xor",
+    "Abs",
+    "Add",
+    "And",
+    "ArgMax",
+    "ArgMin",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "Cos",
+    "CumSum",
+    "DepthToSpace",
+    "DequantizeLinear",
+    "Div",
+    "Dropout",
+    "Einsum",
+    "Elu",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Greater",
+    "GreaterOrEqual",
+    "GroupNormalization",
+    "GRU",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "If",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "LogSoftmax",
+    "Loop",
+    "LRN",
+    "LSTM",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Mean",
+    "Min",
+    "Mod",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pad",
+    "Pow",
+    "PRelu",
+    "QuantizeLinear",
+    "Range",
+    "Reciprocal",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Round",
+    "ScatterND",
+    "Shape",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Size",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Tile",
+    "TopK",
+    "Transpose",
+    "Trilu",
+    "Unsqueeze",
+    "Where",
+    "Xor",
 ];
 
 fn i64s(values: &[i64]) -> Source {
@@ -57,7 +150,9 @@ fn i64s(values: &[i64]) -> Source {
 }
 
 fn f32_scalar(value: f32) -> Source {
-    Source::Const(Tensor::new(DType::F32, vec![], value.to_le_bytes().to_vec().into()).expect("one f32"))
+    Source::Const(
+        Tensor::new(DType::F32, vec![], value.to_le_bytes().to_vec().into()).expect("one f32"),
+    )
 }
 
 fn set_input(inputs: &mut Vec<Source>, slot: usize, source: Source) {
@@ -73,7 +168,11 @@ fn auto_pad(a: &Attrs) -> Result<AutoPad, String> {
         "SAME_UPPER" => AutoPad::SameUpper,
         "SAME_LOWER" => AutoPad::SameLower,
         "VALID" => AutoPad::Valid,
-        other => return Err(format!("auto_pad '{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID")),
+        other => {
+            return Err(format!(
+                "auto_pad '{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"
+            ))
+        }
     })
 }
 
@@ -120,7 +219,9 @@ fn rnn_attrs(a: &Attrs) -> Result<RnnAttrs, String> {
 fn dtype_attr(a: &Attrs, name: &str) -> Result<Option<DType>, String> {
     match a.int(name, 0)? {
         0 => Ok(None),
-        code => dtype_from_onnx(code as i32).map(Some).map_err(|e| format!("attribute '{name}': {e}")),
+        code => dtype_from_onnx(code as i32)
+            .map(Some)
+            .map_err(|e| format!("attribute '{name}': {e}")),
     }
 }
 
@@ -130,7 +231,13 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
     let mut inputs: Vec<Source> = node
         .input
         .iter()
-        .map(|s| if s.is_empty() { Source::Absent } else { Source::Name(s.clone()) })
+        .map(|s| {
+            if s.is_empty() {
+                Source::Absent
+            } else {
+                Source::Name(s.clone())
+            }
+        })
         .collect();
     let outputs: Vec<String> = node.output.clone();
     let reduce = |kind| -> Result<Op, String> {
@@ -233,8 +340,11 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
         "ReduceSum" => reduce(Reduction::Sum)?,
         "ReduceSumSquare" => reduce(Reduction::SumSquare)?,
         "ArgMax" | "ArgMin" => {
-            let (axis, keepdims, select_last_index) =
-                (a.int("axis", 0)?, a.flag("keepdims", true)?, a.flag("select_last_index", false)?);
+            let (axis, keepdims, select_last_index) = (
+                a.int("axis", 0)?,
+                a.flag("keepdims", true)?,
+                a.flag("select_last_index", false)?,
+            );
             if op_type == "ArgMax" {
                 Op::ArgMax {
                     axis,
@@ -347,8 +457,12 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
         "Reshape" => Op::Reshape {
             allowzero: a.flag("allowzero", false)?,
         },
-        "Flatten" => Op::Flatten { axis: a.int("axis", 1)? },
-        "Transpose" => Op::Transpose { perm: a.ints("perm")? },
+        "Flatten" => Op::Flatten {
+            axis: a.int("axis", 1)?,
+        },
+        "Transpose" => Op::Transpose {
+            perm: a.ints("perm")?,
+        },
         "Expand" => Op::Expand,
         "Tile" => Op::Tile,
         "Pad" => {
@@ -364,8 +478,12 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             blocksize: a.req_int("blocksize")?,
             mode: a.string("mode", "DCR")?,
         },
-        "Gather" => Op::Gather { axis: a.int("axis", 0)? },
-        "GatherElements" => Op::GatherElements { axis: a.int("axis", 0)? },
+        "Gather" => Op::Gather {
+            axis: a.int("axis", 0)?,
+        },
+        "GatherElements" => Op::GatherElements {
+            axis: a.int("axis", 0)?,
+        },
         "GatherND" => Op::GatherNd {
             batch_dims: a.int("batch_dims", 0)?,
         },
@@ -381,12 +499,18 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             let value = match a.tensor("value")? {
                 Some(t) => {
                     let mut t = t.clone();
-                    crate::tensor::tensor_from_proto(&mut t, &mut crate::tensor::ExternalFiles::new(None))?
+                    crate::tensor::tensor_from_proto(
+                        &mut t,
+                        &mut crate::tensor::ExternalFiles::new(None),
+                    )?
                 }
                 None => Tensor::new(DType::F32, vec![1], vec![0u8; 4].into()).expect("one f32"),
             };
             if value.len() != 1 {
-                return Err(format!("value must hold one element, found {}", value.len()));
+                return Err(format!(
+                    "value must hold one element, found {}",
+                    value.len()
+                ));
             }
             Op::ConstantOfShape { value }
         }
@@ -403,7 +527,11 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
                 axes: a.ints("axes")?,
                 coordinate_transformation_mode: a.string(
                     "coordinate_transformation_mode",
-                    if opset < 11 { "asymmetric" } else { "half_pixel" },
+                    if opset < 11 {
+                        "asymmetric"
+                    } else {
+                        "half_pixel"
+                    },
                 )?,
                 cubic_coeff_a: a.float("cubic_coeff_a", -0.75)?,
                 exclude_outside: a.flag("exclude_outside", false)?,
@@ -462,15 +590,27 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
 }
 
 /// Softmax before opset 13: flatten to 2-D at `axis`, normalize rows, restore the shape.
-fn legacy_softmax(name: &str, inputs: Vec<Source>, outputs: Vec<String>, axis: i64, log: bool) -> Result<Vec<Pending>, String> {
-    let x = inputs.into_iter().next().ok_or("required input 0 is missing")?;
+fn legacy_softmax(
+    name: &str,
+    inputs: Vec<Source>,
+    outputs: Vec<String>,
+    axis: i64,
+    log: bool,
+) -> Result<Vec<Pending>, String> {
+    let x = inputs
+        .into_iter()
+        .next()
+        .ok_or("required input 0 is missing")?;
     let flat = format!("{name}::flatten");
     let shape = format!("{name}::shape");
     let normalized = format!("{name}::rows");
     Ok(vec![
         Pending {
             name: shape.clone(),
-            op: Op::Shape { start: 0, end: None },
+            op: Op::Shape {
+                start: 0,
+                end: None,
+            },
             inputs: vec![x.clone()],
             outputs: vec![shape.clone()],
         },
@@ -482,7 +622,11 @@ fn legacy_softmax(name: &str, inputs: Vec<Source>, outputs: Vec<String>, axis: i
         },
         Pending {
             name: normalized.clone(),
-            op: if log { Op::LogSoftmax { axis: 1 } } else { Op::Softmax { axis: 1 } },
+            op: if log {
+                Op::LogSoftmax { axis: 1 }
+            } else {
+                Op::Softmax { axis: 1 }
+            },
             inputs: vec![Source::Name(flat)],
             outputs: vec![normalized.clone()],
         },

@@ -3,7 +3,7 @@
 use crate::error::{ImportError, Result};
 use bytes::Bytes;
 use onnx_protobuf::{tensor_proto::DataLocation, TensorProto, TypeProto};
-use sparkc_ir::{DType, Dim, TensorType, Tensor, ValueType};
+use sparkc_ir::{DType, Dim, Tensor, TensorType, ValueType};
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -51,7 +51,9 @@ pub fn checked_dim(value: i64) -> Result<i64, String> {
         return Err(format!("dimension {value} is negative"));
     }
     if value > MAX_DIM {
-        return Err(format!("dimension {value} exceeds the supported maximum of {MAX_DIM}"));
+        return Err(format!(
+            "dimension {value} exceeds the supported maximum of {MAX_DIM}"
+        ));
     }
     Ok(value)
 }
@@ -82,8 +84,14 @@ pub fn value_type(name: &str, ty: &TypeProto) -> Result<ValueType, String> {
             };
             Ok(ValueType::Tensor(TensorType { dtype, shape }))
         }
-        Some(Value::SequenceType(s)) => Ok(ValueType::Sequence(Box::new(value_type(name, &s.elem_type)?))),
-        Some(Value::OptionalType(o)) => Ok(ValueType::Optional(Box::new(value_type(name, &o.elem_type)?))),
+        Some(Value::SequenceType(s)) => Ok(ValueType::Sequence(Box::new(value_type(
+            name,
+            &s.elem_type,
+        )?))),
+        Some(Value::OptionalType(o)) => Ok(ValueType::Optional(Box::new(value_type(
+            name,
+            &o.elem_type,
+        )?))),
         Some(_) => Err("map and sparse tensor values are not supported".into()),
         None => Err("the value has no type".into()),
     }
@@ -106,24 +114,34 @@ impl ExternalFiles {
     }
 
     fn resolve(&self, location: &str) -> Result<PathBuf, String> {
-        let base = self
-            .base
-            .as_ref()
-            .ok_or("external data needs the model's folder, but the model was not loaded from a file")?;
+        let base = self.base.as_ref().ok_or(
+            "external data needs the model's folder, but the model was not loaded from a file",
+        )?;
         let relative = Path::new(location);
         if relative.is_absolute() {
             return Err(format!("external data path '{location}' is absolute; it must be relative to the model's folder"));
         }
-        if relative.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_) | Component::RootDir)) {
-            return Err(format!("external data path '{location}' escapes the model's folder"));
+        if relative.components().any(|c| {
+            matches!(
+                c,
+                Component::ParentDir | Component::Prefix(_) | Component::RootDir
+            )
+        }) {
+            return Err(format!(
+                "external data path '{location}' escapes the model's folder"
+            ));
         }
         let path = base.join(relative);
         let canonical = path
             .canonicalize()
             .map_err(|e| format!("external data file '{}': {e}", path.display()))?;
-        let canonical_base = base.canonicalize().map_err(|e| format!("model folder '{}': {e}", base.display()))?;
+        let canonical_base = base
+            .canonicalize()
+            .map_err(|e| format!("model folder '{}': {e}", base.display()))?;
         if !canonical.starts_with(&canonical_base) {
-            return Err(format!("external data path '{location}' leads outside the model's folder"));
+            return Err(format!(
+                "external data path '{location}' leads outside the model's folder"
+            ));
         }
         Ok(canonical)
     }
@@ -133,10 +151,12 @@ impl ExternalFiles {
         if let Some(bytes) = self.maps.get(&path) {
             return Ok(bytes.clone());
         }
-        let file = std::fs::File::open(&path).map_err(|e| format!("external data file '{}': {e}", path.display()))?;
+        let file = std::fs::File::open(&path)
+            .map_err(|e| format!("external data file '{}': {e}", path.display()))?;
         // SAFETY: the map is read-only; a file changed underneath a running import is the user's
         // own race, as with any memory-mapped model loader.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map '{}': {e}", path.display()))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| format!("cannot map '{}': {e}", path.display()))?;
         let bytes = Bytes::from_owner(map);
         self.maps.insert(path, bytes.clone());
         Ok(bytes)
@@ -148,7 +168,10 @@ fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) ->
 }
 
 /// Converts a `TensorProto`, taking its raw bytes without copying and mapping external data.
-pub fn tensor_from_proto(proto: &mut TensorProto, external: &mut ExternalFiles) -> Result<Tensor, String> {
+pub fn tensor_from_proto(
+    proto: &mut TensorProto,
+    external: &mut ExternalFiles,
+) -> Result<Tensor, String> {
     let dtype = dtype_from_onnx(proto.data_type)?;
     let mut shape = Vec::with_capacity(proto.dims.len());
     let mut count: u64 = 1;
@@ -158,29 +181,43 @@ pub fn tensor_from_proto(proto: &mut TensorProto, external: &mut ExternalFiles) 
         shape.push(d as usize);
     }
     if count > MAX_ELEMENTS {
-        return Err(format!("{count} elements exceed the supported maximum of {MAX_ELEMENTS}"));
+        return Err(format!(
+            "{count} elements exceed the supported maximum of {MAX_ELEMENTS}"
+        ));
     }
     let count = count as usize;
     let expected = dtype.storage_bytes(count).ok_or("tensor too large")?;
     let external_location = proto.data_location.enum_value() == Ok(DataLocation::EXTERNAL);
     let data: Bytes = if external_location {
-        let entry = |key: &str| proto.external_data.iter().find(|e| e.key == key).map(|e| e.value.clone());
+        let entry = |key: &str| {
+            proto
+                .external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.clone())
+        };
         let location = entry("location").ok_or("external data has no 'location'")?;
         let parse = |key: &str| -> Result<Option<usize>, String> {
             entry(key)
-                .map(|v| v.parse::<usize>().map_err(|_| format!("external data '{key}' is not a number: '{v}'")))
+                .map(|v| {
+                    v.parse::<usize>()
+                        .map_err(|_| format!("external data '{key}' is not a number: '{v}'"))
+                })
                 .transpose()
         };
         let offset = parse("offset")?.unwrap_or(0);
         let file = external.bytes(&location)?;
         let length = parse("length")?.unwrap_or(file.len().saturating_sub(offset));
-        let end = offset.checked_add(length).filter(|&end| end <= file.len()).ok_or_else(|| {
-            format!(
+        let end = offset
+            .checked_add(length)
+            .filter(|&end| end <= file.len())
+            .ok_or_else(|| {
+                format!(
                 "external data range {offset}..{} lies beyond the end of '{location}' ({} bytes)",
                 offset.saturating_add(length),
                 file.len()
             )
-        })?;
+            })?;
         file.slice(offset..end)
     } else if !proto.raw_data.is_empty() {
         Bytes::from(std::mem::take(&mut proto.raw_data))
@@ -192,7 +229,9 @@ pub fn tensor_from_proto(proto: &mut TensorProto, external: &mut ExternalFiles) 
             DType::U64 => le_bytes(&proto.uint64_data, u64::to_le_bytes),
             DType::U32 => le_bytes(&proto.uint64_data, |v| (v as u32).to_le_bytes()),
             DType::I32 => le_bytes(&proto.int32_data, i32::to_le_bytes),
-            DType::I16 | DType::U16 | DType::F16 | DType::BF16 => le_bytes(&proto.int32_data, |v| (v as u16).to_le_bytes()),
+            DType::I16 | DType::U16 | DType::F16 | DType::BF16 => {
+                le_bytes(&proto.int32_data, |v| (v as u16).to_le_bytes())
+            }
             // 8-bit types hold one value, packed 4-bit types one byte of two values, per int32.
             _ => proto.int32_data.iter().map(|&v| v as u8).collect(),
         };
@@ -210,11 +249,14 @@ pub fn tensor_from_proto(proto: &mut TensorProto, external: &mut ExternalFiles) 
 /// Converts a standalone `TensorProto` (a test's input or output file).
 pub fn tensor_from_bytes(bytes: &[u8]) -> Result<Tensor> {
     use protobuf::Message;
-    let mut proto = TensorProto::parse_from_bytes(bytes).map_err(|e| ImportError::Model(format!("not a TensorProto: {e}")))?;
+    let mut proto = TensorProto::parse_from_bytes(bytes)
+        .map_err(|e| ImportError::Model(format!("not a TensorProto: {e}")))?;
     let name = proto.name.clone();
-    tensor_from_proto(&mut proto, &mut ExternalFiles::new(None)).map_err(|message| ImportError::Value {
-        what: "tensor",
-        name,
-        message,
+    tensor_from_proto(&mut proto, &mut ExternalFiles::new(None)).map_err(|message| {
+        ImportError::Value {
+            what: "tensor",
+            name,
+            message,
+        }
     })
 }

@@ -16,7 +16,10 @@ fn error(node: &str, op: &str, message: String) -> IrError {
 }
 
 /// Sets the types of a subgraph's inputs, in order, from values of the parent graph.
-fn bind_subgraph_inputs(graph: &mut Graph, values: &[(ValueType, Option<crate::types::Known>)]) -> Result<()> {
+fn bind_subgraph_inputs(
+    graph: &mut Graph,
+    values: &[(ValueType, Option<crate::types::Known>)],
+) -> Result<()> {
     if graph.inputs.len() != values.len() {
         return Err(IrError::Graph(format!(
             "subgraph '{}' takes {} inputs, given {}",
@@ -60,10 +63,17 @@ fn merge(a: &ValueType, b: &ValueType) -> Option<ValueType> {
                 ),
                 _ => None,
             };
-            ValueType::Tensor(TensorType { dtype: x.dtype, shape })
+            ValueType::Tensor(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
-        (ValueType::Sequence(x), ValueType::Sequence(y)) => ValueType::Sequence(Box::new(merge(x, y)?)),
-        (ValueType::Optional(x), ValueType::Optional(y)) => ValueType::Optional(Box::new(merge(x, y)?)),
+        (ValueType::Sequence(x), ValueType::Sequence(y)) => {
+            ValueType::Sequence(Box::new(merge(x, y)?))
+        }
+        (ValueType::Optional(x), ValueType::Optional(y)) => {
+            ValueType::Optional(Box::new(merge(x, y)?))
+        }
         _ => return None,
     })
 }
@@ -76,7 +86,12 @@ fn parent_inputs(inputs: &[Option<Value>]) -> Vec<(ValueType, Option<crate::type
         .collect()
 }
 
-pub(super) fn infer_if(node: &str, then_branch: &mut Graph, else_branch: &mut Graph, inputs: &[Option<Value>]) -> Result<Vec<Inferred>> {
+pub(super) fn infer_if(
+    node: &str,
+    then_branch: &mut Graph,
+    else_branch: &mut Graph,
+    inputs: &[Option<Value>],
+) -> Result<Vec<Inferred>> {
     let captures = parent_inputs(inputs.get(1..).unwrap_or_default());
     for branch in [&mut *then_branch, &mut *else_branch] {
         bind_subgraph_inputs(branch, &captures)?;
@@ -87,13 +102,20 @@ pub(super) fn infer_if(node: &str, then_branch: &mut Graph, else_branch: &mut Gr
         return Err(error(
             node,
             "If",
-            format!("then_branch has {} outputs, else_branch {}", then_out.len(), else_out.len()),
+            format!(
+                "then_branch has {} outputs, else_branch {}",
+                then_out.len(),
+                else_out.len()
+            ),
         ));
     }
-    let cond = inputs.first().and_then(Option::as_ref).and_then(|v| v.known.as_ref()).and_then(|k| k.as_i64s());
-    match cond.as_deref() {
-        Some([c]) => return Ok(if *c != 0 { then_out } else { else_out }),
-        _ => {}
+    let cond = inputs
+        .first()
+        .and_then(Option::as_ref)
+        .and_then(|v| v.known.as_ref())
+        .and_then(|k| k.as_i64s());
+    if let Some([c]) = cond.as_deref() {
+        return Ok(if *c != 0 { then_out } else { else_out });
     }
     then_out
         .iter()
@@ -105,12 +127,26 @@ pub(super) fn infer_if(node: &str, then_branch: &mut Graph, else_branch: &mut Gr
                     ty,
                     known: (t.known == e.known).then(|| t.known.clone()).flatten(),
                 })
-                .ok_or_else(|| error(node, "If", format!("output {i} is {} in then_branch but {} in else_branch", t.ty, e.ty)))
+                .ok_or_else(|| {
+                    error(
+                        node,
+                        "If",
+                        format!(
+                            "output {i} is {} in then_branch but {} in else_branch",
+                            t.ty, e.ty
+                        ),
+                    )
+                })
         })
         .collect()
 }
 
-pub(super) fn infer_loop(node: &str, body: &mut Graph, carried: usize, inputs: &[Option<Value>]) -> Result<Vec<Inferred>> {
+pub(super) fn infer_loop(
+    node: &str,
+    body: &mut Graph,
+    carried: usize,
+    inputs: &[Option<Value>],
+) -> Result<Vec<Inferred>> {
     let scalar = |dtype| ValueType::Tensor(TensorType::new(dtype, Vec::new()));
     let initial: Vec<ValueType> = inputs
         .iter()
@@ -133,7 +169,11 @@ pub(super) fn infer_loop(node: &str, body: &mut Graph, carried: usize, inputs: &
             return Err(error(
                 node,
                 "Loop",
-                format!("body has {} outputs, needs at least {}", out.len(), 1 + carried),
+                format!(
+                    "body has {} outputs, needs at least {}",
+                    out.len(),
+                    1 + carried
+                ),
             ));
         }
         let widened: Vec<ValueType> = state
@@ -147,7 +187,10 @@ pub(super) fn infer_loop(node: &str, body: &mut Graph, carried: usize, inputs: &
         state = widened;
     }
     let out = subgraph_outputs(body);
-    let trip_count = match (inputs.first().and_then(Option::as_ref), inputs.get(1).and_then(Option::as_ref)) {
+    let trip_count = match (
+        inputs.first().and_then(Option::as_ref),
+        inputs.get(1).and_then(Option::as_ref),
+    ) {
         (Some(m), None) => m
             .known
             .as_ref()
@@ -156,7 +199,10 @@ pub(super) fn infer_loop(node: &str, body: &mut Graph, carried: usize, inputs: &
             .map_or(Dim::Dynamic, Dim::known),
         _ => Dim::Dynamic,
     };
-    let mut result: Vec<Inferred> = state.into_iter().map(|ty| Inferred { ty, known: None }).collect();
+    let mut result: Vec<Inferred> = state
+        .into_iter()
+        .map(|ty| Inferred { ty, known: None })
+        .collect();
     for scan in &out[1 + carried..] {
         let ty = match &scan.ty {
             ValueType::Tensor(t) => ValueType::Tensor(TensorType {
@@ -168,7 +214,11 @@ pub(super) fn infer_loop(node: &str, body: &mut Graph, carried: usize, inputs: &
                 }),
             }),
             other => {
-                return Err(error(node, "Loop", format!("scan output of type {other} is not a tensor")));
+                return Err(error(
+                    node,
+                    "Loop",
+                    format!("scan output of type {other} is not a tensor"),
+                ));
             }
         };
         result.push(Inferred { ty, known: None });

@@ -43,7 +43,10 @@ fn broadcast_index(out: &[usize], input: &[usize]) -> Vec<usize> {
 }
 
 /// Elements of several known inputs broadcast to `out`, or `None` when any is unknown or too big.
-fn broadcast_all<'a>(knowns: &[(Option<&'a Known>, &Shape)], out: &Shape) -> Option<(Vec<&'a Known>, Vec<Vec<usize>>)> {
+fn broadcast_all<'a>(
+    knowns: &[(Option<&'a Known>, &Shape)],
+    out: &Shape,
+) -> Option<(Vec<&'a Known>, Vec<Vec<usize>>)> {
     let out = static_dims(out)?;
     if out.iter().product::<usize>() > MAX_KNOWN_ELEMENTS {
         return None;
@@ -79,7 +82,11 @@ fn int_op(op: &Binary, a: &Dim, b: &Dim) -> Option<Dim> {
             _ if a == b => Dim::known(1),
             _ => return None,
         },
-        Binary::Less | Binary::Greater | Binary::LessOrEqual | Binary::GreaterOrEqual | Binary::Mod { .. } => {
+        Binary::Less
+        | Binary::Greater
+        | Binary::LessOrEqual
+        | Binary::GreaterOrEqual
+        | Binary::Mod { .. } => {
             let (x, y) = (a.as_const()?, b.as_const()?);
             Dim::known(match op {
                 Binary::Less => i64::from(x < y),
@@ -87,7 +94,13 @@ fn int_op(op: &Binary, a: &Dim, b: &Dim) -> Option<Dim> {
                 Binary::LessOrEqual => i64::from(x <= y),
                 Binary::GreaterOrEqual => i64::from(x >= y),
                 Binary::Mod { fmod: true } => x.checked_rem(y)?,
-                _ => x.checked_rem(y).map(|r| if r != 0 && (r < 0) != (y < 0) { r + y } else { r })?,
+                _ => x.checked_rem(y).map(|r| {
+                    if r != 0 && (r < 0) != (y < 0) {
+                        r + y
+                    } else {
+                        r
+                    }
+                })?,
             })
         }
         _ => return None,
@@ -105,7 +118,14 @@ fn float_op(op: &Binary, a: f64, b: f64) -> Option<f64> {
     })
 }
 
-pub(super) fn binary(op: &Binary, a: Option<&Known>, b: Option<&Known>, sa: &Shape, sb: &Shape, out: &Shape) -> Option<Known> {
+pub(super) fn binary(
+    op: &Binary,
+    a: Option<&Known>,
+    b: Option<&Known>,
+    sa: &Shape,
+    sb: &Shape,
+    out: &Shape,
+) -> Option<Known> {
     let (values, maps) = broadcast_all(&[(a, sa), (b, sb)], out)?;
     match (values[0], values[1]) {
         (Known::Ints(x), Known::Ints(y)) => maps[0]
@@ -125,8 +145,12 @@ pub(super) fn binary(op: &Binary, a: Option<&Known>, b: Option<&Known>, sa: &Sha
 }
 
 pub(super) fn variadic(kind: Variadic, ctx: &Ctx, out: &Shape) -> Option<Known> {
-    let shapes: Vec<Shape> = (0..ctx.inputs.len()).map(|i| ctx.shape(i).ok().cloned().flatten()).collect();
-    let knowns: Vec<(Option<&Known>, &Shape)> = (0..ctx.inputs.len()).map(|i| (ctx.known(i), &shapes[i])).collect();
+    let shapes: Vec<Shape> = (0..ctx.inputs.len())
+        .map(|i| ctx.shape(i).ok().cloned().flatten())
+        .collect();
+    let knowns: Vec<(Option<&Known>, &Shape)> = (0..ctx.inputs.len())
+        .map(|i| (ctx.known(i), &shapes[i]))
+        .collect();
     let (values, maps) = broadcast_all(&knowns, out)?;
     let ints: Vec<&Vec<Dim>> = values
         .iter()
@@ -154,9 +178,15 @@ pub(super) fn variadic(kind: Variadic, ctx: &Ctx, out: &Shape) -> Option<Known> 
 }
 
 pub(super) fn where_(ctx: &Ctx, out: &Shape) -> Option<Known> {
-    let shapes: Vec<Shape> = (0..3).map(|i| ctx.shape(i).ok().cloned().flatten()).collect();
+    let shapes: Vec<Shape> = (0..3)
+        .map(|i| ctx.shape(i).ok().cloned().flatten())
+        .collect();
     let (values, maps) = broadcast_all(
-        &[(ctx.known(0), &shapes[0]), (ctx.known(1), &shapes[1]), (ctx.known(2), &shapes[2])],
+        &[
+            (ctx.known(0), &shapes[0]),
+            (ctx.known(1), &shapes[1]),
+            (ctx.known(2), &shapes[2]),
+        ],
         out,
     )?;
     let cond = values[0].as_i64s()?;
@@ -164,12 +194,24 @@ pub(super) fn where_(ctx: &Ctx, out: &Shape) -> Option<Known> {
     Some(match (values[1], values[2]) {
         (Known::Ints(x), Known::Ints(y)) => Known::Ints(
             (0..maps[0].len())
-                .map(|e| if pick(e) { x[maps[1][e]].clone() } else { y[maps[2][e]].clone() })
+                .map(|e| {
+                    if pick(e) {
+                        x[maps[1][e]].clone()
+                    } else {
+                        y[maps[2][e]].clone()
+                    }
+                })
                 .collect(),
         ),
         (Known::Floats(x), Known::Floats(y)) => Known::Floats(
             (0..maps[0].len())
-                .map(|e| if pick(e) { x[maps[1][e]] } else { y[maps[2][e]] })
+                .map(|e| {
+                    if pick(e) {
+                        x[maps[1][e]]
+                    } else {
+                        y[maps[2][e]]
+                    }
+                })
                 .collect(),
         ),
         _ => return None,
@@ -182,9 +224,13 @@ pub(super) fn cast(known: Option<&Known>, to: DType) -> Option<Known> {
         return known.as_f64s().map(Known::Floats);
     }
     if to == DType::Bool {
-        return known
-            .as_f64s()
-            .map(|v| Known::Ints(v.into_iter().map(|x| Dim::known(i64::from(x != 0.0))).collect()));
+        return known.as_f64s().map(|v| {
+            Known::Ints(
+                v.into_iter()
+                    .map(|x| Dim::known(i64::from(x != 0.0)))
+                    .collect(),
+            )
+        });
     }
     match known {
         Known::Ints(v) => Some(Known::Ints(v.clone())),
@@ -238,7 +284,11 @@ pub(super) fn concat(ctx: &Ctx) -> Option<Known> {
     }
 }
 
-pub(super) fn slice(known: Option<&Known>, dims: &[Dim], ranges: &[(usize, i64, i64, i64)]) -> Option<Known> {
+pub(super) fn slice(
+    known: Option<&Known>,
+    dims: &[Dim],
+    ranges: &[(usize, i64, i64, i64)],
+) -> Option<Known> {
     let known = known?;
     if dims.len() != 1 || ranges.len() != 1 {
         return None;
@@ -303,9 +353,9 @@ pub(super) fn range(ctx: &Ctx) -> (Dim, Option<Known>) {
             None => len,
         };
         let values = match (len.as_const(), s.as_const()) {
-            (Some(n), Some(first)) if n as usize <= MAX_KNOWN_ELEMENTS => {
-                Some(Known::Ints((0..n).map(|i| Dim::known(first + i * step)).collect()))
-            }
+            (Some(n), Some(first)) if n as usize <= MAX_KNOWN_ELEMENTS => Some(Known::Ints(
+                (0..n).map(|i| Dim::known(first + i * step)).collect(),
+            )),
             _ => None,
         };
         return (len, values);
@@ -318,6 +368,7 @@ pub(super) fn range(ctx: &Ctx) -> (Dim, Option<Known>) {
         return (Dim::Dynamic, None);
     }
     let n = ((l - s) / d).ceil().max(0.0) as i64;
-    let values = (n as usize <= MAX_KNOWN_ELEMENTS).then(|| Known::Floats((0..n).map(|i| s + i as f64 * d).collect()));
+    let values = (n as usize <= MAX_KNOWN_ELEMENTS)
+        .then(|| Known::Floats((0..n).map(|i| s + i as f64 * d).collect()));
     (Dim::known(n), values)
 }

@@ -77,7 +77,11 @@ pub fn infer_node_in_place(graph: &mut Graph, id: NodeId) -> Result<()> {
         return Err(IrError::Node {
             node: node.name.clone(),
             op: node.op.name(),
-            message: format!("has {} outputs, but the op produces at most {}", node.outputs.len(), inferred.len()),
+            message: format!(
+                "has {} outputs, but the op produces at most {}",
+                node.outputs.len(),
+                inferred.len()
+            ),
         });
     }
     for (value, inferred) in node.outputs.iter_mut().zip(inferred) {
@@ -98,11 +102,19 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<Inferred>> {
             v.map(|v| {
                 let value = graph.value(v).clone();
                 let input = scratch.add_node(value.name.clone(), Op::Input, &[], vec![value]);
-                crate::ValueRef { node: input, output: 0 }
+                crate::ValueRef {
+                    node: input,
+                    output: 0,
+                }
             })
         })
         .collect();
-    let copy = scratch.add_node(node.name.clone(), node.op.clone(), &inputs, node.outputs.clone());
+    let copy = scratch.add_node(
+        node.name.clone(),
+        node.op.clone(),
+        &inputs,
+        node.outputs.clone(),
+    );
     infer_node_in_place(&mut scratch, copy)?;
     Ok(scratch
         .node(copy)
@@ -137,15 +149,18 @@ impl<'a> Ctx<'a> {
     }
 
     fn input(&self, i: usize) -> Result<&'a Value> {
-        self.opt(i).ok_or_else(|| self.err(format!("required input {i} is missing")))
+        self.opt(i)
+            .ok_or_else(|| self.err(format!("required input {i} is missing")))
     }
 
     fn tensor(&self, i: usize) -> Result<&'a TensorType> {
         let value = self.input(i)?;
-        value
-            .ty
-            .as_tensor()
-            .ok_or_else(|| self.err(format!("input {i} ('{}') must be a tensor, found {}", value.name, value.ty)))
+        value.ty.as_tensor().ok_or_else(|| {
+            self.err(format!(
+                "input {i} ('{}') must be a tensor, found {}",
+                value.name, value.ty
+            ))
+        })
     }
 
     fn dtype(&self, i: usize) -> Result<DType> {
@@ -178,7 +193,8 @@ impl<'a> Ctx<'a> {
     }
 
     fn axis(&self, axis: i64, rank: usize) -> Result<usize> {
-        normalize_axis(axis, rank).ok_or_else(|| self.err(format!("axis {axis} is out of range for rank {rank}")))
+        normalize_axis(axis, rank)
+            .ok_or_else(|| self.err(format!("axis {axis} is out of range for rank {rank}")))
     }
 
     fn same_dtype(&self, indices: &[usize]) -> Result<DType> {
@@ -231,8 +247,9 @@ pub fn broadcast_shapes(shapes: &[&Shape]) -> Result<Shape, String> {
         }
         let offset = out.len() - dims.len();
         for (i, d) in dims.iter().enumerate() {
-            out[offset + i] = broadcast_dim(&out[offset + i], d)
-                .ok_or_else(|| format!("shapes cannot broadcast: dim {} vs {d}", out[offset + i]))?;
+            out[offset + i] = broadcast_dim(&out[offset + i], d).ok_or_else(|| {
+                format!("shapes cannot broadcast: dim {} vs {d}", out[offset + i])
+            })?;
         }
     }
     Ok(Some(out))

@@ -13,7 +13,9 @@ const SLICE_TO_END: i64 = i32::MAX as i64;
 
 pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
     Ok(match ctx.op {
-        Op::Input | Op::Const(_) | Op::If { .. } | Op::Loop { .. } => unreachable!("handled by the driver"),
+        Op::Input | Op::Const(_) | Op::If { .. } | Op::Loop { .. } => {
+            unreachable!("handled by the driver")
+        }
         Op::Unary(Unary::Identity) if ctx.input(0)?.ty.as_tensor().is_none() => {
             let value = ctx.input(0)?;
             vec![Inferred {
@@ -39,13 +41,22 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 ctx.same_dtype(&[0, 1])?;
             }
             let dtype = match binary {
-                Binary::Equal | Binary::Greater | Binary::GreaterOrEqual | Binary::Less | Binary::LessOrEqual => {
-                    DType::Bool
-                }
+                Binary::Equal
+                | Binary::Greater
+                | Binary::GreaterOrEqual
+                | Binary::Less
+                | Binary::LessOrEqual => DType::Bool,
                 _ => a,
             };
             let shape = broadcast(ctx, &[0, 1])?;
-            let known = fold::binary(binary, ctx.known(0), ctx.known(1), ctx.shape(0)?, ctx.shape(1)?, &shape);
+            let known = fold::binary(
+                binary,
+                ctx.known(0),
+                ctx.known(1),
+                ctx.shape(0)?,
+                ctx.shape(1)?,
+                &shape,
+            );
             vec![Inferred::tensor(dtype, shape).with_known(known)]
         }
         Op::Variadic(kind) => {
@@ -58,7 +69,10 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             let known = fold::variadic(*kind, ctx, &shape);
             vec![Inferred::tensor(dtype, shape).with_known(known)]
         }
-        Op::Clip => vec![Inferred::tensor(ctx.same_dtype(&[0, 1, 2])?, ctx.shape(0)?.clone())],
+        Op::Clip => vec![Inferred::tensor(
+            ctx.same_dtype(&[0, 1, 2])?,
+            ctx.shape(0)?.clone(),
+        )],
         Op::Where => {
             if ctx.dtype(0)? != DType::Bool {
                 return Err(ctx.err(format!("condition must be bool, found {}", ctx.dtype(0)?)));
@@ -76,10 +90,17 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             keepdims,
             noop_with_empty_axes,
             ..
-        } => vec![Inferred::tensor(ctx.dtype(0)?, reduce_shape(ctx, *keepdims, *noop_with_empty_axes)?)],
+        } => vec![Inferred::tensor(
+            ctx.dtype(0)?,
+            reduce_shape(ctx, *keepdims, *noop_with_empty_axes)?,
+        )],
         Op::ArgMax { axis, keepdims, .. } | Op::ArgMin { axis, keepdims, .. } => {
             let shape = match ctx.dims(0, 1)? {
-                Some(dims) => Some(reduce_dims(dims, &[ctx.axis(*axis, dims.len())?], *keepdims)),
+                Some(dims) => Some(reduce_dims(
+                    dims,
+                    &[ctx.axis(*axis, dims.len())?],
+                    *keepdims,
+                )),
                 None => None,
             };
             vec![Inferred::tensor(DType::I64, shape)]
@@ -90,9 +111,17 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             }
             vec![Inferred::tensor(ctx.dtype(0)?, ctx.shape(0)?.clone())]
         }
-        Op::Conv(attrs) => vec![Inferred::tensor(ctx.same_dtype(&[0, 1, 2])?, conv_shape(ctx, attrs)?)],
-        Op::ConvTranspose(attrs) => vec![Inferred::tensor(ctx.same_dtype(&[0, 1, 2])?, conv_transpose_shape(ctx, attrs)?)],
-        Op::AveragePool { pool, .. } => vec![Inferred::tensor(ctx.dtype(0)?, pool_shape(ctx, pool)?)],
+        Op::Conv(attrs) => vec![Inferred::tensor(
+            ctx.same_dtype(&[0, 1, 2])?,
+            conv_shape(ctx, attrs)?,
+        )],
+        Op::ConvTranspose(attrs) => vec![Inferred::tensor(
+            ctx.same_dtype(&[0, 1, 2])?,
+            conv_transpose_shape(ctx, attrs)?,
+        )],
+        Op::AveragePool { pool, .. } => {
+            vec![Inferred::tensor(ctx.dtype(0)?, pool_shape(ctx, pool)?)]
+        }
         Op::MaxPool { pool, .. } => {
             let shape = pool_shape(ctx, pool)?;
             vec![
@@ -121,7 +150,9 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 Inferred::tensor(ctx.dtype(4)?, stats),
             ]
         }
-        Op::LayerNormalization { axis, stash_type, .. } => {
+        Op::LayerNormalization {
+            axis, stash_type, ..
+        } => {
             let stats = match ctx.dims(0, 1)? {
                 Some(dims) => {
                     let axis = ctx.axis(*axis, dims.len())?;
@@ -137,16 +168,30 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 Inferred::tensor(*stash_type, stats),
             ]
         }
-        Op::Gemm { trans_a, trans_b, .. } => {
+        Op::Gemm {
+            trans_a, trans_b, ..
+        } => {
             let dtype = ctx.same_dtype(&[0, 1, 2])?;
             let (a, b) = (ctx.dims(0, 2)?, ctx.dims(1, 2)?);
             let shape = match (a, b) {
                 (Some(a), Some(b)) => {
                     if a.len() != 2 || b.len() != 2 {
-                        return Err(ctx.err(format!("A and B must be 2-D, found ranks {} and {}", a.len(), b.len())));
+                        return Err(ctx.err(format!(
+                            "A and B must be 2-D, found ranks {} and {}",
+                            a.len(),
+                            b.len()
+                        )));
                     }
-                    let (m, ka) = if *trans_a { (&a[1], &a[0]) } else { (&a[0], &a[1]) };
-                    let (kb, n) = if *trans_b { (&b[1], &b[0]) } else { (&b[0], &b[1]) };
+                    let (m, ka) = if *trans_a {
+                        (&a[1], &a[0])
+                    } else {
+                        (&a[0], &a[1])
+                    };
+                    let (kb, n) = if *trans_b {
+                        (&b[1], &b[0])
+                    } else {
+                        (&b[0], &b[1])
+                    };
                     check_equal(ctx, ka, kb, "inner dimensions of A and B")?;
                     Some(vec![m.clone(), n.clone()])
                 }
@@ -154,8 +199,14 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             };
             vec![Inferred::tensor(dtype, shape)]
         }
-        Op::MatMul => vec![Inferred::tensor(ctx.same_dtype(&[0, 1])?, matmul_shape(ctx)?)],
-        Op::Einsum { equation } => vec![Inferred::tensor(ctx.dtype(0)?, einsum_shape(ctx, equation)?)],
+        Op::MatMul => vec![Inferred::tensor(
+            ctx.same_dtype(&[0, 1])?,
+            matmul_shape(ctx)?,
+        )],
+        Op::Einsum { equation } => vec![Inferred::tensor(
+            ctx.dtype(0)?,
+            einsum_shape(ctx, equation)?,
+        )],
         Op::Concat { axis } => concat(ctx, *axis)?,
         Op::Split { axis, num_outputs } => split(ctx, *axis, *num_outputs)?,
         Op::Slice => slice(ctx)?,
@@ -166,7 +217,11 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             let shape = match ctx.dims(0, 0)? {
                 Some(dims) => {
                     let rank = dims.len();
-                    let axis = if *axis < 0 { *axis + rank as i64 } else { *axis };
+                    let axis = if *axis < 0 {
+                        *axis + rank as i64
+                    } else {
+                        *axis
+                    };
                     if !(0..=rank as i64).contains(&axis) {
                         return Err(ctx.err(format!("axis {axis} is out of range for rank {rank}")));
                     }
@@ -195,7 +250,11 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                         out.push(dims[axis].clone());
                     }
                     if out.len() != dims.len() {
-                        return Err(ctx.err(format!("perm {perm:?} has {} entries for rank {}", perm.len(), dims.len())));
+                        return Err(ctx.err(format!(
+                            "perm {perm:?} has {} entries for rank {}",
+                            perm.len(),
+                            dims.len()
+                        )));
                     }
                     Some(out)
                 }
@@ -212,9 +271,18 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             let shape = match (ctx.dims(0, 0)?, ctx.known(1).and_then(Known::as_dims)) {
                 (Some(dims), Some(repeats)) => {
                     if repeats.len() != dims.len() {
-                        return Err(ctx.err(format!("repeats has {} entries for rank {}", repeats.len(), dims.len())));
+                        return Err(ctx.err(format!(
+                            "repeats has {} entries for rank {}",
+                            repeats.len(),
+                            dims.len()
+                        )));
                     }
-                    Some(dims.iter().zip(repeats).map(|(d, r)| d.clone() * r).collect())
+                    Some(
+                        dims.iter()
+                            .zip(repeats)
+                            .map(|(d, r)| d.clone() * r)
+                            .collect(),
+                    )
                 }
                 (Some(dims), None) => Some(vec![Dim::Dynamic; dims.len()]),
                 _ => None,
@@ -226,12 +294,22 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             let shape = match ctx.dims(0, 4)? {
                 Some(dims) if dims.len() == 4 => {
                     let b = Dim::known(*blocksize);
-                    let c = dims[1]
-                        .div_exact(&(b.clone() * b.clone()))
-                        .ok_or_else(|| ctx.err(format!("channels {} are not divisible by blocksize^2", dims[1])))?;
-                    Some(vec![dims[0].clone(), c, dims[2].clone() * b.clone(), dims[3].clone() * b])
+                    let c = dims[1].div_exact(&(b.clone() * b.clone())).ok_or_else(|| {
+                        ctx.err(format!(
+                            "channels {} are not divisible by blocksize^2",
+                            dims[1]
+                        ))
+                    })?;
+                    Some(vec![
+                        dims[0].clone(),
+                        c,
+                        dims[2].clone() * b.clone(),
+                        dims[3].clone() * b,
+                    ])
                 }
-                Some(dims) => return Err(ctx.err(format!("input must be 4-D, found rank {}", dims.len()))),
+                Some(dims) => {
+                    return Err(ctx.err(format!("input must be 4-D, found rank {}", dims.len())))
+                }
                 None => None,
             };
             vec![Inferred::tensor(ctx.dtype(0)?, shape)]
@@ -254,7 +332,11 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             if let (Some(data), Some(indices)) = (ctx.dims(0, 1)?, ctx.shape(1)?) {
                 ctx.axis(*axis, data.len())?;
                 if data.len() != indices.len() {
-                    return Err(ctx.err(format!("data rank {} and indices rank {} differ", data.len(), indices.len())));
+                    return Err(ctx.err(format!(
+                        "data rank {} and indices rank {} differ",
+                        data.len(),
+                        indices.len()
+                    )));
                 }
             }
             vec![Inferred::tensor(ctx.dtype(0)?, ctx.shape(1)?.clone())]
@@ -271,7 +353,10 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                             Some(out)
                         }
                         Some(k) => {
-                            return Err(ctx.err(format!("index tuples of length {k} exceed data rank {}", data.len())))
+                            return Err(ctx.err(format!(
+                                "index tuples of length {k} exceed data rank {}",
+                                data.len()
+                            )))
                         }
                         None => None,
                     }
@@ -280,22 +365,35 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             };
             vec![Inferred::tensor(ctx.dtype(0)?, shape)]
         }
-        Op::ScatterNd { .. } => vec![Inferred::tensor(ctx.same_dtype(&[0, 2])?, ctx.shape(0)?.clone())],
+        Op::ScatterNd { .. } => vec![Inferred::tensor(
+            ctx.same_dtype(&[0, 2])?,
+            ctx.shape(0)?.clone(),
+        )],
         Op::Shape { start, end } => {
             let (shape, known) = match ctx.shape(0)? {
                 Some(dims) => {
                     let rank = dims.len() as i64;
                     let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
                     let (s, e) = (clamp(*start), clamp(end.unwrap_or(rank)));
-                    let slice = if s < e { dims[s..e].to_vec() } else { Vec::new() };
-                    (Some(vec![Dim::known(slice.len() as i64)]), Some(Known::Ints(slice)))
+                    let slice = if s < e {
+                        dims[s..e].to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    (
+                        Some(vec![Dim::known(slice.len() as i64)]),
+                        Some(Known::Ints(slice)),
+                    )
                 }
                 None => (Some(vec![Dim::Dynamic]), None),
             };
             vec![Inferred::tensor(DType::I64, shape).with_known(known)]
         }
         Op::Size => {
-            let known = ctx.shape(0)?.as_ref().map(|dims| Known::Ints(vec![product(dims)]));
+            let known = ctx
+                .shape(0)?
+                .as_ref()
+                .map(|dims| Known::Ints(vec![product(dims)]));
             vec![Inferred::tensor(DType::I64, Some(vec![])).with_known(known)]
         }
         Op::ConstantOfShape { value } => {
@@ -315,7 +413,11 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                     let axis = ctx.axis(*axis, dims.len())?;
                     let k = match ctx.known_i64s(1).as_deref() {
                         Some([k]) if *k >= 0 => Dim::known(*k),
-                        Some(k) => return Err(ctx.err(format!("k must be one non-negative value, found {k:?}"))),
+                        Some(k) => {
+                            return Err(
+                                ctx.err(format!("k must be one non-negative value, found {k:?}"))
+                            )
+                        }
                         None => Dim::Dynamic,
                     };
                     let mut out = dims.to_vec();
@@ -335,7 +437,8 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
         }
         Op::CumSum { .. } => vec![Inferred::tensor(ctx.dtype(0)?, ctx.shape(0)?.clone())],
         Op::Dropout { .. } => vec![
-            Inferred::tensor(ctx.dtype(0)?, ctx.shape(0)?.clone()).with_known(ctx.known(0).cloned()),
+            Inferred::tensor(ctx.dtype(0)?, ctx.shape(0)?.clone())
+                .with_known(ctx.known(0).cloned()),
             Inferred::tensor(DType::Bool, ctx.shape(0)?.clone()),
         ],
         Op::Lstm(attrs) | Op::Gru(attrs) => recurrent(ctx, attrs)?,
@@ -403,14 +506,20 @@ fn reduce_dims(dims: &[Dim], axes: &[usize], keepdims: bool) -> Vec<Dim> {
 }
 
 fn reduce_shape(ctx: &Ctx, keepdims: bool, noop_with_empty_axes: bool) -> Result<Shape> {
-    let Some(dims) = ctx.shape(0)? else { return Ok(None) };
+    let Some(dims) = ctx.shape(0)? else {
+        return Ok(None);
+    };
     let axes = match ctx.opt(1) {
         None => Some(Vec::new()),
         Some(_) => ctx.known_i64s(1),
     };
     Ok(match axes {
         Some(axes) if axes.is_empty() && noop_with_empty_axes => Some(dims.clone()),
-        Some(axes) if axes.is_empty() => Some(reduce_dims(dims, &(0..dims.len()).collect::<Vec<_>>(), keepdims)),
+        Some(axes) if axes.is_empty() => Some(reduce_dims(
+            dims,
+            &(0..dims.len()).collect::<Vec<_>>(),
+            keepdims,
+        )),
         Some(axes) => {
             let axes = axes
                 .iter()
@@ -427,7 +536,9 @@ fn spatial_attr(ctx: &Ctx, values: &[i64], name: &str, n: usize, default: i64) -
     match values.len() {
         0 => Ok(vec![default; n]),
         len if len == n => Ok(values.to_vec()),
-        len => Err(ctx.err(format!("{name} has {len} entries, expected {n} (one per spatial axis)"))),
+        len => Err(ctx.err(format!(
+            "{name} has {len} entries, expected {n} (one per spatial axis)"
+        ))),
     }
 }
 
@@ -481,14 +592,29 @@ fn conv_shape(ctx: &Ctx, attrs: &ConvAttrs) -> Result<Shape> {
     };
     let n = x.len() - 2;
     if w.len() != x.len() {
-        return Err(ctx.err(format!("weight rank {} differs from input rank {}", w.len(), x.len())));
+        return Err(ctx.err(format!(
+            "weight rank {} differs from input rank {}",
+            w.len(),
+            x.len()
+        )));
     }
     if attrs.group <= 0 {
         return Err(ctx.err(format!("group must be positive, found {}", attrs.group)));
     }
-    check_equal(ctx, &x[1], &(w[1].clone() * Dim::known(attrs.group)), "input channels and weight channels × group")?;
+    check_equal(
+        ctx,
+        &x[1],
+        &(w[1].clone() * Dim::known(attrs.group)),
+        "input channels and weight channels × group",
+    )?;
     let kernel = if attrs.kernel_shape.is_empty() {
-        w[2..].iter().map(|d| d.as_const().ok_or_else(|| ctx.err("kernel size must be static"))).collect::<Result<Vec<_>>>()?
+        w[2..]
+            .iter()
+            .map(|d| {
+                d.as_const()
+                    .ok_or_else(|| ctx.err("kernel size must be static"))
+            })
+            .collect::<Result<Vec<_>>>()?
     } else {
         spatial_attr(ctx, &attrs.kernel_shape, "kernel_shape", n, 1)?
     };
@@ -521,7 +647,13 @@ fn conv_transpose_shape(ctx: &Ctx, attrs: &crate::op::ConvTransposeAttrs) -> Res
     let n = x.len() - 2;
     let conv = &attrs.conv;
     let kernel = if conv.kernel_shape.is_empty() {
-        w[2..].iter().map(|d| d.as_const().ok_or_else(|| ctx.err("kernel size must be static"))).collect::<Result<Vec<_>>>()?
+        w[2..]
+            .iter()
+            .map(|d| {
+                d.as_const()
+                    .ok_or_else(|| ctx.err("kernel size must be static"))
+            })
+            .collect::<Result<Vec<_>>>()?
     } else {
         spatial_attr(ctx, &conv.kernel_shape, "kernel_shape", n, 1)?
     };
@@ -541,7 +673,11 @@ fn conv_transpose_shape(ctx: &Ctx, attrs: &crate::op::ConvTransposeAttrs) -> Res
             AutoPad::SameUpper | AutoPad::SameLower => input * Dim::known(strides[i]),
             _ => {
                 (input - Dim::known(1)) * Dim::known(strides[i])
-                    + Dim::known(output_padding[i] + (kernel[i] - 1) * dilations[i] + 1 - pads[i] - pads[i + n])
+                    + Dim::known(
+                        output_padding[i] + (kernel[i] - 1) * dilations[i] + 1
+                            - pads[i]
+                            - pads[i + n],
+                    )
             }
         };
         out.push(d);
@@ -550,7 +686,9 @@ fn conv_transpose_shape(ctx: &Ctx, attrs: &crate::op::ConvTransposeAttrs) -> Res
 }
 
 fn pool_shape(ctx: &Ctx, pool: &PoolAttrs) -> Result<Shape> {
-    let Some(x) = ctx.dims(0, 3)? else { return Ok(None) };
+    let Some(x) = ctx.dims(0, 3)? else {
+        return Ok(None);
+    };
     let n = x.len() - 2;
     let kernel = spatial_attr(ctx, &pool.kernel_shape, "kernel_shape", n, 0)?;
     let strides = spatial_attr(ctx, &pool.strides, "strides", n, 1)?;
@@ -588,10 +726,17 @@ fn matmul_shape(ctx: &Ctx) -> Result<Shape> {
     if b_vec {
         b.push(Dim::known(1));
     }
-    check_equal(ctx, &a[a.len() - 1], &b[b.len() - 2], "inner dimensions of A and B")?;
+    check_equal(
+        ctx,
+        &a[a.len() - 1],
+        &b[b.len() - 2],
+        "inner dimensions of A and B",
+    )?;
     let batch_a: Shape = Some(a[..a.len() - 2].to_vec());
     let batch_b: Shape = Some(b[..b.len() - 2].to_vec());
-    let mut out = broadcast_shapes(&[&batch_a, &batch_b]).map_err(|e| ctx.err(e))?.unwrap_or_default();
+    let mut out = broadcast_shapes(&[&batch_a, &batch_b])
+        .map_err(|e| ctx.err(e))?
+        .unwrap_or_default();
     if !a_vec {
         out.push(a[a.len() - 2].clone());
     }
@@ -609,20 +754,29 @@ fn einsum_shape(ctx: &Ctx, equation: &str) -> Result<Shape> {
     };
     let terms: Vec<&str> = lhs.split(',').collect();
     if terms.len() != ctx.inputs.len() {
-        return Err(ctx.err(format!("equation has {} operands, node has {} inputs", terms.len(), ctx.inputs.len())));
+        return Err(ctx.err(format!(
+            "equation has {} operands, node has {} inputs",
+            terms.len(),
+            ctx.inputs.len()
+        )));
     }
     let mut letters: std::collections::BTreeMap<char, Dim> = Default::default();
     let mut counts: std::collections::BTreeMap<char, usize> = Default::default();
     let mut ellipsis: Shape = Some(Vec::new());
     for (i, term) in terms.iter().enumerate() {
-        let Some(dims) = ctx.shape(i)? else { return Ok(None) };
+        let Some(dims) = ctx.shape(i)? else {
+            return Ok(None);
+        };
         let (before, after) = match term.split_once("...") {
             Some((b, a)) => (b, Some(a)),
             None => (*term, None),
         };
         let named = before.len() + after.map_or(0, str::len);
         if named > dims.len() || (after.is_none() && named != dims.len()) {
-            return Err(ctx.err(format!("operand {i} '{term}' does not match its rank {}", dims.len())));
+            return Err(ctx.err(format!(
+                "operand {i} '{term}' does not match its rank {}",
+                dims.len()
+            )));
         }
         let mut assign = |c: char, d: &Dim| -> Result<()> {
             if !c.is_ascii_alphabetic() {
@@ -651,7 +805,11 @@ fn einsum_shape(ctx: &Ctx, equation: &str) -> Result<Shape> {
     }
     let ellipsis = ellipsis.unwrap_or_default();
     let rhs = rhs.unwrap_or_else(|| {
-        let single: String = counts.iter().filter(|(_, &n)| n == 1).map(|(c, _)| *c).collect();
+        let single: String = counts
+            .iter()
+            .filter(|(_, &n)| n == 1)
+            .map(|(c, _)| *c)
+            .collect();
         if lhs.contains("...") {
             format!("...{single}")
         } else {
@@ -663,7 +821,12 @@ fn einsum_shape(ctx: &Ctx, equation: &str) -> Result<Shape> {
         Some((b, a)) => (b.to_string(), Some(a.to_string())),
         None => (rhs.clone(), None),
     };
-    let lookup = |c: char| letters.get(&c).cloned().ok_or_else(|| ctx.err(format!("output subscript '{c}' is not in any operand")));
+    let lookup = |c: char| {
+        letters
+            .get(&c)
+            .cloned()
+            .ok_or_else(|| ctx.err(format!("output subscript '{c}' is not in any operand")))
+    };
     for c in before.chars() {
         out.push(lookup(c)?);
     }
@@ -685,14 +848,20 @@ fn concat(ctx: &Ctx, axis: i64) -> Result<Vec<Inferred>> {
     let mut out: Option<Vec<Dim>> = None;
     let mut rank = None;
     for &i in &all {
-        let Some(dims) = ctx.dims(i, 1)? else { continue };
+        let Some(dims) = ctx.dims(i, 1)? else {
+            continue;
+        };
         rank = Some(dims.len());
         let a = ctx.axis(axis, dims.len())?;
         out = Some(match out {
             None => dims.to_vec(),
             Some(mut acc) => {
                 if acc.len() != dims.len() {
-                    return Err(ctx.err(format!("inputs have ranks {} and {}", acc.len(), dims.len())));
+                    return Err(ctx.err(format!(
+                        "inputs have ranks {} and {}",
+                        acc.len(),
+                        dims.len()
+                    )));
                 }
                 for (j, d) in dims.iter().enumerate() {
                     if j == a {
@@ -728,12 +897,16 @@ fn split(ctx: &Ctx, axis: i64, num_outputs: i64) -> Result<Vec<Inferred>> {
     let sizes: Vec<Dim> = if ctx.opt(1).is_some() {
         match ctx.known(1).and_then(Known::as_dims) {
             Some(sizes) if sizes.len() == n => sizes,
-            Some(sizes) => return Err(ctx.err(format!("split has {} sizes for {n} outputs", sizes.len()))),
+            Some(sizes) => {
+                return Err(ctx.err(format!("split has {} sizes for {n} outputs", sizes.len())))
+            }
             None => vec![Dim::Dynamic; n],
         }
     } else if num_outputs > 0 {
         if num_outputs as usize != n {
-            return Err(ctx.err(format!("num_outputs is {num_outputs} but the node has {n} outputs")));
+            return Err(ctx.err(format!(
+                "num_outputs is {num_outputs} but the node has {n} outputs"
+            )));
         }
         let chunk = total.ceil_div(&Dim::known(num_outputs));
         let mut sizes = vec![chunk.clone(); n];
@@ -744,7 +917,9 @@ fn split(ctx: &Ctx, axis: i64, num_outputs: i64) -> Result<Vec<Inferred>> {
         match each {
             Some(each) => vec![each; n],
             None if total.is_const() => {
-                return Err(ctx.err(format!("axis size {total} does not split evenly into {n} outputs")))
+                return Err(ctx.err(format!(
+                    "axis size {total} does not split evenly into {n} outputs"
+                )))
             }
             None => vec![Dim::Dynamic; n],
         }
@@ -771,7 +946,11 @@ fn slice_len(dim: &Dim, start: i64, end: i64, step: i64) -> Dim {
         } else {
             (clamp(norm(start), 0, d - 1), clamp(norm(end), -1, d - 1))
         };
-        let len = if step > 0 { (e - s + step - 1) / step } else { (s - e + (-step) - 1) / (-step) };
+        let len = if step > 0 {
+            (e - s + step - 1) / step
+        } else {
+            (s - e + (-step) - 1) / (-step)
+        };
         return Dim::known(len.max(0));
     }
     if step <= 0 {
@@ -795,20 +974,34 @@ fn slice(ctx: &Ctx) -> Result<Vec<Inferred>> {
         return Ok(vec![Inferred::tensor(dtype, None)]);
     };
     let (Some(starts), Some(ends)) = (ctx.known_i64s(1), ctx.known_i64s(2)) else {
-        return Ok(vec![Inferred::tensor(dtype, Some(vec![Dim::Dynamic; dims.len()]))]);
+        return Ok(vec![Inferred::tensor(
+            dtype,
+            Some(vec![Dim::Dynamic; dims.len()]),
+        )]);
     };
     if starts.len() != ends.len() {
-        return Err(ctx.err(format!("starts has {} entries, ends has {}", starts.len(), ends.len())));
+        return Err(ctx.err(format!(
+            "starts has {} entries, ends has {}",
+            starts.len(),
+            ends.len()
+        )));
     }
     let axes = match ctx.opt(3) {
         Some(_) => match ctx.known_i64s(3) {
             Some(axes) => axes,
-            None => return Ok(vec![Inferred::tensor(dtype, Some(vec![Dim::Dynamic; dims.len()]))]),
+            None => {
+                return Ok(vec![Inferred::tensor(
+                    dtype,
+                    Some(vec![Dim::Dynamic; dims.len()]),
+                )])
+            }
         },
         None => (0..starts.len() as i64).collect(),
     };
     let steps = match ctx.opt(4) {
-        Some(_) => ctx.known_i64s(4).ok_or_else(|| ctx.err("steps must be known at compile time"))?,
+        Some(_) => ctx
+            .known_i64s(4)
+            .ok_or_else(|| ctx.err("steps must be known at compile time"))?,
         None => vec![1; starts.len()],
     };
     if axes.len() != starts.len() || steps.len() != starts.len() {
@@ -837,7 +1030,10 @@ fn squeeze(ctx: &Ctx) -> Result<Vec<Inferred>> {
     let shape = match ctx.opt(1) {
         Some(_) => match ctx.known_i64s(1) {
             Some(axes) => {
-                let axes = axes.iter().map(|&a| ctx.axis(a, dims.len())).collect::<Result<Vec<_>>>()?;
+                let axes = axes
+                    .iter()
+                    .map(|&a| ctx.axis(a, dims.len()))
+                    .collect::<Result<Vec<_>>>()?;
                 for &a in &axes {
                     if dims[a].as_const().is_some_and(|d| d != 1) {
                         return Err(ctx.err(format!("cannot squeeze axis {a} of size {}", dims[a])));
@@ -847,7 +1043,12 @@ fn squeeze(ctx: &Ctx) -> Result<Vec<Inferred>> {
             }
             None => None,
         },
-        None if dims.iter().all(Dim::is_const) => Some(dims.iter().filter(|d| d.as_const() != Some(1)).cloned().collect()),
+        None if dims.iter().all(Dim::is_const) => Some(
+            dims.iter()
+                .filter(|d| d.as_const() != Some(1))
+                .cloned()
+                .collect(),
+        ),
         None => None,
     };
     Ok(vec![Inferred::tensor(dtype, shape).with_known(known)])
@@ -860,7 +1061,10 @@ fn unsqueeze(ctx: &Ctx) -> Result<Vec<Inferred>> {
         return Ok(vec![Inferred::tensor(dtype, None).with_known(known)]);
     };
     let rank = dims.len() + axes.len();
-    let mut axes = axes.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<Vec<_>>>()?;
+    let mut axes = axes
+        .iter()
+        .map(|&a| ctx.axis(a, rank))
+        .collect::<Result<Vec<_>>>()?;
     axes.sort_unstable();
     if axes.windows(2).any(|w| w[0] == w[1]) {
         return Err(ctx.err(format!("axes {axes:?} repeat an axis")));
@@ -900,11 +1104,12 @@ fn reshape(ctx: &Ctx, allowzero: bool) -> Result<Vec<Inferred>> {
                 out.push(Dim::Dynamic);
             }
             Some(0) if !allowzero => match input {
-                Some(dims) => out.push(
-                    dims.get(i)
-                        .cloned()
-                        .ok_or_else(|| ctx.err(format!("shape copies dim {i}, but the input has rank {}", dims.len())))?,
-                ),
+                Some(dims) => out.push(dims.get(i).cloned().ok_or_else(|| {
+                    ctx.err(format!(
+                        "shape copies dim {i}, but the input has rank {}",
+                        dims.len()
+                    ))
+                })?),
                 None => out.push(Dim::Dynamic),
             },
             Some(v) if v < -1 => return Err(ctx.err(format!("shape has an invalid size {v}"))),
@@ -913,11 +1118,20 @@ fn reshape(ctx: &Ctx, allowzero: bool) -> Result<Vec<Inferred>> {
     }
     if let (Some(at), Some(dims)) = (infer_at, input) {
         let total = product(dims);
-        let rest = product(&out.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, d)| d.clone()).collect::<Vec<_>>());
+        let rest = product(
+            &out.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != at)
+                .map(|(_, d)| d.clone())
+                .collect::<Vec<_>>(),
+        );
         out[at] = match total.div_exact(&rest) {
             Some(d) => d,
             None if total.is_const() && rest.is_const() => {
-                return Err(ctx.err(format!("cannot reshape {total} elements into {}", crate::types::format_shape(&Some(target)))))
+                return Err(ctx.err(format!(
+                    "cannot reshape {total} elements into {}",
+                    crate::types::format_shape(&Some(target))
+                )))
             }
             None => Dim::Dynamic,
         };
@@ -933,7 +1147,9 @@ fn reshape(ctx: &Ctx, allowzero: bool) -> Result<Vec<Inferred>> {
 }
 
 fn pad_shape(ctx: &Ctx) -> Result<Shape> {
-    let Some(dims) = ctx.dims(0, 0)? else { return Ok(None) };
+    let Some(dims) = ctx.dims(0, 0)? else {
+        return Ok(None);
+    };
     let Some(pads) = ctx.known_i64s(1) else {
         return Ok(Some(vec![Dim::Dynamic; dims.len()]));
     };
@@ -947,7 +1163,11 @@ fn pad_shape(ctx: &Ctx) -> Result<Shape> {
         None => (0..dims.len()).collect(),
     };
     if pads.len() != 2 * axes.len() {
-        return Err(ctx.err(format!("pads has {} entries, expected {} (begin and end per axis)", pads.len(), 2 * axes.len())));
+        return Err(ctx.err(format!(
+            "pads has {} entries, expected {} (begin and end per axis)",
+            pads.len(),
+            2 * axes.len()
+        )));
     }
     let mut out = dims.to_vec();
     for (i, &a) in axes.iter().enumerate() {
@@ -960,18 +1180,36 @@ fn pad_shape(ctx: &Ctx) -> Result<Shape> {
 }
 
 fn resize_shape(ctx: &Ctx, attrs: &crate::op::ResizeAttrs) -> Result<Shape> {
-    let Some(dims) = ctx.dims(0, 1)? else { return Ok(None) };
+    let Some(dims) = ctx.dims(0, 1)? else {
+        return Ok(None);
+    };
     let axes: Vec<usize> = if attrs.axes.is_empty() {
         (0..dims.len()).collect()
     } else {
-        attrs.axes.iter().map(|&a| ctx.axis(a, dims.len())).collect::<Result<_>>()?
+        attrs
+            .axes
+            .iter()
+            .map(|&a| ctx.axis(a, dims.len()))
+            .collect::<Result<_>>()?
     };
     let mut out = dims.to_vec();
-    let sizes = ctx.opt(3).and_then(|v| v.known.as_ref()).and_then(Known::as_i64s).filter(|s| !s.is_empty());
-    let scales = ctx.opt(2).and_then(|v| v.known.as_ref()).and_then(Known::as_f64s).filter(|s| !s.is_empty());
+    let sizes = ctx
+        .opt(3)
+        .and_then(|v| v.known.as_ref())
+        .and_then(Known::as_i64s)
+        .filter(|s| !s.is_empty());
+    let scales = ctx
+        .opt(2)
+        .and_then(|v| v.known.as_ref())
+        .and_then(Known::as_f64s)
+        .filter(|s| !s.is_empty());
     if let Some(sizes) = sizes {
         if sizes.len() != axes.len() {
-            return Err(ctx.err(format!("sizes has {} entries for {} axes", sizes.len(), axes.len())));
+            return Err(ctx.err(format!(
+                "sizes has {} entries for {} axes",
+                sizes.len(),
+                axes.len()
+            )));
         }
         let policy = attrs.keep_aspect_ratio_policy.as_str();
         if policy == "stretch" {
@@ -1006,7 +1244,11 @@ fn resize_shape(ctx: &Ctx, attrs: &crate::op::ResizeAttrs) -> Result<Shape> {
         return Err(ctx.err("one of scales or sizes must be given"));
     };
     if scales.len() != axes.len() {
-        return Err(ctx.err(format!("scales has {} entries for {} axes", scales.len(), axes.len())));
+        return Err(ctx.err(format!(
+            "scales has {} entries for {} axes",
+            scales.len(),
+            axes.len()
+        )));
     }
     for (&a, &s) in axes.iter().zip(&scales) {
         if s <= 0.0 {
@@ -1024,12 +1266,20 @@ fn resize_shape(ctx: &Ctx, attrs: &crate::op::ResizeAttrs) -> Result<Shape> {
 
 fn recurrent(ctx: &Ctx, attrs: &crate::op::RnnAttrs) -> Result<Vec<Inferred>> {
     let dtype = ctx.same_dtype(&[0, 1, 2])?;
-    let directions = if attrs.direction == "bidirectional" { 2 } else { 1 };
+    let directions = if attrs.direction == "bidirectional" {
+        2
+    } else {
+        1
+    };
     let hidden = Dim::known(attrs.hidden_size);
     let nd = Dim::known(directions);
     let shapes = match ctx.dims(0, 3)? {
         Some(x) if x.len() == 3 => {
-            let (seq, batch) = if attrs.layout == 0 { (&x[0], &x[1]) } else { (&x[1], &x[0]) };
+            let (seq, batch) = if attrs.layout == 0 {
+                (&x[0], &x[1])
+            } else {
+                (&x[1], &x[0])
+            };
             let (seq, batch) = (seq.clone(), batch.clone());
             if attrs.layout == 0 {
                 (
