@@ -2,7 +2,7 @@
 //! through nested scopes (a subgraph's reference to an outer value becomes a captured input).
 
 use crate::error::{ImportError, Result};
-use crate::ops::{convert, Pending, Source};
+use crate::ops::{convert, sources, Pending, Source};
 use crate::tensor::{tensor_from_proto, value_type, ExternalFiles};
 use onnx_protobuf::{GraphProto, NodeProto};
 use sparkc_ir::op::Op;
@@ -261,17 +261,7 @@ impl Importer<'_> {
             })?;
             importer.graph(&mut proto, scopes, true)
         };
-        let mut inputs: Vec<Source> = node
-            .input
-            .iter()
-            .map(|s| {
-                if s.is_empty() {
-                    Source::Absent
-                } else {
-                    Source::Name(s.clone())
-                }
-            })
-            .collect();
+        let mut inputs = sources(node);
         let op = if node.op_type == "If" {
             let (mut then_branch, then_caps) = subgraph(self, "then_branch", node)?;
             let (mut else_branch, else_caps) = subgraph(self, "else_branch", node)?;

@@ -145,6 +145,20 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Xor",
 ];
 
+/// The inputs of a node as sources, empty names being omitted optional inputs.
+pub fn sources(node: &NodeProto) -> Vec<Source> {
+    node.input
+        .iter()
+        .map(|s| {
+            if s.is_empty() {
+                Source::Absent
+            } else {
+                Source::Name(s.clone())
+            }
+        })
+        .collect()
+}
+
 fn i64s(values: &[i64]) -> Source {
     Source::Const(Tensor::from_i64s(vec![values.len()], values).expect("length matches"))
 }
@@ -228,17 +242,7 @@ fn dtype_attr(a: &Attrs, name: &str) -> Result<Option<DType>, String> {
 /// Converts one node of the default domain at `opset` into one or more pending IR nodes.
 pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>, String> {
     let a = Attrs::new(node);
-    let mut inputs: Vec<Source> = node
-        .input
-        .iter()
-        .map(|s| {
-            if s.is_empty() {
-                Source::Absent
-            } else {
-                Source::Name(s.clone())
-            }
-        })
-        .collect();
+    let mut inputs = sources(node);
     let outputs: Vec<String> = node.output.clone();
     let reduce = |kind| -> Result<Op, String> {
         Ok(Op::Reduce {

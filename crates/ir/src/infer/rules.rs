@@ -586,6 +586,21 @@ fn window_output(ctx: &Ctx, w: Window, auto_pad: AutoPad, ceil_mode: bool) -> Re
     })
 }
 
+/// The kernel's spatial size: the `kernel_shape` attribute, else the weight's trailing dims.
+fn kernel_dims(ctx: &Ctx, attrs: &ConvAttrs, w: &[Dim], n: usize) -> Result<Vec<i64>> {
+    if attrs.kernel_shape.is_empty() {
+        w[2..]
+            .iter()
+            .map(|d| {
+                d.as_const()
+                    .ok_or_else(|| ctx.err("kernel size must be static"))
+            })
+            .collect()
+    } else {
+        spatial_attr(ctx, &attrs.kernel_shape, "kernel_shape", n, 1)
+    }
+}
+
 fn conv_shape(ctx: &Ctx, attrs: &ConvAttrs) -> Result<Shape> {
     let (Some(x), Some(w)) = (ctx.dims(0, 3)?, ctx.dims(1, 3)?) else {
         return Ok(None);
@@ -607,17 +622,7 @@ fn conv_shape(ctx: &Ctx, attrs: &ConvAttrs) -> Result<Shape> {
         &(w[1].clone() * Dim::known(attrs.group)),
         "input channels and weight channels × group",
     )?;
-    let kernel = if attrs.kernel_shape.is_empty() {
-        w[2..]
-            .iter()
-            .map(|d| {
-                d.as_const()
-                    .ok_or_else(|| ctx.err("kernel size must be static"))
-            })
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        spatial_attr(ctx, &attrs.kernel_shape, "kernel_shape", n, 1)?
-    };
+    let kernel = kernel_dims(ctx, attrs, w, n)?;
     let strides = spatial_attr(ctx, &attrs.strides, "strides", n, 1)?;
     let dilations = spatial_attr(ctx, &attrs.dilations, "dilations", n, 1)?;
     let pads = spatial_attr(ctx, &attrs.pads, "pads", 2 * n, 0)?;
@@ -646,17 +651,7 @@ fn conv_transpose_shape(ctx: &Ctx, attrs: &crate::op::ConvTransposeAttrs) -> Res
     };
     let n = x.len() - 2;
     let conv = &attrs.conv;
-    let kernel = if conv.kernel_shape.is_empty() {
-        w[2..]
-            .iter()
-            .map(|d| {
-                d.as_const()
-                    .ok_or_else(|| ctx.err("kernel size must be static"))
-            })
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        spatial_attr(ctx, &conv.kernel_shape, "kernel_shape", n, 1)?
-    };
+    let kernel = kernel_dims(ctx, conv, w, n)?;
     let strides = spatial_attr(ctx, &conv.strides, "strides", n, 1)?;
     let dilations = spatial_attr(ctx, &conv.dilations, "dilations", n, 1)?;
     let pads = spatial_attr(ctx, &conv.pads, "pads", 2 * n, 0)?;
