@@ -1,7 +1,7 @@
 //! The verifier: structural and type checks that every pass can run after it rewrites a graph.
 
 use crate::error::{IrError, Result};
-use crate::graph::Graph;
+use crate::graph::{Edge, Graph};
 use crate::infer::infer_node;
 use crate::op::Op;
 use petgraph::visit::EdgeRef;
@@ -68,8 +68,6 @@ pub fn verify(graph: &Graph) -> Result<()> {
     }
     Ok(())
 }
-
-use crate::graph::Edge;
 
 #[cfg(test)]
 mod tests {
