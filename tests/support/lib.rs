@@ -46,3 +46,78 @@ pub fn manifest_names(key: &str) -> Vec<String> {
         .map(|v| v.as_str().expect("a name").to_string())
         .collect()
 }
+
+/// Reads a serialized ONNX value (`TensorProto`, `SequenceProto` or `OptionalProto`) of `kind`.
+pub fn read_value(path: &Path, kind: &serde_json::Value) -> Result<sparkc_cpu::Value, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    decode_value(&bytes, kind.as_str().unwrap_or("tensor"))
+}
+
+fn decode_value(bytes: &[u8], kind: &str) -> Result<sparkc_cpu::Value, String> {
+    use sparkc_cpu::{Array, Value};
+    let tensor = |b: &[u8]| -> Result<Array, String> {
+        sparkc_onnx::tensor_from_bytes(b)
+            .map(|t| Array::from_tensor(&t))
+            .map_err(|e| e.to_string())
+    };
+    match kind {
+        "tensor" => Ok(Value::Tensor(tensor(bytes)?)),
+        "sequence" => {
+            let items = protobuf_fields(bytes)?
+                .into_iter()
+                .filter(|(field, _)| *field == 3)
+                .map(|(_, b)| tensor(&b))
+                .collect::<Result<_, _>>()?;
+            Ok(Value::Sequence(items))
+        }
+        "optional" => {
+            for (field, b) in protobuf_fields(bytes)? {
+                match field {
+                    3 => return Ok(Value::Optional(Some(Box::new(Value::Tensor(tensor(&b)?))))),
+                    5 => {
+                        let inner = decode_value(&b, "sequence")?;
+                        return Ok(Value::Optional(Some(Box::new(inner))));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Value::Optional(None))
+        }
+        other => Err(format!("values of kind '{other}' are not supported")),
+    }
+}
+
+/// The length-delimited fields of a protobuf message, as (field number, bytes).
+fn protobuf_fields(bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *bytes.get(*pos).ok_or("truncated varint")?;
+            *pos += 1;
+            value |= u64::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint too long".into())
+    }
+    let (mut pos, mut fields) = (0, Vec::new());
+    while pos < bytes.len() {
+        let tag = varint(bytes, &mut pos)?;
+        match tag & 7 {
+            0 => {
+                varint(bytes, &mut pos)?;
+            }
+            1 => pos += 8,
+            5 => pos += 4,
+            2 => {
+                let len = varint(bytes, &mut pos)? as usize;
+                let end = pos.checked_add(len).filter(|&e| e <= bytes.len()).ok_or("truncated field")?;
+                fields.push((tag >> 3, bytes[pos..end].to_vec()));
+                pos = end;
+            }
+            other => return Err(format!("unsupported wire type {other}")),
+        }
+    }
+    Ok(fields)
+}

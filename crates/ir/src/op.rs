@@ -75,6 +75,68 @@ pub enum Unary {
         /// `none` or `tanh`.
         approximate: GeluApproximation,
     },
+    /// `tan(x)`
+    Tan,
+    /// `asin(x)`
+    Asin,
+    /// `acos(x)`
+    Acos,
+    /// `atan(x)`
+    Atan,
+    /// `sinh(x)`
+    Sinh,
+    /// `cosh(x)`
+    Cosh,
+    /// `asinh(x)`
+    Asinh,
+    /// `acosh(x)`
+    Acosh,
+    /// `atanh(x)`
+    Atanh,
+    /// `x / (1 + |x|)`
+    Softsign,
+    /// `x * tanh(softplus(x))`
+    Mish,
+    /// `max(0,x) + min(0, alpha*(e^(x/alpha) - 1))`
+    Celu {
+        /// Scale.
+        alpha: f32,
+    },
+    /// `gamma*x` if `x > 0` else `gamma*alpha*(e^x - 1)`.
+    Selu {
+        /// Scale of the negative part.
+        alpha: f32,
+        /// Overall scale.
+        gamma: f32,
+    },
+    /// `x` if `x > alpha` else 0.
+    ThresholdedRelu {
+        /// Threshold.
+        alpha: f32,
+    },
+    /// `x+bias` below `-lambd`, `x-bias` above `lambd`, else 0.
+    Shrink {
+        /// Shift.
+        bias: f32,
+        /// Threshold.
+        lambd: f32,
+    },
+    /// `x * sigmoid(alpha*x)`
+    Swish {
+        /// Slope inside the sigmoid.
+        alpha: f32,
+    },
+    /// True where the input is NaN (bool output).
+    IsNaN,
+    /// True where the input is an infinity of a detected sign (bool output).
+    IsInf {
+        /// Detect -inf.
+        detect_negative: bool,
+        /// Detect +inf.
+        detect_positive: bool,
+    },
+    /// Bitwise complement of an integer.
+    BitwiseNot,
 }
 
 /// The two forms of GELU.
@@ -123,6 +185,17 @@ pub enum Binary {
     LessOrEqual,
     /// `x` if `x >= 0` else `slope*x`, slope broadcast to x.
     PRelu,
+    /// Bitwise and of integers.
+    BitwiseAnd,
+    /// Bitwise or of integers.
+    BitwiseOr,
+    /// Bitwise xor of integers.
+    BitwiseXor,
+    /// Shift of unsigned integers by the second input.
+    BitShift {
+        /// Shift left (else right).
+        left: bool,
+    },
 }
 
 /// Elementwise ops of any number of inputs, with numpy broadcasting.
@@ -141,8 +214,12 @@ pub enum Variadic {
 /// The reduction a `Reduce*` op applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Reduction {
+    /// `sum(|x|)`
+    L1,
     /// `sqrt(sum(x^2))`
     L2,
+    /// `log(sum(x))`
+    LogSum,
     /// `log(sum(e^x))`
     LogSumExp,
     /// Maximum.

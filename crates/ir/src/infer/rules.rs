@@ -33,6 +33,10 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 Unary::Neg => fold::neg(ctx.known(0)),
                 _ => None,
             };
+            let dtype = match unary {
+                Unary::IsNaN | Unary::IsInf { .. } => DType::Bool,
+                _ => dtype,
+            };
             vec![Inferred::tensor(dtype, ctx.shape(0)?.clone()).with_known(known)]
         }
         Op::Binary(binary) => {

@@ -1,0 +1,387 @@
+//! The executor: a liveness plan over a graph's topological order, and the loop that runs it.
+
+use crate::array::Array;
+use crate::ops;
+use crate::value::Value;
+use sparkc_ir::{Dim, Graph, IrError, NodeId, Op, ValueRef, ValueType};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// An error while running a graph.
+#[derive(Debug, Error)]
+pub enum ExecError {
+    /// One node failed: its name, op and what went wrong.
+    #[error("node '{node}' ({op}): {message}")]
+    Node {
+        /// The node's name.
+        node: String,
+        /// The op's name.
+        op: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The inputs given do not match what the graph expects.
+    #[error("{0}")]
+    Input(String),
+    /// The graph itself is malformed.
+    #[error(transparent)]
+    Ir(#[from] IrError),
+}
+
+/// Where a step reads one input from.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// A constant, unpacked once when the executor was built.
+    Const(usize),
+    /// A value computed during the run (or a graph input).
+    Slot(usize),
+}
+
+/// One node to run, with its liveness facts.
+struct Step {
+    node: NodeId,
+    inputs: Vec<Option<Source>>,
+    /// Per input: the value dies here and no other input of this node reads it, so the op may
+    /// take its buffer.
+    movable: Vec<bool>,
+    outputs: Vec<usize>,
+    /// Slots whose last reader is this step (freed after it runs).
+    frees: Vec<usize>,
+}
+
+/// Time spent in one kind of op.
+#[derive(Clone, Debug, Default)]
+pub struct OpTiming {
+    /// Number of nodes run.
+    pub count: usize,
+    /// Total time.
+    pub total: Duration,
+}
+
+/// Per-op timings gathered over one or more runs.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// Timing per op name.
+    pub ops: BTreeMap<String, OpTiming>,
+}
+
+/// A graph prepared for repeated execution on the CPU.
+pub struct Executor {
+    graph: Graph,
+    steps: Vec<Step>,
+    consts: Vec<Value>,
+    slot_count: usize,
+    input_slots: Vec<usize>,
+    outputs: Vec<Source>,
+    subgraphs: HashMap<NodeId, Vec<Executor>>,
+}
+
+impl Executor {
+    /// Prepares `graph`: topological order, constants, the liveness plan and every subgraph.
+    pub fn new(graph: &Graph) -> Result<Executor, ExecError> {
+        let graph = graph.clone();
+        let order = graph.topo_order()?;
+        let mut sources: HashMap<ValueRef, Source> = HashMap::new();
+        let mut consts = Vec::new();
+        let mut slot_count = 0;
+        let mut subgraphs = HashMap::new();
+        for &id in &order {
+            let node = graph.node(id);
+            match &node.op {
+                Op::Const(tensor) => {
+                    sources.insert(ValueRef { node: id, output: 0 }, Source::Const(consts.len()));
+                    consts.push(Value::Tensor(Array::from_tensor(tensor)));
+                }
+                _ => {
+                    for output in 0..node.outputs.len() {
+                        sources.insert(ValueRef { node: id, output }, Source::Slot(slot_count));
+                        slot_count += 1;
+                    }
+                }
+            }
+            let subs = node.op.subgraphs();
+            if !subs.is_empty() {
+                let executors = subs
+                    .into_iter()
+                    .map(|(_, g)| Executor::new(g))
+                    .collect::<Result<Vec<_>, _>>()?;
+                subgraphs.insert(id, executors);
+            }
+        }
+        let slot_of = |v: &ValueRef| match sources.get(v) {
+            Some(Source::Slot(s)) => Some(*s),
+            _ => None,
+        };
+        let outputs: Vec<Source> = graph
+            .outputs
+            .iter()
+            .map(|v| {
+                sources.get(v).copied().ok_or_else(|| {
+                    ExecError::Input(format!("graph output refers to a missing value {v:?}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        let mut steps = Vec::new();
+        for &id in &order {
+            let node = graph.node(id);
+            if matches!(node.op, Op::Input | Op::Const(_)) {
+                continue;
+            }
+            let inputs: Vec<Option<Source>> = graph
+                .inputs_of(id)
+                .iter()
+                .map(|v| v.and_then(|v| sources.get(&v).copied()))
+                .collect();
+            for v in graph.inputs_of(id).iter().flatten() {
+                if let Some(s) = slot_of(v) {
+                    last_use.insert(s, steps.len());
+                }
+            }
+            let outputs = (0..node.outputs.len())
+                .filter_map(|output| slot_of(&ValueRef { node: id, output }))
+                .collect();
+            steps.push(Step {
+                node: id,
+                inputs,
+                movable: Vec::new(),
+                outputs,
+                frees: Vec::new(),
+            });
+        }
+        let kept: Vec<usize> = outputs
+            .iter()
+            .filter_map(|s| match s {
+                Source::Slot(s) => Some(*s),
+                Source::Const(_) => None,
+            })
+            .collect();
+        for (slot, &position) in &last_use {
+            if !kept.contains(slot) {
+                steps[position].frees.push(*slot);
+            }
+        }
+        for step in &mut steps {
+            let slots: Vec<Option<usize>> = step
+                .inputs
+                .iter()
+                .map(|s| match s {
+                    Some(Source::Slot(s)) => Some(*s),
+                    _ => None,
+                })
+                .collect();
+            step.movable = slots
+                .iter()
+                .map(|s| match s {
+                    Some(s) => {
+                        step.frees.contains(s) && slots.iter().filter(|t| *t == &Some(*s)).count() == 1
+                    }
+                    None => false,
+                })
+                .collect();
+        }
+        let input_slots = graph
+            .inputs
+            .iter()
+            .map(|&id| slot_of(&ValueRef { node: id, output: 0 }).unwrap_or(usize::MAX))
+            .collect();
+        Ok(Executor {
+            graph,
+            steps,
+            consts,
+            slot_count,
+            input_slots,
+            outputs,
+            subgraphs,
+        })
+    }
+
+    /// The graph this executor runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Names and declared types of the graph's inputs, in order.
+    pub fn inputs(&self) -> Vec<(String, ValueType)> {
+        self.graph
+            .inputs
+            .iter()
+            .map(|&id| {
+                let value = &self.graph.node(id).outputs[0];
+                (value.name.clone(), value.ty.clone())
+            })
+            .collect()
+    }
+
+    /// Names of the graph's outputs, in order.
+    pub fn output_names(&self) -> Vec<String> {
+        self.graph
+            .outputs
+            .iter()
+            .map(|&v| self.graph.value(v).name.clone())
+            .collect()
+    }
+
+    /// The subgraph executors of a node (`If`: then, else; `Loop`/`Scan`: body).
+    pub(crate) fn subgraphs(&self, id: NodeId) -> &[Executor] {
+        self.subgraphs.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Checks inputs against the declared types: count, element type, rank and static dims,
+    /// with each symbolic dim bound consistently.
+    pub fn check_inputs(&self, inputs: &[Value]) -> Result<(), ExecError> {
+        let expected = self.inputs();
+        let listing = || {
+            expected
+                .iter()
+                .map(|(name, ty)| format!("{name}: {ty}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if inputs.len() != expected.len() {
+            return Err(ExecError::Input(format!(
+                "the model takes {} inputs ({}), given {}",
+                expected.len(),
+                listing(),
+                inputs.len()
+            )));
+        }
+        let mut symbols: HashMap<String, usize> = HashMap::new();
+        for ((name, ty), value) in expected.iter().zip(inputs) {
+            let (ValueType::Tensor(t), Value::Tensor(a)) = (ty, value) else {
+                continue;
+            };
+            let mismatch = || {
+                ExecError::Input(format!(
+                    "input '{name}' must be {ty}, given {}{:?} (the model takes {})",
+                    a.dtype(),
+                    a.shape,
+                    listing()
+                ))
+            };
+            if t.dtype != a.dtype() {
+                return Err(mismatch());
+            }
+            let Some(dims) = &t.shape else { continue };
+            if dims.len() != a.rank() {
+                return Err(mismatch());
+            }
+            for (dim, &size) in dims.iter().zip(&a.shape) {
+                if let Some(c) = dim.as_const() {
+                    if c as usize != size {
+                        return Err(mismatch());
+                    }
+                } else if let Some(symbol) = symbol_name(dim) {
+                    if *symbols.entry(symbol).or_insert(size) != size {
+                        return Err(mismatch());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the graph on inputs given in the graph's input order.
+    pub fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, ExecError> {
+        self.execute(inputs, None)
+    }
+
+    /// Runs the graph, adding the time spent per op to `profile`.
+    pub fn run_profiled(
+        &self,
+        inputs: Vec<Value>,
+        profile: &mut Profile,
+    ) -> Result<Vec<Value>, ExecError> {
+        self.execute(inputs, Some(profile))
+    }
+
+    fn execute(
+        &self,
+        inputs: Vec<Value>,
+        mut profile: Option<&mut Profile>,
+    ) -> Result<Vec<Value>, ExecError> {
+        if inputs.len() != self.input_slots.len() {
+            return Err(ExecError::Input(format!(
+                "graph '{}' takes {} inputs, given {}",
+                self.graph.name,
+                self.input_slots.len(),
+                inputs.len()
+            )));
+        }
+        let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
+        for (&slot, value) in self.input_slots.iter().zip(inputs) {
+            if slot != usize::MAX {
+                slots[slot] = Some(value);
+            }
+        }
+        for step in &self.steps {
+            let node = self.graph.node(step.node);
+            let started = profile.as_ref().map(|_| Instant::now());
+            let mut owned: Vec<Option<Value>> = step
+                .inputs
+                .iter()
+                .zip(&step.movable)
+                .map(|(source, &movable)| match (source, movable) {
+                    (Some(Source::Slot(s)), true) => slots[*s].take(),
+                    _ => None,
+                })
+                .collect();
+            let error = |message: String| ExecError::Node {
+                node: node.name.clone(),
+                op: node.op.name(),
+                message,
+            };
+            let mut args = Vec::with_capacity(step.inputs.len());
+            for (i, source) in step.inputs.iter().enumerate() {
+                args.push(match (owned[i].take(), source) {
+                    (Some(value), _) => Some(ops::Arg::Owned(value)),
+                    (None, Some(Source::Const(c))) => Some(ops::Arg::Borrowed(&self.consts[*c])),
+                    (None, Some(Source::Slot(s))) => match &slots[*s] {
+                        Some(value) => Some(ops::Arg::Borrowed(value)),
+                        None => return Err(error(format!("input {i} has no value"))),
+                    },
+                    (None, None) => None,
+                });
+            }
+            let results = ops::run(self, step.node, node, ops::Args::new(args)).map_err(error)?;
+            if results.len() < step.outputs.len() {
+                return Err(error(format!(
+                    "produced {} outputs, the graph expects {}",
+                    results.len(),
+                    step.outputs.len()
+                )));
+            }
+            for (&slot, value) in step.outputs.iter().zip(results) {
+                slots[slot] = Some(value);
+            }
+            for &slot in &step.frees {
+                slots[slot] = None;
+            }
+            if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
+                let timing = profile.ops.entry(node.op.name()).or_default();
+                timing.count += 1;
+                timing.total += started.elapsed();
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|source| match source {
+                Source::Const(c) => Ok(self.consts[*c].clone()),
+                Source::Slot(s) => slots[*s].take().ok_or_else(|| {
+                    ExecError::Input(format!("graph output in slot {s} was never computed"))
+                }),
+            })
+            .collect()
+    }
+}
+
+fn symbol_name(dim: &Dim) -> Option<String> {
+    let text = dim.to_string();
+    let mut chars = text.chars();
+    let first = chars.next()?;
+    (first.is_alphabetic() || first == '_')
+        .then_some(())
+        .filter(|_| chars.all(|c| c.is_alphanumeric() || c == '_'))
+        .map(|_| text)
+}

@@ -1,0 +1,627 @@
+//! Elementwise ops: unary math, broadcasting binary ops, variadic ops, `Where`, `Clip`, `Cast`.
+
+use super::R;
+use crate::array::{strides, Array, Data, Elem};
+use crate::minifloat::Rounding;
+use half::{bf16, f16};
+use rayon::prelude::*;
+use sparkc_ir::op::{Binary, GeluApproximation, Unary, Variadic};
+use sparkc_ir::DType;
+
+/// Tensors above this many elements are processed in parallel.
+pub(crate) const PARALLEL_MIN: usize = 1 << 15;
+
+/// The numpy broadcast of several shapes.
+pub(crate) fn broadcast_shape(shapes: &[&[usize]]) -> R<Vec<usize>> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1usize; rank];
+    for shape in shapes {
+        let offset = rank - shape.len();
+        for (i, &d) in shape.iter().enumerate() {
+            let o = &mut out[offset + i];
+            if *o == 1 {
+                *o = d;
+            } else if d != 1 && d != *o {
+                return Err(format!("shapes {shapes:?} do not broadcast together"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Strides to read an input of shape `from` broadcast to `to` (0 along broadcast axes).
+pub(crate) fn broadcast_strides(from: &[usize], to: &[usize]) -> Vec<usize> {
+    let offset = to.len() - from.len();
+    let own = strides(from);
+    (0..to.len())
+        .map(|i| {
+            if i < offset || from[i - offset] == 1 {
+                0
+            } else {
+                own[i - offset]
+            }
+        })
+        .collect()
+}
+
+/// Source index of every element of `shape` read with `strides` (broadcast, permuted or sliced).
+pub(crate) fn strided_indices(shape: &[usize], strides: &[usize], offset: usize) -> Vec<usize> {
+    let len: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
+    }
+    let rank = shape.len();
+    if rank == 0 {
+        out.push(offset);
+        return out;
+    }
+    let mut index = vec![0usize; rank];
+    let mut position = offset;
+    let (inner, inner_stride) = (shape[rank - 1], strides[rank - 1]);
+    loop {
+        for j in 0..inner {
+            out.push(position + j * inner_stride);
+        }
+        let mut axis = rank - 1;
+        loop {
+            if axis == 0 {
+                return out;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            position += strides[axis];
+            if index[axis] < shape[axis] {
+                break;
+            }
+            position -= strides[axis] * shape[axis];
+            index[axis] = 0;
+        }
+    }
+}
+
+/// `f(a, b)` over the broadcast of two arrays' elements.
+pub(crate) fn zip_broadcast<A, B, O, F>(
+    a: &[A],
+    a_shape: &[usize],
+    b: &[B],
+    b_shape: &[usize],
+    out_shape: &[usize],
+    f: F,
+) -> Vec<O>
+where
+    A: Copy + Sync,
+    B: Copy + Sync,
+    O: Copy + Default + Send,
+    F: Fn(A, B) -> O + Sync,
+{
+    let len: usize = out_shape.iter().product();
+    if a.len() == len && b.len() == len {
+        if len >= PARALLEL_MIN {
+            return a.par_iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+        }
+        return a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+    }
+    if b.len() == 1 && a.len() == len {
+        let y = b[0];
+        return a.iter().map(|&x| f(x, y)).collect();
+    }
+    if a.len() == 1 && b.len() == len {
+        let x = a[0];
+        return b.iter().map(|&y| f(x, y)).collect();
+    }
+    let rank = out_shape.len();
+    let sa = broadcast_strides(a_shape, out_shape);
+    let sb = broadcast_strides(b_shape, out_shape);
+    let inner = out_shape[rank - 1].max(1);
+    let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
+    let mut out = vec![O::default(); len];
+    let fill_row = |row: usize, chunk: &mut [O]| {
+        let (mut oa, mut ob, mut rest) = (0, 0, row);
+        for axis in (0..rank - 1).rev() {
+            let i = rest % out_shape[axis];
+            rest /= out_shape[axis];
+            oa += i * sa[axis];
+            ob += i * sb[axis];
+        }
+        for (j, o) in chunk.iter_mut().enumerate() {
+            *o = f(a[oa + j * ia], b[ob + j * ib]);
+        }
+    };
+    if len >= PARALLEL_MIN {
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(row, chunk)| fill_row(row, chunk));
+    } else {
+        for (row, chunk) in out.chunks_mut(inner).enumerate() {
+            fill_row(row, chunk);
+        }
+    }
+    out
+}
+
+/// Reads an array broadcast to `shape`.
+pub(crate) fn expand(a: &Array, shape: &[usize]) -> Array {
+    if a.shape == shape {
+        return a.clone();
+    }
+    let indices = strided_indices(shape, &broadcast_strides(&a.shape, shape), 0);
+    Array::new(shape.to_vec(), a.data.take(&indices))
+}
+
+macro_rules! float_unary {
+    ($name:ident, $t:ty, $erf:path) => {
+        fn $name(op: &Unary, v: &mut [$t]) -> R<()> {
+            let apply = |f: &(dyn Fn($t) -> $t + Sync), v: &mut [$t]| {
+                if v.len() >= PARALLEL_MIN {
+                    v.par_iter_mut().for_each(|x| *x = f(*x));
+                } else {
+                    v.iter_mut().for_each(|x| *x = f(*x));
+                }
+            };
+            match op {
+                Unary::Abs => apply(&|x| x.abs(), v),
+                Unary::Ceil => apply(&|x| x.ceil(), v),
+                Unary::Cos => apply(&|x| x.cos(), v),
+                Unary::Erf => apply(&|x| $erf(x), v),
+                Unary::Exp => apply(&|x| x.exp(), v),
+                Unary::Floor => apply(&|x| x.floor(), v),
+                Unary::Identity => {}
+                Unary::Log => apply(&|x| x.ln(), v),
+                Unary::Neg => apply(&|x| -x, v),
+                Unary::Reciprocal => apply(&|x| 1.0 / x, v),
+                Unary::Relu => apply(&|x| if x > 0.0 { x } else { 0.0 }, v),
+                Unary::Round => apply(&|x| x.round_ties_even(), v),
+                Unary::Sigmoid => apply(
+                    &|x| {
+                        if x >= 0.0 {
+                            1.0 / (1.0 + (-x).exp())
+                        } else {
+                            let e = x.exp();
+                            e / (1.0 + e)
+                        }
+                    },
+                    v,
+                ),
+                Unary::Sign => apply(
+                    &|x| {
+                        if x > 0.0 {
+                            1.0
+                        } else if x < 0.0 {
+                            -1.0
+                        } else {
+                            x
+                        }
+                    },
+                    v,
+                ),
+                Unary::Sin => apply(&|x| x.sin(), v),
+                Unary::Sqrt => apply(&|x| x.sqrt(), v),
+                Unary::Tanh => apply(&|x| x.tanh(), v),
+                Unary::Tan => apply(&|x| x.tan(), v),
+                Unary::Asin => apply(&|x| x.asin(), v),
+                Unary::Acos => apply(&|x| x.acos(), v),
+                Unary::Atan => apply(&|x| x.atan(), v),
+                Unary::Sinh => apply(&|x| x.sinh(), v),
+                Unary::Cosh => apply(&|x| x.cosh(), v),
+                Unary::Asinh => apply(&|x| x.asinh(), v),
+                Unary::Acosh => apply(&|x| x.acosh(), v),
+                Unary::Atanh => apply(&|x| x.atanh(), v),
+                Unary::Softsign => apply(&|x| x / (1.0 + x.abs()), v),
+                Unary::Softplus => apply(
+                    &|x| {
+                        if x > 0.0 {
+                            x + (-x).exp().ln_1p()
+                        } else {
+                            x.exp().ln_1p()
+                        }
+                    },
+                    v,
+                ),
+                Unary::Mish => apply(
+                    &|x| {
+                        let sp = if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
+                        x * sp.tanh()
+                    },
+                    v,
+                ),
+                Unary::HardSwish => {
+                    apply(&|x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0), v)
+                }
+                Unary::Elu { alpha } => {
+                    let alpha = *alpha as $t;
+                    apply(&|x| if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }, v)
+                }
+                Unary::Celu { alpha } => {
+                    let alpha = *alpha as $t;
+                    apply(&|x| x.max(0.0) + (alpha * ((x / alpha).exp() - 1.0)).min(0.0), v)
+                }
+                Unary::Selu { alpha, gamma } => {
+                    let (alpha, gamma) = (*alpha as $t, *gamma as $t);
+                    apply(
+                        &|x| if x > 0.0 { gamma * x } else { gamma * alpha * (x.exp() - 1.0) },
+                        v,
+                    )
+                }
+                Unary::ThresholdedRelu { alpha } => {
+                    let alpha = *alpha as $t;
+                    apply(&|x| if x > alpha { x } else { 0.0 }, v)
+                }
+                Unary::Shrink { bias, lambd } => {
+                    let (bias, lambd) = (*bias as $t, *lambd as $t);
+                    apply(
+                        &|x| {
+                            if x < -lambd {
+                                x + bias
+                            } else if x > lambd {
+                                x - bias
+                            } else {
+                                0.0
+                            }
+                        },
+                        v,
+                    )
+                }
+                Unary::Swish { alpha } => {
+                    let alpha = *alpha as $t;
+                    apply(&|x| x / (1.0 + (-alpha * x).exp()), v)
+                }
+                Unary::LeakyRelu { alpha } => {
+                    let alpha = *alpha as $t;
+                    apply(&|x| if x >= 0.0 { x } else { alpha * x }, v)
+                }
+                Unary::HardSigmoid { alpha, beta } => {
+                    let (alpha, beta) = (*alpha as $t, *beta as $t);
+                    apply(&|x| (alpha * x + beta).clamp(0.0, 1.0), v)
+                }
+                Unary::Gelu { approximate } => match approximate {
+                    GeluApproximation::None => apply(
+                        &|x| 0.5 * x * (1.0 + $erf(x * std::f64::consts::FRAC_1_SQRT_2 as $t)),
+                        v,
+                    ),
+                    GeluApproximation::Tanh => {
+                        let c = (2.0 / std::f64::consts::PI).sqrt() as $t;
+                        apply(&|x| 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh()), v)
+                    }
+                },
+                other => return Err(format!("{other:?} is not defined on floats")),
+            }
+            Ok(())
+        }
+    };
+}
+float_unary!(unary_f32, f32, libm::erff);
+float_unary!(unary_f64, f64, libm::erf);
+
+macro_rules! signed_unary {
+    ($op:expr, $v:expr) => {{
+        let v = $v;
+        match $op {
+            Unary::Abs => v.iter_mut().for_each(|x| *x = x.wrapping_abs()),
+            Unary::Neg => v.iter_mut().for_each(|x| *x = x.wrapping_neg()),
+            Unary::Sign => v.iter_mut().for_each(|x| *x = x.signum()),
+            Unary::Relu => v.iter_mut().for_each(|x| *x = (*x).max(0)),
+            Unary::BitwiseNot => v.iter_mut().for_each(|x| *x = !*x),
+            other => return Err(format!("{other:?} is not defined on integers")),
+        }
+    }};
+}
+
+/// Applies a one-input elementwise op, in place.
+pub(crate) fn unary(op: &Unary, mut a: Array) -> R<Array> {
+    match op {
+        Unary::IsNaN => {
+            let values = a.data.to_f64s();
+            return Ok(Array::new(a.shape, Data::Bool(values.iter().map(|x| x.is_nan()).collect())));
+        }
+        Unary::IsInf {
+            detect_negative,
+            detect_positive,
+        } => {
+            let values = a.data.to_f64s();
+            let flags = values
+                .iter()
+                .map(|&x| {
+                    (x == f64::INFINITY && *detect_positive)
+                        || (x == f64::NEG_INFINITY && *detect_negative)
+                })
+                .collect();
+            return Ok(Array::new(a.shape, Data::Bool(flags)));
+        }
+        Unary::Identity => return Ok(a),
+        _ => {}
+    }
+    match &mut a.data {
+        Data::F32(v) => unary_f32(op, v)?,
+        Data::F64(v) => unary_f64(op, v)?,
+        Data::F16(v) => {
+            let mut f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+            unary_f32(op, &mut f)?;
+            *v = f.into_iter().map(f16::from_f32).collect();
+        }
+        Data::BF16(v) => {
+            let mut f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+            unary_f32(op, &mut f)?;
+            *v = f.into_iter().map(bf16::from_f32).collect();
+        }
+        Data::I8(v) => signed_unary!(op, v),
+        Data::I16(v) => signed_unary!(op, v),
+        Data::I32(v) => signed_unary!(op, v),
+        Data::I64(v) => signed_unary!(op, v),
+        Data::U8(v) => unsigned_unary(op, v)?,
+        Data::U16(v) => unsigned_unary(op, v)?,
+        Data::U32(v) => unsigned_unary(op, v)?,
+        Data::U64(v) => unsigned_unary(op, v)?,
+        Data::Bool(v) => match op {
+            Unary::Not => v.iter_mut().for_each(|x| *x = !*x),
+            other => return Err(format!("{other:?} is not defined on bool")),
+        },
+        Data::Bits(dtype, _) => return Err(format!("{op:?} is not defined on {dtype}")),
+    }
+    Ok(a)
+}
+
+fn unsigned_unary<T>(op: &Unary, v: &mut [T]) -> R<()>
+where
+    T: Copy + Default + PartialOrd + std::ops::Not<Output = T> + From<u8>,
+{
+    match op {
+        Unary::Abs | Unary::Relu | Unary::Identity => {}
+        Unary::Sign => v
+            .iter_mut()
+            .for_each(|x| *x = if *x > T::default() { T::from(1) } else { T::default() }),
+        Unary::BitwiseNot => v.iter_mut().for_each(|x| *x = !*x),
+        other => return Err(format!("{other:?} is not defined on unsigned integers")),
+    }
+    Ok(())
+}
+
+/// Integer arithmetic with numpy's semantics (wrapping, truncating division, Python modulo).
+trait IntArith: Elem {
+    fn add(self, b: Self) -> Self;
+    fn sub(self, b: Self) -> Self;
+    fn mul(self, b: Self) -> Self;
+    fn div(self, b: Self) -> Self;
+    fn modulo(self, b: Self, fmod: bool) -> Self;
+    fn pow(self, b: f64) -> Self;
+    fn and(self, b: Self) -> Self;
+    fn or(self, b: Self) -> Self;
+    fn xor(self, b: Self) -> Self;
+    fn shift(self, b: Self, left: bool) -> Self;
+}
+
+macro_rules! int_arith {
+    ($($t:ty),*) => {$(
+        impl IntArith for $t {
+            fn add(self, b: Self) -> Self { self.wrapping_add(b) }
+            fn sub(self, b: Self) -> Self { self.wrapping_sub(b) }
+            fn mul(self, b: Self) -> Self { self.wrapping_mul(b) }
+            fn div(self, b: Self) -> Self { self.checked_div(b).unwrap_or(0) }
+            fn modulo(self, b: Self, fmod: bool) -> Self {
+                let r = self.checked_rem(b).unwrap_or(0);
+                #[allow(unused_comparisons)]
+                let sign_differs = (r < 0) != (b < 0);
+                if !fmod && r != 0 && sign_differs { r.wrapping_add(b) } else { r }
+            }
+            fn pow(self, b: f64) -> Self { <$t>::from_f64((self as f64).powf(b)) }
+            fn and(self, b: Self) -> Self { self & b }
+            fn or(self, b: Self) -> Self { self | b }
+            fn xor(self, b: Self) -> Self { self ^ b }
+            fn shift(self, b: Self, left: bool) -> Self {
+                let n = b as u32;
+                if n >= <$t>::BITS { 0 } else if left { self << n } else { self >> n }
+            }
+        }
+    )*};
+}
+int_arith!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+fn int_binary<T: IntArith>(op: &Binary, a: &[T], ash: &[usize], b: &[T], bsh: &[usize], out: &[usize]) -> R<Vec<T>> {
+    Ok(match op {
+        Binary::Add => zip_broadcast(a, ash, b, bsh, out, T::add),
+        Binary::Sub => zip_broadcast(a, ash, b, bsh, out, T::sub),
+        Binary::Mul => zip_broadcast(a, ash, b, bsh, out, T::mul),
+        Binary::Div => zip_broadcast(a, ash, b, bsh, out, T::div),
+        Binary::Mod { fmod } => zip_broadcast(a, ash, b, bsh, out, |x, y| x.modulo(y, *fmod)),
+        Binary::Pow => zip_broadcast(a, ash, b, bsh, out, |x, y| x.pow(y.to_f64())),
+        Binary::BitwiseAnd => zip_broadcast(a, ash, b, bsh, out, T::and),
+        Binary::BitwiseOr => zip_broadcast(a, ash, b, bsh, out, T::or),
+        Binary::BitwiseXor => zip_broadcast(a, ash, b, bsh, out, T::xor),
+        Binary::BitShift { left } => zip_broadcast(a, ash, b, bsh, out, |x, y| x.shift(y, *left)),
+        Binary::PRelu => zip_broadcast(a, ash, b, bsh, out, |x, y| {
+            if x < T::default() { x.mul(y) } else { x }
+        }),
+        other => return Err(format!("{other:?} is not defined on integers")),
+    })
+}
+
+macro_rules! float_binary {
+    ($name:ident, $t:ty) => {
+        fn $name(op: &Binary, a: &[$t], ash: &[usize], b: &[$t], bsh: &[usize], out: &[usize]) -> R<Vec<$t>> {
+            Ok(match op {
+                Binary::Add => zip_broadcast(a, ash, b, bsh, out, |x, y| x + y),
+                Binary::Sub => zip_broadcast(a, ash, b, bsh, out, |x, y| x - y),
+                Binary::Mul => zip_broadcast(a, ash, b, bsh, out, |x, y| x * y),
+                Binary::Div => zip_broadcast(a, ash, b, bsh, out, |x, y| x / y),
+                Binary::Pow => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x.powf(y)),
+                Binary::Mod { .. } => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x % y),
+                Binary::PRelu => zip_broadcast(a, ash, b, bsh, out, |x, y| if x < 0.0 { x * y } else { x }),
+                other => return Err(format!("{other:?} is not defined on floats")),
+            })
+        }
+    };
+}
+float_binary!(binary_f32, f32);
+float_binary!(binary_f64, f64);
+
+fn compare<T: Copy + PartialOrd + Sync>(op: &Binary, a: &[T], ash: &[usize], b: &[T], bsh: &[usize], out: &[usize]) -> R<Vec<bool>> {
+    Ok(match op {
+        Binary::Equal => zip_broadcast(a, ash, b, bsh, out, |x, y| x == y),
+        Binary::Greater => zip_broadcast(a, ash, b, bsh, out, |x, y| x > y),
+        Binary::GreaterOrEqual => zip_broadcast(a, ash, b, bsh, out, |x, y| x >= y),
+        Binary::Less => zip_broadcast(a, ash, b, bsh, out, |x, y| x < y),
+        Binary::LessOrEqual => zip_broadcast(a, ash, b, bsh, out, |x, y| x <= y),
+        other => return Err(format!("{other:?} is not a comparison")),
+    })
+}
+
+/// Applies a two-input broadcasting op.
+pub(crate) fn binary(op: &Binary, a: &Array, b: &Array) -> R<Array> {
+    let out = broadcast_shape(&[&a.shape, &b.shape])?;
+    let (ash, bsh) = (&a.shape[..], &b.shape[..]);
+    let is_comparison = matches!(
+        op,
+        Binary::Equal | Binary::Greater | Binary::GreaterOrEqual | Binary::Less | Binary::LessOrEqual
+    );
+    if is_comparison {
+        let flags = match (&a.data, &b.data) {
+            (Data::F32(x), Data::F32(y)) => compare(op, x, ash, y, bsh, &out)?,
+            (Data::I64(x), Data::I64(y)) => compare(op, x, ash, y, bsh, &out)?,
+            (Data::I32(x), Data::I32(y)) => compare(op, x, ash, y, bsh, &out)?,
+            (Data::Bool(x), Data::Bool(y)) => compare(op, x, ash, y, bsh, &out)?,
+            (x, y) if x.dtype().is_integer() && y.dtype().is_integer() && x.dtype() != sparkc_ir::DType::U64 => {
+                compare(op, &x.to_i64s(), ash, &y.to_i64s(), bsh, &out)?
+            }
+            (x, y) => compare(op, &x.to_f64s(), ash, &y.to_f64s(), bsh, &out)?,
+        };
+        return Ok(Array::new(out, Data::Bool(flags)));
+    }
+    if matches!(op, Binary::And | Binary::Or | Binary::Xor) {
+        let (Data::Bool(x), Data::Bool(y)) = (&a.data, &b.data) else {
+            return Err(format!("{op:?} takes bool inputs, found {} and {}", a.dtype(), b.dtype()));
+        };
+        let flags = match op {
+            Binary::And => zip_broadcast(x, ash, y, bsh, &out, |p, q| p && q),
+            Binary::Or => zip_broadcast(x, ash, y, bsh, &out, |p, q| p || q),
+            _ => zip_broadcast(x, ash, y, bsh, &out, |p, q| p != q),
+        };
+        return Ok(Array::new(out, Data::Bool(flags)));
+    }
+    // Pow may have an exponent of another type; it is converted to the base's type.
+    let converted;
+    let b_data = if a.dtype() != b.dtype() {
+        if !matches!(op, Binary::Pow) {
+            return Err(format!("inputs have different element types {} and {}", a.dtype(), b.dtype()));
+        }
+        converted = if a.dtype().is_integer() {
+            Data::F64(b.data.to_f64s())
+        } else {
+            b.data.cast(a.dtype(), false)
+        };
+        &converted
+    } else {
+        &b.data
+    };
+    let data = match (&a.data, b_data) {
+        (Data::F32(x), Data::F32(y)) => Data::F32(binary_f32(op, x, ash, y, bsh, &out)?),
+        (Data::F64(x), Data::F64(y)) => Data::F64(binary_f64(op, x, ash, y, bsh, &out)?),
+        (Data::F16(_), _) | (Data::BF16(_), _) => {
+            let r = binary_f32(op, &a.data.to_f32s(), ash, &b_data.to_f32s(), bsh, &out)?;
+            Data::from_f32s(a.dtype(), r)
+        }
+        (Data::I8(x), Data::I8(y)) => Data::I8(int_binary(op, x, ash, y, bsh, &out)?),
+        (Data::I16(x), Data::I16(y)) => Data::I16(int_binary(op, x, ash, y, bsh, &out)?),
+        (Data::I32(x), Data::I32(y)) => Data::I32(int_binary(op, x, ash, y, bsh, &out)?),
+        (Data::I64(x), Data::I64(y)) => Data::I64(int_binary(op, x, ash, y, bsh, &out)?),
+        (Data::U8(x), Data::U8(y)) => Data::U8(int_binary(op, x, ash, y, bsh, &out)?),
+        (Data::U16(x), Data::U16(y)) => Data::U16(int_binary(op, x, ash, y, bsh, &out)?),
+        (Data::U32(x), Data::U32(y)) => Data::U32(int_binary(op, x, ash, y, bsh, &out)?),
+        (Data::U64(x), Data::U64(y)) => Data::U64(int_binary(op, x, ash, y, bsh, &out)?),
+        (x, Data::F64(y)) if x.dtype().is_integer() => {
+            let ints = x.to_i64s();
+            let r: Vec<i64> = zip_broadcast(&ints, ash, y, bsh, &out, |p, q| i64::from_f64((p as f64).powf(q)));
+            Data::from_i64s(x.dtype(), r)
+        }
+        (x, _) => return Err(format!("{op:?} is not defined on {}", x.dtype())),
+    };
+    Ok(Array::new(out, data))
+}
+
+/// Folds a variadic op pairwise over its inputs.
+pub(crate) fn variadic(op: Variadic, inputs: &[&Array]) -> R<Array> {
+    let first = inputs.first().ok_or("needs at least one input")?;
+    let mut acc = (*first).clone();
+    for next in &inputs[1..] {
+        acc = match op {
+            Variadic::Sum | Variadic::Mean => binary(&Binary::Add, &acc, next)?,
+            Variadic::Max | Variadic::Min => min_max(op == Variadic::Max, &acc, next)?,
+        };
+    }
+    if op == Variadic::Mean {
+        let count = Array::scalar(Data::from_f64s(acc.dtype(), vec![inputs.len() as f64], false));
+        acc = binary(&Binary::Div, &acc, &count)?;
+    }
+    Ok(acc)
+}
+
+fn min_max(max: bool, a: &Array, b: &Array) -> R<Array> {
+    let out = broadcast_shape(&[&a.shape, &b.shape])?;
+    macro_rules! pick {
+        ($x:expr, $y:expr) => {
+            zip_broadcast($x, &a.shape, $y, &b.shape, &out, |p, q| {
+                if p != p || q != q {
+                    if p != p { p } else { q }
+                } else if (p >= q) == max {
+                    p
+                } else {
+                    q
+                }
+            })
+        };
+    }
+    let data = match (&a.data, &b.data) {
+        (Data::F32(x), Data::F32(y)) => Data::F32(pick!(x, y)),
+        (Data::F64(x), Data::F64(y)) => Data::F64(pick!(x, y)),
+        (Data::F16(x), Data::F16(y)) => Data::F16(pick!(x, y)),
+        (Data::BF16(x), Data::BF16(y)) => Data::BF16(pick!(x, y)),
+        (Data::I8(x), Data::I8(y)) => Data::I8(pick!(x, y)),
+        (Data::I16(x), Data::I16(y)) => Data::I16(pick!(x, y)),
+        (Data::I32(x), Data::I32(y)) => Data::I32(pick!(x, y)),
+        (Data::I64(x), Data::I64(y)) => Data::I64(pick!(x, y)),
+        (Data::U8(x), Data::U8(y)) => Data::U8(pick!(x, y)),
+        (Data::U16(x), Data::U16(y)) => Data::U16(pick!(x, y)),
+        (Data::U32(x), Data::U32(y)) => Data::U32(pick!(x, y)),
+        (Data::U64(x), Data::U64(y)) => Data::U64(pick!(x, y)),
+        (x, y) => return Err(format!("Max/Min of {} and {}", x.dtype(), y.dtype())),
+    };
+    Ok(Array::new(out, data))
+}
+
+/// `cond ? x : y` with broadcasting.
+pub(crate) fn where_(cond: &Array, x: &Array, y: &Array) -> R<Array> {
+    let out = broadcast_shape(&[&cond.shape, &x.shape, &y.shape])?;
+    let Data::Bool(c) = &cond.data else {
+        return Err(format!("condition must be bool, found {}", cond.dtype()));
+    };
+    let cs = strided_indices(&out, &broadcast_strides(&cond.shape, &out), 0);
+    let xs = strided_indices(&out, &broadcast_strides(&x.shape, &out), 0);
+    let ys = strided_indices(&out, &broadcast_strides(&y.shape, &out), 0);
+    let mut all = x.data.clone();
+    all.extend_from(&y.data);
+    let picks: Vec<usize> = (0..cs.len())
+        .map(|i| if c[cs[i]] { xs[i] } else { x.len() + ys[i] })
+        .collect();
+    Ok(Array::new(out, all.take(&picks)))
+}
+
+/// `min(max(x, lo), hi)` with optional bounds.
+pub(crate) fn clip(x: Array, lo: Option<&Array>, hi: Option<&Array>) -> R<Array> {
+    let mut out = x;
+    if let Some(lo) = lo {
+        out = min_max(true, &out, lo)?;
+    }
+    if let Some(hi) = hi {
+        out = min_max(false, &out, hi)?;
+    }
+    Ok(out)
+}
+
+/// ONNX `Cast`.
+pub(crate) fn cast(x: &Array, to: DType, saturate: bool, round_mode: &str) -> Array {
+    let rounding = match round_mode {
+        "down" => Rounding::Down,
+        "nearest" => Rounding::Nearest,
+        _ => Rounding::Up,
+    };
+    Array::new(x.shape.clone(), x.data.cast_rounding(to, saturate, rounding))
+}

@@ -1,0 +1,376 @@
+//! Matrix products: `Gemm`, batched `MatMul`, `Einsum`, integer matmul and `Det`.
+
+use super::elementwise::{broadcast_shape, broadcast_strides, expand, strided_indices};
+use super::R;
+use crate::array::{Array, Data};
+use gemm::Parallelism;
+use rayon::prelude::*;
+use sparkc_ir::DType;
+
+/// A strided view of a matrix.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a, T> {
+    /// Elements.
+    pub data: &'a [T],
+    /// Distance between rows.
+    pub rs: usize,
+    /// Distance between columns.
+    pub cs: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// A row-major matrix with `cols` columns.
+    pub(crate) fn rows(data: &'a [T], cols: usize) -> Mat<'a, T> {
+        Mat { data, rs: cols, cs: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub(crate) fn transposed(data: &'a [T], cols: usize) -> Mat<'a, T> {
+        Mat { data, rs: 1, cs: cols }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `c[m×n] = a[m×k]·b[k×n]` (added to `c` when `accumulate`), through the `gemm` crate.
+pub(crate) fn matmul_into<T: Copy + 'static + num_one::One>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<T>,
+    b: Mat<T>,
+    c: &mut [T],
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(a.fits(m, k) && b.fits(k, n) && c.len() >= m * n, "matmul operands out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let parallelism = if parallel && m * n * k >= 1 << 15 {
+        Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: every operand was checked above to hold the strided extents gemm reads and writes.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate && k > 0,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    if k == 0 && !accumulate {
+        c[..m * n].iter_mut().for_each(|v| *v = T::zero());
+    }
+}
+
+/// Unit and zero of the element types gemm runs on.
+pub(crate) mod num_one {
+    /// The multiplicative and additive identities.
+    pub trait One: Copy {
+        /// 1
+        fn one() -> Self;
+        /// 0
+        fn zero() -> Self;
+    }
+    impl One for f32 {
+        fn one() -> Self {
+            1.0
+        }
+        fn zero() -> Self {
+            0.0
+        }
+    }
+    impl One for f64 {
+        fn one() -> Self {
+            1.0
+        }
+        fn zero() -> Self {
+            0.0
+        }
+    }
+}
+
+/// ONNX `Gemm`: `alpha·A'·B' + beta·C`.
+pub(crate) fn gemm_op(
+    a: &Array,
+    b: &Array,
+    c: Option<&Array>,
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+) -> R<Array> {
+    if a.rank() != 2 || b.rank() != 2 {
+        return Err(format!("A and B must be 2-D, found {:?} and {:?}", a.shape, b.shape));
+    }
+    let (m, k) = if trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+    let (kb, n) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+    if k != kb {
+        return Err(format!("inner dims differ: A' is {m}x{k}, B' is {kb}x{n}"));
+    }
+    let dtype = a.dtype();
+    if dtype == DType::F64 || dtype.is_integer() {
+        let (av, bv) = (a.data.to_f64s(), b.data.to_f64s());
+        let am = if trans_a { Mat::transposed(&av, m) } else { Mat::rows(&av, k) };
+        let bm = if trans_b { Mat::transposed(&bv, k) } else { Mat::rows(&bv, n) };
+        let mut out = vec![0.0f64; m * n];
+        matmul_into(m, n, k, am, bm, &mut out, false, true);
+        out.iter_mut().for_each(|v| *v *= f64::from(alpha));
+        if let (Some(c), true) = (c, beta != 0.0) {
+            let cv = expand(c, &[m, n]).data.to_f64s();
+            out.iter_mut().zip(cv).for_each(|(o, c)| *o += f64::from(beta) * c);
+        }
+        return Ok(Array::new(vec![m, n], Data::from_f64s(dtype, out, false)));
+    }
+    let (av, bv) = (a.data.to_f32s(), b.data.to_f32s());
+    let am = if trans_a { Mat::transposed(&av, m) } else { Mat::rows(&av, k) };
+    let bm = if trans_b { Mat::transposed(&bv, k) } else { Mat::rows(&bv, n) };
+    let mut out = match c {
+        Some(c) if beta != 0.0 => {
+            let mut cv = expand(c, &[m, n]).data.to_f32s();
+            let scale = beta / alpha;
+            if alpha != 0.0 && scale != 1.0 {
+                cv.iter_mut().for_each(|v| *v *= scale);
+            }
+            cv
+        }
+        _ => vec![0.0f32; m * n],
+    };
+    let accumulate = c.is_some() && beta != 0.0 && alpha != 0.0;
+    matmul_into(m, n, k, am, bm, &mut out, accumulate, true);
+    if alpha != 1.0 {
+        if alpha == 0.0 {
+            out = match c {
+                Some(c) => expand(c, &[m, n]).data.to_f32s().iter().map(|v| v * beta).collect(),
+                None => vec![0.0; m * n],
+            };
+        } else {
+            out.iter_mut().for_each(|v| *v *= alpha);
+        }
+    }
+    Ok(Array::new(vec![m, n], Data::from_f32s(dtype, out)))
+}
+
+/// numpy `matmul`: 1-D operands promoted, batch dims broadcast.
+pub(crate) fn matmul(a: &Array, b: &Array) -> R<Array> {
+    if a.rank() == 0 || b.rank() == 0 {
+        return Err("MatMul operands must not be scalars".into());
+    }
+    let a_shape = if a.rank() == 1 { vec![1, a.shape[0]] } else { a.shape.clone() };
+    let b_shape = if b.rank() == 1 { vec![b.shape[0], 1] } else { b.shape.clone() };
+    let (m, k) = (a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]);
+    let (kb, n) = (b_shape[b_shape.len() - 2], b_shape[b_shape.len() - 1]);
+    if k != kb {
+        return Err(format!("inner dims differ: {:?} · {:?}", a.shape, b.shape));
+    }
+    let a_batch = &a_shape[..a_shape.len() - 2];
+    let b_batch = &b_shape[..b_shape.len() - 2];
+    let batch = broadcast_shape(&[a_batch, b_batch])?;
+    let mut shape = batch.clone();
+    if a.rank() > 1 {
+        shape.push(m);
+    }
+    if b.rank() > 1 {
+        shape.push(n);
+    }
+    let count: usize = batch.iter().product();
+    let dtype = a.dtype();
+    if dtype != b.dtype() {
+        return Err(format!("operands have different types {} and {}", dtype, b.dtype()));
+    }
+    // Offsets of each batch's matrix within A and B (0 stride along broadcast batch axes).
+    let a_index = strided_indices(&batch, &broadcast_strides(a_batch, &batch), 0);
+    let b_index = strided_indices(&batch, &broadcast_strides(b_batch, &batch), 0);
+    let data = match dtype {
+        DType::F64 => Data::F64(batched(&a.data.to_f64s(), &b.data.to_f64s(), &a_index, &b_index, m, n, k, b_batch.iter().product::<usize>() == 1)),
+        t if t.is_integer() => {
+            let (av, bv) = (a.data.to_i64s(), b.data.to_i64s());
+            let mut out = vec![0i64; count * m * n];
+            for (p, chunk) in out.chunks_mut((m * n).max(1)).enumerate().take(count) {
+                let (ao, bo) = (a_index[p] * m * k, b_index[p] * k * n);
+                for i in 0..m {
+                    for j in 0..n {
+                        chunk[i * n + j] = (0..k).fold(0i64, |s, l| s.wrapping_add(av[ao + i * k + l].wrapping_mul(bv[bo + l * n + j])));
+                    }
+                }
+            }
+            Data::from_i64s(dtype, out)
+        }
+        _ => {
+            let out = batched(&a.data.to_f32s(), &b.data.to_f32s(), &a_index, &b_index, m, n, k, b_batch.iter().product::<usize>() == 1);
+            Data::from_f32s(dtype, out)
+        }
+    };
+    Ok(Array::new(shape, data))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn batched<T: Copy + Send + Sync + 'static + num_one::One>(
+    a: &[T],
+    b: &[T],
+    a_index: &[usize],
+    b_index: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+    shared_b: bool,
+) -> Vec<T> {
+    let count = a_index.len();
+    let mut out = vec![T::zero(); count * m * n];
+    if count == 0 || m * n == 0 {
+        return out;
+    }
+    // One tall product when B is shared and A's batches are contiguous.
+    let contiguous_a = a_index.iter().enumerate().all(|(p, &i)| i == p);
+    if shared_b && contiguous_a {
+        matmul_into(count * m, n, k, Mat::rows(a, k), Mat::rows(b, n), &mut out, false, true);
+        return out;
+    }
+    let one = |p: usize, chunk: &mut [T], parallel: bool| {
+        let a = &a[a_index[p] * m * k..(a_index[p] + 1) * m * k];
+        let b = &b[b_index[p] * k * n..(b_index[p] + 1) * k * n];
+        matmul_into(m, n, k, Mat::rows(a, k), Mat::rows(b, n), chunk, false, parallel);
+    };
+    if count >= rayon::current_num_threads() && m * n * k < 1 << 20 {
+        out.par_chunks_mut(m * n).enumerate().for_each(|(p, chunk)| one(p, chunk, false));
+    } else {
+        out.chunks_mut(m * n).enumerate().for_each(|(p, chunk)| one(p, chunk, true));
+    }
+    out
+}
+
+/// Einstein summation over any number of operands, with `...` and implicit outputs.
+pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
+    let equation: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    let (lhs, rhs) = match equation.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (equation.clone(), None),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != inputs.len() {
+        return Err(format!("equation has {} operands, given {}", terms.len(), inputs.len()));
+    }
+    // Ellipsis dims become labels from a private range, aligned to the right.
+    let ellipsis_rank = terms
+        .iter()
+        .zip(inputs)
+        .filter(|(t, _)| t.contains("..."))
+        .map(|(t, x)| x.rank() + 3 - t.chars().count())
+        .max()
+        .unwrap_or(0);
+    let ellipsis: Vec<char> = (0..ellipsis_rank).map(|i| char::from_u32(0x100 + i as u32).unwrap_or('?')).collect();
+    let expand_term = |t: &str, rank: usize| -> Vec<char> {
+        match t.split_once("...") {
+            Some((before, after)) => {
+                let own = rank + 3 - t.chars().count();
+                let mut labels: Vec<char> = before.chars().collect();
+                labels.extend(&ellipsis[ellipsis_rank - own..]);
+                labels.extend(after.chars());
+                labels
+            }
+            None => t.chars().collect(),
+        }
+    };
+    let operands: Vec<Vec<char>> = terms.iter().zip(inputs).map(|(t, x)| expand_term(t, x.rank())).collect();
+    let mut sizes: std::collections::BTreeMap<char, usize> = std::collections::BTreeMap::new();
+    for (labels, x) in operands.iter().zip(inputs) {
+        if labels.len() != x.rank() {
+            return Err(format!("operand {:?} has rank {} but its term has {} labels", x.shape, x.rank(), labels.len()));
+        }
+        for (&l, &d) in labels.iter().zip(&x.shape) {
+            let e = sizes.entry(l).or_insert(d);
+            if *e == 1 {
+                *e = d;
+            } else if d != 1 && *e != d {
+                return Err(format!("label '{l}' has sizes {e} and {d}"));
+            }
+        }
+    }
+    let output: Vec<char> = match rhs {
+        Some(r) => match r.split_once("...") {
+            Some((before, after)) => before.chars().chain(ellipsis.iter().copied()).chain(after.chars()).collect(),
+            None => r.chars().collect(),
+        },
+        None => {
+            let mut once: Vec<char> = sizes
+                .keys()
+                .copied()
+                .filter(|l| !ellipsis.contains(l) && operands.iter().flatten().filter(|&&c| c == *l).count() == 1)
+                .collect();
+            once.sort_unstable();
+            ellipsis.iter().copied().chain(once).collect()
+        }
+    };
+    let summed: Vec<char> = sizes.keys().copied().filter(|l| !output.contains(l)).collect();
+    let all: Vec<char> = output.iter().chain(&summed).copied().collect();
+    let dims: Vec<usize> = all.iter().map(|l| sizes[l]).collect();
+    let values: Vec<Vec<f64>> = inputs.iter().map(|x| x.data.to_f64s()).collect();
+    let strides: Vec<Vec<usize>> = operands
+        .iter()
+        .zip(inputs)
+        .map(|(labels, x)| {
+            let own = crate::array::strides(&x.shape);
+            all.iter()
+                .map(|l| {
+                    labels
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, c)| *c == l && x.shape[*i] != 1)
+                        .map(|(i, _)| own[i])
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    let out_len: usize = dims[..output.len()].iter().product();
+    let inner: usize = dims[output.len()..].iter().product();
+    let mut out = vec![0.0f64; out_len];
+    let mut index = vec![0usize; all.len()];
+    for o in out.iter_mut() {
+        let mut total = 0.0;
+        for _ in 0..inner {
+            let mut product = 1.0;
+            for (v, s) in values.iter().zip(&strides) {
+                product *= v[index.iter().zip(s).map(|(i, s)| i * s).sum::<usize>()];
+            }
+            total += product;
+            for d in (output.len()..all.len()).rev() {
+                index[d] += 1;
+                if index[d] < dims[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+        *o = total;
+        for d in (0..output.len()).rev() {
+            index[d] += 1;
+            if index[d] < dims[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    let shape = dims[..output.len()].to_vec();
+    Ok(Array::new(shape, Data::from_f64s(inputs[0].dtype(), out, false)))
+}

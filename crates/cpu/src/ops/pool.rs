@@ -1,0 +1,141 @@
+//! Pooling: average, max (with indices), Lp and global pools, `MaxUnpool`, `MaxRoiPool`.
+
+use super::conv::geometry;
+use super::R;
+use crate::array::{strides, Array, Data};
+use rayon::prelude::*;
+use sparkc_ir::op::PoolAttrs;
+
+/// What a window computes.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Window {
+    /// Mean, counting padding or not.
+    Average { count_include_pad: bool },
+    /// Maximum.
+    Max,
+    /// `(sum |x|^p)^(1/p)`.
+    Lp(f64),
+}
+
+/// Slides a window over every plane of `x` (`[n, c, in...]`); returns values and flat argmax indices.
+pub(crate) fn pool(x: &Array, attrs: &PoolAttrs, window: Window, storage_order: i64) -> R<(Array, Array)> {
+    if x.rank() < 3 {
+        return Err(format!("input must have rank ≥ 3, found {:?}", x.shape));
+    }
+    let kernel: Vec<usize> = attrs.kernel_shape.iter().map(|&k| k.max(1) as usize).collect();
+    let g = geometry(&x.shape[2..], &kernel, attrs.auto_pad, &attrs.pads, &attrs.strides, &attrs.dilations, attrs.ceil_mode)?;
+    let spatial = kernel.len();
+    let planes = x.shape[0] * x.shape[1];
+    let in_len: usize = g.input.iter().product();
+    let out_len: usize = g.output.iter().product();
+    let kernel_len: usize = kernel.iter().product();
+    let values = x.data.to_f64s();
+    let in_strides = strides(&g.input);
+    let out_strides = strides(&g.output);
+    let kernel_strides = strides(&kernel);
+    let mut out = vec![0f64; planes * out_len];
+    let mut arg = vec![0i64; planes * out_len];
+    out.par_chunks_mut(out_len.max(1))
+        .zip(arg.par_chunks_mut(out_len.max(1)))
+        .enumerate()
+        .for_each(|(plane, (dst, idx))| {
+            let src = &values[plane * in_len..(plane + 1) * in_len];
+            for o in 0..out_len {
+                let mut acc = match window {
+                    Window::Max => f64::NEG_INFINITY,
+                    _ => 0.0,
+                };
+                let (mut count, mut best) = (0usize, usize::MAX);
+                let mut padded_count = 0usize;
+                for k in 0..kernel_len {
+                    let mut offset = 0;
+                    let mut inside = true;
+                    let mut in_padded = true;
+                    for d in 0..spatial {
+                        let kd = (k / kernel_strides[d]) % kernel[d];
+                        let od = (o / out_strides[d]) % g.output[d];
+                        let i = (od * g.strides[d] + kd * g.dilations[d]) as i64 - g.pad_begin[d] as i64;
+                        if i < 0 || i as usize >= g.input[d] {
+                            inside = false;
+                            if i < -(g.pad_begin[d] as i64) || i >= (g.input[d] + g.pad_end[d]) as i64 {
+                                in_padded = false;
+                            }
+                        } else {
+                            offset += i as usize * in_strides[d];
+                        }
+                    }
+                    if in_padded {
+                        padded_count += 1;
+                    }
+                    if !inside {
+                        continue;
+                    }
+                    let v = src[offset];
+                    count += 1;
+                    match window {
+                        Window::Max => {
+                            if v > acc || best == usize::MAX {
+                                acc = v;
+                                best = offset;
+                            }
+                        }
+                        Window::Average { .. } => acc += v,
+                        Window::Lp(p) => acc += v.abs().powf(p),
+                    }
+                }
+                dst[o] = match window {
+                    Window::Max => acc,
+                    Window::Average { count_include_pad: true } => acc / padded_count.max(1) as f64,
+                    Window::Average { count_include_pad: false } => acc / count.max(1) as f64,
+                    Window::Lp(p) => acc.powf(1.0 / p),
+                };
+                let flat = if storage_order == 1 && spatial == 2 && best != usize::MAX {
+                    let (h, w) = (best / g.input[1], best % g.input[1]);
+                    w * g.input[0] + h
+                } else {
+                    best
+                };
+                idx[o] = (plane * in_len + flat) as i64;
+            }
+        });
+    let mut shape = x.shape[..2].to_vec();
+    shape.extend(&g.output);
+    Ok((
+        Array::new(shape.clone(), Data::from_f64s(x.dtype(), out, false)),
+        Array::i64(shape, arg),
+    ))
+}
+
+/// `AveragePool`.
+pub(crate) fn average_pool(x: &Array, attrs: &PoolAttrs, count_include_pad: bool) -> R<Array> {
+    Ok(pool(x, attrs, Window::Average { count_include_pad }, 0)?.0)
+}
+
+/// `MaxPool`, with the indices output when the node has two outputs.
+pub(crate) fn max_pool(x: &Array, attrs: &PoolAttrs, storage_order: i64, outputs: usize) -> R<Vec<Array>> {
+    let (values, indices) = pool(x, attrs, Window::Max, storage_order)?;
+    Ok(if outputs > 1 { vec![values, indices] } else { vec![values] })
+}
+
+/// `GlobalAveragePool` / `GlobalMaxPool`.
+pub(crate) fn global(x: &Array, max: bool) -> R<Array> {
+    if x.rank() < 2 {
+        return Err(format!("input must have rank ≥ 2, found {:?}", x.shape));
+    }
+    let planes = x.shape[0] * x.shape[1];
+    let len: usize = x.shape[2..].iter().product();
+    let values = x.data.to_f32s();
+    let out: Vec<f32> = (0..planes)
+        .map(|p| {
+            let plane = &values[p * len..(p + 1) * len];
+            if max {
+                plane.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+            } else {
+                (plane.iter().map(|&v| f64::from(v)).sum::<f64>() / len as f64) as f32
+            }
+        })
+        .collect();
+    let mut shape = x.shape[..2].to_vec();
+    shape.extend(std::iter::repeat_n(1, x.rank() - 2));
+    Ok(Array::new(shape, Data::from_f32s(x.dtype(), out)))
+}

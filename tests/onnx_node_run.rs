@@ -1,0 +1,209 @@
+//! The official ONNX node tests, run on the CPU executor and compared with their reference
+//! outputs at the test's own tolerances. The per-op table in `docs/conformance.md` is rewritten
+//! with `SPARKC_BLESS=1`, and the run fails if fewer tests pass than that file records.
+
+use sparkc_cpu::{Array, Executor, Value};
+use sparkc_onnx::{load, SUPPORTED_OPS};
+use sparkc_tests::{generated, manifest_names, read_value, repo_root};
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+enum Outcome {
+    Passed,
+    Failed(String),
+    Unsupported(Vec<String>),
+    OutOfScope(&'static str),
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("JSON")
+}
+
+/// numpy `assert_allclose`: `|a - e| <= atol + rtol·|e|`, NaN matching NaN; exact for integers.
+fn close(actual: &Array, expected: &Array, rtol: f64, atol: f64) -> Result<(), String> {
+    if actual.dtype() != expected.dtype() || actual.shape != expected.shape {
+        return Err(format!(
+            "got {}{:?}, expected {}{:?}",
+            actual.dtype(),
+            actual.shape,
+            expected.dtype(),
+            expected.shape
+        ));
+    }
+    let (a, e) = (actual.data.to_f64s(), expected.data.to_f64s());
+    let exact = !expected.dtype().is_float();
+    for (i, (&x, &y)) in a.iter().zip(&e).enumerate() {
+        let ok = if exact {
+            x == y
+        } else {
+            (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * y.abs()
+        };
+        if !ok {
+            return Err(format!("element {i}: got {x}, expected {y}"));
+        }
+    }
+    Ok(())
+}
+
+fn compare(actual: &Value, expected: &Value, rtol: f64, atol: f64) -> Result<(), String> {
+    match (actual, expected) {
+        (Value::Tensor(a), Value::Tensor(e)) => close(a, e, rtol, atol),
+        (Value::Sequence(a), Value::Sequence(e)) if a.len() == e.len() => a
+            .iter()
+            .zip(e)
+            .try_for_each(|(a, e)| close(a, e, rtol, atol)),
+        (Value::Optional(None), Value::Optional(None)) => Ok(()),
+        (Value::Optional(Some(a)), Value::Optional(Some(e))) => compare(a, e, rtol, atol),
+        (Value::Optional(Some(a)), e) => compare(a, e, rtol, atol),
+        (a, e) => Err(format!("got {a}, expected {e}")),
+    }
+}
+
+fn run_case(dir: &Path, meta: &serde_json::Value) -> Result<(), String> {
+    let model = load(&dir.join("model.onnx")).map_err(|e| format!("import: {e}"))?;
+    let exec = Executor::new(&model.graph).map_err(|e| format!("prepare: {e}"))?;
+    let (rtol, atol) = (
+        meta["rtol"].as_f64().unwrap_or(1e-3),
+        meta["atol"].as_f64().unwrap_or(1e-7),
+    );
+    let sets = meta["data_sets"].as_u64().unwrap_or(1);
+    for set in 0..sets {
+        let set_dir = dir.join(format!("test_data_set_{set}"));
+        let inputs: Vec<Value> = (0..exec.inputs().len())
+            .map(|j| read_value(&set_dir.join(format!("input_{j}.pb")), &meta["inputs"][j]))
+            .collect::<Result<_, _>>()?;
+        let outputs = exec.run(inputs).map_err(|e| format!("run: {e}"))?;
+        for (j, actual) in outputs.iter().enumerate() {
+            let expected = read_value(&set_dir.join(format!("output_{j}.pb")), &meta["outputs"][j])?;
+            compare(actual, &expected, rtol, atol)
+                .map_err(|e| format!("output {j} ('{}'): {e}", exec.output_names()[j]))?;
+        }
+    }
+    Ok(())
+}
+
+fn classify(dir: &Path, meta: &serde_json::Value) -> Outcome {
+    let ops: Vec<String> = meta["ops"]
+        .as_array()
+        .expect("ops")
+        .iter()
+        .filter_map(|o| o.as_str().map(String::from))
+        .collect();
+    if meta["strings"] == true {
+        return Outcome::OutOfScope("string tensors");
+    }
+    if meta["opset"].as_i64() < Some(7) {
+        return Outcome::OutOfScope("opset below 7");
+    }
+    let missing: Vec<String> = ops
+        .iter()
+        .filter(|op| !SUPPORTED_OPS.contains(&op.as_str()))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Outcome::Unsupported(missing);
+    }
+    match catch_unwind(AssertUnwindSafe(|| run_case(dir, meta))) {
+        Ok(Ok(())) => Outcome::Passed,
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(_) => Outcome::Failed("panicked".into()),
+    }
+}
+
+/// The passed count recorded in `docs/conformance.md`.
+fn recorded_passes(doc: &str) -> Option<usize> {
+    doc.lines()
+        .find_map(|l| l.strip_prefix("Passed: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+fn write_table(path: &Path, total: usize, passed: usize, per_op: &BTreeMap<String, (usize, usize)>, unsupported: &BTreeMap<String, usize>, out_of_scope: usize, failures: &[String]) {
+    let mut doc = String::from("# Conformance\n\n");
+    doc.push_str("The official node tests of `onnx==1.23.2`, run on the CPU executor (`tests/onnx_node_run.rs`) and\n");
+    doc.push_str("compared with their reference outputs at each test's own tolerance (numpy `assert_allclose`:\n");
+    doc.push_str("rtol 1e-3, atol 1e-7 unless the test says otherwise). Regenerate this file with\n");
+    doc.push_str("`bash scripts/conformance.sh`; CI fails if fewer tests pass than recorded here.\n\n");
+    doc.push_str(&format!("Passed: {passed} of {total}\n\n"));
+    doc.push_str(&format!(
+        "- failed: {}\n- using an unsupported op: {}\n- out of scope (string tensors, opset below 7): {out_of_scope}\n\n",
+        failures.len(),
+        unsupported.values().sum::<usize>()
+    ));
+    doc.push_str("## Per op (tests using the op: passed / run)\n\n| op | passed | run |\n| --- | ---: | ---: |\n");
+    for (op, (p, t)) in per_op {
+        doc.push_str(&format!("| {op} | {p} | {t} |\n"));
+    }
+    doc.push_str("\n## Unsupported ops (tests that need them)\n\n| op | tests |\n| --- | ---: |\n");
+    for (op, n) in unsupported {
+        doc.push_str(&format!("| {op} | {n} |\n"));
+    }
+    if !failures.is_empty() {
+        doc.push_str("\n## Failing tests\n\n");
+        for f in failures {
+            doc.push_str(&format!("- {}\n", f.replace('|', "\\|")));
+        }
+    }
+    std::fs::write(path, doc).expect("docs/conformance.md is writable");
+}
+
+#[test]
+fn node_tests_match_reference_outputs() {
+    let root = generated().join("node");
+    let names = manifest_names("node");
+    let total = names.len();
+    let mut per_op: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut unsupported: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut passed, mut out_of_scope) = (0, 0);
+    let mut failures = Vec::new();
+    for name in &names {
+        let dir = root.join(name);
+        let meta = read_json(&dir.join("meta.json"));
+        let ops: Vec<String> = meta["ops"]
+            .as_array()
+            .expect("ops")
+            .iter()
+            .filter_map(|o| o.as_str().map(String::from))
+            .collect();
+        let outcome = classify(&dir, &meta);
+        let ran = matches!(outcome, Outcome::Passed | Outcome::Failed(_));
+        let ok = matches!(outcome, Outcome::Passed);
+        match outcome {
+            Outcome::Passed => passed += 1,
+            Outcome::Failed(e) => failures.push(format!("{name}: {e}")),
+            Outcome::Unsupported(missing) => {
+                for op in missing {
+                    *unsupported.entry(op).or_default() += 1;
+                }
+            }
+            Outcome::OutOfScope(_) => out_of_scope += 1,
+        }
+        if ran {
+            for op in ops {
+                let entry = per_op.entry(op).or_default();
+                entry.0 += usize::from(ok);
+                entry.1 += 1;
+            }
+        }
+    }
+    println!(
+        "onnx node tests: {passed} of {total} passed, {} failed, {} need unsupported ops, {out_of_scope} out of scope",
+        failures.len(),
+        unsupported.values().sum::<usize>()
+    );
+    for f in &failures {
+        println!("  FAIL {f}");
+    }
+    let doc_path = repo_root().join("docs/conformance.md");
+    if std::env::var_os("SPARKC_BLESS").is_some() {
+        write_table(&doc_path, total, passed, &per_op, &unsupported, out_of_scope, &failures);
+        return;
+    }
+    let doc = std::fs::read_to_string(&doc_path).unwrap_or_default();
+    let floor = recorded_passes(&doc).unwrap_or(0);
+    assert!(
+        passed >= floor,
+        "{passed} node tests passed, fewer than the {floor} recorded in docs/conformance.md"
+    );
+}
