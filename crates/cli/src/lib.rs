@@ -1,6 +1,10 @@
 //! The sparkc command line as a library, so tests can run commands in process.
 
+pub mod bench;
+pub mod inputs;
 pub mod inspect;
+pub mod npy;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -16,12 +20,18 @@ pub struct Cli {
 enum Command {
     /// Summarize a model, or dump its IR as text, Graphviz DOT or JSON.
     Inspect(inspect::Args),
+    /// Run a model once on .npy or random inputs; save each output as NAME.npy.
+    Run(run::Args),
+    /// Measure latency and throughput, optionally per op.
+    Bench(bench::Args),
 }
 
 /// Runs a parsed command line, returning what it prints on standard output.
 pub fn execute(cli: &Cli) -> anyhow::Result<String> {
     match &cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -460,15 +460,6 @@ impl Data {
             (Data::U64(v), _) if int_like(to) => {
                 Data::from_i64s(to, v.iter().map(|&x| x as i64).collect())
             }
-            _ if from.is_float() && (to == DType::I4 || to == DType::U4 || to == DType::I2 || to == DType::U2) => {
-                let (lo, hi) = minifloat::int_range(to);
-                let ints = self
-                    .to_f64s()
-                    .into_iter()
-                    .map(|x| minifloat::round_half_even(x).clamp(lo as f64, hi as f64) as i64)
-                    .collect();
-                Data::from_i64s(to, ints)
-            }
             _ => Data::from_f64s(to, self.to_f64s(), saturate),
         }
     }

@@ -121,10 +121,9 @@ fn decode_float(f: &Format, bits: u8) -> f64 {
 pub fn encode(dtype: DType, x: f64, saturate: bool, rounding: Rounding) -> u8 {
     match dtype {
         DType::I4 | DType::U4 | DType::I2 | DType::U2 => {
-            let (lo, hi) = int_range(dtype);
-            let v = round_half_even(x).clamp(lo as f64, hi as f64) as i64;
-            let bits = dtype.bits();
-            (v as u8) & (((1u16 << bits) - 1) as u8)
+            // Like numpy's astype: truncate, then keep the low bits (wrapping).
+            let v = if x.is_finite() { x.trunc() as i64 } else { 0 };
+            (v as u8) & (((1u16 << dtype.bits()) - 1) as u8)
         }
         DType::F8E8M0 => encode_e8m0(x, rounding),
         _ => match format(dtype) {
@@ -169,7 +168,8 @@ fn encode_float(f: &Format, x: f64, saturate: bool) -> u8 {
         sign_bit - 1
     };
     if x.is_nan() {
-        return nan;
+        // FP4 has no NaN: the reference maps it to negative zero.
+        return if total == 4 { sign_bit } else { nan };
     }
     let negative = x.is_sign_negative();
     let magnitude = x.abs();
@@ -197,7 +197,7 @@ fn encode_float(f: &Format, x: f64, saturate: bool) -> u8 {
         }
     };
     if magnitude.is_infinite() {
-        return overflow(sign);
+        return if total == 4 { sign | max_code } else { overflow(sign) };
     }
     if magnitude > max {
         return if magnitude < max + top_ulp / 2.0

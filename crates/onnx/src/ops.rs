@@ -281,7 +281,7 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
     let axes_became_input = match op_type {
         "ReduceSum" | "Squeeze" | "Unsqueeze" => 13,
         t if t.starts_with("Reduce") => 18,
-        _ => i64::MAX,
+        _ => i64::MIN,
     };
     if opset < axes_became_input {
         if let Some(axes) = a.opt_ints("axes")? {

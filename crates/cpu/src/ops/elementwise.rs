@@ -408,8 +408,15 @@ macro_rules! int_arith {
             fn or(self, b: Self) -> Self { self | b }
             fn xor(self, b: Self) -> Self { self ^ b }
             fn shift(self, b: Self, left: bool) -> Self {
-                let n = b as u32;
-                if n >= <$t>::BITS { 0 } else if left { self << n } else { self >> n }
+                #[allow(unused_comparisons)]
+                let (negative_shift, negative) = (b < 0, self < 0);
+                let n = if negative_shift { u32::MAX } else { b as u32 };
+                match (left, n >= <$t>::BITS) {
+                    (true, true) => 0,
+                    (true, false) => self << n,
+                    (false, true) => if negative { !0 } else { 0 },
+                    (false, false) => self >> n,
+                }
             }
         }
     )*};
@@ -444,7 +451,11 @@ macro_rules! float_binary {
                 Binary::Mul => zip_broadcast(a, ash, b, bsh, out, |x, y| x * y),
                 Binary::Div => zip_broadcast(a, ash, b, bsh, out, |x, y| x / y),
                 Binary::Pow => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x.powf(y)),
-                Binary::Mod { .. } => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x % y),
+                Binary::Mod { fmod: true } => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x % y),
+                Binary::Mod { fmod: false } => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| {
+                    let r = x % y;
+                    if r != 0.0 && (r < 0.0) != (y < 0.0) { r + y } else { r }
+                }),
                 Binary::PRelu => zip_broadcast(a, ash, b, bsh, out, |x, y| if x < 0.0 { x * y } else { x }),
                 other => return Err(format!("{other:?} is not defined on floats")),
             })

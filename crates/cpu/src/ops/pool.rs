@@ -95,7 +95,7 @@ pub(crate) fn pool(x: &Array, attrs: &PoolAttrs, window: Window, storage_order: 
                 } else {
                     best
                 };
-                idx[o] = (plane * in_len + flat) as i64;
+                idx[o] = if best == usize::MAX { -1 } else { (plane * in_len + flat) as i64 };
             }
         });
     let mut shape = x.shape[..2].to_vec();

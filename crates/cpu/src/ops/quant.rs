@@ -60,16 +60,19 @@ pub(crate) fn quantize(
     let scales = scale.data.to_f64s();
     let zeros = zero_point.map(|z| z.data.to_f64s());
     let values = x.data.to_f64s();
+    // f32 inputs divide in f32, as the reference does, so ties round the same way.
+    let single = x.dtype() != DType::F64;
     let scaled: Vec<f64> = values
         .iter()
         .zip(&index)
         .map(|(&v, &i)| {
             let z = zeros.as_ref().map_or(0.0, |z| z[i]);
+            let q = if single { f64::from(v as f32 / scales[i] as f32) } else { v / scales[i] };
             if dtype.is_float() {
-                v / scales[i] + z
+                q + z
             } else {
                 let (lo, hi) = int_limits(dtype);
-                (round_half_even(v / scales[i]) + z).clamp(lo, hi)
+                (round_half_even(q) + z).clamp(lo, hi)
             }
         })
         .collect();

@@ -75,6 +75,7 @@ fn int_extreme(dtype: DType, max: bool) -> i64 {
         DType::U16 => (0, u16::MAX as i64),
         DType::U32 => (0, u32::MAX as i64),
         DType::U64 => (0, -1),
+        DType::Bool => (0, 1),
         _ => (i64::MIN, i64::MAX),
     };
     if max {
@@ -113,7 +114,7 @@ pub(crate) fn reduce(
         kept.iter().map(|&a| x.shape[a]).collect()
     };
     let dtype = x.dtype();
-    let data = if dtype.is_integer() {
+    let data = if dtype.is_integer() || dtype == DType::Bool {
         let values = moved.data.to_i64s();
         let out: Vec<i64> = (0..rows)
             .map(|r| reduce_i64(kind, &values[r * row..(r + 1) * row], dtype))

@@ -32,34 +32,36 @@ fn axis_taps(
     roi: (f64, f64),
 ) -> R<Vec<Taps>> {
     let in_f = input as f64;
+    // The reference uses the unrounded output length `input·scale` in the coordinate transforms.
+    let out_f = in_f * scale;
     (0..output)
         .map(|o| {
             let x = o as f64;
             let x_ori = match attrs.coordinate_transformation_mode.as_str() {
                 "half_pixel" => (x + 0.5) / scale - 0.5,
                 "half_pixel_symmetric" => {
-                    let adjustment = output as f64 / (scale * in_f);
+                    let adjustment = output as f64 / out_f;
                     let offset = in_f / 2.0 * (1.0 - adjustment);
                     offset + (x + 0.5) / scale - 0.5
                 }
                 "pytorch_half_pixel" => {
-                    if output > 1 {
+                    if out_f > 1.0 {
                         (x + 0.5) / scale - 0.5
                     } else {
                         0.0
                     }
                 }
                 "align_corners" => {
-                    if output == 1 {
+                    if out_f == 1.0 {
                         0.0
                     } else {
-                        x * (in_f - 1.0) / (output as f64 - 1.0)
+                        x * (in_f - 1.0) / (out_f - 1.0)
                     }
                 }
                 "asymmetric" => x / scale,
                 "tf_crop_and_resize" => {
-                    if output > 1 {
-                        roi.0 * (in_f - 1.0) + x * (roi.1 - roi.0) * (in_f - 1.0) / (output as f64 - 1.0)
+                    if out_f > 1.0 {
+                        roi.0 * (in_f - 1.0) + x * (roi.1 - roi.0) * (in_f - 1.0) / (out_f - 1.0)
                     } else {
                         0.5 * (roi.0 + roi.1) * (in_f - 1.0)
                     }

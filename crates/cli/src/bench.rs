@@ -1,0 +1,130 @@
+//! `sparkc bench`: latency percentiles and throughput, with an optional per-op profile.
+
+use crate::inputs::{self, InputArgs};
+use crate::run::{set_threads, Device};
+use anyhow::{bail, Result};
+use sparkc_cpu::{Executor, Profile};
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Arguments of `sparkc bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX model to benchmark.
+    pub model: PathBuf,
+    /// Inputs (random ones unless given; the shapes are the declared ones).
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Print time per op kind.
+    #[arg(long)]
+    pub profile: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON object instead of the table (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The `p`-th percentile (0–100) of sorted samples, nearest rank.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Runs `sparkc bench`.
+pub fn run(args: &Args) -> Result<String> {
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    set_threads(args.threads);
+    let model = sparkc_onnx::load(&args.model)?;
+    let exec = Executor::new(&model.graph)?;
+    let mut input_args = args.inputs.clone();
+    input_args.random_inputs = true;
+    let inputs = inputs::build(&exec, &input_args)?;
+    for _ in 0..args.warmup {
+        exec.run(inputs.clone())?;
+    }
+    let mut samples = Vec::with_capacity(args.iters);
+    let mut profile = Profile::default();
+    for _ in 0..args.iters {
+        let batch = inputs.clone();
+        let start = Instant::now();
+        if args.profile {
+            exec.run_profiled(batch, &mut profile)?;
+        } else {
+            exec.run(batch)?;
+        }
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    let total: Duration = samples.iter().sum();
+    let mean = total / samples.len() as u32;
+    let (min, median, p90, p99) = (
+        samples[0],
+        percentile(&samples, 50.0),
+        percentile(&samples, 90.0),
+        percentile(&samples, 99.0),
+    );
+    let throughput = 1.0 / mean.as_secs_f64();
+    let threads = rayon::current_num_threads();
+    if args.json {
+        let value = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "device": format!("{:?}", args.device).to_lowercase(),
+            "threads": threads,
+            "iters": args.iters,
+            "min_ms": millis(min),
+            "median_ms": millis(median),
+            "p90_ms": millis(p90),
+            "p99_ms": millis(p99),
+            "mean_ms": millis(mean),
+            "throughput_per_s": throughput,
+        });
+        return Ok(format!("{value}\n"));
+    }
+    let mut text = String::new();
+    writeln!(text, "model: {}  (device cpu, {threads} threads, {} warm-up, {} timed runs)", args.model.display(), args.warmup, args.iters)?;
+    writeln!(
+        text,
+        "latency ms: min {:.3}  median {:.3}  p90 {:.3}  p99 {:.3}",
+        millis(min),
+        millis(median),
+        millis(p90),
+        millis(p99)
+    )?;
+    writeln!(text, "throughput: {throughput:.1} inferences/s")?;
+    if args.profile {
+        let sum: Duration = profile.ops.values().map(|t| t.total).sum();
+        let mut rows: Vec<_> = profile.ops.iter().collect();
+        rows.sort_by(|a, b| b.1.total.cmp(&a.1.total));
+        writeln!(text, "\n{:<24} {:>7} {:>12} {:>7}", "op", "count", "total ms", "share")?;
+        for (op, timing) in rows {
+            writeln!(
+                text,
+                "{:<24} {:>7} {:>12.3} {:>6.1}%",
+                op,
+                timing.count / args.iters,
+                millis(timing.total) / args.iters as f64,
+                100.0 * timing.total.as_secs_f64() / sum.as_secs_f64().max(1e-12)
+            )?;
+        }
+        writeln!(text, "(count and time are per run)")?;
+    }
+    Ok(text)
+}
