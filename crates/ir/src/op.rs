@@ -8,6 +8,7 @@
 use crate::dtype::DType;
 use crate::graph::Graph;
 use crate::tensor::Tensor;
+use crate::types::ValueType;
 use serde::{Serialize, Serializer};
 
 /// Elementwise ops of one input.
@@ -345,6 +346,34 @@ pub struct RnnAttrs {
     pub linear_before_reset: bool,
 }
 
+/// Attributes of `Attention`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AttentionAttrs {
+    /// Mask future positions.
+    pub is_causal: bool,
+    /// Heads of 3-D K and V.
+    pub kv_num_heads: i64,
+    /// Heads of a 3-D Q.
+    pub q_num_heads: i64,
+    /// Which intermediate the 4th output returns (0: QK, 1: +mask, 2: +softcap, 3: softmax).
+    pub qk_matmul_output_mode: i64,
+    /// Scale of QK (`None`: 1/sqrt(head size)).
+    pub scale: Option<f32>,
+    /// Soft cap of the scores (0: none).
+    pub softcap: f32,
+}
+
+/// The window functions of the signal ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum WindowKind {
+    /// Hann.
+    Hann,
+    /// Hamming.
+    Hamming,
+    /// Blackman.
+    Blackman,
+}
+
 /// Every operation of the IR.
 #[derive(Clone, Debug, Serialize)]
 pub enum Op {
@@ -647,6 +676,277 @@ pub enum Op {
         /// Element type of the result (`None`: the scale's).
         output_dtype: Option<DType>,
     },
+    /// Casts input 0 to the element type of input 1.
+    CastLike {
+        /// Saturate to the range of 8-bit float targets.
+        saturate: bool,
+        /// Rounding for float targets: `up` or `nearest`.
+        round_mode: String,
+    },
+    /// Scaled dot-product attention; inputs `Q, K, V, mask?, past_key?, past_value?, nonpad_kv_seqlen?`.
+    Attention(AttentionAttrs),
+    /// `x / sqrt(mean(x^2) + eps) * scale` over the axes from `axis`.
+    #[serde(rename = "RMSNormalization")]
+    RmsNormalization {
+        /// First normalized axis.
+        axis: i64,
+        /// Added to the mean square.
+        epsilon: f32,
+        /// Element type of the statistics.
+        stash_type: DType,
+    },
+    /// Rotary position embedding; inputs `X, cos_cache, sin_cache, position_ids?`.
+    RotaryEmbedding {
+        /// Rotate interleaved pairs instead of halves.
+        interleaved: bool,
+        /// Heads of a 3-D input (0: the input is 4-D).
+        num_heads: i64,
+        /// Rotated prefix of each head (0: all of it).
+        rotary_embedding_dim: i64,
+    },
+    /// Scatter single elements along an axis; inputs `data, indices, updates`.
+    ScatterElements {
+        /// Axis.
+        axis: i64,
+        /// `none`, `add`, `mul`, `max` or `min`.
+        reduction: String,
+    },
+    /// One-hot encoding; inputs `indices, depth, values`.
+    OneHot {
+        /// Axis of the new dimension.
+        axis: i64,
+    },
+    /// One-hot of the maximum along an axis.
+    Hardmax {
+        /// Axis.
+        axis: i64,
+    },
+    /// Normalizes to unit L1 or L2 norm along an axis.
+    LpNormalization {
+        /// Axis.
+        axis: i64,
+        /// 1 or 2.
+        p: i64,
+    },
+    /// Moves spatial blocks into depth.
+    SpaceToDepth {
+        /// Block size.
+        blocksize: i64,
+    },
+    /// Indices of the non-zero elements, `[rank, count]`.
+    NonZero,
+    /// Slices along an axis (or of the flattened input) where input 1 is true.
+    Compress {
+        /// Axis (`None`: flatten first).
+        axis: Option<i64>,
+    },
+    /// A 2-D tensor with ones on a diagonal, shaped like the input.
+    EyeLike {
+        /// Element type (`None`: the input's).
+        dtype: Option<DType>,
+        /// Diagonal offset.
+        k: i64,
+    },
+    /// Cumulative product along an axis (input 1).
+    CumProd {
+        /// Exclude the current element.
+        exclusive: bool,
+        /// Multiply from the end.
+        reverse: bool,
+    },
+    /// Scan: runs the body over slices of the scan inputs; inputs `state..., scan_inputs..., captured...`.
+    Scan {
+        /// The body.
+        #[serde(skip)]
+        body: Box<Graph>,
+        /// Number of scan inputs (the state inputs come before them).
+        num_scan_inputs: i64,
+        /// Number of body inputs that are captures, at the end.
+        captured: usize,
+        /// Axis of each scan input.
+        scan_input_axes: Vec<i64>,
+        /// Direction of each scan input (1: reverse).
+        scan_input_directions: Vec<i64>,
+        /// Axis of each scan output.
+        scan_output_axes: Vec<i64>,
+        /// Direction of each scan output (1: reverse).
+        scan_output_directions: Vec<i64>,
+    },
+    /// Simple recurrent network; inputs `X, W, R, B?, seq_lens?, h0?`.
+    #[serde(rename = "RNN")]
+    Rnn(RnnAttrs),
+    /// Greedy non-max suppression of boxes; inputs `boxes, scores, max_out?, iou?, score_threshold?`.
+    NonMaxSuppression {
+        /// 0: boxes are corners `[y1,x1,y2,x2]`; 1: centers `[xc,yc,w,h]`.
+        center_point_box: i64,
+    },
+    /// Samples the input at grid locations.
+    GridSample {
+        /// Grid extremes are pixel centers of the corners.
+        align_corners: bool,
+        /// `bilinear`/`linear`, `nearest` or `bicubic`/`cubic`.
+        mode: String,
+        /// `zeros`, `border` or `reflection`.
+        padding_mode: String,
+    },
+    /// Lp pooling.
+    LpPool {
+        /// Window, stride and padding.
+        #[serde(flatten)]
+        pool: PoolAttrs,
+        /// Norm order.
+        p: i64,
+    },
+    /// Inverse of max pooling; inputs `x, indices, output_shape?`.
+    MaxUnpool {
+        /// Window shape.
+        kernel_shape: Vec<i64>,
+        /// Begin then end padding.
+        pads: Vec<i64>,
+        /// Strides.
+        strides: Vec<i64>,
+    },
+    /// Max pooling over regions of interest; inputs `x, rois`.
+    MaxRoiPool {
+        /// Output height and width.
+        pooled_shape: Vec<i64>,
+        /// Scale from roi coordinates to the input's.
+        spatial_scale: f32,
+    },
+    /// Bilinear pooling over regions of interest; inputs `x, rois, batch_indices`.
+    RoiAlign {
+        /// `half_pixel` or `output_half_pixel`.
+        coordinate_transformation_mode: String,
+        /// `avg` or `max`.
+        mode: String,
+        /// Output height.
+        output_height: i64,
+        /// Output width.
+        output_width: i64,
+        /// Samples per bin side (0: adaptive).
+        sampling_ratio: i64,
+        /// Scale from roi coordinates to the input's.
+        spatial_scale: f32,
+    },
+    /// `(x - mean) / std` over `axes`.
+    MeanVarianceNormalization {
+        /// Axes of the statistics.
+        axes: Vec<i64>,
+    },
+    /// Integer matmul with zero points; inputs `a, b, a_zero?, b_zero?`; i32 result.
+    MatMulInteger,
+    /// Integer convolution with zero points; inputs `x, w, x_zero?, w_zero?`; i32 result.
+    ConvInteger(ConvAttrs),
+    /// Quantized matmul; inputs `a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero`.
+    #[serde(rename = "QLinearMatMul")]
+    QLinearMatMul,
+    /// Quantized convolution; inputs `x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero, b?`.
+    #[serde(rename = "QLinearConv")]
+    QLinearConv(ConvAttrs),
+    /// u8 quantization with scale and zero point from the data's range; three outputs.
+    DynamicQuantizeLinear,
+    /// Sorted (or first-seen) unique values or slices, with indices, inverse and counts.
+    Unique {
+        /// Axis (`None`: flatten first).
+        axis: Option<i64>,
+        /// Sort the unique values.
+        sorted: bool,
+    },
+    /// Reverses each batch entry's first `seq_lens` steps.
+    ReverseSequence {
+        /// Batch axis.
+        batch_axis: i64,
+        /// Time axis.
+        time_axis: i64,
+    },
+    /// Rearranges column blocks into an image; inputs `x, image_shape, block_shape`.
+    Col2Im {
+        /// Dilations.
+        dilations: Vec<i64>,
+        /// Begin then end padding.
+        pads: Vec<i64>,
+        /// Strides.
+        strides: Vec<i64>,
+    },
+    /// Center crop or pad to a shape (input 1).
+    CenterCropPad {
+        /// Axes the shape refers to (empty: all).
+        axes: Vec<i64>,
+    },
+    /// Sampling grid from affine matrices; inputs `theta, size`.
+    AffineGrid {
+        /// Grid extremes are pixel centers of the corners.
+        align_corners: bool,
+    },
+    /// Determinant of the trailing square matrices.
+    Det,
+    /// Wraps a value in an optional, or makes an empty one of a type.
+    Optional {
+        /// The type of an empty optional.
+        #[serde(skip)]
+        ty: Option<ValueType>,
+    },
+    /// True when an optional holds a value.
+    OptionalHasElement,
+    /// The value an optional holds.
+    OptionalGetElement,
+    /// A sequence of the inputs.
+    SequenceConstruct,
+    /// An empty sequence of a tensor type.
+    SequenceEmpty {
+        /// Element type.
+        dtype: DType,
+    },
+    /// The sequence with a tensor inserted at a position (input 2, default the end).
+    SequenceInsert,
+    /// The tensor at a position.
+    SequenceAt,
+    /// The sequence without the tensor at a position (default the last).
+    SequenceErase,
+    /// The length of a sequence.
+    SequenceLength,
+    /// Splits a tensor into a sequence.
+    SplitToSequence {
+        /// Axis.
+        axis: i64,
+        /// Keep the split axis when splitting into single slices.
+        keepdims: bool,
+    },
+    /// Concatenates (or stacks) a sequence.
+    ConcatFromSequence {
+        /// Axis.
+        axis: i64,
+        /// Stack along a new axis.
+        new_axis: bool,
+    },
+    /// A window function of a given length.
+    Window {
+        /// `Hann`, `Hamming` or `Blackman`.
+        kind: WindowKind,
+        /// Output element type.
+        output_datatype: DType,
+        /// Periodic (for spectral analysis) rather than symmetric.
+        periodic: bool,
+    },
+    /// Discrete Fourier transform; inputs `x, dft_length?, axis?`.
+    #[serde(rename = "DFT")]
+    Dft {
+        /// Inverse transform.
+        inverse: bool,
+        /// Keep only the non-redundant half.
+        onesided: bool,
+    },
+    /// Short-time Fourier transform; inputs `signal, frame_step, window?, frame_length?`.
+    #[serde(rename = "STFT")]
+    Stft {
+        /// Keep only the non-redundant half.
+        onesided: bool,
+    },
+    /// Mel filter bank matrix; inputs `num_mel_bins, dft_length, sample_rate, lower_hz, upper_hz`.
+    MelWeightMatrix {
+        /// Output element type.
+        output_datatype: DType,
+    },
     /// One-input elementwise op.
     #[serde(untagged)]
     Unary(Unary),
@@ -667,6 +967,7 @@ impl Op {
     pub fn name(&self) -> String {
         match self {
             Op::Reduce { kind, .. } => format!("Reduce{kind:?}"),
+            Op::Window { kind, .. } => format!("{kind:?}Window"),
             _ => match serde_json::to_value(self) {
                 Ok(serde_json::Value::String(name)) => name,
                 Ok(serde_json::Value::Object(map)) => {
@@ -689,7 +990,7 @@ impl Op {
             },
             _ => serde_json::Map::new(),
         };
-        if let Op::Reduce { .. } = self {
+        if let Op::Reduce { .. } | Op::Window { .. } = self {
             attrs.remove("kind");
         }
         attrs
@@ -702,7 +1003,7 @@ impl Op {
                 then_branch,
                 else_branch,
             } => vec![("then_branch", then_branch), ("else_branch", else_branch)],
-            Op::Loop { body, .. } => vec![("body", body)],
+            Op::Loop { body, .. } | Op::Scan { body, .. } => vec![("body", body)],
             _ => Vec::new(),
         }
     }

@@ -133,7 +133,7 @@ impl Importer<'_> {
                 ));
             }
             let converted = match node.op_type.as_str() {
-                "If" | "Loop" => self.control_flow(node, &label, &scopes)?,
+                "If" | "Loop" | "Scan" => self.control_flow(node, &label, &scopes)?,
                 "Constant" => {
                     let tensor = constant(node).map_err(|m| self.node_error(&label, node, m))?;
                     let output = node.output.first().cloned().unwrap_or_default();
@@ -293,6 +293,33 @@ impl Importer<'_> {
                 then_branch: Box::new(then_branch),
                 else_branch: Box::new(else_branch),
             }
+        } else if node.op_type == "Scan" {
+            if self.opset < 9 {
+                return Err(self.node_error(
+                    label,
+                    node,
+                    "Scan before opset 9 (with sequence_lens) is not supported".into(),
+                ));
+            }
+            let (body, captures) = subgraph(self, "body", node)?;
+            let a = crate::attrs::Attrs::new(node);
+            let attr = |r: Result<Vec<i64>, String>| {
+                r.map_err(|message| self.node_error(label, node, message))
+            };
+            let num_scan_inputs = a
+                .req_int("num_scan_inputs")
+                .map_err(|message| self.node_error(label, node, message))?;
+            let op = Op::Scan {
+                body: Box::new(body),
+                num_scan_inputs,
+                captured: captures.len(),
+                scan_input_axes: attr(a.ints("scan_input_axes"))?,
+                scan_input_directions: attr(a.ints("scan_input_directions"))?,
+                scan_output_axes: attr(a.ints("scan_output_axes"))?,
+                scan_output_directions: attr(a.ints("scan_output_directions"))?,
+            };
+            inputs.extend(captures.into_iter().map(Source::Name));
+            op
         } else {
             let (body, captures) = subgraph(self, "body", node)?;
             let carried = node.input.len().saturating_sub(2);

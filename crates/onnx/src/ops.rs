@@ -5,10 +5,10 @@
 //! `LogSoftmax` (which flatten to 2-D) become `Flatten → Softmax → Reshape`.
 
 use crate::attrs::Attrs;
-use crate::tensor::dtype_from_onnx;
+use crate::tensor::{dtype_from_onnx, value_type};
 use onnx_protobuf::NodeProto;
 use sparkc_ir::op::{
-    AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, PoolAttrs, Reduction,
+    AttentionAttrs, WindowKind, AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, PoolAttrs, Reduction,
     ResizeAttrs, RnnAttrs, Unary, Variadic,
 };
 use sparkc_ir::{DType, Op, Tensor};
@@ -39,58 +39,63 @@ pub struct Pending {
 
 /// Every op type of the default domain that the importer understands (`If` and `Loop` included).
 pub const SUPPORTED_OPS: &[&str] = &[
-    "ThresholdedRelu",
-    "Tan",
-    "Swish",
-    "Softsign",
-    "Sinh",
-    "Shrink",
-    "Selu",
-    "Mish",
-    "IsNaN",
-    "IsInf",
-    "Cosh",
-    "Celu",
-    "BitwiseXor",
-    "BitwiseOr",
-    "BitwiseNot",
-    "BitwiseAnd",
-    "BitShift",
-    "Atanh",
-    "Atan",
-    "Asinh",
-    "Asin",
     "Abs",
     "Acos",
     "Acosh",
     "Add",
+    "AffineGrid",
     "And",
     "ArgMax",
     "ArgMin",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "Attention",
     "AveragePool",
     "BatchNormalization",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseNot",
+    "BitwiseOr",
+    "BitwiseXor",
+    "BlackmanWindow",
     "Cast",
+    "CastLike",
     "Ceil",
+    "Celu",
+    "CenterCropPad",
     "Clip",
+    "Col2Im",
+    "Compress",
     "Concat",
+    "ConcatFromSequence",
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvInteger",
     "ConvTranspose",
     "Cos",
+    "Cosh",
+    "CumProd",
     "CumSum",
+    "DFT",
     "DepthToSpace",
     "DequantizeLinear",
+    "Det",
     "Div",
     "Dropout",
+    "DynamicQuantizeLinear",
     "Einsum",
     "Elu",
     "Equal",
     "Erf",
     "Exp",
     "Expand",
+    "EyeLike",
     "Flatten",
     "Floor",
+    "GRU",
     "Gather",
     "GatherElements",
     "GatherND",
@@ -100,13 +105,20 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "GlobalMaxPool",
     "Greater",
     "GreaterOrEqual",
+    "GridSample",
     "GroupNormalization",
-    "GRU",
+    "HammingWindow",
+    "HannWindow",
     "HardSigmoid",
     "HardSwish",
+    "Hardmax",
     "Identity",
     "If",
     "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
+    "LRN",
+    "LSTM",
     "LayerNormalization",
     "LeakyRelu",
     "Less",
@@ -114,22 +126,38 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Log",
     "LogSoftmax",
     "Loop",
-    "LRN",
-    "LSTM",
+    "LpNormalization",
+    "LpPool",
     "MatMul",
+    "MatMulInteger",
     "Max",
     "MaxPool",
+    "MaxRoiPool",
+    "MaxUnpool",
     "Mean",
+    "MeanVarianceNormalization",
+    "MelWeightMatrix",
     "Min",
+    "Mish",
     "Mod",
     "Mul",
     "Neg",
+    "NonMaxSuppression",
+    "NonZero",
     "Not",
+    "OneHot",
+    "Optional",
+    "OptionalGetElement",
+    "OptionalHasElement",
     "Or",
+    "PRelu",
     "Pad",
     "Pow",
-    "PRelu",
+    "QLinearConv",
+    "QLinearMatMul",
     "QuantizeLinear",
+    "RMSNormalization",
+    "RNN",
     "Range",
     "Reciprocal",
     "ReduceL1",
@@ -145,27 +173,51 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Relu",
     "Reshape",
     "Resize",
+    "ReverseSequence",
+    "RoiAlign",
+    "RotaryEmbedding",
     "Round",
+    "STFT",
+    "Scan",
+    "Scatter",
+    "ScatterElements",
     "ScatterND",
+    "Selu",
+    "SequenceAt",
+    "SequenceConstruct",
+    "SequenceEmpty",
+    "SequenceErase",
+    "SequenceInsert",
+    "SequenceLength",
     "Shape",
+    "Shrink",
     "Sigmoid",
     "Sign",
     "Sin",
+    "Sinh",
     "Size",
     "Slice",
     "Softmax",
     "Softplus",
+    "Softsign",
+    "SpaceToDepth",
     "Split",
+    "SplitToSequence",
     "Sqrt",
     "Squeeze",
     "Sub",
     "Sum",
+    "Swish",
+    "Tan",
     "Tanh",
+    "ThresholdedRelu",
     "Tile",
     "TopK",
     "Transpose",
     "Trilu",
+    "Unique",
     "Unsqueeze",
+    "Upsample",
     "Where",
     "Xor",
 ];
@@ -653,6 +705,210 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             axis: a.int("axis", 1)?,
             block_size: a.int("block_size", 0)?,
             output_dtype: dtype_attr(&a, "output_dtype")?,
+        },
+        "CastLike" => Op::CastLike {
+            saturate: a.flag("saturate", true)?,
+            round_mode: a.string("round_mode", "up")?,
+        },
+        "Attention" => Op::Attention(AttentionAttrs {
+            is_causal: a.flag("is_causal", false)?,
+            kv_num_heads: a.int("kv_num_heads", 0)?,
+            q_num_heads: a.int("q_num_heads", 0)?,
+            qk_matmul_output_mode: a.int("qk_matmul_output_mode", 0)?,
+            scale: a.has("scale").then(|| a.float("scale", 1.0)).transpose()?,
+            softcap: a.float("softcap", 0.0)?,
+        }),
+        "RMSNormalization" => Op::RmsNormalization {
+            axis: a.int("axis", -1)?,
+            epsilon: a.float("epsilon", 1e-5)?,
+            stash_type: dtype_attr(&a, "stash_type")?.unwrap_or(DType::F32),
+        },
+        "RotaryEmbedding" => Op::RotaryEmbedding {
+            interleaved: a.flag("interleaved", false)?,
+            num_heads: a.int("num_heads", 0)?,
+            rotary_embedding_dim: a.int("rotary_embedding_dim", 0)?,
+        },
+        "ScatterElements" | "Scatter" => Op::ScatterElements {
+            axis: a.int("axis", 0)?,
+            reduction: a.string("reduction", "none")?,
+        },
+        "OneHot" => Op::OneHot {
+            axis: a.int("axis", -1)?,
+        },
+        "Hardmax" => {
+            if opset < 13 {
+                return Err("Hardmax before opset 13 (2-D coercion) is not supported".into());
+            }
+            Op::Hardmax {
+                axis: a.int("axis", -1)?,
+            }
+        }
+        "LpNormalization" => Op::LpNormalization {
+            axis: a.int("axis", -1)?,
+            p: a.int("p", 2)?,
+        },
+        "SpaceToDepth" => Op::SpaceToDepth {
+            blocksize: a.req_int("blocksize")?,
+        },
+        "NonZero" => Op::NonZero,
+        "Compress" => Op::Compress {
+            axis: a.has("axis").then(|| a.int("axis", 0)).transpose()?,
+        },
+        "EyeLike" => Op::EyeLike {
+            dtype: dtype_attr(&a, "dtype")?,
+            k: a.int("k", 0)?,
+        },
+        "CumProd" => Op::CumProd {
+            exclusive: a.flag("exclusive", false)?,
+            reverse: a.flag("reverse", false)?,
+        },
+        "RNN" => Op::Rnn(rnn_attrs(&a)?),
+        "NonMaxSuppression" => Op::NonMaxSuppression {
+            center_point_box: a.int("center_point_box", 0)?,
+        },
+        "GridSample" => Op::GridSample {
+            align_corners: a.flag("align_corners", false)?,
+            mode: a.string("mode", if opset < 20 { "bilinear" } else { "linear" })?,
+            padding_mode: a.string("padding_mode", "zeros")?,
+        },
+        "LpPool" => Op::LpPool {
+            pool: pool_attrs(&a)?,
+            p: a.int("p", 2)?,
+        },
+        "MaxUnpool" => Op::MaxUnpool {
+            kernel_shape: a.ints("kernel_shape")?,
+            pads: a.ints("pads")?,
+            strides: a.ints("strides")?,
+        },
+        "MaxRoiPool" => Op::MaxRoiPool {
+            pooled_shape: a.ints("pooled_shape")?,
+            spatial_scale: a.float("spatial_scale", 1.0)?,
+        },
+        "RoiAlign" => Op::RoiAlign {
+            coordinate_transformation_mode: a.string(
+                "coordinate_transformation_mode",
+                if opset < 16 { "output_half_pixel" } else { "half_pixel" },
+            )?,
+            mode: a.string("mode", "avg")?,
+            output_height: a.int("output_height", 1)?,
+            output_width: a.int("output_width", 1)?,
+            sampling_ratio: a.int("sampling_ratio", 0)?,
+            spatial_scale: a.float("spatial_scale", 1.0)?,
+        },
+        "MeanVarianceNormalization" => Op::MeanVarianceNormalization {
+            axes: a.opt_ints("axes")?.unwrap_or_else(|| vec![0, 2, 3]),
+        },
+        "MatMulInteger" => Op::MatMulInteger,
+        "ConvInteger" => Op::ConvInteger(conv_attrs(&a)?),
+        "QLinearMatMul" => Op::QLinearMatMul,
+        "QLinearConv" => Op::QLinearConv(conv_attrs(&a)?),
+        "DynamicQuantizeLinear" => Op::DynamicQuantizeLinear,
+        "Upsample" => {
+            if opset < 9 {
+                let scales: Vec<f32> = a.floats("scales")?;
+                set_input(
+                    &mut inputs,
+                    1,
+                    Source::Const(
+                        Tensor::new(
+                            DType::F32,
+                            vec![scales.len()],
+                            scales.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+                        )
+                        .map_err(|e| e.to_string())?,
+                    ),
+                );
+            }
+            let scales = inputs.get(1).cloned().unwrap_or(Source::Absent);
+            inputs.truncate(1);
+            set_input(&mut inputs, 2, scales);
+            let mode = a.string("mode", "nearest")?;
+            Op::Resize(ResizeAttrs {
+                antialias: false,
+                axes: Vec::new(),
+                coordinate_transformation_mode: "asymmetric".into(),
+                cubic_coeff_a: -0.75,
+                exclude_outside: false,
+                extrapolation_value: 0.0,
+                keep_aspect_ratio_policy: "stretch".into(),
+                mode: if mode == "bilinear" { "linear".into() } else { mode },
+                nearest_mode: "floor".into(),
+            })
+        }
+        "Unique" => Op::Unique {
+            axis: a.has("axis").then(|| a.int("axis", 0)).transpose()?,
+            sorted: a.flag("sorted", true)?,
+        },
+        "ReverseSequence" => Op::ReverseSequence {
+            batch_axis: a.int("batch_axis", 1)?,
+            time_axis: a.int("time_axis", 0)?,
+        },
+        "Col2Im" => Op::Col2Im {
+            dilations: a.ints("dilations")?,
+            pads: a.ints("pads")?,
+            strides: a.ints("strides")?,
+        },
+        "CenterCropPad" => Op::CenterCropPad {
+            axes: a.ints("axes")?,
+        },
+        "AffineGrid" => Op::AffineGrid {
+            align_corners: a.flag("align_corners", false)?,
+        },
+        "Det" => Op::Det,
+        "Optional" => {
+            let ty = match node.attribute.iter().find(|x| x.name == "type") {
+                Some(attr) => match attr.tp.as_ref() {
+                    Some(tp) => Some(value_type("type", tp)?),
+                    None => return Err("attribute 'type' must be a type".into()),
+                },
+                None => None,
+            };
+            Op::Optional { ty }
+        }
+        "OptionalHasElement" => Op::OptionalHasElement,
+        "OptionalGetElement" => Op::OptionalGetElement,
+        "SequenceConstruct" => Op::SequenceConstruct,
+        "SequenceEmpty" => Op::SequenceEmpty {
+            dtype: dtype_attr(&a, "dtype")?.unwrap_or(DType::F32),
+        },
+        "SequenceInsert" => Op::SequenceInsert,
+        "SequenceAt" => Op::SequenceAt,
+        "SequenceErase" => Op::SequenceErase,
+        "SequenceLength" => Op::SequenceLength,
+        "SplitToSequence" => Op::SplitToSequence {
+            axis: a.int("axis", 0)?,
+            keepdims: a.flag("keepdims", true)?,
+        },
+        "ConcatFromSequence" => Op::ConcatFromSequence {
+            axis: a.req_int("axis")?,
+            new_axis: a.flag("new_axis", false)?,
+        },
+        "HannWindow" | "HammingWindow" | "BlackmanWindow" => Op::Window {
+            kind: match op_type {
+                "HannWindow" => WindowKind::Hann,
+                "HammingWindow" => WindowKind::Hamming,
+                _ => WindowKind::Blackman,
+            },
+            output_datatype: dtype_attr(&a, "output_datatype")?.unwrap_or(DType::F32),
+            periodic: a.flag("periodic", true)?,
+        },
+        "DFT" => {
+            if opset < 20 {
+                set_input(&mut inputs, 2, i64s(&[a.int("axis", 1)?]));
+                if inputs.len() > 3 {
+                    inputs.truncate(3);
+                }
+            }
+            Op::Dft {
+                inverse: a.flag("inverse", false)?,
+                onesided: a.flag("onesided", false)?,
+            }
+        }
+        "STFT" => Op::Stft {
+            onesided: a.flag("onesided", true)?,
+        },
+        "MelWeightMatrix" => Op::MelWeightMatrix {
+            output_datatype: dtype_attr(&a, "output_datatype")?.unwrap_or(DType::F32),
         },
         other => return Err(format!("op '{other}' is not supported")),
     };

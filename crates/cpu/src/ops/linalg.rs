@@ -374,3 +374,41 @@ pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
     let shape = dims[..output.len()].to_vec();
     Ok(Array::new(shape, Data::from_f64s(inputs[0].dtype(), out, false)))
 }
+
+/// Determinant of each trailing square matrix, by LU decomposition with partial pivoting.
+pub(crate) fn det(x: &Array) -> R<Array> {
+    let rank = x.rank();
+    if rank < 2 || x.shape[rank - 1] != x.shape[rank - 2] {
+        return Err(format!("input must end in square matrices, found {:?}", x.shape));
+    }
+    let n = x.shape[rank - 1];
+    let values = x.data.to_f64s();
+    let out: Vec<f64> = values
+        .chunks(n * n)
+        .map(|m| {
+            let mut a = m.to_vec();
+            let mut det = 1.0;
+            for col in 0..n {
+                let pivot = (col..n).max_by(|&p, &q| a[p * n + col].abs().total_cmp(&a[q * n + col].abs())).unwrap_or(col);
+                if a[pivot * n + col] == 0.0 {
+                    return 0.0;
+                }
+                if pivot != col {
+                    for j in 0..n {
+                        a.swap(pivot * n + j, col * n + j);
+                    }
+                    det = -det;
+                }
+                det *= a[col * n + col];
+                for r in col + 1..n {
+                    let f = a[r * n + col] / a[col * n + col];
+                    for j in col..n {
+                        a[r * n + j] -= f * a[col * n + j];
+                    }
+                }
+            }
+            det
+        })
+        .collect();
+    Ok(Array::new(x.shape[..rank - 2].to_vec(), Data::from_f64s(x.dtype(), out, false)))
+}

@@ -1,5 +1,6 @@
 //! The CPU implementation of every op, one family per module, and the dispatch from `Op`.
 
+mod attention;
 mod control;
 mod conv;
 mod elementwise;
@@ -11,7 +12,10 @@ mod quant;
 mod reduce;
 mod resize;
 mod rnn;
+mod sampling;
+mod sequence;
 mod shape;
+mod signal;
 
 use crate::array::{Array, Data};
 use crate::exec::Executor;
@@ -331,6 +335,119 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
         Op::Loop { carried, .. } => control::loop_(exec, id, &args, *carried, outputs),
         Op::Lstm(attrs) => many(rnn::recurrent(rnn::Cell::Lstm, &args, attrs)?),
         Op::Gru(attrs) => many(rnn::recurrent(rnn::Cell::Gru, &args, attrs)?),
+        Op::CastLike {
+            saturate,
+            round_mode,
+        } => {
+            let to = args.tensor(1)?.dtype();
+            one(elementwise::cast(args.tensor(0)?, to, *saturate, round_mode))
+        }
+        Op::Attention(attrs) => many(attention::attention(&args, attrs, outputs)?),
+        Op::RmsNormalization { axis, epsilon, .. } => {
+            one(norm::rms_norm(args.tensor(0)?, args.tensor(1)?, *axis, *epsilon)?)
+        }
+        Op::RotaryEmbedding {
+            interleaved,
+            num_heads,
+            rotary_embedding_dim,
+        } => one(attention::rotary(&args, *interleaved, *num_heads, *rotary_embedding_dim)?),
+        Op::ScatterElements { axis, reduction } => one(index::scatter_elements(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            args.tensor(2)?,
+            *axis,
+            reduction,
+        )?),
+        Op::OneHot { axis } => one(index::one_hot(args.tensor(0)?, args.tensor(1)?, args.tensor(2)?, *axis)?),
+        Op::Hardmax { axis } => one(reduce::hardmax(args.tensor(0)?, *axis)?),
+        Op::LpNormalization { axis, p } => one(norm::lp_normalization(args.tensor(0)?, *axis, *p)?),
+        Op::SpaceToDepth { blocksize } => one(shape::space_to_depth(args.tensor(0)?, *blocksize)?),
+        Op::NonZero => one(index::non_zero(args.tensor(0)?)),
+        Op::Compress { axis } => one(index::compress(args.tensor(0)?, args.tensor(1)?, *axis)?),
+        Op::EyeLike { dtype, k } => one(shape::eye_like(args.tensor(0)?, *dtype, *k)?),
+        Op::CumProd { exclusive, reverse } => one(reduce::cumulative_product(
+            args.tensor(0)?,
+            args.ints(1)?,
+            *exclusive,
+            *reverse,
+        )?),
+        Op::Scan { .. } => control::scan(exec, id, node, &args),
+        Op::Rnn(attrs) => many(rnn::recurrent(rnn::Cell::Rnn, &args, attrs)?),
+        Op::NonMaxSuppression { center_point_box } => {
+            one(sampling::non_max_suppression(&args, *center_point_box)?)
+        }
+        Op::GridSample {
+            align_corners,
+            mode,
+            padding_mode,
+        } => one(sampling::grid_sample(args.tensor(0)?, args.tensor(1)?, *align_corners, mode, padding_mode)?),
+        Op::LpPool { pool, p } => {
+            one(pool::pool(args.tensor(0)?, pool, pool::Window::Lp(*p as f64), 0)?.0)
+        }
+        Op::MaxUnpool {
+            kernel_shape,
+            pads,
+            strides,
+        } => one(pool::max_unpool(&args, kernel_shape, pads, strides)?),
+        Op::MaxRoiPool {
+            pooled_shape,
+            spatial_scale,
+        } => one(sampling::max_roi_pool(args.tensor(0)?, args.tensor(1)?, pooled_shape, *spatial_scale)?),
+        Op::RoiAlign {
+            coordinate_transformation_mode,
+            mode,
+            output_height,
+            output_width,
+            sampling_ratio,
+            spatial_scale,
+        } => one(sampling::roi_align(
+            &args,
+            coordinate_transformation_mode == "half_pixel",
+            mode == "max",
+            (*output_height as usize, *output_width as usize),
+            *sampling_ratio,
+            *spatial_scale,
+        )?),
+        Op::MeanVarianceNormalization { axes } => one(norm::mean_variance(args.tensor(0)?, axes)?),
+        Op::MatMulInteger => one(quant::matmul_integer(&args)?),
+        Op::ConvInteger(attrs) => one(quant::conv_integer(&args, attrs)?),
+        Op::QLinearMatMul => one(quant::qlinear_matmul(&args)?),
+        Op::QLinearConv(attrs) => one(quant::qlinear_conv(&args, attrs)?),
+        Op::DynamicQuantizeLinear => many(quant::dynamic_quantize(args.tensor(0)?)),
+        Op::Unique { axis, sorted } => many(index::unique(args.tensor(0)?, *axis, *sorted)?),
+        Op::ReverseSequence {
+            batch_axis,
+            time_axis,
+        } => one(index::reverse_sequence(args.tensor(0)?, args.tensor(1)?, *batch_axis, *time_axis)?),
+        Op::Col2Im {
+            dilations,
+            pads,
+            strides,
+        } => one(sampling::col2im(&args, dilations, pads, strides)?),
+        Op::CenterCropPad { axes } => one(shape::center_crop_pad(args.tensor(0)?, &args.ints(1)?, axes)?),
+        Op::AffineGrid { align_corners } => {
+            one(sampling::affine_grid(args.tensor(0)?, &args.ints(1)?, *align_corners)?)
+        }
+        Op::Det => one(linalg::det(args.tensor(0)?)?),
+        Op::Optional { .. }
+        | Op::OptionalHasElement
+        | Op::OptionalGetElement
+        | Op::SequenceConstruct
+        | Op::SequenceEmpty { .. }
+        | Op::SequenceInsert
+        | Op::SequenceAt
+        | Op::SequenceErase
+        | Op::SequenceLength
+        | Op::SplitToSequence { .. }
+        | Op::ConcatFromSequence { .. } => sequence::run(&node.op, &mut args),
+        Op::Window {
+            kind,
+            output_datatype,
+            periodic,
+        } => one(signal::window(*kind, &args.ints(0)?, *output_datatype, *periodic)?),
+        Op::Dft { inverse, onesided } => one(signal::dft(&args, *inverse, *onesided)?),
+        Op::Stft { onesided } => one(signal::stft(&args, *onesided)?),
+        Op::MelWeightMatrix { output_datatype } => one(signal::mel_weight_matrix(&args, *output_datatype)?),
         Op::QuantizeLinear {
             axis,
             block_size,

@@ -139,3 +139,31 @@ pub(crate) fn global(x: &Array, max: bool) -> R<Array> {
     shape.extend(std::iter::repeat_n(1, x.rank() - 2));
     Ok(Array::new(shape, Data::from_f32s(x.dtype(), out)))
 }
+
+/// `MaxUnpool`: scatters `x` to the flat positions in `indices`; inputs `x, indices, output_shape?`.
+pub(crate) fn max_unpool(args: &super::Args, kernel: &[i64], pads: &[i64], strides_: &[i64]) -> R<Array> {
+    let x = args.tensor(0)?;
+    let indices = args.tensor(1)?.data.to_i64s();
+    let spatial = x.rank().checked_sub(2).ok_or("input must have rank ≥ 3")?;
+    let shape: Vec<usize> = match args.opt_ints(2)? {
+        Some(s) => s.iter().map(|&d| d.max(0) as usize).collect(),
+        None => {
+            let mut s = x.shape[..2].to_vec();
+            for d in 0..spatial {
+                let stride = strides_.get(d).copied().unwrap_or(1);
+                let pad = pads.get(d).copied().unwrap_or(0) + pads.get(d + spatial).copied().unwrap_or(0);
+                let k = kernel.get(d).copied().unwrap_or(1);
+                s.push(((x.shape[d + 2] as i64 - 1) * stride + k - pad).max(0) as usize);
+            }
+            s
+        }
+    };
+    let len: usize = shape.iter().product();
+    let values = x.data.to_f64s();
+    let mut out = vec![0.0; len];
+    for (v, &i) in values.iter().zip(&indices) {
+        let i = usize::try_from(i).ok().filter(|&i| i < len).ok_or_else(|| format!("index {i} is outside the output of {len} elements"))?;
+        out[i] = *v;
+    }
+    Ok(Array::new(shape, Data::from_f64s(x.dtype(), out, false)))
+}

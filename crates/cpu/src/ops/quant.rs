@@ -131,3 +131,106 @@ pub(crate) fn dynamic_quantize(x: &Array) -> Vec<Array> {
         Array::new(vec![], Data::U8(vec![zero as u8])),
     ]
 }
+
+/// Subtracts a zero point (scalar, or one per row of the trailing matrices when `per_row`,
+/// else one per column) from integer values.
+fn centered(x: &Array, zero: Option<&Array>, per_row: bool) -> Vec<f64> {
+    let mut values = x.data.to_f64s();
+    let Some(z) = zero.map(|z| z.data.to_f64s()) else {
+        return values;
+    };
+    let cols = *x.shape.last().unwrap_or(&1);
+    let rows = if x.rank() >= 2 { x.shape[x.rank() - 2] } else { 1 };
+    for (p, v) in values.iter_mut().enumerate() {
+        let k = if z.len() == 1 {
+            0
+        } else if per_row {
+            (p / cols.max(1)) % rows.max(1)
+        } else {
+            p % cols.max(1)
+        };
+        *v -= z.get(k).copied().unwrap_or(0.0);
+    }
+    values
+}
+
+fn float_matmul(a: &Array, av: Vec<f64>, b: &Array, bv: Vec<f64>) -> R<Array> {
+    super::linalg::matmul(
+        &Array::new(a.shape.clone(), Data::F64(av)),
+        &Array::new(b.shape.clone(), Data::F64(bv)),
+    )
+}
+
+/// `MatMulInteger`: `(a - a_zero) · (b - b_zero)` as i32.
+pub(crate) fn matmul_integer(args: &super::Args) -> R<Array> {
+    let (a, b) = (args.tensor(0)?, args.tensor(1)?);
+    let product = float_matmul(a, centered(a, args.opt_tensor(2)?, true), b, centered(b, args.opt_tensor(3)?, false))?;
+    Ok(Array::new(product.shape.clone(), Data::from_f64s(DType::I32, product.data.to_f64s(), false)))
+}
+
+fn requantize(values: Vec<f64>, scale: &dyn Fn(usize) -> f64, zero: Option<&Array>, dtype: DType, shape: Vec<usize>) -> Array {
+    let z = zero.map(|z| z.data.to_f64s());
+    let (lo, hi) = int_limits(dtype);
+    let out: Vec<f64> = values
+        .iter()
+        .enumerate()
+        .map(|(p, &v)| (round_half_even(v * scale(p)) + z.as_ref().map_or(0.0, |z| z[0])).clamp(lo, hi))
+        .collect();
+    Array::new(shape, Data::from_f64s(dtype, out, true))
+}
+
+/// `QLinearMatMul`; inputs `a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero`.
+pub(crate) fn qlinear_matmul(args: &super::Args) -> R<Array> {
+    let (a, b) = (args.tensor(0)?, args.tensor(3)?);
+    let product = float_matmul(a, centered(a, args.opt_tensor(2)?, true), b, centered(b, args.opt_tensor(5)?, false))?;
+    let (sa, sb, sy) = (args.tensor(1)?.data.to_f32s(), args.tensor(4)?.data.to_f32s(), args.tensor(6)?.data.to_f32s());
+    let n = *product.shape.last().unwrap_or(&1);
+    let scale = |p: usize| f64::from(sa[0] * sb[if sb.len() == 1 { 0 } else { p % n }] / sy[0]);
+    let dtype = args.tensor(7)?.dtype();
+    Ok(requantize(product.data.to_f64s(), &scale, args.opt_tensor(7)?, dtype, product.shape.clone()))
+}
+
+fn integer_conv(x: &Array, xv: Vec<f64>, w: &Array, wv: Vec<f64>, bias: Option<Vec<f32>>, attrs: &sparkc_ir::op::ConvAttrs) -> R<(Vec<f32>, Vec<usize>)> {
+    let xf: Vec<f32> = xv.into_iter().map(|v| v as f32).collect();
+    let wf: Vec<f32> = wv.into_iter().map(|v| v as f32).collect();
+    super::conv::conv_f32(&xf, &x.shape, &wf, &w.shape, bias.as_deref(), attrs)
+}
+
+/// Per-output-channel zero point subtraction for weights `[m, ...]`.
+fn centered_weights(w: &Array, zero: Option<&Array>) -> Vec<f64> {
+    let mut values = w.data.to_f64s();
+    if let Some(z) = zero.map(|z| z.data.to_f64s()) {
+        let per = values.len() / w.shape.first().copied().unwrap_or(1).max(1);
+        for (p, v) in values.iter_mut().enumerate() {
+            *v -= if z.len() == 1 { z[0] } else { z[p / per.max(1)] };
+        }
+    }
+    values
+}
+
+/// `ConvInteger`: `conv(x - x_zero, w - w_zero)` as i32.
+pub(crate) fn conv_integer(args: &super::Args, attrs: &sparkc_ir::op::ConvAttrs) -> R<Array> {
+    let (x, w) = (args.tensor(0)?, args.tensor(1)?);
+    let xz = args.opt_tensor(2)?.map(|z| z.data.to_f64s()[0]).unwrap_or(0.0);
+    let xv = x.data.to_f64s().into_iter().map(|v| v - xz).collect();
+    let (out, shape) = integer_conv(x, xv, w, centered_weights(w, args.opt_tensor(3)?), None, attrs)?;
+    Ok(Array::new(shape, Data::I32(out.into_iter().map(|v| v.round() as i32).collect())))
+}
+
+/// `QLinearConv`; inputs `x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero, bias?`.
+pub(crate) fn qlinear_conv(args: &super::Args, attrs: &sparkc_ir::op::ConvAttrs) -> R<Array> {
+    let (x, w) = (args.tensor(0)?, args.tensor(3)?);
+    let xz = args.tensor(2)?.data.to_f64s()[0];
+    let xv = x.data.to_f64s().into_iter().map(|v| v - xz).collect();
+    let bias = args.opt_tensor(8)?.map(|b| b.data.to_f32s());
+    let (out, shape) = integer_conv(x, xv, w, centered_weights(w, args.opt_tensor(5)?), bias, attrs)?;
+    let (sx, sw, sy) = (args.tensor(1)?.data.to_f32s(), args.tensor(4)?.data.to_f32s(), args.tensor(6)?.data.to_f32s());
+    let m = shape[1];
+    let inner: usize = shape[2..].iter().product();
+    let scale = |p: usize| {
+        let ch = (p / inner.max(1)) % m;
+        f64::from(sx[0] * sw[if sw.len() == 1 { 0 } else { ch }] / sy[0])
+    };
+    let dtype = args.tensor(7)?.dtype();
+    Ok(requantize(out.into_iter().map(f64::from).collect(), &scale, args.opt_tensor(7)?, dtype, shape))
+}

@@ -429,3 +429,48 @@ pub(crate) fn trilu(x: Array, k: i64, upper: bool) -> R<Array> {
     let zero = Data::zeros(x.dtype(), 1);
     Ok(Array::new(x.shape.clone(), x.data.take_or(&indices, &zero)))
 }
+
+/// A 2-D tensor shaped like `x` with ones on diagonal `k`.
+pub(crate) fn eye_like(x: &Array, dtype: Option<sparkc_ir::DType>, k: i64) -> R<Array> {
+    let [rows, cols] = x.shape[..] else {
+        return Err(format!("input must be 2-D, found {:?}", x.shape));
+    };
+    let values: Vec<i64> = (0..rows * cols)
+        .map(|p| i64::from((p % cols) as i64 - (p / cols) as i64 == k))
+        .collect();
+    Ok(Array::new(x.shape.clone(), Data::from_i64s(dtype.unwrap_or(x.dtype()), values)))
+}
+
+/// Crops (centered) or zero-pads (centered) each axis in `axes` to the target size.
+pub(crate) fn center_crop_pad(x: &Array, target: &[i64], axes: &[i64]) -> R<Array> {
+    let rank = x.rank();
+    let axes: Vec<usize> = if axes.is_empty() {
+        (0..rank).collect()
+    } else {
+        axes.iter().map(|&a| axis(a, rank)).collect::<R<_>>()?
+    };
+    if target.len() != axes.len() {
+        return Err(format!("shape {target:?} must have one entry per axis {axes:?}"));
+    }
+    let mut shape = x.shape.clone();
+    let mut offset = vec![0i64; rank];
+    for (k, &a) in axes.iter().enumerate() {
+        let t = target[k].max(0);
+        let d = x.shape[a] as i64;
+        offset[a] = if t <= d { (d - t) / 2 } else { -((t - d) / 2) };
+        shape[a] = t as usize;
+    }
+    let st = strides(&x.shape);
+    let indices = index_map(&shape, |ix| {
+        let mut p = 0usize;
+        for k in 0..rank {
+            let i = ix[k] as i64 + offset[k];
+            if i < 0 || i >= x.shape[k] as i64 {
+                return None;
+            }
+            p += i as usize * st[k];
+        }
+        Some(p)
+    });
+    Ok(Array::new(shape, x.data.take_or(&indices, &Data::zeros(x.dtype(), 1))))
+}

@@ -225,3 +225,71 @@ pub(super) fn infer_loop(
     }
     Ok(result)
 }
+
+fn parent_axis(axes: &[i64], i: usize, rank: usize) -> usize {
+    let axis = axes.get(i).copied().unwrap_or(0);
+    (if axis < 0 { axis + rank as i64 } else { axis }).clamp(0, rank.max(1) as i64 - 1) as usize
+}
+
+pub(super) fn infer_scan(
+    node: &str,
+    body: &mut Graph,
+    counts: (usize, usize),
+    input_axes: &[i64],
+    output_axes: &[i64],
+    inputs: &[Option<Value>],
+) -> Result<Vec<Inferred>> {
+    let (scan_inputs, captured) = counts;
+    let states = inputs
+        .len()
+        .checked_sub(scan_inputs + captured)
+        .ok_or_else(|| error(node, "Scan", format!("has fewer inputs than its {scan_inputs} scan inputs")))?;
+    let mut values = Vec::new();
+    let mut length = Dim::Dynamic;
+    for (i, input) in inputs.iter().enumerate().take(states + scan_inputs) {
+        let value = input
+            .as_ref()
+            .ok_or_else(|| error(node, "Scan", format!("input {i} is missing")))?;
+        let ty = if i < states {
+            value.ty.clone()
+        } else {
+            match &value.ty {
+                ValueType::Tensor(t) => ValueType::Tensor(TensorType {
+                    dtype: t.dtype,
+                    shape: t.shape.as_ref().map(|dims| {
+                        let a = parent_axis(input_axes, i - states, dims.len());
+                        length = dims[a].clone();
+                        let mut d = dims.clone();
+                        d.remove(a);
+                        d
+                    }),
+                }),
+                other => {
+                    return Err(error(node, "Scan", format!("scan input {i} is {other}, not a tensor")))
+                }
+            }
+        };
+        values.push((ty, None));
+    }
+    values.extend(parent_inputs(&inputs[states + scan_inputs..]));
+    bind_subgraph_inputs(body, &values)?;
+    infer_graph(body)?;
+    let out = subgraph_outputs(body);
+    let mut result: Vec<Inferred> = out.iter().take(states).cloned().collect();
+    for (k, scan) in out.iter().skip(states).enumerate() {
+        let ty = match &scan.ty {
+            ValueType::Tensor(t) => ValueType::Tensor(TensorType {
+                dtype: t.dtype,
+                shape: t.shape.as_ref().map(|dims| {
+                    let a = parent_axis(output_axes, k, dims.len() + 1);
+                    let mut d = dims.clone();
+                    d.insert(a, length.clone());
+                    d
+                }),
+            }),
+            other => return Err(error(node, "Scan", format!("scan output {k} is {other}, not a tensor"))),
+        };
+        result.push(Inferred { ty, known: None });
+    }
+    Ok(result)
+}

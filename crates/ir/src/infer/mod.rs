@@ -5,6 +5,7 @@
 //! [`Dim::Dynamic`](crate::Dim::Dynamic) rather than a guess.
 
 mod control;
+mod extra_ops;
 mod fold;
 mod rules;
 
@@ -63,6 +64,21 @@ pub fn infer_node_in_place(graph: &mut Graph, id: NodeId) -> Result<()> {
             else_branch,
         } => control::infer_if(&node.name, then_branch, else_branch, &inputs)?,
         Op::Loop { body, carried } => control::infer_loop(&node.name, body, *carried, &inputs)?,
+        Op::Scan {
+            body,
+            num_scan_inputs,
+            captured,
+            scan_input_axes,
+            scan_output_axes,
+            ..
+        } => control::infer_scan(
+            &node.name,
+            body,
+            (*num_scan_inputs as usize, *captured),
+            scan_input_axes,
+            scan_output_axes,
+            &inputs,
+        )?,
         op => {
             let ctx = Ctx {
                 node: &node.name,

@@ -13,7 +13,7 @@ const SLICE_TO_END: i64 = i32::MAX as i64;
 
 pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
     Ok(match ctx.op {
-        Op::Input | Op::Const(_) | Op::If { .. } | Op::Loop { .. } => {
+        Op::Input | Op::Const(_) | Op::If { .. } | Op::Loop { .. } | Op::Scan { .. } => {
             unreachable!("handled by the driver")
         }
         Op::Unary(Unary::Identity) if ctx.input(0)?.ty.as_tensor().is_none() => {
@@ -460,6 +460,7 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             };
             vec![Inferred::tensor(dtype, ctx.shape(0)?.clone())]
         }
+        _ => return super::extra_ops::infer(ctx),
     })
 }
 
@@ -605,7 +606,7 @@ fn kernel_dims(ctx: &Ctx, attrs: &ConvAttrs, w: &[Dim], n: usize) -> Result<Vec<
     }
 }
 
-fn conv_shape(ctx: &Ctx, attrs: &ConvAttrs) -> Result<Shape> {
+pub(super) fn conv_shape(ctx: &Ctx, attrs: &ConvAttrs) -> Result<Shape> {
     let (Some(x), Some(w)) = (ctx.dims(0, 3)?, ctx.dims(1, 3)?) else {
         return Ok(None);
     };
@@ -684,7 +685,7 @@ fn conv_transpose_shape(ctx: &Ctx, attrs: &crate::op::ConvTransposeAttrs) -> Res
     Ok(Some(out))
 }
 
-fn pool_shape(ctx: &Ctx, pool: &PoolAttrs) -> Result<Shape> {
+pub(super) fn pool_shape(ctx: &Ctx, pool: &PoolAttrs) -> Result<Shape> {
     let Some(x) = ctx.dims(0, 3)? else {
         return Ok(None);
     };
@@ -712,7 +713,7 @@ fn pool_shape(ctx: &Ctx, pool: &PoolAttrs) -> Result<Shape> {
     Ok(Some(out))
 }
 
-fn matmul_shape(ctx: &Ctx) -> Result<Shape> {
+pub(super) fn matmul_shape(ctx: &Ctx) -> Result<Shape> {
     let (Some(a), Some(b)) = (ctx.dims(0, 1)?, ctx.dims(1, 1)?) else {
         return Ok(None);
     };
@@ -1263,7 +1264,7 @@ fn resize_shape(ctx: &Ctx, attrs: &crate::op::ResizeAttrs) -> Result<Shape> {
     Ok(Some(out))
 }
 
-fn recurrent(ctx: &Ctx, attrs: &crate::op::RnnAttrs) -> Result<Vec<Inferred>> {
+pub(super) fn recurrent(ctx: &Ctx, attrs: &crate::op::RnnAttrs) -> Result<Vec<Inferred>> {
     let dtype = ctx.same_dtype(&[0, 1, 2])?;
     let directions = if attrs.direction == "bidirectional" {
         2

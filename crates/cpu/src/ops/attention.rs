@@ -1,0 +1,240 @@
+//! Attention: scaled dot-product `Attention` (past keys, grouped heads, masks, causal, softcap)
+//! and `RotaryEmbedding`.
+
+use super::elementwise::expand;
+use super::linalg::{matmul_into, Mat};
+use super::{Args, R};
+use crate::array::{Array, Data};
+use sparkc_ir::op::AttentionAttrs;
+use sparkc_ir::DType;
+
+/// A `[batch, heads, seq, head]` tensor in f32.
+struct Heads {
+    data: Vec<f32>,
+    batch: usize,
+    heads: usize,
+    seq: usize,
+    size: usize,
+}
+
+impl Heads {
+    /// Reads a 4-D input as is, or a 3-D `[batch, seq, heads·size]` one split into `heads`.
+    fn read(x: &Array, heads: i64, what: &str) -> R<Heads> {
+        let values = x.data.to_f32s();
+        match x.shape[..] {
+            [batch, h, seq, size] => Ok(Heads { data: values, batch, heads: h, seq, size }),
+            [batch, seq, width] => {
+                let h = heads.max(0) as usize;
+                if h == 0 || width % h != 0 {
+                    return Err(format!("{what} width {width} does not split into {heads} heads"));
+                }
+                let size = width / h;
+                let mut data = vec![0f32; values.len()];
+                for b in 0..batch {
+                    for s in 0..seq {
+                        for hh in 0..h {
+                            let src = ((b * seq + s) * h + hh) * size;
+                            let dst = ((b * h + hh) * seq + s) * size;
+                            data[dst..dst + size].copy_from_slice(&values[src..src + size]);
+                        }
+                    }
+                }
+                Ok(Heads { data, batch, heads: h, seq, size })
+            }
+            _ => Err(format!("{what} must be 3-D or 4-D, found {:?}", x.shape)),
+        }
+    }
+
+    fn matrix(&self, b: usize, h: usize) -> &[f32] {
+        let len = self.seq * self.size;
+        &self.data[(b * self.heads + h) * len..(b * self.heads + h + 1) * len]
+    }
+
+    /// Appends `next` along the sequence axis.
+    fn concat(past: Option<Heads>, next: Heads) -> Heads {
+        let Some(past) = past else { return next };
+        let seq = past.seq + next.seq;
+        let mut data = Vec::with_capacity(past.batch * past.heads * seq * next.size);
+        for b in 0..next.batch {
+            for h in 0..next.heads {
+                data.extend_from_slice(past.matrix(b, h));
+                data.extend_from_slice(next.matrix(b, h));
+            }
+        }
+        Heads { data, batch: next.batch, heads: next.heads, seq, size: next.size }
+    }
+
+    fn array(&self, dtype: DType) -> Array {
+        Array::new(vec![self.batch, self.heads, self.seq, self.size], Data::from_f32s(dtype, self.data.clone()))
+    }
+}
+
+/// ONNX `Attention`; outputs `Y, present_key, present_value, qk_matmul_output`.
+pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> R<Vec<Array>> {
+    let q_in = args.tensor(0)?;
+    let dtype = q_in.dtype();
+    let three_d = q_in.rank() == 3;
+    let q = Heads::read(q_in, attrs.q_num_heads, "Q")?;
+    let past_key = args.opt_tensor(4)?.map(|t| Heads::read(t, attrs.kv_num_heads, "past_key")).transpose()?;
+    let past_value = args.opt_tensor(5)?.map(|t| Heads::read(t, attrs.kv_num_heads, "past_value")).transpose()?;
+    let k = Heads::concat(past_key, Heads::read(args.tensor(1)?, attrs.kv_num_heads, "K")?);
+    let v = Heads::concat(past_value, Heads::read(args.tensor(2)?, attrs.kv_num_heads, "V")?);
+    if k.size != q.size || k.heads == 0 || q.heads % k.heads != 0 || v.heads != k.heads || v.seq != k.seq {
+        return Err(format!(
+            "Q ({} heads of {}), K ({} heads of {}) and V ({} heads, {} steps) do not agree",
+            q.heads, q.size, k.heads, k.size, v.heads, v.seq
+        ));
+    }
+    let (sq, skv, group) = (q.seq, k.seq, q.heads / k.heads);
+    let scale = attrs.scale.unwrap_or(1.0 / (q.size as f32).sqrt());
+    // Additive bias [b, h, sq, skv]: causal, mask (bool or float, shorter masks padded with -inf), padding lengths.
+    let mask = match args.opt_tensor(3)? {
+        Some(m) => {
+            let mut m = m.clone();
+            let last = *m.shape.last().ok_or("attn_mask must have rank ≥ 1")?;
+            if last < skv {
+                let pad: Vec<i64> = (0..2 * m.rank()).map(|i| if i == 2 * m.rank() - 1 { (skv - last) as i64 } else { 0 }).collect();
+                let fill = if m.dtype() == DType::Bool {
+                    Array::scalar(Data::Bool(vec![false]))
+                } else {
+                    Array::scalar(Data::from_f32s(m.dtype(), vec![f32::NEG_INFINITY]))
+                };
+                m = super::shape::pad(&m, &pad, Some(&fill), None, "constant")?;
+            }
+            let target = [q.batch, q.heads, sq, skv];
+            let full = super::elementwise::broadcast_shape(&[&m.shape, &target])?;
+            if full != target {
+                return Err(format!("attn_mask {:?} does not broadcast to {target:?}", m.shape));
+            }
+            let e = expand(&m, &target);
+            Some(match &e.data {
+                Data::Bool(b) => b.iter().map(|&keep| if keep { 0.0 } else { f32::NEG_INFINITY }).collect::<Vec<f32>>(),
+                other => other.to_f32s(),
+            })
+        }
+        None => None,
+    };
+    let lengths = args.opt_tensor(6)?.map(|t| t.data.to_i64s());
+    let mut y = vec![0f32; q.batch * q.heads * sq * v.size];
+    let mut qk_out = vec![0f32; q.batch * q.heads * sq * skv];
+    for b in 0..q.batch {
+        for h in 0..q.heads {
+            let kh = h / group;
+            let mut scores = vec![0f32; sq * skv];
+            matmul_into(sq, skv, q.size, Mat::rows(q.matrix(b, h), q.size), Mat::transposed(k.matrix(b, kh), q.size), &mut scores, false, false);
+            scores.iter_mut().for_each(|s| *s *= scale);
+            let raw = scores.clone();
+            for i in 0..sq {
+                for j in 0..skv {
+                    let mut bias = 0.0;
+                    if attrs.is_causal && j > i {
+                        bias = f32::NEG_INFINITY;
+                    }
+                    if let Some(m) = &mask {
+                        bias += m[((b * q.heads + h) * sq + i) * skv + j];
+                    }
+                    if let Some(l) = &lengths {
+                        if j as i64 >= l[b] {
+                            bias = f32::NEG_INFINITY;
+                        }
+                    }
+                    scores[i * skv + j] += bias;
+                }
+            }
+            let with_bias = scores.clone();
+            if attrs.softcap > 0.0 {
+                let c = attrs.softcap;
+                scores.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
+            }
+            let capped = scores.clone();
+            for row in scores.chunks_mut(skv.max(1)) {
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for s in row.iter_mut() {
+                    *s = (*s - m).exp();
+                    sum += *s;
+                }
+                row.iter_mut().for_each(|s| *s /= sum);
+            }
+            let saved = match attrs.qk_matmul_output_mode {
+                1 => &with_bias,
+                2 => &capped,
+                3 => &scores,
+                _ => &raw,
+            };
+            let base = (b * q.heads + h) * sq * skv;
+            qk_out[base..base + sq * skv].copy_from_slice(saved);
+            let dst = &mut y[(b * q.heads + h) * sq * v.size..(b * q.heads + h + 1) * sq * v.size];
+            matmul_into(sq, v.size, skv, Mat::rows(&scores, skv), Mat::rows(v.matrix(b, kh), v.size), dst, false, false);
+        }
+    }
+    let y = if three_d {
+        let mut out = vec![0f32; y.len()];
+        for b in 0..q.batch {
+            for h in 0..q.heads {
+                for s in 0..sq {
+                    let src = ((b * q.heads + h) * sq + s) * v.size;
+                    let dst = ((b * sq + s) * q.heads + h) * v.size;
+                    out[dst..dst + v.size].copy_from_slice(&y[src..src + v.size]);
+                }
+            }
+        }
+        Array::new(vec![q.batch, sq, q.heads * v.size], Data::from_f32s(dtype, out))
+    } else {
+        Array::new(vec![q.batch, q.heads, sq, v.size], Data::from_f32s(dtype, y))
+    };
+    let mut result = vec![y];
+    if outputs > 1 {
+        result.push(k.array(dtype));
+    }
+    if outputs > 2 {
+        result.push(v.array(dtype));
+    }
+    if outputs > 3 {
+        result.push(Array::new(vec![q.batch, q.heads, sq, skv], Data::from_f32s(dtype, qk_out)));
+    }
+    Ok(result)
+}
+
+/// ONNX `RotaryEmbedding`; inputs `X, cos_cache, sin_cache, position_ids?`.
+pub(crate) fn rotary(args: &Args, interleaved: bool, num_heads: i64, rotary_dim: i64) -> R<Array> {
+    let x = args.tensor(0)?;
+    let (cos, sin) = (args.tensor(1)?.data.to_f32s(), args.tensor(2)?.data.to_f32s());
+    let cache_width = *args.tensor(1)?.shape.last().ok_or("cos_cache must not be a scalar")?;
+    let positions = args.opt_tensor(3)?.map(|p| p.data.to_i64s());
+    // Element (b, s, h, d) of the [batch, seq, heads, head] view, as an offset into x.
+    let (batch, seq, heads, size, offset): (usize, usize, usize, usize, Box<dyn Fn(usize, usize, usize, usize) -> usize>) = match x.shape[..] {
+        [b, h, s, d] => (b, s, h, d, Box::new(move |bi, si, hi, di| ((bi * h + hi) * s + si) * d + di)),
+        [b, s, width] => {
+            let h = num_heads.max(0) as usize;
+            if h == 0 || width % h != 0 {
+                return Err(format!("width {width} does not split into num_heads {num_heads}"));
+            }
+            let d = width / h;
+            (b, s, h, d, Box::new(move |bi, si, hi, di| ((bi * s + si) * h + hi) * d + di))
+        }
+        _ => return Err(format!("input must be 3-D or 4-D, found {:?}", x.shape)),
+    };
+    let rot = if rotary_dim > 0 { rotary_dim as usize } else { size };
+    let half = rot / 2;
+    let values = x.data.to_f32s();
+    let mut out = values.clone();
+    for b in 0..batch {
+        for s in 0..seq {
+            let row = match &positions {
+                Some(p) => p[b * seq + s].max(0) as usize,
+                None => b * seq + s,
+            };
+            for h in 0..heads {
+                for i in 0..half {
+                    let (c, sn) = (cos[row * cache_width + i], sin[row * cache_width + i]);
+                    let (i1, i2) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                    let (x1, x2) = (values[offset(b, s, h, i1)], values[offset(b, s, h, i2)]);
+                    out[offset(b, s, h, i1)] = c * x1 - sn * x2;
+                    out[offset(b, s, h, i2)] = sn * x1 + c * x2;
+                }
+            }
+        }
+    }
+    Ok(Array::new(x.shape.clone(), Data::from_f32s(x.dtype(), out)))
+}
