@@ -3,6 +3,7 @@
 //! with `SPARKC_BLESS=1`, and the run fails if fewer tests pass than that file records.
 
 use sparkc_cpu::{Array, Executor, Value};
+use sparkc_ir::DType;
 use sparkc_onnx::{load, SUPPORTED_OPS};
 use sparkc_tests::{generated, manifest_names, read_value, repo_root};
 use std::collections::BTreeMap;
@@ -33,6 +34,12 @@ fn close(actual: &Array, expected: &Array, rtol: f64, atol: f64) -> Result<(), S
     }
     let (a, e) = (actual.data.to_f64s(), expected.data.to_f64s());
     let exact = !expected.dtype().is_float();
+    // No tighter than two units in the last place of a half-precision type.
+    let rtol = match expected.dtype() {
+        DType::F16 => rtol.max(2.0 * 2f64.powi(-10)),
+        DType::BF16 => rtol.max(2.0 * 2f64.powi(-7)),
+        _ => rtol,
+    };
     for (i, (&x, &y)) in a.iter().zip(&e).enumerate() {
         let ok = if exact {
             x == y

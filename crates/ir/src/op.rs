@@ -361,6 +361,12 @@ pub struct AttentionAttrs {
     pub scale: Option<f32>,
     /// Soft cap of the scores (0: none).
     pub softcap: f32,
+    /// Element type the softmax is computed in (`None`: the input's).
+    pub softmax_precision: Option<DType>,
+    /// Keys further than this before the query are masked (-1: unbounded).
+    pub left_window_size: i64,
+    /// Keys further than this after the query are masked (-1: unbounded).
+    pub right_window_size: i64,
 }
 
 /// The window functions of the signal ops.
@@ -732,6 +738,8 @@ pub enum Op {
     SpaceToDepth {
         /// Block size.
         blocksize: i64,
+        /// `DCR` or `CRD`.
+        mode: String,
     },
     /// Indices of the non-zero elements, `[rank, count]`.
     NonZero,

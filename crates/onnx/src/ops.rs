@@ -717,6 +717,9 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             qk_matmul_output_mode: a.int("qk_matmul_output_mode", 0)?,
             scale: a.has("scale").then(|| a.float("scale", 1.0)).transpose()?,
             softcap: a.float("softcap", 0.0)?,
+            softmax_precision: dtype_attr(&a, "softmax_precision")?,
+            left_window_size: a.int("left_window_size", -1)?,
+            right_window_size: a.int("right_window_size", -1)?,
         }),
         "RMSNormalization" => Op::RmsNormalization {
             axis: a.int("axis", -1)?,
@@ -749,6 +752,7 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
         },
         "SpaceToDepth" => Op::SpaceToDepth {
             blocksize: a.req_int("blocksize")?,
+            mode: a.string("mode", "DCR")?,
         },
         "NonZero" => Op::NonZero,
         "Compress" => Op::Compress {

@@ -86,8 +86,16 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
         ));
     }
     let (sq, skv, group) = (q.seq, k.seq, q.heads / k.heads);
-    let scale = attrs.scale.unwrap_or(1.0 / (q.size as f32).sqrt());
-    // Additive bias [b, h, sq, skv]: causal, mask (bool or float, shorter masks padded with -inf), padding lengths.
+    // The reference computes in the input type: round to it after every step.
+    let round = |v: f32| -> f32 {
+        match dtype {
+            DType::F16 => half::f16::from_f32(v).to_f32(),
+            DType::BF16 => half::bf16::from_f32(v).to_f32(),
+            _ => v,
+        }
+    };
+    let softmax_round = |v: f32| if attrs.softmax_precision.is_some_and(|p| p == DType::F32 || p == DType::F64) { v } else { round(v) };
+    let scale = round(attrs.scale.unwrap_or(1.0 / (q.size as f32).sqrt()).sqrt());
     let mask = match args.opt_tensor(3)? {
         Some(m) => {
             let mut m = m.clone();
@@ -115,52 +123,77 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
         None => None,
     };
     let lengths = args.opt_tensor(6)?.map(|t| t.data.to_i64s());
+    let past = args.opt_tensor(4)?.map(|t| if t.rank() == 4 { t.shape[2] } else { t.shape[1] });
+    // Where query row 0 sits among the keys: after the past cache, or before the padding.
+    let offset = |b: usize| -> i64 {
+        match (past, &lengths) {
+            (Some(p), _) => p as i64,
+            (None, Some(l)) => l[b] - sq as i64,
+            (None, None) => 0,
+        }
+    };
+    let windowed = attrs.left_window_size >= 0 || attrs.right_window_size >= 0;
+    let bias = |b: usize, h: usize, i: usize, j: usize| -> f32 {
+        let mut v = mask.as_ref().map_or(0.0, |m| m[((b * q.heads + h) * sq + i) * skv + j]);
+        let diff = i as i64 + offset(b) - j as i64;
+        if attrs.is_causal && diff < 0 {
+            v = f32::NEG_INFINITY;
+        }
+        if windowed
+            && ((attrs.left_window_size >= 0 && diff > attrs.left_window_size)
+                || (attrs.right_window_size >= 0 && -diff > attrs.right_window_size))
+        {
+            v = f32::NEG_INFINITY;
+        }
+        if lengths.as_ref().is_some_and(|l| j as i64 >= l[b]) {
+            v = f32::NEG_INFINITY;
+        }
+        v
+    };
     let mut y = vec![0f32; q.batch * q.heads * sq * v.size];
     let mut qk_out = vec![0f32; q.batch * q.heads * sq * skv];
     for b in 0..q.batch {
         for h in 0..q.heads {
             let kh = h / group;
+            let qs: Vec<f32> = q.matrix(b, h).iter().map(|&x| round(x * scale)).collect();
+            let ks: Vec<f32> = k.matrix(b, kh).iter().map(|&x| round(x * scale)).collect();
             let mut scores = vec![0f32; sq * skv];
-            matmul_into(sq, skv, q.size, Mat::rows(q.matrix(b, h), q.size), Mat::transposed(k.matrix(b, kh), q.size), &mut scores, false, false);
-            scores.iter_mut().for_each(|s| *s *= scale);
-            let raw = scores.clone();
-            for i in 0..sq {
-                for j in 0..skv {
-                    let mut bias = 0.0;
-                    if attrs.is_causal && j > i {
-                        bias = f32::NEG_INFINITY;
-                    }
-                    if let Some(m) = &mask {
-                        bias += m[((b * q.heads + h) * sq + i) * skv + j];
-                    }
-                    if let Some(l) = &lengths {
-                        if j as i64 >= l[b] {
-                            bias = f32::NEG_INFINITY;
-                        }
-                    }
-                    scores[i * skv + j] += bias;
-                }
-            }
-            let with_bias = scores.clone();
+            matmul_into(sq, skv, q.size, Mat::rows(&qs, q.size), Mat::transposed(&ks, q.size), &mut scores, false, false);
+            scores.iter_mut().for_each(|s| *s = round(*s));
             if attrs.softcap > 0.0 {
                 let c = attrs.softcap;
-                scores.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
+                scores.iter_mut().for_each(|s| *s = round(round(round(*s / c).tanh()) * c));
             }
             let capped = scores.clone();
-            for row in scores.chunks_mut(skv.max(1)) {
+            let mut masked_rows = vec![false; sq];
+            for i in 0..sq {
+                let mut row_max = f32::NEG_INFINITY;
+                for j in 0..skv {
+                    let bv = bias(b, h, i, j);
+                    row_max = row_max.max(bv);
+                    scores[i * skv + j] = round(scores[i * skv + j] + bv);
+                }
+                masked_rows[i] = row_max == f32::NEG_INFINITY;
+            }
+            let with_bias = scores.clone();
+            for (i, row) in scores.chunks_mut(skv.max(1)).enumerate() {
                 let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
                 let mut sum = 0.0;
                 for s in row.iter_mut() {
-                    *s = (*s - m).exp();
+                    *s = softmax_round(softmax_round(*s - m).exp());
                     sum += *s;
                 }
-                row.iter_mut().for_each(|s| *s /= sum);
+                let sum = softmax_round(sum);
+                let sum = if sum == 0.0 { 1.0 } else { sum };
+                for s in row.iter_mut() {
+                    *s = if masked_rows[i] { 0.0 } else { round(softmax_round(*s / sum)) };
+                }
             }
             let saved = match attrs.qk_matmul_output_mode {
-                1 => &with_bias,
-                2 => &capped,
+                2 => &with_bias,
                 3 => &scores,
-                _ => &raw,
+                _ => &capped,
             };
             let base = (b * q.heads + h) * sq * skv;
             qk_out[base..base + sq * skv].copy_from_slice(saved);

@@ -636,3 +636,34 @@ pub(crate) fn cast(x: &Array, to: DType, saturate: bool, round_mode: &str) -> Ar
     };
     Array::new(x.shape.clone(), x.data.cast_rounding(to, saturate, rounding))
 }
+
+/// `Dropout`: the identity in inference; in training, zeroes elements with probability `ratio`
+/// (drawn like numpy's `RandomState(seed).uniform`) and scales the rest by `1/(1-ratio)`.
+pub(crate) fn dropout(x: Array, ratio: f64, training: bool, seed: Option<i64>) -> R<Vec<Array>> {
+    if !training || ratio == 0.0 {
+        let mask = Array::new(x.shape.clone(), Data::Bool(vec![true; x.len()]));
+        return Ok(vec![x, mask]);
+    }
+    if !(0.0..1.0).contains(&ratio) {
+        return Err(format!("ratio {ratio} must be in [0, 1)"));
+    }
+    let seed = seed.map_or_else(
+        || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        },
+        |s| s as u32,
+    );
+    let mut rng = rand_mt::Mt::new(seed);
+    let mask: Vec<bool> = (0..x.len())
+        .map(|_| {
+            let (a, b) = (rng.next_u32() >> 5, rng.next_u32() >> 6);
+            (f64::from(a) * 67108864.0 + f64::from(b)) / 9007199254740992.0 >= ratio
+        })
+        .collect();
+    let scale = Array::scalar(Data::from_f64s(x.dtype(), vec![1.0 / (1.0 - ratio)], false));
+    let keep = Array::new(x.shape.clone(), Data::from_i64s(x.dtype(), mask.iter().map(|&m| i64::from(m)).collect()));
+    let y = binary(&Binary::Mul, &binary(&Binary::Mul, &keep, &x)?, &scale)?;
+    Ok(vec![y, Array::new(x.shape.clone(), Data::Bool(mask))])
+}

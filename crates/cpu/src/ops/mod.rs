@@ -326,10 +326,11 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             let k = args.opt_ints(1)?.and_then(|k| k.first().copied()).unwrap_or(0);
             one(shape::trilu(args.take_tensor(0)?, k, *upper)?)
         }
-        Op::Dropout { .. } => {
+        Op::Dropout { seed } => {
+            let ratio = args.opt_tensor(1)?.and_then(|r| r.data.to_f64s().first().copied()).unwrap_or(0.5);
+            let training = args.opt_tensor(2)?.is_some_and(|t| t.data.to_i64s().first() == Some(&1));
             let x = args.take_tensor(0)?;
-            let mask = Array::new(x.shape.clone(), Data::Bool(vec![true; x.len()]));
-            many(vec![x, mask])
+            many(elementwise::dropout(x, ratio, training, *seed)?)
         }
         Op::If { .. } => control::if_(exec, id, &args),
         Op::Loop { carried, .. } => control::loop_(exec, id, &args, *carried, outputs),
@@ -361,7 +362,7 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
         Op::OneHot { axis } => one(index::one_hot(args.tensor(0)?, args.tensor(1)?, args.tensor(2)?, *axis)?),
         Op::Hardmax { axis } => one(reduce::hardmax(args.tensor(0)?, *axis)?),
         Op::LpNormalization { axis, p } => one(norm::lp_normalization(args.tensor(0)?, *axis, *p)?),
-        Op::SpaceToDepth { blocksize } => one(shape::space_to_depth(args.tensor(0)?, *blocksize)?),
+        Op::SpaceToDepth { blocksize, mode } => one(shape::space_to_depth(args.tensor(0)?, *blocksize, mode)?),
         Op::NonZero => one(index::non_zero(args.tensor(0)?)),
         Op::Compress { axis } => one(index::compress(args.tensor(0)?, args.tensor(1)?, *axis)?),
         Op::EyeLike { dtype, k } => one(shape::eye_like(args.tensor(0)?, *dtype, *k)?),

@@ -145,25 +145,30 @@ pub(crate) fn max_unpool(args: &super::Args, kernel: &[i64], pads: &[i64], strid
     let x = args.tensor(0)?;
     let indices = args.tensor(1)?.data.to_i64s();
     let spatial = x.rank().checked_sub(2).ok_or("input must have rank ≥ 3")?;
-    let shape: Vec<usize> = match args.opt_ints(2)? {
-        Some(s) => s.iter().map(|&d| d.max(0) as usize).collect(),
-        None => {
-            let mut s = x.shape[..2].to_vec();
-            for d in 0..spatial {
-                let stride = strides_.get(d).copied().unwrap_or(1);
-                let pad = pads.get(d).copied().unwrap_or(0) + pads.get(d + spatial).copied().unwrap_or(0);
-                let k = kernel.get(d).copied().unwrap_or(1);
-                s.push(((x.shape[d + 2] as i64 - 1) * stride + k - pad).max(0) as usize);
-            }
-            s
-        }
-    };
-    let len: usize = shape.iter().product();
+    let mut inferred = x.shape[..2].to_vec();
+    for d in 0..spatial {
+        let stride = strides_.get(d).copied().unwrap_or(1);
+        let pad = pads.get(d).copied().unwrap_or(0) + pads.get(d + spatial).copied().unwrap_or(0);
+        let k = kernel.get(d).copied().unwrap_or(1);
+        inferred.push(((x.shape[d + 2] as i64 - 1) * stride + k - pad).max(0) as usize);
+    }
+    let len: usize = inferred.iter().product();
     let values = x.data.to_f64s();
     let mut out = vec![0.0; len];
     for (v, &i) in values.iter().zip(&indices) {
         let i = usize::try_from(i).ok().filter(|&i| i < len).ok_or_else(|| format!("index {i} is outside the output of {len} elements"))?;
         out[i] = *v;
     }
-    Ok(Array::new(shape, Data::from_f64s(x.dtype(), out, false)))
+    let unpooled = Array::new(inferred.clone(), Data::from_f64s(x.dtype(), out, false));
+    // An explicit output shape receives the unpooled values in its leading corner.
+    match args.opt_ints(2)? {
+        Some(s) => {
+            let shape: Vec<i64> = s.iter().map(|&d| d.max(0)).collect();
+            let pads: Vec<i64> = (0..2 * shape.len())
+                .map(|i| if i < shape.len() { 0 } else { shape[i - shape.len()] - inferred[i - shape.len()] as i64 })
+                .collect();
+            super::shape::pad(&unpooled, &pads, None, None, "constant")
+        }
+        None => Ok(unpooled),
+    }
 }

@@ -350,7 +350,7 @@ pub(crate) fn depth_to_space(x: &Array, blocksize: i64, mode: &str) -> R<Array> 
 }
 
 /// `SpaceToDepth`.
-pub(crate) fn space_to_depth(x: &Array, blocksize: i64) -> R<Array> {
+pub(crate) fn space_to_depth(x: &Array, blocksize: i64, mode: &str) -> R<Array> {
     let [n, c, h, w] = x.shape[..] else {
         return Err(format!("input must be 4-D, found {:?}", x.shape));
     };
@@ -363,7 +363,8 @@ pub(crate) fn space_to_depth(x: &Array, blocksize: i64) -> R<Array> {
         &[n as i64, c as i64, (h / b) as i64, b as i64, (w / b) as i64, b as i64],
         false,
     )?;
-    let moved = transpose(&staged, &[0, 3, 5, 1, 2, 4])?;
+    let perm: &[i64] = if mode == "CRD" { &[0, 1, 3, 5, 2, 4] } else { &[0, 3, 5, 1, 2, 4] };
+    let moved = transpose(&staged, perm)?;
     reshape(moved, &[n as i64, (c * b * b) as i64, (h / b) as i64, (w / b) as i64], false)
 }
 

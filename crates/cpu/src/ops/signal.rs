@@ -61,8 +61,11 @@ pub(crate) fn dft(args: &Args, inverse: bool, onesided: bool) -> R<Array> {
         return Err("axis must not be the last (complex) axis".into());
     }
     let len = x.shape[a];
-    let n = args.opt_ints(1)?.and_then(|v| v.first().copied()).map_or(len, |v| v.max(0) as usize);
-    let bins = if onesided { n / 2 + 1 } else { n };
+    // An inverse one-sided transform takes half a Hermitian spectrum and returns a real signal.
+    let real_inverse = inverse && onesided;
+    let default_n = if real_inverse { 2 * len.saturating_sub(1) } else { len };
+    let n = args.opt_ints(1)?.and_then(|v| v.first().copied()).map_or(default_n, |v| v.max(0) as usize);
+    let bins = if onesided && !inverse { n / 2 + 1 } else { n };
     let complex = x.shape[rank - 1] == 2;
     let values = x.data.to_f64s();
     let outer: usize = x.shape[..a].iter().product();
@@ -72,8 +75,17 @@ pub(crate) fn dft(args: &Args, inverse: bool, onesided: bool) -> R<Array> {
     for o in 0..outer {
         for i in 0..inner {
             let at = |t: usize, part: usize| values[((o * len + t) * inner + i) * c_in + part];
-            let re: Vec<f64> = (0..len).map(|t| at(t, 0)).collect();
-            let im: Vec<f64> = (0..len).map(|t| if complex { at(t, 1) } else { 0.0 }).collect();
+            let mut re: Vec<f64> = (0..len).map(|t| at(t, 0)).collect();
+            let mut im: Vec<f64> = (0..len).map(|t| if complex { at(t, 1) } else { 0.0 }).collect();
+            if real_inverse {
+                let half = len;
+                re.resize(n, 0.0);
+                im.resize(n, 0.0);
+                for k in half..n {
+                    re[k] = re[n - k];
+                    im[k] = -im[n - k];
+                }
+            }
             for (k, (r, m)) in transform(&re, &im, n, bins, inverse).into_iter().enumerate() {
                 let p = ((o * bins + k) * inner + i) * 2;
                 out[p] = r;
@@ -84,6 +96,10 @@ pub(crate) fn dft(args: &Args, inverse: bool, onesided: bool) -> R<Array> {
     let mut shape = x.shape.clone();
     shape[a] = bins;
     shape[rank - 1] = 2;
+    if real_inverse {
+        out = out.into_iter().step_by(2).collect();
+        shape[rank - 1] = 1;
+    }
     Ok(Array::new(shape, Data::from_f64s(x.dtype(), out, false)))
 }
 
@@ -137,7 +153,7 @@ pub(crate) fn mel_weight_matrix(args: &Args, dtype: DType) -> R<Array> {
     let spectrum = (dft_length / 2 + 1) as usize;
     let to_mel = |hz: f64| 2595.0 * (1.0 + hz / 700.0).log10();
     let (low_mel, high_mel) = (to_mel(low), to_mel(high));
-    let step = (high_mel - low_mel) / (mel_bins + 1) as f64;
+    let step = (high_mel - low_mel) / (mel_bins + 2) as f64;
     let points: Vec<i64> = (0..mel_bins + 2)
         .map(|i| {
             let hz = 700.0 * (10f64.powf((i as f64 * step + low_mel) / 2595.0) - 1.0);

@@ -113,7 +113,7 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             });
             vec![Inferred::tensor(ctx.dtype(2)?, shape)]
         }
-        Op::SpaceToDepth { blocksize } => {
+        Op::SpaceToDepth { blocksize, .. } => {
             let b = Dim::known(*blocksize);
             let shape = match ctx.dims(0, 4)? {
                 Some(x) => Some(vec![
@@ -377,23 +377,25 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             let len = known_scalar(ctx, 0).map_or(Dim::Dynamic, Dim::known);
             vec![Inferred::tensor(*output_datatype, Some(vec![len]))]
         }
-        Op::Dft { inverse: _, onesided } => {
+        Op::Dft { inverse, onesided } => {
             let shape = ctx.shape(0)?.as_ref().map(|dims| {
                 let rank = dims.len() as i64;
                 let axis = known_scalar(ctx, 2).unwrap_or(-2);
                 let a = if axis < 0 { axis + rank } else { axis }.clamp(0, rank - 1) as usize;
                 let mut out = dims.clone();
+                let real_inverse = *inverse && *onesided;
                 let n = match ctx.opt(1) {
                     Some(_) => known_scalar(ctx, 1).map_or(Dim::Dynamic, Dim::known),
+                    None if real_inverse => (dims[a].clone() - Dim::known(1)) * Dim::known(2),
                     None => dims[a].clone(),
                 };
-                out[a] = if *onesided {
+                out[a] = if *onesided && !*inverse {
                     n.floor_div(&Dim::known(2)) + Dim::known(1)
                 } else {
                     n
                 };
                 if let Some(last) = out.last_mut() {
-                    *last = Dim::known(2);
+                    *last = Dim::known(if real_inverse { 1 } else { 2 });
                 }
                 out
             });
