@@ -771,6 +771,9 @@ pub enum Op {
         num_scan_inputs: i64,
         /// Number of body inputs that are captures, at the end.
         captured: usize,
+        /// Opset 8 form: input 0 is `sequence_lens`, every input has a leading batch axis and
+        /// the scan axis is the one after it.
+        batched: bool,
         /// Axis of each scan input.
         scan_input_axes: Vec<i64>,
         /// Direction of each scan input (1: reverse).

@@ -294,13 +294,7 @@ impl Importer<'_> {
                 else_branch: Box::new(else_branch),
             }
         } else if node.op_type == "Scan" {
-            if self.opset < 9 {
-                return Err(self.node_error(
-                    label,
-                    node,
-                    "Scan before opset 9 (with sequence_lens) is not supported".into(),
-                ));
-            }
+            let batched = self.opset < 9;
             let (body, captures) = subgraph(self, "body", node)?;
             let a = crate::attrs::Attrs::new(node);
             let attr = |r: Result<Vec<i64>, String>| {
@@ -313,8 +307,13 @@ impl Importer<'_> {
                 body: Box::new(body),
                 num_scan_inputs,
                 captured: captures.len(),
+                batched,
                 scan_input_axes: attr(a.ints("scan_input_axes"))?,
-                scan_input_directions: attr(a.ints("scan_input_directions"))?,
+                scan_input_directions: attr(a.ints(if batched {
+                    "directions"
+                } else {
+                    "scan_input_directions"
+                }))?,
                 scan_output_axes: attr(a.ints("scan_output_axes"))?,
                 scan_output_directions: attr(a.ints("scan_output_directions"))?,
             };

@@ -92,11 +92,63 @@ pub(crate) fn loop_(exec: &Executor, id: NodeId, args: &Args, carried: usize, ou
     Ok(state)
 }
 
+/// The per-step settings of a `Scan`.
+struct ScanPlan<'a> {
+    body: &'a Executor,
+    input_axes: Vec<usize>,
+    input_directions: &'a [i64],
+    output_axes: &'a [i64],
+    output_directions: &'a [i64],
+    outputs: usize,
+}
+
+impl ScanPlan<'_> {
+    /// Runs `steps` steps (of `padded` positions) from `state` over `scans`.
+    fn run(&self, mut state: Vec<Value>, scans: &[Array], captures: &[Value], steps: usize, padded: usize) -> R<Vec<Value>> {
+        let states = state.len();
+        let mut stacked: Vec<Vec<Array>> = vec![Vec::new(); self.outputs];
+        for t in 0..steps {
+            let mut inputs = state.clone();
+            for (k, scan) in scans.iter().enumerate() {
+                let reverse = self.input_directions.get(k).copied().unwrap_or(0) == 1;
+                let at = if reverse { steps - 1 - t } else { t };
+                let mut slice = super::shape::slice_axis(scan, self.input_axes[k], at, 1);
+                slice.shape.remove(self.input_axes[k]);
+                inputs.push(Value::Tensor(slice));
+            }
+            inputs.extend(captures.iter().cloned());
+            let mut results = self.body.run(inputs).map_err(|e| format!("in step {t}: {e}"))?;
+            let produced = results.split_off(states);
+            state = results;
+            for (k, v) in produced.into_iter().enumerate() {
+                stacked[k].push(v.into_tensor()?);
+            }
+        }
+        for (k, mut items) in stacked.into_iter().enumerate() {
+            if self.output_directions.get(k).copied().unwrap_or(0) == 1 {
+                items.reverse();
+            }
+            let first = items.first().ok_or("Scan with zero steps has no output shape")?.clone();
+            while items.len() < padded {
+                items.push(Array::new(first.shape.clone(), Data::zeros(first.dtype(), first.len())));
+            }
+            let a = super::axis(self.output_axes.get(k).copied().unwrap_or(0), first.rank() + 1)?;
+            let pieces: Vec<Array> = items
+                .iter()
+                .map(|i| super::shape::unsqueeze(i.clone(), &[a as i64]))
+                .collect::<R<_>>()?;
+            state.push(Value::Tensor(super::shape::concat(&pieces.iter().collect::<Vec<_>>(), a as i64)?));
+        }
+        Ok(state)
+    }
+}
+
 /// `Scan`: runs the body once per step over slices of the scan inputs, carrying the state.
 pub(crate) fn scan(exec: &Executor, id: NodeId, node: &sparkc_ir::Node, args: &Args) -> R<Vec<Value>> {
     let sparkc_ir::Op::Scan {
         num_scan_inputs,
         captured,
+        batched,
         scan_input_axes,
         scan_input_directions,
         scan_output_axes,
@@ -108,45 +160,53 @@ pub(crate) fn scan(exec: &Executor, id: NodeId, node: &sparkc_ir::Node, args: &A
     };
     let body = exec.subgraphs(id).first().ok_or("missing body")?;
     let m = *num_scan_inputs as usize;
-    let states = args.len().checked_sub(m + captured).ok_or("too few inputs")?;
-    let mut state: Vec<Value> = (0..states).map(|i| args.value(i).cloned()).collect::<R<_>>()?;
-    let scans: Vec<&Array> = (states..states + m).map(|i| args.tensor(i)).collect::<R<_>>()?;
-    let captures = captured_values(args, states + m)?;
-    let axes: Vec<usize> = (0..m)
-        .map(|k| super::axis(scan_input_axes.get(k).copied().unwrap_or(0), scans[k].rank()))
-        .collect::<R<_>>()?;
-    let steps = scans.first().map_or(0, |s| s.shape[axes[0]]);
-    let outputs = node.outputs.len() - states;
-    let mut stacked: Vec<Vec<Array>> = vec![Vec::new(); outputs];
-    for t in 0..steps {
-        let mut inputs = state.clone();
-        for k in 0..m {
-            let reverse = scan_input_directions.get(k).copied().unwrap_or(0) == 1;
-            let at = if reverse { steps - 1 - t } else { t };
-            let mut slice = super::shape::slice_axis(scans[k], axes[k], at, 1);
-            slice.shape.remove(axes[k]);
-            inputs.push(Value::Tensor(slice));
-        }
-        inputs.extend(captures.iter().cloned());
-        let mut results = body.run(inputs).map_err(|e| format!("in step {t}: {e}"))?;
-        let produced = results.split_off(states);
-        state = results;
-        for (k, v) in produced.into_iter().enumerate() {
-            stacked[k].push(v.into_tensor()?);
-        }
-    }
-    for (k, mut items) in stacked.into_iter().enumerate() {
-        if scan_output_directions.get(k).copied().unwrap_or(0) == 1 {
-            items.reverse();
-        }
-        let first = items.first().ok_or("Scan with zero steps has no output shape")?;
-        let rank = first.rank() + 1;
-        let a = super::axis(scan_output_axes.get(k).copied().unwrap_or(0), rank)?;
-        let pieces: Vec<Array> = items
-            .iter()
-            .map(|i| super::shape::unsqueeze(i.clone(), &[a as i64]))
+    let first = usize::from(*batched);
+    let states = args.len().checked_sub(m + captured + first).ok_or("too few inputs")?;
+    let state: Vec<Value> = (first..first + states).map(|i| args.value(i).cloned()).collect::<R<_>>()?;
+    let scans: Vec<Array> = (first + states..first + states + m).map(|i| args.tensor(i).cloned()).collect::<R<_>>()?;
+    let captures = captured_values(args, first + states + m)?;
+    let mut plan = ScanPlan {
+        body,
+        input_axes: Vec::new(),
+        input_directions: scan_input_directions,
+        output_axes: scan_output_axes,
+        output_directions: scan_output_directions,
+        outputs: node.outputs.len() - states,
+    };
+    if !batched {
+        plan.input_axes = (0..m)
+            .map(|k| super::axis(scan_input_axes.get(k).copied().unwrap_or(0), scans[k].rank()))
             .collect::<R<_>>()?;
-        state.push(Value::Tensor(super::shape::concat(&pieces.iter().collect::<Vec<_>>(), a as i64)?));
+        let steps = scans.first().map_or(0, |s| s.shape[plan.input_axes[0]]);
+        return plan.run(state, &scans, &captures, steps, steps);
     }
-    Ok(state)
+    // Opset 8: one independent scan per batch entry, each over its own sequence length.
+    plan.input_axes = vec![0; m];
+    let batch = scans.first().map_or(0, |s| s.shape[0]);
+    let padded = scans.first().map_or(0, |s| s.shape.get(1).copied().unwrap_or(0));
+    let lengths = args.opt_tensor(0)?.map(|t| t.data.to_i64s());
+    let entry = |a: &Array, b: usize| {
+        let mut s = super::shape::slice_axis(a, 0, b, 1);
+        s.shape.remove(0);
+        s
+    };
+    let mut per_batch: Vec<Vec<Value>> = Vec::new();
+    for b in 0..batch {
+        let state_b: Vec<Value> = state
+            .iter()
+            .map(|v| v.as_tensor().map(|t| Value::Tensor(entry(t, b))))
+            .collect::<R<_>>()?;
+        let scans_b: Vec<Array> = scans.iter().map(|s| entry(s, b)).collect();
+        let steps = lengths.as_ref().map_or(padded, |l| (l[b].max(0) as usize).min(padded));
+        per_batch.push(plan.run(state_b, &scans_b, &captures, steps, padded)?);
+    }
+    (0..node.outputs.len())
+        .map(|k| {
+            let items: Vec<Array> = per_batch
+                .iter()
+                .map(|outs| outs[k].as_tensor().and_then(|t| super::shape::unsqueeze(t.clone(), &[0])))
+                .collect::<R<_>>()?;
+            Ok(Value::Tensor(super::shape::concat(&items.iter().collect::<Vec<_>>(), 0)?))
+        })
+        .collect()
 }

@@ -234,12 +234,35 @@ fn parent_axis(axes: &[i64], i: usize, rank: usize) -> usize {
 pub(super) fn infer_scan(
     node: &str,
     body: &mut Graph,
-    counts: (usize, usize),
+    counts: (usize, usize, bool),
     input_axes: &[i64],
     output_axes: &[i64],
     inputs: &[Option<Value>],
 ) -> Result<Vec<Inferred>> {
-    let (scan_inputs, captured) = counts;
+    let (scan_inputs, captured, batched) = counts;
+    // The opset-8 form: drop `sequence_lens`, and strip the batch axis from every input.
+    let stripped: Vec<Option<Value>>;
+    let mut batch = Dim::Dynamic;
+    let inputs = if batched {
+        stripped = inputs
+            .iter()
+            .skip(1)
+            .map(|v| {
+                v.as_ref().map(|v| {
+                    let mut v = v.clone();
+                    if let ValueType::Tensor(TensorType { shape: Some(dims), .. }) = &mut v.ty {
+                        if !dims.is_empty() {
+                            batch = dims.remove(0);
+                        }
+                    }
+                    v
+                })
+            })
+            .collect();
+        &stripped[..]
+    } else {
+        inputs
+    };
     let states = inputs
         .len()
         .checked_sub(scan_inputs + captured)
@@ -290,6 +313,13 @@ pub(super) fn infer_scan(
             other => return Err(error(node, "Scan", format!("scan output {k} is {other}, not a tensor"))),
         };
         result.push(Inferred { ty, known: None });
+    }
+    if batched {
+        for r in &mut result {
+            if let ValueType::Tensor(TensorType { shape: Some(dims), .. }) = &mut r.ty {
+                dims.insert(0, batch.clone());
+            }
+        }
     }
     Ok(result)
 }

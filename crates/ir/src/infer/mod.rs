@@ -68,13 +68,14 @@ pub fn infer_node_in_place(graph: &mut Graph, id: NodeId) -> Result<()> {
             body,
             num_scan_inputs,
             captured,
+            batched,
             scan_input_axes,
             scan_output_axes,
             ..
         } => control::infer_scan(
             &node.name,
             body,
-            (*num_scan_inputs as usize, *captured),
+            (*num_scan_inputs as usize, *captured, *batched),
             scan_input_axes,
             scan_output_axes,
             &inputs,
