@@ -121,3 +121,21 @@ fn protobuf_fields(bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, String> {
     }
     Ok(fields)
 }
+
+/// The folder written by `scripts/gen_models.py` (test scale), generating it on first use.
+pub fn generated_models() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo_root().join("tests/data/generated/models");
+        if !dir.join("manifest.json").exists() {
+            let status = Command::new("python3")
+                .arg(repo_root().join("scripts/gen_models.py"))
+                .arg("--out")
+                .arg(&dir)
+                .status()
+                .expect("python3 runs scripts/gen_models.py (pip install onnx onnxruntime)");
+            assert!(status.success(), "scripts/gen_models.py failed");
+        }
+        dir
+    })
+}
