@@ -82,7 +82,7 @@ pub fn run(args: &Args) -> Result<String> {
         percentile(&samples, 99.0),
     );
     let throughput = 1.0 / mean.as_secs_f64();
-    let threads = rayon::current_num_threads();
+    let threads = sparkc_cpu::threads();
     if args.json {
         let value = serde_json::json!({
             "model": args.model.display().to_string(),

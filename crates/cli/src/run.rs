@@ -38,7 +38,7 @@ pub struct Args {
 pub fn set_threads(threads: Option<usize>) {
     if let Some(n) = threads {
         // A second call in the same process (tests) keeps the first pool.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        sparkc_cpu::set_threads(n);
     }
 }
 

@@ -345,6 +345,14 @@ impl Data {
         }
     }
 
+    /// The elements as f32: borrowed when they already are, converted otherwise.
+    pub fn f32s(&self) -> std::borrow::Cow<'_, [f32]> {
+        match self {
+            Data::F32(v) => std::borrow::Cow::Borrowed(v),
+            other => std::borrow::Cow::Owned(other.to_f32s()),
+        }
+    }
+
     /// Every element as f32.
     pub fn to_f32s(&self) -> Vec<f32> {
         match self {

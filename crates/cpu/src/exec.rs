@@ -1,6 +1,7 @@
 //! The executor: a liveness plan over a graph's topological order, and the loop that runs it.
 
 use crate::array::Array;
+use crate::fuse;
 use crate::ops;
 use crate::value::Value;
 use sparkc_ir::{Dim, Graph, IrError, NodeId, Op, ValueRef, ValueType};
@@ -29,6 +30,43 @@ pub enum ExecError {
     Ir(#[from] IrError),
 }
 
+static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+
+/// Sets the number of worker threads (default: one per core). Takes effect only before the
+/// first run in the process; returns false when it is too late.
+pub fn set_threads(threads: usize) -> bool {
+    let mut set = false;
+    POOL.get_or_init(|| {
+        set = true;
+        build_pool(threads)
+    });
+    set
+}
+
+fn build_pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("sparkc-cpu-{i}"))
+        .build()
+        .unwrap_or_else(|_| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .expect("a one-thread pool")
+        })
+}
+
+/// The number of worker threads runs use.
+pub fn threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// The executor's thread pool. A whole run executes on one of its workers, so the others are
+/// woken at most once per op rather than the caller and a worker both being woken.
+fn pool() -> &'static rayon::ThreadPool {
+    POOL.get_or_init(|| build_pool(0))
+}
+
 /// Where a step reads one input from.
 #[derive(Clone, Copy, Debug)]
 enum Source {
@@ -38,9 +76,19 @@ enum Source {
     Slot(usize),
 }
 
-/// One node to run, with its liveness facts.
+/// What a step runs.
+#[derive(Clone, Copy)]
+enum Work {
+    /// One node.
+    Node,
+    /// A fused elementwise region (index into the executor's regions), rooted at the step's node.
+    Fused(usize),
+}
+
+/// One node (or fused region) to run, with its liveness facts.
 struct Step {
     node: NodeId,
+    work: Work,
     inputs: Vec<Option<Source>>,
     /// Per input: the value dies here and no other input of this node reads it, so the op may
     /// take its buffer.
@@ -75,6 +123,7 @@ pub struct Executor {
     input_slots: Vec<usize>,
     outputs: Vec<Source>,
     subgraphs: HashMap<NodeId, Vec<Executor>>,
+    regions: Vec<fuse::Region>,
 }
 
 impl Executor {
@@ -122,19 +171,31 @@ impl Executor {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let regions = fuse::find_regions(&graph, &order);
+        let mut region_of_root: HashMap<NodeId, usize> = HashMap::new();
+        let mut interior: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
+        for (r, region) in regions.iter().enumerate() {
+            if let Some((&root, rest)) = region.nodes.split_last() {
+                region_of_root.insert(root, r);
+                interior.extend(rest.iter().copied());
+            }
+        }
         let mut last_use: HashMap<usize, usize> = HashMap::new();
         let mut steps = Vec::new();
         for &id in &order {
             let node = graph.node(id);
-            if matches!(node.op, Op::Input | Op::Const(_)) {
+            if matches!(node.op, Op::Input | Op::Const(_)) || interior.contains(&id) {
                 continue;
             }
-            let inputs: Vec<Option<Source>> = graph
-                .inputs_of(id)
+            let (work, reads) = match region_of_root.get(&id) {
+                Some(&r) => (Work::Fused(r), regions[r].inputs.iter().map(|v| Some(*v)).collect()),
+                None => (Work::Node, graph.inputs_of(id)),
+            };
+            let inputs: Vec<Option<Source>> = reads
                 .iter()
                 .map(|v| v.and_then(|v| sources.get(&v).copied()))
                 .collect();
-            for v in graph.inputs_of(id).iter().flatten() {
+            for v in reads.iter().flatten() {
                 if let Some(s) = slot_of(v) {
                     last_use.insert(s, steps.len());
                 }
@@ -144,6 +205,7 @@ impl Executor {
                 .collect();
             steps.push(Step {
                 node: id,
+                work,
                 inputs,
                 movable: Vec::new(),
                 outputs,
@@ -194,6 +256,7 @@ impl Executor {
             input_slots,
             outputs,
             subgraphs,
+            regions,
         })
     }
 
@@ -299,6 +362,17 @@ impl Executor {
     fn execute(
         &self,
         inputs: Vec<Value>,
+        profile: Option<&mut Profile>,
+    ) -> Result<Vec<Value>, ExecError> {
+        if rayon::current_thread_index().is_some() {
+            return self.execute_here(inputs, profile);
+        }
+        pool().install(|| self.execute_here(inputs, profile))
+    }
+
+    fn execute_here(
+        &self,
+        inputs: Vec<Value>,
         mut profile: Option<&mut Profile>,
     ) -> Result<Vec<Value>, ExecError> {
         if inputs.len() != self.input_slots.len() {
@@ -344,7 +418,13 @@ impl Executor {
                     (None, None) => None,
                 });
             }
-            let results = ops::run(self, step.node, node, ops::Args::new(args)).map_err(error)?;
+            let results = match step.work {
+                Work::Node => ops::run(self, step.node, node, ops::Args::new(args)).map_err(error)?,
+                Work::Fused(r) => {
+                    let args = args.into_iter().map(|a| a.ok_or("a fused input is missing".to_string())).collect::<Result<Vec<_>, _>>().map_err(error)?;
+                    vec![fuse::run(&self.regions[r], args).map_err(error)?]
+                }
+            };
             if results.len() < step.outputs.len() {
                 return Err(error(format!(
                     "produced {} outputs, the graph expects {}",
@@ -359,7 +439,11 @@ impl Executor {
                 slots[slot] = None;
             }
             if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
-                let timing = profile.ops.entry(node.op.name()).or_default();
+                let label = match step.work {
+                    Work::Node => node.op.name(),
+                    Work::Fused(r) => self.regions[r].label(&self.graph),
+                };
+                let timing = profile.ops.entry(label).or_default();
                 timing.count += 1;
                 timing.total += started.elapsed();
             }

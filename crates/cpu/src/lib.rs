@@ -9,10 +9,12 @@
 
 pub mod array;
 mod exec;
+mod fuse;
 pub mod minifloat;
 mod ops;
 mod value;
 
 pub use array::{Array, Data, Elem};
+pub use exec::{set_threads, threads};
 pub use exec::{ExecError, Executor, OpTiming, Profile};
 pub use value::Value;

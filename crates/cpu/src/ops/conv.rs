@@ -123,8 +123,46 @@ impl Geometry {
     }
 }
 
+/// The range of output positions whose tap `k` lands inside the input, per axis.
+fn valid_range(taps: &[Option<usize>]) -> (usize, usize) {
+    let start = taps.iter().position(Option::is_some).unwrap_or(taps.len());
+    let end = taps.iter().rposition(Option::is_some).map_or(start, |e| e + 1);
+    (start, end)
+}
+
+/// `im2col` of a 2-D image: each row (channel, ky, kx) is copied output row by output row.
+fn im2col_2d(image: &[f32], channels: usize, g: &Geometry, taps: &[Vec<Vec<Option<usize>>>]) -> Vec<f32> {
+    let (ih, iw) = (g.input[0], g.input[1]);
+    let (oh, ow) = (g.output[0], g.output[1]);
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let mut col = vec![0f32; channels * kh * kw * oh * ow];
+    col.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(row, dst)| {
+        let (c, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw);
+        let src = &image[c * ih * iw..(c + 1) * ih * iw];
+        let (x0, x1) = valid_range(&taps[1][kx]);
+        let stride = g.strides[1];
+        for oy in 0..oh {
+            let Some(iy) = taps[0][ky][oy] else { continue };
+            let out_row = &mut dst[oy * ow..(oy + 1) * ow];
+            let Some(ix0) = taps[1][kx].get(x0).copied().flatten() else { continue };
+            let in_row = &src[iy * iw..(iy + 1) * iw];
+            if stride == 1 {
+                out_row[x0..x1].copy_from_slice(&in_row[ix0..ix0 + (x1 - x0)]);
+            } else {
+                for (j, o) in out_row[x0..x1].iter_mut().enumerate() {
+                    *o = in_row[ix0 + j * stride];
+                }
+            }
+        }
+    });
+    col
+}
+
 /// Unrolls one image's channels `[channels, in...]` into `[channels·k..., out...]`.
 fn im2col(image: &[f32], channels: usize, g: &Geometry, taps: &[Vec<Vec<Option<usize>>>]) -> Vec<f32> {
+    if g.input.len() == 2 {
+        return im2col_2d(image, channels, g, taps);
+    }
     let kernel_len: usize = g.kernel.iter().product();
     let out_len: usize = g.output.iter().product();
     let in_len: usize = g.input.iter().product();
@@ -232,16 +270,23 @@ fn depthwise(x: &[f32], w: &[f32], g: &Geometry, taps: &[Vec<Vec<Option<usize>>>
         let ch = plane % c;
         let src = &x[plane * ih * iw..(plane + 1) * ih * iw];
         let weights = &w[ch * kh * kw..(ch + 1) * kh * kw];
+        let stride = g.strides[1];
         for ky in 0..kh {
             for kx in 0..kw {
                 let wv = weights[ky * kw + kx];
+                let (x0, x1) = valid_range(&taps[1][kx]);
+                let Some(ix0) = taps[1][kx].get(x0).copied().flatten() else { continue };
                 for oy in 0..oh {
                     let Some(iy) = taps[0][ky][oy] else { continue };
                     let row = &src[iy * iw..(iy + 1) * iw];
-                    let drow = &mut dst[oy * ow..(oy + 1) * ow];
-                    for (ox, d) in drow.iter_mut().enumerate() {
-                        if let Some(ix) = taps[1][kx][ox] {
-                            *d += wv * row[ix];
+                    let drow = &mut dst[oy * ow + x0..oy * ow + x1];
+                    if stride == 1 {
+                        for (d, &s) in drow.iter_mut().zip(&row[ix0..ix0 + (x1 - x0)]) {
+                            *d += wv * s;
+                        }
+                    } else {
+                        for (j, d) in drow.iter_mut().enumerate() {
+                            *d += wv * row[ix0 + j * stride];
                         }
                     }
                 }
@@ -253,7 +298,7 @@ fn depthwise(x: &[f32], w: &[f32], g: &Geometry, taps: &[Vec<Vec<Option<usize>>>
 /// ONNX `Conv`.
 pub(crate) fn conv(x: &Array, w: &Array, b: Option<&Array>, attrs: &ConvAttrs) -> R<Array> {
     let bias = b.map(|b| b.data.to_f32s());
-    let (out, shape) = conv_f32(&x.data.to_f32s(), &x.shape, &w.data.to_f32s(), &w.shape, bias.as_deref(), attrs)?;
+    let (out, shape) = conv_f32(&x.data.f32s(), &x.shape, &w.data.f32s(), &w.shape, bias.as_deref(), attrs)?;
     Ok(Array::new(shape, Data::from_f32s(x.dtype(), out)))
 }
 
@@ -304,8 +349,8 @@ pub(crate) fn conv_transpose(x: &Array, w: &Array, b: Option<&Array>, attrs: &Co
     let kernel_len: usize = kernel.iter().product();
     let in_len: usize = input.iter().product();
     let out_len: usize = output.iter().product();
-    let xv = x.data.to_f32s();
-    let wv = w.data.to_f32s();
+    let xv = x.data.f32s();
+    let wv = w.data.f32s();
     let mut out = vec![0f32; n * m * out_len];
     let in_strides = strides(input);
     let out_strides = strides(&output);

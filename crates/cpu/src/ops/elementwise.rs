@@ -149,31 +149,33 @@ pub(crate) fn expand(a: &Array, shape: &[usize]) -> Array {
     Array::new(shape.to_vec(), a.data.take(&indices))
 }
 
+/// Applies `f` to every element in place, in parallel for large slices.
+fn apply<T: Copy + Send + Sync, F: Fn(T) -> T + Sync>(f: F, v: &mut [T]) {
+    if v.len() >= PARALLEL_MIN {
+        v.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|x| *x = f(*x)));
+    } else {
+        v.iter_mut().for_each(|x| *x = f(*x));
+    }
+}
+
 macro_rules! float_unary {
     ($name:ident, $t:ty, $erf:path) => {
-        fn $name(op: &Unary, v: &mut [$t]) -> R<()> {
-            let apply = |f: &(dyn Fn($t) -> $t + Sync), v: &mut [$t]| {
-                if v.len() >= PARALLEL_MIN {
-                    v.par_iter_mut().for_each(|x| *x = f(*x));
-                } else {
-                    v.iter_mut().for_each(|x| *x = f(*x));
-                }
-            };
+        pub(crate) fn $name(op: &Unary, v: &mut [$t]) -> R<()> {
             match op {
-                Unary::Abs => apply(&|x| x.abs(), v),
-                Unary::Ceil => apply(&|x| x.ceil(), v),
-                Unary::Cos => apply(&|x| x.cos(), v),
-                Unary::Erf => apply(&|x| $erf(x), v),
-                Unary::Exp => apply(&|x| x.exp(), v),
-                Unary::Floor => apply(&|x| x.floor(), v),
+                Unary::Abs => apply(|x: $t| x.abs(), v),
+                Unary::Ceil => apply(|x: $t| x.ceil(), v),
+                Unary::Cos => apply(|x: $t| x.cos(), v),
+                Unary::Erf => apply(|x: $t| $erf(x), v),
+                Unary::Exp => apply(|x: $t| x.exp(), v),
+                Unary::Floor => apply(|x: $t| x.floor(), v),
                 Unary::Identity => {}
-                Unary::Log => apply(&|x| x.ln(), v),
-                Unary::Neg => apply(&|x| -x, v),
-                Unary::Reciprocal => apply(&|x| 1.0 / x, v),
-                Unary::Relu => apply(&|x| if x > 0.0 { x } else { 0.0 }, v),
-                Unary::Round => apply(&|x| x.round_ties_even(), v),
+                Unary::Log => apply(|x: $t| x.ln(), v),
+                Unary::Neg => apply(|x: $t| -x, v),
+                Unary::Reciprocal => apply(|x: $t| 1.0 / x, v),
+                Unary::Relu => apply(|x: $t| if x > 0.0 { x } else { 0.0 }, v),
+                Unary::Round => apply(|x: $t| x.round_ties_even(), v),
                 Unary::Sigmoid => apply(
-                    &|x| {
+                    |x: $t| {
                         if x >= 0.0 {
                             1.0 / (1.0 + (-x).exp())
                         } else {
@@ -184,7 +186,7 @@ macro_rules! float_unary {
                     v,
                 ),
                 Unary::Sign => apply(
-                    &|x| {
+                    |x: $t| {
                         if x > 0.0 {
                             1.0
                         } else if x < 0.0 {
@@ -195,21 +197,21 @@ macro_rules! float_unary {
                     },
                     v,
                 ),
-                Unary::Sin => apply(&|x| x.sin(), v),
-                Unary::Sqrt => apply(&|x| x.sqrt(), v),
-                Unary::Tanh => apply(&|x| x.tanh(), v),
-                Unary::Tan => apply(&|x| x.tan(), v),
-                Unary::Asin => apply(&|x| x.asin(), v),
-                Unary::Acos => apply(&|x| x.acos(), v),
-                Unary::Atan => apply(&|x| x.atan(), v),
-                Unary::Sinh => apply(&|x| x.sinh(), v),
-                Unary::Cosh => apply(&|x| x.cosh(), v),
-                Unary::Asinh => apply(&|x| x.asinh(), v),
-                Unary::Acosh => apply(&|x| x.acosh(), v),
-                Unary::Atanh => apply(&|x| x.atanh(), v),
-                Unary::Softsign => apply(&|x| x / (1.0 + x.abs()), v),
+                Unary::Sin => apply(|x: $t| x.sin(), v),
+                Unary::Sqrt => apply(|x: $t| x.sqrt(), v),
+                Unary::Tanh => apply(|x: $t| x.tanh(), v),
+                Unary::Tan => apply(|x: $t| x.tan(), v),
+                Unary::Asin => apply(|x: $t| x.asin(), v),
+                Unary::Acos => apply(|x: $t| x.acos(), v),
+                Unary::Atan => apply(|x: $t| x.atan(), v),
+                Unary::Sinh => apply(|x: $t| x.sinh(), v),
+                Unary::Cosh => apply(|x: $t| x.cosh(), v),
+                Unary::Asinh => apply(|x: $t| x.asinh(), v),
+                Unary::Acosh => apply(|x: $t| x.acosh(), v),
+                Unary::Atanh => apply(|x: $t| x.atanh(), v),
+                Unary::Softsign => apply(|x: $t| x / (1.0 + x.abs()), v),
                 Unary::Softplus => apply(
-                    &|x| {
+                    |x: $t| {
                         if x > 0.0 {
                             x + (-x).exp().ln_1p()
                         } else {
@@ -219,38 +221,38 @@ macro_rules! float_unary {
                     v,
                 ),
                 Unary::Mish => apply(
-                    &|x| {
+                    |x: $t| {
                         let sp = if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
                         x * sp.tanh()
                     },
                     v,
                 ),
                 Unary::HardSwish => {
-                    apply(&|x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0), v)
+                    apply(|x: $t| x * (x / 6.0 + 0.5).clamp(0.0, 1.0), v)
                 }
                 Unary::Elu { alpha } => {
                     let alpha = *alpha as $t;
-                    apply(&|x| if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }, v)
+                    apply(|x: $t| if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }, v)
                 }
                 Unary::Celu { alpha } => {
                     let alpha = *alpha as $t;
-                    apply(&|x| x.max(0.0) + (alpha * ((x / alpha).exp() - 1.0)).min(0.0), v)
+                    apply(|x: $t| x.max(0.0) + (alpha * ((x / alpha).exp() - 1.0)).min(0.0), v)
                 }
                 Unary::Selu { alpha, gamma } => {
                     let (alpha, gamma) = (*alpha as $t, *gamma as $t);
                     apply(
-                        &|x| if x > 0.0 { gamma * x } else { gamma * alpha * (x.exp() - 1.0) },
+                        |x: $t| if x > 0.0 { gamma * x } else { gamma * alpha * (x.exp() - 1.0) },
                         v,
                     )
                 }
                 Unary::ThresholdedRelu { alpha } => {
                     let alpha = *alpha as $t;
-                    apply(&|x| if x > alpha { x } else { 0.0 }, v)
+                    apply(|x: $t| if x > alpha { x } else { 0.0 }, v)
                 }
                 Unary::Shrink { bias, lambd } => {
                     let (bias, lambd) = (*bias as $t, *lambd as $t);
                     apply(
-                        &|x| {
+                        |x: $t| {
                             if x < -lambd {
                                 x + bias
                             } else if x > lambd {
@@ -264,24 +266,24 @@ macro_rules! float_unary {
                 }
                 Unary::Swish { alpha } => {
                     let alpha = *alpha as $t;
-                    apply(&|x| x / (1.0 + (-alpha * x).exp()), v)
+                    apply(|x: $t| x / (1.0 + (-alpha * x).exp()), v)
                 }
                 Unary::LeakyRelu { alpha } => {
                     let alpha = *alpha as $t;
-                    apply(&|x| if x >= 0.0 { x } else { alpha * x }, v)
+                    apply(|x: $t| if x >= 0.0 { x } else { alpha * x }, v)
                 }
                 Unary::HardSigmoid { alpha, beta } => {
                     let (alpha, beta) = (*alpha as $t, *beta as $t);
-                    apply(&|x| (alpha * x + beta).clamp(0.0, 1.0), v)
+                    apply(|x: $t| (alpha * x + beta).clamp(0.0, 1.0), v)
                 }
                 Unary::Gelu { approximate } => match approximate {
                     GeluApproximation::None => apply(
-                        &|x| 0.5 * x * (1.0 + $erf(x * std::f64::consts::FRAC_1_SQRT_2 as $t)),
+                        |x: $t| 0.5 * x * (1.0 + $erf(x * std::f64::consts::FRAC_1_SQRT_2 as $t)),
                         v,
                     ),
                     GeluApproximation::Tanh => {
                         let c = (2.0 / std::f64::consts::PI).sqrt() as $t;
-                        apply(&|x| 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh()), v)
+                        apply(|x: $t| 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh()), v)
                     }
                 },
                 other => return Err(format!("{other:?} is not defined on floats")),
@@ -450,6 +452,10 @@ macro_rules! float_binary {
                 Binary::Sub => zip_broadcast(a, ash, b, bsh, out, |x, y| x - y),
                 Binary::Mul => zip_broadcast(a, ash, b, bsh, out, |x, y| x * y),
                 Binary::Div => zip_broadcast(a, ash, b, bsh, out, |x, y| x / y),
+                Binary::Pow if b.len() == 1 && b[0] == 2.0 => zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x * x),
+                Binary::Pow if b.len() == 1 && b[0] == 3.0 => zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x * x * x),
+                Binary::Pow if b.len() == 1 && b[0] == 0.5 => zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x.sqrt()),
+                Binary::Pow if b.len() == 1 && b[0] == 1.0 => zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x),
                 Binary::Pow => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x.powf(y)),
                 Binary::Mod { fmod: true } => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x % y),
                 Binary::Mod { fmod: false } => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| {
@@ -666,4 +672,58 @@ pub(crate) fn dropout(x: Array, ratio: f64, training: bool, seed: Option<i64>) -
     let keep = Array::new(x.shape.clone(), Data::from_i64s(x.dtype(), mask.iter().map(|&m| i64::from(m)).collect()));
     let y = binary(&Binary::Mul, &binary(&Binary::Mul, &keep, &x)?, &scale)?;
     Ok(vec![y, Array::new(x.shape.clone(), Data::Bool(mask))])
+}
+
+/// `binary`, writing into `a`'s buffer when it already has the result's shape and type.
+pub(crate) fn binary_owned(op: &Binary, mut a: Array, b: &Array) -> R<Array> {
+    let arithmetic = matches!(op, Binary::Add | Binary::Sub | Binary::Mul | Binary::Div);
+    let fits = super::elementwise::broadcast_shape(&[&a.shape, &b.shape]).is_ok_and(|s| s == a.shape);
+    if let (true, true, Data::F32(x), Data::F32(y)) = (arithmetic, fits, &mut a.data, &b.data) {
+        let f: fn(f32, f32) -> f32 = match op {
+            Binary::Add => |p, q| p + q,
+            Binary::Sub => |p, q| p - q,
+            Binary::Mul => |p, q| p * q,
+            _ => |p, q| p / q,
+        };
+        zip_in_place(x, &a.shape, y, &b.shape, f);
+        return Ok(a);
+    }
+    binary(op, &a, b)
+}
+
+/// `a[i] = f(a[i], b[broadcast i])` where `a` has the full shape.
+fn zip_in_place(a: &mut [f32], shape: &[usize], b: &[f32], b_shape: &[usize], f: fn(f32, f32) -> f32) {
+    let len = a.len();
+    if b.len() == len {
+        let run = |(x, y): (&mut [f32], &[f32])| x.iter_mut().zip(y).for_each(|(p, &q)| *p = f(*p, q));
+        if len >= PARALLEL_MIN {
+            a.par_chunks_mut(4096).zip(b.par_chunks(4096)).for_each(run);
+        } else {
+            run((a, b));
+        }
+        return;
+    }
+    if b.len() == 1 {
+        apply(|x| f(x, b[0]), a);
+        return;
+    }
+    let rank = shape.len();
+    let sb = broadcast_strides(b_shape, shape);
+    let inner = shape[rank - 1].max(1);
+    let ib = sb[rank - 1];
+    let row = |r: usize, chunk: &mut [f32]| {
+        let (mut ob, mut rest) = (0, r);
+        for axis in (0..rank - 1).rev() {
+            ob += (rest % shape[axis]) * sb[axis];
+            rest /= shape[axis];
+        }
+        for (j, p) in chunk.iter_mut().enumerate() {
+            *p = f(*p, b[ob + j * ib]);
+        }
+    };
+    if len >= PARALLEL_MIN {
+        a.par_chunks_mut(inner).enumerate().for_each(|(r, c)| row(r, c));
+    } else {
+        a.chunks_mut(inner).enumerate().for_each(|(r, c)| row(r, c));
+    }
 }

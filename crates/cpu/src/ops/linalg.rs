@@ -34,8 +34,16 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+/// Products smaller than this many multiply-adds run on one thread.
+const PARALLEL_MACS: usize = 1 << 20;
+
 /// `c[m×n] = a[m×k]·b[k×n]` (added to `c` when `accumulate`), through the `gemm` crate.
-pub(crate) fn matmul_into<T: Copy + 'static + num_one::One>(
+///
+/// Large products are split into one block of rows (or of columns, for short wide products) per
+/// thread, each a single-threaded gemm call: this scales better than gemm's own threading at the
+/// sizes transformer layers use.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_into<T: Copy + Send + Sync + 'static + num_one::One>(
     m: usize,
     n: usize,
     k: usize,
@@ -49,21 +57,65 @@ pub(crate) fn matmul_into<T: Copy + 'static + num_one::One>(
     if m == 0 || n == 0 {
         return;
     }
-    let parallelism = if parallel && m * n * k >= 1 << 15 {
-        Parallelism::Rayon(rayon::current_num_threads())
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].iter_mut().for_each(|v| *v = T::zero());
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    if !parallel || threads == 1 || m * n * k < PARALLEL_MACS {
+        // SAFETY: the operands were checked above to hold the extents gemm reads and writes.
+        unsafe { gemm_block(m, n, k, a, b, c.as_mut_ptr(), n, accumulate) };
+        return;
+    }
+    let c = &mut c[..m * n];
+    if m >= 8 * threads {
+        let rows = m.div_ceil(threads);
+        c.par_chunks_mut(rows * n).enumerate().for_each(|(t, block)| {
+            let r0 = t * rows;
+            let a_block = Mat { data: &a.data[r0 * a.rs..], rs: a.rs, cs: a.cs };
+            // SAFETY: `block` holds rows r0.. of c, and `a_block` the matching rows of a.
+            unsafe { gemm_block(block.len() / n, n, k, a_block, b, block.as_mut_ptr(), n, accumulate) };
+        });
     } else {
-        Parallelism::None
-    };
-    // SAFETY: every operand was checked above to hold the strided extents gemm reads and writes.
+        let cols = n.div_ceil(threads);
+        let base = SendPtr(c.as_mut_ptr());
+        (0..n.div_ceil(cols)).into_par_iter().for_each(|t| {
+            let c0 = t * cols;
+            let width = cols.min(n - c0);
+            let b_block = Mat { data: &b.data[c0 * b.cs..], rs: b.rs, cs: b.cs };
+            let base = &base;
+            // SAFETY: each task writes only columns c0..c0+width of c, which no other task touches.
+            unsafe { gemm_block(m, width, k, a, b_block, base.0.add(c0), n, accumulate) };
+        });
+    }
+}
+
+/// A pointer that tasks writing disjoint parts of one buffer may share.
+struct SendPtr<T>(*mut T);
+// SAFETY: only used for writes to disjoint regions, one region per task.
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// One single-threaded gemm call writing `m×n` results at `c` with row stride `ldc`.
+///
+/// # Safety
+/// `a` and `b` must hold the `m×k` and `k×n` strided extents, and `c` must be valid for writes at
+/// every `i·ldc + j` with `i < m`, `j < n`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block<T: Copy + 'static + num_one::One>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *mut T, ldc: usize, accumulate: bool) {
+    // SAFETY: guaranteed by the caller.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
-            n as isize,
-            accumulate && k > 0,
+            ldc as isize,
+            accumulate,
             a.data.as_ptr(),
             a.cs as isize,
             a.rs as isize,
@@ -75,11 +127,8 @@ pub(crate) fn matmul_into<T: Copy + 'static + num_one::One>(
             false,
             false,
             false,
-            parallelism,
+            Parallelism::None,
         );
-    }
-    if k == 0 && !accumulate {
-        c[..m * n].iter_mut().for_each(|v| *v = T::zero());
     }
 }
 
@@ -142,7 +191,7 @@ pub(crate) fn gemm_op(
         }
         return Ok(Array::new(vec![m, n], Data::from_f64s(dtype, out, false)));
     }
-    let (av, bv) = (a.data.to_f32s(), b.data.to_f32s());
+    let (av, bv) = (a.data.f32s(), b.data.f32s());
     let am = if trans_a { Mat::transposed(&av, m) } else { Mat::rows(&av, k) };
     let bm = if trans_b { Mat::transposed(&bv, k) } else { Mat::rows(&bv, n) };
     let mut out = match c {
@@ -217,7 +266,7 @@ pub(crate) fn matmul(a: &Array, b: &Array) -> R<Array> {
             Data::from_i64s(dtype, out)
         }
         _ => {
-            let out = batched(&a.data.to_f32s(), &b.data.to_f32s(), &a_index, &b_index, m, n, k, b_batch.iter().product::<usize>() == 1);
+            let out = batched(&a.data.f32s(), &b.data.f32s(), &a_index, &b_index, m, n, k, b_batch.iter().product::<usize>() == 1);
             Data::from_f32s(dtype, out)
         }
     };

@@ -3,7 +3,7 @@
 mod attention;
 mod control;
 mod conv;
-mod elementwise;
+pub(crate) mod elementwise;
 mod index;
 mod linalg;
 mod norm;
@@ -36,6 +36,21 @@ pub(crate) enum Arg<'a> {
 /// A node's inputs, in slot order, `None` for omitted optional inputs.
 pub(crate) struct Args<'a> {
     items: Vec<Option<Arg<'a>>>,
+}
+
+impl Arg<'_> {
+    /// The value.
+    pub(crate) fn value(&self) -> &Value {
+        match self {
+            Arg::Borrowed(v) => v,
+            Arg::Owned(v) => v,
+        }
+    }
+
+    /// True when the value dies here.
+    pub(crate) fn is_owned(&self) -> bool {
+        matches!(self, Arg::Owned(_))
+    }
 }
 
 impl<'a> Args<'a> {
@@ -71,6 +86,11 @@ impl<'a> Args<'a> {
             Some(v) => v.as_tensor().map(Some).map_err(|e| format!("input {i}: {e}")),
             None => Ok(None),
         }
+    }
+
+    /// True when the input dies here, so taking it costs no copy.
+    pub(crate) fn owned(&self, i: usize) -> bool {
+        matches!(self.items.get(i), Some(Some(Arg::Owned(_))))
     }
 
     /// The input by value: moved when it dies here, copied otherwise.
@@ -137,7 +157,13 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
         Op::Input | Op::Const(_) => Err("inputs and constants are not run".into()),
         Op::Unary(sparkc_ir::op::Unary::Identity) => Ok(vec![args.take(0)?]),
         Op::Unary(op) => one(elementwise::unary(op, args.take_tensor(0)?)?),
-        Op::Binary(op) => one(elementwise::binary(op, args.tensor(0)?, args.tensor(1)?)?),
+        Op::Binary(op) => match args.owned(0) {
+            true => {
+                let a = args.take_tensor(0)?;
+                one(elementwise::binary_owned(op, a, args.tensor(1)?)?)
+            }
+            false => one(elementwise::binary(op, args.tensor(0)?, args.tensor(1)?)?),
+        },
         Op::Variadic(op) => one(elementwise::variadic(*op, &args.tensors()?)?),
         Op::Where => one(elementwise::where_(args.tensor(0)?, args.tensor(1)?, args.tensor(2)?)?),
         Op::Clip => {
@@ -211,6 +237,20 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             bias,
             size,
         } => one(norm::lrn(args.tensor(0)?, *alpha, *beta, *bias, *size)?),
+        Op::BatchNormalization {
+            epsilon,
+            momentum,
+            training_mode,
+        } if !*training_mode && args.tensor(0)?.dtype() == sparkc_ir::DType::F32 => {
+            let (scale, bias, mean, var) = (
+                args.tensor(1)?.data.to_f64s(),
+                args.tensor(2)?.data.to_f64s(),
+                args.tensor(3)?.data.to_f64s(),
+                args.tensor(4)?.data.to_f64s(),
+            );
+            let x = args.take_tensor(0)?;
+            one(norm::batch_norm_inference(x, &scale, &bias, &mean, &var, *epsilon)?)
+        }
         Op::BatchNormalization {
             epsilon,
             momentum,

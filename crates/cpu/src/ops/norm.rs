@@ -64,6 +64,24 @@ pub(crate) fn batch_norm(args: &Args, epsilon: f32, momentum: f32, training: boo
     Ok(vec![y, running(&mean, &use_mean), running(&var, &use_var)])
 }
 
+/// Inference `BatchNormalization` of f32 data, in place: `x·a[c] + b[c]` per channel.
+pub(crate) fn batch_norm_inference(mut x: Array, scale: &[f64], bias: &[f64], mean: &[f64], var: &[f64], epsilon: f32) -> R<Array> {
+    let c = *x.shape.get(1).ok_or("input must have rank ≥ 2")?;
+    if [scale, bias, mean, var].iter().any(|v| v.len() != c) {
+        return Err(format!("scale, bias, mean and var must have {c} values"));
+    }
+    let inner: usize = x.shape[2..].iter().product();
+    let a: Vec<f32> = (0..c).map(|k| (scale[k] / (var[k] + f64::from(epsilon)).sqrt()) as f32).collect();
+    let b: Vec<f32> = (0..c).map(|k| (bias[k] - mean[k] * scale[k] / (var[k] + f64::from(epsilon)).sqrt()) as f32).collect();
+    if let Data::F32(values) = &mut x.data {
+        values.par_chunks_mut(inner.max(1)).enumerate().for_each(|(plane, chunk)| {
+            let k = plane % c;
+            chunk.iter_mut().for_each(|v| *v = *v * a[k] + b[k]);
+        });
+    }
+    Ok(x)
+}
+
 /// `InstanceNormalization`: per sample and channel over the spatial axes.
 pub(crate) fn instance_norm(x: &Array, scale: &Array, bias: &Array, epsilon: f32) -> R<Array> {
     let (scale, bias) = (scale.data.to_f64s(), bias.data.to_f64s());

@@ -106,13 +106,69 @@ pub(crate) fn pool(x: &Array, attrs: &PoolAttrs, window: Window, storage_order: 
     ))
 }
 
+/// Max or average pooling of f32 planes over two spatial axes, without indices.
+fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>> {
+    let (Data::F32(values), 4, 2) = (&x.data, x.rank(), attrs.kernel_shape.len()) else {
+        return Ok(None);
+    };
+    let kernel: Vec<usize> = attrs.kernel_shape.iter().map(|&k| k.max(1) as usize).collect();
+    let g = geometry(&x.shape[2..], &kernel, attrs.auto_pad, &attrs.pads, &attrs.strides, &attrs.dilations, attrs.ceil_mode)?;
+    let (ih, iw, oh, ow) = (g.input[0], g.input[1], g.output[0], g.output[1]);
+    let taps = g.taps();
+    let padded = |d: usize, k: usize, o: usize| -> bool {
+        let i = (o * g.strides[d] + k * g.dilations[d]) as i64 - g.pad_begin[d] as i64;
+        i >= -(g.pad_begin[d] as i64) && i < (g.input[d] + g.pad_end[d]) as i64
+    };
+    let mut out = vec![0f32; x.shape[0] * x.shape[1] * oh * ow];
+    out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(plane, dst)| {
+        let src = &values[plane * ih * iw..(plane + 1) * ih * iw];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut acc, mut count, mut padded_count) = (if window == Window::Max { f32::NEG_INFINITY } else { 0.0 }, 0usize, 0usize);
+                for ky in 0..kernel[0] {
+                    let iy = taps[0][ky][oy];
+                    for kx in 0..kernel[1] {
+                        if padded(0, ky, oy) && padded(1, kx, ox) {
+                            padded_count += 1;
+                        }
+                        let (Some(iy), Some(ix)) = (iy, taps[1][kx][ox]) else { continue };
+                        let v = src[iy * iw + ix];
+                        count += 1;
+                        if window == Window::Max {
+                            acc = acc.max(v);
+                        } else {
+                            acc += v;
+                        }
+                    }
+                }
+                dst[oy * ow + ox] = match window {
+                    Window::Average { count_include_pad: true } => acc / padded_count.max(1) as f32,
+                    Window::Average { count_include_pad: false } => acc / count.max(1) as f32,
+                    _ => acc,
+                };
+            }
+        }
+    });
+    let shape = vec![x.shape[0], x.shape[1], oh, ow];
+    Ok(Some(Array::f32(shape, out)))
+}
+
 /// `AveragePool`.
 pub(crate) fn average_pool(x: &Array, attrs: &PoolAttrs, count_include_pad: bool) -> R<Array> {
-    Ok(pool(x, attrs, Window::Average { count_include_pad }, 0)?.0)
+    let window = Window::Average { count_include_pad };
+    if let Some(fast) = pool_2d_f32(x, attrs, window)? {
+        return Ok(fast);
+    }
+    Ok(pool(x, attrs, window, 0)?.0)
 }
 
 /// `MaxPool`, with the indices output when the node has two outputs.
 pub(crate) fn max_pool(x: &Array, attrs: &PoolAttrs, storage_order: i64, outputs: usize) -> R<Vec<Array>> {
+    if outputs == 1 {
+        if let Some(fast) = pool_2d_f32(x, attrs, Window::Max)? {
+            return Ok(vec![fast]);
+        }
+    }
     let (values, indices) = pool(x, attrs, Window::Max, storage_order)?;
     Ok(if outputs > 1 { vec![values, indices] } else { vec![values] })
 }
