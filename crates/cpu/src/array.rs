@@ -276,6 +276,12 @@ impl Data {
         map_data!(self, v => indices.iter().map(|&i| v[i]).collect())
     }
 
+    /// The elements read with `strides` from `offset` in the row-major order of `shape`
+    /// (a transpose, broadcast or slice), copied without building an index list.
+    pub fn gather_strided(&self, shape: &[usize], strides: &[usize], offset: usize) -> Data {
+        map_data!(self, v => strided_copy(v, shape, strides, offset))
+    }
+
     /// The elements at `indices`, with `None` filled from element 0 of `fill` (same dtype).
     pub fn take_or(&self, indices: &[Option<usize>], fill: &Data) -> Data {
         match (self, fill) {
@@ -469,6 +475,43 @@ impl Data {
                 Data::from_i64s(to, v.iter().map(|&x| x as i64).collect())
             }
             _ => Data::from_f64s(to, self.to_f64s(), saturate),
+        }
+    }
+}
+
+fn strided_copy<T: Copy>(v: &[T], shape: &[usize], strides: &[usize], offset: usize) -> Vec<T> {
+    let len: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
+    }
+    let rank = shape.len();
+    if rank == 0 {
+        out.push(v[offset]);
+        return out;
+    }
+    let (inner, step) = (shape[rank - 1], strides[rank - 1]);
+    let mut index = vec![0usize; rank];
+    let mut position = offset;
+    loop {
+        if step == 1 {
+            out.extend_from_slice(&v[position..position + inner]);
+        } else {
+            out.extend((0..inner).map(|j| v[position + j * step]));
+        }
+        let mut axis = rank - 1;
+        loop {
+            if axis == 0 {
+                return out;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            position += strides[axis];
+            if index[axis] < shape[axis] {
+                break;
+            }
+            position -= strides[axis] * shape[axis];
+            index[axis] = 0;
         }
     }
 }

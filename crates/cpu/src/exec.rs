@@ -6,6 +6,7 @@ use crate::ops;
 use crate::value::Value;
 use sparkc_ir::{Dim, Graph, IrError, NodeId, Op, ValueRef, ValueType};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -367,7 +368,29 @@ impl Executor {
         if rayon::current_thread_index().is_some() {
             return self.execute_here(inputs, profile);
         }
-        pool().install(|| self.execute_here(inputs, profile))
+        pool().install(|| {
+            // The other workers spin (running any parallel work that appears) for the length of
+            // the run, so an op's parallel part starts at once instead of waiting for a wake-up.
+            let running = AtomicBool::new(true);
+            let main = rayon::current_thread_index();
+            rayon::scope(|scope| {
+                for _ in 1..rayon::current_num_threads() {
+                    scope.spawn(|_| {
+                        if rayon::current_thread_index() == main {
+                            return;
+                        }
+                        while running.load(Ordering::Acquire) {
+                            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                                std::hint::spin_loop();
+                            }
+                        }
+                    });
+                }
+                let result = self.execute_here(inputs, profile);
+                running.store(false, Ordering::Release);
+                result
+            })
+        })
     }
 
     fn execute_here(

@@ -185,6 +185,8 @@ fn eval(op: &ElemOp, a: Src, b: Option<Src>, out: &mut [f32]) -> R<()> {
                 Binary::Pow => match b {
                     Src::Splat(e) if e == 2.0 => zip!(|p: f32, _q: f32| p * p),
                     Src::Splat(e) if e == 0.5 => zip!(|p: f32, _q: f32| p.sqrt()),
+                    Src::Splat(e) if e == 3.0 => zip!(|p: f32, _q: f32| p * p * p),
+                    Src::Splat(e) if e == 1.0 => zip!(|p: f32, _q: f32| p),
                     _ => zip!(|p: f32, q: f32| p.powf(q)),
                 },
                 other => return Err(format!("{other:?} cannot be fused")),

@@ -145,8 +145,73 @@ pub(crate) fn expand(a: &Array, shape: &[usize]) -> Array {
     if a.shape == shape {
         return a.clone();
     }
-    let indices = strided_indices(shape, &broadcast_strides(&a.shape, shape), 0);
-    Array::new(shape.to_vec(), a.data.take(&indices))
+    Array::new(shape.to_vec(), a.data.gather_strided(shape, &broadcast_strides(&a.shape, shape), 0))
+}
+
+/// `tanh` in f32 within a few units in the last place, about three times faster than libm's:
+/// the odd Taylor series below 0.6 in magnitude, `1 - 2/(e^2|x| + 1)` above.
+pub(crate) fn tanh_f32(x: f32) -> f32 {
+    let a = x.abs();
+    if a < 0.6 {
+        const C: [f32; 10] = [
+            1.0,
+            -1.0 / 3.0,
+            2.0 / 15.0,
+            -17.0 / 315.0,
+            62.0 / 2835.0,
+            -1382.0 / 155_925.0,
+            21_844.0 / 6_081_075.0,
+            -929_569.0 / 638_512_875.0,
+            6_404_582.0 / 10_854_718_875.0,
+            -443_861_162.0 / 1_856_156_927_625.0,
+        ];
+        let s = x * x;
+        let mut p = C[9];
+        for &c in C[..9].iter().rev() {
+            p = p * s + c;
+        }
+        x * p
+    } else {
+        let t = 1.0 - 2.0 / ((2.0 * a).exp() + 1.0);
+        t.copysign(x)
+    }
+}
+
+/// `erf` in f32 within a few units in the last place, several times faster than libm's: its
+/// Taylor series below 0.5 in magnitude, above it `1 - erfc` with the Chebyshev-fitted `erfc` of
+/// Numerical Recipes (fractional error below 1.2e-7), evaluated in f64.
+pub(crate) fn erf_f32(x: f32) -> f32 {
+    let a = f64::from(x.abs());
+    if a < 0.5 {
+        // (-1)^n / (n! (2n+1))
+        const C: [f64; 8] = [1.0, -1.0 / 3.0, 1.0 / 10.0, -1.0 / 42.0, 1.0 / 216.0, -1.0 / 1320.0, 1.0 / 9360.0, -1.0 / 75600.0];
+        let x = f64::from(x);
+        let s = x * x;
+        let mut p = C[7];
+        for &c in C[..7].iter().rev() {
+            p = p * s + c;
+        }
+        return (x * p * std::f64::consts::FRAC_2_SQRT_PI) as f32;
+    }
+    const R: [f64; 10] = [
+        -1.265_512_23,
+        1.000_023_68,
+        0.374_091_96,
+        0.096_784_18,
+        -0.186_288_06,
+        0.278_868_07,
+        -1.135_203_98,
+        1.488_515_87,
+        -0.822_152_23,
+        0.170_872_77,
+    ];
+    let t = 1.0 / (1.0 + 0.5 * a);
+    let mut p = R[9];
+    for &c in R[1..9].iter().rev() {
+        p = p * t + c;
+    }
+    let erfc = t * (-a * a + R[0] + t * p).exp();
+    ((1.0 - erfc) as f32).copysign(x)
 }
 
 /// Applies `f` to every element in place, in parallel for large slices.
@@ -159,7 +224,7 @@ fn apply<T: Copy + Send + Sync, F: Fn(T) -> T + Sync>(f: F, v: &mut [T]) {
 }
 
 macro_rules! float_unary {
-    ($name:ident, $t:ty, $erf:path) => {
+    ($name:ident, $t:ty, $erf:path, $tanh:path) => {
         pub(crate) fn $name(op: &Unary, v: &mut [$t]) -> R<()> {
             match op {
                 Unary::Abs => apply(|x: $t| x.abs(), v),
@@ -199,7 +264,7 @@ macro_rules! float_unary {
                 ),
                 Unary::Sin => apply(|x: $t| x.sin(), v),
                 Unary::Sqrt => apply(|x: $t| x.sqrt(), v),
-                Unary::Tanh => apply(|x: $t| x.tanh(), v),
+                Unary::Tanh => apply(|x: $t| $tanh(x), v),
                 Unary::Tan => apply(|x: $t| x.tan(), v),
                 Unary::Asin => apply(|x: $t| x.asin(), v),
                 Unary::Acos => apply(|x: $t| x.acos(), v),
@@ -223,7 +288,7 @@ macro_rules! float_unary {
                 Unary::Mish => apply(
                     |x: $t| {
                         let sp = if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
-                        x * sp.tanh()
+                        x * $tanh(sp)
                     },
                     v,
                 ),
@@ -283,7 +348,7 @@ macro_rules! float_unary {
                     ),
                     GeluApproximation::Tanh => {
                         let c = (2.0 / std::f64::consts::PI).sqrt() as $t;
-                        apply(|x: $t| 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh()), v)
+                        apply(|x: $t| 0.5 * x * (1.0 + $tanh(c * (x + 0.044715 * x * x * x))), v)
                     }
                 },
                 other => return Err(format!("{other:?} is not defined on floats")),
@@ -292,8 +357,8 @@ macro_rules! float_unary {
         }
     };
 }
-float_unary!(unary_f32, f32, libm::erff);
-float_unary!(unary_f64, f64, libm::erf);
+float_unary!(unary_f32, f32, erf_f32, tanh_f32);
+float_unary!(unary_f64, f64, libm::erf, f64::tanh);
 
 macro_rules! signed_unary {
     ($op:expr, $v:expr) => {{
@@ -725,5 +790,57 @@ fn zip_in_place(a: &mut [f32], shape: &[usize], b: &[f32], b_shape: &[usize], f:
         a.par_chunks_mut(inner).enumerate().for_each(|(r, c)| row(r, c));
     } else {
         a.chunks_mut(inner).enumerate().for_each(|(r, c)| row(r, c));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_tanh_is_within_a_few_ulp() {
+        let mut worst = 0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4;
+            let exact = f64::from(x).tanh();
+            let got = f64::from(tanh_f32(x));
+            if exact != 0.0 {
+                worst = worst.max(((got - exact) / exact).abs());
+            }
+        }
+        assert!(worst < 4.0 * f64::from(f32::EPSILON), "worst relative error {worst}");
+        assert_eq!(tanh_f32(100.0), 1.0);
+        assert_eq!(tanh_f32(-100.0), -1.0);
+        assert!(tanh_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn fast_erf_is_within_a_few_ulp() {
+        let mut worst = 0f64;
+        for i in -100_000..=100_000 {
+            let x = i as f32 * 1e-4;
+            let exact = libm::erf(f64::from(x));
+            let got = f64::from(erf_f32(x));
+            if exact != 0.0 {
+                worst = worst.max(((got - exact) / exact).abs());
+            }
+        }
+        assert!(worst < 4.0 * f64::from(f32::EPSILON), "worst relative error {worst}");
+        assert_eq!(erf_f32(10.0), 1.0);
+        assert_eq!(erf_f32(-10.0), -1.0);
+        assert_eq!(erf_f32(0.0), 0.0);
+    }
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        assert_eq!(broadcast_shape(&[&[2, 1, 3], &[4, 1]]).unwrap(), vec![2, 4, 3]);
+        assert!(broadcast_shape(&[&[2, 3], &[4]]).is_err());
+        let a = Array::f32(vec![2, 1], vec![1.0, 2.0]);
+        let b = Array::f32(vec![3], vec![10.0, 20.0, 30.0]);
+        let sum = binary(&Binary::Add, &a, &b).unwrap();
+        assert_eq!(sum.shape, vec![2, 3]);
+        assert_eq!(sum.data, Data::F32(vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]));
+        let in_place = binary_owned(&Binary::Sub, Array::f32(vec![2, 3], vec![1.0; 6]), &a).unwrap();
+        assert_eq!(in_place.data, Data::F32(vec![0.0, 0.0, 0.0, -1.0, -1.0, -1.0]));
     }
 }

@@ -1,6 +1,6 @@
 //! Data movement and shape ops: reshape family, transpose, slice, concat, split, pad, tile...
 
-use super::elementwise::{broadcast_shape, expand, strided_indices};
+use super::elementwise::{broadcast_shape, expand};
 use super::{axis, R};
 use crate::array::{strides, Array, Data};
 
@@ -76,8 +76,7 @@ pub(crate) fn slice_axis(x: &Array, a: usize, start: usize, size: usize) -> Arra
     let mut shape = x.shape.clone();
     shape[a] = size;
     let st = strides(&x.shape);
-    let indices = strided_indices(&shape, &st, start * st[a]);
-    Array::new(shape, x.data.take(&indices))
+    Array::new(shape.clone(), x.data.gather_strided(&shape, &st, start * st[a]))
 }
 
 /// ONNX `Slice`.
@@ -219,7 +218,7 @@ pub(crate) fn transpose(x: &Array, perm: &[i64]) -> R<Array> {
     let st = strides(&x.shape);
     let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
     let pst: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
-    Ok(Array::new(shape.clone(), x.data.take(&strided_indices(&shape, &pst, 0))))
+    Ok(Array::new(shape.clone(), x.data.gather_strided(&shape, &pst, 0)))
 }
 
 /// Broadcasts to a shape (which itself broadcasts with the input's).
