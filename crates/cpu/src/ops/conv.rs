@@ -1,6 +1,7 @@
 //! Convolutions: N-d `Conv` as im2col + GEMM (depthwise direct), `ConvTranspose` as GEMM + col2im.
 
 use super::linalg::{matmul_into, Mat};
+use super::elementwise::min_tasks;
 use super::R;
 use crate::array::{strides, Array, Data};
 use rayon::prelude::*;
@@ -136,7 +137,7 @@ fn im2col_2d(image: &[f32], channels: usize, g: &Geometry, taps: &[Vec<Vec<Optio
     let (oh, ow) = (g.output[0], g.output[1]);
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let mut col = vec![0f32; channels * kh * kw * oh * ow];
-    col.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(row, dst)| {
+    col.par_chunks_mut((oh * ow).max(1)).with_min_len(min_tasks(oh * ow)).enumerate().for_each(|(row, dst)| {
         let (c, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw);
         let src = &image[c * ih * iw..(c + 1) * ih * iw];
         let (x0, x1) = valid_range(&taps[1][kx]);
@@ -170,7 +171,7 @@ fn im2col(image: &[f32], channels: usize, g: &Geometry, taps: &[Vec<Vec<Option<u
     let out_strides = strides(&g.output);
     let kernel_strides = strides(&g.kernel);
     let mut col = vec![0f32; channels * kernel_len * out_len];
-    col.par_chunks_mut(out_len.max(1)).enumerate().for_each(|(row, dst)| {
+    col.par_chunks_mut(out_len.max(1)).with_min_len(min_tasks(out_len)).enumerate().for_each(|(row, dst)| {
         let (c, kidx) = (row / kernel_len, row % kernel_len);
         let src = &image[c * in_len..(c + 1) * in_len];
         for (o, v) in dst.iter_mut().enumerate() {
@@ -254,7 +255,7 @@ pub(crate) fn conv_f32(
         if bias.len() != m {
             return Err(format!("bias has {} values for {m} output channels", bias.len()));
         }
-        out.par_chunks_mut(out_len.max(1)).enumerate().for_each(|(row, chunk)| {
+        out.par_chunks_mut(out_len.max(1)).with_min_len(min_tasks(out_len)).enumerate().for_each(|(row, chunk)| {
             let b = bias[row % m];
             chunk.iter_mut().for_each(|v| *v += b);
         });
@@ -266,7 +267,7 @@ fn depthwise(x: &[f32], w: &[f32], g: &Geometry, taps: &[Vec<Vec<Option<usize>>>
     let (ih, iw) = (g.input[0], g.input[1]);
     let (oh, ow) = (g.output[0], g.output[1]);
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    out.par_chunks_mut(oh * ow).enumerate().take(n * c).for_each(|(plane, dst)| {
+    out.par_chunks_mut((oh * ow).max(1)).with_min_len(min_tasks(oh * ow * kh * kw)).enumerate().take(n * c).for_each(|(plane, dst)| {
         let ch = plane % c;
         let src = &x[plane * ih * iw..(plane + 1) * ih * iw];
         let weights = &w[ch * kh * kw..(ch + 1) * kh * kw];

@@ -11,6 +11,12 @@ use sparkc_ir::DType;
 /// Tensors above this many elements are processed in parallel.
 pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 
+/// How many chunks of `chunk` elements each parallel task should take at least, so that small
+/// tensors run on one thread without waking the others.
+pub(crate) fn min_tasks(chunk: usize) -> usize {
+    (PARALLEL_MIN / chunk.max(1)).max(1)
+}
+
 /// The numpy broadcast of several shapes.
 pub(crate) fn broadcast_shape(shapes: &[&[usize]]) -> R<Vec<usize>> {
     let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);

@@ -1,6 +1,6 @@
 //! Normalizations: batch, instance, layer, group, RMS, Lp, mean-variance and LRN.
 
-use super::elementwise::expand;
+use super::elementwise::{expand, min_tasks};
 use super::{axis, Args, R};
 use crate::array::{Array, Data};
 use rayon::prelude::*;
@@ -74,7 +74,7 @@ pub(crate) fn batch_norm_inference(mut x: Array, scale: &[f64], bias: &[f64], me
     let a: Vec<f32> = (0..c).map(|k| (scale[k] / (var[k] + f64::from(epsilon)).sqrt()) as f32).collect();
     let b: Vec<f32> = (0..c).map(|k| (bias[k] - mean[k] * scale[k] / (var[k] + f64::from(epsilon)).sqrt()) as f32).collect();
     if let Data::F32(values) = &mut x.data {
-        values.par_chunks_mut(inner.max(1)).enumerate().for_each(|(plane, chunk)| {
+        values.par_chunks_mut(inner.max(1)).with_min_len(min_tasks(inner)).enumerate().for_each(|(plane, chunk)| {
             let k = plane % c;
             chunk.iter_mut().for_each(|v| *v = *v * a[k] + b[k]);
         });
@@ -109,6 +109,7 @@ fn normalize_rows(values: &[f32], row: usize, epsilon: f32, rms: bool) -> (Vec<f
     let mut inv_std = vec![0f32; rows];
     out.par_chunks_mut(row.max(1))
         .zip(means.par_iter_mut().zip(inv_std.par_iter_mut()))
+        .with_min_len(min_tasks(row))
         .enumerate()
         .for_each(|(r, (dst, (mean_out, inv_out)))| {
             let src = &values[r * row..(r + 1) * row];
@@ -165,7 +166,7 @@ fn apply_affine(y: &mut [f32], row_shape: &[usize], scale: &Array, bias: Option<
     };
     let s = fit(scale)?;
     let b = bias.map(fit).transpose()?;
-    y.par_chunks_mut(row.max(1)).for_each(|chunk| {
+    y.par_chunks_mut(row.max(1)).with_min_len(min_tasks(row)).for_each(|chunk| {
         for (i, v) in chunk.iter_mut().enumerate() {
             *v = *v * s[i] + b.as_ref().map_or(0.0, |b| b[i]);
         }

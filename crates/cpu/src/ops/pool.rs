@@ -1,6 +1,7 @@
 //! Pooling: average, max (with indices), Lp and global pools, `MaxUnpool`, `MaxRoiPool`.
 
 use super::conv::geometry;
+use super::elementwise::min_tasks;
 use super::R;
 use crate::array::{strides, Array, Data};
 use rayon::prelude::*;
@@ -37,6 +38,7 @@ pub(crate) fn pool(x: &Array, attrs: &PoolAttrs, window: Window, storage_order: 
     let mut arg = vec![0i64; planes * out_len];
     out.par_chunks_mut(out_len.max(1))
         .zip(arg.par_chunks_mut(out_len.max(1)))
+        .with_min_len(min_tasks(out_len * kernel_len))
         .enumerate()
         .for_each(|(plane, (dst, idx))| {
             let src = &values[plane * in_len..(plane + 1) * in_len];
@@ -114,38 +116,55 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
     let kernel: Vec<usize> = attrs.kernel_shape.iter().map(|&k| k.max(1) as usize).collect();
     let g = geometry(&x.shape[2..], &kernel, attrs.auto_pad, &attrs.pads, &attrs.strides, &attrs.dilations, attrs.ceil_mode)?;
     let (ih, iw, oh, ow) = (g.input[0], g.input[1], g.output[0], g.output[1]);
-    let taps = g.taps();
-    let padded = |d: usize, k: usize, o: usize| -> bool {
-        let i = (o * g.strides[d] + k * g.dilations[d]) as i64 - g.pad_begin[d] as i64;
-        i >= -(g.pad_begin[d] as i64) && i < (g.input[d] + g.pad_end[d]) as i64
-    };
-    let mut out = vec![0f32; x.shape[0] * x.shape[1] * oh * ow];
-    out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(plane, dst)| {
-        let src = &values[plane * ih * iw..(plane + 1) * ih * iw];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let (mut acc, mut count, mut padded_count) = (if window == Window::Max { f32::NEG_INFINITY } else { 0.0 }, 0usize, 0usize);
-                for ky in 0..kernel[0] {
-                    let iy = taps[0][ky][oy];
-                    for kx in 0..kernel[1] {
-                        if padded(0, ky, oy) && padded(1, kx, ox) {
-                            padded_count += 1;
-                        }
-                        let (Some(iy), Some(ix)) = (iy, taps[1][kx][ox]) else { continue };
-                        let v = src[iy * iw + ix];
-                        count += 1;
-                        if window == Window::Max {
-                            acc = acc.max(v);
-                        } else {
-                            acc += v;
-                        }
+    // Per axis and output position: the input positions the window covers, and how many
+    // positions it covers inside the padded extent (the count_include_pad divisor).
+    let axis = |d: usize| -> Vec<(Vec<usize>, usize)> {
+        (0..g.output[d])
+            .map(|o| {
+                let mut inside = Vec::new();
+                let mut padded = 0;
+                for k in 0..kernel[d] {
+                    let i = (o * g.strides[d] + k * g.dilations[d]) as i64 - g.pad_begin[d] as i64;
+                    if i >= -(g.pad_begin[d] as i64) && i < (g.input[d] + g.pad_end[d]) as i64 {
+                        padded += 1;
+                    }
+                    if i >= 0 && (i as usize) < g.input[d] {
+                        inside.push(i as usize);
                     }
                 }
-                dst[oy * ow + ox] = match window {
-                    Window::Average { count_include_pad: true } => acc / padded_count.max(1) as f32,
-                    Window::Average { count_include_pad: false } => acc / count.max(1) as f32,
-                    _ => acc,
+                (inside, padded)
+            })
+            .collect()
+    };
+    let (rows, cols) = (axis(0), axis(1));
+    let mut out = vec![0f32; x.shape[0] * x.shape[1] * oh * ow];
+    out.par_chunks_mut((oh * ow).max(1)).with_min_len(min_tasks(oh * ow * kernel[0] * kernel[1])).enumerate().for_each(|(plane, dst)| {
+        let src = &values[plane * ih * iw..(plane + 1) * ih * iw];
+        for (oy, (ys, y_padded)) in rows.iter().enumerate() {
+            for (ox, (xs, x_padded)) in cols.iter().enumerate() {
+                let value = match window {
+                    Window::Max => {
+                        let mut m = f32::NEG_INFINITY;
+                        for &iy in ys {
+                            for &ix in xs {
+                                m = m.max(src[iy * iw + ix]);
+                            }
+                        }
+                        m
+                    }
+                    Window::Average { count_include_pad } => {
+                        let mut sum = 0f32;
+                        for &iy in ys {
+                            for &ix in xs {
+                                sum += src[iy * iw + ix];
+                            }
+                        }
+                        let count = if count_include_pad { y_padded * x_padded } else { ys.len() * xs.len() };
+                        sum / count.max(1) as f32
+                    }
+                    Window::Lp(_) => f32::NAN,
                 };
+                dst[oy * ow + ox] = value;
             }
         }
     });
