@@ -1,4 +1,5 @@
-//! `sparkc inspect` checked against committed expected output (`SPARKC_BLESS=1` rewrites it).
+//! The command line: `sparkc inspect` against committed expected output (`SPARKC_BLESS=1` rewrites
+//! it), and `sparkc run` / `sparkc bench` on the example model, bad inputs included.
 
 use sparkc_cli::execute_args;
 use sparkc_tests::{generated, repo_root};
@@ -117,4 +118,104 @@ fn bad_input_is_an_error_not_a_panic() {
         format!("{missing:#}").contains("/nonexistent/model.onnx"),
         "{missing:#}"
     );
+}
+
+fn sparkc(args: &[&str]) -> anyhow::Result<String> {
+    let mut argv = vec!["sparkc".to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    execute_args(argv)
+}
+
+#[test]
+fn run_writes_one_npy_per_output_and_summarizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = example().display().to_string();
+    let out = dir.path().display().to_string();
+    let text = sparkc(&["run", &model, "--random-inputs", "--dim", "N=2", "--seed", "7", "--output-dir", &out]).unwrap();
+    assert!(text.starts_with("probs: f32[2, 10]  min "), "{text}");
+    let probs = sparkc_cli::npy::read(&dir.path().join("probs.npy")).unwrap();
+    assert_eq!(probs.shape, vec![2, 10]);
+    // Softmax rows sum to one: the values are the model's, not placeholders.
+    let values = probs.data.to_f64s();
+    for row in values.chunks(10) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{row:?}");
+    }
+    // The same seed gives the same inputs, so the same outputs.
+    let again = sparkc(&["run", &model, "--random-inputs", "--dim", "N=2", "--seed", "7", "--output-dir", &out]).unwrap();
+    assert_eq!(text, again);
+}
+
+#[test]
+fn run_reads_npy_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("image.npy");
+    let image = sparkc_cpu::Array::f32(vec![1, 3, 32, 32], (0..3072).map(|i| (i % 17) as f32 / 17.0).collect());
+    sparkc_cli::npy::write(&input, &image).unwrap();
+    let text = sparkc(&[
+        "run",
+        &example().display().to_string(),
+        "--input",
+        &format!("image={}", input.display()),
+        "--output-dir",
+        &dir.path().display().to_string(),
+    ])
+    .unwrap();
+    assert!(text.starts_with("probs: f32[1, 10]"), "{text}");
+}
+
+#[test]
+fn run_explains_wrong_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = example().display().to_string();
+    let no_dim = sparkc(&["run", &model, "--random-inputs"]).unwrap_err();
+    assert!(format!("{no_dim:#}").contains("give its size with --dim N=SIZE"), "{no_dim:#}");
+    let missing = sparkc(&["run", &model]).unwrap_err();
+    assert!(format!("{missing:#}").contains("image: f32[N,3,32,32]"), "{missing:#}");
+    let bogus = dir.path().join("x.npy");
+    sparkc_cli::npy::write(&bogus, &sparkc_cpu::Array::f32(vec![2, 2], vec![0.0; 4])).unwrap();
+    let wrong_name = sparkc(&["run", &model, "--input", &format!("picture={}", bogus.display())]).unwrap_err();
+    let text = format!("{wrong_name:#}");
+    assert!(text.contains("no input 'picture'") && text.contains("image: f32[N,3,32,32]"), "{text}");
+    let wrong_shape = sparkc(&["run", &model, "--input", &format!("image={}", bogus.display())]).unwrap_err();
+    let text = format!("{wrong_shape:#}");
+    assert!(text.contains("input 'image' must be f32[N,3,32,32], given f32[2, 2]"), "{text}");
+    let ints = dir.path().join("i.npy");
+    sparkc_cli::npy::write(&ints, &sparkc_cpu::Array::i64(vec![1, 3, 32, 32], vec![0; 3072])).unwrap();
+    let wrong_type = sparkc(&["run", &model, "--input", &format!("image={}", ints.display())]).unwrap_err();
+    assert!(format!("{wrong_type:#}").contains("given i64[1, 3, 32, 32]"), "{wrong_type:#}");
+    let not_npy = dir.path().join("junk.npy");
+    std::fs::write(&not_npy, b"junk").unwrap();
+    let junk = sparkc(&["run", &model, "--input", &format!("image={}", not_npy.display())]).unwrap_err();
+    assert!(format!("{junk:#}").contains("is not a .npy file"), "{junk:#}");
+}
+
+#[test]
+fn output_file_names_are_sanitized() {
+    assert_eq!(sparkc_cli::run::file_name("logits"), "logits");
+    assert_eq!(sparkc_cli::run::file_name("a/b:c d"), "a_b_c_d");
+    assert_eq!(sparkc_cli::run::file_name("../x"), ".._x");
+    assert_eq!(sparkc_cli::run::file_name(".."), "output..");
+}
+
+#[test]
+fn bench_reports_percentiles_and_profile() {
+    let text = sparkc(&[
+        "bench",
+        &example().display().to_string(),
+        "--dim",
+        "N=1",
+        "--warmup",
+        "1",
+        "--iters",
+        "3",
+        "--profile",
+    ])
+    .unwrap();
+    assert!(text.contains("latency ms: min "), "{text}");
+    assert!(text.contains("throughput: "), "{text}");
+    assert!(text.contains("\nConv "), "{text}");
+    let json = sparkc(&["bench", &example().display().to_string(), "--dim", "N=1", "--iters", "2", "--json"]).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(value["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(sparkc(&["bench", &example().display().to_string(), "--iters", "0"]).is_err());
 }

@@ -346,8 +346,9 @@ impl Executor {
         Ok(())
     }
 
-    /// Runs the graph on inputs given in the graph's input order.
+    /// Runs the graph on inputs given in the graph's input order, after checking them.
     pub fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, ExecError> {
+        self.check_inputs(&inputs)?;
         self.execute(inputs, None)
     }
 
@@ -357,7 +358,13 @@ impl Executor {
         inputs: Vec<Value>,
         profile: &mut Profile,
     ) -> Result<Vec<Value>, ExecError> {
+        self.check_inputs(&inputs)?;
         self.execute(inputs, Some(profile))
+    }
+
+    /// Runs a subgraph on values from its parent (whose types were inferred, not declared).
+    pub(crate) fn run_nested(&self, inputs: Vec<Value>) -> Result<Vec<Value>, ExecError> {
+        self.execute(inputs, None)
     }
 
     fn execute(
@@ -491,4 +498,64 @@ fn symbol_name(dim: &Dim) -> Option<String> {
         .then_some(())
         .filter(|_| chars.all(|c| c.is_alphanumeric() || c == '_'))
         .map(|_| text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::array::Data;
+    use sparkc_ir::op::{Binary, Unary};
+    use sparkc_ir::{DType, TensorType, Value as IrValue};
+
+    fn f32_value(name: &str, dims: &[i64]) -> IrValue {
+        IrValue {
+            name: name.into(),
+            ty: ValueType::Tensor(TensorType::new(DType::F32, dims.iter().map(|&d| Dim::known(d)).collect())),
+            known: None,
+        }
+    }
+
+    /// `y = exp(relu(x)) + x`, `z = relu(x) * 2`: relu's value has two readers.
+    fn graph() -> Graph {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", f32_value("x", &[2, 3]).ty);
+        let two = g.add_const("two", Array::f32(vec![], vec![2.0]).to_tensor());
+        let node = |g: &mut Graph, name: &str, op: Op, inputs: &[ValueRef]| {
+            let inputs: Vec<Option<ValueRef>> = inputs.iter().map(|&v| Some(v)).collect();
+            ValueRef { node: g.add_node(name.into(), op, &inputs, vec![f32_value(name, &[2, 3])]), output: 0 }
+        };
+        let r = node(&mut g, "relu", Op::Unary(Unary::Relu), &[x]);
+        let e = node(&mut g, "exp", Op::Unary(Unary::Exp), &[r]);
+        let y = node(&mut g, "y", Op::Binary(Binary::Add), &[e, x]);
+        let z = node(&mut g, "z", Op::Binary(Binary::Mul), &[r, two]);
+        g.outputs = vec![y, z];
+        g
+    }
+
+    #[test]
+    fn runs_with_fusion_and_liveness() {
+        let exec = Executor::new(&graph()).unwrap();
+        // relu has two readers, so only exp+y fuse; every intermediate is freed after its last reader.
+        assert_eq!(exec.regions.len(), 1);
+        assert_eq!(exec.regions[0].label(exec.graph()), "Fused(Exp+Add)");
+        let freed: usize = exec.steps.iter().map(|s| s.frees.len()).sum();
+        assert_eq!(freed, 2, "x and relu's value die once read for the last time");
+        let xs = vec![-1.0f32, 0.0, 1.0, 2.0, -3.0, 0.5];
+        let outputs = exec.run(vec![Value::Tensor(Array::f32(vec![2, 3], xs.clone()))]).unwrap();
+        let y: Vec<f32> = xs.iter().map(|&v| v.max(0.0).exp() + v).collect();
+        let z: Vec<f32> = xs.iter().map(|&v| v.max(0.0) * 2.0).collect();
+        assert_eq!(outputs[0], Value::Tensor(Array::f32(vec![2, 3], y)));
+        assert_eq!(outputs[1], Value::Tensor(Array::f32(vec![2, 3], z)));
+    }
+
+    #[test]
+    fn checks_inputs_against_declared_types() {
+        let exec = Executor::new(&graph()).unwrap();
+        let wrong_shape = Value::Tensor(Array::f32(vec![3, 2], vec![0.0; 6]));
+        let message = exec.check_inputs(&[wrong_shape]).unwrap_err().to_string();
+        assert!(message.contains("input 'x' must be f32[2,3], given f32[3, 2]"), "{message}");
+        let wrong_type = Value::Tensor(Array::new(vec![2, 3], Data::I64(vec![0; 6])));
+        assert!(exec.check_inputs(&[wrong_type]).is_err());
+        assert!(exec.run(vec![]).is_err());
+    }
 }

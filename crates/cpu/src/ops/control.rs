@@ -27,7 +27,7 @@ pub(crate) fn if_(exec: &Executor, id: NodeId, args: &Args) -> R<Vec<Value>> {
     let branches = exec.subgraphs(id);
     let branch = branches.get(if cond { 0 } else { 1 }).ok_or("missing branch")?;
     branch
-        .run(captured_values(args, 1)?)
+        .run_nested(captured_values(args, 1)?)
         .map_err(|e| format!("in {} branch: {e}", if cond { "then" } else { "else" }))
 }
 
@@ -54,7 +54,7 @@ pub(crate) fn loop_(exec: &Executor, id: NodeId, args: &Args, carried: usize, ou
         ];
         inputs.extend(state.iter().cloned());
         inputs.extend(captures.iter().cloned());
-        let mut results = body.run(inputs).map_err(|e| format!("in iteration {i}: {e}"))?;
+        let mut results = body.run_nested(inputs).map_err(|e| format!("in iteration {i}: {e}"))?;
         if results.len() != 1 + carried + scans {
             return Err(format!("body produced {} outputs, expected {}", results.len(), 1 + carried + scans));
         }
@@ -117,7 +117,7 @@ impl ScanPlan<'_> {
                 inputs.push(Value::Tensor(slice));
             }
             inputs.extend(captures.iter().cloned());
-            let mut results = self.body.run(inputs).map_err(|e| format!("in step {t}: {e}"))?;
+            let mut results = self.body.run_nested(inputs).map_err(|e| format!("in step {t}: {e}"))?;
             let produced = results.split_off(states);
             state = results;
             for (k, v) in produced.into_iter().enumerate() {
