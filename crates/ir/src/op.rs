@@ -783,6 +783,15 @@ pub enum Op {
         /// Direction of each scan output (1: reverse).
         scan_output_directions: Vec<i64>,
     },
+    /// Runs the body on each element of the input sequence (and of sequence-valued additional
+    /// inputs); inputs `sequence, additional..., captured...`; each output is a sequence.
+    SequenceMap {
+        /// The body.
+        #[serde(skip)]
+        body: Box<Graph>,
+        /// Number of body inputs that are captures, at the end.
+        captured: usize,
+    },
     /// Simple recurrent network; inputs `X, W, R, B?, seq_lens?, h0?`.
     #[serde(rename = "RNN")]
     Rnn(RnnAttrs),
@@ -1014,7 +1023,9 @@ impl Op {
                 then_branch,
                 else_branch,
             } => vec![("then_branch", then_branch), ("else_branch", else_branch)],
-            Op::Loop { body, .. } | Op::Scan { body, .. } => vec![("body", body)],
+            Op::Loop { body, .. } | Op::Scan { body, .. } | Op::SequenceMap { body, .. } => {
+                vec![("body", body)]
+            }
             _ => Vec::new(),
         }
     }

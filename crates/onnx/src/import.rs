@@ -133,7 +133,7 @@ impl Importer<'_> {
                 ));
             }
             let converted = match node.op_type.as_str() {
-                "If" | "Loop" | "Scan" => self.control_flow(node, &label, &scopes)?,
+                "If" | "Loop" | "Scan" | "SequenceMap" => self.control_flow(node, &label, &scopes)?,
                 "Constant" => {
                     let tensor = constant(node).map_err(|m| self.node_error(&label, node, m))?;
                     let output = node.output.first().cloned().unwrap_or_default();
@@ -293,6 +293,14 @@ impl Importer<'_> {
                 then_branch: Box::new(then_branch),
                 else_branch: Box::new(else_branch),
             }
+        } else if node.op_type == "SequenceMap" {
+            let (body, captures) = subgraph(self, "body", node)?;
+            let op = Op::SequenceMap {
+                body: Box::new(body),
+                captured: captures.len(),
+            };
+            inputs.extend(captures.into_iter().map(Source::Name));
+            op
         } else if node.op_type == "Scan" {
             let batched = self.opset < 9;
             let (body, captures) = subgraph(self, "body", node)?;

@@ -189,6 +189,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "SequenceErase",
     "SequenceInsert",
     "SequenceLength",
+    "SequenceMap",
     "Shape",
     "Shrink",
     "Sigmoid",

@@ -210,3 +210,38 @@ pub(crate) fn scan(exec: &Executor, id: NodeId, node: &sparkc_ir::Node, args: &A
         })
         .collect()
 }
+
+/// `SequenceMap`: runs the body once per element of the input sequence.
+pub(crate) fn sequence_map(exec: &Executor, id: NodeId, args: &Args, captured: usize) -> R<Vec<Value>> {
+    let body = exec.subgraphs(id).first().ok_or("missing body")?;
+    let mapped = args.len().checked_sub(captured).ok_or("too few inputs")?;
+    let Value::Sequence(items) = args.value(0)? else {
+        return Err("input 0 must be a sequence".into());
+    };
+    let captures = captured_values(args, mapped)?;
+    let mut outputs: Vec<Vec<Array>> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let mut inputs = vec![Value::Tensor(item.clone())];
+        for k in 1..mapped {
+            inputs.push(match args.value(k)? {
+                Value::Sequence(other) => Value::Tensor(
+                    other
+                        .get(i)
+                        .cloned()
+                        .ok_or_else(|| format!("input {k} has fewer elements than the sequence"))?,
+                ),
+                value => value.clone(),
+            });
+        }
+        inputs.extend(captures.iter().cloned());
+        let results = body.run_nested(inputs).map_err(|e| format!("at element {i}: {e}"))?;
+        outputs.resize(results.len(), Vec::new());
+        for (k, v) in results.into_iter().enumerate() {
+            outputs[k].push(v.into_tensor()?);
+        }
+    }
+    if outputs.is_empty() {
+        outputs = vec![Vec::new(); body.output_names().len()];
+    }
+    Ok(outputs.into_iter().map(Value::Sequence).collect())
+}

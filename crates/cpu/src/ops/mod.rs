@@ -413,6 +413,7 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             *reverse,
         )?),
         Op::Scan { .. } => control::scan(exec, id, node, &args),
+        Op::SequenceMap { captured, .. } => control::sequence_map(exec, id, &args, *captured),
         Op::Rnn(attrs) => many(rnn::recurrent(rnn::Cell::Rnn, &args, attrs)?),
         Op::NonMaxSuppression { center_point_box } => {
             one(sampling::non_max_suppression(&args, *center_point_box)?)

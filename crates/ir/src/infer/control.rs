@@ -323,3 +323,36 @@ pub(super) fn infer_scan(
     }
     Ok(result)
 }
+
+pub(super) fn infer_sequence_map(
+    node: &str,
+    body: &mut Graph,
+    captured: usize,
+    inputs: &[Option<Value>],
+) -> Result<Vec<Inferred>> {
+    let mapped = inputs.len().saturating_sub(captured);
+    let mut values = Vec::new();
+    for (i, input) in inputs.iter().enumerate().take(mapped) {
+        let value = input
+            .as_ref()
+            .ok_or_else(|| error(node, "SequenceMap", format!("input {i} is missing")))?;
+        let ty = match &value.ty {
+            ValueType::Sequence(inner) => (**inner).clone(),
+            other if i > 0 => other.clone(),
+            other => {
+                return Err(error(node, "SequenceMap", format!("input 0 must be a sequence, found {other}")))
+            }
+        };
+        values.push((ty, None));
+    }
+    values.extend(parent_inputs(&inputs[mapped..]));
+    bind_subgraph_inputs(body, &values)?;
+    infer_graph(body)?;
+    Ok(subgraph_outputs(body)
+        .into_iter()
+        .map(|o| Inferred {
+            ty: ValueType::Sequence(Box::new(o.ty)),
+            known: None,
+        })
+        .collect())
+}

@@ -64,6 +64,9 @@ pub fn infer_node_in_place(graph: &mut Graph, id: NodeId) -> Result<()> {
             else_branch,
         } => control::infer_if(&node.name, then_branch, else_branch, &inputs)?,
         Op::Loop { body, carried } => control::infer_loop(&node.name, body, *carried, &inputs)?,
+        Op::SequenceMap { body, captured } => {
+            control::infer_sequence_map(&node.name, body, *captured, &inputs)?
+        }
         Op::Scan {
             body,
             num_scan_inputs,

@@ -13,7 +13,12 @@ const SLICE_TO_END: i64 = i32::MAX as i64;
 
 pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
     Ok(match ctx.op {
-        Op::Input | Op::Const(_) | Op::If { .. } | Op::Loop { .. } | Op::Scan { .. } => {
+        Op::Input
+        | Op::Const(_)
+        | Op::If { .. }
+        | Op::Loop { .. }
+        | Op::Scan { .. }
+        | Op::SequenceMap { .. } => {
             unreachable!("handled by the driver")
         }
         Op::Unary(Unary::Identity) if ctx.input(0)?.ty.as_tensor().is_none() => {
