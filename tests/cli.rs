@@ -131,7 +131,18 @@ fn run_writes_one_npy_per_output_and_summarizes() {
     let dir = tempfile::tempdir().unwrap();
     let model = example().display().to_string();
     let out = dir.path().display().to_string();
-    let text = sparkc(&["run", &model, "--random-inputs", "--dim", "N=2", "--seed", "7", "--output-dir", &out]).unwrap();
+    let text = sparkc(&[
+        "run",
+        &model,
+        "--random-inputs",
+        "--dim",
+        "N=2",
+        "--seed",
+        "7",
+        "--output-dir",
+        &out,
+    ])
+    .unwrap();
     assert!(text.starts_with("probs: f32[2, 10]  min "), "{text}");
     let probs = sparkc_cli::npy::read(&dir.path().join("probs.npy")).unwrap();
     assert_eq!(probs.shape, vec![2, 10]);
@@ -141,7 +152,18 @@ fn run_writes_one_npy_per_output_and_summarizes() {
         assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{row:?}");
     }
     // The same seed gives the same inputs, so the same outputs.
-    let again = sparkc(&["run", &model, "--random-inputs", "--dim", "N=2", "--seed", "7", "--output-dir", &out]).unwrap();
+    let again = sparkc(&[
+        "run",
+        &model,
+        "--random-inputs",
+        "--dim",
+        "N=2",
+        "--seed",
+        "7",
+        "--output-dir",
+        &out,
+    ])
+    .unwrap();
     assert_eq!(text, again);
 }
 
@@ -149,7 +171,10 @@ fn run_writes_one_npy_per_output_and_summarizes() {
 fn run_reads_npy_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("image.npy");
-    let image = sparkc_cpu::Array::f32(vec![1, 3, 32, 32], (0..3072).map(|i| (i % 17) as f32 / 17.0).collect());
+    let image = sparkc_cpu::Array::f32(
+        vec![1, 3, 32, 32],
+        (0..3072).map(|i| (i % 17) as f32 / 17.0).collect(),
+    );
     sparkc_cli::npy::write(&input, &image).unwrap();
     let text = sparkc(&[
         "run",
@@ -168,25 +193,71 @@ fn run_explains_wrong_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let model = example().display().to_string();
     let no_dim = sparkc(&["run", &model, "--random-inputs"]).unwrap_err();
-    assert!(format!("{no_dim:#}").contains("give its size with --dim N=SIZE"), "{no_dim:#}");
+    assert!(
+        format!("{no_dim:#}").contains("give its size with --dim N=SIZE"),
+        "{no_dim:#}"
+    );
     let missing = sparkc(&["run", &model]).unwrap_err();
-    assert!(format!("{missing:#}").contains("image: f32[N,3,32,32]"), "{missing:#}");
+    assert!(
+        format!("{missing:#}").contains("image: f32[N,3,32,32]"),
+        "{missing:#}"
+    );
     let bogus = dir.path().join("x.npy");
     sparkc_cli::npy::write(&bogus, &sparkc_cpu::Array::f32(vec![2, 2], vec![0.0; 4])).unwrap();
-    let wrong_name = sparkc(&["run", &model, "--input", &format!("picture={}", bogus.display())]).unwrap_err();
+    let wrong_name = sparkc(&[
+        "run",
+        &model,
+        "--input",
+        &format!("picture={}", bogus.display()),
+    ])
+    .unwrap_err();
     let text = format!("{wrong_name:#}");
-    assert!(text.contains("no input 'picture'") && text.contains("image: f32[N,3,32,32]"), "{text}");
-    let wrong_shape = sparkc(&["run", &model, "--input", &format!("image={}", bogus.display())]).unwrap_err();
+    assert!(
+        text.contains("no input 'picture'") && text.contains("image: f32[N,3,32,32]"),
+        "{text}"
+    );
+    let wrong_shape = sparkc(&[
+        "run",
+        &model,
+        "--input",
+        &format!("image={}", bogus.display()),
+    ])
+    .unwrap_err();
     let text = format!("{wrong_shape:#}");
-    assert!(text.contains("input 'image' must be f32[N,3,32,32], given f32[2, 2]"), "{text}");
+    assert!(
+        text.contains("input 'image' must be f32[N,3,32,32], given f32[2, 2]"),
+        "{text}"
+    );
     let ints = dir.path().join("i.npy");
-    sparkc_cli::npy::write(&ints, &sparkc_cpu::Array::i64(vec![1, 3, 32, 32], vec![0; 3072])).unwrap();
-    let wrong_type = sparkc(&["run", &model, "--input", &format!("image={}", ints.display())]).unwrap_err();
-    assert!(format!("{wrong_type:#}").contains("given i64[1, 3, 32, 32]"), "{wrong_type:#}");
+    sparkc_cli::npy::write(
+        &ints,
+        &sparkc_cpu::Array::i64(vec![1, 3, 32, 32], vec![0; 3072]),
+    )
+    .unwrap();
+    let wrong_type = sparkc(&[
+        "run",
+        &model,
+        "--input",
+        &format!("image={}", ints.display()),
+    ])
+    .unwrap_err();
+    assert!(
+        format!("{wrong_type:#}").contains("given i64[1, 3, 32, 32]"),
+        "{wrong_type:#}"
+    );
     let not_npy = dir.path().join("junk.npy");
     std::fs::write(&not_npy, b"junk").unwrap();
-    let junk = sparkc(&["run", &model, "--input", &format!("image={}", not_npy.display())]).unwrap_err();
-    assert!(format!("{junk:#}").contains("is not a .npy file"), "{junk:#}");
+    let junk = sparkc(&[
+        "run",
+        &model,
+        "--input",
+        &format!("image={}", not_npy.display()),
+    ])
+    .unwrap_err();
+    assert!(
+        format!("{junk:#}").contains("is not a .npy file"),
+        "{junk:#}"
+    );
 }
 
 #[test]
@@ -214,7 +285,16 @@ fn bench_reports_percentiles_and_profile() {
     assert!(text.contains("latency ms: min "), "{text}");
     assert!(text.contains("throughput: "), "{text}");
     assert!(text.contains("\nConv "), "{text}");
-    let json = sparkc(&["bench", &example().display().to_string(), "--dim", "N=1", "--iters", "2", "--json"]).unwrap();
+    let json = sparkc(&[
+        "bench",
+        &example().display().to_string(),
+        "--dim",
+        "N=1",
+        "--iters",
+        "2",
+        "--json",
+    ])
+    .unwrap();
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(value["median_ms"].as_f64().unwrap() > 0.0);
     assert!(sparkc(&["bench", &example().display().to_string(), "--iters", "0"]).is_err());

@@ -11,13 +11,24 @@ use std::path::Path;
 /// Max abs error, and cosine similarity, of `actual` against `expected`.
 fn agreement(actual: &Array, expected: &Array) -> (f64, f64) {
     let (a, e) = (actual.data.to_f64s(), expected.data.to_f64s());
-    let max_abs = a.iter().zip(&e).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let max_abs = a
+        .iter()
+        .zip(&e)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     let dot: f64 = a.iter().zip(&e).map(|(x, y)| x * y).sum();
-    let norms = a.iter().map(|x| x * x).sum::<f64>().sqrt() * e.iter().map(|y| y * y).sum::<f64>().sqrt();
+    let norms =
+        a.iter().map(|x| x * x).sum::<f64>().sqrt() * e.iter().map(|y| y * y).sum::<f64>().sqrt();
     (max_abs, if norms == 0.0 { 1.0 } else { dot / norms })
 }
 
-fn check(name: &str, model: &Path, inputs: Vec<Value>, expected: &[Array], tolerance: f64) -> Result<String, String> {
+fn check(
+    name: &str,
+    model: &Path,
+    inputs: Vec<Value>,
+    expected: &[Array],
+    tolerance: f64,
+) -> Result<String, String> {
     let model = load(model).map_err(|e| format!("{name}: {e}"))?;
     let exec = Executor::new(&model.graph).map_err(|e| format!("{name}: {e}"))?;
     let outputs = exec.run(inputs).map_err(|e| format!("{name}: {e}"))?;
@@ -25,13 +36,23 @@ fn check(name: &str, model: &Path, inputs: Vec<Value>, expected: &[Array], toler
     for (j, (actual, expected)) in outputs.iter().zip(expected).enumerate() {
         let actual = actual.as_tensor().map_err(|e| format!("{name}: {e}"))?;
         if actual.shape != expected.shape {
-            return Err(format!("{name} output {j}: shape {:?}, expected {:?}", actual.shape, expected.shape));
+            return Err(format!(
+                "{name} output {j}: shape {:?}, expected {:?}",
+                actual.shape, expected.shape
+            ));
         }
         let (max_abs, cosine) = agreement(actual, expected);
-        let scale = expected.data.to_f64s().iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-6);
+        let scale = expected
+            .data
+            .to_f64s()
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(1e-6);
         report.push_str(&format!("{name:<24} output {j}: max abs err {max_abs:.2e} (of max |y| {scale:.2e}), cosine {cosine:.8}\n"));
         if max_abs > tolerance * scale.max(1.0) || cosine < 0.99999 {
-            return Err(format!("{name} output {j} disagrees: max abs err {max_abs:.3e}, cosine {cosine}"));
+            return Err(format!(
+                "{name} output {j} disagrees: max abs err {max_abs:.3e}, cosine {cosine}"
+            ));
         }
     }
     Ok(report)
@@ -63,12 +84,18 @@ fn light_models_match_reference_outputs() {
                     .map(|d| d.as_const().unwrap_or(1) as usize)
                     .collect();
                 let n: usize = shape.iter().product();
-                Value::Tensor(Array::new(shape, Data::F32((0..n).map(|i| i as f32 / n as f32).collect())))
+                Value::Tensor(Array::new(
+                    shape,
+                    Data::F32((0..n).map(|i| i as f32 / n as f32).collect()),
+                ))
             })
             .collect();
-        let expected = read_value(&root.join(format!("{name}_output_0.pb")), &serde_json::json!("tensor"))
-            .and_then(|v| v.into_tensor())
-            .expect("reference output");
+        let expected = read_value(
+            &root.join(format!("{name}_output_0.pb")),
+            &serde_json::json!("tensor"),
+        )
+        .and_then(|v| v.into_tensor())
+        .expect("reference output");
         match check(&name, &path, inputs, &[expected], 1e-4) {
             Ok(r) => report.push_str(&r),
             Err(e) => panic!("{e}"),
@@ -80,14 +107,17 @@ fn light_models_match_reference_outputs() {
 #[test]
 fn generated_models_match_onnxruntime() {
     let root = generated_models();
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("manifest.json")).expect("manifest")).expect("JSON");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("manifest.json")).expect("manifest"),
+    )
+    .expect("JSON");
     let mut report = String::new();
     for name in manifest["models"].as_array().expect("models") {
         let name = name.as_str().expect("name");
         let dir = root.join(name);
         let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta")).expect("JSON");
+            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta"))
+                .expect("JSON");
         let tensor = serde_json::json!("tensor");
         let inputs: Vec<Value> = (0..meta["inputs"].as_array().expect("inputs").len())
             .map(|j| read_value(&dir.join(format!("input_{j}.pb")), &tensor).expect("input"))

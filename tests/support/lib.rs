@@ -112,7 +112,10 @@ fn protobuf_fields(bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, String> {
             5 => pos += 4,
             2 => {
                 let len = varint(bytes, &mut pos)? as usize;
-                let end = pos.checked_add(len).filter(|&e| e <= bytes.len()).ok_or("truncated field")?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|&e| e <= bytes.len())
+                    .ok_or("truncated field")?;
                 fields.push((tag >> 3, bytes[pos..end].to_vec()));
                 pos = end;
             }

@@ -99,7 +99,13 @@ pub fn run(args: &Args) -> Result<String> {
         return Ok(format!("{value}\n"));
     }
     let mut text = String::new();
-    writeln!(text, "model: {}  (device cpu, {threads} threads, {} warm-up, {} timed runs)", args.model.display(), args.warmup, args.iters)?;
+    writeln!(
+        text,
+        "model: {}  (device cpu, {threads} threads, {} warm-up, {} timed runs)",
+        args.model.display(),
+        args.warmup,
+        args.iters
+    )?;
     writeln!(
         text,
         "latency ms: min {:.3}  median {:.3}  p90 {:.3}  p99 {:.3}",
@@ -112,8 +118,12 @@ pub fn run(args: &Args) -> Result<String> {
     if args.profile {
         let sum: Duration = profile.ops.values().map(|t| t.total).sum();
         let mut rows: Vec<_> = profile.ops.iter().collect();
-        rows.sort_by(|a, b| b.1.total.cmp(&a.1.total));
-        writeln!(text, "\n{:<24} {:>7} {:>12} {:>7}", "op", "count", "total ms", "share")?;
+        rows.sort_by_key(|row| std::cmp::Reverse(row.1.total));
+        writeln!(
+            text,
+            "\n{:<24} {:>7} {:>12} {:>7}",
+            "op", "count", "total ms", "share"
+        )?;
         for (op, timing) in rows {
             writeln!(
                 text,

@@ -48,7 +48,10 @@ pub fn build(exec: &Executor, args: &InputArgs) -> Result<Vec<Value>> {
     for item in &args.inputs {
         let (name, file) = split_pair(item, "--input")?;
         if !declared.iter().any(|(n, _)| n == name) {
-            bail!("the model has no input '{name}'; it takes:\n{}", expected(exec));
+            bail!(
+                "the model has no input '{name}'; it takes:\n{}",
+                expected(exec)
+            );
         }
         let array = npy::read(&PathBuf::from(file)).with_context(|| format!("input '{name}'"))?;
         given.insert(name.to_string(), array);
@@ -74,12 +77,16 @@ pub fn build(exec: &Executor, args: &InputArgs) -> Result<Vec<Value>> {
         };
         values.push(Value::Tensor(array));
     }
-    exec.check_inputs(&values)
-        .map_err(|e| anyhow!("{e}"))?;
+    exec.check_inputs(&values).map_err(|e| anyhow!("{e}"))?;
     Ok(values)
 }
 
-fn random(name: &str, ty: &ValueType, dims: &BTreeMap<String, usize>, rng: &mut StdRng) -> Result<Array> {
+fn random(
+    name: &str,
+    ty: &ValueType,
+    dims: &BTreeMap<String, usize>,
+    rng: &mut StdRng,
+) -> Result<Array> {
     let ValueType::Tensor(t) = ty else {
         bail!("input '{name}' is {ty}; random values are made only for tensors");
     };
@@ -92,15 +99,22 @@ fn random(name: &str, ty: &ValueType, dims: &BTreeMap<String, usize>, rng: &mut 
         .map(|d| match d.as_const() {
             Some(c) => Ok(c as usize),
             None => dims.get(&d.to_string()).copied().ok_or_else(|| {
-                anyhow!("dim '{d}' of input '{name}' is symbolic; give its size with --dim {d}=SIZE")
+                anyhow!(
+                    "dim '{d}' of input '{name}' is symbolic; give its size with --dim {d}=SIZE"
+                )
             }),
         })
         .collect::<Result<_>>()?;
     let len: usize = shape.iter().product();
     let data = match t.dtype {
         DType::Bool => Data::Bool((0..len).map(|_| rng.random::<bool>()).collect()),
-        d if d.is_integer() => Data::from_i64s(d, (0..len).map(|_| rng.random_range(0..10)).collect()),
-        d if d.is_float() => Data::from_f32s(d, (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()),
+        d if d.is_integer() => {
+            Data::from_i64s(d, (0..len).map(|_| rng.random_range(0..10)).collect())
+        }
+        d if d.is_float() => Data::from_f32s(
+            d,
+            (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+        ),
         d => bail!("input '{name}' has element type {d}, which has no random generator"),
     };
     Ok(Array::new(shape, data))

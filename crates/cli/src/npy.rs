@@ -9,15 +9,22 @@ use std::path::Path;
 
 /// Reads a C-ordered `.npy` file of a numeric or bool dtype.
 pub fn read(path: &Path) -> Result<Array> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let npy = npyz::NpyFile::new(BufReader::new(file))
         .with_context(|| format!("{} is not a .npy file", path.display()))?;
     if npy.order() == npyz::Order::Fortran {
-        bail!("{} is in Fortran order; save it with numpy.ascontiguousarray", path.display());
+        bail!(
+            "{} is in Fortran order; save it with numpy.ascontiguousarray",
+            path.display()
+        );
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let npyz::DType::Plain(ts) = npy.dtype() else {
-        bail!("{} holds a structured dtype; only plain numeric and bool arrays are read", path.display());
+        bail!(
+            "{} holds a structured dtype; only plain numeric and bool arrays are read",
+            path.display()
+        );
     };
     let read_error = || format!("cannot read the data of {}", path.display());
     let data = match (ts.type_char(), ts.size_field()) {
@@ -33,16 +40,28 @@ pub fn read(path: &Path) -> Result<Array> {
         (TypeChar::Uint, 4) => Data::U32(npy.into_vec().with_context(read_error)?),
         (TypeChar::Uint, 8) => Data::U64(npy.into_vec().with_context(read_error)?),
         (TypeChar::Bool, 1) => Data::Bool(npy.into_vec().with_context(read_error)?),
-        _ => bail!("{} has dtype {ts}, which sparkc does not read", path.display()),
+        _ => bail!(
+            "{} has dtype {ts}, which sparkc does not read",
+            path.display()
+        ),
     };
     if data.len() != shape.iter().product::<usize>() {
-        bail!("{} holds {} values for shape {shape:?}", path.display(), data.len());
+        bail!(
+            "{} holds {} values for shape {shape:?}",
+            path.display(),
+            data.len()
+        );
     }
     Ok(Array::new(shape, data))
 }
 
-fn write_as<T: npyz::AutoSerialize>(path: &Path, shape: &[u64], values: impl IntoIterator<Item = T>) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+fn write_as<T: npyz::AutoSerialize>(
+    path: &Path,
+    shape: &[u64],
+    values: impl IntoIterator<Item = T>,
+) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut writer = npyz::WriteOptions::new()
         .default_dtype()
         .shape(shape)

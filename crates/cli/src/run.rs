@@ -46,7 +46,13 @@ pub fn set_threads(threads: Option<usize>) {
 pub fn file_name(name: &str) -> String {
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     match safe.as_str() {
         "" | "." | ".." => format!("output{safe}"),

@@ -372,9 +372,10 @@ impl Data {
     /// Every element as i64 (floats truncated).
     pub fn to_i64s(&self) -> Vec<i64> {
         match self {
-            Data::Bits(dtype, v) if !dtype.is_float() => {
-                v.iter().map(|&b| minifloat::decode(*dtype, b) as i64).collect()
-            }
+            Data::Bits(dtype, v) if !dtype.is_float() => v
+                .iter()
+                .map(|&b| minifloat::decode(*dtype, b) as i64)
+                .collect(),
             Data::Bits(..) => self.to_f64s().into_iter().map(|x| x as i64).collect(),
             _ => with_data!(self, v => v.iter().map(|x| x.to_i64()).collect()),
         }

@@ -140,7 +140,13 @@ impl Executor {
             let node = graph.node(id);
             match &node.op {
                 Op::Const(tensor) => {
-                    sources.insert(ValueRef { node: id, output: 0 }, Source::Const(consts.len()));
+                    sources.insert(
+                        ValueRef {
+                            node: id,
+                            output: 0,
+                        },
+                        Source::Const(consts.len()),
+                    );
                     consts.push(Value::Tensor(Array::from_tensor(tensor)));
                 }
                 _ => {
@@ -189,7 +195,10 @@ impl Executor {
                 continue;
             }
             let (work, reads) = match region_of_root.get(&id) {
-                Some(&r) => (Work::Fused(r), regions[r].inputs.iter().map(|v| Some(*v)).collect()),
+                Some(&r) => (
+                    Work::Fused(r),
+                    regions[r].inputs.iter().map(|v| Some(*v)).collect(),
+                ),
                 None => (Work::Node, graph.inputs_of(id)),
             };
             let inputs: Vec<Option<Source>> = reads
@@ -238,7 +247,8 @@ impl Executor {
                 .iter()
                 .map(|s| match s {
                     Some(s) => {
-                        step.frees.contains(s) && slots.iter().filter(|t| *t == &Some(*s)).count() == 1
+                        step.frees.contains(s)
+                            && slots.iter().filter(|t| *t == &Some(*s)).count() == 1
                     }
                     None => false,
                 })
@@ -247,7 +257,13 @@ impl Executor {
         let input_slots = graph
             .inputs
             .iter()
-            .map(|&id| slot_of(&ValueRef { node: id, output: 0 }).unwrap_or(usize::MAX))
+            .map(|&id| {
+                slot_of(&ValueRef {
+                    node: id,
+                    output: 0,
+                })
+                .unwrap_or(usize::MAX)
+            })
             .collect();
         Ok(Executor {
             graph,
@@ -449,9 +465,15 @@ impl Executor {
                 });
             }
             let results = match step.work {
-                Work::Node => ops::run(self, step.node, node, ops::Args::new(args)).map_err(error)?,
+                Work::Node => {
+                    ops::run(self, step.node, node, ops::Args::new(args)).map_err(error)?
+                }
                 Work::Fused(r) => {
-                    let args = args.into_iter().map(|a| a.ok_or("a fused input is missing".to_string())).collect::<Result<Vec<_>, _>>().map_err(error)?;
+                    let args = args
+                        .into_iter()
+                        .map(|a| a.ok_or("a fused input is missing".to_string()))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(error)?;
                     vec![fuse::run(&self.regions[r], args).map_err(error)?]
                 }
             };
@@ -510,7 +532,10 @@ mod tests {
     fn f32_value(name: &str, dims: &[i64]) -> IrValue {
         IrValue {
             name: name.into(),
-            ty: ValueType::Tensor(TensorType::new(DType::F32, dims.iter().map(|&d| Dim::known(d)).collect())),
+            ty: ValueType::Tensor(TensorType::new(
+                DType::F32,
+                dims.iter().map(|&d| Dim::known(d)).collect(),
+            )),
             known: None,
         }
     }
@@ -522,7 +547,10 @@ mod tests {
         let two = g.add_const("two", Array::f32(vec![], vec![2.0]).to_tensor());
         let node = |g: &mut Graph, name: &str, op: Op, inputs: &[ValueRef]| {
             let inputs: Vec<Option<ValueRef>> = inputs.iter().map(|&v| Some(v)).collect();
-            ValueRef { node: g.add_node(name.into(), op, &inputs, vec![f32_value(name, &[2, 3])]), output: 0 }
+            ValueRef {
+                node: g.add_node(name.into(), op, &inputs, vec![f32_value(name, &[2, 3])]),
+                output: 0,
+            }
         };
         let r = node(&mut g, "relu", Op::Unary(Unary::Relu), &[x]);
         let e = node(&mut g, "exp", Op::Unary(Unary::Exp), &[r]);
@@ -539,9 +567,14 @@ mod tests {
         assert_eq!(exec.regions.len(), 1);
         assert_eq!(exec.regions[0].label(exec.graph()), "Fused(Exp+Add)");
         let freed: usize = exec.steps.iter().map(|s| s.frees.len()).sum();
-        assert_eq!(freed, 2, "x and relu's value die once read for the last time");
+        assert_eq!(
+            freed, 2,
+            "x and relu's value die once read for the last time"
+        );
         let xs = vec![-1.0f32, 0.0, 1.0, 2.0, -3.0, 0.5];
-        let outputs = exec.run(vec![Value::Tensor(Array::f32(vec![2, 3], xs.clone()))]).unwrap();
+        let outputs = exec
+            .run(vec![Value::Tensor(Array::f32(vec![2, 3], xs.clone()))])
+            .unwrap();
         let y: Vec<f32> = xs.iter().map(|&v| v.max(0.0).exp() + v).collect();
         let z: Vec<f32> = xs.iter().map(|&v| v.max(0.0) * 2.0).collect();
         assert_eq!(outputs[0], Value::Tensor(Array::f32(vec![2, 3], y)));
@@ -553,7 +586,10 @@ mod tests {
         let exec = Executor::new(&graph()).unwrap();
         let wrong_shape = Value::Tensor(Array::f32(vec![3, 2], vec![0.0; 6]));
         let message = exec.check_inputs(&[wrong_shape]).unwrap_err().to_string();
-        assert!(message.contains("input 'x' must be f32[2,3], given f32[3, 2]"), "{message}");
+        assert!(
+            message.contains("input 'x' must be f32[2,3], given f32[3, 2]"),
+            "{message}"
+        );
         let wrong_type = Value::Tensor(Array::new(vec![2, 3], Data::I64(vec![0; 6])));
         assert!(exec.check_inputs(&[wrong_type]).is_err());
         assert!(exec.run(vec![]).is_err());

@@ -52,7 +52,11 @@ pub(crate) struct Region {
 impl Region {
     /// The ops of the region, as `Add+Erf+Mul`, for profiles.
     pub(crate) fn label(&self, graph: &Graph) -> String {
-        let names: Vec<String> = self.nodes.iter().map(|&id| graph.node(id).op.name()).collect();
+        let names: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|&id| graph.node(id).op.name())
+            .collect();
         format!("Fused({})", names.join("+"))
     }
 }
@@ -60,12 +64,21 @@ impl Region {
 fn fusable(op: &Op) -> Option<ElemOp> {
     match op {
         Op::Unary(u) => match u {
-            Unary::Identity | Unary::Not | Unary::IsNaN | Unary::IsInf { .. } | Unary::BitwiseNot => None,
+            Unary::Identity
+            | Unary::Not
+            | Unary::IsNaN
+            | Unary::IsInf { .. }
+            | Unary::BitwiseNot => None,
             u => Some(ElemOp::Unary(u.clone())),
         },
-        Op::Binary(b @ (Binary::Add | Binary::Sub | Binary::Mul | Binary::Div | Binary::Pow | Binary::PRelu)) => {
-            Some(ElemOp::Binary(b.clone()))
-        }
+        Op::Binary(
+            b @ (Binary::Add
+            | Binary::Sub
+            | Binary::Mul
+            | Binary::Div
+            | Binary::Pow
+            | Binary::PRelu),
+        ) => Some(ElemOp::Binary(b.clone())),
         _ => None,
     }
 }
@@ -91,9 +104,16 @@ pub(crate) fn find_regions(graph: &Graph, order: &[NodeId]) -> Vec<Region> {
     let mut root_of: HashMap<NodeId, usize> = HashMap::new();
     for &id in order {
         let node = graph.node(id);
-        let Some(op) = fusable(&node.op) else { continue };
-        let out = ValueRef { node: id, output: 0 };
-        let Some(shape) = f32_shape(graph, out) else { continue };
+        let Some(op) = fusable(&node.op) else {
+            continue;
+        };
+        let out = ValueRef {
+            node: id,
+            output: 0,
+        };
+        let Some(shape) = f32_shape(graph, out) else {
+            continue;
+        };
         let inputs = graph.inputs_of(id);
         if inputs.iter().any(Option::is_none) {
             continue;
@@ -111,7 +131,11 @@ pub(crate) fn find_regions(graph: &Graph, order: &[NodeId]) -> Vec<Region> {
         let r = match joined {
             Some(r) => r,
             None => {
-                regions.push(Region { nodes: Vec::new(), inputs: Vec::new(), program: Vec::new() });
+                regions.push(Region {
+                    nodes: Vec::new(),
+                    inputs: Vec::new(),
+                    program: Vec::new(),
+                });
                 regions.len() - 1
             }
         };
@@ -121,10 +145,14 @@ pub(crate) fn find_regions(graph: &Graph, order: &[NodeId]) -> Vec<Region> {
             .map(|v| match region.nodes.iter().position(|&n| n == v.node) {
                 Some(k) if joined.is_some() && k + 1 == region.nodes.len() => Operand::Local(k),
                 _ => {
-                    let i = region.inputs.iter().position(|x| x == v).unwrap_or_else(|| {
-                        region.inputs.push(*v);
-                        region.inputs.len() - 1
-                    });
+                    let i = region
+                        .inputs
+                        .iter()
+                        .position(|x| x == v)
+                        .unwrap_or_else(|| {
+                            region.inputs.push(*v);
+                            region.inputs.len() - 1
+                        });
                     Operand::Input(i)
                 }
             })
@@ -169,9 +197,16 @@ fn eval(op: &ElemOp, a: Src, b: Option<Src>, out: &mut [f32]) -> R<()> {
                 ($f:expr) => {{
                     let f = $f;
                     match (a, b) {
-                        (Src::Slice(x), Src::Slice(y)) => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&p, &q))| *o = f(p, q)),
-                        (Src::Slice(x), Src::Splat(q)) => out.iter_mut().zip(x).for_each(|(o, &p)| *o = f(p, q)),
-                        (Src::Splat(p), Src::Slice(y)) => out.iter_mut().zip(y).for_each(|(o, &q)| *o = f(p, q)),
+                        (Src::Slice(x), Src::Slice(y)) => out
+                            .iter_mut()
+                            .zip(x.iter().zip(y))
+                            .for_each(|(o, (&p, &q))| *o = f(p, q)),
+                        (Src::Slice(x), Src::Splat(q)) => {
+                            out.iter_mut().zip(x).for_each(|(o, &p)| *o = f(p, q))
+                        }
+                        (Src::Splat(p), Src::Slice(y)) => {
+                            out.iter_mut().zip(y).for_each(|(o, &q)| *o = f(p, q))
+                        }
                         (Src::Splat(p), Src::Splat(q)) => out.iter_mut().for_each(|o| *o = f(p, q)),
                     }
                 }};
@@ -183,10 +218,10 @@ fn eval(op: &ElemOp, a: Src, b: Option<Src>, out: &mut [f32]) -> R<()> {
                 Binary::Div => zip!(|p: f32, q: f32| p / q),
                 Binary::PRelu => zip!(|p: f32, q: f32| if p < 0.0 { p * q } else { p }),
                 Binary::Pow => match b {
-                    Src::Splat(e) if e == 2.0 => zip!(|p: f32, _q: f32| p * p),
-                    Src::Splat(e) if e == 0.5 => zip!(|p: f32, _q: f32| p.sqrt()),
-                    Src::Splat(e) if e == 3.0 => zip!(|p: f32, _q: f32| p * p * p),
-                    Src::Splat(e) if e == 1.0 => zip!(|p: f32, _q: f32| p),
+                    Src::Splat(2.0) => zip!(|p: f32, _q: f32| p * p),
+                    Src::Splat(0.5) => zip!(|p: f32, _q: f32| p.sqrt()),
+                    Src::Splat(3.0) => zip!(|p: f32, _q: f32| p * p * p),
+                    Src::Splat(1.0) => zip!(|p: f32, _q: f32| p),
                     _ => zip!(|p: f32, q: f32| p.powf(q)),
                 },
                 other => return Err(format!("{other:?} cannot be fused")),
@@ -226,8 +261,13 @@ pub(crate) fn run(region: &Region, mut inputs: Vec<Arg>) -> R<Value> {
         .iter()
         .position(|a| a.is_owned() && a.value().as_tensor().is_ok_and(|t| t.shape == shape));
     let mut out = match reuse {
-        Some(i) => match std::mem::replace(&mut inputs[i], Arg::Owned(Value::Tensor(Array::f32(vec![0], vec![])))) {
-            Arg::Owned(Value::Tensor(Array { data: Data::F32(v), .. })) => v,
+        Some(i) => match std::mem::replace(
+            &mut inputs[i],
+            Arg::Owned(Value::Tensor(Array::f32(vec![0], vec![]))),
+        ) {
+            Arg::Owned(Value::Tensor(Array {
+                data: Data::F32(v), ..
+            })) => v,
             _ => vec![0f32; len],
         },
         None => vec![0f32; len],
@@ -246,7 +286,11 @@ pub(crate) fn run(region: &Region, mut inputs: Vec<Arg>) -> R<Value> {
                 (Data::F32(v), false) => v,
                 _ => &[],
             };
-            Access { data, strides: st[..rank - 1].to_vec(), inner: st[rank - 1] }
+            Access {
+                data,
+                strides: st[..rank - 1].to_vec(),
+                inner: st[rank - 1],
+            }
         })
         .collect();
     let steps = region.program.len();

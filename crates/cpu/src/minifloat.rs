@@ -184,9 +184,7 @@ fn encode_float(f: &Format, x: f64, saturate: bool) -> u8 {
         .filter(|(_, v)| v.is_finite())
         .collect();
     let &(max_code, max) = finite.last().expect("some finite codes");
-    let top_ulp = 2f64.powi(
-        (max.log2().floor() as i32).max(1 - f.bias) - f.mantissa_bits as i32,
-    );
+    let top_ulp = 2f64.powi((max.log2().floor() as i32).max(1 - f.bias) - f.mantissa_bits as i32);
     let overflow = |sign: u8| -> u8 {
         if saturate {
             sign | max_code
@@ -197,7 +195,11 @@ fn encode_float(f: &Format, x: f64, saturate: bool) -> u8 {
         }
     };
     if magnitude.is_infinite() {
-        return if total == 4 { sign | max_code } else { overflow(sign) };
+        return if total == 4 {
+            sign | max_code
+        } else {
+            overflow(sign)
+        };
     }
     if magnitude > max {
         return if magnitude < max + top_ulp / 2.0
@@ -243,9 +245,22 @@ mod tests {
             }
         }
         assert_eq!(decode(DType::F8E4M3FN, 0x7E), 448.0);
-        assert_eq!(encode(DType::F8E4M3FN, 1000.0, true, Rounding::Nearest), 0x7E);
-        assert!(decode(DType::F8E4M3FN, encode(DType::F8E4M3FN, 1000.0, false, Rounding::Nearest)).is_nan());
-        assert_eq!(decode(DType::F8E5M2, encode(DType::F8E5M2, 1e6, false, Rounding::Nearest)), f64::INFINITY);
+        assert_eq!(
+            encode(DType::F8E4M3FN, 1000.0, true, Rounding::Nearest),
+            0x7E
+        );
+        assert!(decode(
+            DType::F8E4M3FN,
+            encode(DType::F8E4M3FN, 1000.0, false, Rounding::Nearest)
+        )
+        .is_nan());
+        assert_eq!(
+            decode(
+                DType::F8E5M2,
+                encode(DType::F8E5M2, 1e6, false, Rounding::Nearest)
+            ),
+            f64::INFINITY
+        );
     }
 
     #[test]

@@ -133,7 +133,9 @@ impl Importer<'_> {
                 ));
             }
             let converted = match node.op_type.as_str() {
-                "If" | "Loop" | "Scan" | "SequenceMap" => self.control_flow(node, &label, &scopes)?,
+                "If" | "Loop" | "Scan" | "SequenceMap" => {
+                    self.control_flow(node, &label, &scopes)?
+                }
                 "Constant" => {
                     let tensor = constant(node).map_err(|m| self.node_error(&label, node, m))?;
                     let output = node.output.first().cloned().unwrap_or_default();

@@ -8,8 +8,8 @@ use crate::attrs::Attrs;
 use crate::tensor::{dtype_from_onnx, value_type};
 use onnx_protobuf::NodeProto;
 use sparkc_ir::op::{
-    AttentionAttrs, WindowKind, AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, PoolAttrs, Reduction,
-    ResizeAttrs, RnnAttrs, Unary, Variadic,
+    AttentionAttrs, AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, PoolAttrs,
+    Reduction, ResizeAttrs, RnnAttrs, Unary, Variadic, WindowKind,
 };
 use sparkc_ir::{DType, Op, Tensor};
 
@@ -792,7 +792,11 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
         "RoiAlign" => Op::RoiAlign {
             coordinate_transformation_mode: a.string(
                 "coordinate_transformation_mode",
-                if opset < 16 { "output_half_pixel" } else { "half_pixel" },
+                if opset < 16 {
+                    "output_half_pixel"
+                } else {
+                    "half_pixel"
+                },
             )?,
             mode: a.string("mode", "avg")?,
             output_height: a.int("output_height", 1)?,
@@ -818,7 +822,11 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
                         Tensor::new(
                             DType::F32,
                             vec![scales.len()],
-                            scales.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+                            scales
+                                .iter()
+                                .flat_map(|v| v.to_le_bytes())
+                                .collect::<Vec<u8>>()
+                                .into(),
                         )
                         .map_err(|e| e.to_string())?,
                     ),
@@ -836,7 +844,11 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
                 exclude_outside: false,
                 extrapolation_value: 0.0,
                 keep_aspect_ratio_policy: "stretch".into(),
-                mode: if mode == "bilinear" { "linear".into() } else { mode },
+                mode: if mode == "bilinear" {
+                    "linear".into()
+                } else {
+                    mode
+                },
                 nearest_mode: "floor".into(),
             })
         }

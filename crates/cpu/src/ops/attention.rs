@@ -22,11 +22,19 @@ impl Heads {
     fn read(x: &Array, heads: i64, what: &str) -> R<Heads> {
         let values = x.data.to_f32s();
         match x.shape[..] {
-            [batch, h, seq, size] => Ok(Heads { data: values, batch, heads: h, seq, size }),
+            [batch, h, seq, size] => Ok(Heads {
+                data: values,
+                batch,
+                heads: h,
+                seq,
+                size,
+            }),
             [batch, seq, width] => {
                 let h = heads.max(0) as usize;
                 if h == 0 || width % h != 0 {
-                    return Err(format!("{what} width {width} does not split into {heads} heads"));
+                    return Err(format!(
+                        "{what} width {width} does not split into {heads} heads"
+                    ));
                 }
                 let size = width / h;
                 let mut data = vec![0f32; values.len()];
@@ -39,7 +47,13 @@ impl Heads {
                         }
                     }
                 }
-                Ok(Heads { data, batch, heads: h, seq, size })
+                Ok(Heads {
+                    data,
+                    batch,
+                    heads: h,
+                    seq,
+                    size,
+                })
             }
             _ => Err(format!("{what} must be 3-D or 4-D, found {:?}", x.shape)),
         }
@@ -61,11 +75,20 @@ impl Heads {
                 data.extend_from_slice(next.matrix(b, h));
             }
         }
-        Heads { data, batch: next.batch, heads: next.heads, seq, size: next.size }
+        Heads {
+            data,
+            batch: next.batch,
+            heads: next.heads,
+            seq,
+            size: next.size,
+        }
     }
 
     fn array(&self, dtype: DType) -> Array {
-        Array::new(vec![self.batch, self.heads, self.seq, self.size], Data::from_f32s(dtype, self.data.clone()))
+        Array::new(
+            vec![self.batch, self.heads, self.seq, self.size],
+            Data::from_f32s(dtype, self.data.clone()),
+        )
     }
 }
 
@@ -75,11 +98,28 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
     let dtype = q_in.dtype();
     let three_d = q_in.rank() == 3;
     let q = Heads::read(q_in, attrs.q_num_heads, "Q")?;
-    let past_key = args.opt_tensor(4)?.map(|t| Heads::read(t, attrs.kv_num_heads, "past_key")).transpose()?;
-    let past_value = args.opt_tensor(5)?.map(|t| Heads::read(t, attrs.kv_num_heads, "past_value")).transpose()?;
-    let k = Heads::concat(past_key, Heads::read(args.tensor(1)?, attrs.kv_num_heads, "K")?);
-    let v = Heads::concat(past_value, Heads::read(args.tensor(2)?, attrs.kv_num_heads, "V")?);
-    if k.size != q.size || k.heads == 0 || q.heads % k.heads != 0 || v.heads != k.heads || v.seq != k.seq {
+    let past_key = args
+        .opt_tensor(4)?
+        .map(|t| Heads::read(t, attrs.kv_num_heads, "past_key"))
+        .transpose()?;
+    let past_value = args
+        .opt_tensor(5)?
+        .map(|t| Heads::read(t, attrs.kv_num_heads, "past_value"))
+        .transpose()?;
+    let k = Heads::concat(
+        past_key,
+        Heads::read(args.tensor(1)?, attrs.kv_num_heads, "K")?,
+    );
+    let v = Heads::concat(
+        past_value,
+        Heads::read(args.tensor(2)?, attrs.kv_num_heads, "V")?,
+    );
+    if k.size != q.size
+        || k.heads == 0
+        || q.heads % k.heads != 0
+        || v.heads != k.heads
+        || v.seq != k.seq
+    {
         return Err(format!(
             "Q ({} heads of {}), K ({} heads of {}) and V ({} heads, {} steps) do not agree",
             q.heads, q.size, k.heads, k.size, v.heads, v.seq
@@ -94,14 +134,31 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
             _ => v,
         }
     };
-    let softmax_round = |v: f32| if attrs.softmax_precision.is_some_and(|p| p == DType::F32 || p == DType::F64) { v } else { round(v) };
+    let softmax_round = |v: f32| {
+        if attrs
+            .softmax_precision
+            .is_some_and(|p| p == DType::F32 || p == DType::F64)
+        {
+            v
+        } else {
+            round(v)
+        }
+    };
     let scale = round(attrs.scale.unwrap_or(1.0 / (q.size as f32).sqrt()).sqrt());
     let mask = match args.opt_tensor(3)? {
         Some(m) => {
             let mut m = m.clone();
             let last = *m.shape.last().ok_or("attn_mask must have rank ≥ 1")?;
             if last < skv {
-                let pad: Vec<i64> = (0..2 * m.rank()).map(|i| if i == 2 * m.rank() - 1 { (skv - last) as i64 } else { 0 }).collect();
+                let pad: Vec<i64> = (0..2 * m.rank())
+                    .map(|i| {
+                        if i == 2 * m.rank() - 1 {
+                            (skv - last) as i64
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
                 let fill = if m.dtype() == DType::Bool {
                     Array::scalar(Data::Bool(vec![false]))
                 } else {
@@ -112,18 +169,30 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
             let target = [q.batch, q.heads, sq, skv];
             let full = super::elementwise::broadcast_shape(&[&m.shape, &target])?;
             if full != target {
-                return Err(format!("attn_mask {:?} does not broadcast to {target:?}", m.shape));
+                return Err(format!(
+                    "attn_mask {:?} does not broadcast to {target:?}",
+                    m.shape
+                ));
             }
             let e = expand(&m, &target);
             Some(match &e.data {
-                Data::Bool(b) => b.iter().map(|&keep| if keep { 0.0 } else { f32::NEG_INFINITY }).collect::<Vec<f32>>(),
+                Data::Bool(b) => b
+                    .iter()
+                    .map(|&keep| if keep { 0.0 } else { f32::NEG_INFINITY })
+                    .collect::<Vec<f32>>(),
                 other => other.to_f32s(),
             })
         }
         None => None,
     };
     let lengths = args.opt_tensor(6)?.map(|t| t.data.to_i64s());
-    let past = args.opt_tensor(4)?.map(|t| if t.rank() == 4 { t.shape[2] } else { t.shape[1] });
+    let past = args.opt_tensor(4)?.map(|t| {
+        if t.rank() == 4 {
+            t.shape[2]
+        } else {
+            t.shape[1]
+        }
+    });
     // Where query row 0 sits among the keys: after the past cache, or before the padding.
     let offset = |b: usize| -> i64 {
         match (past, &lengths) {
@@ -134,7 +203,9 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
     };
     let windowed = attrs.left_window_size >= 0 || attrs.right_window_size >= 0;
     let bias = |b: usize, h: usize, i: usize, j: usize| -> f32 {
-        let mut v = mask.as_ref().map_or(0.0, |m| m[((b * q.heads + h) * sq + i) * skv + j]);
+        let mut v = mask
+            .as_ref()
+            .map_or(0.0, |m| m[((b * q.heads + h) * sq + i) * skv + j]);
         let diff = i as i64 + offset(b) - j as i64;
         if attrs.is_causal && diff < 0 {
             v = f32::NEG_INFINITY;
@@ -158,11 +229,22 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
             let qs: Vec<f32> = q.matrix(b, h).iter().map(|&x| round(x * scale)).collect();
             let ks: Vec<f32> = k.matrix(b, kh).iter().map(|&x| round(x * scale)).collect();
             let mut scores = vec![0f32; sq * skv];
-            matmul_into(sq, skv, q.size, Mat::rows(&qs, q.size), Mat::transposed(&ks, q.size), &mut scores, false, false);
+            matmul_into(
+                sq,
+                skv,
+                q.size,
+                Mat::rows(&qs, q.size),
+                Mat::transposed(&ks, q.size),
+                &mut scores,
+                false,
+                false,
+            );
             scores.iter_mut().for_each(|s| *s = round(*s));
             if attrs.softcap > 0.0 {
                 let c = attrs.softcap;
-                scores.iter_mut().for_each(|s| *s = round(round(round(*s / c).tanh()) * c));
+                scores
+                    .iter_mut()
+                    .for_each(|s| *s = round(round(round(*s / c).tanh()) * c));
             }
             let capped = scores.clone();
             let mut masked_rows = vec![false; sq];
@@ -187,7 +269,11 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
                 let sum = softmax_round(sum);
                 let sum = if sum == 0.0 { 1.0 } else { sum };
                 for s in row.iter_mut() {
-                    *s = if masked_rows[i] { 0.0 } else { round(softmax_round(*s / sum)) };
+                    *s = if masked_rows[i] {
+                        0.0
+                    } else {
+                        round(softmax_round(*s / sum))
+                    };
                 }
             }
             let saved = match attrs.qk_matmul_output_mode {
@@ -198,7 +284,16 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
             let base = (b * q.heads + h) * sq * skv;
             qk_out[base..base + sq * skv].copy_from_slice(saved);
             let dst = &mut y[(b * q.heads + h) * sq * v.size..(b * q.heads + h + 1) * sq * v.size];
-            matmul_into(sq, v.size, skv, Mat::rows(&scores, skv), Mat::rows(v.matrix(b, kh), v.size), dst, false, false);
+            matmul_into(
+                sq,
+                v.size,
+                skv,
+                Mat::rows(&scores, skv),
+                Mat::rows(v.matrix(b, kh), v.size),
+                dst,
+                false,
+                false,
+            );
         }
     }
     let y = if three_d {
@@ -212,9 +307,15 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
                 }
             }
         }
-        Array::new(vec![q.batch, sq, q.heads * v.size], Data::from_f32s(dtype, out))
+        Array::new(
+            vec![q.batch, sq, q.heads * v.size],
+            Data::from_f32s(dtype, out),
+        )
     } else {
-        Array::new(vec![q.batch, q.heads, sq, v.size], Data::from_f32s(dtype, y))
+        Array::new(
+            vec![q.batch, q.heads, sq, v.size],
+            Data::from_f32s(dtype, y),
+        )
     };
     let mut result = vec![y];
     if outputs > 1 {
@@ -224,31 +325,63 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
         result.push(v.array(dtype));
     }
     if outputs > 3 {
-        result.push(Array::new(vec![q.batch, q.heads, sq, skv], Data::from_f32s(dtype, qk_out)));
+        result.push(Array::new(
+            vec![q.batch, q.heads, sq, skv],
+            Data::from_f32s(dtype, qk_out),
+        ));
     }
     Ok(result)
 }
 
+/// Offset of element (batch, seq, head, index) of a rotary input.
+type ElementOffset = Box<dyn Fn(usize, usize, usize, usize) -> usize>;
+
 /// ONNX `RotaryEmbedding`; inputs `X, cos_cache, sin_cache, position_ids?`.
 pub(crate) fn rotary(args: &Args, interleaved: bool, num_heads: i64, rotary_dim: i64) -> R<Array> {
     let x = args.tensor(0)?;
-    let (cos, sin) = (args.tensor(1)?.data.to_f32s(), args.tensor(2)?.data.to_f32s());
-    let cache_width = *args.tensor(1)?.shape.last().ok_or("cos_cache must not be a scalar")?;
+    let (cos, sin) = (
+        args.tensor(1)?.data.to_f32s(),
+        args.tensor(2)?.data.to_f32s(),
+    );
+    let cache_width = *args
+        .tensor(1)?
+        .shape
+        .last()
+        .ok_or("cos_cache must not be a scalar")?;
     let positions = args.opt_tensor(3)?.map(|p| p.data.to_i64s());
     // Element (b, s, h, d) of the [batch, seq, heads, head] view, as an offset into x.
-    let (batch, seq, heads, size, offset): (usize, usize, usize, usize, Box<dyn Fn(usize, usize, usize, usize) -> usize>) = match x.shape[..] {
-        [b, h, s, d] => (b, s, h, d, Box::new(move |bi, si, hi, di| ((bi * h + hi) * s + si) * d + di)),
-        [b, s, width] => {
-            let h = num_heads.max(0) as usize;
-            if h == 0 || width % h != 0 {
-                return Err(format!("width {width} does not split into num_heads {num_heads}"));
+    let (batch, seq, heads, size, offset): (usize, usize, usize, usize, ElementOffset) =
+        match x.shape[..] {
+            [b, h, s, d] => (
+                b,
+                s,
+                h,
+                d,
+                Box::new(move |bi, si, hi, di| ((bi * h + hi) * s + si) * d + di),
+            ),
+            [b, s, width] => {
+                let h = num_heads.max(0) as usize;
+                if h == 0 || width % h != 0 {
+                    return Err(format!(
+                        "width {width} does not split into num_heads {num_heads}"
+                    ));
+                }
+                let d = width / h;
+                (
+                    b,
+                    s,
+                    h,
+                    d,
+                    Box::new(move |bi, si, hi, di| ((bi * s + si) * h + hi) * d + di),
+                )
             }
-            let d = width / h;
-            (b, s, h, d, Box::new(move |bi, si, hi, di| ((bi * s + si) * h + hi) * d + di))
-        }
-        _ => return Err(format!("input must be 3-D or 4-D, found {:?}", x.shape)),
+            _ => return Err(format!("input must be 3-D or 4-D, found {:?}", x.shape)),
+        };
+    let rot = if rotary_dim > 0 {
+        rotary_dim as usize
+    } else {
+        size
     };
-    let rot = if rotary_dim > 0 { rotary_dim as usize } else { size };
     let half = rot / 2;
     let values = x.data.to_f32s();
     let mut out = values.clone();
@@ -261,7 +394,11 @@ pub(crate) fn rotary(args: &Args, interleaved: bool, num_heads: i64, rotary_dim:
             for h in 0..heads {
                 for i in 0..half {
                     let (c, sn) = (cos[row * cache_width + i], sin[row * cache_width + i]);
-                    let (i1, i2) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                    let (i1, i2) = if interleaved {
+                        (2 * i, 2 * i + 1)
+                    } else {
+                        (i, i + half)
+                    };
                     let (x1, x2) = (values[offset(b, s, h, i1)], values[offset(b, s, h, i2)]);
                     out[offset(b, s, h, i1)] = c * x1 - sn * x2;
                     out[offset(b, s, h, i2)] = sn * x1 + c * x2;

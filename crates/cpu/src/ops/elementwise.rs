@@ -151,7 +151,11 @@ pub(crate) fn expand(a: &Array, shape: &[usize]) -> Array {
     if a.shape == shape {
         return a.clone();
     }
-    Array::new(shape.to_vec(), a.data.gather_strided(shape, &broadcast_strides(&a.shape, shape), 0))
+    Array::new(
+        shape.to_vec(),
+        a.data
+            .gather_strided(shape, &broadcast_strides(&a.shape, shape), 0),
+    )
 }
 
 /// `tanh` in f32 within a few units in the last place, about three times faster than libm's:
@@ -190,7 +194,16 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
     let a = f64::from(x.abs());
     if a < 0.5 {
         // (-1)^n / (n! (2n+1))
-        const C: [f64; 8] = [1.0, -1.0 / 3.0, 1.0 / 10.0, -1.0 / 42.0, 1.0 / 216.0, -1.0 / 1320.0, 1.0 / 9360.0, -1.0 / 75600.0];
+        const C: [f64; 8] = [
+            1.0,
+            -1.0 / 3.0,
+            1.0 / 10.0,
+            -1.0 / 42.0,
+            1.0 / 216.0,
+            -1.0 / 1320.0,
+            1.0 / 9360.0,
+            -1.0 / 75600.0,
+        ];
         let x = f64::from(x);
         let s = x * x;
         let mut p = C[7];
@@ -223,7 +236,8 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
 /// Applies `f` to every element in place, in parallel for large slices.
 fn apply<T: Copy + Send + Sync, F: Fn(T) -> T + Sync>(f: F, v: &mut [T]) {
     if v.len() >= PARALLEL_MIN {
-        v.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|x| *x = f(*x)));
+        v.par_chunks_mut(4096)
+            .for_each(|c| c.iter_mut().for_each(|x| *x = f(*x)));
     } else {
         v.iter_mut().for_each(|x| *x = f(*x));
     }
@@ -293,26 +307,37 @@ macro_rules! float_unary {
                 ),
                 Unary::Mish => apply(
                     |x: $t| {
-                        let sp = if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
+                        let sp = if x > 0.0 {
+                            x + (-x).exp().ln_1p()
+                        } else {
+                            x.exp().ln_1p()
+                        };
                         x * $tanh(sp)
                     },
                     v,
                 ),
-                Unary::HardSwish => {
-                    apply(|x: $t| x * (x / 6.0 + 0.5).clamp(0.0, 1.0), v)
-                }
+                Unary::HardSwish => apply(|x: $t| x * (x / 6.0 + 0.5).clamp(0.0, 1.0), v),
                 Unary::Elu { alpha } => {
                     let alpha = *alpha as $t;
                     apply(|x: $t| if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }, v)
                 }
                 Unary::Celu { alpha } => {
                     let alpha = *alpha as $t;
-                    apply(|x: $t| x.max(0.0) + (alpha * ((x / alpha).exp() - 1.0)).min(0.0), v)
+                    apply(
+                        |x: $t| x.max(0.0) + (alpha * ((x / alpha).exp() - 1.0)).min(0.0),
+                        v,
+                    )
                 }
                 Unary::Selu { alpha, gamma } => {
                     let (alpha, gamma) = (*alpha as $t, *gamma as $t);
                     apply(
-                        |x: $t| if x > 0.0 { gamma * x } else { gamma * alpha * (x.exp() - 1.0) },
+                        |x: $t| {
+                            if x > 0.0 {
+                                gamma * x
+                            } else {
+                                gamma * alpha * (x.exp() - 1.0)
+                            }
+                        },
                         v,
                     )
                 }
@@ -354,7 +379,10 @@ macro_rules! float_unary {
                     ),
                     GeluApproximation::Tanh => {
                         let c = (2.0 / std::f64::consts::PI).sqrt() as $t;
-                        apply(|x: $t| 0.5 * x * (1.0 + $tanh(c * (x + 0.044715 * x * x * x))), v)
+                        apply(
+                            |x: $t| 0.5 * x * (1.0 + $tanh(c * (x + 0.044715 * x * x * x))),
+                            v,
+                        )
                     }
                 },
                 other => return Err(format!("{other:?} is not defined on floats")),
@@ -385,7 +413,10 @@ pub(crate) fn unary(op: &Unary, mut a: Array) -> R<Array> {
     match op {
         Unary::IsNaN => {
             let values = a.data.to_f64s();
-            return Ok(Array::new(a.shape, Data::Bool(values.iter().map(|x| x.is_nan()).collect())));
+            return Ok(Array::new(
+                a.shape,
+                Data::Bool(values.iter().map(|x| x.is_nan()).collect()),
+            ));
         }
         Unary::IsInf {
             detect_negative,
@@ -440,9 +471,13 @@ where
 {
     match op {
         Unary::Abs | Unary::Relu | Unary::Identity => {}
-        Unary::Sign => v
-            .iter_mut()
-            .for_each(|x| *x = if *x > T::default() { T::from(1) } else { T::default() }),
+        Unary::Sign => v.iter_mut().for_each(|x| {
+            *x = if *x > T::default() {
+                T::from(1)
+            } else {
+                T::default()
+            }
+        }),
         Unary::BitwiseNot => v.iter_mut().for_each(|x| *x = !*x),
         other => return Err(format!("{other:?} is not defined on unsigned integers")),
     }
@@ -496,7 +531,14 @@ macro_rules! int_arith {
 }
 int_arith!(i8, i16, i32, i64, u8, u16, u32, u64);
 
-fn int_binary<T: IntArith>(op: &Binary, a: &[T], ash: &[usize], b: &[T], bsh: &[usize], out: &[usize]) -> R<Vec<T>> {
+fn int_binary<T: IntArith>(
+    op: &Binary,
+    a: &[T],
+    ash: &[usize],
+    b: &[T],
+    bsh: &[usize],
+    out: &[usize],
+) -> R<Vec<T>> {
     Ok(match op {
         Binary::Add => zip_broadcast(a, ash, b, bsh, out, T::add),
         Binary::Sub => zip_broadcast(a, ash, b, bsh, out, T::sub),
@@ -509,7 +551,11 @@ fn int_binary<T: IntArith>(op: &Binary, a: &[T], ash: &[usize], b: &[T], bsh: &[
         Binary::BitwiseXor => zip_broadcast(a, ash, b, bsh, out, T::xor),
         Binary::BitShift { left } => zip_broadcast(a, ash, b, bsh, out, |x, y| x.shift(y, *left)),
         Binary::PRelu => zip_broadcast(a, ash, b, bsh, out, |x, y| {
-            if x < T::default() { x.mul(y) } else { x }
+            if x < T::default() {
+                x.mul(y)
+            } else {
+                x
+            }
         }),
         other => return Err(format!("{other:?} is not defined on integers")),
     })
@@ -517,23 +563,48 @@ fn int_binary<T: IntArith>(op: &Binary, a: &[T], ash: &[usize], b: &[T], bsh: &[
 
 macro_rules! float_binary {
     ($name:ident, $t:ty) => {
-        fn $name(op: &Binary, a: &[$t], ash: &[usize], b: &[$t], bsh: &[usize], out: &[usize]) -> R<Vec<$t>> {
+        fn $name(
+            op: &Binary,
+            a: &[$t],
+            ash: &[usize],
+            b: &[$t],
+            bsh: &[usize],
+            out: &[usize],
+        ) -> R<Vec<$t>> {
             Ok(match op {
                 Binary::Add => zip_broadcast(a, ash, b, bsh, out, |x, y| x + y),
                 Binary::Sub => zip_broadcast(a, ash, b, bsh, out, |x, y| x - y),
                 Binary::Mul => zip_broadcast(a, ash, b, bsh, out, |x, y| x * y),
                 Binary::Div => zip_broadcast(a, ash, b, bsh, out, |x, y| x / y),
-                Binary::Pow if b.len() == 1 && b[0] == 2.0 => zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x * x),
-                Binary::Pow if b.len() == 1 && b[0] == 3.0 => zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x * x * x),
-                Binary::Pow if b.len() == 1 && b[0] == 0.5 => zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x.sqrt()),
-                Binary::Pow if b.len() == 1 && b[0] == 1.0 => zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x),
+                Binary::Pow if b.len() == 1 && b[0] == 2.0 => {
+                    zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x * x)
+                }
+                Binary::Pow if b.len() == 1 && b[0] == 3.0 => {
+                    zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x * x * x)
+                }
+                Binary::Pow if b.len() == 1 && b[0] == 0.5 => {
+                    zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x.sqrt())
+                }
+                Binary::Pow if b.len() == 1 && b[0] == 1.0 => {
+                    zip_broadcast(a, ash, b, bsh, out, |x: $t, _| x)
+                }
                 Binary::Pow => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x.powf(y)),
-                Binary::Mod { fmod: true } => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x % y),
-                Binary::Mod { fmod: false } => zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| {
-                    let r = x % y;
-                    if r != 0.0 && (r < 0.0) != (y < 0.0) { r + y } else { r }
-                }),
-                Binary::PRelu => zip_broadcast(a, ash, b, bsh, out, |x, y| if x < 0.0 { x * y } else { x }),
+                Binary::Mod { fmod: true } => {
+                    zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| x % y)
+                }
+                Binary::Mod { fmod: false } => {
+                    zip_broadcast(a, ash, b, bsh, out, |x: $t, y: $t| {
+                        let r = x % y;
+                        if r != 0.0 && (r < 0.0) != (y < 0.0) {
+                            r + y
+                        } else {
+                            r
+                        }
+                    })
+                }
+                Binary::PRelu => {
+                    zip_broadcast(a, ash, b, bsh, out, |x, y| if x < 0.0 { x * y } else { x })
+                }
                 other => return Err(format!("{other:?} is not defined on floats")),
             })
         }
@@ -542,7 +613,14 @@ macro_rules! float_binary {
 float_binary!(binary_f32, f32);
 float_binary!(binary_f64, f64);
 
-fn compare<T: Copy + PartialOrd + Sync>(op: &Binary, a: &[T], ash: &[usize], b: &[T], bsh: &[usize], out: &[usize]) -> R<Vec<bool>> {
+fn compare<T: Copy + PartialOrd + Sync>(
+    op: &Binary,
+    a: &[T],
+    ash: &[usize],
+    b: &[T],
+    bsh: &[usize],
+    out: &[usize],
+) -> R<Vec<bool>> {
     Ok(match op {
         Binary::Equal => zip_broadcast(a, ash, b, bsh, out, |x, y| x == y),
         Binary::Greater => zip_broadcast(a, ash, b, bsh, out, |x, y| x > y),
@@ -559,7 +637,11 @@ pub(crate) fn binary(op: &Binary, a: &Array, b: &Array) -> R<Array> {
     let (ash, bsh) = (&a.shape[..], &b.shape[..]);
     let is_comparison = matches!(
         op,
-        Binary::Equal | Binary::Greater | Binary::GreaterOrEqual | Binary::Less | Binary::LessOrEqual
+        Binary::Equal
+            | Binary::Greater
+            | Binary::GreaterOrEqual
+            | Binary::Less
+            | Binary::LessOrEqual
     );
     if is_comparison {
         let flags = match (&a.data, &b.data) {
@@ -567,7 +649,11 @@ pub(crate) fn binary(op: &Binary, a: &Array, b: &Array) -> R<Array> {
             (Data::I64(x), Data::I64(y)) => compare(op, x, ash, y, bsh, &out)?,
             (Data::I32(x), Data::I32(y)) => compare(op, x, ash, y, bsh, &out)?,
             (Data::Bool(x), Data::Bool(y)) => compare(op, x, ash, y, bsh, &out)?,
-            (x, y) if x.dtype().is_integer() && y.dtype().is_integer() && x.dtype() != sparkc_ir::DType::U64 => {
+            (x, y)
+                if x.dtype().is_integer()
+                    && y.dtype().is_integer()
+                    && x.dtype() != sparkc_ir::DType::U64 =>
+            {
                 compare(op, &x.to_i64s(), ash, &y.to_i64s(), bsh, &out)?
             }
             (x, y) => compare(op, &x.to_f64s(), ash, &y.to_f64s(), bsh, &out)?,
@@ -576,7 +662,11 @@ pub(crate) fn binary(op: &Binary, a: &Array, b: &Array) -> R<Array> {
     }
     if matches!(op, Binary::And | Binary::Or | Binary::Xor) {
         let (Data::Bool(x), Data::Bool(y)) = (&a.data, &b.data) else {
-            return Err(format!("{op:?} takes bool inputs, found {} and {}", a.dtype(), b.dtype()));
+            return Err(format!(
+                "{op:?} takes bool inputs, found {} and {}",
+                a.dtype(),
+                b.dtype()
+            ));
         };
         let flags = match op {
             Binary::And => zip_broadcast(x, ash, y, bsh, &out, |p, q| p && q),
@@ -589,7 +679,11 @@ pub(crate) fn binary(op: &Binary, a: &Array, b: &Array) -> R<Array> {
     let converted;
     let b_data = if a.dtype() != b.dtype() {
         if !matches!(op, Binary::Pow) {
-            return Err(format!("inputs have different element types {} and {}", a.dtype(), b.dtype()));
+            return Err(format!(
+                "inputs have different element types {} and {}",
+                a.dtype(),
+                b.dtype()
+            ));
         }
         converted = if a.dtype().is_integer() {
             Data::F64(b.data.to_f64s())
@@ -617,7 +711,9 @@ pub(crate) fn binary(op: &Binary, a: &Array, b: &Array) -> R<Array> {
         (Data::U64(x), Data::U64(y)) => Data::U64(int_binary(op, x, ash, y, bsh, &out)?),
         (x, Data::F64(y)) if x.dtype().is_integer() => {
             let ints = x.to_i64s();
-            let r: Vec<i64> = zip_broadcast(&ints, ash, y, bsh, &out, |p, q| i64::from_f64((p as f64).powf(q)));
+            let r: Vec<i64> = zip_broadcast(&ints, ash, y, bsh, &out, |p, q| {
+                i64::from_f64((p as f64).powf(q))
+            });
             Data::from_i64s(x.dtype(), r)
         }
         (x, _) => return Err(format!("{op:?} is not defined on {}", x.dtype())),
@@ -636,7 +732,11 @@ pub(crate) fn variadic(op: Variadic, inputs: &[&Array]) -> R<Array> {
         };
     }
     if op == Variadic::Mean {
-        let count = Array::scalar(Data::from_f64s(acc.dtype(), vec![inputs.len() as f64], false));
+        let count = Array::scalar(Data::from_f64s(
+            acc.dtype(),
+            vec![inputs.len() as f64],
+            false,
+        ));
         acc = binary(&Binary::Div, &acc, &count)?;
     }
     Ok(acc)
@@ -648,7 +748,11 @@ fn min_max(max: bool, a: &Array, b: &Array) -> R<Array> {
         ($x:expr, $y:expr) => {
             zip_broadcast($x, &a.shape, $y, &b.shape, &out, |p, q| {
                 if p != p || q != q {
-                    if p != p { p } else { q }
+                    if p != p {
+                        p
+                    } else {
+                        q
+                    }
                 } else if (p >= q) == max {
                     p
                 } else {
@@ -711,7 +815,10 @@ pub(crate) fn cast(x: &Array, to: DType, saturate: bool, round_mode: &str) -> Ar
         "nearest" => Rounding::Nearest,
         _ => Rounding::Up,
     };
-    Array::new(x.shape.clone(), x.data.cast_rounding(to, saturate, rounding))
+    Array::new(
+        x.shape.clone(),
+        x.data.cast_rounding(to, saturate, rounding),
+    )
 }
 
 /// `Dropout`: the identity in inference; in training, zeroes elements with probability `ratio`
@@ -740,7 +847,10 @@ pub(crate) fn dropout(x: Array, ratio: f64, training: bool, seed: Option<i64>) -
         })
         .collect();
     let scale = Array::scalar(Data::from_f64s(x.dtype(), vec![1.0 / (1.0 - ratio)], false));
-    let keep = Array::new(x.shape.clone(), Data::from_i64s(x.dtype(), mask.iter().map(|&m| i64::from(m)).collect()));
+    let keep = Array::new(
+        x.shape.clone(),
+        Data::from_i64s(x.dtype(), mask.iter().map(|&m| i64::from(m)).collect()),
+    );
     let y = binary(&Binary::Mul, &binary(&Binary::Mul, &keep, &x)?, &scale)?;
     Ok(vec![y, Array::new(x.shape.clone(), Data::Bool(mask))])
 }
@@ -748,7 +858,8 @@ pub(crate) fn dropout(x: Array, ratio: f64, training: bool, seed: Option<i64>) -
 /// `binary`, writing into `a`'s buffer when it already has the result's shape and type.
 pub(crate) fn binary_owned(op: &Binary, mut a: Array, b: &Array) -> R<Array> {
     let arithmetic = matches!(op, Binary::Add | Binary::Sub | Binary::Mul | Binary::Div);
-    let fits = super::elementwise::broadcast_shape(&[&a.shape, &b.shape]).is_ok_and(|s| s == a.shape);
+    let fits =
+        super::elementwise::broadcast_shape(&[&a.shape, &b.shape]).is_ok_and(|s| s == a.shape);
     if let (true, true, Data::F32(x), Data::F32(y)) = (arithmetic, fits, &mut a.data, &b.data) {
         let f: fn(f32, f32) -> f32 = match op {
             Binary::Add => |p, q| p + q,
@@ -763,10 +874,17 @@ pub(crate) fn binary_owned(op: &Binary, mut a: Array, b: &Array) -> R<Array> {
 }
 
 /// `a[i] = f(a[i], b[broadcast i])` where `a` has the full shape.
-fn zip_in_place(a: &mut [f32], shape: &[usize], b: &[f32], b_shape: &[usize], f: fn(f32, f32) -> f32) {
+fn zip_in_place(
+    a: &mut [f32],
+    shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    f: fn(f32, f32) -> f32,
+) {
     let len = a.len();
     if b.len() == len {
-        let run = |(x, y): (&mut [f32], &[f32])| x.iter_mut().zip(y).for_each(|(p, &q)| *p = f(*p, q));
+        let run =
+            |(x, y): (&mut [f32], &[f32])| x.iter_mut().zip(y).for_each(|(p, &q)| *p = f(*p, q));
         if len >= PARALLEL_MIN {
             a.par_chunks_mut(4096).zip(b.par_chunks(4096)).for_each(run);
         } else {
@@ -793,7 +911,9 @@ fn zip_in_place(a: &mut [f32], shape: &[usize], b: &[f32], b_shape: &[usize], f:
         }
     };
     if len >= PARALLEL_MIN {
-        a.par_chunks_mut(inner).enumerate().for_each(|(r, c)| row(r, c));
+        a.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(r, c)| row(r, c));
     } else {
         a.chunks_mut(inner).enumerate().for_each(|(r, c)| row(r, c));
     }
@@ -814,7 +934,10 @@ mod tests {
                 worst = worst.max(((got - exact) / exact).abs());
             }
         }
-        assert!(worst < 4.0 * f64::from(f32::EPSILON), "worst relative error {worst}");
+        assert!(
+            worst < 4.0 * f64::from(f32::EPSILON),
+            "worst relative error {worst}"
+        );
         assert_eq!(tanh_f32(100.0), 1.0);
         assert_eq!(tanh_f32(-100.0), -1.0);
         assert!(tanh_f32(f32::NAN).is_nan());
@@ -831,7 +954,10 @@ mod tests {
                 worst = worst.max(((got - exact) / exact).abs());
             }
         }
-        assert!(worst < 4.0 * f64::from(f32::EPSILON), "worst relative error {worst}");
+        assert!(
+            worst < 4.0 * f64::from(f32::EPSILON),
+            "worst relative error {worst}"
+        );
         assert_eq!(erf_f32(10.0), 1.0);
         assert_eq!(erf_f32(-10.0), -1.0);
         assert_eq!(erf_f32(0.0), 0.0);
@@ -839,14 +965,24 @@ mod tests {
 
     #[test]
     fn broadcasting_follows_numpy() {
-        assert_eq!(broadcast_shape(&[&[2, 1, 3], &[4, 1]]).unwrap(), vec![2, 4, 3]);
+        assert_eq!(
+            broadcast_shape(&[&[2, 1, 3], &[4, 1]]).unwrap(),
+            vec![2, 4, 3]
+        );
         assert!(broadcast_shape(&[&[2, 3], &[4]]).is_err());
         let a = Array::f32(vec![2, 1], vec![1.0, 2.0]);
         let b = Array::f32(vec![3], vec![10.0, 20.0, 30.0]);
         let sum = binary(&Binary::Add, &a, &b).unwrap();
         assert_eq!(sum.shape, vec![2, 3]);
-        assert_eq!(sum.data, Data::F32(vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]));
-        let in_place = binary_owned(&Binary::Sub, Array::f32(vec![2, 3], vec![1.0; 6]), &a).unwrap();
-        assert_eq!(in_place.data, Data::F32(vec![0.0, 0.0, 0.0, -1.0, -1.0, -1.0]));
+        assert_eq!(
+            sum.data,
+            Data::F32(vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0])
+        );
+        let in_place =
+            binary_owned(&Binary::Sub, Array::f32(vec![2, 3], vec![1.0; 6]), &a).unwrap();
+        assert_eq!(
+            in_place.data,
+            Data::F32(vec![0.0, 0.0, 0.0, -1.0, -1.0, -1.0])
+        );
     }
 }

@@ -18,7 +18,12 @@ fn index(i: i64, n: usize) -> R<usize> {
 pub(crate) fn gather(x: &Array, indices: &Array, ax: i64) -> R<Array> {
     let a = axis(ax, x.rank())?;
     let (outer, n, inner) = split_at_axis(&x.shape, a);
-    let idx: Vec<usize> = indices.data.to_i64s().iter().map(|&i| index(i, n)).collect::<R<_>>()?;
+    let idx: Vec<usize> = indices
+        .data
+        .to_i64s()
+        .iter()
+        .map(|&i| index(i, n))
+        .collect::<R<_>>()?;
     let mut picks = Vec::with_capacity(outer * idx.len() * inner);
     for o in 0..outer {
         for &i in &idx {
@@ -43,7 +48,11 @@ pub(crate) fn gather_elements(x: &Array, indices: &Array, ax: i64) -> R<Array> {
     let picks = index_map(&indices.shape, |ix| {
         let mut p = 0usize;
         for k in 0..ix.len() {
-            let v = if k == a { index(idx[position], x.shape[a]) } else { Ok(ix[k]) };
+            let v = if k == a {
+                index(idx[position], x.shape[a])
+            } else {
+                Ok(ix[k])
+            };
             p += v.unwrap_or(usize::MAX / 2) * st[k];
         }
         position += 1;
@@ -110,14 +119,20 @@ fn scatter(x: &Array, positions: &[usize], updates: &Array, reduction: &str) -> 
         for (u, &p) in positions.iter().enumerate() {
             values[p] = combine(reduction, values[p] as f64, new[u] as f64) as i64;
         }
-        return Ok(Array::new(x.shape.clone(), Data::from_i64s(x.dtype(), values)));
+        return Ok(Array::new(
+            x.shape.clone(),
+            Data::from_i64s(x.dtype(), values),
+        ));
     }
     let mut values = x.data.to_f64s();
     let new = updates.data.to_f64s();
     for (u, &p) in positions.iter().enumerate() {
         values[p] = combine(reduction, values[p], new[u]);
     }
-    Ok(Array::new(x.shape.clone(), Data::from_f64s(x.dtype(), values, false)))
+    Ok(Array::new(
+        x.shape.clone(),
+        Data::from_f64s(x.dtype(), values, false),
+    ))
 }
 
 /// `ScatterND`.
@@ -139,13 +154,22 @@ pub(crate) fn scatter_nd(x: &Array, indices: &Array, updates: &Array, reduction:
         positions.extend(p..p + slice);
     }
     if positions.len() != updates.len() {
-        return Err(format!("updates {:?} do not match the indexed slices", updates.shape));
+        return Err(format!(
+            "updates {:?} do not match the indexed slices",
+            updates.shape
+        ));
     }
     scatter(x, &positions, updates, reduction)
 }
 
 /// `ScatterElements` along an axis.
-pub(crate) fn scatter_elements(x: &Array, indices: &Array, updates: &Array, ax: i64, reduction: &str) -> R<Array> {
+pub(crate) fn scatter_elements(
+    x: &Array,
+    indices: &Array,
+    updates: &Array,
+    ax: i64,
+    reduction: &str,
+) -> R<Array> {
     let a = axis(ax, x.rank())?;
     let idx = indices.data.to_i64s();
     let st = strides(&x.shape);
@@ -176,7 +200,12 @@ pub(crate) fn scatter_elements(x: &Array, indices: &Array, updates: &Array, ax: 
 
 /// `OneHot`: `values[0]` everywhere, `values[1]` at each index, along a new axis.
 pub(crate) fn one_hot(indices: &Array, depth: &Array, values: &Array, ax: i64) -> R<Array> {
-    let depth = depth.data.to_f64s().first().copied().ok_or("depth is empty")? as i64;
+    let depth = depth
+        .data
+        .to_f64s()
+        .first()
+        .copied()
+        .ok_or("depth is empty")? as i64;
     if depth <= 0 {
         return Err(format!("depth {depth} must be positive"));
     }
@@ -242,7 +271,12 @@ pub(crate) fn compress(x: &Array, condition: &Array, ax: Option<i64>) -> R<Array
 }
 
 /// `ReverseSequence`: reverses the first `lens[b]` steps of each batch entry.
-pub(crate) fn reverse_sequence(x: &Array, lens: &Array, batch_axis: i64, time_axis: i64) -> R<Array> {
+pub(crate) fn reverse_sequence(
+    x: &Array,
+    lens: &Array,
+    batch_axis: i64,
+    time_axis: i64,
+) -> R<Array> {
     let (ba, ta) = (axis(batch_axis, x.rank())?, axis(time_axis, x.rank())?);
     let lens = lens.data.to_i64s();
     let st = strides(&x.shape);
@@ -250,7 +284,10 @@ pub(crate) fn reverse_sequence(x: &Array, lens: &Array, batch_axis: i64, time_ax
         let len = lens.get(ix[ba]).copied().unwrap_or(0).max(0) as usize;
         let t = ix[ta];
         let src_t = if t < len { len - 1 - t } else { t };
-        ix.iter().enumerate().map(|(k, &i)| if k == ta { src_t } else { i } * st[k]).sum()
+        ix.iter()
+            .enumerate()
+            .map(|(k, &i)| if k == ta { src_t } else { i } * st[k])
+            .sum()
     });
     Ok(Array::new(x.shape.clone(), x.data.take(&picks)))
 }
@@ -264,7 +301,13 @@ pub(crate) fn unique(x: &Array, ax: Option<i64>, sorted: bool) -> R<Vec<Array>> 
     let (outer, n, inner) = split_at_axis(&x.shape, a);
     let values = x.data.to_f64s();
     let slice = |i: usize| -> Vec<f64> {
-        (0..outer).flat_map(|o| values[(o * n + i) * inner..(o * n + i + 1) * inner].iter().copied()).collect()
+        (0..outer)
+            .flat_map(|o| {
+                values[(o * n + i) * inner..(o * n + i + 1) * inner]
+                    .iter()
+                    .copied()
+            })
+            .collect()
     };
     let slices: Vec<Vec<f64>> = (0..n).map(slice).collect();
     let mut firsts: Vec<usize> = Vec::new();
@@ -275,11 +318,25 @@ pub(crate) fn unique(x: &Array, ax: Option<i64>, sorted: bool) -> R<Vec<Array>> 
     }
     if sorted {
         firsts.sort_by(|&p, &q| {
-            slices[p].iter().zip(&slices[q]).map(|(u, v)| u.total_cmp(v)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+            slices[p]
+                .iter()
+                .zip(&slices[q])
+                .map(|(u, v)| u.total_cmp(v))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
         });
     }
-    let inverse: Vec<i64> = (0..n).map(|i| firsts.iter().position(|&f| slices[f] == slices[i]).unwrap_or(0) as i64).collect();
-    let counts: Vec<i64> = (0..firsts.len()).map(|u| inverse.iter().filter(|&&v| v == u as i64).count() as i64).collect();
+    let inverse: Vec<i64> = (0..n)
+        .map(|i| {
+            firsts
+                .iter()
+                .position(|&f| slices[f] == slices[i])
+                .unwrap_or(0) as i64
+        })
+        .collect();
+    let counts: Vec<i64> = (0..firsts.len())
+        .map(|u| inverse.iter().filter(|&&v| v == u as i64).count() as i64)
+        .collect();
     let mut picks = Vec::new();
     for o in 0..outer {
         for &i in &firsts {

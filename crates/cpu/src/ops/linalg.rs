@@ -21,12 +21,20 @@ pub(crate) struct Mat<'a, T> {
 impl<'a, T> Mat<'a, T> {
     /// A row-major matrix with `cols` columns.
     pub(crate) fn rows(data: &'a [T], cols: usize) -> Mat<'a, T> {
-        Mat { data, rs: cols, cs: 1 }
+        Mat {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     /// The transpose of a row-major matrix with `cols` columns.
     pub(crate) fn transposed(data: &'a [T], cols: usize) -> Mat<'a, T> {
-        Mat { data, rs: 1, cs: cols }
+        Mat {
+            data,
+            rs: 1,
+            cs: cols,
+        }
     }
 
     fn fits(&self, rows: usize, cols: usize) -> bool {
@@ -53,7 +61,10 @@ pub(crate) fn matmul_into<T: Copy + Send + Sync + 'static + num_one::One>(
     accumulate: bool,
     parallel: bool,
 ) {
-    assert!(a.fits(m, k) && b.fits(k, n) && c.len() >= m * n, "matmul operands out of bounds");
+    assert!(
+        a.fits(m, k) && b.fits(k, n) && c.len() >= m * n,
+        "matmul operands out of bounds"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -72,19 +83,40 @@ pub(crate) fn matmul_into<T: Copy + Send + Sync + 'static + num_one::One>(
     let c = &mut c[..m * n];
     if m >= 8 * threads {
         let rows = m.div_ceil(threads);
-        c.par_chunks_mut(rows * n).enumerate().for_each(|(t, block)| {
-            let r0 = t * rows;
-            let a_block = Mat { data: &a.data[r0 * a.rs..], rs: a.rs, cs: a.cs };
-            // SAFETY: `block` holds rows r0.. of c, and `a_block` the matching rows of a.
-            unsafe { gemm_block(block.len() / n, n, k, a_block, b, block.as_mut_ptr(), n, accumulate) };
-        });
+        c.par_chunks_mut(rows * n)
+            .enumerate()
+            .for_each(|(t, block)| {
+                let r0 = t * rows;
+                let a_block = Mat {
+                    data: &a.data[r0 * a.rs..],
+                    rs: a.rs,
+                    cs: a.cs,
+                };
+                // SAFETY: `block` holds rows r0.. of c, and `a_block` the matching rows of a.
+                unsafe {
+                    gemm_block(
+                        block.len() / n,
+                        n,
+                        k,
+                        a_block,
+                        b,
+                        block.as_mut_ptr(),
+                        n,
+                        accumulate,
+                    )
+                };
+            });
     } else {
         let cols = n.div_ceil(threads);
         let base = SendPtr(c.as_mut_ptr());
         (0..n.div_ceil(cols)).into_par_iter().for_each(|t| {
             let c0 = t * cols;
             let width = cols.min(n - c0);
-            let b_block = Mat { data: &b.data[c0 * b.cs..], rs: b.rs, cs: b.cs };
+            let b_block = Mat {
+                data: &b.data[c0 * b.cs..],
+                rs: b.rs,
+                cs: b.cs,
+            };
             let base = &base;
             // SAFETY: each task writes only columns c0..c0+width of c, which no other task touches.
             unsafe { gemm_block(m, width, k, a, b_block, base.0.add(c0), n, accumulate) };
@@ -105,7 +137,16 @@ unsafe impl<T> Sync for SendPtr<T> {}
 /// `a` and `b` must hold the `m×k` and `k×n` strided extents, and `c` must be valid for writes at
 /// every `i·ldc + j` with `i < m`, `j < n`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_block<T: Copy + 'static + num_one::One>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *mut T, ldc: usize, accumulate: bool) {
+unsafe fn gemm_block<T: Copy + 'static + num_one::One>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<T>,
+    b: Mat<T>,
+    c: *mut T,
+    ldc: usize,
+    accumulate: bool,
+) {
     // SAFETY: guaranteed by the caller.
     unsafe {
         gemm::gemm(
@@ -170,30 +211,59 @@ pub(crate) fn gemm_op(
     trans_b: bool,
 ) -> R<Array> {
     if a.rank() != 2 || b.rank() != 2 {
-        return Err(format!("A and B must be 2-D, found {:?} and {:?}", a.shape, b.shape));
+        return Err(format!(
+            "A and B must be 2-D, found {:?} and {:?}",
+            a.shape, b.shape
+        ));
     }
-    let (m, k) = if trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-    let (kb, n) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+    let (m, k) = if trans_a {
+        (a.shape[1], a.shape[0])
+    } else {
+        (a.shape[0], a.shape[1])
+    };
+    let (kb, n) = if trans_b {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
     if k != kb {
         return Err(format!("inner dims differ: A' is {m}x{k}, B' is {kb}x{n}"));
     }
     let dtype = a.dtype();
     if dtype == DType::F64 || dtype.is_integer() {
         let (av, bv) = (a.data.to_f64s(), b.data.to_f64s());
-        let am = if trans_a { Mat::transposed(&av, m) } else { Mat::rows(&av, k) };
-        let bm = if trans_b { Mat::transposed(&bv, k) } else { Mat::rows(&bv, n) };
+        let am = if trans_a {
+            Mat::transposed(&av, m)
+        } else {
+            Mat::rows(&av, k)
+        };
+        let bm = if trans_b {
+            Mat::transposed(&bv, k)
+        } else {
+            Mat::rows(&bv, n)
+        };
         let mut out = vec![0.0f64; m * n];
         matmul_into(m, n, k, am, bm, &mut out, false, true);
         out.iter_mut().for_each(|v| *v *= f64::from(alpha));
         if let (Some(c), true) = (c, beta != 0.0) {
             let cv = expand(c, &[m, n]).data.to_f64s();
-            out.iter_mut().zip(cv).for_each(|(o, c)| *o += f64::from(beta) * c);
+            out.iter_mut()
+                .zip(cv)
+                .for_each(|(o, c)| *o += f64::from(beta) * c);
         }
         return Ok(Array::new(vec![m, n], Data::from_f64s(dtype, out, false)));
     }
     let (av, bv) = (a.data.f32s(), b.data.f32s());
-    let am = if trans_a { Mat::transposed(&av, m) } else { Mat::rows(&av, k) };
-    let bm = if trans_b { Mat::transposed(&bv, k) } else { Mat::rows(&bv, n) };
+    let am = if trans_a {
+        Mat::transposed(&av, m)
+    } else {
+        Mat::rows(&av, k)
+    };
+    let bm = if trans_b {
+        Mat::transposed(&bv, k)
+    } else {
+        Mat::rows(&bv, n)
+    };
     let mut out = match c {
         Some(c) if beta != 0.0 => {
             let mut cv = expand(c, &[m, n]).data.to_f32s();
@@ -210,7 +280,12 @@ pub(crate) fn gemm_op(
     if alpha != 1.0 {
         if alpha == 0.0 {
             out = match c {
-                Some(c) => expand(c, &[m, n]).data.to_f32s().iter().map(|v| v * beta).collect(),
+                Some(c) => expand(c, &[m, n])
+                    .data
+                    .to_f32s()
+                    .iter()
+                    .map(|v| v * beta)
+                    .collect(),
                 None => vec![0.0; m * n],
             };
         } else {
@@ -225,8 +300,16 @@ pub(crate) fn matmul(a: &Array, b: &Array) -> R<Array> {
     if a.rank() == 0 || b.rank() == 0 {
         return Err("MatMul operands must not be scalars".into());
     }
-    let a_shape = if a.rank() == 1 { vec![1, a.shape[0]] } else { a.shape.clone() };
-    let b_shape = if b.rank() == 1 { vec![b.shape[0], 1] } else { b.shape.clone() };
+    let a_shape = if a.rank() == 1 {
+        vec![1, a.shape[0]]
+    } else {
+        a.shape.clone()
+    };
+    let b_shape = if b.rank() == 1 {
+        vec![b.shape[0], 1]
+    } else {
+        b.shape.clone()
+    };
     let (m, k) = (a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]);
     let (kb, n) = (b_shape[b_shape.len() - 2], b_shape[b_shape.len() - 1]);
     if k != kb {
@@ -245,13 +328,26 @@ pub(crate) fn matmul(a: &Array, b: &Array) -> R<Array> {
     let count: usize = batch.iter().product();
     let dtype = a.dtype();
     if dtype != b.dtype() {
-        return Err(format!("operands have different types {} and {}", dtype, b.dtype()));
+        return Err(format!(
+            "operands have different types {} and {}",
+            dtype,
+            b.dtype()
+        ));
     }
     // Offsets of each batch's matrix within A and B (0 stride along broadcast batch axes).
     let a_index = strided_indices(&batch, &broadcast_strides(a_batch, &batch), 0);
     let b_index = strided_indices(&batch, &broadcast_strides(b_batch, &batch), 0);
     let data = match dtype {
-        DType::F64 => Data::F64(batched(&a.data.to_f64s(), &b.data.to_f64s(), &a_index, &b_index, m, n, k, b_batch.iter().product::<usize>() == 1)),
+        DType::F64 => Data::F64(batched(
+            &a.data.to_f64s(),
+            &b.data.to_f64s(),
+            &a_index,
+            &b_index,
+            m,
+            n,
+            k,
+            b_batch.iter().product::<usize>() == 1,
+        )),
         t if t.is_integer() => {
             let (av, bv) = (a.data.to_i64s(), b.data.to_i64s());
             let mut out = vec![0i64; count * m * n];
@@ -259,14 +355,25 @@ pub(crate) fn matmul(a: &Array, b: &Array) -> R<Array> {
                 let (ao, bo) = (a_index[p] * m * k, b_index[p] * k * n);
                 for i in 0..m {
                     for j in 0..n {
-                        chunk[i * n + j] = (0..k).fold(0i64, |s, l| s.wrapping_add(av[ao + i * k + l].wrapping_mul(bv[bo + l * n + j])));
+                        chunk[i * n + j] = (0..k).fold(0i64, |s, l| {
+                            s.wrapping_add(av[ao + i * k + l].wrapping_mul(bv[bo + l * n + j]))
+                        });
                     }
                 }
             }
             Data::from_i64s(dtype, out)
         }
         _ => {
-            let out = batched(&a.data.f32s(), &b.data.f32s(), &a_index, &b_index, m, n, k, b_batch.iter().product::<usize>() == 1);
+            let out = batched(
+                &a.data.f32s(),
+                &b.data.f32s(),
+                &a_index,
+                &b_index,
+                m,
+                n,
+                k,
+                b_batch.iter().product::<usize>() == 1,
+            );
             Data::from_f32s(dtype, out)
         }
     };
@@ -292,18 +399,40 @@ fn batched<T: Copy + Send + Sync + 'static + num_one::One>(
     // One tall product when B is shared and A's batches are contiguous.
     let contiguous_a = a_index.iter().enumerate().all(|(p, &i)| i == p);
     if shared_b && contiguous_a {
-        matmul_into(count * m, n, k, Mat::rows(a, k), Mat::rows(b, n), &mut out, false, true);
+        matmul_into(
+            count * m,
+            n,
+            k,
+            Mat::rows(a, k),
+            Mat::rows(b, n),
+            &mut out,
+            false,
+            true,
+        );
         return out;
     }
     let one = |p: usize, chunk: &mut [T], parallel: bool| {
         let a = &a[a_index[p] * m * k..(a_index[p] + 1) * m * k];
         let b = &b[b_index[p] * k * n..(b_index[p] + 1) * k * n];
-        matmul_into(m, n, k, Mat::rows(a, k), Mat::rows(b, n), chunk, false, parallel);
+        matmul_into(
+            m,
+            n,
+            k,
+            Mat::rows(a, k),
+            Mat::rows(b, n),
+            chunk,
+            false,
+            parallel,
+        );
     };
     if count >= rayon::current_num_threads() && m * n * k < 1 << 20 {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(p, chunk)| one(p, chunk, false));
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(p, chunk)| one(p, chunk, false));
     } else {
-        out.chunks_mut(m * n).enumerate().for_each(|(p, chunk)| one(p, chunk, true));
+        out.chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(p, chunk)| one(p, chunk, true));
     }
     out
 }
@@ -317,7 +446,11 @@ pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
     };
     let terms: Vec<&str> = lhs.split(',').collect();
     if terms.len() != inputs.len() {
-        return Err(format!("equation has {} operands, given {}", terms.len(), inputs.len()));
+        return Err(format!(
+            "equation has {} operands, given {}",
+            terms.len(),
+            inputs.len()
+        ));
     }
     // Ellipsis dims become labels from a private range, aligned to the right.
     let ellipsis_rank = terms
@@ -327,7 +460,9 @@ pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
         .map(|(t, x)| x.rank() + 3 - t.chars().count())
         .max()
         .unwrap_or(0);
-    let ellipsis: Vec<char> = (0..ellipsis_rank).map(|i| char::from_u32(0x100 + i as u32).unwrap_or('?')).collect();
+    let ellipsis: Vec<char> = (0..ellipsis_rank)
+        .map(|i| char::from_u32(0x100 + i as u32).unwrap_or('?'))
+        .collect();
     let expand_term = |t: &str, rank: usize| -> Vec<char> {
         match t.split_once("...") {
             Some((before, after)) => {
@@ -340,11 +475,20 @@ pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
             None => t.chars().collect(),
         }
     };
-    let operands: Vec<Vec<char>> = terms.iter().zip(inputs).map(|(t, x)| expand_term(t, x.rank())).collect();
+    let operands: Vec<Vec<char>> = terms
+        .iter()
+        .zip(inputs)
+        .map(|(t, x)| expand_term(t, x.rank()))
+        .collect();
     let mut sizes: std::collections::BTreeMap<char, usize> = std::collections::BTreeMap::new();
     for (labels, x) in operands.iter().zip(inputs) {
         if labels.len() != x.rank() {
-            return Err(format!("operand {:?} has rank {} but its term has {} labels", x.shape, x.rank(), labels.len()));
+            return Err(format!(
+                "operand {:?} has rank {} but its term has {} labels",
+                x.shape,
+                x.rank(),
+                labels.len()
+            ));
         }
         for (&l, &d) in labels.iter().zip(&x.shape) {
             let e = sizes.entry(l).or_insert(d);
@@ -357,20 +501,31 @@ pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
     }
     let output: Vec<char> = match rhs {
         Some(r) => match r.split_once("...") {
-            Some((before, after)) => before.chars().chain(ellipsis.iter().copied()).chain(after.chars()).collect(),
+            Some((before, after)) => before
+                .chars()
+                .chain(ellipsis.iter().copied())
+                .chain(after.chars())
+                .collect(),
             None => r.chars().collect(),
         },
         None => {
             let mut once: Vec<char> = sizes
                 .keys()
                 .copied()
-                .filter(|l| !ellipsis.contains(l) && operands.iter().flatten().filter(|&&c| c == *l).count() == 1)
+                .filter(|l| {
+                    !ellipsis.contains(l)
+                        && operands.iter().flatten().filter(|&&c| c == *l).count() == 1
+                })
                 .collect();
             once.sort_unstable();
             ellipsis.iter().copied().chain(once).collect()
         }
     };
-    let summed: Vec<char> = sizes.keys().copied().filter(|l| !output.contains(l)).collect();
+    let summed: Vec<char> = sizes
+        .keys()
+        .copied()
+        .filter(|l| !output.contains(l))
+        .collect();
     let all: Vec<char> = output.iter().chain(&summed).copied().collect();
     let dims: Vec<usize> = all.iter().map(|l| sizes[l]).collect();
     let values: Vec<Vec<f64>> = inputs.iter().map(|x| x.data.to_f64s()).collect();
@@ -421,14 +576,20 @@ pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
         }
     }
     let shape = dims[..output.len()].to_vec();
-    Ok(Array::new(shape, Data::from_f64s(inputs[0].dtype(), out, false)))
+    Ok(Array::new(
+        shape,
+        Data::from_f64s(inputs[0].dtype(), out, false),
+    ))
 }
 
 /// Determinant of each trailing square matrix, by LU decomposition with partial pivoting.
 pub(crate) fn det(x: &Array) -> R<Array> {
     let rank = x.rank();
     if rank < 2 || x.shape[rank - 1] != x.shape[rank - 2] {
-        return Err(format!("input must end in square matrices, found {:?}", x.shape));
+        return Err(format!(
+            "input must end in square matrices, found {:?}",
+            x.shape
+        ));
     }
     let n = x.shape[rank - 1];
     let values = x.data.to_f64s();
@@ -438,7 +599,9 @@ pub(crate) fn det(x: &Array) -> R<Array> {
             let mut a = m.to_vec();
             let mut det = 1.0;
             for col in 0..n {
-                let pivot = (col..n).max_by(|&p, &q| a[p * n + col].abs().total_cmp(&a[q * n + col].abs())).unwrap_or(col);
+                let pivot = (col..n)
+                    .max_by(|&p, &q| a[p * n + col].abs().total_cmp(&a[q * n + col].abs()))
+                    .unwrap_or(col);
                 if a[pivot * n + col] == 0.0 {
                     return 0.0;
                 }
@@ -459,5 +622,8 @@ pub(crate) fn det(x: &Array) -> R<Array> {
             det
         })
         .collect();
-    Ok(Array::new(x.shape[..rank - 2].to_vec(), Data::from_f64s(x.dtype(), out, false)))
+    Ok(Array::new(
+        x.shape[..rank - 2].to_vec(),
+        Data::from_f64s(x.dtype(), out, false),
+    ))
 }

@@ -83,7 +83,10 @@ impl<'a> Args<'a> {
 
     pub(crate) fn opt_tensor(&self, i: usize) -> R<Option<&Array>> {
         match self.opt(i) {
-            Some(v) => v.as_tensor().map(Some).map_err(|e| format!("input {i}: {e}")),
+            Some(v) => v
+                .as_tensor()
+                .map(Some)
+                .map_err(|e| format!("input {i}: {e}")),
             None => Ok(None),
         }
     }
@@ -112,7 +115,10 @@ impl<'a> Args<'a> {
     pub(crate) fn ints(&self, i: usize) -> R<Vec<i64>> {
         let t = self.tensor(i)?;
         if !(t.dtype().is_integer()) {
-            return Err(format!("input {i} must be an integer tensor, found {}", t.dtype()));
+            return Err(format!(
+                "input {i} must be an integer tensor, found {}",
+                t.dtype()
+            ));
         }
         Ok(t.data.to_i64s())
     }
@@ -165,16 +171,29 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             false => one(elementwise::binary(op, args.tensor(0)?, args.tensor(1)?)?),
         },
         Op::Variadic(op) => one(elementwise::variadic(*op, &args.tensors()?)?),
-        Op::Where => one(elementwise::where_(args.tensor(0)?, args.tensor(1)?, args.tensor(2)?)?),
+        Op::Where => one(elementwise::where_(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            args.tensor(2)?,
+        )?),
         Op::Clip => {
             let (lo, hi) = (args.opt_tensor(1)?.cloned(), args.opt_tensor(2)?.cloned());
-            one(elementwise::clip(args.take_tensor(0)?, lo.as_ref(), hi.as_ref())?)
+            one(elementwise::clip(
+                args.take_tensor(0)?,
+                lo.as_ref(),
+                hi.as_ref(),
+            )?)
         }
         Op::Cast {
             to,
             saturate,
             round_mode,
-        } => one(elementwise::cast(args.tensor(0)?, *to, *saturate, round_mode)),
+        } => one(elementwise::cast(
+            args.tensor(0)?,
+            *to,
+            *saturate,
+            round_mode,
+        )),
         Op::Reduce {
             kind,
             keepdims,
@@ -190,12 +209,24 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             axis,
             keepdims,
             select_last_index,
-        } => one(reduce::arg(true, args.tensor(0)?, *axis, *keepdims, *select_last_index)?),
+        } => one(reduce::arg(
+            true,
+            args.tensor(0)?,
+            *axis,
+            *keepdims,
+            *select_last_index,
+        )?),
         Op::ArgMin {
             axis,
             keepdims,
             select_last_index,
-        } => one(reduce::arg(false, args.tensor(0)?, *axis, *keepdims, *select_last_index)?),
+        } => one(reduce::arg(
+            false,
+            args.tensor(0)?,
+            *axis,
+            *keepdims,
+            *select_last_index,
+        )?),
         Op::Softmax { axis } => one(reduce::softmax(args.take_tensor(0)?, *axis, false)?),
         Op::LogSoftmax { axis } => one(reduce::softmax(args.take_tensor(0)?, *axis, true)?),
         Op::CumSum { exclusive, reverse } => one(reduce::cumulative(
@@ -208,7 +239,13 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             axis,
             largest,
             sorted,
-        } => many(reduce::top_k(args.tensor(0)?, args.ints(1)?, *axis, *largest, *sorted)?),
+        } => many(reduce::top_k(
+            args.tensor(0)?,
+            args.ints(1)?,
+            *axis,
+            *largest,
+            *sorted,
+        )?),
         Op::Conv(attrs) => one(conv::conv(
             args.tensor(0)?,
             args.tensor(1)?,
@@ -224,11 +261,20 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
         Op::AveragePool {
             pool,
             count_include_pad,
-        } => one(pool::average_pool(args.tensor(0)?, pool, *count_include_pad)?),
+        } => one(pool::average_pool(
+            args.tensor(0)?,
+            pool,
+            *count_include_pad,
+        )?),
         Op::MaxPool {
             pool,
             storage_order,
-        } => many(pool::max_pool(args.tensor(0)?, pool, *storage_order, outputs)?),
+        } => many(pool::max_pool(
+            args.tensor(0)?,
+            pool,
+            *storage_order,
+            outputs,
+        )?),
         Op::GlobalAveragePool => one(pool::global(args.tensor(0)?, false)?),
         Op::GlobalMaxPool => one(pool::global(args.tensor(0)?, true)?),
         Op::Lrn {
@@ -249,13 +295,20 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
                 args.tensor(4)?.data.to_f64s(),
             );
             let x = args.take_tensor(0)?;
-            one(norm::batch_norm_inference(x, &scale, &bias, &mean, &var, *epsilon)?)
+            one(norm::batch_norm_inference(
+                x, &scale, &bias, &mean, &var, *epsilon,
+            )?)
         }
         Op::BatchNormalization {
             epsilon,
             momentum,
             training_mode,
-        } => many(norm::batch_norm(&args, *epsilon, *momentum, *training_mode)?),
+        } => many(norm::batch_norm(
+            &args,
+            *epsilon,
+            *momentum,
+            *training_mode,
+        )?),
         Op::InstanceNormalization { epsilon } => one(norm::instance_norm(
             args.tensor(0)?,
             args.tensor(1)?,
@@ -343,12 +396,16 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             one(shape::depth_to_space(args.tensor(0)?, *blocksize, mode)?)
         }
         Op::Gather { axis } => one(index::gather(args.tensor(0)?, args.tensor(1)?, *axis)?),
-        Op::GatherElements { axis } => {
-            one(index::gather_elements(args.tensor(0)?, args.tensor(1)?, *axis)?)
-        }
-        Op::GatherNd { batch_dims } => {
-            one(index::gather_nd(args.tensor(0)?, args.tensor(1)?, *batch_dims)?)
-        }
+        Op::GatherElements { axis } => one(index::gather_elements(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            *axis,
+        )?),
+        Op::GatherNd { batch_dims } => one(index::gather_nd(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            *batch_dims,
+        )?),
         Op::ScatterNd { reduction } => one(index::scatter_nd(
             args.tensor(0)?,
             args.tensor(1)?,
@@ -357,18 +414,31 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
         )?),
         Op::Shape { start, end } => one(shape::shape_of(args.tensor(0)?, *start, *end)),
         Op::Size => one(Array::scalar(Data::I64(vec![args.tensor(0)?.len() as i64]))),
-        Op::ConstantOfShape { value } => {
-            one(shape::constant_of_shape(&args.ints(0)?, &Array::from_tensor(value))?)
-        }
-        Op::Range => one(shape::range(args.tensor(0)?, args.tensor(1)?, args.tensor(2)?)?),
+        Op::ConstantOfShape { value } => one(shape::constant_of_shape(
+            &args.ints(0)?,
+            &Array::from_tensor(value),
+        )?),
+        Op::Range => one(shape::range(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            args.tensor(2)?,
+        )?),
         Op::Resize(attrs) => one(resize::resize(&args, attrs)?),
         Op::Trilu { upper } => {
-            let k = args.opt_ints(1)?.and_then(|k| k.first().copied()).unwrap_or(0);
+            let k = args
+                .opt_ints(1)?
+                .and_then(|k| k.first().copied())
+                .unwrap_or(0);
             one(shape::trilu(args.take_tensor(0)?, k, *upper)?)
         }
         Op::Dropout { seed } => {
-            let ratio = args.opt_tensor(1)?.and_then(|r| r.data.to_f64s().first().copied()).unwrap_or(0.5);
-            let training = args.opt_tensor(2)?.is_some_and(|t| t.data.to_i64s().first() == Some(&1));
+            let ratio = args
+                .opt_tensor(1)?
+                .and_then(|r| r.data.to_f64s().first().copied())
+                .unwrap_or(0.5);
+            let training = args
+                .opt_tensor(2)?
+                .is_some_and(|t| t.data.to_i64s().first() == Some(&1));
             let x = args.take_tensor(0)?;
             many(elementwise::dropout(x, ratio, training, *seed)?)
         }
@@ -381,17 +451,30 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             round_mode,
         } => {
             let to = args.tensor(1)?.dtype();
-            one(elementwise::cast(args.tensor(0)?, to, *saturate, round_mode))
+            one(elementwise::cast(
+                args.tensor(0)?,
+                to,
+                *saturate,
+                round_mode,
+            ))
         }
         Op::Attention(attrs) => many(attention::attention(&args, attrs, outputs)?),
-        Op::RmsNormalization { axis, epsilon, .. } => {
-            one(norm::rms_norm(args.tensor(0)?, args.tensor(1)?, *axis, *epsilon)?)
-        }
+        Op::RmsNormalization { axis, epsilon, .. } => one(norm::rms_norm(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            *axis,
+            *epsilon,
+        )?),
         Op::RotaryEmbedding {
             interleaved,
             num_heads,
             rotary_embedding_dim,
-        } => one(attention::rotary(&args, *interleaved, *num_heads, *rotary_embedding_dim)?),
+        } => one(attention::rotary(
+            &args,
+            *interleaved,
+            *num_heads,
+            *rotary_embedding_dim,
+        )?),
         Op::ScatterElements { axis, reduction } => one(index::scatter_elements(
             args.tensor(0)?,
             args.tensor(1)?,
@@ -399,10 +482,17 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             *axis,
             reduction,
         )?),
-        Op::OneHot { axis } => one(index::one_hot(args.tensor(0)?, args.tensor(1)?, args.tensor(2)?, *axis)?),
+        Op::OneHot { axis } => one(index::one_hot(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            args.tensor(2)?,
+            *axis,
+        )?),
         Op::Hardmax { axis } => one(reduce::hardmax(args.tensor(0)?, *axis)?),
         Op::LpNormalization { axis, p } => one(norm::lp_normalization(args.tensor(0)?, *axis, *p)?),
-        Op::SpaceToDepth { blocksize, mode } => one(shape::space_to_depth(args.tensor(0)?, *blocksize, mode)?),
+        Op::SpaceToDepth { blocksize, mode } => {
+            one(shape::space_to_depth(args.tensor(0)?, *blocksize, mode)?)
+        }
         Op::NonZero => one(index::non_zero(args.tensor(0)?)),
         Op::Compress { axis } => one(index::compress(args.tensor(0)?, args.tensor(1)?, *axis)?),
         Op::EyeLike { dtype, k } => one(shape::eye_like(args.tensor(0)?, *dtype, *k)?),
@@ -422,7 +512,13 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             align_corners,
             mode,
             padding_mode,
-        } => one(sampling::grid_sample(args.tensor(0)?, args.tensor(1)?, *align_corners, mode, padding_mode)?),
+        } => one(sampling::grid_sample(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            *align_corners,
+            mode,
+            padding_mode,
+        )?),
         Op::LpPool { pool, p } => {
             one(pool::pool(args.tensor(0)?, pool, pool::Window::Lp(*p as f64), 0)?.0)
         }
@@ -434,7 +530,12 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
         Op::MaxRoiPool {
             pooled_shape,
             spatial_scale,
-        } => one(sampling::max_roi_pool(args.tensor(0)?, args.tensor(1)?, pooled_shape, *spatial_scale)?),
+        } => one(sampling::max_roi_pool(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            pooled_shape,
+            *spatial_scale,
+        )?),
         Op::RoiAlign {
             coordinate_transformation_mode,
             mode,
@@ -460,16 +561,27 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
         Op::ReverseSequence {
             batch_axis,
             time_axis,
-        } => one(index::reverse_sequence(args.tensor(0)?, args.tensor(1)?, *batch_axis, *time_axis)?),
+        } => one(index::reverse_sequence(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            *batch_axis,
+            *time_axis,
+        )?),
         Op::Col2Im {
             dilations,
             pads,
             strides,
         } => one(sampling::col2im(&args, dilations, pads, strides)?),
-        Op::CenterCropPad { axes } => one(shape::center_crop_pad(args.tensor(0)?, &args.ints(1)?, axes)?),
-        Op::AffineGrid { align_corners } => {
-            one(sampling::affine_grid(args.tensor(0)?, &args.ints(1)?, *align_corners)?)
-        }
+        Op::CenterCropPad { axes } => one(shape::center_crop_pad(
+            args.tensor(0)?,
+            &args.ints(1)?,
+            axes,
+        )?),
+        Op::AffineGrid { align_corners } => one(sampling::affine_grid(
+            args.tensor(0)?,
+            &args.ints(1)?,
+            *align_corners,
+        )?),
         Op::Det => one(linalg::det(args.tensor(0)?)?),
         Op::Optional { .. }
         | Op::OptionalHasElement
@@ -486,10 +598,17 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             kind,
             output_datatype,
             periodic,
-        } => one(signal::window(*kind, &args.ints(0)?, *output_datatype, *periodic)?),
+        } => one(signal::window(
+            *kind,
+            &args.ints(0)?,
+            *output_datatype,
+            *periodic,
+        )?),
         Op::Dft { inverse, onesided } => one(signal::dft(&args, *inverse, *onesided)?),
         Op::Stft { onesided } => one(signal::stft(&args, *onesided)?),
-        Op::MelWeightMatrix { output_datatype } => one(signal::mel_weight_matrix(&args, *output_datatype)?),
+        Op::MelWeightMatrix { output_datatype } => {
+            one(signal::mel_weight_matrix(&args, *output_datatype)?)
+        }
         Op::QuantizeLinear {
             axis,
             block_size,

@@ -15,7 +15,12 @@ fn moments(values: &[f64]) -> (f64, f64) {
 }
 
 /// `BatchNormalization`: inference with running statistics, or training with batch statistics.
-pub(crate) fn batch_norm(args: &Args, epsilon: f32, momentum: f32, training: bool) -> R<Vec<Array>> {
+pub(crate) fn batch_norm(
+    args: &Args,
+    epsilon: f32,
+    momentum: f32,
+    training: bool,
+) -> R<Vec<Array>> {
     let x = args.tensor(0)?;
     let (scale, bias, mean, var) = (
         args.tensor(1)?.data.to_f64s(),
@@ -36,7 +41,13 @@ pub(crate) fn batch_norm(args: &Args, epsilon: f32, momentum: f32, training: boo
         let mut bm = vec![0.0; c];
         let mut bv = vec![0.0; c];
         for ch in 0..c {
-            let lane: Vec<f64> = (0..n).flat_map(|b| values[(b * c + ch) * inner..(b * c + ch + 1) * inner].iter().copied()).collect();
+            let lane: Vec<f64> = (0..n)
+                .flat_map(|b| {
+                    values[(b * c + ch) * inner..(b * c + ch + 1) * inner]
+                        .iter()
+                        .copied()
+                })
+                .collect();
             (bm[ch], bv[ch]) = moments(&lane);
         }
         (bm, bv)
@@ -58,26 +69,52 @@ pub(crate) fn batch_norm(args: &Args, epsilon: f32, momentum: f32, training: boo
     }
     let m = f64::from(momentum);
     let running = |old: &[f64], new: &[f64]| -> Array {
-        let v: Vec<f64> = old.iter().zip(new).map(|(o, b)| o * m + b * (1.0 - m)).collect();
-        Array::new(vec![c], Data::from_f64s(args.tensor(3).map(|t| t.dtype()).unwrap_or(DType::F32), v, false))
+        let v: Vec<f64> = old
+            .iter()
+            .zip(new)
+            .map(|(o, b)| o * m + b * (1.0 - m))
+            .collect();
+        Array::new(
+            vec![c],
+            Data::from_f64s(
+                args.tensor(3).map(|t| t.dtype()).unwrap_or(DType::F32),
+                v,
+                false,
+            ),
+        )
     };
     Ok(vec![y, running(&mean, &use_mean), running(&var, &use_var)])
 }
 
 /// Inference `BatchNormalization` of f32 data, in place: `x·a[c] + b[c]` per channel.
-pub(crate) fn batch_norm_inference(mut x: Array, scale: &[f64], bias: &[f64], mean: &[f64], var: &[f64], epsilon: f32) -> R<Array> {
+pub(crate) fn batch_norm_inference(
+    mut x: Array,
+    scale: &[f64],
+    bias: &[f64],
+    mean: &[f64],
+    var: &[f64],
+    epsilon: f32,
+) -> R<Array> {
     let c = *x.shape.get(1).ok_or("input must have rank ≥ 2")?;
     if [scale, bias, mean, var].iter().any(|v| v.len() != c) {
         return Err(format!("scale, bias, mean and var must have {c} values"));
     }
     let inner: usize = x.shape[2..].iter().product();
-    let a: Vec<f32> = (0..c).map(|k| (scale[k] / (var[k] + f64::from(epsilon)).sqrt()) as f32).collect();
-    let b: Vec<f32> = (0..c).map(|k| (bias[k] - mean[k] * scale[k] / (var[k] + f64::from(epsilon)).sqrt()) as f32).collect();
+    let a: Vec<f32> = (0..c)
+        .map(|k| (scale[k] / (var[k] + f64::from(epsilon)).sqrt()) as f32)
+        .collect();
+    let b: Vec<f32> = (0..c)
+        .map(|k| (bias[k] - mean[k] * scale[k] / (var[k] + f64::from(epsilon)).sqrt()) as f32)
+        .collect();
     if let Data::F32(values) = &mut x.data {
-        values.par_chunks_mut(inner.max(1)).with_min_len(min_tasks(inner)).enumerate().for_each(|(plane, chunk)| {
-            let k = plane % c;
-            chunk.iter_mut().for_each(|v| *v = *v * a[k] + b[k]);
-        });
+        values
+            .par_chunks_mut(inner.max(1))
+            .with_min_len(min_tasks(inner))
+            .enumerate()
+            .for_each(|(plane, chunk)| {
+                let k = plane % c;
+                chunk.iter_mut().for_each(|v| *v = *v * a[k] + b[k]);
+            });
     }
     Ok(x)
 }
@@ -98,11 +135,19 @@ pub(crate) fn instance_norm(x: &Array, scale: &Array, bias: &Array, epsilon: f32
             *d = (v - mean) * inv * scale[ch] + bias[ch];
         }
     }
-    Ok(Array::new(x.shape.clone(), Data::from_f64s(x.dtype(), out, false)))
+    Ok(Array::new(
+        x.shape.clone(),
+        Data::from_f64s(x.dtype(), out, false),
+    ))
 }
 
 /// Normalizes each row of `values` (rows of `row` elements) by mean and variance, or by RMS.
-fn normalize_rows(values: &[f32], row: usize, epsilon: f32, rms: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn normalize_rows(
+    values: &[f32],
+    row: usize,
+    epsilon: f32,
+    rms: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = values.len() / row.max(1);
     let mut out = vec![0f32; values.len()];
     let mut means = vec![0f32; rows];
@@ -113,8 +158,16 @@ fn normalize_rows(values: &[f32], row: usize, epsilon: f32, rms: bool) -> (Vec<f
         .enumerate()
         .for_each(|(r, (dst, (mean_out, inv_out)))| {
             let src = &values[r * row..(r + 1) * row];
-            let mean = if rms { 0.0 } else { src.iter().map(|&v| f64::from(v)).sum::<f64>() / row as f64 };
-            let var = src.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / row as f64;
+            let mean = if rms {
+                0.0
+            } else {
+                src.iter().map(|&v| f64::from(v)).sum::<f64>() / row as f64
+            };
+            let var = src
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / row as f64;
             let inv = 1.0 / (var + f64::from(epsilon)).sqrt();
             for (d, &v) in dst.iter_mut().zip(src) {
                 *d = ((f64::from(v) - mean) * inv) as f32;
@@ -126,7 +179,14 @@ fn normalize_rows(values: &[f32], row: usize, epsilon: f32, rms: bool) -> (Vec<f
 }
 
 /// `LayerNormalization` over the axes from `axis`; outputs `Y, Mean, InvStdDev`.
-pub(crate) fn layer_norm(x: &Array, scale: &Array, bias: Option<&Array>, ax: i64, epsilon: f32, outputs: usize) -> R<Vec<Array>> {
+pub(crate) fn layer_norm(
+    x: &Array,
+    scale: &Array,
+    bias: Option<&Array>,
+    ax: i64,
+    epsilon: f32,
+    outputs: usize,
+) -> R<Vec<Array>> {
     let a = axis(ax, x.rank())?;
     let norm_shape = &x.shape[a..];
     let row: usize = norm_shape.iter().product();
@@ -160,22 +220,33 @@ fn apply_affine(y: &mut [f32], row_shape: &[usize], scale: &Array, bias: Option<
     let fit = |t: &Array| -> R<Vec<f32>> {
         let target = super::elementwise::broadcast_shape(&[&t.shape, row_shape])?;
         if target != row_shape {
-            return Err(format!("{:?} does not broadcast to the normalized shape {row_shape:?}", t.shape));
+            return Err(format!(
+                "{:?} does not broadcast to the normalized shape {row_shape:?}",
+                t.shape
+            ));
         }
         Ok(expand(t, row_shape).data.to_f32s())
     };
     let s = fit(scale)?;
     let b = bias.map(fit).transpose()?;
-    y.par_chunks_mut(row.max(1)).with_min_len(min_tasks(row)).for_each(|chunk| {
-        for (i, v) in chunk.iter_mut().enumerate() {
-            *v = *v * s[i] + b.as_ref().map_or(0.0, |b| b[i]);
-        }
-    });
+    y.par_chunks_mut(row.max(1))
+        .with_min_len(min_tasks(row))
+        .for_each(|chunk| {
+            for (i, v) in chunk.iter_mut().enumerate() {
+                *v = *v * s[i] + b.as_ref().map_or(0.0, |b| b[i]);
+            }
+        });
     Ok(())
 }
 
 /// `GroupNormalization`: statistics per sample and channel group; scale per channel (or per group, opset 18).
-pub(crate) fn group_norm(x: &Array, scale: &Array, bias: &Array, groups: i64, epsilon: f32) -> R<Array> {
+pub(crate) fn group_norm(
+    x: &Array,
+    scale: &Array,
+    bias: &Array,
+    groups: i64,
+    epsilon: f32,
+) -> R<Array> {
     let c = *x.shape.get(1).ok_or("input must have rank ≥ 2")?;
     let groups = groups.max(1) as usize;
     if c % groups != 0 {
@@ -187,7 +258,10 @@ pub(crate) fn group_norm(x: &Array, scale: &Array, bias: &Array, groups: i64, ep
     let (s, b) = (scale.data.to_f32s(), bias.data.to_f32s());
     let per_group = s.len() == groups && groups != c;
     if !per_group && s.len() != c {
-        return Err(format!("scale has {} values, expected {c} (or {groups})", s.len()));
+        return Err(format!(
+            "scale has {} values, expected {c} (or {groups})",
+            s.len()
+        ));
     }
     for (i, v) in y.iter_mut().enumerate() {
         let ch = (i / inner.max(1)) % c;
@@ -211,13 +285,20 @@ pub(crate) fn lrn(x: &Array, alpha: f32, beta: f32, bias: f32, size: i64) -> R<A
             for i in 0..inner {
                 let from = ch.saturating_sub(lo);
                 let to = (ch + hi).min(c - 1);
-                let sum: f64 = (from..=to).map(|k| values[(b * c + k) * inner + i].powi(2)).sum();
+                let sum: f64 = (from..=to)
+                    .map(|k| values[(b * c + k) * inner + i].powi(2))
+                    .sum();
                 let p = (b * c + ch) * inner + i;
-                out[p] = values[p] / (f64::from(bias) + f64::from(alpha) / size as f64 * sum).powf(f64::from(beta));
+                out[p] = values[p]
+                    / (f64::from(bias) + f64::from(alpha) / size as f64 * sum)
+                        .powf(f64::from(beta));
             }
         }
     }
-    Ok(Array::new(x.shape.clone(), Data::from_f64s(x.dtype(), out, false)))
+    Ok(Array::new(
+        x.shape.clone(),
+        Data::from_f64s(x.dtype(), out, false),
+    ))
 }
 
 /// `LpNormalization` along an axis (p = 1 or 2).
@@ -240,7 +321,10 @@ pub(crate) fn lp_normalization(x: &Array, ax: i64, p: i64) -> R<Array> {
             }
         }
     }
-    Ok(Array::new(x.shape.clone(), Data::from_f64s(x.dtype(), values, false)))
+    Ok(Array::new(
+        x.shape.clone(),
+        Data::from_f64s(x.dtype(), values, false),
+    ))
 }
 
 /// `MeanVarianceNormalization` over `axes`.

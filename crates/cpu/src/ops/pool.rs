@@ -19,12 +19,29 @@ pub(crate) enum Window {
 }
 
 /// Slides a window over every plane of `x` (`[n, c, in...]`); returns values and flat argmax indices.
-pub(crate) fn pool(x: &Array, attrs: &PoolAttrs, window: Window, storage_order: i64) -> R<(Array, Array)> {
+pub(crate) fn pool(
+    x: &Array,
+    attrs: &PoolAttrs,
+    window: Window,
+    storage_order: i64,
+) -> R<(Array, Array)> {
     if x.rank() < 3 {
         return Err(format!("input must have rank ≥ 3, found {:?}", x.shape));
     }
-    let kernel: Vec<usize> = attrs.kernel_shape.iter().map(|&k| k.max(1) as usize).collect();
-    let g = geometry(&x.shape[2..], &kernel, attrs.auto_pad, &attrs.pads, &attrs.strides, &attrs.dilations, attrs.ceil_mode)?;
+    let kernel: Vec<usize> = attrs
+        .kernel_shape
+        .iter()
+        .map(|&k| k.max(1) as usize)
+        .collect();
+    let g = geometry(
+        &x.shape[2..],
+        &kernel,
+        attrs.auto_pad,
+        &attrs.pads,
+        &attrs.strides,
+        &attrs.dilations,
+        attrs.ceil_mode,
+    )?;
     let spatial = kernel.len();
     let planes = x.shape[0] * x.shape[1];
     let in_len: usize = g.input.iter().product();
@@ -56,10 +73,13 @@ pub(crate) fn pool(x: &Array, attrs: &PoolAttrs, window: Window, storage_order: 
                     for d in 0..spatial {
                         let kd = (k / kernel_strides[d]) % kernel[d];
                         let od = (o / out_strides[d]) % g.output[d];
-                        let i = (od * g.strides[d] + kd * g.dilations[d]) as i64 - g.pad_begin[d] as i64;
+                        let i = (od * g.strides[d] + kd * g.dilations[d]) as i64
+                            - g.pad_begin[d] as i64;
                         if i < 0 || i as usize >= g.input[d] {
                             inside = false;
-                            if i < -(g.pad_begin[d] as i64) || i >= (g.input[d] + g.pad_end[d]) as i64 {
+                            if i < -(g.pad_begin[d] as i64)
+                                || i >= (g.input[d] + g.pad_end[d]) as i64
+                            {
                                 in_padded = false;
                             }
                         } else {
@@ -87,8 +107,12 @@ pub(crate) fn pool(x: &Array, attrs: &PoolAttrs, window: Window, storage_order: 
                 }
                 dst[o] = match window {
                     Window::Max => acc,
-                    Window::Average { count_include_pad: true } => acc / padded_count.max(1) as f64,
-                    Window::Average { count_include_pad: false } => acc / count.max(1) as f64,
+                    Window::Average {
+                        count_include_pad: true,
+                    } => acc / padded_count.max(1) as f64,
+                    Window::Average {
+                        count_include_pad: false,
+                    } => acc / count.max(1) as f64,
                     Window::Lp(p) => acc.powf(1.0 / p),
                 };
                 let flat = if storage_order == 1 && spatial == 2 && best != usize::MAX {
@@ -97,7 +121,11 @@ pub(crate) fn pool(x: &Array, attrs: &PoolAttrs, window: Window, storage_order: 
                 } else {
                     best
                 };
-                idx[o] = if best == usize::MAX { -1 } else { (plane * in_len + flat) as i64 };
+                idx[o] = if best == usize::MAX {
+                    -1
+                } else {
+                    (plane * in_len + flat) as i64
+                };
             }
         });
     let mut shape = x.shape[..2].to_vec();
@@ -113,8 +141,20 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
     let (Data::F32(values), 4, 2) = (&x.data, x.rank(), attrs.kernel_shape.len()) else {
         return Ok(None);
     };
-    let kernel: Vec<usize> = attrs.kernel_shape.iter().map(|&k| k.max(1) as usize).collect();
-    let g = geometry(&x.shape[2..], &kernel, attrs.auto_pad, &attrs.pads, &attrs.strides, &attrs.dilations, attrs.ceil_mode)?;
+    let kernel: Vec<usize> = attrs
+        .kernel_shape
+        .iter()
+        .map(|&k| k.max(1) as usize)
+        .collect();
+    let g = geometry(
+        &x.shape[2..],
+        &kernel,
+        attrs.auto_pad,
+        &attrs.pads,
+        &attrs.strides,
+        &attrs.dilations,
+        attrs.ceil_mode,
+    )?;
     let (ih, iw, oh, ow) = (g.input[0], g.input[1], g.output[0], g.output[1]);
     // Per axis and output position: the input positions the window covers, and how many
     // positions it covers inside the padded extent (the count_include_pad divisor).
@@ -138,36 +178,43 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
     };
     let (rows, cols) = (axis(0), axis(1));
     let mut out = vec![0f32; x.shape[0] * x.shape[1] * oh * ow];
-    out.par_chunks_mut((oh * ow).max(1)).with_min_len(min_tasks(oh * ow * kernel[0] * kernel[1])).enumerate().for_each(|(plane, dst)| {
-        let src = &values[plane * ih * iw..(plane + 1) * ih * iw];
-        for (oy, (ys, y_padded)) in rows.iter().enumerate() {
-            for (ox, (xs, x_padded)) in cols.iter().enumerate() {
-                let value = match window {
-                    Window::Max => {
-                        let mut m = f32::NEG_INFINITY;
-                        for &iy in ys {
-                            for &ix in xs {
-                                m = m.max(src[iy * iw + ix]);
+    out.par_chunks_mut((oh * ow).max(1))
+        .with_min_len(min_tasks(oh * ow * kernel[0] * kernel[1]))
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let src = &values[plane * ih * iw..(plane + 1) * ih * iw];
+            for (oy, (ys, y_padded)) in rows.iter().enumerate() {
+                for (ox, (xs, x_padded)) in cols.iter().enumerate() {
+                    let value = match window {
+                        Window::Max => {
+                            let mut m = f32::NEG_INFINITY;
+                            for &iy in ys {
+                                for &ix in xs {
+                                    m = m.max(src[iy * iw + ix]);
+                                }
                             }
+                            m
                         }
-                        m
-                    }
-                    Window::Average { count_include_pad } => {
-                        let mut sum = 0f32;
-                        for &iy in ys {
-                            for &ix in xs {
-                                sum += src[iy * iw + ix];
+                        Window::Average { count_include_pad } => {
+                            let mut sum = 0f32;
+                            for &iy in ys {
+                                for &ix in xs {
+                                    sum += src[iy * iw + ix];
+                                }
                             }
+                            let count = if count_include_pad {
+                                y_padded * x_padded
+                            } else {
+                                ys.len() * xs.len()
+                            };
+                            sum / count.max(1) as f32
                         }
-                        let count = if count_include_pad { y_padded * x_padded } else { ys.len() * xs.len() };
-                        sum / count.max(1) as f32
-                    }
-                    Window::Lp(_) => f32::NAN,
-                };
-                dst[oy * ow + ox] = value;
+                        Window::Lp(_) => f32::NAN,
+                    };
+                    dst[oy * ow + ox] = value;
+                }
             }
-        }
-    });
+        });
     let shape = vec![x.shape[0], x.shape[1], oh, ow];
     Ok(Some(Array::f32(shape, out)))
 }
@@ -182,14 +229,23 @@ pub(crate) fn average_pool(x: &Array, attrs: &PoolAttrs, count_include_pad: bool
 }
 
 /// `MaxPool`, with the indices output when the node has two outputs.
-pub(crate) fn max_pool(x: &Array, attrs: &PoolAttrs, storage_order: i64, outputs: usize) -> R<Vec<Array>> {
+pub(crate) fn max_pool(
+    x: &Array,
+    attrs: &PoolAttrs,
+    storage_order: i64,
+    outputs: usize,
+) -> R<Vec<Array>> {
     if outputs == 1 {
         if let Some(fast) = pool_2d_f32(x, attrs, Window::Max)? {
             return Ok(vec![fast]);
         }
     }
     let (values, indices) = pool(x, attrs, Window::Max, storage_order)?;
-    Ok(if outputs > 1 { vec![values, indices] } else { vec![values] })
+    Ok(if outputs > 1 {
+        vec![values, indices]
+    } else {
+        vec![values]
+    })
 }
 
 /// `GlobalAveragePool` / `GlobalMaxPool`.
@@ -216,7 +272,12 @@ pub(crate) fn global(x: &Array, max: bool) -> R<Array> {
 }
 
 /// `MaxUnpool`: scatters `x` to the flat positions in `indices`; inputs `x, indices, output_shape?`.
-pub(crate) fn max_unpool(args: &super::Args, kernel: &[i64], pads: &[i64], strides_: &[i64]) -> R<Array> {
+pub(crate) fn max_unpool(
+    args: &super::Args,
+    kernel: &[i64],
+    pads: &[i64],
+    strides_: &[i64],
+) -> R<Array> {
     let x = args.tensor(0)?;
     let indices = args.tensor(1)?.data.to_i64s();
     let spatial = x.rank().checked_sub(2).ok_or("input must have rank ≥ 3")?;
@@ -231,7 +292,10 @@ pub(crate) fn max_unpool(args: &super::Args, kernel: &[i64], pads: &[i64], strid
     let values = x.data.to_f64s();
     let mut out = vec![0.0; len];
     for (v, &i) in values.iter().zip(&indices) {
-        let i = usize::try_from(i).ok().filter(|&i| i < len).ok_or_else(|| format!("index {i} is outside the output of {len} elements"))?;
+        let i = usize::try_from(i)
+            .ok()
+            .filter(|&i| i < len)
+            .ok_or_else(|| format!("index {i} is outside the output of {len} elements"))?;
         out[i] = *v;
     }
     let unpooled = Array::new(inferred.clone(), Data::from_f64s(x.dtype(), out, false));
@@ -240,7 +304,13 @@ pub(crate) fn max_unpool(args: &super::Args, kernel: &[i64], pads: &[i64], strid
         Some(s) => {
             let shape: Vec<i64> = s.iter().map(|&d| d.max(0)).collect();
             let pads: Vec<i64> = (0..2 * shape.len())
-                .map(|i| if i < shape.len() { 0 } else { shape[i - shape.len()] - inferred[i - shape.len()] as i64 })
+                .map(|i| {
+                    if i < shape.len() {
+                        0
+                    } else {
+                        shape[i - shape.len()] - inferred[i - shape.len()] as i64
+                    }
+                })
                 .collect();
             super::shape::pad(&unpooled, &pads, None, None, "constant")
         }

@@ -15,16 +15,25 @@ fn scale_index(x: &Array, scale: &Array, ax: i64, block_size: i64) -> R<Vec<usiz
     let a = axis(ax, x.rank())?;
     if block_size > 0 {
         if scale.rank() != x.rank() {
-            return Err(format!("blocked scale {:?} must have the rank of x {:?}", scale.shape, x.shape));
+            return Err(format!(
+                "blocked scale {:?} must have the rank of x {:?}",
+                scale.shape, x.shape
+            ));
         }
         let st = strides(&scale.shape);
         let b = block_size as usize;
         return Ok(index_map(&x.shape, |ix| {
-            ix.iter().enumerate().map(|(k, &i)| if k == a { i / b } else { i } * st[k]).sum()
+            ix.iter()
+                .enumerate()
+                .map(|(k, &i)| if k == a { i / b } else { i } * st[k])
+                .sum()
         }));
     }
     if scale.rank() != 1 || scale.len() != x.shape[a] {
-        return Err(format!("per-axis scale {:?} must have {} values (axis {a} of {:?})", scale.shape, x.shape[a], x.shape));
+        return Err(format!(
+            "per-axis scale {:?} must have {} values (axis {a} of {:?})",
+            scale.shape, x.shape[a], x.shape
+        ));
     }
     let (_, n, inner) = super::reduce::split_at_axis(&x.shape, a);
     Ok((0..x.len()).map(|p| (p / inner.max(1)) % n).collect())
@@ -55,7 +64,10 @@ pub(crate) fn quantize(
     output_dtype: Option<DType>,
     saturate: bool,
 ) -> R<Array> {
-    let dtype = zero_point.map(|z| z.dtype()).or(output_dtype).unwrap_or(DType::U8);
+    let dtype = zero_point
+        .map(|z| z.dtype())
+        .or(output_dtype)
+        .unwrap_or(DType::U8);
     let index = scale_index(x, scale, ax, block_size)?;
     let scales = scale.data.to_f64s();
     let zeros = zero_point.map(|z| z.data.to_f64s());
@@ -67,7 +79,11 @@ pub(crate) fn quantize(
         .zip(&index)
         .map(|(&v, &i)| {
             let z = zeros.as_ref().map_or(0.0, |z| z[i]);
-            let q = if single { f64::from(v as f32 / scales[i] as f32) } else { v / scales[i] };
+            let q = if single {
+                f64::from(v as f32 / scales[i] as f32)
+            } else {
+                v / scales[i]
+            };
             if dtype.is_float() {
                 q + z
             } else {
@@ -76,7 +92,10 @@ pub(crate) fn quantize(
             }
         })
         .collect();
-    Ok(Array::new(x.shape.clone(), Data::from_f64s(dtype, scaled, saturate)))
+    Ok(Array::new(
+        x.shape.clone(),
+        Data::from_f64s(dtype, scaled, saturate),
+    ))
 }
 
 /// `DequantizeLinear`.
@@ -108,7 +127,10 @@ pub(crate) fn dequantize(
             .collect();
         return Ok(Array::f32(x.shape.clone(), out));
     }
-    Ok(Array::new(x.shape.clone(), Data::from_f64s(dtype, out, false)))
+    Ok(Array::new(
+        x.shape.clone(),
+        Data::from_f64s(dtype, out, false),
+    ))
 }
 
 /// `DynamicQuantizeLinear`: u8 values, scale and zero point from the data's range.
@@ -117,11 +139,19 @@ pub(crate) fn dynamic_quantize(x: &Array) -> Vec<Array> {
     let lo = values.iter().copied().fold(0f32, f32::min);
     let hi = values.iter().copied().fold(0f32, f32::max);
     let scale = (hi - lo) / 255.0;
-    let zero = if scale == 0.0 { 0.0 } else { round_half_even(f64::from((0.0 - lo) / scale)).clamp(0.0, 255.0) };
+    let zero = if scale == 0.0 {
+        0.0
+    } else {
+        round_half_even(f64::from((0.0 - lo) / scale)).clamp(0.0, 255.0)
+    };
     let q: Vec<u8> = values
         .iter()
         .map(|&v| {
-            let s = if scale == 0.0 { 0.0 } else { f64::from(v / scale) };
+            let s = if scale == 0.0 {
+                0.0
+            } else {
+                f64::from(v / scale)
+            };
             (round_half_even(s) + zero).clamp(0.0, 255.0) as u8
         })
         .collect();
@@ -140,7 +170,11 @@ fn centered(x: &Array, zero: Option<&Array>, per_row: bool) -> Vec<f64> {
         return values;
     };
     let cols = *x.shape.last().unwrap_or(&1);
-    let rows = if x.rank() >= 2 { x.shape[x.rank() - 2] } else { 1 };
+    let rows = if x.rank() >= 2 {
+        x.shape[x.rank() - 2]
+    } else {
+        1
+    };
     for (p, v) in values.iter_mut().enumerate() {
         let k = if z.len() == 1 {
             0
@@ -164,17 +198,33 @@ fn float_matmul(a: &Array, av: Vec<f64>, b: &Array, bv: Vec<f64>) -> R<Array> {
 /// `MatMulInteger`: `(a - a_zero) · (b - b_zero)` as i32.
 pub(crate) fn matmul_integer(args: &super::Args) -> R<Array> {
     let (a, b) = (args.tensor(0)?, args.tensor(1)?);
-    let product = float_matmul(a, centered(a, args.opt_tensor(2)?, true), b, centered(b, args.opt_tensor(3)?, false))?;
-    Ok(Array::new(product.shape.clone(), Data::from_f64s(DType::I32, product.data.to_f64s(), false)))
+    let product = float_matmul(
+        a,
+        centered(a, args.opt_tensor(2)?, true),
+        b,
+        centered(b, args.opt_tensor(3)?, false),
+    )?;
+    Ok(Array::new(
+        product.shape.clone(),
+        Data::from_f64s(DType::I32, product.data.to_f64s(), false),
+    ))
 }
 
-fn requantize(values: Vec<f64>, scale: &dyn Fn(usize) -> f64, zero: Option<&Array>, dtype: DType, shape: Vec<usize>) -> Array {
+fn requantize(
+    values: Vec<f64>,
+    scale: &dyn Fn(usize) -> f64,
+    zero: Option<&Array>,
+    dtype: DType,
+    shape: Vec<usize>,
+) -> Array {
     let z = zero.map(|z| z.data.to_f64s());
     let (lo, hi) = int_limits(dtype);
     let out: Vec<f64> = values
         .iter()
         .enumerate()
-        .map(|(p, &v)| (round_half_even(v * scale(p)) + z.as_ref().map_or(0.0, |z| z[0])).clamp(lo, hi))
+        .map(|(p, &v)| {
+            (round_half_even(v * scale(p)) + z.as_ref().map_or(0.0, |z| z[0])).clamp(lo, hi)
+        })
         .collect();
     Array::new(shape, Data::from_f64s(dtype, out, true))
 }
@@ -182,15 +232,37 @@ fn requantize(values: Vec<f64>, scale: &dyn Fn(usize) -> f64, zero: Option<&Arra
 /// `QLinearMatMul`; inputs `a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero`.
 pub(crate) fn qlinear_matmul(args: &super::Args) -> R<Array> {
     let (a, b) = (args.tensor(0)?, args.tensor(3)?);
-    let product = float_matmul(a, centered(a, args.opt_tensor(2)?, true), b, centered(b, args.opt_tensor(5)?, false))?;
-    let (sa, sb, sy) = (args.tensor(1)?.data.to_f32s(), args.tensor(4)?.data.to_f32s(), args.tensor(6)?.data.to_f32s());
+    let product = float_matmul(
+        a,
+        centered(a, args.opt_tensor(2)?, true),
+        b,
+        centered(b, args.opt_tensor(5)?, false),
+    )?;
+    let (sa, sb, sy) = (
+        args.tensor(1)?.data.to_f32s(),
+        args.tensor(4)?.data.to_f32s(),
+        args.tensor(6)?.data.to_f32s(),
+    );
     let n = *product.shape.last().unwrap_or(&1);
     let scale = |p: usize| f64::from(sa[0] * sb[if sb.len() == 1 { 0 } else { p % n }] / sy[0]);
     let dtype = args.tensor(7)?.dtype();
-    Ok(requantize(product.data.to_f64s(), &scale, args.opt_tensor(7)?, dtype, product.shape.clone()))
+    Ok(requantize(
+        product.data.to_f64s(),
+        &scale,
+        args.opt_tensor(7)?,
+        dtype,
+        product.shape.clone(),
+    ))
 }
 
-fn integer_conv(x: &Array, xv: Vec<f64>, w: &Array, wv: Vec<f64>, bias: Option<Vec<f32>>, attrs: &sparkc_ir::op::ConvAttrs) -> R<(Vec<f32>, Vec<usize>)> {
+fn integer_conv(
+    x: &Array,
+    xv: Vec<f64>,
+    w: &Array,
+    wv: Vec<f64>,
+    bias: Option<Vec<f32>>,
+    attrs: &sparkc_ir::op::ConvAttrs,
+) -> R<(Vec<f32>, Vec<usize>)> {
     let xf: Vec<f32> = xv.into_iter().map(|v| v as f32).collect();
     let wf: Vec<f32> = wv.into_iter().map(|v| v as f32).collect();
     super::conv::conv_f32(&xf, &x.shape, &wf, &w.shape, bias.as_deref(), attrs)
@@ -202,7 +274,11 @@ fn centered_weights(w: &Array, zero: Option<&Array>) -> Vec<f64> {
     if let Some(z) = zero.map(|z| z.data.to_f64s()) {
         let per = values.len() / w.shape.first().copied().unwrap_or(1).max(1);
         for (p, v) in values.iter_mut().enumerate() {
-            *v -= if z.len() == 1 { z[0] } else { z[p / per.max(1)] };
+            *v -= if z.len() == 1 {
+                z[0]
+            } else {
+                z[p / per.max(1)]
+            };
         }
     }
     values
@@ -211,10 +287,23 @@ fn centered_weights(w: &Array, zero: Option<&Array>) -> Vec<f64> {
 /// `ConvInteger`: `conv(x - x_zero, w - w_zero)` as i32.
 pub(crate) fn conv_integer(args: &super::Args, attrs: &sparkc_ir::op::ConvAttrs) -> R<Array> {
     let (x, w) = (args.tensor(0)?, args.tensor(1)?);
-    let xz = args.opt_tensor(2)?.map(|z| z.data.to_f64s()[0]).unwrap_or(0.0);
+    let xz = args
+        .opt_tensor(2)?
+        .map(|z| z.data.to_f64s()[0])
+        .unwrap_or(0.0);
     let xv = x.data.to_f64s().into_iter().map(|v| v - xz).collect();
-    let (out, shape) = integer_conv(x, xv, w, centered_weights(w, args.opt_tensor(3)?), None, attrs)?;
-    Ok(Array::new(shape, Data::I32(out.into_iter().map(|v| v.round() as i32).collect())))
+    let (out, shape) = integer_conv(
+        x,
+        xv,
+        w,
+        centered_weights(w, args.opt_tensor(3)?),
+        None,
+        attrs,
+    )?;
+    Ok(Array::new(
+        shape,
+        Data::I32(out.into_iter().map(|v| v.round() as i32).collect()),
+    ))
 }
 
 /// `QLinearConv`; inputs `x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero, bias?`.
@@ -223,8 +312,19 @@ pub(crate) fn qlinear_conv(args: &super::Args, attrs: &sparkc_ir::op::ConvAttrs)
     let xz = args.tensor(2)?.data.to_f64s()[0];
     let xv = x.data.to_f64s().into_iter().map(|v| v - xz).collect();
     let bias = args.opt_tensor(8)?.map(|b| b.data.to_f32s());
-    let (out, shape) = integer_conv(x, xv, w, centered_weights(w, args.opt_tensor(5)?), bias, attrs)?;
-    let (sx, sw, sy) = (args.tensor(1)?.data.to_f32s(), args.tensor(4)?.data.to_f32s(), args.tensor(6)?.data.to_f32s());
+    let (out, shape) = integer_conv(
+        x,
+        xv,
+        w,
+        centered_weights(w, args.opt_tensor(5)?),
+        bias,
+        attrs,
+    )?;
+    let (sx, sw, sy) = (
+        args.tensor(1)?.data.to_f32s(),
+        args.tensor(4)?.data.to_f32s(),
+        args.tensor(6)?.data.to_f32s(),
+    );
     let m = shape[1];
     let inner: usize = shape[2..].iter().product();
     let scale = |p: usize| {
@@ -232,5 +332,11 @@ pub(crate) fn qlinear_conv(args: &super::Args, attrs: &sparkc_ir::op::ConvAttrs)
         f64::from(sx[0] * sw[if sw.len() == 1 { 0 } else { ch }] / sy[0])
     };
     let dtype = args.tensor(7)?.dtype();
-    Ok(requantize(out.into_iter().map(f64::from).collect(), &scale, args.opt_tensor(7)?, dtype, shape))
+    Ok(requantize(
+        out.into_iter().map(f64::from).collect(),
+        &scale,
+        args.opt_tensor(7)?,
+        dtype,
+        shape,
+    ))
 }

@@ -22,7 +22,11 @@ fn axes_last(x: &Array, axes: &[usize]) -> R<(Array, Vec<usize>)> {
     let mut perm: Vec<i64> = kept.iter().map(|&a| a as i64).collect();
     perm.extend(axes.iter().map(|&a| a as i64));
     let in_order = perm.iter().enumerate().all(|(i, &p)| i as i64 == p);
-    let moved = if in_order { x.clone() } else { transpose(x, &perm)? };
+    let moved = if in_order {
+        x.clone()
+    } else {
+        transpose(x, &perm)?
+    };
     Ok((moved, kept))
 }
 
@@ -31,8 +35,18 @@ fn reduce_f64(kind: Reduction, row: &[f64]) -> f64 {
         Reduction::Sum => row.iter().sum(),
         Reduction::Mean => row.iter().sum::<f64>() / row.len() as f64,
         Reduction::Prod => row.iter().product(),
-        Reduction::Max => row.iter().copied().fold(f64::NEG_INFINITY, |m, v| if v > m || v.is_nan() { v } else { m }),
-        Reduction::Min => row.iter().copied().fold(f64::INFINITY, |m, v| if v < m || v.is_nan() { v } else { m }),
+        Reduction::Max => {
+            row.iter().copied().fold(
+                f64::NEG_INFINITY,
+                |m, v| if v > m || v.is_nan() { v } else { m },
+            )
+        }
+        Reduction::Min => {
+            row.iter().copied().fold(
+                f64::INFINITY,
+                |m, v| if v < m || v.is_nan() { v } else { m },
+            )
+        }
         Reduction::SumSquare => row.iter().map(|v| v * v).sum(),
         Reduction::L1 => row.iter().map(|v| v.abs()).sum(),
         Reduction::L2 => row.iter().map(|v| v * v).sum::<f64>().sqrt(),
@@ -58,9 +72,19 @@ fn reduce_i64(kind: Reduction, row: &[i64], dtype: DType) -> i64 {
             }
         }
         Reduction::Prod => row.iter().fold(1i64, |a, &v| a.wrapping_mul(v)),
-        Reduction::Max => row.iter().copied().max().unwrap_or(int_extreme(dtype, false)),
-        Reduction::Min => row.iter().copied().min().unwrap_or(int_extreme(dtype, true)),
-        Reduction::SumSquare => row.iter().fold(0i64, |a, &v| a.wrapping_add(v.wrapping_mul(v))),
+        Reduction::Max => row
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(int_extreme(dtype, false)),
+        Reduction::Min => row
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(int_extreme(dtype, true)),
+        Reduction::SumSquare => row
+            .iter()
+            .fold(0i64, |a, &v| a.wrapping_add(v.wrapping_mul(v))),
         Reduction::L1 => row.iter().fold(0i64, |a, &v| a.wrapping_add(v.abs())),
         other => reduce_f64(other, &row.iter().map(|&v| v as f64).collect::<Vec<_>>()) as i64,
     }
@@ -109,7 +133,9 @@ pub(crate) fn reduce(
     let row: usize = axes.iter().map(|&a| x.shape[a]).product();
     let rows: usize = kept.iter().map(|&a| x.shape[a]).product();
     let shape: Vec<usize> = if keepdims {
-        (0..rank).map(|a| if axes.contains(&a) { 1 } else { x.shape[a] }).collect()
+        (0..rank)
+            .map(|a| if axes.contains(&a) { 1 } else { x.shape[a] })
+            .collect()
     } else {
         kept.iter().map(|&a| x.shape[a]).collect()
     };
@@ -126,10 +152,23 @@ pub(crate) fn reduce(
             match kind {
                 Reduction::Sum | Reduction::Mean => {
                     let s: f64 = slice.iter().map(|&v| f64::from(v)).sum();
-                    (if kind == Reduction::Mean { s / row as f64 } else { s }) as f32
+                    (if kind == Reduction::Mean {
+                        s / row as f64
+                    } else {
+                        s
+                    }) as f32
                 }
-                Reduction::Max => slice.iter().copied().fold(f32::NEG_INFINITY, |m, v| if v > m || v.is_nan() { v } else { m }),
-                _ => reduce_f64(kind, &slice.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()) as f32,
+                Reduction::Max => slice.iter().copied().fold(f32::NEG_INFINITY, |m, v| {
+                    if v > m || v.is_nan() {
+                        v
+                    } else {
+                        m
+                    }
+                }),
+                _ => reduce_f64(
+                    kind,
+                    &slice.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+                ) as f32,
             }
         };
         let out: Vec<f32> = if rows * row >= super::elementwise::PARALLEL_MIN {
@@ -223,7 +262,11 @@ pub(crate) fn softmax(x: Array, ax: i64, log: bool) -> R<Array> {
                 let sum: f64 = lane.iter().map(|v| (v - m).exp()).sum();
                 for k in 0..n {
                     let v = &mut values[(o * n + k) * inner + i];
-                    *v = if log { *v - m - sum.ln() } else { (*v - m).exp() / sum };
+                    *v = if log {
+                        *v - m - sum.ln()
+                    } else {
+                        (*v - m).exp() / sum
+                    };
                 }
             }
         }
@@ -236,9 +279,13 @@ pub(crate) fn softmax(x: Array, ax: i64, log: bool) -> R<Array> {
     };
     if n > 0 && inner == 1 {
         if values.len() >= super::elementwise::PARALLEL_MIN {
-            values.par_chunks_mut(n).for_each(|lane| softmax_lane(lane, n, 1, log));
+            values
+                .par_chunks_mut(n)
+                .for_each(|lane| softmax_lane(lane, n, 1, log));
         } else {
-            values.chunks_mut(n).for_each(|lane| softmax_lane(lane, n, 1, log));
+            values
+                .chunks_mut(n)
+                .for_each(|lane| softmax_lane(lane, n, 1, log));
         }
     } else if n > 0 {
         for o in 0..outer {
@@ -270,7 +317,10 @@ pub(crate) fn hardmax(x: &Array, ax: i64) -> R<Array> {
             }
         }
     }
-    Ok(Array::new(x.shape.clone(), Data::from_f64s(x.dtype(), out, false)))
+    Ok(Array::new(
+        x.shape.clone(),
+        Data::from_f64s(x.dtype(), out, false),
+    ))
 }
 
 /// Cumulative sum (or product) along an axis.
@@ -279,7 +329,12 @@ pub(crate) fn cumulative(x: &Array, ax: Vec<i64>, exclusive: bool, reverse: bool
 }
 
 /// Cumulative product along an axis.
-pub(crate) fn cumulative_product(x: &Array, ax: Vec<i64>, exclusive: bool, reverse: bool) -> R<Array> {
+pub(crate) fn cumulative_product(
+    x: &Array,
+    ax: Vec<i64>,
+    exclusive: bool,
+    reverse: bool,
+) -> R<Array> {
     scan_axis(x, ax, exclusive, reverse, true)
 }
 
@@ -311,7 +366,13 @@ fn scan_axis(x: &Array, ax: Vec<i64>, exclusive: bool, reverse: bool, product: b
         }};
     }
     let data = if x.dtype().is_integer() {
-        let op = |a: i64, b: i64| if product { a.wrapping_mul(b) } else { a.wrapping_add(b) };
+        let op = |a: i64, b: i64| {
+            if product {
+                a.wrapping_mul(b)
+            } else {
+                a.wrapping_add(b)
+            }
+        };
         Data::from_i64s(x.dtype(), run!(x.data.to_i64s(), identity as i64, op))
     } else {
         let op = |a: f64, b: f64| if product { a * b } else { a + b };
@@ -321,7 +382,13 @@ fn scan_axis(x: &Array, ax: Vec<i64>, exclusive: bool, reverse: bool, product: b
 }
 
 /// The `k` largest (or smallest) along an axis: values and i64 indices.
-pub(crate) fn top_k(x: &Array, k: Vec<i64>, ax: i64, largest: bool, _sorted: bool) -> R<Vec<Array>> {
+pub(crate) fn top_k(
+    x: &Array,
+    k: Vec<i64>,
+    ax: i64,
+    largest: bool,
+    _sorted: bool,
+) -> R<Vec<Array>> {
     let a = axis(ax, x.rank())?;
     let (outer, n, inner) = split_at_axis(&x.shape, a);
     let k = *k.first().ok_or("k is empty")?;
@@ -336,8 +403,15 @@ pub(crate) fn top_k(x: &Array, k: Vec<i64>, ax: i64, largest: bool, _sorted: boo
         for i in 0..inner {
             let mut lane: Vec<usize> = (0..n).collect();
             lane.sort_by(|&p, &q| {
-                let (u, v) = (values[(o * n + p) * inner + i], values[(o * n + q) * inner + i]);
-                let ord = if largest { v.total_cmp(&u) } else { u.total_cmp(&v) };
+                let (u, v) = (
+                    values[(o * n + p) * inner + i],
+                    values[(o * n + q) * inner + i],
+                );
+                let ord = if largest {
+                    v.total_cmp(&u)
+                } else {
+                    u.total_cmp(&v)
+                };
                 ord.then(p.cmp(&q))
             });
             for (j, &idx) in lane[..k].iter().enumerate() {

@@ -66,7 +66,11 @@ fn axis_taps(
                         0.5 * (roi.0 + roi.1) * (in_f - 1.0)
                     }
                 }
-                other => return Err(format!("coordinate_transformation_mode '{other}' is not supported")),
+                other => {
+                    return Err(format!(
+                        "coordinate_transformation_mode '{other}' is not supported"
+                    ))
+                }
             };
             let outside = attrs.coordinate_transformation_mode == "tf_crop_and_resize"
                 && (x_ori < 0.0 || x_ori > in_f - 1.0);
@@ -88,13 +92,18 @@ fn axis_taps(
                     vec![(clamp(i as i64), 1.0)]
                 }
                 "linear" | "cubic" => {
-                    let (radius, kernel): (f64, Box<dyn Fn(f64) -> f64>) = if attrs.mode == "linear" {
+                    let (radius, kernel): (f64, Box<dyn Fn(f64) -> f64>) = if attrs.mode == "linear"
+                    {
                         (1.0, Box::new(|t: f64| (1.0 - t.abs()).max(0.0)))
                     } else {
                         let a = f64::from(attrs.cubic_coeff_a);
                         (2.0, Box::new(move |t: f64| cubic(t, a)))
                     };
-                    let s = if attrs.antialias && scale < 1.0 { scale } else { 1.0 };
+                    let s = if attrs.antialias && scale < 1.0 {
+                        scale
+                    } else {
+                        1.0
+                    };
                     let base = x_ori.floor();
                     let ratio = x_ori - base;
                     let start = (-radius / s).floor() as i64 + 1;
@@ -106,7 +115,9 @@ fn axis_taps(
                         taps.iter_mut().for_each(|t| t.1 /= sum);
                     }
                     if attrs.exclude_outside {
-                        taps.iter_mut().filter(|t| t.0 < 0 || t.0 >= input as i64).for_each(|t| t.1 = 0.0);
+                        taps.iter_mut()
+                            .filter(|t| t.0 < 0 || t.0 >= input as i64)
+                            .for_each(|t| t.1 = 0.0);
                         let sum: f64 = taps.iter().map(|t| t.1).sum();
                         if sum != 0.0 {
                             taps.iter_mut().for_each(|t| t.1 /= sum);
@@ -128,17 +139,31 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
     let axes: Vec<usize> = if attrs.axes.is_empty() {
         (0..rank).collect()
     } else {
-        attrs.axes.iter().map(|&a| axis(a, rank)).collect::<R<_>>()?
+        attrs
+            .axes
+            .iter()
+            .map(|&a| axis(a, rank))
+            .collect::<R<_>>()?
     };
-    let roi = args.opt_tensor(1)?.map(|r| r.data.to_f64s()).filter(|r| !r.is_empty());
-    let scales = args.opt_tensor(2)?.map(|s| s.data.to_f64s()).filter(|s| !s.is_empty());
+    let roi = args
+        .opt_tensor(1)?
+        .map(|r| r.data.to_f64s())
+        .filter(|r| !r.is_empty());
+    let scales = args
+        .opt_tensor(2)?
+        .map(|s| s.data.to_f64s())
+        .filter(|s| !s.is_empty());
     let sizes = args.opt_ints(3)?.filter(|s| !s.is_empty());
     let mut out_sizes = x.shape.clone();
     let mut axis_scales = vec![1.0f64; rank];
     match (scales, sizes) {
         (Some(scales), None) => {
             if scales.len() != axes.len() {
-                return Err(format!("scales has {} values for {} axes", scales.len(), axes.len()));
+                return Err(format!(
+                    "scales has {} values for {} axes",
+                    scales.len(),
+                    axes.len()
+                ));
             }
             for (k, &a) in axes.iter().enumerate() {
                 if scales[k] <= 0.0 {
@@ -150,9 +175,17 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
         }
         (None, Some(sizes)) => {
             if sizes.len() != axes.len() {
-                return Err(format!("sizes has {} values for {} axes", sizes.len(), axes.len()));
+                return Err(format!(
+                    "sizes has {} values for {} axes",
+                    sizes.len(),
+                    axes.len()
+                ));
             }
-            let ratios: Vec<f64> = axes.iter().enumerate().map(|(k, &a)| sizes[k] as f64 / x.shape[a] as f64).collect();
+            let ratios: Vec<f64> = axes
+                .iter()
+                .enumerate()
+                .map(|(k, &a)| sizes[k] as f64 / x.shape[a] as f64)
+                .collect();
             let common = match attrs.keep_aspect_ratio_policy.as_str() {
                 "not_larger" => Some(ratios.iter().copied().fold(f64::INFINITY, f64::min)),
                 "not_smaller" => Some(ratios.iter().copied().fold(0.0, f64::max)),
@@ -184,7 +217,10 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
     let mut shape = x.shape.clone();
     let mut outside: Vec<(usize, Vec<bool>)> = Vec::new();
     for (k, &a) in axes.iter().enumerate() {
-        if out_sizes[a] == shape[a] && axis_scales[a] == 1.0 && attrs.coordinate_transformation_mode != "tf_crop_and_resize" {
+        if out_sizes[a] == shape[a]
+            && axis_scales[a] == 1.0
+            && attrs.coordinate_transformation_mode != "tf_crop_and_resize"
+        {
             continue;
         }
         let taps = axis_taps(attrs, shape[a], out_sizes[a], axis_scales[a], roi_of(a, k))?;
@@ -214,10 +250,18 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
     if !outside.is_empty() {
         let fill = f64::from(attrs.extrapolation_value);
         let mask = index_map(&shape, |ix| outside.iter().any(|(a, flags)| flags[ix[*a]]));
-        values.iter_mut().zip(mask).filter(|(_, o)| *o).for_each(|(v, _)| *v = fill);
+        values
+            .iter_mut()
+            .zip(mask)
+            .filter(|(_, o)| *o)
+            .for_each(|(v, _)| *v = fill);
     }
     let data = if x.dtype().is_integer() {
-        Data::from_f64s(x.dtype(), values.into_iter().map(|v| v.round()).collect(), true)
+        Data::from_f64s(
+            x.dtype(),
+            values.into_iter().map(|v| v.round()).collect(),
+            true,
+        )
     } else {
         Data::from_f64s(x.dtype(), values, false)
     };

@@ -56,7 +56,11 @@ fn activation(name: &str, alpha: Option<f32>, beta: Option<f32>) -> R<Box<dyn Fn
 fn mat_vec(m: &[f64], v: &[f64], rows: usize, y: &mut [f64]) {
     let cols = v.len();
     for j in 0..rows {
-        y[j] += m[j * cols..(j + 1) * cols].iter().zip(v).map(|(a, b)| a * b).sum::<f64>();
+        y[j] += m[j * cols..(j + 1) * cols]
+            .iter()
+            .zip(v)
+            .map(|(a, b)| a * b)
+            .sum::<f64>();
     }
 }
 
@@ -71,21 +75,51 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
         Cell::Gru => 3,
         Cell::Rnn => 1,
     };
-    let dirs = if attrs.direction == "bidirectional" { 2 } else { 1 };
-    if x.rank() != 3 || w.shape != [dirs, gates * hidden, x.shape[2]] || r.shape != [dirs, gates * hidden, hidden] {
-        return Err(format!("X {:?}, W {:?} and R {:?} do not agree with hidden_size {hidden}", x.shape, w.shape, r.shape));
+    let dirs = if attrs.direction == "bidirectional" {
+        2
+    } else {
+        1
+    };
+    if x.rank() != 3
+        || w.shape != [dirs, gates * hidden, x.shape[2]]
+        || r.shape != [dirs, gates * hidden, hidden]
+    {
+        return Err(format!(
+            "X {:?}, W {:?} and R {:?} do not agree with hidden_size {hidden}",
+            x.shape, w.shape, r.shape
+        ));
     }
     let batch_first = attrs.layout == 1;
-    let (seq, batch, input) = if batch_first { (x.shape[1], x.shape[0], x.shape[2]) } else { (x.shape[0], x.shape[1], x.shape[2]) };
+    let (seq, batch, input) = if batch_first {
+        (x.shape[1], x.shape[0], x.shape[2])
+    } else {
+        (x.shape[0], x.shape[1], x.shape[2])
+    };
     let xv = x.data.to_f64s();
     let at = |t: usize, b: usize| -> &[f64] {
-        let start = if batch_first { (b * seq + t) * input } else { (t * batch + b) * input };
+        let start = if batch_first {
+            (b * seq + t) * input
+        } else {
+            (t * batch + b) * input
+        };
         &xv[start..start + input]
     };
     let wv = w.data.to_f64s();
     let rv = r.data.to_f64s();
-    let bias = args.opt_tensor(3)?.map(|b| b.data.to_f64s()).unwrap_or_else(|| vec![0.0; dirs * 2 * gates * hidden]);
-    let lens: Vec<usize> = args.opt_tensor(4)?.map(|l| l.data.to_i64s().iter().map(|&v| v.max(0) as usize).collect()).unwrap_or_else(|| vec![seq; batch]);
+    let bias = args
+        .opt_tensor(3)?
+        .map(|b| b.data.to_f64s())
+        .unwrap_or_else(|| vec![0.0; dirs * 2 * gates * hidden]);
+    let lens: Vec<usize> = args
+        .opt_tensor(4)?
+        .map(|l| {
+            l.data
+                .to_i64s()
+                .iter()
+                .map(|&v| v.max(0) as usize)
+                .collect()
+        })
+        .unwrap_or_else(|| vec![seq; batch]);
     let state = |i: usize| -> R<Vec<f64>> {
         Ok(match args.opt_tensor(i)? {
             Some(t) => {
@@ -109,8 +143,16 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
         })
     };
     let h0 = state(5)?;
-    let c0 = if cell == Cell::Lstm { state(6)? } else { Vec::new() };
-    let peep = if cell == Cell::Lstm { args.opt_tensor(7)?.map(|p| p.data.to_f64s()) } else { None };
+    let c0 = if cell == Cell::Lstm {
+        state(6)?
+    } else {
+        Vec::new()
+    };
+    let peep = if cell == Cell::Lstm {
+        args.opt_tensor(7)?.map(|p| p.data.to_f64s())
+    } else {
+        None
+    };
     let defaults: &[&str] = match cell {
         Cell::Lstm => &["Sigmoid", "Tanh", "Tanh"],
         Cell::Gru => &["Sigmoid", "Tanh"],
@@ -119,10 +161,23 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
     let per_dir = defaults.len();
     let mut acts = Vec::new();
     for k in 0..per_dir * dirs {
-        let name = attrs.activations.get(k).map_or(defaults[k % per_dir], String::as_str);
-        acts.push(activation(name, attrs.activation_alpha.get(k).copied(), attrs.activation_beta.get(k).copied())?);
+        let name = attrs
+            .activations
+            .get(k)
+            .map_or(defaults[k % per_dir], String::as_str);
+        acts.push(activation(
+            name,
+            attrs.activation_alpha.get(k).copied(),
+            attrs.activation_beta.get(k).copied(),
+        )?);
     }
-    let clip = |v: f64| if attrs.clip > 0.0 { v.clamp(-f64::from(attrs.clip), f64::from(attrs.clip)) } else { v };
+    let clip = |v: f64| {
+        if attrs.clip > 0.0 {
+            v.clamp(-f64::from(attrs.clip), f64::from(attrs.clip))
+        } else {
+            v
+        }
+    };
     let mut y = vec![0.0; seq * dirs * batch * hidden];
     let mut yh = vec![0.0; dirs * batch * hidden];
     let mut yc = vec![0.0; dirs * batch * hidden];
@@ -136,7 +191,11 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
         let f = &acts[d * per_dir];
         for b in 0..batch {
             let mut h = h0[(d * batch + b) * hidden..(d * batch + b + 1) * hidden].to_vec();
-            let mut c = if cell == Cell::Lstm { c0[(d * batch + b) * hidden..(d * batch + b + 1) * hidden].to_vec() } else { Vec::new() };
+            let mut c = if cell == Cell::Lstm {
+                c0[(d * batch + b) * hidden..(d * batch + b + 1) * hidden].to_vec()
+            } else {
+                Vec::new()
+            };
             let len = lens.get(b).copied().unwrap_or(seq).min(seq);
             for step in 0..len {
                 let t = if reverse { len - 1 - step } else { step };
@@ -147,11 +206,18 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
                     Cell::Lstm => {
                         mat_vec(rd, &h, gh, &mut hr);
                         let (g, hh) = (&acts[d * per_dir + 1], &acts[d * per_dir + 2]);
-                        let p = |k: usize, j: usize| peep.as_ref().map_or(0.0, |p| p[d * 3 * hidden + k * hidden + j]);
+                        let p = |k: usize, j: usize| {
+                            peep.as_ref()
+                                .map_or(0.0, |p| p[d * 3 * hidden + k * hidden + j])
+                        };
                         for j in 0..hidden {
                             let pre = |k: usize| xw[k * hidden + j] + hr[k * hidden + j];
                             let i_gate = f(clip(pre(0) + p(0, j) * c[j]));
-                            let f_gate = if attrs.input_forget { 1.0 - i_gate } else { f(clip(pre(2) + p(2, j) * c[j])) };
+                            let f_gate = if attrs.input_forget {
+                                1.0 - i_gate
+                            } else {
+                                f(clip(pre(2) + p(2, j) * c[j]))
+                            };
                             let c_new = f_gate * c[j] + i_gate * g(clip(pre(3)));
                             let o_gate = f(clip(pre(1) + p(1, j) * c_new));
                             c[j] = c_new;
@@ -163,7 +229,9 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
                         let mut hz = rb[..2 * hidden].to_vec();
                         mat_vec(&rd[..2 * hidden * hidden], &h, 2 * hidden, &mut hz);
                         let z: Vec<f64> = (0..hidden).map(|j| f(clip(xw[j] + hz[j]))).collect();
-                        let rg: Vec<f64> = (0..hidden).map(|j| f(clip(xw[hidden + j] + hz[hidden + j]))).collect();
+                        let rg: Vec<f64> = (0..hidden)
+                            .map(|j| f(clip(xw[hidden + j] + hz[hidden + j])))
+                            .collect();
                         let rh = &rd[2 * hidden * hidden..];
                         let mut cand = vec![0.0; hidden];
                         if attrs.linear_before_reset {
@@ -191,7 +259,8 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
                         }
                     }
                 }
-                y[((t * dirs + d) * batch + b) * hidden..((t * dirs + d) * batch + b + 1) * hidden].copy_from_slice(&h);
+                y[((t * dirs + d) * batch + b) * hidden..((t * dirs + d) * batch + b + 1) * hidden]
+                    .copy_from_slice(&h);
             }
             yh[(d * batch + b) * hidden..(d * batch + b + 1) * hidden].copy_from_slice(&h);
             if cell == Cell::Lstm {
@@ -206,7 +275,8 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
             for d in 0..dirs {
                 for b in 0..batch {
                     for h in 0..hidden {
-                        yt[((b * seq + t) * dirs + d) * hidden + h] = y[((t * dirs + d) * batch + b) * hidden + h];
+                        yt[((b * seq + t) * dirs + d) * hidden + h] =
+                            y[((t * dirs + d) * batch + b) * hidden + h];
                     }
                 }
             }
@@ -222,11 +292,26 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
             }
             out
         };
-        (yt, swap(&yh), swap(&yc), vec![batch, seq, dirs, hidden], vec![batch, dirs, hidden])
+        (
+            yt,
+            swap(&yh),
+            swap(&yc),
+            vec![batch, seq, dirs, hidden],
+            vec![batch, dirs, hidden],
+        )
     } else {
-        (y, yh, yc, vec![seq, dirs, batch, hidden], vec![dirs, batch, hidden])
+        (
+            y,
+            yh,
+            yc,
+            vec![seq, dirs, batch, hidden],
+            vec![dirs, batch, hidden],
+        )
     };
-    let mut out = vec![Array::new(y_shape, store(y)), Array::new(s_shape.clone(), store(yh))];
+    let mut out = vec![
+        Array::new(y_shape, store(y)),
+        Array::new(s_shape.clone(), store(yh)),
+    ];
     if cell == Cell::Lstm {
         out.push(Array::new(s_shape, store(yc)));
     }

@@ -29,22 +29,43 @@ fn reflect(x: f64, lo: f64, hi: f64) -> f64 {
         let dx = lo - x;
         let n = (dx / range) as i64;
         let r = dx - n as f64 * range;
-        if n % 2 == 0 { lo + r } else { hi - r }
+        if n % 2 == 0 {
+            lo + r
+        } else {
+            hi - r
+        }
     } else if x > hi {
         let dx = x - hi;
         let n = (dx / range) as i64;
         let r = dx - n as f64 * range;
-        if n % 2 == 0 { hi - r } else { lo + r }
+        if n % 2 == 0 {
+            hi - r
+        } else {
+            lo + r
+        }
     } else {
         x
     }
 }
 
 /// ONNX `GridSample` over any number of spatial dims.
-pub(crate) fn grid_sample(x: &Array, grid: &Array, align_corners: bool, mode: &str, padding: &str) -> R<Array> {
+pub(crate) fn grid_sample(
+    x: &Array,
+    grid: &Array,
+    align_corners: bool,
+    mode: &str,
+    padding: &str,
+) -> R<Array> {
     let rank = x.rank();
-    if rank < 3 || grid.rank() != rank || grid.shape[rank - 1] != rank - 2 || grid.shape[0] != x.shape[0] {
-        return Err(format!("input {:?} and grid {:?} do not agree", x.shape, grid.shape));
+    if rank < 3
+        || grid.rank() != rank
+        || grid.shape[rank - 1] != rank - 2
+        || grid.shape[0] != x.shape[0]
+    {
+        return Err(format!(
+            "input {:?} and grid {:?} do not agree",
+            x.shape, grid.shape
+        ));
     }
     let dims = &x.shape[2..];
     let nd = dims.len();
@@ -57,7 +78,13 @@ pub(crate) fn grid_sample(x: &Array, grid: &Array, align_corners: bool, mode: &s
     let g = grid.data.to_f64s();
     let border: Vec<(f64, f64)> = dims
         .iter()
-        .map(|&d| if align_corners { (0.0, d as f64 - 1.0) } else { (-0.5, d as f64 - 0.5) })
+        .map(|&d| {
+            if align_corners {
+                (0.0, d as f64 - 1.0)
+            } else {
+                (-0.5, d as f64 - 0.5)
+            }
+        })
         .collect();
     let read = |base: usize, index: &[i64]| -> f64 {
         let mut offset = 0;
@@ -86,7 +113,11 @@ pub(crate) fn grid_sample(x: &Array, grid: &Array, align_corners: bool, mode: &s
                 .map(|k| {
                     let v = coords[nd - 1 - k];
                     let len = dims[k] as f64;
-                    let mut x = if align_corners { (v + 1.0) / 2.0 * (len - 1.0) } else { ((v + 1.0) * len - 1.0) / 2.0 };
+                    let mut x = if align_corners {
+                        (v + 1.0) / 2.0 * (len - 1.0)
+                    } else {
+                        ((v + 1.0) * len - 1.0) / 2.0
+                    };
                     match padding {
                         "border" => x = x.clamp(0.0, len - 1.0),
                         "reflection" => x = reflect(x, border[k].0, border[k].1),
@@ -115,8 +146,16 @@ pub(crate) fn grid_sample(x: &Array, grid: &Array, align_corners: bool, mode: &s
                 let base = (b * c + ch) * plane;
                 let mut sum = 0.0;
                 index_map(&counts, |pick| {
-                    let index: Vec<i64> = pick.iter().enumerate().map(|(k, &j)| taps[k][j].0).collect();
-                    let weight: f64 = pick.iter().enumerate().map(|(k, &j)| taps[k][j].1).product();
+                    let index: Vec<i64> = pick
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &j)| taps[k][j].0)
+                        .collect();
+                    let weight: f64 = pick
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &j)| taps[k][j].1)
+                        .product();
                     if weight != 0.0 {
                         sum += weight * read(base, &index);
                     }
@@ -132,15 +171,26 @@ pub(crate) fn grid_sample(x: &Array, grid: &Array, align_corners: bool, mode: &s
 
 /// ONNX `AffineGrid`: `theta` `[n, 2, 3]` or `[n, 3, 4]`, size `[n, c, (d,) h, w]`.
 pub(crate) fn affine_grid(theta: &Array, size: &[i64], align_corners: bool) -> R<Array> {
-    let nd = size.len().checked_sub(2).filter(|&d| d == 2 || d == 3).ok_or("size must have 4 or 5 entries")?;
+    let nd = size
+        .len()
+        .checked_sub(2)
+        .filter(|&d| d == 2 || d == 3)
+        .ok_or("size must have 4 or 5 entries")?;
     if theta.shape != [size[0].max(0) as usize, nd, nd + 1] {
-        return Err(format!("theta {:?} does not match size {size:?}", theta.shape));
+        return Err(format!(
+            "theta {:?} does not match size {size:?}",
+            theta.shape
+        ));
     }
     let t = theta.data.to_f64s();
     let spatial: Vec<usize> = size[2..].iter().map(|&d| d.max(0) as usize).collect();
     let base = |i: usize, len: usize| -> f64 {
         if align_corners {
-            if len <= 1 { 0.0 } else { -1.0 + 2.0 * i as f64 / (len - 1) as f64 }
+            if len <= 1 {
+                0.0
+            } else {
+                -1.0 + 2.0 * i as f64 / (len - 1) as f64
+            }
         } else {
             (2.0 * i as f64 + 1.0) / len as f64 - 1.0
         }
@@ -151,7 +201,9 @@ pub(crate) fn affine_grid(theta: &Array, size: &[i64], align_corners: bool) -> R
         let m = &t[b * nd * (nd + 1)..(b + 1) * nd * (nd + 1)];
         index_map(&spatial, |ix| {
             // Coordinates in x, y(, z) order: the last spatial axis is x.
-            let mut p: Vec<f64> = (0..nd).map(|k| base(ix[nd - 1 - k], spatial[nd - 1 - k])).collect();
+            let mut p: Vec<f64> = (0..nd)
+                .map(|k| base(ix[nd - 1 - k], spatial[nd - 1 - k]))
+                .collect();
             p.push(1.0);
             for r in 0..nd {
                 out.push((0..=nd).map(|k| m[r * (nd + 1) + k] * p[k]).sum::<f64>());
@@ -161,11 +213,21 @@ pub(crate) fn affine_grid(theta: &Array, size: &[i64], align_corners: bool) -> R
     let mut shape = vec![n];
     shape.extend(&spatial);
     shape.push(nd);
-    Ok(Array::new(shape, Data::from_f64s(theta.dtype(), out, false)))
+    Ok(Array::new(
+        shape,
+        Data::from_f64s(theta.dtype(), out, false),
+    ))
 }
 
 /// ONNX `RoiAlign`; inputs `x, rois, batch_indices`.
-pub(crate) fn roi_align(args: &Args, half_pixel: bool, max_mode: bool, pooled: (usize, usize), sampling_ratio: i64, scale: f32) -> R<Array> {
+pub(crate) fn roi_align(
+    args: &Args,
+    half_pixel: bool,
+    max_mode: bool,
+    pooled: (usize, usize),
+    sampling_ratio: i64,
+    scale: f32,
+) -> R<Array> {
     let x = args.tensor(0)?;
     let [_, c, h, w] = x.shape[..] else {
         return Err(format!("input must be 4-D, found {:?}", x.shape));
@@ -188,8 +250,16 @@ pub(crate) fn roi_align(args: &Args, half_pixel: bool, max_mode: bool, pooled: (
             rh = rh.max(1.0);
         }
         let (bh, bw) = (rh / ph_n as f64, rw / pw_n as f64);
-        let gh = if sampling_ratio > 0 { sampling_ratio as usize } else { (rh / ph_n as f64).ceil() as usize };
-        let gw = if sampling_ratio > 0 { sampling_ratio as usize } else { (rw / pw_n as f64).ceil() as usize };
+        let gh = if sampling_ratio > 0 {
+            sampling_ratio as usize
+        } else {
+            (rh / ph_n as f64).ceil() as usize
+        };
+        let gw = if sampling_ratio > 0 {
+            sampling_ratio as usize
+        } else {
+            (rw / pw_n as f64).ceil() as usize
+        };
         let count = (gh * gw).max(1) as f64;
         let image = batch[i].max(0) as usize;
         for ch in 0..c {
@@ -240,12 +310,23 @@ pub(crate) fn roi_align(args: &Args, half_pixel: bool, max_mode: bool, pooled: (
                             }
                         }
                     }
-                    out[((i * c + ch) * ph_n + ph) * pw_n + pw] = if max_mode { if any { acc } else { 0.0 } } else { acc / count };
+                    out[((i * c + ch) * ph_n + ph) * pw_n + pw] = if max_mode {
+                        if any {
+                            acc
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        acc / count
+                    };
                 }
             }
         }
     }
-    Ok(Array::new(vec![r, c, ph_n, pw_n], Data::from_f64s(x.dtype(), out, false)))
+    Ok(Array::new(
+        vec![r, c, ph_n, pw_n],
+        Data::from_f64s(x.dtype(), out, false),
+    ))
 }
 
 /// ONNX `MaxRoiPool`: rois are `[batch, x1, y1, x2, y2]`.
@@ -265,8 +346,14 @@ pub(crate) fn max_roi_pool(x: &Array, rois: &Array, pooled: &[i64], scale: f32) 
     for i in 0..count {
         let roi = &r[i * 5..i * 5 + 5];
         let image = roi[0] as usize;
-        let (sw, sh) = ((roi[1] * scale).round() as i64, (roi[2] * scale).round() as i64);
-        let (ew, eh) = ((roi[3] * scale).round() as i64, (roi[4] * scale).round() as i64);
+        let (sw, sh) = (
+            (roi[1] * scale).round() as i64,
+            (roi[2] * scale).round() as i64,
+        );
+        let (ew, eh) = (
+            (roi[3] * scale).round() as i64,
+            (roi[4] * scale).round() as i64,
+        );
         let (rh, rw) = ((eh - sh + 1).max(1) as f64, (ew - sw + 1).max(1) as f64);
         let (bh, bw) = (rh / ph_n as f64, rw / pw_n as f64);
         for ch in 0..c {
@@ -276,19 +363,24 @@ pub(crate) fn max_roi_pool(x: &Array, rois: &Array, pooled: &[i64], scale: f32) 
                 let he = (((ph + 1) as f64 * bh).ceil() as i64 + sh).clamp(0, h as i64) as usize;
                 for pw in 0..pw_n {
                     let ws = ((pw as f64 * bw).floor() as i64 + sw).clamp(0, w as i64) as usize;
-                    let we = (((pw + 1) as f64 * bw).ceil() as i64 + sw).clamp(0, w as i64) as usize;
+                    let we =
+                        (((pw + 1) as f64 * bw).ceil() as i64 + sw).clamp(0, w as i64) as usize;
                     let mut m = f64::NEG_INFINITY;
                     for yy in hs..he {
                         for xx in ws..we {
                             m = m.max(plane[yy * w + xx]);
                         }
                     }
-                    out[((i * c + ch) * ph_n + ph) * pw_n + pw] = if m.is_finite() { m } else { 0.0 };
+                    out[((i * c + ch) * ph_n + ph) * pw_n + pw] =
+                        if m.is_finite() { m } else { 0.0 };
                 }
             }
         }
     }
-    Ok(Array::new(vec![count, c, ph_n, pw_n], Data::from_f64s(x.dtype(), out, false)))
+    Ok(Array::new(
+        vec![count, c, ph_n, pw_n],
+        Data::from_f64s(x.dtype(), out, false),
+    ))
 }
 
 /// ONNX `Col2Im`; inputs `x [n, c·prod(block), blocks], image_shape, block_shape`.
@@ -308,7 +400,9 @@ pub(crate) fn col2im(args: &Args, dilations: &[i64], pads: &[i64], strides_: &[i
     let at = |v: &[i64], i: usize, d: i64| v.get(i).copied().unwrap_or(d);
     let counts: Vec<usize> = (0..nd)
         .map(|d| {
-            let span = image[d] as i64 + at(pads, d, 0) + at(pads, d + nd, 0) - at(dilations, d, 1) * (block[d] as i64 - 1) - 1;
+            let span = image[d] as i64 + at(pads, d, 0) + at(pads, d + nd, 0)
+                - at(dilations, d, 1) * (block[d] as i64 - 1)
+                - 1;
             (span / at(strides_, d, 1) + 1).max(0) as usize
         })
         .collect();
@@ -330,7 +424,8 @@ pub(crate) fn col2im(args: &Args, dilations: &[i64], pads: &[i64], strides_: &[i
                     for d in 0..nd {
                         let kd = (k / bst[d]) % block[d];
                         let pd = (p / cst[d]) % counts[d];
-                        let i = pd as i64 * at(strides_, d, 1) + kd as i64 * at(dilations, d, 1) - at(pads, d, 0);
+                        let i = pd as i64 * at(strides_, d, 1) + kd as i64 * at(dilations, d, 1)
+                            - at(pads, d, 0);
                         if i < 0 || i >= image[d] as i64 {
                             inside = false;
                             break;
@@ -338,7 +433,8 @@ pub(crate) fn col2im(args: &Args, dilations: &[i64], pads: &[i64], strides_: &[i
                         offset += i as usize * ist[d];
                     }
                     if inside {
-                        out[(b * c + ch) * plane + offset] += values[((b * cb) + ch * kernel + k) * l + p];
+                        out[(b * c + ch) * plane + offset] +=
+                            values[((b * cb) + ch * kernel + k) * l + p];
                     }
                 }
             }
@@ -354,14 +450,26 @@ pub(crate) fn non_max_suppression(args: &Args, center_point_box: i64) -> R<Array
     let boxes = args.tensor(0)?;
     let scores = args.tensor(1)?;
     let [batches, n, 4] = boxes.shape[..] else {
-        return Err(format!("boxes must be [batch, n, 4], found {:?}", boxes.shape));
+        return Err(format!(
+            "boxes must be [batch, n, 4], found {:?}",
+            boxes.shape
+        ));
     };
     let [_, classes, _] = scores.shape[..] else {
-        return Err(format!("scores must be [batch, classes, n], found {:?}", scores.shape));
+        return Err(format!(
+            "scores must be [batch, classes, n], found {:?}",
+            scores.shape
+        ));
     };
-    let limit = args.opt_ints(2)?.and_then(|v| v.first().copied()).unwrap_or(0).max(0) as usize;
+    let limit = args
+        .opt_ints(2)?
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0)
+        .max(0) as usize;
     let scalar = |i: usize| -> R<Option<f64>> {
-        Ok(args.opt_tensor(i)?.and_then(|t| t.data.to_f64s().first().copied()))
+        Ok(args
+            .opt_tensor(i)?
+            .and_then(|t| t.data.to_f64s().first().copied()))
     };
     let iou_threshold = scalar(3)?.unwrap_or(0.0);
     let score_threshold = scalar(4)?;
@@ -370,9 +478,19 @@ pub(crate) fn non_max_suppression(args: &Args, center_point_box: i64) -> R<Array
     let corners = |i: usize| -> [f64; 4] {
         let v = &b[i * 4..i * 4 + 4];
         if center_point_box == 1 {
-            [v[1] - v[3] / 2.0, v[0] - v[2] / 2.0, v[1] + v[3] / 2.0, v[0] + v[2] / 2.0]
+            [
+                v[1] - v[3] / 2.0,
+                v[0] - v[2] / 2.0,
+                v[1] + v[3] / 2.0,
+                v[0] + v[2] / 2.0,
+            ]
         } else {
-            [v[0].min(v[2]), v[1].min(v[3]), v[0].max(v[2]), v[1].max(v[3])]
+            [
+                v[0].min(v[2]),
+                v[1].min(v[3]),
+                v[0].max(v[2]),
+                v[1].max(v[3]),
+            ]
         }
     };
     let iou = |p: [f64; 4], q: [f64; 4]| -> f64 {
@@ -380,13 +498,19 @@ pub(crate) fn non_max_suppression(args: &Args, center_point_box: i64) -> R<Array
         let iw = (p[3].min(q[3]) - p[1].max(q[1])).max(0.0);
         let inter = ih * iw;
         let union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter;
-        if union <= 0.0 { 0.0 } else { inter / union }
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
     };
     let mut selected = Vec::new();
     for bi in 0..batches {
         for ci in 0..classes {
             let score = |i: usize| s[(bi * classes + ci) * n + i];
-            let mut order: Vec<usize> = (0..n).filter(|&i| score_threshold.is_none_or(|t| score(i) > t)).collect();
+            let mut order: Vec<usize> = (0..n)
+                .filter(|&i| score_threshold.is_none_or(|t| score(i) > t))
+                .collect();
             order.sort_by(|&p, &q| score(q).total_cmp(&score(p)).then(p.cmp(&q)));
             let mut kept: Vec<usize> = Vec::new();
             for i in order {
@@ -394,11 +518,17 @@ pub(crate) fn non_max_suppression(args: &Args, center_point_box: i64) -> R<Array
                     break;
                 }
                 let bx = corners(bi * n + i);
-                if kept.iter().all(|&k| iou(bx, corners(bi * n + k)) <= iou_threshold) {
+                if kept
+                    .iter()
+                    .all(|&k| iou(bx, corners(bi * n + k)) <= iou_threshold)
+                {
                     kept.push(i);
                 }
             }
-            selected.extend(kept.into_iter().flat_map(|i| [bi as i64, ci as i64, i as i64]));
+            selected.extend(
+                kept.into_iter()
+                    .flat_map(|i| [bi as i64, ci as i64, i as i64]),
+            );
         }
     }
     Ok(Array::i64(vec![selected.len() / 3, 3], selected))

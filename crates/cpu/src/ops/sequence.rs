@@ -22,7 +22,9 @@ fn position(args: &Args, i: usize, len: usize, insert: bool) -> R<Option<usize>>
     let limit = len as i64 + i64::from(insert);
     let q = if p < 0 { p + len as i64 } else { p };
     if q < 0 || q >= limit {
-        return Err(format!("position {p} is out of range for a sequence of {len}"));
+        return Err(format!(
+            "position {p} is out of range for a sequence of {len}"
+        ));
     }
     Ok(Some(q as usize))
 }
@@ -82,7 +84,9 @@ pub(crate) fn run(op: &Op, args: &mut Args) -> R<Vec<Value>> {
                 None => vec![1; len],
                 Some(s) if args.tensor(1)?.rank() == 0 => {
                     let each = s[0].max(1) as usize;
-                    (0..len.div_ceil(each)).map(|i| each.min(len - i * each)).collect()
+                    (0..len.div_ceil(each))
+                        .map(|i| each.min(len - i * each))
+                        .collect()
                 }
                 Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
             };
@@ -107,7 +111,10 @@ pub(crate) fn run(op: &Op, args: &mut Args) -> R<Vec<Value>> {
             if *new_axis {
                 let rank = items.first().map_or(0, Array::rank) + 1;
                 let a = axis(*ax, rank)? as i64;
-                let expanded: Vec<Array> = items.iter().map(|t| unsqueeze(t.clone(), &[a])).collect::<R<_>>()?;
+                let expanded: Vec<Array> = items
+                    .iter()
+                    .map(|t| unsqueeze(t.clone(), &[a]))
+                    .collect::<R<_>>()?;
                 tensor(concat(&expanded.iter().collect::<Vec<_>>(), a)?)
             } else {
                 tensor(concat(&items.iter().collect::<Vec<_>>(), *ax)?)

@@ -13,7 +13,10 @@ pub(crate) fn concat(inputs: &[&Array], ax: i64) -> R<Array> {
     shape[a] = 0;
     for x in inputs {
         if x.rank() != rank
-            || x.shape.iter().enumerate().any(|(i, &d)| i != a && d != first.shape[i])
+            || x.shape
+                .iter()
+                .enumerate()
+                .any(|(i, &d)| i != a && d != first.shape[i])
         {
             return Err(format!(
                 "inputs of shapes {:?} and {:?} do not concatenate on axis {a}",
@@ -53,7 +56,11 @@ pub(crate) fn split(
             s.iter().map(|&v| v as usize).collect()
         }
         None => {
-            let parts = if num_outputs > 0 { num_outputs as usize } else { outputs };
+            let parts = if num_outputs > 0 {
+                num_outputs as usize
+            } else {
+                outputs
+            };
             let each = len.div_ceil(parts.max(1));
             (0..parts)
                 .map(|i| each.min(len.saturating_sub(i * each)))
@@ -76,7 +83,10 @@ pub(crate) fn slice_axis(x: &Array, a: usize, start: usize, size: usize) -> Arra
     let mut shape = x.shape.clone();
     shape[a] = size;
     let st = strides(&x.shape);
-    Array::new(shape.clone(), x.data.gather_strided(&shape, &st, start * st[a]))
+    Array::new(
+        shape.clone(),
+        x.data.gather_strided(&shape, &st, start * st[a]),
+    )
 }
 
 /// ONNX `Slice`.
@@ -108,7 +118,10 @@ pub(crate) fn slice(
         let (b, e) = if s > 0 {
             (clamp(norm(starts[i]), 0, dim), clamp(norm(ends[i]), 0, dim))
         } else {
-            (clamp(norm(starts[i]), 0, dim - 1), clamp(norm(ends[i]), -1, dim - 1))
+            (
+                clamp(norm(starts[i]), 0, dim - 1),
+                clamp(norm(ends[i]), -1, dim - 1),
+            )
         };
         let count = if s > 0 {
             ((e - b).max(0) + s - 1) / s
@@ -218,7 +231,10 @@ pub(crate) fn transpose(x: &Array, perm: &[i64]) -> R<Array> {
     let st = strides(&x.shape);
     let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
     let pst: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
-    Ok(Array::new(shape.clone(), x.data.gather_strided(&shape, &pst, 0)))
+    Ok(Array::new(
+        shape.clone(),
+        x.data.gather_strided(&shape, &pst, 0),
+    ))
 }
 
 /// Broadcasts to a shape (which itself broadcasts with the input's).
@@ -231,12 +247,24 @@ pub(crate) fn expand_to(x: &Array, shape: &[i64]) -> R<Array> {
 /// Repeats along each axis.
 pub(crate) fn tile(x: &Array, repeats: &[i64]) -> R<Array> {
     if repeats.len() != x.rank() {
-        return Err(format!("repeats {repeats:?} must have one entry per axis of {:?}", x.shape));
+        return Err(format!(
+            "repeats {repeats:?} must have one entry per axis of {:?}",
+            x.shape
+        ));
     }
-    let shape: Vec<usize> = x.shape.iter().zip(repeats).map(|(&d, &r)| d * r.max(0) as usize).collect();
+    let shape: Vec<usize> = x
+        .shape
+        .iter()
+        .zip(repeats)
+        .map(|(&d, &r)| d * r.max(0) as usize)
+        .collect();
     let st = strides(&x.shape);
     let indices = index_map(&shape, |index| {
-        index.iter().enumerate().map(|(k, &i)| (i % x.shape[k]) * st[k]).sum()
+        index
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (i % x.shape[k]) * st[k])
+            .sum()
     });
     Ok(Array::new(shape, x.data.take(&indices)))
 }
@@ -276,7 +304,9 @@ pub(crate) fn pad(
         None => (0..rank).collect(),
     };
     if pads.len() != 2 * axes.len() {
-        return Err(format!("pads {pads:?} must have two entries per padded axis"));
+        return Err(format!(
+            "pads {pads:?} must have two entries per padded axis"
+        ));
     }
     let mut before = vec![0i64; rank];
     let mut after = vec![0i64; rank];
@@ -309,7 +339,11 @@ pub(crate) fn pad(
                         } else {
                             let period = 2 * (n - 1);
                             let m = i.rem_euclid(period);
-                            if m < n { m } else { period - m }
+                            if m < n {
+                                m
+                            } else {
+                                period - m
+                            }
                         }
                     }
                     "edge" => i.clamp(0, n - 1),
@@ -335,17 +369,30 @@ pub(crate) fn depth_to_space(x: &Array, blocksize: i64, mode: &str) -> R<Array> 
     };
     let b = blocksize as usize;
     if b == 0 || c % (b * b) != 0 {
-        return Err(format!("channels {c} are not a multiple of blocksize² {}", b * b));
+        return Err(format!(
+            "channels {c} are not a multiple of blocksize² {}",
+            b * b
+        ));
     }
     let co = c / (b * b);
     let (staged, perm): (Vec<i64>, Vec<i64>) = if mode == "CRD" {
-        (vec![n as i64, co as i64, b as i64, b as i64, h as i64, w as i64], vec![0, 1, 4, 2, 5, 3])
+        (
+            vec![n as i64, co as i64, b as i64, b as i64, h as i64, w as i64],
+            vec![0, 1, 4, 2, 5, 3],
+        )
     } else {
-        (vec![n as i64, b as i64, b as i64, co as i64, h as i64, w as i64], vec![0, 3, 4, 1, 5, 2])
+        (
+            vec![n as i64, b as i64, b as i64, co as i64, h as i64, w as i64],
+            vec![0, 3, 4, 1, 5, 2],
+        )
     };
     let staged = reshape(x.clone(), &staged, false)?;
     let moved = transpose(&staged, &perm)?;
-    reshape(moved, &[n as i64, co as i64, (h * b) as i64, (w * b) as i64], false)
+    reshape(
+        moved,
+        &[n as i64, co as i64, (h * b) as i64, (w * b) as i64],
+        false,
+    )
 }
 
 /// `SpaceToDepth`.
@@ -355,16 +402,33 @@ pub(crate) fn space_to_depth(x: &Array, blocksize: i64, mode: &str) -> R<Array> 
     };
     let b = blocksize as usize;
     if b == 0 || h % b != 0 || w % b != 0 {
-        return Err(format!("spatial dims {h}x{w} are not multiples of blocksize {b}"));
+        return Err(format!(
+            "spatial dims {h}x{w} are not multiples of blocksize {b}"
+        ));
     }
     let staged = reshape(
         x.clone(),
-        &[n as i64, c as i64, (h / b) as i64, b as i64, (w / b) as i64, b as i64],
+        &[
+            n as i64,
+            c as i64,
+            (h / b) as i64,
+            b as i64,
+            (w / b) as i64,
+            b as i64,
+        ],
         false,
     )?;
-    let perm: &[i64] = if mode == "CRD" { &[0, 1, 3, 5, 2, 4] } else { &[0, 3, 5, 1, 2, 4] };
+    let perm: &[i64] = if mode == "CRD" {
+        &[0, 1, 3, 5, 2, 4]
+    } else {
+        &[0, 3, 5, 1, 2, 4]
+    };
     let moved = transpose(&staged, perm)?;
-    reshape(moved, &[n as i64, (c * b * b) as i64, (h / b) as i64, (w / b) as i64], false)
+    reshape(
+        moved,
+        &[n as i64, (c * b * b) as i64, (h / b) as i64, (w / b) as i64],
+        false,
+    )
 }
 
 /// The shape as an i64 tensor, sliced to `[start, end)`.
@@ -390,7 +454,11 @@ pub(crate) fn constant_of_shape(shape: &[i64], value: &Array) -> R<Array> {
 pub(crate) fn range(start: &Array, limit: &Array, delta: &Array) -> R<Array> {
     let dtype = start.dtype();
     if dtype.is_integer() {
-        let (s, l, d) = (start.data.to_i64s()[0], limit.data.to_i64s()[0], delta.data.to_i64s()[0]);
+        let (s, l, d) = (
+            start.data.to_i64s()[0],
+            limit.data.to_i64s()[0],
+            delta.data.to_i64s()[0],
+        );
         if d == 0 {
             return Err("delta is 0".into());
         }
@@ -398,7 +466,11 @@ pub(crate) fn range(start: &Array, limit: &Array, delta: &Array) -> R<Array> {
         let values: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
         return Ok(Array::new(vec![n], Data::from_i64s(dtype, values)));
     }
-    let (s, l, d) = (start.data.to_f64s()[0], limit.data.to_f64s()[0], delta.data.to_f64s()[0]);
+    let (s, l, d) = (
+        start.data.to_f64s()[0],
+        limit.data.to_f64s()[0],
+        delta.data.to_f64s()[0],
+    );
     if d == 0.0 {
         return Err("delta is 0".into());
     }
@@ -438,7 +510,10 @@ pub(crate) fn eye_like(x: &Array, dtype: Option<sparkc_ir::DType>, k: i64) -> R<
     let values: Vec<i64> = (0..rows * cols)
         .map(|p| i64::from((p % cols) as i64 - (p / cols) as i64 == k))
         .collect();
-    Ok(Array::new(x.shape.clone(), Data::from_i64s(dtype.unwrap_or(x.dtype()), values)))
+    Ok(Array::new(
+        x.shape.clone(),
+        Data::from_i64s(dtype.unwrap_or(x.dtype()), values),
+    ))
 }
 
 /// Crops (centered) or zero-pads (centered) each axis in `axes` to the target size.
@@ -450,7 +525,9 @@ pub(crate) fn center_crop_pad(x: &Array, target: &[i64], axes: &[i64]) -> R<Arra
         axes.iter().map(|&a| axis(a, rank)).collect::<R<_>>()?
     };
     if target.len() != axes.len() {
-        return Err(format!("shape {target:?} must have one entry per axis {axes:?}"));
+        return Err(format!(
+            "shape {target:?} must have one entry per axis {axes:?}"
+        ));
     }
     let mut shape = x.shape.clone();
     let mut offset = vec![0i64; rank];
@@ -472,5 +549,8 @@ pub(crate) fn center_crop_pad(x: &Array, target: &[i64], axes: &[i64]) -> R<Arra
         }
         Some(p)
     });
-    Ok(Array::new(shape, x.data.take_or(&indices, &Data::zeros(x.dtype(), 1))))
+    Ok(Array::new(
+        shape,
+        x.data.take_or(&indices, &Data::zeros(x.dtype(), 1)),
+    ))
 }

@@ -13,7 +13,11 @@ pub(crate) fn window(kind: WindowKind, size: &[i64], dtype: DType, periodic: boo
         return Err(format!("size {n} is negative"));
     }
     let n = n as usize;
-    let denominator = if periodic { n as f64 } else { (n as f64 - 1.0).max(1.0) };
+    let denominator = if periodic {
+        n as f64
+    } else {
+        (n as f64 - 1.0).max(1.0)
+    };
     let values: Vec<f64> = (0..n)
         .map(|i| {
             let t = 2.0 * PI * i as f64 / denominator;
@@ -53,9 +57,15 @@ pub(crate) fn dft(args: &Args, inverse: bool, onesided: bool) -> R<Array> {
     let x = args.tensor(0)?;
     let rank = x.rank();
     if rank < 2 || !(1..=2).contains(&x.shape[rank - 1]) {
-        return Err(format!("input must end in a dim of 1 (real) or 2 (complex), found {:?}", x.shape));
+        return Err(format!(
+            "input must end in a dim of 1 (real) or 2 (complex), found {:?}",
+            x.shape
+        ));
     }
-    let ax = args.opt_ints(2)?.and_then(|v| v.first().copied()).unwrap_or(-2);
+    let ax = args
+        .opt_ints(2)?
+        .and_then(|v| v.first().copied())
+        .unwrap_or(-2);
     let a = axis(ax, rank)?;
     if a == rank - 1 {
         return Err("axis must not be the last (complex) axis".into());
@@ -63,8 +73,15 @@ pub(crate) fn dft(args: &Args, inverse: bool, onesided: bool) -> R<Array> {
     let len = x.shape[a];
     // An inverse one-sided transform takes half a Hermitian spectrum and returns a real signal.
     let real_inverse = inverse && onesided;
-    let default_n = if real_inverse { 2 * len.saturating_sub(1) } else { len };
-    let n = args.opt_ints(1)?.and_then(|v| v.first().copied()).map_or(default_n, |v| v.max(0) as usize);
+    let default_n = if real_inverse {
+        2 * len.saturating_sub(1)
+    } else {
+        len
+    };
+    let n = args
+        .opt_ints(1)?
+        .and_then(|v| v.first().copied())
+        .map_or(default_n, |v| v.max(0) as usize);
     let bins = if onesided && !inverse { n / 2 + 1 } else { n };
     let complex = x.shape[rank - 1] == 2;
     let values = x.data.to_f64s();
@@ -76,7 +93,9 @@ pub(crate) fn dft(args: &Args, inverse: bool, onesided: bool) -> R<Array> {
         for i in 0..inner {
             let at = |t: usize, part: usize| values[((o * len + t) * inner + i) * c_in + part];
             let mut re: Vec<f64> = (0..len).map(|t| at(t, 0)).collect();
-            let mut im: Vec<f64> = (0..len).map(|t| if complex { at(t, 1) } else { 0.0 }).collect();
+            let mut im: Vec<f64> = (0..len)
+                .map(|t| if complex { at(t, 1) } else { 0.0 })
+                .collect();
             if real_inverse {
                 let half = len;
                 re.resize(n, 0.0);
@@ -86,7 +105,10 @@ pub(crate) fn dft(args: &Args, inverse: bool, onesided: bool) -> R<Array> {
                     im[k] = -im[n - k];
                 }
             }
-            for (k, (r, m)) in transform(&re, &im, n, bins, inverse).into_iter().enumerate() {
+            for (k, (r, m)) in transform(&re, &im, n, bins, inverse)
+                .into_iter()
+                .enumerate()
+            {
                 let p = ((o * bins + k) * inner + i) * 2;
                 out[p] = r;
                 out[p + 1] = m;
@@ -107,16 +129,28 @@ pub(crate) fn dft(args: &Args, inverse: bool, onesided: bool) -> R<Array> {
 pub(crate) fn stft(args: &Args, onesided: bool) -> R<Array> {
     let x = args.tensor(0)?;
     let [batch, length, channels] = x.shape[..] else {
-        return Err(format!("signal must be [batch, length, 1|2], found {:?}", x.shape));
+        return Err(format!(
+            "signal must be [batch, length, 1|2], found {:?}",
+            x.shape
+        ));
     };
-    let step = args.ints(1)?.first().copied().ok_or("frame_step is empty")?;
+    let step = args
+        .ints(1)?
+        .first()
+        .copied()
+        .ok_or("frame_step is empty")?;
     let window = args.opt_tensor(2)?.map(|w| w.data.to_f64s());
     let frame = match args.opt_ints(3)? {
         Some(v) => *v.first().ok_or("frame_length is empty")? as usize,
-        None => window.as_ref().map(Vec::len).ok_or("either window or frame_length is needed")?,
+        None => window
+            .as_ref()
+            .map(Vec::len)
+            .ok_or("either window or frame_length is needed")?,
     };
     if step <= 0 || frame == 0 || frame > length {
-        return Err(format!("frame_step {step} and frame_length {frame} do not fit a signal of {length}"));
+        return Err(format!(
+            "frame_step {step} and frame_length {frame} do not fit a signal of {length}"
+        ));
     }
     let frames = (length - frame) / step as usize + 1;
     let bins = if onesided { frame / 2 + 1 } else { frame };
@@ -126,24 +160,43 @@ pub(crate) fn stft(args: &Args, onesided: bool) -> R<Array> {
         for f in 0..frames {
             let start = f * step as usize;
             let w = |t: usize| window.as_ref().map_or(1.0, |w| w[t]);
-            let re: Vec<f64> = (0..frame).map(|t| values[(b * length + start + t) * channels] * w(t)).collect();
-            let im: Vec<f64> = (0..frame)
-                .map(|t| if channels == 2 { values[(b * length + start + t) * channels + 1] * w(t) } else { 0.0 })
+            let re: Vec<f64> = (0..frame)
+                .map(|t| values[(b * length + start + t) * channels] * w(t))
                 .collect();
-            for (k, (r, m)) in transform(&re, &im, frame, bins, false).into_iter().enumerate() {
+            let im: Vec<f64> = (0..frame)
+                .map(|t| {
+                    if channels == 2 {
+                        values[(b * length + start + t) * channels + 1] * w(t)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for (k, (r, m)) in transform(&re, &im, frame, bins, false)
+                .into_iter()
+                .enumerate()
+            {
                 let p = ((b * frames + f) * bins + k) * 2;
                 out[p] = r;
                 out[p + 1] = m;
             }
         }
     }
-    Ok(Array::new(vec![batch, frames, bins, 2], Data::from_f64s(x.dtype(), out, false)))
+    Ok(Array::new(
+        vec![batch, frames, bins, 2],
+        Data::from_f64s(x.dtype(), out, false),
+    ))
 }
 
 /// ONNX `MelWeightMatrix`; inputs `num_mel_bins, dft_length, sample_rate, lower_hz, upper_hz`.
 pub(crate) fn mel_weight_matrix(args: &Args, dtype: DType) -> R<Array> {
     let scalar = |i: usize| -> R<f64> {
-        args.tensor(i)?.data.to_f64s().first().copied().ok_or_else(|| format!("input {i} is empty"))
+        args.tensor(i)?
+            .data
+            .to_f64s()
+            .first()
+            .copied()
+            .ok_or_else(|| format!("input {i} is empty"))
     };
     let (mel_bins, dft_length, rate) = (scalar(0)? as i64, scalar(1)? as i64, scalar(2)? as i64);
     let (low, high) = (scalar(3)?, scalar(4)?);
@@ -182,5 +235,8 @@ pub(crate) fn mel_weight_matrix(args: &Args, dtype: DType) -> R<Array> {
             }
         }
     }
-    Ok(Array::new(vec![spectrum, m], Data::from_f64s(dtype, out, false)))
+    Ok(Array::new(
+        vec![spectrum, m],
+        Data::from_f64s(dtype, out, false),
+    ))
 }

@@ -250,7 +250,10 @@ pub(super) fn infer_scan(
             .map(|v| {
                 v.as_ref().map(|v| {
                     let mut v = v.clone();
-                    if let ValueType::Tensor(TensorType { shape: Some(dims), .. }) = &mut v.ty {
+                    if let ValueType::Tensor(TensorType {
+                        shape: Some(dims), ..
+                    }) = &mut v.ty
+                    {
                         if !dims.is_empty() {
                             batch = dims.remove(0);
                         }
@@ -266,7 +269,13 @@ pub(super) fn infer_scan(
     let states = inputs
         .len()
         .checked_sub(scan_inputs + captured)
-        .ok_or_else(|| error(node, "Scan", format!("has fewer inputs than its {scan_inputs} scan inputs")))?;
+        .ok_or_else(|| {
+            error(
+                node,
+                "Scan",
+                format!("has fewer inputs than its {scan_inputs} scan inputs"),
+            )
+        })?;
     let mut values = Vec::new();
     let mut length = Dim::Dynamic;
     for (i, input) in inputs.iter().enumerate().take(states + scan_inputs) {
@@ -288,7 +297,11 @@ pub(super) fn infer_scan(
                     }),
                 }),
                 other => {
-                    return Err(error(node, "Scan", format!("scan input {i} is {other}, not a tensor")))
+                    return Err(error(
+                        node,
+                        "Scan",
+                        format!("scan input {i} is {other}, not a tensor"),
+                    ))
                 }
             }
         };
@@ -310,13 +323,22 @@ pub(super) fn infer_scan(
                     d
                 }),
             }),
-            other => return Err(error(node, "Scan", format!("scan output {k} is {other}, not a tensor"))),
+            other => {
+                return Err(error(
+                    node,
+                    "Scan",
+                    format!("scan output {k} is {other}, not a tensor"),
+                ))
+            }
         };
         result.push(Inferred { ty, known: None });
     }
     if batched {
         for r in &mut result {
-            if let ValueType::Tensor(TensorType { shape: Some(dims), .. }) = &mut r.ty {
+            if let ValueType::Tensor(TensorType {
+                shape: Some(dims), ..
+            }) = &mut r.ty
+            {
                 dims.insert(0, batch.clone());
             }
         }
@@ -340,7 +362,11 @@ pub(super) fn infer_sequence_map(
             ValueType::Sequence(inner) => (**inner).clone(),
             other if i > 0 => other.clone(),
             other => {
-                return Err(error(node, "SequenceMap", format!("input 0 must be a sequence, found {other}")))
+                return Err(error(
+                    node,
+                    "SequenceMap",
+                    format!("input 0 must be a sequence, found {other}"),
+                ))
             }
         };
         values.push((ty, None));

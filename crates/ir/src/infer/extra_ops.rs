@@ -41,7 +41,10 @@ fn merge_tensor(a: &TensorType, b: &TensorType) -> TensorType {
         ),
         _ => None,
     };
-    TensorType { dtype: a.dtype, shape }
+    TensorType {
+        dtype: a.dtype,
+        shape,
+    }
 }
 
 /// A ctx reading only some of the node's inputs, in a new order.
@@ -69,7 +72,11 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             let (q, v) = (ctx.dims(0, 3)?, ctx.dims(2, 3)?);
             let y = match (q, v) {
                 (Some(q), Some(v)) if q.len() == 4 => {
-                    let head = if v.len() == 4 { v[3].clone() } else { Dim::Dynamic };
+                    let head = if v.len() == 4 {
+                        v[3].clone()
+                    } else {
+                        Dim::Dynamic
+                    };
                     Some(vec![q[0].clone(), q[1].clone(), q[2].clone(), head])
                 }
                 (Some(q), Some(v)) => {
@@ -115,19 +122,21 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
         }
         Op::SpaceToDepth { blocksize, .. } => {
             let b = Dim::known(*blocksize);
-            let shape = match ctx.dims(0, 4)? {
-                Some(x) => Some(vec![
+            let shape = ctx.dims(0, 4)?.map(|x| {
+                vec![
                     x[0].clone(),
                     x[1].clone() * b.clone() * b.clone(),
                     x[2].floor_div(&b),
                     x[3].floor_div(&b),
-                ]),
-                None => None,
-            };
+                ]
+            });
             vec![Inferred::tensor(ctx.dtype(0)?, shape)]
         }
         Op::NonZero => {
-            let rank = ctx.shape(0)?.as_ref().map_or(Dim::Dynamic, |d| Dim::known(d.len() as i64));
+            let rank = ctx
+                .shape(0)?
+                .as_ref()
+                .map_or(Dim::Dynamic, |d| Dim::known(d.len() as i64));
             vec![Inferred::tensor(DType::I64, Some(vec![rank, Dim::Dynamic]))]
         }
         Op::Compress { axis } => {
@@ -144,7 +153,10 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
         )],
         Op::Rnn(attrs) => recurrent(ctx, attrs)?.into_iter().take(2).collect(),
         Op::NonMaxSuppression { .. } => {
-            vec![Inferred::tensor(DType::I64, Some(vec![Dim::Dynamic, Dim::known(3)]))]
+            vec![Inferred::tensor(
+                DType::I64,
+                Some(vec![Dim::Dynamic, Dim::known(3)]),
+            )]
         }
         Op::GridSample { .. } => {
             let shape = match (ctx.dims(0, 3)?, ctx.dims(1, 3)?) {
@@ -158,7 +170,11 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             vec![Inferred::tensor(ctx.dtype(0)?, shape)]
         }
         Op::LpPool { pool, .. } => vec![Inferred::tensor(ctx.dtype(0)?, pool_shape(ctx, pool)?)],
-        Op::MaxUnpool { kernel_shape, pads, strides } => {
+        Op::MaxUnpool {
+            kernel_shape,
+            pads,
+            strides,
+        } => {
             let shape = match ctx.known_i64s(2) {
                 Some(dims) => Some(dims.into_iter().map(Dim::known).collect()),
                 None => ctx.dims(0, 3)?.map(|x| {
@@ -166,9 +182,13 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                     let mut out = vec![x[0].clone(), x[1].clone()];
                     for i in 0..n {
                         let stride = strides.get(i).copied().unwrap_or(1);
-                        let pad = pads.get(i).copied().unwrap_or(0) + pads.get(i + n).copied().unwrap_or(0);
+                        let pad = pads.get(i).copied().unwrap_or(0)
+                            + pads.get(i + n).copied().unwrap_or(0);
                         let k = kernel_shape.get(i).copied().unwrap_or(1);
-                        out.push((x[i + 2].clone() - Dim::known(1)) * Dim::known(stride) + Dim::known(k - pad));
+                        out.push(
+                            (x[i + 2].clone() - Dim::known(1)) * Dim::known(stride)
+                                + Dim::known(k - pad),
+                        );
                     }
                     out
                 }),
@@ -205,15 +225,24 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
         Op::MatMulInteger => vec![Inferred::tensor(DType::I32, matmul_shape(ctx)?)],
         Op::ConvInteger(attrs) => {
             let inputs = [ctx.opt(0).cloned(), ctx.opt(1).cloned()];
-            vec![Inferred::tensor(DType::I32, conv_shape(&remap(ctx, &inputs), attrs)?)]
+            vec![Inferred::tensor(
+                DType::I32,
+                conv_shape(&remap(ctx, &inputs), attrs)?,
+            )]
         }
         Op::QLinearMatMul => {
             let inputs = [ctx.opt(0).cloned(), ctx.opt(3).cloned()];
-            vec![Inferred::tensor(ctx.dtype(7)?, matmul_shape(&remap(ctx, &inputs))?)]
+            vec![Inferred::tensor(
+                ctx.dtype(7)?,
+                matmul_shape(&remap(ctx, &inputs))?,
+            )]
         }
         Op::QLinearConv(attrs) => {
             let inputs = [ctx.opt(0).cloned(), ctx.opt(3).cloned()];
-            vec![Inferred::tensor(ctx.dtype(7)?, conv_shape(&remap(ctx, &inputs), attrs)?)]
+            vec![Inferred::tensor(
+                ctx.dtype(7)?,
+                conv_shape(&remap(ctx, &inputs), attrs)?,
+            )]
         }
         Op::DynamicQuantizeLinear => vec![
             Inferred::tensor(DType::U8, ctx.shape(0)?.clone()),
@@ -283,7 +312,9 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                     Some(out)
                 }
                 _ => match ctx.shape(1)? {
-                    Some(d) if d.len() == 1 => d[0].as_const().map(|n| vec![Dim::Dynamic; n as usize]),
+                    Some(d) if d.len() == 1 => {
+                        d[0].as_const().map(|n| vec![Dim::Dynamic; n as usize])
+                    }
                     _ => None,
                 },
             };
@@ -319,10 +350,15 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 });
             }
             let elem = merged.ok_or_else(|| ctx.err("needs at least one input"))?;
-            vec![other(ValueType::Sequence(Box::new(ValueType::Tensor(elem))))]
+            vec![other(ValueType::Sequence(Box::new(ValueType::Tensor(
+                elem,
+            ))))]
         }
         Op::SequenceEmpty { dtype } => vec![other(ValueType::Sequence(Box::new(
-            ValueType::Tensor(TensorType { dtype: *dtype, shape: None }),
+            ValueType::Tensor(TensorType {
+                dtype: *dtype,
+                shape: None,
+            }),
         )))],
         Op::SequenceInsert => {
             let elem = sequence_element(ctx, 0)?;
@@ -332,7 +368,9 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 ValueType::Tensor(t) => merge_tensor(t, tensor),
                 _ => tensor.clone(),
             };
-            vec![other(ValueType::Sequence(Box::new(ValueType::Tensor(merged))))]
+            vec![other(ValueType::Sequence(Box::new(ValueType::Tensor(
+                merged,
+            ))))]
         }
         Op::SequenceAt => vec![other(sequence_element(ctx, 0)?)],
         Op::SequenceErase => vec![other(ctx.input(0)?.ty.clone())],
@@ -340,11 +378,19 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
         Op::SplitToSequence { axis, keepdims } => {
             let shape = ctx.shape(0)?.as_ref().map(|dims| {
                 let rank = dims.len() as i64;
-                let a = if *axis < 0 { axis + rank } else { *axis }.clamp(0, (rank - 1).max(0)) as usize;
+                let a = if *axis < 0 { axis + rank } else { *axis }.clamp(0, (rank - 1).max(0))
+                    as usize;
                 let mut out = dims.clone();
                 if ctx.opt(1).is_none() && !keepdims {
                     out.remove(a);
-                } else if let Some(split) = ctx.known_i64s(1).filter(|s| s.len() == 1 && ctx.shape(1).ok().and_then(|s| s.as_ref()).is_some_and(|d| d.is_empty())) {
+                } else if let Some(split) = ctx.known_i64s(1).filter(|s| {
+                    s.len() == 1
+                        && ctx
+                            .shape(1)
+                            .ok()
+                            .and_then(|s| s.as_ref())
+                            .is_some_and(|d| d.is_empty())
+                }) {
                     out[a] = Dim::known(split[0]);
                 } else if ctx.opt(1).is_none() {
                     out[a] = Dim::known(1);
@@ -353,8 +399,13 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 }
                 out
             });
-            let elem = TensorType { dtype: ctx.dtype(0)?, shape };
-            vec![other(ValueType::Sequence(Box::new(ValueType::Tensor(elem))))]
+            let elem = TensorType {
+                dtype: ctx.dtype(0)?,
+                shape,
+            };
+            vec![other(ValueType::Sequence(Box::new(ValueType::Tensor(
+                elem,
+            ))))]
         }
         Op::ConcatFromSequence { axis, new_axis } => {
             let elem = sequence_element(ctx, 0)?;
@@ -363,7 +414,8 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             };
             let shape = t.shape.map(|mut dims| {
                 let rank = dims.len() as i64 + i64::from(*new_axis);
-                let a = if *axis < 0 { axis + rank } else { *axis }.clamp(0, rank.max(1) - 1) as usize;
+                let a =
+                    if *axis < 0 { axis + rank } else { *axis }.clamp(0, rank.max(1) - 1) as usize;
                 if *new_axis {
                     dims.insert(a, Dim::Dynamic);
                 } else if let Some(d) = dims.get_mut(a) {
@@ -373,7 +425,9 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             });
             vec![Inferred::tensor(t.dtype, shape)]
         }
-        Op::Window { output_datatype, .. } => {
+        Op::Window {
+            output_datatype, ..
+        } => {
             let len = known_scalar(ctx, 0).map_or(Dim::Dynamic, Dim::known);
             vec![Inferred::tensor(*output_datatype, Some(vec![len]))]
         }
@@ -405,7 +459,10 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             let shape = ctx.dims(0, 3)?.map(|x| {
                 let step = known_scalar(ctx, 1);
                 let length = known_scalar(ctx, 3).or_else(|| {
-                    ctx.shape(2).ok().and_then(|s| s.as_ref()).and_then(|w| w.first().and_then(Dim::as_const))
+                    ctx.shape(2)
+                        .ok()
+                        .and_then(|s| s.as_ref())
+                        .and_then(|w| w.first().and_then(Dim::as_const))
                 });
                 let (frames, bins) = match (step, length, x[1].as_const()) {
                     (Some(s), Some(l), Some(total)) if s > 0 => (
