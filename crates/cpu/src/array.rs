@@ -480,30 +480,30 @@ impl Data {
     }
 }
 
-fn strided_copy<T: Copy>(v: &[T], shape: &[usize], strides: &[usize], offset: usize) -> Vec<T> {
-    let len: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(len);
-    if len == 0 {
-        return out;
+/// Calls `f` with the source position of the first element of every innermost row of `shape`
+/// read with `strides` from `offset`, in row-major order (once, with `offset`, for a scalar).
+pub(crate) fn for_each_row(
+    shape: &[usize],
+    strides: &[usize],
+    offset: usize,
+    mut f: impl FnMut(usize),
+) {
+    if shape.contains(&0) {
+        return;
     }
     let rank = shape.len();
-    if rank == 0 {
-        out.push(v[offset]);
-        return out;
+    if rank <= 1 {
+        f(offset);
+        return;
     }
-    let (inner, step) = (shape[rank - 1], strides[rank - 1]);
     let mut index = vec![0usize; rank];
     let mut position = offset;
     loop {
-        if step == 1 {
-            out.extend_from_slice(&v[position..position + inner]);
-        } else {
-            out.extend((0..inner).map(|j| v[position + j * step]));
-        }
+        f(position);
         let mut axis = rank - 1;
         loop {
             if axis == 0 {
-                return out;
+                return;
             }
             axis -= 1;
             index[axis] += 1;
@@ -515,6 +515,22 @@ fn strided_copy<T: Copy>(v: &[T], shape: &[usize], strides: &[usize], offset: us
             index[axis] = 0;
         }
     }
+}
+
+fn strided_copy<T: Copy>(v: &[T], shape: &[usize], strides: &[usize], offset: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(shape.iter().product());
+    let (inner, step) = match shape.last() {
+        Some(&n) => (n, strides[shape.len() - 1]),
+        None => (1, 1),
+    };
+    for_each_row(shape, strides, offset, |p| {
+        if step == 1 {
+            out.extend_from_slice(&v[p..p + inner]);
+        } else {
+            out.extend((0..inner).map(|j| v[p + j * step]));
+        }
+    });
+    out
 }
 
 fn take_or<T: Copy>(v: &[T], indices: &[Option<usize>], fill: T) -> Vec<T> {

@@ -52,38 +52,15 @@ pub(crate) fn broadcast_strides(from: &[usize], to: &[usize]) -> Vec<usize> {
 
 /// Source index of every element of `shape` read with `strides` (broadcast, permuted or sliced).
 pub(crate) fn strided_indices(shape: &[usize], strides: &[usize], offset: usize) -> Vec<usize> {
-    let len: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(len);
-    if len == 0 {
-        return out;
-    }
-    let rank = shape.len();
-    if rank == 0 {
-        out.push(offset);
-        return out;
-    }
-    let mut index = vec![0usize; rank];
-    let mut position = offset;
-    let (inner, inner_stride) = (shape[rank - 1], strides[rank - 1]);
-    loop {
-        for j in 0..inner {
-            out.push(position + j * inner_stride);
-        }
-        let mut axis = rank - 1;
-        loop {
-            if axis == 0 {
-                return out;
-            }
-            axis -= 1;
-            index[axis] += 1;
-            position += strides[axis];
-            if index[axis] < shape[axis] {
-                break;
-            }
-            position -= strides[axis] * shape[axis];
-            index[axis] = 0;
-        }
-    }
+    let mut out = Vec::with_capacity(shape.iter().product());
+    let (inner, step) = match shape.last() {
+        Some(&n) => (n, strides[shape.len() - 1]),
+        None => (1, 1),
+    };
+    crate::array::for_each_row(shape, strides, offset, |p| {
+        out.extend((0..inner).map(|j| p + j * step))
+    });
+    out
 }
 
 /// `f(a, b)` over the broadcast of two arrays' elements.

@@ -37,6 +37,15 @@ impl<'a, T> Mat<'a, T> {
         }
     }
 
+    /// A `rows×cols` matrix stored row-major, or stored transposed (`cols×rows` row-major).
+    pub(crate) fn stored(data: &'a [T], transposed: bool, rows: usize, cols: usize) -> Mat<'a, T> {
+        if transposed {
+            Mat::transposed(data, rows)
+        } else {
+            Mat::rows(data, cols)
+        }
+    }
+
     fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
     }
@@ -232,16 +241,10 @@ pub(crate) fn gemm_op(
     let dtype = a.dtype();
     if dtype == DType::F64 || dtype.is_integer() {
         let (av, bv) = (a.data.to_f64s(), b.data.to_f64s());
-        let am = if trans_a {
-            Mat::transposed(&av, m)
-        } else {
-            Mat::rows(&av, k)
-        };
-        let bm = if trans_b {
-            Mat::transposed(&bv, k)
-        } else {
-            Mat::rows(&bv, n)
-        };
+        let (am, bm) = (
+            Mat::stored(&av, trans_a, m, k),
+            Mat::stored(&bv, trans_b, k, n),
+        );
         let mut out = vec![0.0f64; m * n];
         matmul_into(m, n, k, am, bm, &mut out, false, true);
         out.iter_mut().for_each(|v| *v *= f64::from(alpha));
@@ -254,16 +257,10 @@ pub(crate) fn gemm_op(
         return Ok(Array::new(vec![m, n], Data::from_f64s(dtype, out, false)));
     }
     let (av, bv) = (a.data.f32s(), b.data.f32s());
-    let am = if trans_a {
-        Mat::transposed(&av, m)
-    } else {
-        Mat::rows(&av, k)
-    };
-    let bm = if trans_b {
-        Mat::transposed(&bv, k)
-    } else {
-        Mat::rows(&bv, n)
-    };
+    let (am, bm) = (
+        Mat::stored(&av, trans_a, m, k),
+        Mat::stored(&bv, trans_b, k, n),
+    );
     let mut out = match c {
         Some(c) if beta != 0.0 => {
             let mut cv = expand(c, &[m, n]).data.to_f32s();

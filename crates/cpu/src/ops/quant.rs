@@ -188,22 +188,24 @@ fn centered(x: &Array, zero: Option<&Array>, per_row: bool) -> Vec<f64> {
     values
 }
 
-fn float_matmul(a: &Array, av: Vec<f64>, b: &Array, bv: Vec<f64>) -> R<Array> {
+/// `(a - a_zero) · (b - b_zero)` exactly (in f64), from the inputs at `[a, a_zero, b, b_zero]`.
+fn integer_product(args: &super::Args, at: [usize; 4]) -> R<Array> {
+    let (a, b) = (args.tensor(at[0])?, args.tensor(at[2])?);
     super::linalg::matmul(
-        &Array::new(a.shape.clone(), Data::F64(av)),
-        &Array::new(b.shape.clone(), Data::F64(bv)),
+        &Array::new(
+            a.shape.clone(),
+            Data::F64(centered(a, args.opt_tensor(at[1])?, true)),
+        ),
+        &Array::new(
+            b.shape.clone(),
+            Data::F64(centered(b, args.opt_tensor(at[3])?, false)),
+        ),
     )
 }
 
 /// `MatMulInteger`: `(a - a_zero) · (b - b_zero)` as i32.
 pub(crate) fn matmul_integer(args: &super::Args) -> R<Array> {
-    let (a, b) = (args.tensor(0)?, args.tensor(1)?);
-    let product = float_matmul(
-        a,
-        centered(a, args.opt_tensor(2)?, true),
-        b,
-        centered(b, args.opt_tensor(3)?, false),
-    )?;
+    let product = integer_product(args, [0, 2, 1, 3])?;
     Ok(Array::new(
         product.shape.clone(),
         Data::from_f64s(DType::I32, product.data.to_f64s(), false),
@@ -231,13 +233,7 @@ fn requantize(
 
 /// `QLinearMatMul`; inputs `a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero`.
 pub(crate) fn qlinear_matmul(args: &super::Args) -> R<Array> {
-    let (a, b) = (args.tensor(0)?, args.tensor(3)?);
-    let product = float_matmul(
-        a,
-        centered(a, args.opt_tensor(2)?, true),
-        b,
-        centered(b, args.opt_tensor(5)?, false),
-    )?;
+    let product = integer_product(args, [0, 2, 3, 5])?;
     let (sa, sb, sy) = (
         args.tensor(1)?.data.to_f32s(),
         args.tensor(4)?.data.to_f32s(),

@@ -12,7 +12,8 @@ struct Taps {
     outside: bool,
 }
 
-fn cubic(x: f64, a: f64) -> f64 {
+/// The cubic convolution kernel with coefficient `a`.
+pub(crate) fn cubic(x: f64, a: f64) -> f64 {
     let x = x.abs();
     if x <= 1.0 {
         ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0

@@ -52,6 +52,18 @@ fn activation(name: &str, alpha: Option<f32>, beta: Option<f32>) -> R<Box<dyn Fn
     })
 }
 
+/// `[a, b, n]` to `[b, a, n]`.
+fn swap_leading(v: &[f64], a: usize, b: usize, n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; v.len()];
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * n..(j * a + i + 1) * n]
+                .copy_from_slice(&v[(i * b + j) * n..(i * b + j + 1) * n]);
+        }
+    }
+    out
+}
+
 /// `y[j] += sum_k m[j·cols + k] · v[k]` for `rows` outputs.
 fn mat_vec(m: &[f64], v: &[f64], rows: usize, y: &mut [f64]) {
     let cols = v.len();
@@ -125,16 +137,7 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
             Some(t) => {
                 let v = t.data.to_f64s();
                 if batch_first {
-                    // [batch, dirs, H] to [dirs, batch, H]
-                    let mut out = vec![0.0; v.len()];
-                    for b in 0..batch {
-                        for d in 0..dirs {
-                            for h in 0..hidden {
-                                out[(d * batch + b) * hidden + h] = v[(b * dirs + d) * hidden + h];
-                            }
-                        }
-                    }
-                    out
+                    swap_leading(&v, batch, dirs, hidden)
                 } else {
                     v
                 }
@@ -281,17 +284,7 @@ pub(crate) fn recurrent(cell: Cell, args: &Args, attrs: &RnnAttrs) -> R<Vec<Arra
                 }
             }
         }
-        let swap = |v: &[f64]| {
-            let mut out = vec![0.0; v.len()];
-            for d in 0..dirs {
-                for b in 0..batch {
-                    for h in 0..hidden {
-                        out[(b * dirs + d) * hidden + h] = v[(d * batch + b) * hidden + h];
-                    }
-                }
-            }
-            out
-        };
+        let swap = |v: &[f64]| swap_leading(v, dirs, batch, hidden);
         (
             yt,
             swap(&yh),

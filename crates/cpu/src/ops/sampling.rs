@@ -6,17 +6,7 @@ use super::{Args, R};
 use crate::array::{strides, Array, Data};
 
 fn cubic_coefficients(t: f64) -> [f64; 4] {
-    let a = -0.75;
-    let c = |x: f64| {
-        let x = x.abs();
-        if x <= 1.0 {
-            ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-        } else if x < 2.0 {
-            ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
-        } else {
-            0.0
-        }
-    };
+    let c = |x: f64| super::resize::cubic(x, -0.75);
     [c(t + 1.0), c(t), c(1.0 - t), c(2.0 - t)]
 }
 
