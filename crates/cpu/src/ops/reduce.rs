@@ -226,7 +226,7 @@ fn softmax_lane(values: &mut [f32], n: usize, inner: usize, log: bool) {
     }
     let mut sum = 0f32;
     for k in 0..n {
-        let e = (values[k * inner] - m).exp();
+        let e = super::elementwise::exp_f32(values[k * inner] - m);
         sum += e;
         if !log {
             values[k * inner] = e;
