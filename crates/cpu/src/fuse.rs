@@ -190,6 +190,10 @@ fn eval(op: &ElemOp, a: Src, b: Option<Src>, out: &mut [f32]) -> R<()> {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = a.at(j);
             }
+            if *u == Unary::Erf {
+                elementwise::erf_slice(out);
+                return Ok(());
+            }
             elementwise::unary_f32(u, out)
         }
         (ElemOp::Binary(bin), Some(b)) => {
