@@ -255,8 +255,10 @@ pub(crate) fn global(x: &Array, max: bool) -> R<Array> {
     }
     let planes = x.shape[0] * x.shape[1];
     let len: usize = x.shape[2..].iter().product();
-    let values = x.data.to_f32s();
+    let values = x.data.f32s();
     let out: Vec<f32> = (0..planes)
+        .into_par_iter()
+        .with_min_len(min_tasks(len))
         .map(|p| {
             let plane = &values[p * len..(p + 1) * len];
             if max {

@@ -228,16 +228,26 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
         let (outer, n, inner) = split_at_axis(&shape, a);
         let m = out_sizes[a];
         let mut next = vec![0.0; outer * m * inner];
-        for o in 0..outer {
-            for (j, t) in taps.iter().enumerate() {
-                let dst = &mut next[(o * m + j) * inner..(o * m + j + 1) * inner];
-                for &(i, w) in &t.taps {
-                    if w == 0.0 {
-                        continue;
-                    }
-                    let src = &values[(o * n + i) * inner..(o * n + i + 1) * inner];
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d += w * s;
+        if inner == 1 {
+            // The last axis: one multiply-add per tap, no row slices.
+            for (o, row) in next.chunks_mut(m.max(1)).enumerate() {
+                let src = &values[o * n..(o + 1) * n];
+                for (d, t) in row.iter_mut().zip(&taps) {
+                    *d = t.taps.iter().map(|&(i, w)| w * src[i]).sum();
+                }
+            }
+        } else {
+            for o in 0..outer {
+                for (j, t) in taps.iter().enumerate() {
+                    let dst = &mut next[(o * m + j) * inner..(o * m + j + 1) * inner];
+                    for &(i, w) in &t.taps {
+                        if w == 0.0 {
+                            continue;
+                        }
+                        let src = &values[(o * n + i) * inner..(o * n + i + 1) * inner];
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d += w * s;
+                        }
                     }
                 }
             }
