@@ -190,8 +190,8 @@ fn eval(op: &ElemOp, a: Src, b: Option<Src>, out: &mut [f32]) -> R<()> {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = a.at(j);
             }
-            if *u == Unary::Erf {
-                elementwise::erf_slice(out);
+            if let Some(f) = elementwise::vector_unary(u) {
+                f(out);
                 return Ok(());
             }
             elementwise::unary_f32(u, out)
