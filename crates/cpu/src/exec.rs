@@ -466,7 +466,21 @@ impl Executor {
             }
             let results = match step.work {
                 Work::Node => {
-                    ops::run(self, step.node, node, ops::Args::new(args)).map_err(error)?
+                    // An op that panics on input its checks missed is an error naming the node,
+                    // not a crash of the embedding application.
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        ops::run(self, step.node, node, ops::Args::new(args))
+                    });
+                    std::panic::catch_unwind(run)
+                        .unwrap_or_else(|panic| {
+                            let what = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            Err(format!("internal error: {what}"))
+                        })
+                        .map_err(error)?
                 }
                 Work::Fused(r) => {
                     let args = args

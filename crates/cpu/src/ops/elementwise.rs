@@ -899,6 +899,19 @@ pub(crate) fn where_(cond: &Array, x: &Array, y: &Array) -> R<Array> {
     let Data::Bool(c) = &cond.data else {
         return Err(format!("condition must be bool, found {}", cond.dtype()));
     };
+    if let (Data::F32(a), Data::F32(b)) = (&x.data, &y.data) {
+        // The common case (masking scores): selects straight from the broadcast operands.
+        let ab = zip_broadcast(a, &x.shape, b, &y.shape, &out, |p, q| (p, q));
+        let picked = zip_broadcast(
+            c,
+            &cond.shape,
+            &ab,
+            &out,
+            &out,
+            |keep, (p, q)| if keep { p } else { q },
+        );
+        return Ok(Array::f32(out, picked));
+    }
     let cs = strided_indices(&out, &broadcast_strides(&cond.shape, &out), 0);
     let xs = strided_indices(&out, &broadcast_strides(&x.shape, &out), 0);
     let ys = strided_indices(&out, &broadcast_strides(&y.shape, &out), 0);
