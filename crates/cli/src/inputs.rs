@@ -105,7 +105,13 @@ fn random(
             }),
         })
         .collect::<Result<_>>()?;
-    let len: usize = shape.iter().product();
+    let len = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= 1 << 32)
+        .ok_or_else(|| {
+            anyhow!("input '{name}' of shape {shape:?} is too large to fill with random values")
+        })?;
     let data = match t.dtype {
         DType::Bool => Data::Bool((0..len).map(|_| rng.random::<bool>()).collect()),
         d if d.is_integer() => {

@@ -596,6 +596,40 @@ mod tests {
     }
 
     #[test]
+    fn absurd_sizes_from_data_are_errors() {
+        let mut g = Graph::new("t");
+        let shape_ty = ValueType::Tensor(TensorType::new(DType::I64, vec![Dim::known(2)]));
+        let shape = g.add_input("shape", shape_ty);
+        let value = Array::f32(vec![1], vec![0.0]).to_tensor();
+        let out = IrValue {
+            name: "y".into(),
+            ty: ValueType::Tensor(TensorType {
+                dtype: DType::F32,
+                shape: None,
+            }),
+            known: None,
+        };
+        let id = g.add_node(
+            "fill".into(),
+            Op::ConstantOfShape { value },
+            &[Some(shape)],
+            vec![out],
+        );
+        g.outputs = vec![ValueRef {
+            node: id,
+            output: 0,
+        }];
+        let exec = Executor::new(&g).unwrap();
+        let huge = Value::Tensor(Array::i64(vec![2], vec![1 << 20, 1 << 20]));
+        let message = exec.run(vec![huge]).unwrap_err().to_string();
+        assert!(
+            message.contains("node 'fill' (ConstantOfShape)")
+                && message.contains("over 2^34 elements"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn checks_inputs_against_declared_types() {
         let exec = Executor::new(&graph()).unwrap();
         let wrong_shape = Value::Tensor(Array::f32(vec![3, 2], vec![0.0; 6]));

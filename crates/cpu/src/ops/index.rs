@@ -214,6 +214,7 @@ pub(crate) fn one_hot(indices: &Array, depth: &Array, values: &Array, ax: i64) -
     let idx = indices.data.to_f64s();
     let mut shape = indices.shape.clone();
     shape.insert(a, depth as usize);
+    super::checked_len(&shape)?;
     let (outer, _, inner) = split_at_axis(&shape, a);
     let d = depth as usize;
     let mut picks = vec![0usize; outer * d * inner];

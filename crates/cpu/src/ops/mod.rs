@@ -147,6 +147,22 @@ fn many(arrays: Vec<Array>) -> R<Vec<Value>> {
     Ok(arrays.into_iter().map(Value::Tensor).collect())
 }
 
+/// The most elements a tensor made from data-given sizes may have (2^34, 64 GiB of f32).
+pub(crate) const MAX_ELEMENTS: u128 = 1 << 34;
+
+/// Checks that a shape computed from input values is of a size that can be allocated.
+pub(crate) fn checked_len(shape: &[usize]) -> R<usize> {
+    let len = shape
+        .iter()
+        .fold(1u128, |acc, &d| acc.saturating_mul(d as u128));
+    if len > MAX_ELEMENTS {
+        return Err(format!(
+            "the result would have shape {shape:?}, over 2^34 elements"
+        ));
+    }
+    Ok(len as usize)
+}
+
 /// Maps a possibly negative axis into `0..rank`.
 pub(crate) fn axis(axis: i64, rank: usize) -> R<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };

@@ -207,6 +207,7 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
         }
         _ => return Err("exactly one of scales and sizes must be given".into()),
     }
+    super::checked_len(&out_sizes)?;
     let roi_of = |a: usize, k: usize| -> (f64, f64) {
         match &roi {
             Some(r) if r.len() == 2 * axes.len() => (r[k], r[k + axes.len()]),

@@ -241,6 +241,7 @@ pub(crate) fn transpose(x: &Array, perm: &[i64]) -> R<Array> {
 pub(crate) fn expand_to(x: &Array, shape: &[i64]) -> R<Array> {
     let target: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     let out = broadcast_shape(&[&x.shape, &target])?;
+    super::checked_len(&out)?;
     Ok(expand(x, &out))
 }
 
@@ -256,8 +257,9 @@ pub(crate) fn tile(x: &Array, repeats: &[i64]) -> R<Array> {
         .shape
         .iter()
         .zip(repeats)
-        .map(|(&d, &r)| d * r.max(0) as usize)
+        .map(|(&d, &r)| d.saturating_mul(r.max(0) as usize))
         .collect();
+    super::checked_len(&shape)?;
     let st = strides(&x.shape);
     let indices = index_map(&shape, |index| {
         index
@@ -322,6 +324,7 @@ pub(crate) fn pad(
         }
         shape.push(d as usize);
     }
+    super::checked_len(&shape)?;
     let st = strides(&x.shape);
     let indices = index_map(&shape, |index| {
         let mut p = 0usize;
@@ -446,7 +449,7 @@ pub(crate) fn constant_of_shape(shape: &[i64], value: &Array) -> R<Array> {
         return Err(format!("shape {shape:?} has a negative dim"));
     }
     let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let len = shape.iter().product();
+    let len = super::checked_len(&shape)?;
     Ok(Array::new(shape, value.data.take(&vec![0; len])))
 }
 
@@ -463,6 +466,7 @@ pub(crate) fn range(start: &Array, limit: &Array, delta: &Array) -> R<Array> {
             return Err("delta is 0".into());
         }
         let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
+        super::checked_len(&[n])?;
         let values: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
         return Ok(Array::new(vec![n], Data::from_i64s(dtype, values)));
     }
@@ -475,6 +479,7 @@ pub(crate) fn range(start: &Array, limit: &Array, delta: &Array) -> R<Array> {
         return Err("delta is 0".into());
     }
     let n = ((l - s) / d).ceil().max(0.0) as usize;
+    super::checked_len(&[n])?;
     if dtype == sparkc_ir::DType::F32 {
         let (s, d) = (s as f32, d as f32);
         let values: Vec<f32> = (0..n).map(|i| s + i as f32 * d).collect();
