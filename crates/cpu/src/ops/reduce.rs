@@ -219,7 +219,29 @@ pub(crate) fn arg(max: bool, x: &Array, ax: i64, keepdims: bool, last: bool) -> 
     Ok(Array::i64(shape, out))
 }
 
+/// Softmax of one contiguous row, written so the exponentials vectorize.
+fn softmax_row(row: &mut [f32], log: bool) {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if log {
+        let sum: f32 = row
+            .iter()
+            .map(|&v| super::elementwise::exp_f32(v - m))
+            .sum();
+        let shift = m + sum.ln();
+        row.iter_mut().for_each(|v| *v -= shift);
+        return;
+    }
+    row.iter_mut()
+        .for_each(|v| *v = super::elementwise::exp_f32(*v - m));
+    let inv = 1.0 / row.iter().sum::<f32>();
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 fn softmax_lane(values: &mut [f32], n: usize, inner: usize, log: bool) {
+    if inner == 1 {
+        softmax_row(&mut values[..n], log);
+        return;
+    }
     let mut m = f32::NEG_INFINITY;
     for k in 0..n {
         m = m.max(values[k * inner]);
