@@ -251,16 +251,33 @@ pub(crate) fn qlinear_matmul(args: &super::Args) -> R<Array> {
     ))
 }
 
+/// `conv(x - x_zero, w - w_zero) (+ bias)` of the inputs at `[x, x_zero, w, w_zero]`, exact for
+/// 8-bit data (computed in f32).
 fn integer_conv(
-    x: &Array,
-    xv: Vec<f64>,
-    w: &Array,
-    wv: Vec<f64>,
+    args: &super::Args,
+    at: [usize; 4],
     bias: Option<Vec<f32>>,
     attrs: &sparkc_ir::op::ConvAttrs,
 ) -> R<(Vec<f32>, Vec<usize>)> {
-    let xf: Vec<f32> = xv.into_iter().map(|v| v as f32).collect();
-    let wf: Vec<f32> = wv.into_iter().map(|v| v as f32).collect();
+    let (x, w) = (args.tensor(at[0])?, args.tensor(at[2])?);
+    let xz = match args.opt_tensor(at[1])? {
+        Some(z) => *z
+            .data
+            .to_f64s()
+            .first()
+            .ok_or("the input zero point is empty")?,
+        None => 0.0,
+    };
+    let xf: Vec<f32> = x
+        .data
+        .to_f64s()
+        .into_iter()
+        .map(|v| (v - xz) as f32)
+        .collect();
+    let wf: Vec<f32> = centered_weights(w, args.opt_tensor(at[3])?)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
     super::conv::conv_f32(&xf, &x.shape, &wf, &w.shape, bias.as_deref(), attrs)
 }
 
@@ -282,20 +299,7 @@ fn centered_weights(w: &Array, zero: Option<&Array>) -> Vec<f64> {
 
 /// `ConvInteger`: `conv(x - x_zero, w - w_zero)` as i32.
 pub(crate) fn conv_integer(args: &super::Args, attrs: &sparkc_ir::op::ConvAttrs) -> R<Array> {
-    let (x, w) = (args.tensor(0)?, args.tensor(1)?);
-    let xz = args
-        .opt_tensor(2)?
-        .map(|z| z.data.to_f64s()[0])
-        .unwrap_or(0.0);
-    let xv = x.data.to_f64s().into_iter().map(|v| v - xz).collect();
-    let (out, shape) = integer_conv(
-        x,
-        xv,
-        w,
-        centered_weights(w, args.opt_tensor(3)?),
-        None,
-        attrs,
-    )?;
+    let (out, shape) = integer_conv(args, [0, 2, 1, 3], None, attrs)?;
     Ok(Array::new(
         shape,
         Data::I32(out.into_iter().map(|v| v.round() as i32).collect()),
@@ -304,18 +308,8 @@ pub(crate) fn conv_integer(args: &super::Args, attrs: &sparkc_ir::op::ConvAttrs)
 
 /// `QLinearConv`; inputs `x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero, bias?`.
 pub(crate) fn qlinear_conv(args: &super::Args, attrs: &sparkc_ir::op::ConvAttrs) -> R<Array> {
-    let (x, w) = (args.tensor(0)?, args.tensor(3)?);
-    let xz = args.tensor(2)?.data.to_f64s()[0];
-    let xv = x.data.to_f64s().into_iter().map(|v| v - xz).collect();
     let bias = args.opt_tensor(8)?.map(|b| b.data.to_f32s());
-    let (out, shape) = integer_conv(
-        x,
-        xv,
-        w,
-        centered_weights(w, args.opt_tensor(5)?),
-        bias,
-        attrs,
-    )?;
+    let (out, shape) = integer_conv(args, [0, 2, 3, 5], bias, attrs)?;
     let (sx, sw, sy) = (
         args.tensor(1)?.data.to_f32s(),
         args.tensor(4)?.data.to_f32s(),

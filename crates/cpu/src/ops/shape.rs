@@ -455,6 +455,9 @@ pub(crate) fn constant_of_shape(shape: &[i64], value: &Array) -> R<Array> {
 
 /// `start, start+delta, ...` below `limit`.
 pub(crate) fn range(start: &Array, limit: &Array, delta: &Array) -> R<Array> {
+    if start.is_empty() || limit.is_empty() || delta.is_empty() {
+        return Err("start, limit and delta must each hold one value".into());
+    }
     let dtype = start.dtype();
     if dtype.is_integer() {
         let (s, l, d) = (
