@@ -91,13 +91,7 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Result<(), String> {
     Ok(())
 }
 
-fn classify(dir: &Path, meta: &serde_json::Value) -> Outcome {
-    let ops: Vec<String> = meta["ops"]
-        .as_array()
-        .expect("ops")
-        .iter()
-        .filter_map(|o| o.as_str().map(String::from))
-        .collect();
+fn classify(dir: &Path, meta: &serde_json::Value, ops: &[String]) -> Outcome {
     if meta["strings"] == true {
         return Outcome::OutOfScope;
     }
@@ -192,7 +186,7 @@ fn node_tests_match_reference_outputs() {
             .iter()
             .filter_map(|o| o.as_str().map(String::from))
             .collect();
-        let outcome = classify(&dir, &meta);
+        let outcome = classify(&dir, &meta, &ops);
         let ran = matches!(outcome, Outcome::Passed | Outcome::Failed(_));
         let ok = matches!(outcome, Outcome::Passed);
         match outcome {

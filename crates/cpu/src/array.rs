@@ -166,35 +166,25 @@ impl Elem for f64 {
     }
 }
 
-impl Elem for f16 {
-    fn to_f64(self) -> f64 {
-        f16::to_f64(self)
-    }
-    fn from_f64(v: f64) -> Self {
-        f16::from_f64(v)
-    }
-    fn to_i64(self) -> i64 {
-        self.to_f32() as i64
-    }
-    fn from_i64(v: i64) -> Self {
-        f16::from_f64(v as f64)
-    }
+macro_rules! half_elem {
+    ($($t:ty),*) => {$(
+        impl Elem for $t {
+            fn to_f64(self) -> f64 {
+                <$t>::to_f64(self)
+            }
+            fn from_f64(v: f64) -> Self {
+                <$t>::from_f64(v)
+            }
+            fn to_i64(self) -> i64 {
+                self.to_f32() as i64
+            }
+            fn from_i64(v: i64) -> Self {
+                <$t>::from_f64(v as f64)
+            }
+        }
+    )*};
 }
-
-impl Elem for bf16 {
-    fn to_f64(self) -> f64 {
-        bf16::to_f64(self)
-    }
-    fn from_f64(v: f64) -> Self {
-        bf16::from_f64(v)
-    }
-    fn to_i64(self) -> i64 {
-        self.to_f32() as i64
-    }
-    fn from_i64(v: i64) -> Self {
-        bf16::from_f64(v as f64)
-    }
-}
+half_elem!(f16, bf16);
 
 impl Elem for bool {
     fn to_f64(self) -> f64 {

@@ -18,16 +18,8 @@ pub(crate) enum Window {
     Lp(f64),
 }
 
-/// Slides a window over every plane of `x` (`[n, c, in...]`); returns values and flat argmax indices.
-pub(crate) fn pool(
-    x: &Array,
-    attrs: &PoolAttrs,
-    window: Window,
-    storage_order: i64,
-) -> R<(Array, Array)> {
-    if x.rank() < 3 {
-        return Err(format!("input must have rank ≥ 3, found {:?}", x.shape));
-    }
+/// The window's kernel sizes and its geometry over the spatial axes of `x`.
+fn window_geometry(x: &Array, attrs: &PoolAttrs) -> R<(Vec<usize>, super::conv::Geometry)> {
     let kernel: Vec<usize> = attrs
         .kernel_shape
         .iter()
@@ -42,6 +34,20 @@ pub(crate) fn pool(
         &attrs.dilations,
         attrs.ceil_mode,
     )?;
+    Ok((kernel, g))
+}
+
+/// Slides a window over every plane of `x` (`[n, c, in...]`); returns values and flat argmax indices.
+pub(crate) fn pool(
+    x: &Array,
+    attrs: &PoolAttrs,
+    window: Window,
+    storage_order: i64,
+) -> R<(Array, Array)> {
+    if x.rank() < 3 {
+        return Err(format!("input must have rank ≥ 3, found {:?}", x.shape));
+    }
+    let (kernel, g) = window_geometry(x, attrs)?;
     let spatial = kernel.len();
     let planes = x.shape[0] * x.shape[1];
     let in_len: usize = g.input.iter().product();
@@ -138,23 +144,16 @@ pub(crate) fn pool(
 
 /// Max or average pooling of f32 planes over two spatial axes, without indices.
 fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>> {
+    // None: max; Some(count_include_pad): average. Lp pools take the general path.
+    let average = match window {
+        Window::Max => None,
+        Window::Average { count_include_pad } => Some(count_include_pad),
+        Window::Lp(_) => return Ok(None),
+    };
     let (Data::F32(values), 4, 2) = (&x.data, x.rank(), attrs.kernel_shape.len()) else {
         return Ok(None);
     };
-    let kernel: Vec<usize> = attrs
-        .kernel_shape
-        .iter()
-        .map(|&k| k.max(1) as usize)
-        .collect();
-    let g = geometry(
-        &x.shape[2..],
-        &kernel,
-        attrs.auto_pad,
-        &attrs.pads,
-        &attrs.strides,
-        &attrs.dilations,
-        attrs.ceil_mode,
-    )?;
+    let (kernel, g) = window_geometry(x, attrs)?;
     let (ih, iw, oh, ow) = (g.input[0], g.input[1], g.output[0], g.output[1]);
     // Per axis and output position: the input positions the window covers, and how many
     // positions it covers inside the padded extent (the count_include_pad divisor).
@@ -185,8 +184,8 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
             let src = &values[plane * ih * iw..(plane + 1) * ih * iw];
             for (oy, (ys, y_padded)) in rows.iter().enumerate() {
                 for (ox, (xs, x_padded)) in cols.iter().enumerate() {
-                    let value = match window {
-                        Window::Max => {
+                    let value = match average {
+                        None => {
                             let mut m = f32::NEG_INFINITY;
                             for &iy in ys {
                                 for &ix in xs {
@@ -195,7 +194,7 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
                             }
                             m
                         }
-                        Window::Average { count_include_pad } => {
+                        Some(count_include_pad) => {
                             let mut sum = 0f32;
                             for &iy in ys {
                                 for &ix in xs {
@@ -209,7 +208,6 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
                             };
                             sum / count.max(1) as f32
                         }
-                        Window::Lp(_) => f32::NAN,
                     };
                     dst[oy * ow + ox] = value;
                 }

@@ -112,21 +112,22 @@ pub(crate) fn dequantize(
     let scales = scale.data.to_f64s();
     let zeros = zero_point.map(|z| z.data.to_f64s());
     let values = x.data.to_f64s();
-    let out: Vec<f64> = values
-        .iter()
-        .zip(&index)
-        .map(|(&v, &i)| (v - zeros.as_ref().map_or(0.0, |z| z[i])) * scales[i])
-        .collect();
+    let centered = |(&v, &i): (&f64, &usize)| v - zeros.as_ref().map_or(0.0, |z| z[i]);
     if dtype == DType::F32 {
         // Computed in f32 like the reference, so results round identically.
         let s32 = scale.data.to_f32s();
         let out: Vec<f32> = values
             .iter()
             .zip(&index)
-            .map(|(&v, &i)| (v - zeros.as_ref().map_or(0.0, |z| z[i])) as f32 * s32[i])
+            .map(|pair| centered(pair) as f32 * s32[*pair.1])
             .collect();
         return Ok(Array::f32(x.shape.clone(), out));
     }
+    let out: Vec<f64> = values
+        .iter()
+        .zip(&index)
+        .map(|pair| centered(pair) * scales[*pair.1])
+        .collect();
     Ok(Array::new(
         x.shape.clone(),
         Data::from_f64s(dtype, out, false),
