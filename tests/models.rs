@@ -29,7 +29,40 @@ fn check(
     expected: &[Array],
     tolerance: f64,
 ) -> Result<String, String> {
-    let model = load(model).map_err(|e| format!("{name}: {e}"))?;
+    let mut report = String::new();
+    for optimize in [false, true] {
+        let label = if optimize {
+            format!("{name} (optimized)")
+        } else {
+            name.to_string()
+        };
+        report.push_str(&check_one(
+            &label,
+            model,
+            optimize,
+            inputs.clone(),
+            expected,
+            tolerance,
+        )?);
+    }
+    Ok(report)
+}
+
+/// Runs a model, imported or optimized, and compares its outputs with `expected`.
+fn check_one(
+    name: &str,
+    model: &Path,
+    optimize: bool,
+    inputs: Vec<Value>,
+    expected: &[Array],
+    tolerance: f64,
+) -> Result<String, String> {
+    let mut model = load(model).map_err(|e| format!("{name}: {e}"))?;
+    if optimize {
+        sparkc_passes::standard()
+            .and_then(|mut passes| passes.run(&mut model.graph))
+            .map_err(|e| format!("{name}: optimize: {e}"))?;
+    }
     let exec = Executor::new(&model.graph).map_err(|e| format!("{name}: {e}"))?;
     let outputs = exec.run(inputs).map_err(|e| format!("{name}: {e}"))?;
     let mut report = String::new();

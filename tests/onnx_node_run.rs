@@ -13,6 +13,8 @@ use std::path::Path;
 enum Outcome {
     Passed,
     Failed(String),
+    /// Passes as imported, fails once optimized: an optimizer bug.
+    OptimizedFailed(String),
     Unsupported(Vec<String>),
     OutOfScope,
 }
@@ -67,8 +69,14 @@ fn compare(actual: &Value, expected: &Value, rtol: f64, atol: f64) -> Result<(),
     }
 }
 
-fn run_case(dir: &Path, meta: &serde_json::Value) -> Result<(), String> {
-    let model = load(&dir.join("model.onnx")).map_err(|e| format!("import: {e}"))?;
+/// Runs one test's data sets, on the imported graph or on the optimized one.
+fn run_case(dir: &Path, meta: &serde_json::Value, optimize: bool) -> Result<(), String> {
+    let mut model = load(&dir.join("model.onnx")).map_err(|e| format!("import: {e}"))?;
+    if optimize {
+        sparkc_passes::standard()
+            .and_then(|mut passes| passes.run(&mut model.graph))
+            .map_err(|e| format!("optimize: {e}"))?;
+    }
     let exec = Executor::new(&model.graph).map_err(|e| format!("prepare: {e}"))?;
     let (rtol, atol) = (
         meta["rtol"].as_f64().unwrap_or(1e-3),
@@ -106,8 +114,12 @@ fn classify(dir: &Path, meta: &serde_json::Value, ops: &[String]) -> Outcome {
     if !missing.is_empty() {
         return Outcome::Unsupported(missing);
     }
-    match catch_unwind(AssertUnwindSafe(|| run_case(dir, meta))) {
-        Ok(Ok(())) => Outcome::Passed,
+    match catch_unwind(AssertUnwindSafe(|| run_case(dir, meta, false))) {
+        Ok(Ok(())) => match catch_unwind(AssertUnwindSafe(|| run_case(dir, meta, true))) {
+            Ok(Ok(())) => Outcome::Passed,
+            Ok(Err(e)) => Outcome::OptimizedFailed(e),
+            Err(_) => Outcome::OptimizedFailed("panicked".into()),
+        },
         Ok(Err(e)) => Outcome::Failed(e),
         Err(_) => Outcome::Failed("panicked".into()),
     }
@@ -177,6 +189,7 @@ fn node_tests_match_reference_outputs() {
     let mut unsupported: BTreeMap<String, usize> = BTreeMap::new();
     let (mut passed, mut out_of_scope) = (0, 0);
     let mut failures = Vec::new();
+    let mut optimized_failures = Vec::new();
     for name in &names {
         let dir = root.join(name);
         let meta = read_json(&dir.join("meta.json"));
@@ -187,11 +200,15 @@ fn node_tests_match_reference_outputs() {
             .filter_map(|o| o.as_str().map(String::from))
             .collect();
         let outcome = classify(&dir, &meta, &ops);
-        let ran = matches!(outcome, Outcome::Passed | Outcome::Failed(_));
+        let ran = matches!(
+            outcome,
+            Outcome::Passed | Outcome::Failed(_) | Outcome::OptimizedFailed(_)
+        );
         let ok = matches!(outcome, Outcome::Passed);
         match outcome {
             Outcome::Passed => passed += 1,
             Outcome::Failed(e) => failures.push(format!("{name}: {e}")),
+            Outcome::OptimizedFailed(e) => optimized_failures.push(format!("{name}: {e}")),
             Outcome::Unsupported(missing) => {
                 for op in missing {
                     *unsupported.entry(op).or_default() += 1;
@@ -215,6 +232,12 @@ fn node_tests_match_reference_outputs() {
     for f in &failures {
         println!("  FAIL {f}");
     }
+    assert!(
+        optimized_failures.is_empty(),
+        "{} node test(s) pass as imported but not optimized:\n{}",
+        optimized_failures.len(),
+        optimized_failures.join("\n")
+    );
     let doc_path = repo_root().join("docs/conformance.md");
     if std::env::var_os("SPARKC_BLESS").is_some() {
         write_table(

@@ -17,9 +17,30 @@ pub struct Args {
     /// List every unsupported op of the model at once (exits non-zero if there are any).
     #[arg(long, conflicts_with = "dump")]
     pub unsupported: bool,
+    /// Which graph to show: as imported, or after the optimizer.
+    #[arg(long, value_enum, default_value_t = Stage::Import)]
+    pub stage: Stage,
+    /// Show the graph as it is after this pass of the optimizer (implies `--stage opt`).
+    #[arg(long, value_name = "PASS")]
+    pub after: Option<String>,
+    /// List each fused or rewritten node with the rules that built it, and a summary line.
+    #[arg(long, conflicts_with_all = ["dump", "unsupported"])]
+    pub explain: bool,
+    /// Print a timing line per optimizer pass on standard error.
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Write the output to this file instead of standard output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+}
+
+/// The graph `inspect` shows.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// As imported from ONNX.
+    Import,
+    /// After the optimizer.
+    Opt,
 }
 
 /// The IR dump formats.
@@ -38,7 +59,20 @@ pub fn run(args: &Args) -> Result<String> {
     if args.unsupported {
         return unsupported(args);
     }
-    let model = sparkc_onnx::load(&args.model)?;
+    let optimizing = args.stage == Stage::Opt || args.after.is_some() || args.explain;
+    let model = if optimizing {
+        let optimized = crate::optimize::optimize(&args.model, args.after.as_deref())?;
+        if args.verbose {
+            eprint!("{}", crate::optimize::timings(&optimized.passes));
+            eprint!("{}", crate::optimize::summary(&optimized));
+        }
+        if args.explain {
+            return emit(args, &crate::optimize::explain(&optimized)?);
+        }
+        optimized.model
+    } else {
+        sparkc_onnx::load(&args.model)?
+    };
     let text = match args.dump {
         None => summary(&model),
         Some(Dump::Ir) => print::to_text(&model),

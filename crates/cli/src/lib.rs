@@ -4,6 +4,7 @@ pub mod bench;
 pub mod inputs;
 pub mod inspect;
 pub mod npy;
+pub mod optimize;
 pub mod run;
 
 use clap::{Parser, Subcommand};

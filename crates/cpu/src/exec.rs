@@ -506,7 +506,10 @@ impl Executor {
             }
             if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
                 let label = match step.work {
-                    Work::Node => node.op.name(),
+                    Work::Node => match &node.op {
+                        Op::Fused(fused) => format!("Fused({})", fused.label()),
+                        op => op.name(),
+                    },
                     Work::Fused(r) => self.regions[r].label(&self.graph),
                 };
                 let timing = profile.ops.entry(label).or_default();

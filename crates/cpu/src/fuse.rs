@@ -61,7 +61,23 @@ impl Region {
     }
 }
 
-fn fusable(op: &Op) -> Option<ElemOp> {
+impl Region {
+    /// A region running `steps` in order, each reading region inputs or earlier results; it
+    /// lists no graph nodes or values, since it comes from a fused node's body.
+    pub(crate) fn from_program(steps: Vec<(ElemOp, Vec<Operand>)>) -> Region {
+        Region {
+            nodes: Vec::new(),
+            inputs: Vec::new(),
+            program: steps
+                .into_iter()
+                .map(|(op, args)| Instr { op, args })
+                .collect(),
+        }
+    }
+}
+
+/// The region instruction for an op, when it has one.
+pub(crate) fn fusable(op: &Op) -> Option<ElemOp> {
     match op {
         Op::Unary(u) => match u {
             Unary::Identity

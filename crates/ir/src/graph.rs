@@ -45,6 +45,8 @@ pub struct Node {
     pub arity: usize,
     /// Output values, in order.
     pub outputs: Vec<Value>,
+    /// The rewrite rules and passes that built this node (empty for imported nodes).
+    pub rules: Vec<String>,
 }
 
 /// A graph: nodes and edges, with its inputs and outputs in order.
@@ -82,6 +84,7 @@ impl Graph {
             op,
             arity: inputs.len(),
             outputs,
+            rules: Vec::new(),
         });
         for (slot, input) in inputs.iter().enumerate() {
             if let Some(v) = input {

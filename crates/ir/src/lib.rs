@@ -8,6 +8,7 @@
 pub mod dim;
 pub mod dtype;
 pub mod error;
+pub mod fused;
 pub mod graph;
 pub mod infer;
 pub mod op;
@@ -19,8 +20,9 @@ pub mod verify;
 pub use dim::Dim;
 pub use dtype::DType;
 pub use error::{IrError, Result};
+pub use fused::{BodyNode, Fused, FusedKind, Operand};
 pub use graph::{Edge, Graph, Model, Node, NodeId, ValueRef};
-pub use infer::infer_graph;
+pub use infer::{infer_graph, infer_op};
 pub use op::Op;
 pub use tensor::Tensor;
 pub use types::{Known, Shape, TensorType, Value, ValueType};

@@ -518,6 +518,15 @@ pub enum Op {
     },
     /// numpy `matmul`.
     MatMul,
+    /// numpy `matmul` reading either operand with its last two axes swapped.
+    TransposedMatMul {
+        /// Read `A` transposed.
+        trans_a: bool,
+        /// Read `B` transposed.
+        trans_b: bool,
+    },
+    /// Several ops run as one kernel; its inputs are the body's external operands.
+    Fused(Box<crate::fused::Fused>),
     /// Einstein summation.
     Einsum {
         /// The equation, e.g. `bij,bjk->bik`.

@@ -49,6 +49,31 @@ impl Tensor {
         Tensor::new(DType::I64, shape, Bytes::from(data))
     }
 
+    /// A tensor of one of the IEEE float types (f64, f32, f16, bf16) holding `values`.
+    pub fn from_f64s(dtype: DType, shape: Vec<usize>, values: &[f64]) -> Result<Tensor> {
+        let data: Vec<u8> = match dtype {
+            DType::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::F32 => values
+                .iter()
+                .flat_map(|&v| (v as f32).to_le_bytes())
+                .collect(),
+            DType::F16 => values
+                .iter()
+                .flat_map(|&v| f16::from_f64(v).to_le_bytes())
+                .collect(),
+            DType::BF16 => values
+                .iter()
+                .flat_map(|&v| bf16::from_f64(v).to_le_bytes())
+                .collect(),
+            other => {
+                return Err(IrError::Graph(format!(
+                    "cannot build a {other} tensor from floats"
+                )))
+            }
+        };
+        Tensor::new(dtype, shape, Bytes::from(data))
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()

@@ -293,6 +293,22 @@ pub(crate) fn gemm_op(
 }
 
 /// numpy `matmul`: 1-D operands promoted, batch dims broadcast.
+/// The array with its last two axes swapped when `swap` is set, else borrowed as it is.
+pub(crate) fn swap_last_two(x: &Array, swap: bool) -> R<std::borrow::Cow<'_, Array>> {
+    if !swap {
+        return Ok(std::borrow::Cow::Borrowed(x));
+    }
+    let rank = x.rank() as i64;
+    if rank < 2 {
+        return Err(format!(
+            "a transposed operand needs rank 2 or more, found rank {rank}"
+        ));
+    }
+    let mut perm: Vec<i64> = (0..rank).collect();
+    perm.swap(rank as usize - 2, rank as usize - 1);
+    Ok(std::borrow::Cow::Owned(super::shape::transpose(x, &perm)?))
+}
+
 pub(crate) fn matmul(a: &Array, b: &Array) -> R<Array> {
     if a.rank() == 0 || b.rank() == 0 {
         return Err("MatMul operands must not be scalars".into());

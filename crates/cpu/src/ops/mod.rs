@@ -4,6 +4,7 @@ mod attention;
 mod control;
 mod conv;
 pub(crate) mod elementwise;
+mod fused;
 mod index;
 mod linalg;
 mod norm;
@@ -369,6 +370,12 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             *trans_b,
         )?),
         Op::MatMul => one(linalg::matmul(args.tensor(0)?, args.tensor(1)?)?),
+        Op::TransposedMatMul { trans_a, trans_b } => {
+            let a = linalg::swap_last_two(args.tensor(0)?, *trans_a)?;
+            let b = linalg::swap_last_two(args.tensor(1)?, *trans_b)?;
+            one(linalg::matmul(&a, &b)?)
+        }
+        Op::Fused(f) => fused::fused(exec, id, node, f, args),
         Op::Einsum { equation } => one(linalg::einsum(equation, &args.tensors()?)?),
         Op::Concat { axis } => one(shape::concat(&args.tensors()?, *axis)?),
         Op::Split { axis, num_outputs } => many(shape::split(

@@ -83,6 +83,7 @@ pub fn infer_node_in_place(graph: &mut Graph, id: NodeId) -> Result<()> {
             scan_output_axes,
             &inputs,
         )?,
+        Op::Fused(fused) => vec![infer_fused(&node.name, fused, &inputs)?],
         op => {
             let ctx = Ctx {
                 node: &node.name,
@@ -111,17 +112,105 @@ pub fn infer_node_in_place(graph: &mut Graph, id: NodeId) -> Result<()> {
     Ok(())
 }
 
+/// The result of a fused node: its body inferred node by node on a scratch graph.
+fn infer_fused(
+    name: &str,
+    fused: &crate::fused::Fused,
+    inputs: &[Option<Value>],
+) -> Result<Inferred> {
+    use crate::fused::Operand;
+    let mut scratch = Graph::new(name);
+    let external: Vec<Option<crate::ValueRef>> = inputs
+        .iter()
+        .map(|v| {
+            v.as_ref().map(|v| crate::ValueRef {
+                node: scratch.add_node(v.name.clone(), Op::Input, &[], vec![v.clone()]),
+                output: 0,
+            })
+        })
+        .collect();
+    let mut body: Vec<crate::ValueRef> = Vec::with_capacity(fused.body.len());
+    for (k, node) in fused.body.iter().enumerate() {
+        let fail = |message: String| IrError::Node {
+            node: name.to_string(),
+            op: "Fused".to_string(),
+            message,
+        };
+        let args = node
+            .args
+            .iter()
+            .map(|a| match a {
+                None => Ok(None),
+                Some(Operand::Input(i)) => external.get(*i).copied().ok_or_else(|| {
+                    fail(format!(
+                        "body node {k} reads input {i}, which the node lacks"
+                    ))
+                }),
+                Some(Operand::Node(j)) if *j < k => Ok(Some(body[*j])),
+                Some(Operand::Node(j)) => Err(fail(format!(
+                    "body node {k} reads body node {j}, which does not precede it"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let placeholder = Value {
+            name: format!("{name}.{k}"),
+            ty: ValueType::Tensor(TensorType {
+                dtype: DType::F32,
+                shape: None,
+            }),
+            known: None,
+        };
+        let id = scratch.add_node(
+            format!("{name}.{k}"),
+            node.op.clone(),
+            &args,
+            vec![placeholder],
+        );
+        infer_node_in_place(&mut scratch, id)
+            .map_err(|e| fail(format!("body node {k} ({}): {e}", node.op.name())))?;
+        body.push(crate::ValueRef {
+            node: id,
+            output: 0,
+        });
+    }
+    let last = body.last().ok_or_else(|| IrError::Node {
+        node: name.to_string(),
+        op: "Fused".to_string(),
+        message: "the body is empty".to_string(),
+    })?;
+    let value = scratch.value(*last);
+    Ok(Inferred {
+        ty: value.ty.clone(),
+        known: None,
+    })
+}
+
 /// Infers the outputs a node would have, without changing the graph (used by the verifier).
 pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<Inferred>> {
-    let mut scratch = Graph::new("");
     let node = graph.node(id);
-    let inputs: Vec<_> = graph
+    let inputs: Vec<Option<Value>> = graph
         .inputs_of(id)
         .into_iter()
+        .map(|v| v.map(|v| graph.value(v).clone()))
+        .collect();
+    infer_op(&node.name, &node.op, &inputs, node.outputs.clone())
+}
+
+/// Infers what `op` gives on inputs of these types, for a node named `name` whose outputs are
+/// `outputs` (their names are kept, their types replaced).
+pub fn infer_op(
+    name: &str,
+    op: &Op,
+    inputs: &[Option<Value>],
+    outputs: Vec<Value>,
+) -> Result<Vec<Inferred>> {
+    let mut scratch = Graph::new("");
+    let inputs: Vec<_> = inputs
+        .iter()
         .map(|v| {
-            v.map(|v| {
-                let value = graph.value(v).clone();
-                let input = scratch.add_node(value.name.clone(), Op::Input, &[], vec![value]);
+            v.as_ref().map(|value| {
+                let input =
+                    scratch.add_node(value.name.clone(), Op::Input, &[], vec![value.clone()]);
                 crate::ValueRef {
                     node: input,
                     output: 0,
@@ -129,12 +218,7 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<Inferred>> {
             })
         })
         .collect();
-    let copy = scratch.add_node(
-        node.name.clone(),
-        node.op.clone(),
-        &inputs,
-        node.outputs.clone(),
-    );
+    let copy = scratch.add_node(name.to_string(), op.clone(), &inputs, outputs);
     infer_node_in_place(&mut scratch, copy)?;
     Ok(scratch
         .node(copy)
@@ -148,6 +232,7 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<Inferred>> {
 }
 
 /// What a rule sees of one node: its name and op, its inputs' values and its output count.
+#[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     node: &'a str,
     op: &'a Op,

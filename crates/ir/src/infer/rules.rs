@@ -6,7 +6,7 @@ use crate::dim::Dim;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::op::{AutoPad, Binary, ConvAttrs, Op, PoolAttrs, Unary};
-use crate::types::{Known, Shape};
+use crate::types::{Known, Shape, TensorType, ValueType};
 
 /// Values at or above this are "to the end" in `Slice` (exporters write `INT64_MAX` or `INT32_MAX`).
 const SLICE_TO_END: i64 = i32::MAX as i64;
@@ -207,6 +207,34 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 _ => None,
             };
             vec![Inferred::tensor(dtype, shape)]
+        }
+        Op::TransposedMatMul { trans_a, trans_b } => {
+            let swapped: Vec<Option<crate::types::Value>> = [(0, *trans_a), (1, *trans_b)]
+                .iter()
+                .map(|&(i, swap)| {
+                    let mut value = ctx.input(i)?.clone();
+                    if let (true, ValueType::Tensor(TensorType { shape: Some(dims), .. })) =
+                        (swap, &mut value.ty)
+                    {
+                        let rank = dims.len();
+                        if rank < 2 {
+                            return Err(ctx.err(format!(
+                                "input {i} is read transposed, so it needs rank 2 or more, found {rank}"
+                            )));
+                        }
+                        dims.swap(rank - 2, rank - 1);
+                    }
+                    Ok(Some(value))
+                })
+                .collect::<Result<_>>()?;
+            let view = Ctx {
+                inputs: &swapped,
+                ..*ctx
+            };
+            vec![Inferred::tensor(
+                ctx.same_dtype(&[0, 1])?,
+                matmul_shape(&view)?,
+            )]
         }
         Op::MatMul => vec![Inferred::tensor(
             ctx.same_dtype(&[0, 1])?,

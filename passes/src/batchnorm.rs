@@ -1,0 +1,204 @@
+//! Inference-mode `BatchNormalization` folded into the `Conv` or `Gemm` before it: the
+//! per-channel scale goes into the weights and the shift into the bias.
+
+use crate::edit::{const_input, has_output, readers, replace_uses};
+use crate::manager::{Pass, PassError};
+use sparkc_ir::{DType, Graph, NodeId, Op, Tensor, ValueRef};
+
+/// Folds `BatchNormalization` into a preceding `Conv` or `Gemm` with constant weights.
+pub struct FoldBatchNorm;
+
+fn floats(t: &Tensor) -> Option<Vec<f64>> {
+    (t.dtype == DType::F32).then(|| t.to_f64s()).flatten()
+}
+
+/// Per channel `(scale, shift)` of an inference-mode batch norm with constant parameters.
+fn affine(
+    graph: &Graph,
+    bn: NodeId,
+    epsilon: f32,
+    channels: usize,
+) -> Option<(Vec<f64>, Vec<f64>)> {
+    let param = |slot| {
+        const_input(graph, bn, slot)
+            .and_then(floats)
+            .filter(|v| v.len() == channels)
+    };
+    let (gamma, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
+    let scale: Vec<f64> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(g, v)| g / (v + f64::from(epsilon)).sqrt())
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    Some((scale, shift))
+}
+
+/// The folded weights and bias, or `None` when the producer is not foldable.
+fn fold(graph: &Graph, producer: NodeId, bn: NodeId, epsilon: f32) -> Option<(Op, Tensor, Tensor)> {
+    let node = graph.node(producer);
+    let w = const_input(graph, producer, 1)?;
+    let weights = floats(w)?;
+    let bias = const_input(graph, producer, 2);
+    match &node.op {
+        Op::Conv(_) => {
+            let channels = *w.shape.first()?;
+            let (scale, shift) = affine(graph, bn, epsilon, channels)?;
+            let per = weights.len() / channels.max(1);
+            let scaled: Vec<f64> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x * scale[i / per])
+                .collect();
+            let old = match bias {
+                Some(b) => floats(b).filter(|v| v.len() == channels)?,
+                None if graph
+                    .inputs_of(producer)
+                    .get(2)
+                    .copied()
+                    .flatten()
+                    .is_none() =>
+                {
+                    vec![0.0; channels]
+                }
+                None => return None,
+            };
+            let new_bias: Vec<f64> = old
+                .iter()
+                .zip(&scale)
+                .zip(&shift)
+                .map(|((b, s), t)| b * s + t)
+                .collect();
+            Some((
+                node.op.clone(),
+                Tensor::from_f64s(DType::F32, w.shape.clone(), &scaled).ok()?,
+                Tensor::from_f64s(DType::F32, vec![channels], &new_bias).ok()?,
+            ))
+        }
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
+            let (rows, cols) = (*w.shape.first()?, *w.shape.get(1)?);
+            let channels = if *trans_b { rows } else { cols };
+            let (scale, shift) = affine(graph, bn, epsilon, channels)?;
+            let scaled: Vec<f64> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    let n = if *trans_b { i / cols } else { i % cols };
+                    x * scale[n] * f64::from(*alpha)
+                })
+                .collect();
+            let old: Vec<f64> = match bias {
+                Some(b) => {
+                    let v = floats(b)?;
+                    match v.len() {
+                        1 => vec![v[0]; channels],
+                        n if n == channels && b.shape.iter().rev().skip(1).all(|&d| d == 1) => v,
+                        _ => return None,
+                    }
+                }
+                None if graph
+                    .inputs_of(producer)
+                    .get(2)
+                    .copied()
+                    .flatten()
+                    .is_none() =>
+                {
+                    vec![0.0; channels]
+                }
+                None => return None,
+            };
+            let new_bias: Vec<f64> = old
+                .iter()
+                .zip(&scale)
+                .zip(&shift)
+                .map(|((c, s), t)| c * f64::from(*beta) * s + t)
+                .collect();
+            Some((
+                Op::Gemm {
+                    alpha: 1.0,
+                    beta: 1.0,
+                    trans_a: *trans_a,
+                    trans_b: *trans_b,
+                },
+                Tensor::from_f64s(DType::F32, w.shape.clone(), &scaled).ok()?,
+                Tensor::from_f64s(DType::F32, vec![channels], &new_bias).ok()?,
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl Pass for FoldBatchNorm {
+    fn name(&self) -> &'static str {
+        "fold-batchnorm"
+    }
+
+    fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
+        let mut folded = 0;
+        for bn in graph.topo_order()? {
+            let Op::BatchNormalization {
+                epsilon,
+                training_mode: false,
+                ..
+            } = graph.node(bn).op
+            else {
+                continue;
+            };
+            if graph.node(bn).outputs.len() != 1 {
+                continue;
+            }
+            let Some(x) = graph.inputs_of(bn).first().copied().flatten() else {
+                continue;
+            };
+            let producer = x.node;
+            if readers(graph, x).len() != 1 || has_output(graph, producer) {
+                continue;
+            }
+            let Some((op, weights, bias)) = fold(graph, producer, bn, epsilon) else {
+                continue;
+            };
+            let inputs = graph.inputs_of(producer);
+            let name = graph.node(producer).name.clone();
+            let w = graph.add_const(&format!("{name}_folded_w"), weights);
+            let b = graph.add_const(&format!("{name}_folded_b"), bias);
+            let mut outputs = graph.node(bn).outputs.clone();
+            outputs[0].name = format!("{}_folded", outputs[0].name);
+            let fused = graph.add_node(name.clone(), op, &[inputs[0], Some(w), Some(b)], outputs);
+            graph.dag[fused].rules = vec!["fold-batchnorm".to_string()];
+            replace_uses(
+                graph,
+                ValueRef {
+                    node: bn,
+                    output: 0,
+                },
+                ValueRef {
+                    node: fused,
+                    output: 0,
+                },
+            );
+            let bn_is_output = graph.outputs.iter().position(|v| v.node == bn);
+            if let Some(i) = bn_is_output {
+                let original = graph.node(bn).outputs[0].name.clone();
+                graph.dag[fused].outputs[0].name = original;
+                graph.outputs[i] = ValueRef {
+                    node: fused,
+                    output: 0,
+                };
+            }
+            graph.dag.remove_node(bn);
+            graph.dag.remove_node(producer);
+            folded += 1;
+        }
+        Ok(format!("folded {folded} batch norm(s)"))
+    }
+}

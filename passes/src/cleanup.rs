@@ -1,0 +1,77 @@
+//! Removal of ops that do nothing at inference: `Identity`, inference-mode `Dropout`, a `Cast`
+//! to the type a value already has, a `Reshape` or `Transpose` that keeps the shape and order.
+
+use crate::edit::{has_output, readers, replace_uses};
+use crate::manager::{Pass, PassError};
+use sparkc_ir::op::Unary;
+use sparkc_ir::{Graph, Known, NodeId, Op, ValueRef, ValueType};
+
+/// Bypasses no-op nodes.
+pub struct Cleanup;
+
+/// The input a no-op node passes through unchanged, if the node is one.
+fn passthrough(graph: &Graph, id: NodeId) -> Option<ValueRef> {
+    let node = graph.node(id);
+    let inputs = graph.inputs_of(id);
+    let x = inputs.first().copied().flatten()?;
+    let same_type = graph.value(x).ty == node.outputs.first()?.ty;
+    let removable = match &node.op {
+        Op::Unary(Unary::Identity) => true,
+        Op::Dropout { .. } => {
+            let training = inputs.get(2).copied().flatten();
+            let inference = match training {
+                None => true,
+                Some(t) => {
+                    matches!(&graph.value(t).known, Some(Known::Ints(v)) if v.iter().all(|d| d.as_const() == Some(0)))
+                }
+            };
+            let mask_unused = node.outputs.len() < 2
+                || readers(
+                    graph,
+                    ValueRef {
+                        node: id,
+                        output: 1,
+                    },
+                )
+                .is_empty();
+            inference && mask_unused
+        }
+        Op::Cast { .. } => same_type,
+        Op::Reshape { .. } => {
+            same_type
+                && matches!(&node.outputs[0].ty, ValueType::Tensor(t)
+                    if t.shape.as_ref().is_some_and(|d| d.iter().all(|d| d.as_const().is_some())))
+        }
+        Op::Transpose { perm } => perm.iter().enumerate().all(|(i, &p)| p == i as i64) && same_type,
+        _ => false,
+    };
+    (removable && same_type).then_some(x)
+}
+
+impl Pass for Cleanup {
+    fn name(&self) -> &'static str {
+        "cleanup"
+    }
+
+    fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
+        let mut removed = 0;
+        for id in graph.topo_order()? {
+            if has_output(graph, id) {
+                continue;
+            }
+            if let Some(x) = passthrough(graph, id) {
+                replace_uses(
+                    graph,
+                    ValueRef {
+                        node: id,
+                        output: 0,
+                    },
+                    x,
+                );
+                graph.dag.remove_node(id);
+                removed += 1;
+            }
+        }
+        Ok(format!("removed {removed} no-op node(s)"))
+    }
+}

@@ -1,0 +1,72 @@
+//! Graph editing shared by the passes: readers of a value, rewiring uses, graph outputs.
+
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use sparkc_ir::{Edge, Graph, NodeId, Op, Tensor, ValueRef};
+
+/// The `(node, input slot)` pairs reading `v`.
+pub fn readers(graph: &Graph, v: ValueRef) -> Vec<(NodeId, usize)> {
+    graph
+        .dag
+        .edges_directed(v.node, Direction::Outgoing)
+        .filter(|e| e.weight().output == v.output)
+        .map(|e| (e.target(), e.weight().input))
+        .collect()
+}
+
+/// True when `v` is one of the graph's results.
+pub fn is_output(graph: &Graph, v: ValueRef) -> bool {
+    graph.outputs.contains(&v)
+}
+
+/// True when any output of `id` is a graph result.
+pub fn has_output(graph: &Graph, id: NodeId) -> bool {
+    graph.outputs.iter().any(|v| v.node == id)
+}
+
+/// Makes every reader of `from` read `to` instead (graph outputs are left alone).
+pub fn replace_uses(graph: &mut Graph, from: ValueRef, to: ValueRef) {
+    let edges: Vec<_> = graph
+        .dag
+        .edges_directed(from.node, Direction::Outgoing)
+        .filter(|e| e.weight().output == from.output)
+        .map(|e| (e.id(), e.target(), e.weight().input))
+        .collect();
+    for (edge, target, input) in edges {
+        graph.dag.remove_edge(edge);
+        graph.dag.add_edge(
+            to.node,
+            target,
+            Edge {
+                output: to.output,
+                input,
+            },
+        );
+    }
+}
+
+/// The constant tensor feeding input `slot` of `id`, if that input is a constant.
+pub fn const_input(graph: &Graph, id: NodeId, slot: usize) -> Option<&Tensor> {
+    let v = graph.inputs_of(id).get(slot).copied().flatten()?;
+    match &graph.node(v.node).op {
+        Op::Const(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// Turns node `id` into a constant holding `tensor`, keeping its name and output name.
+pub fn make_const(graph: &mut Graph, id: NodeId, tensor: Tensor) {
+    let incoming: Vec<_> = graph
+        .dag
+        .edges_directed(id, Direction::Incoming)
+        .map(|e| e.id())
+        .collect();
+    for e in incoming {
+        graph.dag.remove_edge(e);
+    }
+    let name = graph.node(id).outputs[0].name.clone();
+    let node = &mut graph.dag[id];
+    node.outputs = vec![sparkc_ir::graph::const_value(&name, &tensor)];
+    node.op = Op::Const(tensor);
+    node.arity = 0;
+}

@@ -1,0 +1,113 @@
+//! Constant folding: a node whose inputs are all constants is computed now, by the CPU
+//! executor, and so is any value whose contents shape inference already knows (the
+//! `Shape → Gather → Concat → Reshape` chains exporters emit).
+
+use crate::edit::make_const;
+use crate::manager::{Pass, PassError};
+use sparkc_cpu::{Executor, Value};
+use sparkc_ir::{DType, Graph, Known, NodeId, Op, Tensor, ValueRef, ValueType};
+
+/// Results larger than this many elements are left to run time.
+pub const MAX_FOLDED_ELEMENTS: usize = 1 << 24;
+
+/// Replaces computable nodes with constants.
+pub struct ConstantFold;
+
+/// The tensor a fully known value holds.
+fn known_tensor(value: &sparkc_ir::Value) -> Option<Tensor> {
+    let ValueType::Tensor(t) = &value.ty else {
+        return None;
+    };
+    let shape: Vec<usize> = t
+        .shape
+        .as_ref()?
+        .iter()
+        .map(|d| d.as_const().and_then(|n| usize::try_from(n).ok()))
+        .collect::<Option<_>>()?;
+    match value.known.as_ref()? {
+        Known::Ints(dims) if t.dtype == DType::I64 => {
+            let ints: Vec<i64> = dims.iter().map(|d| d.as_const()).collect::<Option<_>>()?;
+            (ints.len() == shape.iter().product::<usize>())
+                .then(|| Tensor::from_i64s(shape, &ints).ok())
+                .flatten()
+        }
+        _ => None,
+    }
+}
+
+/// Runs one node on its constant inputs.
+fn evaluate(graph: &Graph, id: NodeId) -> Option<Tensor> {
+    let node = graph.node(id);
+    let mut scratch = Graph::new("fold");
+    let inputs: Vec<Option<ValueRef>> = graph
+        .inputs_of(id)
+        .iter()
+        .map(|v| {
+            v.map(|v| match &graph.node(v.node).op {
+                Op::Const(t) => Some(scratch.add_const(&graph.value(v).name, t.clone())),
+                _ => None,
+            })
+        })
+        .map(|v| v.map_or(Some(None), |v| v.map(Some)))
+        .collect::<Option<_>>()?;
+    let copy = scratch.add_node(
+        node.name.clone(),
+        node.op.clone(),
+        &inputs,
+        node.outputs.clone(),
+    );
+    scratch.outputs.push(ValueRef {
+        node: copy,
+        output: 0,
+    });
+    let executor = Executor::new(&scratch).ok()?;
+    match executor.run(Vec::new()).ok()?.into_iter().next()? {
+        Value::Tensor(array) => Some(array.to_tensor()),
+        _ => None,
+    }
+}
+
+/// True for nodes that must run at run time even on constant inputs.
+fn keep(op: &Op) -> bool {
+    matches!(op, Op::Input | Op::Const(_) | Op::Dropout { .. }) || !op.subgraphs().is_empty()
+}
+
+impl Pass for ConstantFold {
+    fn name(&self) -> &'static str {
+        "fold"
+    }
+
+    fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
+        let mut folded = 0;
+        for id in graph.topo_order()? {
+            let node = graph.node(id);
+            if keep(&node.op) || node.outputs.len() != 1 {
+                continue;
+            }
+            let small = crate::cost::elements(&node.outputs[0]) <= MAX_FOLDED_ELEMENTS as f64
+                && node.outputs[0]
+                    .ty
+                    .as_tensor()
+                    .and_then(|t| t.shape.as_ref())
+                    .is_some_and(|d| d.iter().all(|d| d.as_const().is_some()));
+            let all_const = graph
+                .inputs_of(id)
+                .iter()
+                .flatten()
+                .all(|v| matches!(graph.node(v.node).op, Op::Const(_)));
+            let tensor = match known_tensor(&node.outputs[0]) {
+                Some(t) => Some(t),
+                None if all_const && small => evaluate(graph, id),
+                None => None,
+            };
+            if let Some(tensor) = tensor {
+                let expected = node.outputs[0].ty.as_tensor().map(|t| t.dtype);
+                if expected == Some(tensor.dtype) {
+                    make_const(graph, id, tensor);
+                    folded += 1;
+                }
+            }
+        }
+        Ok(format!("folded {folded} node(s)"))
+    }
+}

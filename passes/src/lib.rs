@@ -1,0 +1,33 @@
+//! sparkc's optimizer: graph passes and the e-graph rewrites, run by a [`PassManager`].
+//!
+//! The standard pipeline ([`standard`]) cleans the imported graph up (no-op removal, constant
+//! folding, batch-norm folding, CSE, DCE), saturates it with the rule files of `passes/rules/`
+//! in stages (algebra, fusion, layout) and extracts the cheapest equivalent under the GB10
+//! cost model, then groups what is left into fused nodes with expression bodies.
+
+pub mod batchnorm;
+pub mod cleanup;
+pub mod cost;
+pub mod cse;
+pub mod dce;
+pub mod edit;
+pub mod egraph;
+pub mod fold;
+pub mod fuse;
+pub mod manager;
+pub mod stats;
+
+pub use manager::{Pass, PassError, PassManager, PassReport};
+
+/// The standard optimization pipeline.
+pub fn standard() -> Result<PassManager, PassError> {
+    Ok(PassManager::new()
+        .add(cleanup::Cleanup)
+        .add(fold::ConstantFold)
+        .add(batchnorm::FoldBatchNorm)
+        .add(cse::CommonSubexpressions)
+        .add(dce::DeadCode)
+        .add(egraph::Saturate::new()?)
+        .add(fuse::FuseBodies)
+        .add(dce::DeadCode))
+}
