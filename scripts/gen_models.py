@@ -3,6 +3,8 @@
 real exporters emit, random (seeded) weights, fixed inputs, and onnxruntime's outputs.
 
 Writes <out>/<name>/{model.onnx, input_<j>.pb, output_<j>.pb, meta.json} for:
+  bert_deep32   - the BERT-style encoder at 32 layers and width 32 (the optimizer's compile-time
+                  benchmark: deep, not wide)
   bert_encoder  - BERT-style encoder stack: LayerNorm as ReduceMean/Sub/Pow/Sqrt/Div, GELU through
                   Erf, attention with Reshape/Transpose/MatMul/Softmax and an additive mask
   gpt_decoder   - GPT-style decoder: token + position embeddings (Gather), causal additive mask,
@@ -203,6 +205,8 @@ SCALES = {
         "bert_encoder": dict(batch=1, seq=32, width=64, heads=4, layers=2),
         "gpt_decoder": dict(batch=1, seq=32, width=64, heads=4, layers=2, vocab=500),
         "mobilenet": dict(batch=1, size=64, width=8),
+        # Deep rather than wide: the optimizer's compile-time benchmark (32 layers).
+        "bert_deep32": dict(batch=1, seq=16, width=32, heads=2, layers=32),
     },
     # Realistic enough that kernels, not overheads, dominate the time.
     "bench": {
@@ -211,7 +215,7 @@ SCALES = {
         "mobilenet": dict(batch=1, size=160, width=16),
     },
 }
-BUILDERS = {"bert_encoder": bert_encoder, "gpt_decoder": gpt_decoder, "mobilenet": mobilenet}
+BUILDERS = {"bert_deep32": bert_encoder, "bert_encoder": bert_encoder, "gpt_decoder": gpt_decoder, "mobilenet": mobilenet}
 
 
 def write(out, name, model, inputs):

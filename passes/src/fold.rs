@@ -108,6 +108,10 @@ impl Pass for ConstantFold {
                 }
             }
         }
+        if folded > 0 {
+            // Constants make some downstream dims and values known.
+            sparkc_ir::infer_graph(graph)?;
+        }
         Ok(format!("folded {folded} node(s)"))
     }
 }

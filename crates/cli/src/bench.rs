@@ -28,6 +28,9 @@ pub struct Args {
     /// Print time per op kind.
     #[arg(long)]
     pub profile: bool,
+    /// Run the graph as imported, without the optimizer.
+    #[arg(long)]
+    pub no_opt: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -52,7 +55,7 @@ pub fn run(args: &Args) -> Result<String> {
         bail!("--iters must be at least 1");
     }
     set_threads(args.threads);
-    let model = sparkc_onnx::load(&args.model)?;
+    let model = crate::optimize::load(&args.model, args.no_opt)?;
     let exec = Executor::new(&model.graph)?;
     let mut input_args = args.inputs.clone();
     input_args.random_inputs = true;

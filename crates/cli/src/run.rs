@@ -29,6 +29,9 @@ pub struct Args {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// Run the graph as imported, without the optimizer.
+    #[arg(long)]
+    pub no_opt: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -76,7 +79,7 @@ pub fn summary(array: &Array) -> String {
 /// Runs `sparkc run`.
 pub fn run(args: &Args) -> Result<String> {
     set_threads(args.threads);
-    let model = sparkc_onnx::load(&args.model)?;
+    let model = crate::optimize::load(&args.model, args.no_opt)?;
     let exec = Executor::new(&model.graph)?;
     let inputs = inputs::build(&exec, &args.inputs)?;
     let outputs = exec.run(inputs)?;

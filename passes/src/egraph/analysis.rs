@@ -132,7 +132,8 @@ pub fn to_ir(
             },
             vec![Some(*x), Some(*g)],
         )),
-        Spark::Attention([q, k, v, mask, scale]) => {
+        Spark::Attention([q, k, v, mask, scale, heads]) => {
+            let heads = lang::parse_heads(leaf(*heads)?)?;
             let mask = match leaf(*mask) {
                 Some(s) if s.as_str() == lang::NONE => None,
                 _ => Some(*mask),
@@ -140,8 +141,8 @@ pub fn to_ir(
             Some((
                 Op::Attention(AttentionAttrs {
                     is_causal: false,
-                    kv_num_heads: 0,
-                    q_num_heads: 0,
+                    kv_num_heads: heads,
+                    q_num_heads: heads,
                     qk_matmul_output_mode: 0,
                     scale: Some(scalar(*scale)? as f32),
                     softcap: 0.0,

@@ -2,7 +2,8 @@
 //! variant for every other op.
 //!
 //! Attributes the rules need are children: leaf symbols such as `p:0,2,1,3` (a permutation),
-//! `t:10` (which operands a product reads transposed) and `none` (an omitted optional input).
+//! `t:10` (which operands a product reads transposed), `h:4` (attention heads of 3-D operands)
+//! and `none` (an omitted optional input).
 //! Numbers such as an epsilon are ordinary e-classes carrying a constant scalar. Every other op
 //! is `op<k>`, an index into the [`OpTable`], so two ops with equal attributes share a symbol
 //! and hash-consing merges equal computations.
@@ -41,7 +42,7 @@ define_language! {
         "ReduceSum" = ReduceSum([Id; 2]),
         "LayerNormalization" = LayerNorm([Id; 4]),
         "RmsNormalization" = RmsNorm([Id; 3]),
-        "Attention" = Attention([Id; 5]),
+        "Attention" = Attention([Id; 6]),
         Opaque(Symbol, Vec<Id>),
     }
 }
@@ -84,6 +85,24 @@ impl OpTable {
     pub fn constant(&mut self, tensor: Tensor) -> Symbol {
         let symbol = Symbol::from(format!("c{}", self.entries.len()));
         self.entries.insert(symbol, Entry::Const(tensor));
+        symbol
+    }
+
+    /// A symbol of its own for an op that must not merge with an equal one (random draws).
+    pub fn unique_op(&mut self, op: &Op, outputs: usize) -> Symbol {
+        let symbol = Symbol::from(format!("op{}", self.entries.len()));
+        self.entries.insert(symbol, Entry::Op(op.clone(), outputs));
+        symbol
+    }
+
+    /// The symbol of a scalar constant made by a rule; equal scalars share one.
+    pub fn scalar(&mut self, tensor: Tensor) -> Symbol {
+        let key = format!("scalar {} {:?}", tensor.dtype, &tensor.data[..]);
+        if let Some(&symbol) = self.by_key.get(&key) {
+            return symbol;
+        }
+        let symbol = self.constant(tensor);
+        self.by_key.insert(key, symbol);
         symbol
     }
 
@@ -141,18 +160,37 @@ pub fn parse_trans(symbol: Symbol) -> Option<(bool, bool)> {
     }
 }
 
+/// The leaf `h:N`: attention over 3-D operands holding `N` heads (`h:0` for 4-D operands).
+pub fn heads_symbol(heads: i64) -> Symbol {
+    Symbol::from(format!("h:{heads}"))
+}
+
+/// The head count of an `h:N` leaf.
+pub fn parse_heads(symbol: Symbol) -> Option<i64> {
+    symbol.as_str().strip_prefix("h:")?.parse().ok()
+}
+
+/// An attribute child the conversion of an op needs.
+pub enum Leaf {
+    /// An attribute leaf symbol.
+    Attr(Symbol),
+    /// A scalar f32 constant.
+    Scalar(f32),
+}
+
 /// The e-node head and IR inputs for an op of the rule vocabulary, or `None` for opaque ops.
-/// `rank` is the rank of the first input, when known; `leaf` adds an attribute leaf.
+/// `rank` is the rank of the first input, when known; `leaf` adds an attribute child.
 pub fn structured(
     op: &Op,
     inputs: &[Option<Id>],
     rank: Option<usize>,
-    leaf: &mut dyn FnMut(Symbol) -> Id,
+    leaf: &mut dyn FnMut(Leaf) -> Id,
 ) -> Option<Spark> {
     let input = |i: usize| inputs.get(i).copied().flatten();
     let one = || Some([input(0)?]);
     let two = || Some([input(0)?, input(1)?]);
-    if inputs.iter().any(Option::is_none) && !matches!(op, Op::Attention(_)) {
+    let optional_tail = matches!(op, Op::Attention(_)) && inputs.len() == 4;
+    if inputs.iter().any(Option::is_none) && !optional_tail {
         return None;
     }
     Some(match op {
@@ -179,7 +217,7 @@ pub fn structured(
         Op::MatMul if inputs.len() == 2 => Spark::MatMul(two()?),
         Op::TransposedMatMul { trans_a, trans_b } => {
             let [a, b] = two()?;
-            Spark::TransposedMatMul([a, b, leaf(trans_symbol(*trans_a, *trans_b))])
+            Spark::TransposedMatMul([a, b, leaf(Leaf::Attr(trans_symbol(*trans_a, *trans_b)))])
         }
         Op::Gemm {
             alpha,
@@ -190,7 +228,7 @@ pub fn structured(
             Spark::Gemm([input(0)?, input(1)?, input(2)?])
         }
         Op::Transpose { perm } if !perm.is_empty() => {
-            Spark::Transpose([input(0)?, leaf(perm_symbol(perm))])
+            Spark::Transpose([input(0)?, leaf(Leaf::Attr(perm_symbol(perm)))])
         }
         Op::Reshape { allowzero: false } => Spark::Reshape(two()?),
         Op::Softmax { axis } if rank.is_some_and(|r| *axis == -1 || *axis + 1 == r as i64) => {
@@ -205,6 +243,23 @@ pub fn structured(
             Reduction::Sum => Spark::ReduceSum(two()?),
             _ => return None,
         },
+        Op::Attention(a)
+            if !a.is_causal
+                && a.qk_matmul_output_mode == 0
+                && a.softcap == 0.0
+                && a.softmax_precision.is_none()
+                && a.left_window_size == -1
+                && a.right_window_size == -1
+                && a.q_num_heads == a.kv_num_heads
+                && (3..=4).contains(&inputs.len()) =>
+        {
+            let [q, k] = two()?;
+            let v = input(2)?;
+            let mask = input(3).unwrap_or_else(|| leaf(Leaf::Attr(Symbol::from(NONE))));
+            let scale = leaf(Leaf::Scalar(a.scale?));
+            let heads = leaf(Leaf::Attr(heads_symbol(a.q_num_heads)));
+            Spark::Attention([q, k, v, mask, scale, heads])
+        }
         _ => return None,
     })
 }

@@ -6,10 +6,10 @@ pub mod extract;
 pub mod lang;
 pub mod rules;
 
-use crate::cost::Machine;
+pub use crate::cost::Machine;
 use crate::manager::{Pass, PassError};
 use analysis::{to_ir, Types};
-use egg::{BackoffScheduler, EGraph, Id, Language, Runner, StopReason};
+use egg::{BackoffScheduler, EGraph, Id, Language, Runner, StopReason, Symbol};
 use lang::{Entry, Spark};
 use sparkc_ir::{Graph, NodeId, Op, ValueRef};
 use std::collections::{HashMap, HashSet};
@@ -238,8 +238,19 @@ fn to_egraph(
                     });
                 let single = node.outputs.len() == 1 && !matches!(op, Op::Dropout { .. });
                 let structured = if single {
-                    lang::structured(op, &inputs, rank, &mut |s| {
-                        egraph.add(Spark::Opaque(s, Vec::new()))
+                    lang::structured(op, &inputs, rank, &mut |leaf| {
+                        let symbol = match leaf {
+                            lang::Leaf::Attr(s) => s,
+                            lang::Leaf::Scalar(x) => match sparkc_ir::Tensor::from_f64s(
+                                sparkc_ir::DType::F32,
+                                vec![],
+                                &[f64::from(x)],
+                            ) {
+                                Ok(t) => egraph.analysis.table.scalar(t),
+                                Err(_) => Symbol::from(lang::NONE),
+                            },
+                        };
+                        egraph.add(Spark::Opaque(symbol, Vec::new()))
                     })
                 } else {
                     None
@@ -248,13 +259,12 @@ fn to_egraph(
                     Some(n) => n,
                     None => {
                         // Ops that draw random numbers stay distinct even with equal inputs.
-                        let keyed = match op {
-                            Op::Dropout { .. } => Op::Dropout {
-                                seed: Some(id.index() as i64),
-                            },
-                            op => op.clone(),
+                        let symbol = match op {
+                            Op::Dropout { .. } => {
+                                egraph.analysis.table.unique_op(op, node.outputs.len())
+                            }
+                            op => egraph.analysis.table.op(op, node.outputs.len()),
                         };
-                        let symbol = egraph.analysis.table.op(&keyed, node.outputs.len());
                         let children = inputs.iter().map(|i| i.unwrap_or(none)).collect();
                         Spark::Opaque(symbol, children)
                     }
@@ -333,15 +343,11 @@ fn from_egraph(
         }
     };
     let mut built: HashMap<Id, Built> = HashMap::new();
-    for &input in &original.inputs {
+    for (i, &input) in original.inputs.iter().enumerate() {
         let node = original.node(input);
         let v = graph.add_input(&node.name, node.outputs[0].ty.clone());
         used.insert(node.name.clone());
-        let class = origins
-            .iter()
-            .find(|(_, o)| o.name == node.name)
-            .map(|(n, _)| egraph.lookup(n.clone()));
-        if let Some(Some(class)) = class {
+        if let Some(class) = egraph.lookup(Spark::Opaque(format!("in{i}").into(), Vec::new())) {
             built.insert(egraph.find(class), Built::Value(v));
         }
     }
@@ -369,12 +375,15 @@ fn from_egraph(
             continue;
         }
         let result = match node {
-            Spark::Opaque(symbol, children) if children.is_empty() => {
+            Spark::Opaque(symbol, children)
+                if children.is_empty()
+                    && !matches!(egraph.analysis.table.get(*symbol), Some(Entry::Op(..))) =>
+            {
                 match egraph.analysis.table.get(*symbol) {
                     Some(Entry::Const(tensor)) => {
                         let name = names
                             .get(&canonical(node))
-                            .map(|o| o.name.clone())
+                            .and_then(|o| o.values.first().cloned())
                             .filter(|n| !used.contains(n))
                             .unwrap_or_else(|| fresh("const", &mut used));
                         used.insert(name.clone());
@@ -479,17 +488,25 @@ fn from_egraph(
                 "graph output {i} was not rebuilt"
             )));
         };
-        let producer = &graph.node(v.node).op;
-        let shared = graph.outputs.contains(&v) || matches!(producer, Op::Input | Op::Const(_));
+        let is_input = matches!(graph.node(v.node).op, Op::Input);
+        let taken = graph.outputs.contains(&v) || is_input;
         let current = graph.value(v).name.clone();
-        if current == want && !shared {
+        let name_free = !graph
+            .dag
+            .node_weights()
+            .any(|n| n.outputs.iter().any(|o| o.name == want));
+        if current == want && !taken {
             graph.outputs.push(v);
-        } else if !shared && !used_elsewhere(original, &want) {
+        } else if !taken && name_free {
             graph.dag[v.node].outputs[v.output].name = want;
             graph.outputs.push(v);
         } else {
             let mut value = graph.value(v).clone();
-            value.name = want.clone();
+            value.name = if name_free {
+                want.clone()
+            } else {
+                fresh(&want, &mut used)
+            };
             let id = graph.add_node(
                 format!("{want}_identity"),
                 Op::Unary(sparkc_ir::op::Unary::Identity),
@@ -506,7 +523,5 @@ fn from_egraph(
     Ok(graph)
 }
 
-/// True when a graph output's name is also an input's (so the output needs its own node).
-fn used_elsewhere(graph: &Graph, name: &str) -> bool {
-    graph.inputs.iter().any(|&i| graph.node(i).name == name)
-}
+#[cfg(test)]
+mod tests;

@@ -48,6 +48,10 @@ pub enum Condition {
     Compose(Var, Var, Var),
     /// Binds the second variable to a scalar constant `1/x` of the first's dtype.
     Inverse(Var, Var),
+    /// The first class is a 3-D tensor `[B, S, H*D]` and the second a constant shape
+    /// `[B, S, H, D]` splitting its last axis into heads; binds (or checks) the third variable
+    /// as the `h:H` leaf.
+    SplitHeads(Var, Var, Var),
     /// The first class broadcasts to the second's shape without widening it.
     BroadcastsTo(Var, Var),
 }
@@ -172,10 +176,39 @@ fn check(egraph: &mut EGraph<Spark, Types>, condition: &Condition, subst: &mut S
             let Ok(tensor) = Tensor::from_f64s(dtype, vec![], &[1.0 / value]) else {
                 return false;
             };
-            let symbol = egraph.analysis.table.constant(tensor);
+            let symbol = egraph.analysis.table.scalar(tensor);
             let id = egraph.add(Spark::Opaque(symbol, Vec::new()));
             subst.insert(*out, id);
             true
+        }
+        Condition::SplitHeads(x, shape, heads) => {
+            let (x, shape) = (data(egraph, x), data(egraph, shape));
+            let dims = x
+                .value()
+                .and_then(|v| v.ty.as_tensor())
+                .and_then(|t| t.shape.clone());
+            let (Some(dims), Some(split)) = (dims, known_ints(&shape)) else {
+                return false;
+            };
+            let Some(width) = dims.get(2).and_then(|d| d.as_const()) else {
+                return false;
+            };
+            let leading = dims.len() == 3
+                && split.len() == 4
+                && (0..2).all(|i| {
+                    split[i] == 0 || split[i] == -1 || dims[i].as_const() == Some(split[i])
+                });
+            if !leading || split[2] <= 0 || split[3] <= 0 || split[2] * split[3] != width {
+                return false;
+            }
+            let leaf = egraph.add(Spark::Opaque(lang::heads_symbol(split[2]), Vec::new()));
+            match subst.get(*heads) {
+                Some(&bound) => egraph.find(bound) == egraph.find(leaf),
+                None => {
+                    subst.insert(*heads, leaf);
+                    true
+                }
+            }
         }
         Condition::BroadcastsTo(a, b) => {
             let (a, b) = (data(egraph, a), data(egraph, b));
@@ -421,12 +454,49 @@ fn parse_condition(parts: &[String], bound: &mut HashSet<Var>) -> Result<Conditi
             count(2)?;
             Condition::Inverse(var(0, bound)?, fresh(1, bound)?)
         }
+        "split-heads" => {
+            count(3)?;
+            let heads_var =
+                Var::from_str(&args[2]).map_err(|e| format!("bad variable '{}': {e}", args[2]))?;
+            let heads = if bound.contains(&heads_var) {
+                heads_var
+            } else {
+                fresh(2, bound)?
+            };
+            Condition::SplitHeads(var(0, bound)?, var(1, bound)?, heads)
+        }
         "broadcasts-to" => {
             count(2)?;
             Condition::BroadcastsTo(var(0, bound)?, var(1, bound)?)
         }
         other => return Err(format!("unknown condition '{other}'")),
     })
+}
+
+/// Checks that a pattern uses only the rule vocabulary: ops the language names, and the
+/// attribute leaves `none`, `p:...`, `t:..` and `h:..`.
+fn check_vocabulary(pattern: &Pattern<Spark>) -> Result<(), String> {
+    for node in pattern.ast.as_ref() {
+        if let ENodeOrVar::ENode(Spark::Opaque(symbol, children)) = node {
+            let s = symbol.as_str();
+            if !children.is_empty() {
+                return Err(format!(
+                    "'{s}' with {} operand(s) is not an op of the rule vocabulary",
+                    children.len()
+                ));
+            }
+            let attribute = s == lang::NONE
+                || lang::parse_perm(*symbol).is_some()
+                || lang::parse_trans(*symbol).is_some()
+                || lang::parse_heads(*symbol).is_some();
+            if !attribute {
+                return Err(format!(
+                    "'{s}' is not an attribute leaf (none, p:..., t:.., h:..)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses one rule file; `file` names it in errors.
@@ -468,6 +538,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
             .trim()
             .parse()
             .map_err(|e| fail(format!("right-hand side: {e}")))?;
+        check_vocabulary(&lhs_pattern).map_err(|e| fail(format!("left-hand side: {e}")))?;
+        check_vocabulary(&rhs_pattern).map_err(|e| fail(format!("right-hand side: {e}")))?;
         let mut bound: HashSet<Var> = lhs_pattern.vars().into_iter().collect();
         let conditions = split_conditions(conditions)
             .map_err(fail)?
