@@ -21,6 +21,8 @@ pub struct Cli {
 enum Command {
     /// Summarize a model, or dump its IR as text, Graphviz DOT or JSON.
     Inspect(inspect::Args),
+    /// Optimize a model and write it back as ONNX.
+    Optimize(optimize::Args),
     /// Run a model once on .npy or random inputs; save each output as NAME.npy.
     Run(run::Args),
     /// Measure latency and throughput, optionally per op.
@@ -31,6 +33,7 @@ enum Command {
 pub fn execute(cli: &Cli) -> anyhow::Result<String> {
     match &cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Optimize(args) => optimize::run(args),
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
     }

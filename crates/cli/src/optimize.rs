@@ -8,6 +8,34 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Arguments of `sparkc optimize`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX model to optimize.
+    pub model: std::path::PathBuf,
+    /// Where to write the optimized model (fused nodes in the `ai.sparkc` domain, each with a
+    /// model-local function holding its body).
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+    /// Print a timing line per pass on standard error.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Runs `sparkc optimize`, returning its summary line.
+pub fn run(args: &Args) -> Result<String> {
+    let optimized = optimize(&args.model, None)?;
+    if args.verbose {
+        eprint!("{}", timings(&optimized.passes));
+    }
+    sparkc_onnx::export::save(&optimized.model, &args.output)?;
+    Ok(format!(
+        "wrote {}: {}",
+        args.output.display(),
+        summary(&optimized)
+    ))
+}
+
 /// What optimizing a model did.
 pub struct Optimized {
     /// The model, optimized as far as asked.

@@ -5,17 +5,18 @@
 
 mod attrs;
 mod error;
+pub mod export;
 mod import;
 mod ops;
 mod tensor;
 
 pub use error::{ImportError, Result};
 pub use ops::SUPPORTED_OPS;
-pub use tensor::{dtype_from_onnx, tensor_from_bytes, MAX_DIM, MAX_ELEMENTS};
+pub use tensor::{dtype_from_onnx, dtype_to_onnx, tensor_from_bytes, MAX_DIM, MAX_ELEMENTS};
 
-use onnx_protobuf::{GraphProto, Message, ModelProto};
+use onnx_protobuf::{FunctionProto, GraphProto, Message, ModelProto};
 use sparkc_ir::Model;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tensor::ExternalFiles;
 
@@ -93,6 +94,7 @@ pub fn import_model(mut proto: ModelProto, folder: Option<&Path>) -> Result<Mode
         .graph
         .take()
         .ok_or_else(|| ImportError::Model("the model has no graph".into()))?;
+    inline_functions(&mut graph_proto, &proto.functions, 0)?;
     let mut external = ExternalFiles::new(folder.map(Path::to_path_buf));
     let mut importer = import::Importer {
         opset,
@@ -115,6 +117,88 @@ pub fn import_model(mut proto: ModelProto, folder: Option<&Path>) -> Result<Mode
         .collect::<Vec<_>>()
         .join(" "),
     })
+}
+
+/// How deep model-local functions may call each other before it counts as recursion.
+const MAX_FUNCTION_DEPTH: usize = 16;
+
+/// Replaces every call of a model-local function in `graph` with the function's body, its
+/// values renamed under the calling node's name.
+fn inline_functions(
+    graph: &mut GraphProto,
+    functions: &[FunctionProto],
+    depth: usize,
+) -> Result<()> {
+    if functions.is_empty() {
+        return Ok(());
+    }
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    for (index, node) in std::mem::take(&mut graph.node).into_iter().enumerate() {
+        let Some(function) = functions
+            .iter()
+            .find(|f| f.name == node.op_type && f.domain == node.domain)
+        else {
+            nodes.push(node);
+            continue;
+        };
+        let label = import::node_label(&node, index);
+        let fail = |message: String| ImportError::Node {
+            node: label.clone(),
+            op: node.op_type.clone(),
+            opset: 1,
+            message,
+        };
+        if depth >= MAX_FUNCTION_DEPTH {
+            return Err(fail(format!(
+                "functions call each other more than {MAX_FUNCTION_DEPTH} deep"
+            )));
+        }
+        if node.input.len() > function.input.len() || node.output.len() > function.output.len() {
+            return Err(fail(format!(
+                "passes {} inputs and {} outputs to a function of {} and {}",
+                node.input.len(),
+                node.output.len(),
+                function.input.len(),
+                function.output.len()
+            )));
+        }
+        let mut names: HashMap<String, String> = HashMap::new();
+        for (formal, actual) in function
+            .input
+            .iter()
+            .zip(node.input.iter().chain(std::iter::repeat(&String::new())))
+        {
+            names.insert(formal.clone(), actual.clone());
+        }
+        for (formal, actual) in function.output.iter().zip(&node.output) {
+            names.insert(formal.clone(), actual.clone());
+        }
+        let rename = |name: &String| -> String {
+            match names.get(name) {
+                Some(actual) => actual.clone(),
+                None if name.is_empty() => String::new(),
+                None => format!("{label}/{name}"),
+            }
+        };
+        let mut body = GraphProto::default();
+        for inner in &function.node {
+            if inner.attribute.iter().any(|a| !a.ref_attr_name.is_empty()) {
+                return Err(fail(format!(
+                    "function '{}' uses attribute references, which are not supported",
+                    function.name
+                )));
+            }
+            let mut inner = inner.clone();
+            inner.name = format!("{label}/{}", inner.name);
+            inner.input = inner.input.iter().map(rename).collect();
+            inner.output = inner.output.iter().map(rename).collect();
+            body.node.push(inner);
+        }
+        inline_functions(&mut body, functions, depth + 1)?;
+        nodes.extend(body.node);
+    }
+    graph.node = nodes;
+    Ok(())
 }
 
 /// An op the importer does not support, with every node that uses it.

@@ -45,6 +45,13 @@ pub fn dtype_from_onnx(code: i32) -> Result<DType, String> {
     })
 }
 
+/// Maps an IR dtype to its ONNX `TensorProto.DataType` code.
+pub fn dtype_to_onnx(dtype: DType) -> i32 {
+    (1..=26)
+        .find(|&code| dtype_from_onnx(code) == Ok(dtype))
+        .unwrap_or(0)
+}
+
 /// Checks a declared dim and converts it.
 pub fn checked_dim(value: i64) -> Result<i64, String> {
     if value < 0 {

@@ -1,0 +1,437 @@
+//! IR back to ONNX: `sparkc optimize` writes the optimized graph as a model that Netron and
+//! onnxruntime can read. Ops of the IR that ONNX lacks (fused nodes, transposed products) are
+//! nodes of the `ai.sparkc` domain, each with a model-local function giving its body in
+//! standard ops.
+
+use crate::tensor::dtype_to_onnx;
+use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
+use onnx_protobuf::type_proto::{Tensor as TensorTypeProto, Value as TypeValue};
+use onnx_protobuf::{
+    AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use protobuf::{EnumOrUnknown, Message, MessageField};
+use sparkc_ir::op::Binary;
+use sparkc_ir::{DType, Graph, Model, Op, Operand, Tensor, ValueRef, ValueType};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The domain of sparkc's own ops.
+pub const DOMAIN: &str = "ai.sparkc";
+
+/// The default-domain opset exported models declare (at least; a newer source opset is kept).
+pub const EXPORT_OPSET: i64 = 24;
+
+/// Why a graph could not be written as ONNX.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A node with no ONNX form.
+    #[error("node '{node}' ({op}): {message}")]
+    Node {
+        /// The node's name.
+        node: String,
+        /// Its op.
+        op: String,
+        /// What is missing.
+        message: String,
+    },
+    /// The graph itself is invalid.
+    #[error(transparent)]
+    Ir(#[from] sparkc_ir::IrError),
+    /// Encoding or writing failed.
+    #[error("{0}")]
+    Write(String),
+}
+
+type Result<T> = std::result::Result<T, ExportError>;
+
+fn error(node: &str, op: &Op, message: impl Into<String>) -> ExportError {
+    ExportError::Node {
+        node: node.to_string(),
+        op: op.name(),
+        message: message.into(),
+    }
+}
+
+fn tensor_proto(name: &str, tensor: &Tensor) -> TensorProto {
+    TensorProto {
+        name: name.to_string(),
+        dims: tensor.shape.iter().map(|&d| d as i64).collect(),
+        data_type: dtype_to_onnx(tensor.dtype),
+        raw_data: tensor.data.to_vec(),
+        ..TensorProto::default()
+    }
+}
+
+fn type_proto(ty: &ValueType) -> TypeProto {
+    let value = match ty {
+        ValueType::Tensor(t) => TypeValue::TensorType(TensorTypeProto {
+            elem_type: dtype_to_onnx(t.dtype),
+            shape: match &t.shape {
+                None => MessageField::none(),
+                Some(dims) => MessageField::some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(match d.as_const() {
+                                Some(n) => dimension::Value::DimValue(n),
+                                None => dimension::Value::DimParam(d.to_string()),
+                            }),
+                            ..Dimension::default()
+                        })
+                        .collect(),
+                    ..TensorShapeProto::default()
+                }),
+            },
+            ..TensorTypeProto::default()
+        }),
+        ValueType::Sequence(inner) => {
+            TypeValue::SequenceType(onnx_protobuf::type_proto::Sequence {
+                elem_type: MessageField::some(type_proto(inner)),
+                ..Default::default()
+            })
+        }
+        ValueType::Optional(inner) => {
+            TypeValue::OptionalType(onnx_protobuf::type_proto::Optional {
+                elem_type: MessageField::some(type_proto(inner)),
+                ..Default::default()
+            })
+        }
+    };
+    TypeProto {
+        value: Some(value),
+        ..TypeProto::default()
+    }
+}
+
+fn value_info(name: &str, ty: &ValueType) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.to_string(),
+        type_: MessageField::some(type_proto(ty)),
+        ..ValueInfoProto::default()
+    }
+}
+
+/// Attributes written only when they differ from this value: newer opsets added them, so
+/// writing the default would make the model invalid for readers of the opset it declares.
+const OMITTED_DEFAULTS: &[(&str, &str, f64)] = &[
+    ("Attention", "is_causal", 0.0),
+    ("Attention", "kv_num_heads", 0.0),
+    ("Attention", "q_num_heads", 0.0),
+    ("Attention", "qk_matmul_output_mode", 0.0),
+    ("Attention", "softcap", 0.0),
+    ("Attention", "left_window_size", -1.0),
+    ("Attention", "right_window_size", -1.0),
+];
+
+fn is_omitted_default(op: &str, key: &str, value: &serde_json::Value) -> bool {
+    let number = match value {
+        serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        v => v.as_f64(),
+    };
+    OMITTED_DEFAULTS
+        .iter()
+        .any(|&(o, k, d)| o == op && k == key && number == Some(d))
+}
+
+/// The ONNX spelling of an attribute the IR names differently.
+fn attribute_name(key: &str) -> &str {
+    match key {
+        "trans_a" => "transA",
+        "trans_b" => "transB",
+        other => other,
+    }
+}
+
+fn attribute(key: &str, value: &serde_json::Value) -> Option<AttributeProto> {
+    use serde_json::Value as J;
+    let mut a = AttributeProto {
+        name: attribute_name(key).to_string(),
+        ..AttributeProto::default()
+    };
+    let dtype_key = matches!(
+        key,
+        "to" | "stash_type" | "dtype" | "output_datatype" | "output_dtype" | "softmax_precision"
+    );
+    let kind = match value {
+        J::Null => return None,
+        J::Bool(b) => {
+            a.i = i64::from(*b);
+            AttributeType::INT
+        }
+        J::Number(n) if n.is_i64() => {
+            a.i = n.as_i64().unwrap_or_default();
+            AttributeType::INT
+        }
+        J::Number(n) => {
+            a.f = n.as_f64().unwrap_or_default() as f32;
+            AttributeType::FLOAT
+        }
+        J::String(s) if dtype_key => {
+            a.i = i64::from(dtype_to_onnx(DType::from_name(s)?));
+            AttributeType::INT
+        }
+        J::String(s) => {
+            a.s = s.as_bytes().to_vec();
+            AttributeType::STRING
+        }
+        J::Array(items) if items.iter().all(|v| v.is_i64()) && !items.is_empty() => {
+            a.ints = items.iter().filter_map(|v| v.as_i64()).collect();
+            AttributeType::INTS
+        }
+        J::Array(items) if items.iter().all(|v| v.is_number()) && !items.is_empty() => {
+            a.floats = items
+                .iter()
+                .filter_map(|v| v.as_f64())
+                .map(|f| f as f32)
+                .collect();
+            AttributeType::FLOATS
+        }
+        J::Array(items) if items.iter().all(|v| v.is_string()) && !items.is_empty() => {
+            a.strings = items
+                .iter()
+                .filter_map(|v| v.as_str())
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+            AttributeType::STRINGS
+        }
+        J::Array(_) => return None,
+        J::Object(_) => return None,
+    };
+    a.type_ = EnumOrUnknown::new(kind);
+    Some(a)
+}
+
+/// Builds model-local functions for sparkc ops, one per distinct op.
+#[derive(Default)]
+struct Functions {
+    protos: Vec<FunctionProto>,
+    by_key: HashMap<String, String>,
+    opset: i64,
+}
+
+impl Functions {
+    /// The op type naming `op`'s function, made on first use.
+    fn function(&mut self, node: &str, op: &Op, inputs: usize) -> Result<String> {
+        let key = format!("{op:?}");
+        if let Some(name) = self.by_key.get(&key) {
+            return Ok(name.clone());
+        }
+        let base = if matches!(op, Op::Fused(_)) {
+            "Fused"
+        } else {
+            "TransposedMatMul"
+        };
+        let name = format!("{base}{}", self.protos.len());
+        let inputs_names: Vec<String> = (0..inputs).map(|i| format!("x{i}")).collect();
+        let mut nodes = Vec::new();
+        let output = match op {
+            Op::Fused(f) => {
+                for (k, b) in f.body.iter().enumerate() {
+                    let args: Vec<String> = b
+                        .args
+                        .iter()
+                        .map(|a| match a {
+                            None => String::new(),
+                            Some(Operand::Input(i)) => inputs_names[*i].clone(),
+                            Some(Operand::Node(j)) => format!("t{j}"),
+                        })
+                        .collect();
+                    nodes.push(self.node(
+                        &format!("{name}_{k}"),
+                        &b.op,
+                        args,
+                        vec![format!("t{k}")],
+                    )?);
+                }
+                format!("t{}", f.body.len().saturating_sub(1))
+            }
+            Op::TransposedMatMul { trans_a, trans_b } => {
+                let mut operand = |i: usize, swap: bool| {
+                    if swap {
+                        let out = format!("s{i}");
+                        nodes.push(swap_last_two(&inputs_names[i], &out, i));
+                        out
+                    } else {
+                        inputs_names[i].clone()
+                    }
+                };
+                let (a, b) = (operand(0, *trans_a), operand(1, *trans_b));
+                nodes.push(NodeProto {
+                    name: format!("{name}_matmul"),
+                    op_type: "MatMul".to_string(),
+                    input: vec![a, b],
+                    output: vec!["y".to_string()],
+                    ..NodeProto::default()
+                });
+                "y".to_string()
+            }
+            other => return Err(error(node, other, "has no ONNX function form")),
+        };
+        self.protos.push(FunctionProto {
+            name: name.clone(),
+            domain: DOMAIN.to_string(),
+            input: inputs_names,
+            output: vec![output],
+            node: nodes,
+            opset_import: vec![opset_id("", self.opset), opset_id(DOMAIN, 1)],
+            ..FunctionProto::default()
+        });
+        self.by_key.insert(key, name.clone());
+        Ok(name)
+    }
+
+    /// One node, as a standard op or a call of a sparkc function.
+    fn node(
+        &mut self,
+        name: &str,
+        op: &Op,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+    ) -> Result<NodeProto> {
+        let mut proto = NodeProto {
+            name: name.to_string(),
+            input: inputs,
+            output: outputs,
+            ..NodeProto::default()
+        };
+        match op {
+            Op::Fused(_) | Op::TransposedMatMul { .. } => {
+                proto.op_type = self.function(name, op, proto.input.len())?;
+                proto.domain = DOMAIN.to_string();
+            }
+            op if !op.subgraphs().is_empty() => {
+                return Err(error(name, op, "ops with subgraphs cannot be exported yet"))
+            }
+            Op::Input | Op::Const(_) => return Err(error(name, op, "is not a node")),
+            Op::Binary(Binary::BitShift { left }) => {
+                proto.op_type = "BitShift".to_string();
+                let direction = if *left { "LEFT" } else { "RIGHT" };
+                proto.attribute.push(AttributeProto {
+                    name: "direction".to_string(),
+                    s: direction.as_bytes().to_vec(),
+                    type_: EnumOrUnknown::new(AttributeType::STRING),
+                    ..AttributeProto::default()
+                });
+            }
+            Op::ConstantOfShape { value } => {
+                proto.op_type = op.name();
+                proto.attribute.push(AttributeProto {
+                    name: "value".to_string(),
+                    t: MessageField::some(tensor_proto("value", value)),
+                    type_: EnumOrUnknown::new(AttributeType::TENSOR),
+                    ..AttributeProto::default()
+                });
+            }
+            op => {
+                proto.op_type = op.name();
+                proto.attribute = op
+                    .attributes()
+                    .iter()
+                    .filter(|(k, v)| !is_omitted_default(&proto.op_type, k, v))
+                    .filter_map(|(k, v)| attribute(k, v))
+                    .collect();
+            }
+        }
+        Ok(proto)
+    }
+}
+
+/// An Einsum swapping the last two axes (a Transpose would need the rank, which a function
+/// body does not know).
+fn swap_last_two(input: &str, output: &str, k: usize) -> NodeProto {
+    NodeProto {
+        name: format!("swap{k}"),
+        op_type: "Einsum".to_string(),
+        input: vec![input.to_string()],
+        output: vec![output.to_string()],
+        attribute: vec![AttributeProto {
+            name: "equation".to_string(),
+            s: b"...ij->...ji".to_vec(),
+            type_: EnumOrUnknown::new(AttributeType::STRING),
+            ..AttributeProto::default()
+        }],
+        ..NodeProto::default()
+    }
+}
+
+fn opset_id(domain: &str, version: i64) -> OperatorSetIdProto {
+    OperatorSetIdProto {
+        domain: domain.to_string(),
+        version,
+        ..OperatorSetIdProto::default()
+    }
+}
+
+fn graph_proto(graph: &Graph, functions: &mut Functions) -> Result<GraphProto> {
+    let mut proto = GraphProto {
+        name: graph.name.clone(),
+        ..GraphProto::default()
+    };
+    let name_of = |v: ValueRef| graph.value(v).name.clone();
+    for &id in &graph.inputs {
+        let value = &graph.node(id).outputs[0];
+        proto.input.push(value_info(&value.name, &value.ty));
+    }
+    for id in graph.topo_order()? {
+        let node = graph.node(id);
+        match &node.op {
+            Op::Input => {}
+            Op::Const(tensor) => proto
+                .initializer
+                .push(tensor_proto(&node.outputs[0].name, tensor)),
+            op => {
+                let mut inputs: Vec<String> = graph
+                    .inputs_of(id)
+                    .into_iter()
+                    .map(|v| v.map(name_of).unwrap_or_default())
+                    .collect();
+                while inputs.last().is_some_and(String::is_empty) {
+                    inputs.pop();
+                }
+                let outputs = node.outputs.iter().map(|v| v.name.clone()).collect();
+                proto
+                    .node
+                    .push(functions.node(&node.name, op, inputs, outputs)?);
+            }
+        }
+    }
+    for &v in &graph.outputs {
+        let value = graph.value(v);
+        proto.output.push(value_info(&value.name, &value.ty));
+    }
+    Ok(proto)
+}
+
+/// The model as an ONNX `ModelProto`.
+pub fn to_proto(model: &Model) -> Result<ModelProto> {
+    let opset = model.opset.max(EXPORT_OPSET);
+    let mut functions = Functions {
+        opset,
+        ..Functions::default()
+    };
+    let graph = graph_proto(&model.graph, &mut functions)?;
+    let mut opsets = vec![opset_id("", opset)];
+    if !functions.protos.is_empty() {
+        opsets.push(opset_id(DOMAIN, 1));
+    }
+    Ok(ModelProto {
+        ir_version: 10,
+        producer_name: "sparkc".to_string(),
+        producer_version: env!("CARGO_PKG_VERSION").to_string(),
+        opset_import: opsets,
+        graph: MessageField::some(graph),
+        functions: functions.protos,
+        ..ModelProto::default()
+    })
+}
+
+/// Writes the model as an ONNX file.
+pub fn save(model: &Model, path: &Path) -> Result<()> {
+    let bytes = to_proto(model)?
+        .write_to_bytes()
+        .map_err(|e| ExportError::Write(format!("cannot encode the model: {e}")))?;
+    std::fs::write(path, bytes)
+        .map_err(|e| ExportError::Write(format!("cannot write {}: {e}", path.display())))
+}
