@@ -284,7 +284,19 @@ fn bench_reports_percentiles_and_profile() {
     .unwrap();
     assert!(text.contains("latency ms: min "), "{text}");
     assert!(text.contains("throughput: "), "{text}");
-    assert!(text.contains("\nConv "), "{text}");
+    assert!(text.contains("\nFused(Conv+Relu) "), "{text}");
+    let raw = sparkc(&[
+        "bench",
+        &example().display().to_string(),
+        "--dim",
+        "N=1",
+        "--iters",
+        "2",
+        "--profile",
+        "--no-opt",
+    ])
+    .unwrap();
+    assert!(raw.contains("\nConv "), "{raw}");
     let json = sparkc(&[
         "bench",
         &example().display().to_string(),
@@ -298,4 +310,111 @@ fn bench_reports_percentiles_and_profile() {
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(value["median_ms"].as_f64().unwrap() > 0.0);
     assert!(sparkc(&["bench", &example().display().to_string(), "--iters", "0"]).is_err());
+}
+
+fn bert() -> std::path::PathBuf {
+    sparkc_tests::generated_models().join("bert_encoder/model.onnx")
+}
+
+#[test]
+fn example_optimized_ir() {
+    snapshot(
+        "tiny_cnn.opt.ir.txt",
+        &inspect(&example(), &["--stage", "opt", "--dump", "ir"]),
+    );
+}
+
+#[test]
+fn explain_names_the_rules_behind_each_fused_node() {
+    let text = inspect(&bert(), &["--explain"]);
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle} in:\n{text}"))
+            .to_string()
+    };
+    assert!(line(" Attention ").contains("attention-heads"), "{text}");
+    assert!(line("LayerNormalization").ends_with("layernorm"), "{text}");
+    assert!(
+        line("Fused(MatMul+Add+Gelu)").contains("gelu-erf"),
+        "{text}"
+    );
+    assert!(
+        line("Fused(MatMul+Add+Gelu)").contains("fuse-epilogue"),
+        "{text}"
+    );
+    let summary = text.lines().last().unwrap();
+    assert!(
+        summary.starts_with("nodes 107 -> 21, kernels 97 -> 20, "),
+        "{summary}"
+    );
+    assert!(summary.contains("e-graph algebra "), "{summary}");
+}
+
+#[test]
+fn after_stops_the_pipeline_at_a_pass() {
+    let folded = inspect(&bert(), &["--after", "cse", "--dump", "ir"]);
+    assert!(
+        folded.contains("ReduceMean"),
+        "CSE leaves LayerNorm decomposed"
+    );
+    let saturated = inspect(&bert(), &["--after", "saturate", "--dump", "ir"]);
+    assert!(!saturated.contains("ReduceMean") && saturated.contains("LayerNormalization"));
+    let err = sparkc(&[
+        "inspect",
+        &bert().display().to_string(),
+        "--after",
+        "nosuch",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("no pass is named 'nosuch'") && err.contains("saturate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn optimize_writes_onnx_that_runs_like_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let optimized = dir.path().join("bert.opt.onnx");
+    let text = sparkc(&[
+        "optimize",
+        &bert().display().to_string(),
+        "-o",
+        &optimized.display().to_string(),
+    ])
+    .unwrap();
+    assert!(text.starts_with("wrote "), "{text}");
+    let run = |model: &Path, extra: &[&str], out: &str| {
+        let out_dir = dir.path().join(out);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let mut args = vec![
+            "run".to_string(),
+            model.display().to_string(),
+            "--random-inputs".to_string(),
+            "--seed".to_string(),
+            "3".to_string(),
+            "--output-dir".to_string(),
+            out_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        sparkc(&refs).unwrap();
+        sparkc_cli::npy::read(&out_dir.join("output.npy")).unwrap()
+    };
+    let reference = run(&bert(), &["--no-opt"], "raw");
+    let reread = run(&optimized, &["--no-opt"], "exported");
+    let again = run(&bert(), &[], "optimized");
+    for other in [&reread, &again] {
+        assert_eq!(other.shape, reference.shape);
+        let worst = other
+            .data
+            .to_f64s()
+            .iter()
+            .zip(reference.data.to_f64s())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-4, "optimized output differs by {worst}");
+    }
 }

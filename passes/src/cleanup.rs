@@ -56,10 +56,29 @@ impl Pass for Cleanup {
     fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
         let mut removed = 0;
         for id in graph.topo_order()? {
+            let Some(x) = passthrough(graph, id) else {
+                continue;
+            };
             if has_output(graph, id) {
+                // A graph result: the value passed through takes its name, when nothing else
+                // reads it and it is computed (not an input or constant, whose names are fixed).
+                let out = ValueRef {
+                    node: id,
+                    output: 0,
+                };
+                let computed = !matches!(graph.node(x.node).op, Op::Input | Op::Const(_));
+                if computed && readers(graph, x).len() == 1 && !graph.outputs.contains(&x) {
+                    let name = graph.value(out).name.clone();
+                    graph.dag[x.node].outputs[x.output].name = name;
+                    for o in graph.outputs.iter_mut().filter(|o| **o == out) {
+                        *o = x;
+                    }
+                    graph.dag.remove_node(id);
+                    removed += 1;
+                }
                 continue;
             }
-            if let Some(x) = passthrough(graph, id) {
+            {
                 replace_uses(
                     graph,
                     ValueRef {

@@ -102,7 +102,7 @@ fn write_graph(out: &mut String, graph: &Graph, indent: usize) {
                 };
                 let _ = writeln!(out, "{pad}{outputs} = const \"{}\"{values}", node.name);
             }
-            op => {
+            Op::Fused(fused) => {
                 let args: Vec<&str> = graph
                     .inputs_of(id)
                     .into_iter()
@@ -110,7 +110,28 @@ fn write_graph(out: &mut String, graph: &Graph, indent: usize) {
                     .collect();
                 let _ = writeln!(
                     out,
-                    "{pad}{outputs} = {}({}){}  # {}",
+                    "{pad}{outputs} = Fused[{}]({})  # {} ({})",
+                    fused.label(),
+                    args.join(", "),
+                    node.name,
+                    fused.provenance.join(", ")
+                );
+                write_body(out, fused, &args, indent + 4);
+            }
+            op => {
+                let args: Vec<&str> = graph
+                    .inputs_of(id)
+                    .into_iter()
+                    .map(|v| names.of(v))
+                    .collect();
+                let rules = if node.rules.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", node.rules.join(", "))
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}{outputs} = {}({}){}  # {}{rules}",
                     op.name(),
                     args.join(", "),
                     format_attributes(op),
@@ -129,6 +150,32 @@ fn write_graph(out: &mut String, graph: &Graph, indent: usize) {
         .map(|&v| format!("{} \"{}\"", names.of(Some(v)), graph.value(v).name))
         .collect();
     let _ = writeln!(out, "{pad}return {}", results.join(", "));
+}
+
+/// A fused node's body, one op a line: `$k` is the body's `k`-th value; inputs are shown as
+/// the fused node's arguments.
+fn write_body(out: &mut String, fused: &crate::fused::Fused, args: &[&str], indent: usize) {
+    let pad = " ".repeat(indent);
+    for (k, node) in fused.body.iter().enumerate() {
+        let operands: Vec<String> = node
+            .args
+            .iter()
+            .map(|a| match a {
+                None => "_".to_string(),
+                Some(crate::fused::Operand::Input(i)) => {
+                    args.get(*i).copied().unwrap_or("?").to_string()
+                }
+                Some(crate::fused::Operand::Node(j)) => format!("${j}"),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{pad}${k} = {}({}){}",
+            node.op.name(),
+            operands.join(", "),
+            format_attributes(&node.op)
+        );
+    }
 }
 
 /// The readable text form: one line per node, e.g.
