@@ -22,12 +22,12 @@ pub use manager::{Pass, PassError, PassManager, PassReport};
 /// The standard optimization pipeline.
 pub fn standard() -> Result<PassManager, PassError> {
     Ok(PassManager::new()
-        .add(cleanup::Cleanup)
-        .add(fold::ConstantFold)
-        .add(batchnorm::FoldBatchNorm)
-        .add(cse::CommonSubexpressions)
-        .add(dce::DeadCode)
-        .add(egraph::Saturate::new()?)
-        .add(fuse::FuseBodies)
-        .add(dce::DeadCode))
+        .then(cleanup::Cleanup)
+        .then(fold::ConstantFold)
+        .then(batchnorm::FoldBatchNorm)
+        .then(cse::CommonSubexpressions)
+        .then(dce::DeadCode)
+        .then(egraph::Saturate::new()?)
+        .then(fuse::FuseBodies)
+        .then(dce::DeadCode))
 }

@@ -78,7 +78,7 @@ impl PassManager {
     }
 
     /// Adds a pass at the end.
-    pub fn add(mut self, pass: impl Pass + 'static) -> PassManager {
+    pub fn then(mut self, pass: impl Pass + 'static) -> PassManager {
         self.passes.push(Box::new(pass));
         self
     }

@@ -184,11 +184,12 @@ fn node_error(graph: &Graph, id: NodeId, message: impl Into<String>) -> PassErro
     }
 }
 
-/// Builds the e-graph of `graph`: the class of each graph output and the e-nodes the import
-/// made, with their names.
-fn to_egraph(
-    graph: &Graph,
-) -> Result<(EGraph<Spark, Types>, Vec<Id>, Vec<(Spark, Origin)>), PassError> {
+/// A graph in an e-graph: the e-graph, the class of each graph output, and the e-nodes the
+/// import made, with their names.
+type Imported = (EGraph<Spark, Types>, Vec<Id>, Vec<(Spark, Origin)>);
+
+/// Builds the e-graph of `graph`.
+fn to_egraph(graph: &Graph) -> Result<Imported, PassError> {
     let mut egraph: EGraph<Spark, Types> = EGraph::new(Types::default());
     let mut ids: HashMap<ValueRef, Id> = HashMap::new();
     let mut origins = Vec::new();

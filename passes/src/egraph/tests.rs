@@ -211,8 +211,11 @@ fn all_rules() -> HashMap<String, Rule> {
 
 const X: (&str, &str) = ("x", "f32[N,4]");
 
+/// Named inputs of a test expression, with their types.
+type Inputs = &'static [(&'static str, &'static str)];
+
 /// `(rule, expression it must fire on, inputs)`.
-const FIRES: &[(&str, &str, &[(&str, &str)])] = &[
+const FIRES: &[(&str, &str, Inputs)] = &[
     ("add-commute", "(Add x y)", &[X, ("y", "f32[4]")]),
     ("mul-commute", "(Mul x y)", &[X, ("y", "f32[N,1]")]),
     ("add-zero", "(Add x 0)", &[X]),
@@ -248,7 +251,7 @@ const FIRES: &[(&str, &str, &[(&str, &str)])] = &[
 ];
 
 /// `(rule, expression it must not fire on, inputs, why)`.
-const REFUSES: &[(&str, &str, &[(&str, &str)], &str)] = &[
+const REFUSES: &[(&str, &str, Inputs, &str)] = &[
     ("add-zero", "(Add x z)", &[X, ("z", "f32[1,1,4]")], "a zero input is not a constant"),
     ("mul-one", "(Mul x 2)", &[X], "the constant is not one"),
     ("pow-two", "(Pow x 3)", &[X], "the exponent is not two"),
