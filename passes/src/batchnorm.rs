@@ -202,3 +202,56 @@ impl Pass for FoldBatchNorm {
         Ok(format!("folded {folded} batch norm(s)"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FoldBatchNorm;
+    use crate::testing::{ops, push, run_checked, tensor_type};
+    use sparkc_ir::op::{AutoPad, ConvAttrs};
+    use sparkc_ir::{DType, Graph, Op, Tensor};
+
+    fn constant(
+        g: &mut Graph,
+        name: &str,
+        shape: Vec<usize>,
+        values: impl Fn(usize) -> f64,
+    ) -> sparkc_ir::ValueRef {
+        let n = shape.iter().product();
+        let data: Vec<f64> = (0..n).map(values).collect();
+        g.add_const(name, Tensor::from_f64s(DType::F32, shape, &data).unwrap())
+    }
+
+    #[test]
+    fn batch_norm_after_conv_goes_into_its_weights() {
+        let mut g = Graph::new("g");
+        let x = g.add_input("x", tensor_type("f32[N,2,5,5]"));
+        let w = constant(&mut g, "w", vec![3, 2, 3, 3], |i| (i as f64 * 0.37).sin());
+        let b = constant(&mut g, "b", vec![3], |i| i as f64 * 0.1);
+        let attrs = ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![],
+            group: 1,
+            kernel_shape: vec![],
+            pads: vec![1, 1, 1, 1],
+            strides: vec![],
+        };
+        let conv = push(&mut g, Op::Conv(attrs), &[Some(x), Some(w), Some(b)]);
+        let scale = constant(&mut g, "scale", vec![3], |i| 1.0 + i as f64);
+        let shift = constant(&mut g, "shift", vec![3], |i| 0.5 - i as f64);
+        let mean = constant(&mut g, "mean", vec![3], |i| 0.2 * i as f64);
+        let var = constant(&mut g, "var", vec![3], |i| 0.5 + i as f64);
+        let bn = push(
+            &mut g,
+            Op::BatchNormalization {
+                epsilon: 1e-5,
+                momentum: 0.9,
+                training_mode: false,
+            },
+            &[Some(conv), Some(scale), Some(shift), Some(mean), Some(var)],
+        );
+        g.outputs = vec![bn];
+        let mut after = run_checked(&mut FoldBatchNorm, &g);
+        crate::dce::DeadCode.run_on(&mut after);
+        assert_eq!(ops(&after), ["Conv"]);
+    }
+}

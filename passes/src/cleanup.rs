@@ -94,3 +94,46 @@ impl Pass for Cleanup {
         Ok(format!("removed {removed} no-op node(s)"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cleanup;
+    use crate::testing::{graph_of, ops, push, run_checked, X};
+    use sparkc_ir::op::Unary;
+    use sparkc_ir::{Op, ValueRef};
+
+    #[test]
+    fn identity_and_inference_dropout_are_bypassed() {
+        let mut g = graph_of("(Relu x)", &[X]);
+        let relu = g.outputs[0];
+        let id = push(&mut g, Op::Unary(Unary::Identity), &[Some(relu)]);
+        let drop = push(&mut g, Op::Dropout { seed: None }, &[Some(id)]);
+        let out = push(&mut g, Op::Unary(Unary::Sigmoid), &[Some(drop)]);
+        g.outputs = vec![out];
+        let after = run_checked(&mut Cleanup, &g);
+        assert_eq!(ops(&after), ["Relu", "Sigmoid"]);
+    }
+
+    #[test]
+    fn an_identity_at_the_output_hands_over_its_name() {
+        let mut g = graph_of("(Relu x)", &[X]);
+        let relu = g.outputs[0];
+        let id = push(&mut g, Op::Unary(Unary::Identity), &[Some(relu)]);
+        g.outputs = vec![id];
+        let name = g.value(id).name.clone();
+        let after = run_checked(&mut Cleanup, &g);
+        assert_eq!(ops(&after), ["Relu"]);
+        assert_eq!(after.value(after.outputs[0]).name, name);
+    }
+
+    #[test]
+    fn a_transpose_that_reorders_stays() {
+        let mut g = graph_of("(Relu x)", &[X]);
+        let relu: ValueRef = g.outputs[0];
+        let t = push(&mut g, Op::Transpose { perm: vec![1, 0] }, &[Some(relu)]);
+        let out = push(&mut g, Op::Unary(Unary::Exp), &[Some(t)]);
+        g.outputs = vec![out];
+        let after = run_checked(&mut Cleanup, &g);
+        assert_eq!(ops(&after), ["Exp", "Relu", "Transpose"]);
+    }
+}

@@ -61,3 +61,35 @@ impl Pass for CommonSubexpressions {
         Ok(format!("merged {merged} node(s)"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CommonSubexpressions;
+    use crate::testing::{ops, push, run_checked, tensor_type};
+    use sparkc_ir::op::{Binary, Unary};
+    use sparkc_ir::{DType, Graph, Op, Tensor};
+
+    #[test]
+    fn equal_nodes_and_equal_constants_merge() {
+        let mut g = Graph::new("g");
+        let x = g.add_input("x", tensor_type("f32[N,4]"));
+        let c1 = g.add_const("c1", Tensor::from_f64s(DType::F32, vec![], &[2.0]).unwrap());
+        let c2 = g.add_const("c2", Tensor::from_f64s(DType::F32, vec![], &[2.0]).unwrap());
+        let a = push(&mut g, Op::Binary(Binary::Mul), &[Some(x), Some(c1)]);
+        let b = push(&mut g, Op::Binary(Binary::Mul), &[Some(x), Some(c2)]);
+        let (ea, eb) = (
+            push(&mut g, Op::Unary(Unary::Exp), &[Some(a)]),
+            push(&mut g, Op::Unary(Unary::Exp), &[Some(b)]),
+        );
+        let sum = push(&mut g, Op::Binary(Binary::Add), &[Some(ea), Some(eb)]);
+        g.outputs = vec![sum];
+        let after = run_checked(&mut CommonSubexpressions, &g);
+        assert_eq!(ops(&after), ["Add", "Exp", "Mul"]);
+        let constants = after
+            .dag
+            .node_weights()
+            .filter(|n| matches!(n.op, Op::Const(_)))
+            .count();
+        assert_eq!(constants, 1);
+    }
+}

@@ -32,3 +32,22 @@ impl Pass for DeadCode {
         Ok(format!("removed {} node(s)", dead.len()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DeadCode;
+    use crate::testing::{graph_of, ops, push, run_checked, X};
+    use sparkc_ir::op::Unary;
+    use sparkc_ir::Op;
+
+    #[test]
+    fn unread_nodes_go_and_inputs_stay() {
+        let mut g = graph_of("(Relu x)", &[X]);
+        g.add_input("unused", crate::testing::tensor_type("f32[3]"));
+        let relu = g.outputs[0];
+        push(&mut g, Op::Unary(Unary::Exp), &[Some(relu)]);
+        let after = run_checked(&mut DeadCode, &g);
+        assert_eq!(ops(&after), ["Relu"]);
+        assert_eq!(after.inputs.len(), 2);
+    }
+}

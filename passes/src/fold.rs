@@ -115,3 +115,46 @@ impl Pass for ConstantFold {
         Ok(format!("folded {folded} node(s)"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ConstantFold;
+    use crate::testing::{graph_of, ops, push, run_checked, tensor_type};
+    use sparkc_ir::{Graph, Op, Tensor};
+
+    #[test]
+    fn constant_subexpressions_are_computed() {
+        let g = graph_of("(Add x (Mul 2 (Sqrt 9)))", &[("x", "f32[N,4]")]);
+        let after = run_checked(&mut ConstantFold, &g);
+        assert_eq!(ops(&after), ["Add"]);
+    }
+
+    #[test]
+    fn a_shape_chain_folds_once_the_shape_is_known() {
+        let mut g = Graph::new("g");
+        let x = g.add_input("x", tensor_type("f32[2,3,4]"));
+        let shape = push(
+            &mut g,
+            Op::Shape {
+                start: 0,
+                end: None,
+            },
+            &[Some(x)],
+        );
+        let index = g.add_const("i", Tensor::from_i64s(vec![], &[0]).unwrap());
+        let batch = push(&mut g, Op::Gather { axis: 0 }, &[Some(shape), Some(index)]);
+        let axes = g.add_const("axes", Tensor::from_i64s(vec![1], &[0]).unwrap());
+        let batch1 = push(&mut g, Op::Unsqueeze, &[Some(batch), Some(axes)]);
+        let rest = g.add_const("rest", Tensor::from_i64s(vec![1], &[-1]).unwrap());
+        let target = push(&mut g, Op::Concat { axis: 0 }, &[Some(batch1), Some(rest)]);
+        let flat = push(
+            &mut g,
+            Op::Reshape { allowzero: false },
+            &[Some(x), Some(target)],
+        );
+        g.outputs = vec![flat];
+        let mut after = run_checked(&mut ConstantFold, &g);
+        crate::dce::DeadCode.run_on(&mut after);
+        assert_eq!(ops(&after), ["Reshape"]);
+    }
+}

@@ -59,6 +59,8 @@ impl Pass for FuseBodies {
 
     fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
         let order = graph.topo_order()?;
+        let position: HashMap<NodeId, usize> =
+            order.iter().enumerate().map(|(k, &n)| (n, k)).collect();
         let mut groups: Vec<Group> = Vec::new();
         let mut root_of: HashMap<NodeId, usize> = HashMap::new();
         for &id in &order {
@@ -78,30 +80,49 @@ impl Pass for FuseBodies {
             let out_ty = &graph.node(id).outputs[0].ty;
             let joinable = |v: &ValueRef| -> Option<usize> {
                 let g = *root_of.get(&v.node)?;
-                let group = &groups[g];
-                let fits = match (group.anchor, role) {
-                    (Anchor::None, _) => true,
-                    (_, Anchor::None) => graph.value(*v).ty == *out_ty,
-                    _ => false,
-                };
-                (v.output == 0
-                    && fits
-                    && readers(graph, *v).len() == 1
-                    && !graph.outputs.contains(v))
-                .then_some(g)
+                (v.output == 0 && readers(graph, *v).len() == 1 && !graph.outputs.contains(v))
+                    .then_some(g)
             };
-            let joined = match role {
-                Anchor::Contraction => None,
-                _ => graph.inputs_of(id).iter().flatten().find_map(joinable),
-            };
-            let g = match joined {
-                Some(g) => {
-                    root_of.retain(|_, r| *r != g);
-                    groups[g].nodes.push(id);
-                    if role != Anchor::None {
-                        groups[g].anchor = role;
+            // The groups this node can join: every producer group, at most one of them
+            // anchored, and an anchored group only if this node keeps the anchor's shape.
+            let mut joined: Vec<usize> = Vec::new();
+            if role != Anchor::Contraction {
+                for v in graph.inputs_of(id).iter().flatten() {
+                    let Some(g) = joinable(v) else { continue };
+                    if joined.contains(&g) {
+                        continue;
                     }
-                    g
+                    let anchored = groups[g].anchor != Anchor::None;
+                    let fits = match (anchored, role) {
+                        (false, _) => true,
+                        (true, Anchor::None) => graph.value(*v).ty == *out_ty,
+                        (true, _) => false,
+                    };
+                    let one_anchor = !anchored
+                        || (role == Anchor::None
+                            && joined.iter().all(|&j| groups[j].anchor == Anchor::None));
+                    if fits && one_anchor {
+                        joined.push(g);
+                    }
+                }
+            }
+            let g = match joined.split_first() {
+                Some((&first, rest)) => {
+                    for &other in rest {
+                        let nodes = std::mem::take(&mut groups[other].nodes);
+                        let anchor = groups[other].anchor;
+                        groups[first].nodes.extend(nodes);
+                        if anchor != Anchor::None {
+                            groups[first].anchor = anchor;
+                        }
+                    }
+                    root_of.retain(|_, r| !joined.contains(r));
+                    groups[first].nodes.push(id);
+                    if role != Anchor::None {
+                        groups[first].anchor = role;
+                    }
+                    groups[first].nodes.sort_by_key(|n| position[n]);
+                    first
                 }
                 None => {
                     groups.push(Group {
@@ -194,4 +215,54 @@ fn build(graph: &mut Graph, nodes: &[NodeId]) -> Result<(), PassError> {
         graph.dag.remove_node(n);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FuseBodies;
+    use crate::testing::{graph_of, ops, run_checked, X};
+
+    #[test]
+    fn an_elementwise_chain_with_broadcasting_becomes_one_node() {
+        let g = graph_of("(Relu (Mul (Add x b) (Sigmoid x)))", &[X, ("b", "f32[4]")]);
+        let after = run_checked(&mut FuseBodies, &g);
+        assert_eq!(ops(&after), ["Fused(Sigmoid+Add+Mul+Relu)"]);
+    }
+
+    #[test]
+    fn a_product_takes_its_epilogue() {
+        let g = graph_of(
+            "(Relu (Add (MatMul a w) b))",
+            &[("a", "f32[B,S,8]"), ("w", "f32[8,4]"), ("b", "f32[4]")],
+        );
+        let after = run_checked(&mut FuseBodies, &g);
+        assert_eq!(ops(&after), ["Fused(MatMul+Add+Relu)"]);
+    }
+
+    #[test]
+    fn a_product_read_elsewhere_keeps_its_own_node() {
+        let g = graph_of(
+            "(Mul (Relu (MatMul a w)) (MatMul a w))",
+            &[("a", "f32[S,8]"), ("w", "f32[8,4]")],
+        );
+        let after = run_checked(&mut FuseBodies, &g);
+        assert_eq!(ops(&after), ["Fused(Relu+Mul)", "MatMul"]);
+    }
+
+    #[test]
+    fn an_epilogue_that_widens_the_product_stays_out() {
+        let g = graph_of(
+            "(Add (MatMul a w) c)",
+            &[("a", "f32[S,8]"), ("w", "f32[8,4]"), ("c", "f32[2,S,4]")],
+        );
+        let after = run_checked(&mut FuseBodies, &g);
+        assert_eq!(ops(&after), ["Add", "MatMul"]);
+    }
+
+    #[test]
+    fn a_reduction_takes_its_producers_and_consumers() {
+        let g = graph_of("(Sqrt (Add (ReduceMean (Mul x x) i:-1) 0.001))", &[X]);
+        let after = run_checked(&mut FuseBodies, &g);
+        assert_eq!(ops(&after), ["Fused(Mul+ReduceMean+Add+Sqrt)"]);
+    }
 }

@@ -16,6 +16,8 @@ pub mod fold;
 pub mod fuse;
 pub mod manager;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 
 pub use manager::{Pass, PassError, PassManager, PassReport};
 

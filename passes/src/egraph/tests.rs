@@ -2,110 +2,13 @@
 //! differentially tested: both sides, run by the CPU executor on random tensors of random valid
 //! shapes, must agree.
 
-use super::analysis::{to_ir, Data};
-use super::lang::{self, Spark};
+use super::lang::Spark;
 use super::rules::{self, Rule};
 use super::{extract, from_egraph, to_egraph, RULE_FILES};
-use egg::{Id, Language, RecExpr};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use sparkc_cpu::{Array, Executor, Value};
-use sparkc_ir::{DType, Dim, Graph, Op, Tensor, TensorType, ValueRef, ValueType};
+use crate::testing::{differential, graph_of, Inputs, X};
+use egg::Language;
+use sparkc_ir::{DType, Graph, Op, Tensor};
 use std::collections::HashMap;
-
-/// Parses `f32[N,4]`.
-fn tensor_type(text: &str) -> ValueType {
-    let (dtype, dims) = text.split_once('[').expect("a type like f32[N,4]");
-    let dtype = match dtype {
-        "f32" => DType::F32,
-        "i64" => DType::I64,
-        other => panic!("test types are f32 or i64, found {other}"),
-    };
-    let dims = dims
-        .trim_end_matches(']')
-        .split(',')
-        .filter(|d| !d.is_empty())
-        .map(|d| d.parse().map_or_else(|_| Dim::sym(d), Dim::known))
-        .collect();
-    ValueType::Tensor(TensorType::new(dtype, dims))
-}
-
-/// Builds a graph computing `expr`, whose leaves are the named `inputs`, numbers (f32
-/// scalars), `i:0,-1` (an i64 vector), or attribute leaves (`p:...`, `t:..`, `none`).
-fn graph_of(expr: &str, inputs: &[(&str, &str)]) -> Graph {
-    let expr: RecExpr<Spark> = expr.parse().expect("test expression parses");
-    let mut graph = Graph::new("test");
-    let mut values: Vec<Option<ValueRef>> = Vec::new();
-    let mut data: Vec<Data> = Vec::new();
-    let mut leaves: HashMap<String, usize> = HashMap::new();
-    for (k, node) in expr.as_ref().iter().enumerate() {
-        let (value, d) = match node {
-            Spark::Opaque(symbol, children)
-                if leaves.contains_key(symbol.as_str()) && children.is_empty() =>
-            {
-                let first = leaves[symbol.as_str()];
-                (values[first], data[first].clone())
-            }
-            Spark::Opaque(symbol, children) if children.is_empty() => {
-                leaves.insert(symbol.to_string(), k);
-                let s = symbol.as_str();
-                if let Some((_, ty)) = inputs.iter().find(|(n, _)| *n == s) {
-                    (Some(graph.add_input(s, tensor_type(ty))), Data::default())
-                } else if let Ok(x) = s.parse::<f64>() {
-                    let t = Tensor::from_f64s(DType::F32, vec![], &[x]).expect("scalar");
-                    let d = Data {
-                        scalar: Some(x),
-                        ..Data::default()
-                    };
-                    (Some(graph.add_const(&format!("c{k}"), t)), d)
-                } else if let Some(ints) = s.strip_prefix("i:") {
-                    let v: Vec<i64> = ints.split(',').map(|i| i.parse().expect("int")).collect();
-                    let t = Tensor::from_i64s(vec![v.len()], &v).expect("ints");
-                    (Some(graph.add_const(&format!("c{k}"), t)), Data::default())
-                } else {
-                    let d = Data {
-                        leaf: Some(*symbol),
-                        ..Data::default()
-                    };
-                    (None, d)
-                }
-            }
-            node => {
-                let table = lang::OpTable::default();
-                let lookup = |id: Id| data[usize::from(id)].clone();
-                let (op, args) = to_ir(&table, node, &lookup).expect("a vocabulary op");
-                let refs: Vec<Option<ValueRef>> = args
-                    .iter()
-                    .map(|a| a.and_then(|id| values[usize::from(id)]))
-                    .collect();
-                let out = sparkc_ir::Value {
-                    name: format!("v{k}"),
-                    ty: tensor_type("f32[]"),
-                    known: None,
-                };
-                let id = graph.add_node(format!("n{k}"), op, &refs, vec![out]);
-                (
-                    Some(ValueRef {
-                        node: id,
-                        output: 0,
-                    }),
-                    Data::default(),
-                )
-            }
-        };
-        values.push(value);
-        data.push(d);
-    }
-    graph.outputs.push(
-        values
-            .last()
-            .copied()
-            .flatten()
-            .expect("a value at the root"),
-    );
-    sparkc_ir::infer_graph(&mut graph).expect("the test graph is well typed");
-    graph
-}
 
 /// Applies `rule` once to `graph` and extracts the rewritten side, or `None` if it does not
 /// fire.
@@ -138,69 +41,6 @@ fn rewrite_once(graph: &Graph, rule: &Rule) -> Option<Graph> {
     Some(from_egraph(&egraph, &choice, graph, &roots, &origins).expect("rebuilt"))
 }
 
-/// Random inputs for `graph`, with every symbolic dim drawn from 1..=4.
-fn random_inputs(graph: &Graph, rng: &mut StdRng) -> Vec<Value> {
-    let mut dims: HashMap<String, usize> = HashMap::new();
-    graph
-        .inputs
-        .iter()
-        .map(|&id| {
-            let t = graph.node(id).outputs[0]
-                .ty
-                .as_tensor()
-                .expect("tensor input");
-            let shape: Vec<usize> = t
-                .shape
-                .as_ref()
-                .expect("ranked")
-                .iter()
-                .map(|d| match d.as_const() {
-                    Some(n) => n as usize,
-                    None => *dims
-                        .entry(d.to_string())
-                        .or_insert_with(|| rng.random_range(1..=4)),
-                })
-                .collect();
-            let n = shape.iter().product();
-            let values = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
-            Value::Tensor(Array::f32(shape, values))
-        })
-        .collect()
-}
-
-/// Runs both graphs on the same random inputs, `trials` times; `Err` describes a mismatch.
-fn differential(before: &Graph, after: &Graph, trials: usize) -> Result<(), String> {
-    let mut rng = StdRng::seed_from_u64(7);
-    let (a, b) = (
-        Executor::new(before).map_err(|e| e.to_string())?,
-        Executor::new(after).map_err(|e| e.to_string())?,
-    );
-    for trial in 0..trials {
-        let inputs = random_inputs(before, &mut rng);
-        let x = a.run(inputs.clone()).map_err(|e| e.to_string())?;
-        let y = b.run(inputs).map_err(|e| e.to_string())?;
-        for (p, q) in x.iter().zip(&y) {
-            let (p, q) = (
-                p.as_tensor().map_err(|e| e.to_string())?,
-                q.as_tensor().map_err(|e| e.to_string())?,
-            );
-            if p.shape != q.shape {
-                return Err(format!(
-                    "trial {trial}: shapes {:?} and {:?}",
-                    p.shape, q.shape
-                ));
-            }
-            for (u, v) in p.data.to_f64s().iter().zip(q.data.to_f64s()) {
-                let same = (u.is_nan() && v.is_nan()) || (u - v).abs() <= 1e-5 + 1e-4 * v.abs();
-                if !same {
-                    return Err(format!("trial {trial}: {u} before, {v} after"));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 fn all_rules() -> HashMap<String, Rule> {
     RULE_FILES
         .iter()
@@ -208,11 +48,6 @@ fn all_rules() -> HashMap<String, Rule> {
         .map(|r| (r.name.clone(), r))
         .collect()
 }
-
-const X: (&str, &str) = ("x", "f32[N,4]");
-
-/// Named inputs of a test expression, with their types.
-type Inputs = &'static [(&'static str, &'static str)];
 
 /// `(rule, expression it must fire on, inputs)`.
 const FIRES: &[(&str, &str, Inputs)] = &[
