@@ -1,10 +1,11 @@
 //! Attention: scaled dot-product `Attention` (past keys, grouped heads, masks, causal, softcap)
 //! and `RotaryEmbedding`.
 
-use super::elementwise::expand;
+use super::elementwise::{exp_f32, expand};
 use super::linalg::{matmul_into, Mat};
 use super::{Args, R};
 use crate::array::{Array, Data};
+use rayon::prelude::*;
 use sparkc_ir::op::AttentionAttrs;
 use sparkc_ir::DType;
 
@@ -221,80 +222,97 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
         }
         v
     };
-    let mut y = vec![0f32; q.batch * q.heads * sq * v.size];
-    let mut qk_out = vec![0f32; q.batch * q.heads * sq * skv];
-    for b in 0..q.batch {
-        for h in 0..q.heads {
-            let kh = h / group;
-            let qs: Vec<f32> = q.matrix(b, h).iter().map(|&x| round(x * scale)).collect();
-            let ks: Vec<f32> = k.matrix(b, kh).iter().map(|&x| round(x * scale)).collect();
-            let mut scores = vec![0f32; sq * skv];
-            matmul_into(
-                sq,
-                skv,
-                q.size,
-                Mat::rows(&qs, q.size),
-                Mat::transposed(&ks, q.size),
-                &mut scores,
-                false,
-                false,
-            );
-            scores.iter_mut().for_each(|s| *s = round(*s));
-            if attrs.softcap > 0.0 {
-                let c = attrs.softcap;
-                scores
-                    .iter_mut()
-                    .for_each(|s| *s = round(round(round(*s / c).tanh()) * c));
-            }
-            let capped = scores.clone();
-            let mut masked_rows = vec![false; sq];
-            for i in 0..sq {
-                let mut row_max = f32::NEG_INFINITY;
-                for j in 0..skv {
-                    let bv = bias(b, h, i, j);
-                    row_max = row_max.max(bv);
-                    scores[i * skv + j] = round(scores[i * skv + j] + bv);
-                }
-                masked_rows[i] = row_max == f32::NEG_INFINITY;
-            }
-            let with_bias = scores.clone();
-            for (i, row) in scores.chunks_mut(skv.max(1)).enumerate() {
-                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
-                let mut sum = 0.0;
-                for s in row.iter_mut() {
-                    *s = softmax_round(softmax_round(*s - m).exp());
-                    sum += *s;
-                }
-                let sum = softmax_round(sum);
-                let sum = if sum == 0.0 { 1.0 } else { sum };
-                for s in row.iter_mut() {
-                    *s = if masked_rows[i] {
-                        0.0
-                    } else {
-                        round(softmax_round(*s / sum))
-                    };
-                }
-            }
-            let saved = match attrs.qk_matmul_output_mode {
-                2 => &with_bias,
-                3 => &scores,
-                _ => &capped,
-            };
-            let base = (b * q.heads + h) * sq * skv;
-            qk_out[base..base + sq * skv].copy_from_slice(saved);
-            let dst = &mut y[(b * q.heads + h) * sq * v.size..(b * q.heads + h + 1) * sq * v.size];
-            matmul_into(
-                sq,
-                v.size,
-                skv,
-                Mat::rows(&scores, skv),
-                Mat::rows(v.matrix(b, kh), v.size),
-                dst,
-                false,
-                false,
-            );
+    let need_qk = outputs > 3;
+    let fast_exp = dtype == DType::F32;
+    // One (batch, head) pair: its output rows, and its scores when the 4th output is asked for.
+    let head = |bh: usize| -> (Vec<f32>, Vec<f32>) {
+        let (b, h) = (bh / q.heads, bh % q.heads);
+        let kh = h / group;
+        let qs: Vec<f32> = q.matrix(b, h).iter().map(|&x| round(x * scale)).collect();
+        let ks: Vec<f32> = k.matrix(b, kh).iter().map(|&x| round(x * scale)).collect();
+        let mut scores = vec![0f32; sq * skv];
+        matmul_into(
+            sq,
+            skv,
+            q.size,
+            Mat::rows(&qs, q.size),
+            Mat::transposed(&ks, q.size),
+            &mut scores,
+            false,
+            false,
+        );
+        scores.iter_mut().for_each(|s| *s = round(*s));
+        if attrs.softcap > 0.0 {
+            let c = attrs.softcap;
+            scores
+                .iter_mut()
+                .for_each(|s| *s = round(round(round(*s / c).tanh()) * c));
         }
+        let capped = (need_qk && attrs.qk_matmul_output_mode < 2).then(|| scores.clone());
+        let mut masked_rows = vec![false; sq];
+        for i in 0..sq {
+            let mut row_max = f32::NEG_INFINITY;
+            for j in 0..skv {
+                let bv = bias(b, h, i, j);
+                row_max = row_max.max(bv);
+                scores[i * skv + j] = round(scores[i * skv + j] + bv);
+            }
+            masked_rows[i] = row_max == f32::NEG_INFINITY;
+        }
+        let with_bias = (need_qk && attrs.qk_matmul_output_mode == 2).then(|| scores.clone());
+        for (i, row) in scores.chunks_mut(skv.max(1)).enumerate() {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
+            let mut sum = 0.0;
+            for s in row.iter_mut() {
+                let shifted = softmax_round(*s - m);
+                *s = softmax_round(if fast_exp {
+                    exp_f32(shifted)
+                } else {
+                    shifted.exp()
+                });
+                sum += *s;
+            }
+            let sum = softmax_round(sum);
+            let sum = if sum == 0.0 { 1.0 } else { sum };
+            for s in row.iter_mut() {
+                *s = if masked_rows[i] {
+                    0.0
+                } else {
+                    round(softmax_round(*s / sum))
+                };
+            }
+        }
+        let saved = match (capped, with_bias) {
+            (Some(c), _) => c,
+            (_, Some(w)) => w,
+            _ if need_qk => scores.clone(),
+            _ => Vec::new(),
+        };
+        let mut out = vec![0f32; sq * v.size];
+        matmul_into(
+            sq,
+            v.size,
+            skv,
+            Mat::rows(&scores, skv),
+            Mat::rows(v.matrix(b, kh), v.size),
+            &mut out,
+            false,
+            false,
+        );
+        (out, saved)
+    };
+    let heads: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..q.batch * q.heads).into_par_iter().map(head).collect();
+    let mut y = Vec::with_capacity(q.batch * q.heads * sq * v.size);
+    let mut qk_out = Vec::with_capacity(if need_qk {
+        q.batch * q.heads * sq * skv
+    } else {
+        0
+    });
+    for (out, saved) in heads {
+        y.extend(out);
+        qk_out.extend(saved);
     }
     let y = if three_d {
         let mut out = vec![0f32; y.len()];

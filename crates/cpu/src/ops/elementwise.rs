@@ -329,11 +329,41 @@ vector_map!(
 );
 vector_map!(tanh_slice, tanh_f32, "`tanh` of every element in place.");
 
+/// Exact GELU, `0.5·x·(1 + erf(x/√2))`, through the branch-free erf.
+#[inline(always)]
+fn gelu_erf_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_branchless(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU with the tanh approximation.
+#[inline(always)]
+fn gelu_tanh_f32(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + tanh_f32(C * (x + 0.044715 * x * x * x)))
+}
+
+vector_map!(
+    gelu_erf_slice,
+    gelu_erf_f32,
+    "Exact GELU of every element in place."
+);
+vector_map!(
+    gelu_tanh_slice,
+    gelu_tanh_f32,
+    "Tanh-approximated GELU of every element in place."
+);
+
 /// The vectorized form of a unary op over f32, when there is one.
 pub(crate) fn vector_unary(op: &Unary) -> Option<fn(&mut [f32])> {
     match op {
         Unary::Erf => Some(erf_slice),
         Unary::Tanh => Some(tanh_slice),
+        Unary::Gelu {
+            approximate: GeluApproximation::None,
+        } => Some(gelu_erf_slice),
+        Unary::Gelu {
+            approximate: GeluApproximation::Tanh,
+        } => Some(gelu_tanh_slice),
         _ => None,
     }
 }

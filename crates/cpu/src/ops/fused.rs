@@ -7,6 +7,9 @@ use crate::fuse::{self, Operand as Step, Region};
 use crate::value::Value;
 use sparkc_ir::{Fused, Node, NodeId, Operand};
 
+/// The fewest trailing elementwise ops worth a row-by-row region.
+const REGION_MIN_OPS: usize = 3;
+
 /// Runs a fused node's body on its inputs.
 pub(crate) fn fused(
     exec: &Executor,
@@ -16,10 +19,17 @@ pub(crate) fn fused(
     args: Args,
 ) -> R<Vec<Value>> {
     let body = &fused.body;
-    let tail = body
+    let fusable_from = body
         .iter()
         .rposition(|n| fuse::fusable(&n.op).is_none() || n.args.iter().any(Option::is_none))
         .map_or(0, |k| k + 1);
+    // A short epilogue runs op by op, each in the buffer of the last (as many passes as ops,
+    // no copies); from three ops on, one row-by-row region reads and writes memory once.
+    let tail = if body.len() - fusable_from >= REGION_MIN_OPS {
+        fusable_from
+    } else {
+        body.len()
+    };
     let mut locals: Vec<Option<Value>> = Vec::with_capacity(body.len());
     let last_reader = last_readers(fused);
     for (k, body_node) in body[..tail].iter().enumerate() {
