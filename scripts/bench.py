@@ -106,7 +106,7 @@ def main():
             "",
             "The last two columns run onnxruntime with its graph optimizations off (no Conv+BatchNorm",
             "folding, no fused activations or attention, no blocked layouts): what its kernels alone do",
-            "on the graph as written, which is what sparkc's CPU executor runs until the optimizer lands.",
+            "on the graph as written. sparkc runs its optimized graph (`sparkc bench` without `--no-opt`).",
             "",
             "| model | sparkc ms | onnxruntime ms | sparkc / onnxruntime | onnxruntime, no graph optimizations, ms | sparkc / that |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",

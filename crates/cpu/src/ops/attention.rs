@@ -3,6 +3,7 @@
 
 use super::elementwise::{exp_f32, expand};
 use super::linalg::{matmul_into, Mat};
+use super::reduce::softmax_row;
 use super::{Args, R};
 use crate::array::{Array, Data};
 use rayon::prelude::*;
@@ -224,6 +225,12 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
     };
     let need_qk = outputs > 3;
     let fast_exp = dtype == DType::F32;
+    let plain = fast_exp
+        && !need_qk
+        && attrs.softcap == 0.0
+        && !attrs.is_causal
+        && !windowed
+        && lengths.is_none();
     // One (batch, head) pair: its output rows, and its scores when the 4th output is asked for.
     let head = |bh: usize| -> (Vec<f32>, Vec<f32>) {
         let (b, h) = (bh / q.heads, bh % q.heads);
@@ -241,6 +248,34 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
             false,
             false,
         );
+        if plain {
+            // f32 with at most an additive mask: vectorized rows, fully masked rows zeroed.
+            for (i, row) in scores.chunks_mut(skv.max(1)).enumerate() {
+                if let Some(m) = &mask {
+                    let base = ((b * q.heads + h) * sq + i) * skv;
+                    row.iter_mut()
+                        .zip(&m[base..base + skv])
+                        .for_each(|(s, v)| *s += v);
+                }
+                if row.iter().copied().fold(f32::NEG_INFINITY, f32::max) == f32::NEG_INFINITY {
+                    row.fill(0.0);
+                } else {
+                    softmax_row(row, false);
+                }
+            }
+            let mut out = vec![0f32; sq * v.size];
+            matmul_into(
+                sq,
+                v.size,
+                skv,
+                Mat::rows(&scores, skv),
+                Mat::rows(v.matrix(b, kh), v.size),
+                &mut out,
+                false,
+                false,
+            );
+            return (out, Vec::new());
+        }
         scores.iter_mut().for_each(|s| *s = round(*s));
         if attrs.softcap > 0.0 {
             let c = attrs.softcap;

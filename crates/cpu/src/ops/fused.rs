@@ -8,7 +8,7 @@ use crate::value::Value;
 use sparkc_ir::{Fused, Node, NodeId, Operand};
 
 /// The fewest trailing elementwise ops worth a row-by-row region.
-const REGION_MIN_OPS: usize = 3;
+const REGION_MIN_OPS: usize = 2;
 
 /// Runs a fused node's body on its inputs.
 pub(crate) fn fused(
@@ -23,8 +23,8 @@ pub(crate) fn fused(
         .iter()
         .rposition(|n| fuse::fusable(&n.op).is_none() || n.args.iter().any(Option::is_none))
         .map_or(0, |k| k + 1);
-    // A short epilogue runs op by op, each in the buffer of the last (as many passes as ops,
-    // no copies); from three ops on, one row-by-row region reads and writes memory once.
+    // A single trailing op runs on its own, in the buffer of the value before it; from two ops
+    // on, one row-by-row region reads and writes memory once.
     let tail = if body.len() - fusable_from >= REGION_MIN_OPS {
         fusable_from
     } else {

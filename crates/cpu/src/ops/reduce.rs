@@ -220,7 +220,7 @@ pub(crate) fn arg(max: bool, x: &Array, ax: i64, keepdims: bool, last: bool) -> 
 }
 
 /// Softmax of one contiguous row, written so the exponentials vectorize.
-fn softmax_row(row: &mut [f32], log: bool) {
+pub(crate) fn softmax_row(row: &mut [f32], log: bool) {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if log {
         let sum: f32 = row
