@@ -104,12 +104,12 @@ pub fn to_ir(
         )),
         Spark::Reshape(_) => Some((Op::Reshape { allowzero: false }, all())),
         Spark::Softmax(_) => Some((Op::Softmax { axis: -1 }, all())),
-        Spark::ReduceMean(_) | Spark::ReduceSum(_) => Some((
+        Spark::ReduceMean(_) | Spark::ReduceSum(_) | Spark::ReduceMax(_) => Some((
             Op::Reduce {
-                kind: if matches!(node, Spark::ReduceMean(_)) {
-                    Reduction::Mean
-                } else {
-                    Reduction::Sum
+                kind: match node {
+                    Spark::ReduceMean(_) => Reduction::Mean,
+                    Spark::ReduceSum(_) => Reduction::Sum,
+                    _ => Reduction::Max,
                 },
                 keepdims: true,
                 noop_with_empty_axes: false,

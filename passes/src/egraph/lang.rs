@@ -40,6 +40,7 @@ define_language! {
         "Softmax" = Softmax([Id; 1]),
         "ReduceMean" = ReduceMean([Id; 2]),
         "ReduceSum" = ReduceSum([Id; 2]),
+        "ReduceMax" = ReduceMax([Id; 2]),
         "LayerNormalization" = LayerNorm([Id; 4]),
         "RmsNormalization" = RmsNorm([Id; 3]),
         "Attention" = Attention([Id; 6]),
@@ -241,6 +242,7 @@ pub fn structured(
         } if inputs.len() == 2 => match kind {
             Reduction::Mean => Spark::ReduceMean(two()?),
             Reduction::Sum => Spark::ReduceSum(two()?),
+            Reduction::Max => Spark::ReduceMax(two()?),
             _ => return None,
         },
         Op::Attention(a)
