@@ -39,46 +39,45 @@ fn affine(
     Some((scale, shift))
 }
 
+/// The producer's bias per output channel: zeros when it has none, `None` when it is not a
+/// constant of one value or one per channel.
+fn old_bias(graph: &Graph, producer: NodeId, channels: usize) -> Option<Vec<f64>> {
+    match const_input(graph, producer, 2) {
+        Some(b) => {
+            let v = floats(b)?;
+            let per_channel = b.shape.iter().rev().skip(1).all(|&d| d == 1);
+            match v.len() {
+                1 => Some(vec![v[0]; channels]),
+                n if n == channels && per_channel => Some(v),
+                _ => None,
+            }
+        }
+        None if graph
+            .inputs_of(producer)
+            .get(2)
+            .copied()
+            .flatten()
+            .is_none() =>
+        {
+            Some(vec![0.0; channels])
+        }
+        None => None,
+    }
+}
+
 /// The folded weights and bias, or `None` when the producer is not foldable.
 fn fold(graph: &Graph, producer: NodeId, bn: NodeId, epsilon: f32) -> Option<(Op, Tensor, Tensor)> {
     let node = graph.node(producer);
     let w = const_input(graph, producer, 1)?;
     let weights = floats(w)?;
-    let bias = const_input(graph, producer, 2);
-    match &node.op {
+    // Output channels, the scale already on the weights and on the bias, the folded op, and
+    // how weight element i maps to its channel: blocks of `per` (Conv, Gemm with transB) or
+    // columns of a row-major [K, N] matrix (Gemm).
+    let (channels, alpha, beta, op, per, columns) = match &node.op {
         Op::Conv(_) => {
             let channels = *w.shape.first()?;
-            let (scale, shift) = affine(graph, bn, epsilon, channels)?;
             let per = weights.len() / channels.max(1);
-            let scaled: Vec<f64> = weights
-                .iter()
-                .enumerate()
-                .map(|(i, x)| x * scale[i / per])
-                .collect();
-            let old = match bias {
-                Some(b) => floats(b).filter(|v| v.len() == channels)?,
-                None if graph
-                    .inputs_of(producer)
-                    .get(2)
-                    .copied()
-                    .flatten()
-                    .is_none() =>
-                {
-                    vec![0.0; channels]
-                }
-                None => return None,
-            };
-            let new_bias: Vec<f64> = old
-                .iter()
-                .zip(&scale)
-                .zip(&shift)
-                .map(|((b, s), t)| b * s + t)
-                .collect();
-            Some((
-                node.op.clone(),
-                Tensor::from_f64s(DType::F32, w.shape.clone(), &scaled).ok()?,
-                Tensor::from_f64s(DType::F32, vec![channels], &new_bias).ok()?,
-            ))
+            (channels, 1.0, 1.0, node.op.clone(), per, None)
         }
         Op::Gemm {
             alpha,
@@ -87,55 +86,49 @@ fn fold(graph: &Graph, producer: NodeId, bn: NodeId, epsilon: f32) -> Option<(Op
             trans_b,
         } => {
             let (rows, cols) = (*w.shape.first()?, *w.shape.get(1)?);
-            let channels = if *trans_b { rows } else { cols };
-            let (scale, shift) = affine(graph, bn, epsilon, channels)?;
-            let scaled: Vec<f64> = weights
-                .iter()
-                .enumerate()
-                .map(|(i, x)| {
-                    let n = if *trans_b { i / cols } else { i % cols };
-                    x * scale[n] * f64::from(*alpha)
-                })
-                .collect();
-            let old: Vec<f64> = match bias {
-                Some(b) => {
-                    let v = floats(b)?;
-                    match v.len() {
-                        1 => vec![v[0]; channels],
-                        n if n == channels && b.shape.iter().rev().skip(1).all(|&d| d == 1) => v,
-                        _ => return None,
-                    }
-                }
-                None if graph
-                    .inputs_of(producer)
-                    .get(2)
-                    .copied()
-                    .flatten()
-                    .is_none() =>
-                {
-                    vec![0.0; channels]
-                }
-                None => return None,
+            let folded = Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: *trans_a,
+                trans_b: *trans_b,
             };
-            let new_bias: Vec<f64> = old
-                .iter()
-                .zip(&scale)
-                .zip(&shift)
-                .map(|((c, s), t)| c * f64::from(*beta) * s + t)
-                .collect();
-            Some((
-                Op::Gemm {
-                    alpha: 1.0,
-                    beta: 1.0,
-                    trans_a: *trans_a,
-                    trans_b: *trans_b,
-                },
-                Tensor::from_f64s(DType::F32, w.shape.clone(), &scaled).ok()?,
-                Tensor::from_f64s(DType::F32, vec![channels], &new_bias).ok()?,
-            ))
+            let (channels, columns) = if *trans_b {
+                (rows, None)
+            } else {
+                (cols, Some(cols))
+            };
+            (
+                channels,
+                f64::from(*alpha),
+                f64::from(*beta),
+                folded,
+                cols,
+                columns,
+            )
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    let channel_of = |i: usize| match columns {
+        Some(cols) => i % cols,
+        None => i / per.max(1),
+    };
+    let (scale, shift) = affine(graph, bn, epsilon, channels)?;
+    let scaled: Vec<f64> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x * alpha * scale[channel_of(i)])
+        .collect();
+    let bias: Vec<f64> = old_bias(graph, producer, channels)?
+        .iter()
+        .zip(&scale)
+        .zip(&shift)
+        .map(|((b, s), t)| b * beta * s + t)
+        .collect();
+    Some((
+        op,
+        Tensor::from_f64s(DType::F32, w.shape.clone(), &scaled).ok()?,
+        Tensor::from_f64s(DType::F32, vec![channels], &bias).ok()?,
+    ))
 }
 
 impl Pass for FoldBatchNorm {
@@ -253,5 +246,43 @@ mod tests {
         let mut after = run_checked(&mut FoldBatchNorm, &g);
         crate::dce::DeadCode.run_on(&mut after);
         assert_eq!(ops(&after), ["Conv"]);
+    }
+
+    #[test]
+    fn batch_norm_after_gemm_goes_into_its_weights() {
+        for trans_b in [false, true] {
+            let mut g = Graph::new("g");
+            let x = g.add_input("x", tensor_type("f32[N,5]"));
+            let shape = if trans_b { vec![3, 5] } else { vec![5, 3] };
+            let w = constant(&mut g, "w", shape, |i| (i as f64 * 0.41).cos());
+            let c = constant(&mut g, "c", vec![3], |i| 0.3 * i as f64);
+            let gemm = push(
+                &mut g,
+                Op::Gemm {
+                    alpha: 0.5,
+                    beta: 2.0,
+                    trans_a: false,
+                    trans_b,
+                },
+                &[Some(x), Some(w), Some(c)],
+            );
+            let scale = constant(&mut g, "scale", vec![3], |i| 1.0 + i as f64);
+            let shift = constant(&mut g, "shift", vec![3], |i| 0.5 - i as f64);
+            let mean = constant(&mut g, "mean", vec![3], |i| 0.2 * i as f64);
+            let var = constant(&mut g, "var", vec![3], |i| 0.5 + i as f64);
+            let bn = push(
+                &mut g,
+                Op::BatchNormalization {
+                    epsilon: 1e-5,
+                    momentum: 0.9,
+                    training_mode: false,
+                },
+                &[Some(gemm), Some(scale), Some(shift), Some(mean), Some(var)],
+            );
+            g.outputs = vec![bn];
+            let mut after = run_checked(&mut FoldBatchNorm, &g);
+            crate::dce::DeadCode.run_on(&mut after);
+            assert_eq!(ops(&after), ["Gemm"]);
+        }
     }
 }

@@ -231,6 +231,21 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
         && !attrs.is_causal
         && !windowed
         && lengths.is_none();
+    // The probabilities of one head times its values.
+    let weigh_values = |probs: &[f32], kh: usize, b: usize| -> Vec<f32> {
+        let mut out = vec![0f32; sq * v.size];
+        matmul_into(
+            sq,
+            v.size,
+            skv,
+            Mat::rows(probs, skv),
+            Mat::rows(v.matrix(b, kh), v.size),
+            &mut out,
+            false,
+            false,
+        );
+        out
+    };
     // One (batch, head) pair: its output rows, and its scores when the 4th output is asked for.
     let head = |bh: usize| -> (Vec<f32>, Vec<f32>) {
         let (b, h) = (bh / q.heads, bh % q.heads);
@@ -263,18 +278,7 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
                     softmax_row(row, false);
                 }
             }
-            let mut out = vec![0f32; sq * v.size];
-            matmul_into(
-                sq,
-                v.size,
-                skv,
-                Mat::rows(&scores, skv),
-                Mat::rows(v.matrix(b, kh), v.size),
-                &mut out,
-                false,
-                false,
-            );
-            return (out, Vec::new());
+            return (weigh_values(&scores, kh, b), Vec::new());
         }
         scores.iter_mut().for_each(|s| *s = round(*s));
         if attrs.softcap > 0.0 {
@@ -324,18 +328,7 @@ pub(crate) fn attention(args: &Args, attrs: &AttentionAttrs, outputs: usize) -> 
             _ if need_qk => scores.clone(),
             _ => Vec::new(),
         };
-        let mut out = vec![0f32; sq * v.size];
-        matmul_into(
-            sq,
-            v.size,
-            skv,
-            Mat::rows(&scores, skv),
-            Mat::rows(v.matrix(b, kh), v.size),
-            &mut out,
-            false,
-            false,
-        );
-        (out, saved)
+        (weigh_values(&scores, kh, b), saved)
     };
     let heads: Vec<(Vec<f32>, Vec<f32>)> =
         (0..q.batch * q.heads).into_par_iter().map(head).collect();
