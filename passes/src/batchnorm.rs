@@ -214,6 +214,23 @@ mod tests {
         g.add_const(name, Tensor::from_f64s(DType::F32, shape, &data).unwrap())
     }
 
+    /// An inference batch norm over 3 channels of `x`, with constant parameters.
+    fn batch_norm(g: &mut Graph, x: sparkc_ir::ValueRef) -> sparkc_ir::ValueRef {
+        let scale = constant(g, "scale", vec![3], |i| 1.0 + i as f64);
+        let shift = constant(g, "shift", vec![3], |i| 0.5 - i as f64);
+        let mean = constant(g, "mean", vec![3], |i| 0.2 * i as f64);
+        let var = constant(g, "var", vec![3], |i| 0.5 + i as f64);
+        push(
+            g,
+            Op::BatchNormalization {
+                epsilon: 1e-5,
+                momentum: 0.9,
+                training_mode: false,
+            },
+            &[Some(x), Some(scale), Some(shift), Some(mean), Some(var)],
+        )
+    }
+
     #[test]
     fn batch_norm_after_conv_goes_into_its_weights() {
         let mut g = Graph::new("g");
@@ -229,19 +246,7 @@ mod tests {
             strides: vec![],
         };
         let conv = push(&mut g, Op::Conv(attrs), &[Some(x), Some(w), Some(b)]);
-        let scale = constant(&mut g, "scale", vec![3], |i| 1.0 + i as f64);
-        let shift = constant(&mut g, "shift", vec![3], |i| 0.5 - i as f64);
-        let mean = constant(&mut g, "mean", vec![3], |i| 0.2 * i as f64);
-        let var = constant(&mut g, "var", vec![3], |i| 0.5 + i as f64);
-        let bn = push(
-            &mut g,
-            Op::BatchNormalization {
-                epsilon: 1e-5,
-                momentum: 0.9,
-                training_mode: false,
-            },
-            &[Some(conv), Some(scale), Some(shift), Some(mean), Some(var)],
-        );
+        let bn = batch_norm(&mut g, conv);
         g.outputs = vec![bn];
         let mut after = run_checked(&mut FoldBatchNorm, &g);
         crate::dce::DeadCode.run_on(&mut after);
@@ -266,19 +271,7 @@ mod tests {
                 },
                 &[Some(x), Some(w), Some(c)],
             );
-            let scale = constant(&mut g, "scale", vec![3], |i| 1.0 + i as f64);
-            let shift = constant(&mut g, "shift", vec![3], |i| 0.5 - i as f64);
-            let mean = constant(&mut g, "mean", vec![3], |i| 0.2 * i as f64);
-            let var = constant(&mut g, "var", vec![3], |i| 0.5 + i as f64);
-            let bn = push(
-                &mut g,
-                Op::BatchNormalization {
-                    epsilon: 1e-5,
-                    momentum: 0.9,
-                    training_mode: false,
-                },
-                &[Some(gemm), Some(scale), Some(shift), Some(mean), Some(var)],
-            );
+            let bn = batch_norm(&mut g, gemm);
             g.outputs = vec![bn];
             let mut after = run_checked(&mut FoldBatchNorm, &g);
             crate::dce::DeadCode.run_on(&mut after);
