@@ -30,6 +30,7 @@ pub fn standard() -> Result<PassManager, PassError> {
         .then(cse::CommonSubexpressions)
         .then(dce::DeadCode)
         .then(egraph::Saturate::new()?)
+        .then(fold::ConstantFold)
         .then(fuse::FuseBodies)
         .then(dce::DeadCode))
 }

@@ -107,19 +107,6 @@ impl Saturate {
         self.limits = limits;
         self
     }
-
-    /// The names of every rule, by stage.
-    pub fn rule_names(&self) -> Vec<(String, Vec<String>)> {
-        self.stages
-            .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    s.rules.iter().map(|r| r.name.clone()).collect(),
-                )
-            })
-            .collect()
-    }
 }
 
 impl Pass for Saturate {
@@ -163,7 +150,12 @@ impl Pass for Saturate {
         let summary: Vec<String> = self
             .reports
             .iter()
-            .map(|r| format!("{} {} it, {} e-nodes", r.name, r.iterations, r.nodes))
+            .map(|r| {
+                format!(
+                    "{} {} it, {} e-nodes, {} e-classes, {}",
+                    r.name, r.iterations, r.nodes, r.classes, r.stop
+                )
+            })
             .collect();
         Ok(summary.join("; "))
     }

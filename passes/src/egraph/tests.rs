@@ -213,3 +213,26 @@ fn rules_need_their_conditions_to_bind() {
         Some(Op::Transpose { perm }) if perm == &vec![0, 1]
     ));
 }
+
+#[test]
+fn runner_limits_stop_a_stage_and_the_result_still_holds() {
+    use super::{Limits, Saturate};
+    use crate::Pass;
+    // A sum of many terms: commutativity doubles its e-nodes, past a limit of 30.
+    let mut expr = String::from("x");
+    for k in 0..12 {
+        expr = format!("(Add {expr} (Mul x {}))", k + 2);
+    }
+    let before = graph_of(&expr, &[X]);
+    let limits = Limits {
+        iterations: 50,
+        nodes: 30,
+        time: std::time::Duration::from_secs(5),
+    };
+    let mut pass = Saturate::new().expect("rules parse").limits(limits);
+    let mut after = before.clone();
+    pass.run(&mut after).expect("runs");
+    assert!(pass.reports[0].stop.starts_with("node limit"), "{:?}", pass.reports[0]);
+    sparkc_ir::verify(&after).expect("verifies");
+    differential(&before, &after, 3).expect("same results");
+}
