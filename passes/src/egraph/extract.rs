@@ -48,7 +48,10 @@ fn union(a: &[(Id, f64)], b: &[(Id, f64)]) -> Vec<(Id, f64)> {
 /// The cost of one e-node on its own: seconds on `machine`, nothing for a value computable
 /// from constants (the pipeline folds it after extraction), infinite when it is ill-typed.
 pub fn enode_cost(egraph: &EGraph<Spark, Types>, machine: &Machine, node: &Spark) -> f64 {
-    if egraph.lookup(node.clone()).is_some_and(|id| egraph[id].data.constant) {
+    if egraph
+        .lookup(node.clone())
+        .is_some_and(|id| egraph[id].data.constant)
+    {
         return 0.0;
     }
     let data = |id: Id| egraph[id].data.clone();

@@ -52,25 +52,15 @@ pub enum Condition {
     /// `[B, S, H, D]` splitting its last axis into heads; binds (or checks) the third variable
     /// as the `h:H` leaf.
     SplitHeads(Var, Var, Var),
-    /// The first class broadcasts to the second's shape without widening it.
-    BroadcastsTo(Var, Var),
 }
 
-/// A parsed rule: its name, stage file, pattern and conditions.
+/// A parsed rule: its name and the rewrite egg runs.
 pub struct Rule {
     /// Name, unique across files.
     pub name: String,
     /// The rewrite egg runs.
     pub rewrite: Rewrite<Spark, Types>,
-    /// The left-hand side, for tests and documentation.
-    pub lhs: String,
-    /// The right-hand side.
-    pub rhs: String,
 }
-
-/// The classes of the graph's outputs, which `one-user` treats as having an outside reader.
-#[derive(Clone, Debug, Default)]
-pub struct Outputs(pub HashSet<Id>);
 
 /// Applies a right-hand side when the conditions hold and its type equals the match's.
 struct CheckedApplier {
@@ -208,27 +198,6 @@ fn check(egraph: &mut EGraph<Spark, Types>, condition: &Condition, subst: &mut S
                     subst.insert(*heads, leaf);
                     true
                 }
-            }
-        }
-        Condition::BroadcastsTo(a, b) => {
-            let (a, b) = (data(egraph, a), data(egraph, b));
-            let shapes = (
-                a.value()
-                    .and_then(|v| v.ty.as_tensor())
-                    .and_then(|t| t.shape.clone()),
-                b.value()
-                    .and_then(|v| v.ty.as_tensor())
-                    .and_then(|t| t.shape.clone()),
-            );
-            match shapes {
-                (Some(a), Some(b)) => {
-                    a.len() <= b.len()
-                        && a.iter()
-                            .rev()
-                            .zip(b.iter().rev())
-                            .all(|(x, y)| x.as_const() == Some(1) || x == y)
-                }
-                _ => false,
             }
         }
     }
@@ -465,10 +434,6 @@ fn parse_condition(parts: &[String], bound: &mut HashSet<Var>) -> Result<Conditi
             };
             Condition::SplitHeads(var(0, bound)?, var(1, bound)?, heads)
         }
-        "broadcasts-to" => {
-            count(2)?;
-            Condition::BroadcastsTo(var(0, bound)?, var(1, bound)?)
-        }
         other => return Err(format!("unknown condition '{other}'")),
     })
 }
@@ -561,8 +526,6 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         rules.push(Rule {
             name: name.to_string(),
             rewrite,
-            lhs: lhs.trim().to_string(),
-            rhs: rhs.trim().to_string(),
         });
     }
     Ok(rules)

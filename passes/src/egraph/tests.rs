@@ -232,7 +232,11 @@ fn runner_limits_stop_a_stage_and_the_result_still_holds() {
     let mut pass = Saturate::new().expect("rules parse").limits(limits);
     let mut after = before.clone();
     pass.run(&mut after).expect("runs");
-    assert!(pass.reports[0].stop.starts_with("node limit"), "{:?}", pass.reports[0]);
+    assert!(
+        pass.reports[0].stop.starts_with("node limit"),
+        "{:?}",
+        pass.reports[0]
+    );
     sparkc_ir::verify(&after).expect("verifies");
     differential(&before, &after, 3).expect("same results");
 }
