@@ -33,6 +33,19 @@ impl Data {
     }
 }
 
+/// One application of a rule.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The e-class it added to.
+    pub class: Id,
+    /// The head of the e-node it added (`Gemm`, `LayerNormalization`, ...).
+    pub head: String,
+    /// The rule.
+    pub rule: String,
+    /// False for rules that only reorder operands, which explanations leave out.
+    pub builds: bool,
+}
+
 /// The analysis state: the opaque op table and the rules applied so far, for provenance.
 #[derive(Debug, Default)]
 pub struct Types {
@@ -40,8 +53,8 @@ pub struct Types {
     pub table: OpTable,
     /// The classes of the graph outputs (read outside the graph).
     pub outputs: Vec<Id>,
-    /// `(e-class, head, rule)` for every rewrite applied, for explanations.
-    pub applied: Vec<(Id, String, String)>,
+    /// Every rewrite applied, for explanations.
+    pub applied: Vec<Applied>,
 }
 
 /// The IR op an e-node stands for, and which children are its IR inputs (by position; `None`

@@ -316,12 +316,11 @@ fn from_egraph(
     let canonical = |n: &Spark| n.clone().map_children(|c| egraph.find(c));
     let names: HashMap<Spark, &Origin> = origins.iter().map(|(n, o)| (canonical(n), o)).collect();
     let mut provenance: HashMap<(Id, String), Vec<String>> = HashMap::new();
-    for (id, head, rule) in &egraph.analysis.applied {
-        let rules = provenance
-            .entry((egraph.find(*id), head.clone()))
-            .or_default();
-        if !rules.contains(rule) {
-            rules.push(rule.clone());
+    for applied in egraph.analysis.applied.iter().filter(|a| a.builds) {
+        let key = (egraph.find(applied.class), applied.head.clone());
+        let rules = provenance.entry(key).or_default();
+        if !rules.contains(&applied.rule) {
+            rules.push(applied.rule.clone());
         }
     }
     let mut used: HashSet<String> = HashSet::new();

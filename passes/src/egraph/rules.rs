@@ -65,8 +65,37 @@ pub struct Rule {
 /// Applies a right-hand side when the conditions hold and its type equals the match's.
 struct CheckedApplier {
     rule: String,
+    /// The left-hand side, to find the rewrites that built what the rule consumes.
+    lhs: PatternAst<Spark>,
     rhs: Pattern<Spark>,
     conditions: Vec<Condition>,
+    /// The rule only reorders an op's operands (`a + b => b + a`): it builds nothing worth
+    /// naming in explanations.
+    reorders: bool,
+}
+
+/// True when `rhs` is `lhs`'s root op over a permutation of the same variables.
+fn only_reorders(lhs: &Pattern<Spark>, rhs: &Pattern<Spark>) -> bool {
+    let root_vars = |p: &Pattern<Spark>| -> Option<(Spark, Vec<Var>)> {
+        let nodes = p.ast.as_ref();
+        let ENodeOrVar::ENode(root) = nodes.last()? else {
+            return None;
+        };
+        let mut vars: Vec<Var> = root
+            .children()
+            .iter()
+            .map(|&c| match &nodes[usize::from(c)] {
+                ENodeOrVar::Var(v) => Some(*v),
+                ENodeOrVar::ENode(_) => None,
+            })
+            .collect::<Option<_>>()?;
+        vars.sort();
+        Some((root.clone(), vars))
+    };
+    match (root_vars(lhs), root_vars(rhs)) {
+        (Some((a, x)), Some((b, y))) => a.matches(&b) && x == y,
+        _ => false,
+    }
 }
 
 fn class_data(egraph: &EGraph<Spark, Types>, id: Id) -> Data {
@@ -205,6 +234,15 @@ fn check(egraph: &mut EGraph<Spark, Types>, condition: &Condition, subst: &mut S
 
 /// The e-class a pattern over bound variables names, if the e-graph has it.
 fn lookup(egraph: &EGraph<Spark, Types>, ast: &PatternAst<Spark>, subst: &Subst) -> Option<Id> {
+    lookup_all(egraph, ast, subst)?.pop()
+}
+
+/// The e-class of every node of a pattern over bound variables, in the pattern's order.
+fn lookup_all(
+    egraph: &EGraph<Spark, Types>,
+    ast: &PatternAst<Spark>,
+    subst: &Subst,
+) -> Option<Vec<Id>> {
     let mut ids: Vec<Id> = Vec::with_capacity(ast.as_ref().len());
     for node in ast.as_ref() {
         let id = match node {
@@ -216,7 +254,7 @@ fn lookup(egraph: &EGraph<Spark, Types>, ast: &PatternAst<Spark>, subst: &Subst)
         };
         ids.push(id);
     }
-    ids.pop()
+    Some(ids)
 }
 
 /// The data the right-hand side would have under `subst`, computed without adding it.
@@ -272,10 +310,26 @@ impl Applier<Spark, Types> for CheckedApplier {
                 Some(ENodeOrVar::ENode(n)) => n.to_string(),
                 _ => String::new(),
             };
-            egraph
-                .analysis
-                .applied
-                .push((eclass, head, self.rule.clone()));
+            // The rules that built the ops this match consumed come first in its provenance.
+            let consumed: Vec<Id> = lookup_all(egraph, &self.lhs, &subst)
+                .map(|ids| ids[..ids.len().saturating_sub(1)].to_vec())
+                .unwrap_or_default();
+            let mut rules: Vec<String> = Vec::new();
+            for a in &egraph.analysis.applied {
+                let inner = a.builds && consumed.contains(&egraph.find(a.class));
+                if inner && !rules.contains(&a.rule) {
+                    rules.push(a.rule.clone());
+                }
+            }
+            rules.push(self.rule.clone());
+            for rule in rules {
+                egraph.analysis.applied.push(super::analysis::Applied {
+                    class: eclass,
+                    head: head.clone(),
+                    rule,
+                    builds: !self.reorders,
+                });
+            }
         }
         applied
     }
@@ -519,6 +573,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         }
         let applier = CheckedApplier {
             rule: name.to_string(),
+            lhs: lhs_pattern.ast.clone(),
+            reorders: only_reorders(&lhs_pattern, &rhs_pattern),
             rhs: rhs_pattern,
             conditions,
         };
