@@ -1,8 +1,10 @@
-//! Inference-mode `BatchNormalization` folded into the `Conv` or `Gemm` before it: the
-//! per-channel scale goes into the weights and the shift into the bias.
+//! Inference-mode `BatchNormalization` folded into the `Conv` or `Gemm` before it (the
+//! per-channel scale goes into the weights and the shift into the bias), or else rewritten as a
+//! per-channel multiply and add that fuse with the elementwise ops around it.
 
 use crate::edit::{const_input, has_output, readers, replace_uses};
 use crate::manager::{Pass, PassError};
+use sparkc_ir::op::Binary;
 use sparkc_ir::{DType, Graph, NodeId, Op, Tensor, ValueRef};
 
 /// Folds `BatchNormalization` into a preceding `Conv` or `Gemm` with constant weights.
@@ -131,13 +133,84 @@ fn fold(graph: &Graph, producer: NodeId, bn: NodeId, epsilon: f32) -> Option<(Op
     ))
 }
 
+/// Makes `new` take `old`'s place: its readers, its graph-output slots and its value's name.
+fn take_place(graph: &mut Graph, old: NodeId, new: NodeId) {
+    let (from, to) = (
+        ValueRef {
+            node: old,
+            output: 0,
+        },
+        ValueRef {
+            node: new,
+            output: 0,
+        },
+    );
+    replace_uses(graph, from, to);
+    if graph.outputs.contains(&from) {
+        let name = graph.value(from).name.clone();
+        graph.dag[new].outputs[0].name = name;
+        for o in graph.outputs.iter_mut().filter(|o| **o == from) {
+            *o = to;
+        }
+    }
+}
+
+/// Rewrites an inference batch norm with constant parameters as `x * scale + shift`, per-channel
+/// constants of shape `[C, 1, ...]`, so that it fuses with the elementwise ops around it.
+fn decompose(graph: &mut Graph, bn: NodeId, epsilon: f32) -> Option<()> {
+    let x = graph.inputs_of(bn).first().copied().flatten()?;
+    let rank = graph.value(x).ty.as_tensor()?.shape.as_ref()?.len();
+    let channels = const_input(graph, bn, 1)?.len();
+    if rank < 2 {
+        return None;
+    }
+    let (scale, shift) = affine(graph, bn, epsilon, channels)?;
+    let mut shape = vec![channels];
+    shape.extend(std::iter::repeat_n(1, rank - 2));
+    let name = graph.node(bn).name.clone();
+    let s = graph.add_const(
+        &format!("{name}_scale"),
+        Tensor::from_f64s(DType::F32, shape.clone(), &scale).ok()?,
+    );
+    let t = graph.add_const(
+        &format!("{name}_shift"),
+        Tensor::from_f64s(DType::F32, shape, &shift).ok()?,
+    );
+    let mut scaled = graph.node(bn).outputs[0].clone();
+    scaled.name = format!("{}_scaled", scaled.name);
+    let mut shifted = graph.node(bn).outputs[0].clone();
+    shifted.name = format!("{}_shifted", shifted.name);
+    let mul = graph.add_node(
+        format!("{name}_scale"),
+        Op::Binary(Binary::Mul),
+        &[Some(x), Some(s)],
+        vec![scaled],
+    );
+    let mul_value = ValueRef {
+        node: mul,
+        output: 0,
+    };
+    let add = graph.add_node(
+        format!("{name}_shift"),
+        Op::Binary(Binary::Add),
+        &[Some(mul_value), Some(t)],
+        vec![shifted],
+    );
+    for id in [mul, add] {
+        graph.dag[id].rules = vec!["decompose-batchnorm".to_string()];
+    }
+    take_place(graph, bn, add);
+    graph.dag.remove_node(bn);
+    Some(())
+}
+
 impl Pass for FoldBatchNorm {
     fn name(&self) -> &'static str {
         "fold-batchnorm"
     }
 
     fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
-        let mut folded = 0;
+        let (mut folded, mut decomposed) = (0, 0);
         for bn in graph.topo_order()? {
             let Op::BatchNormalization {
                 epsilon,
@@ -154,10 +227,14 @@ impl Pass for FoldBatchNorm {
                 continue;
             };
             let producer = x.node;
-            if readers(graph, x).len() != 1 || has_output(graph, producer) {
-                continue;
-            }
-            let Some((op, weights, bias)) = fold(graph, producer, bn, epsilon) else {
+            let sole_reader = readers(graph, x).len() == 1 && !has_output(graph, producer);
+            let folding = sole_reader
+                .then(|| fold(graph, producer, bn, epsilon))
+                .flatten();
+            let Some((op, weights, bias)) = folding else {
+                if decompose(graph, bn, epsilon).is_some() {
+                    decomposed += 1;
+                }
                 continue;
             };
             let inputs = graph.inputs_of(producer);
@@ -168,31 +245,14 @@ impl Pass for FoldBatchNorm {
             outputs[0].name = format!("{}_folded", outputs[0].name);
             let fused = graph.add_node(name.clone(), op, &[inputs[0], Some(w), Some(b)], outputs);
             graph.dag[fused].rules = vec!["fold-batchnorm".to_string()];
-            replace_uses(
-                graph,
-                ValueRef {
-                    node: bn,
-                    output: 0,
-                },
-                ValueRef {
-                    node: fused,
-                    output: 0,
-                },
-            );
-            let bn_is_output = graph.outputs.iter().position(|v| v.node == bn);
-            if let Some(i) = bn_is_output {
-                let original = graph.node(bn).outputs[0].name.clone();
-                graph.dag[fused].outputs[0].name = original;
-                graph.outputs[i] = ValueRef {
-                    node: fused,
-                    output: 0,
-                };
-            }
+            take_place(graph, bn, fused);
             graph.dag.remove_node(bn);
             graph.dag.remove_node(producer);
             folded += 1;
         }
-        Ok(format!("folded {folded} batch norm(s)"))
+        Ok(format!(
+            "folded {folded} batch norm(s) into their producers, decomposed {decomposed}"
+        ))
     }
 }
 
@@ -277,5 +337,18 @@ mod tests {
             crate::dce::DeadCode.run_on(&mut after);
             assert_eq!(ops(&after), ["Gemm"]);
         }
+    }
+
+    #[test]
+    fn batch_norm_elsewhere_becomes_a_multiply_and_add() {
+        let mut g = Graph::new("g");
+        let x = g.add_input("x", tensor_type("f32[N,3,4,4]"));
+        let relu = push(&mut g, Op::Unary(sparkc_ir::op::Unary::Relu), &[Some(x)]);
+        let bn = batch_norm(&mut g, relu);
+        g.outputs = vec![bn];
+        let name = g.value(bn).name.clone();
+        let after = run_checked(&mut FoldBatchNorm, &g);
+        assert_eq!(ops(&after), ["Add", "Mul", "Relu"]);
+        assert_eq!(after.value(after.outputs[0]).name, name);
     }
 }
