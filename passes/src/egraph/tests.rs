@@ -99,6 +99,8 @@ const REFUSES: &[(&str, &str, Inputs, &str)] = &[
     ("silu", "(Mul x (Sigmoid y))", &[X, ("y", "f32[N,4]")], "the sigmoid reads another value"),
     ("softmax-plain", "(Div (Exp x) (ReduceSum (Exp x) i:0))", &[X], "sums over the first axis"),
     ("layernorm", "(Add (Mul (Div (Sub x (ReduceMean x i:0)) (Sqrt (Add (ReduceMean (Pow (Sub x (ReduceMean x i:0)) 2) i:0) 0.00001))) g) b)", &[X, ("g", "f32[4]"), ("b", "f32[4]")], "normalizes the first axis"),
+    ("layernorm", "(Add (Mul (Div (Sub x (ReduceMean x i:-1)) (Sqrt (Add (ReduceMean (Pow (Sub x (ReduceMean x i:-1)) 2) i:-1) 0.00001))) g) b)", &[X, ("g", "f32[N,4]"), ("b", "f32[4]")], "gamma varies along the batch"),
+    ("rmsnorm", "(Mul (Div x (Sqrt (Add (ReduceMean (Pow x 2) i:-1) 0.000001))) g)", &[X, ("g", "f32[N,4]")], "gamma varies along the batch"),
     ("attention-div-mask", "(MatMul (Softmax (Add (Div (MatMul q (Transpose k p:0,2,1,3)) 2.0) m)) v)", &[("q", "f32[B,2,S,4]"), ("k", "f32[B,4,2,S]"), ("v", "f32[B,2,S,3]"), ("m", "f32[S,S]")], "the transpose does not swap the last two axes"),
     ("transpose-identity", "(Transpose y p:1,0,2)", &[("y", "f32[A,B,C]")], "not the identity"),
     ("matmul-transposed-b", "(MatMul a (Transpose b p:1,0,2))", &[("a", "f32[B,M,K]"), ("b", "f32[K,B,M]")], "not a swap of the last two axes"),
