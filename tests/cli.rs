@@ -343,6 +343,8 @@ fn explain_names_the_rules_behind_each_fused_node() {
         line("Fused(MatMul+Add+Gelu)").contains("fuse-epilogue"),
         "{text}"
     );
+    let dot = inspect(&bert(), &["--stage", "opt", "--dump", "dot"]);
+    assert!(dot.contains("Fused\\nMatMul+Add+Gelu\\n"), "{dot}");
     let summary = text.lines().last().unwrap();
     assert!(
         summary.starts_with("nodes 107 -> 21, kernels 97 -> 20, "),

@@ -211,6 +211,14 @@ pub fn to_dot(model: &Model) -> String {
                 format!("const\\n{}", dot_escape(&node.name)),
                 ", shape=note, color=gray",
             ),
+            Op::Fused(fused) => (
+                format!(
+                    "Fused\\n{}\\n{}",
+                    dot_escape(&fused.label()),
+                    dot_escape(&node.name)
+                ),
+                ", style=rounded",
+            ),
             op => (format!("{}\\n{}", op.name(), dot_escape(&node.name)), ""),
         };
         let _ = writeln!(out, "  n{} [label=\"{label}\"{style}];", id.index());
