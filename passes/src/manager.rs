@@ -118,7 +118,7 @@ impl PassManager {
         for pass in &mut self.passes {
             let nodes_before = graph.node_count();
             let start = Instant::now();
-            let summary = pass.run(graph)?;
+            let summary = run_nested(pass.as_mut(), graph)?;
             let time = start.elapsed();
             if self.verify {
                 verify(graph).map_err(|error| PassError::Verify {
@@ -139,6 +139,24 @@ impl PassManager {
         }
         Ok(reports)
     }
+}
+
+/// Runs `pass` on the subgraphs of `graph` (inner ones first), then on `graph` itself; the
+/// summary is the outer graph's.
+fn run_nested(pass: &mut dyn Pass, graph: &mut Graph) -> Result<String, PassError> {
+    let ids: Vec<_> = graph.dag.node_indices().collect();
+    let mut changed = false;
+    for id in ids {
+        for subgraph in graph.dag[id].op.subgraphs_mut() {
+            run_nested(pass, subgraph)?;
+            changed = true;
+        }
+    }
+    if changed {
+        // A subgraph's outputs may now be typed more precisely.
+        sparkc_ir::infer_graph(graph)?;
+    }
+    pass.run(graph)
 }
 
 impl Default for PassManager {

@@ -1038,4 +1038,18 @@ impl Op {
             _ => Vec::new(),
         }
     }
+
+    /// The subgraphs this op runs, for passes that rewrite them.
+    pub fn subgraphs_mut(&mut self) -> Vec<&mut Graph> {
+        match self {
+            Op::If {
+                then_branch,
+                else_branch,
+            } => vec![then_branch, else_branch],
+            Op::Loop { body, .. } | Op::Scan { body, .. } | Op::SequenceMap { body, .. } => {
+                vec![body]
+            }
+            _ => Vec::new(),
+        }
+    }
 }

@@ -10,7 +10,7 @@ use super::analysis::{to_ir, Types};
 use super::lang::Spark;
 use crate::cost::{node_seconds, Machine};
 use egg::{EGraph, Id, Language};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The cost of a class: a sorted set of `(class, own cost)` it needs, and their total.
 #[derive(Clone, Debug)]
@@ -72,14 +72,30 @@ pub fn enode_cost(egraph: &EGraph<Spark, Types>, machine: &Machine, node: &Spark
     }
 }
 
-/// The chosen e-node of every reachable class.
-pub fn extract(egraph: &EGraph<Spark, Types>, machine: &Machine) -> HashMap<Id, Spark> {
+/// Added to the cost of an e-node the import did not make, so that of equally cheap forms the
+/// graph's own is kept (with its names): far below any real cost.
+const REWRITTEN_TIE_BREAK: f64 = 1e-12;
+
+/// The chosen e-node of every reachable class; `imported` holds the (canonical) e-nodes the
+/// graph came with, preferred among equals.
+pub fn extract(
+    egraph: &EGraph<Spark, Types>,
+    machine: &Machine,
+    imported: &HashSet<Spark>,
+) -> HashMap<Id, Spark> {
     let mut costs: HashMap<Id, CostSet> = HashMap::new();
     let mut choice: HashMap<Id, Spark> = HashMap::new();
     let own: HashMap<(Id, usize), f64> = egraph
         .classes()
         .flat_map(|c| c.nodes.iter().enumerate().map(move |(k, n)| ((c.id, k), n)))
-        .map(|(key, n)| (key, enode_cost(egraph, machine, n)))
+        .map(|(key, n)| {
+            let bias = if imported.contains(n) {
+                0.0
+            } else {
+                REWRITTEN_TIE_BREAK
+            };
+            (key, enode_cost(egraph, machine, n) + bias)
+        })
         .collect();
     // A worklist in class-id order (the import added producers before consumers); a class
     // whose cost improves puts its users back on the list.

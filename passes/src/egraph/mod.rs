@@ -145,7 +145,11 @@ impl Pass for Saturate {
             });
             egraph = runner.egraph;
         }
-        let choice = extract::extract(&egraph, &self.machine);
+        let imported: HashSet<Spark> = origins
+            .iter()
+            .map(|(n, _)| n.clone().map_children(|c| egraph.find(c)))
+            .collect();
+        let choice = extract::extract(&egraph, &self.machine, &imported);
         *graph = from_egraph(&egraph, &choice, graph, &roots, &origins)?;
         let summary: Vec<String> = self
             .reports

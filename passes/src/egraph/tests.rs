@@ -22,11 +22,11 @@ fn rewrite_once(graph: &Graph, rule: &Rule) -> Option<Graph> {
     }
     // Prefer, in every class, an e-node the rule added over the imported one, and never a
     // node reading its own class.
-    let imported: Vec<Spark> = origins
+    let imported: std::collections::HashSet<Spark> = origins
         .iter()
         .map(|(n, _)| n.clone().map_children(|c| egraph.find(c)))
         .collect();
-    let mut choice = extract::extract(&egraph, &super::Machine::GB10);
+    let mut choice = extract::extract(&egraph, &super::Machine::GB10, &imported);
     for class in egraph.classes() {
         let acyclic = |n: &&Spark| n.children().iter().all(|c| egraph.find(*c) != class.id);
         let fresh = class
