@@ -364,6 +364,53 @@ fn opset_id(domain: &str, version: i64) -> OperatorSetIdProto {
     }
 }
 
+/// For an Attention whose mask broadcasts along the query axis (`[B,1,1,T]`), adds an Expand of
+/// the mask to the query length and returns its name. The spec allows the broadcast, but
+/// onnxruntime's kernel requires the mask's query axis to match.
+fn expand_query_axis(
+    graph: &Graph,
+    id: sparkc_ir::NodeId,
+    proto: &mut GraphProto,
+) -> Option<String> {
+    if !matches!(graph.node(id).op, Op::Attention(_)) {
+        return None;
+    }
+    let inputs = graph.inputs_of(id);
+    let (q, mask) = (inputs.first().copied()??, inputs.get(3).copied()??);
+    let dims = |v: ValueRef| graph.value(v).ty.as_tensor()?.shape.clone();
+    let (q_dims, mask_dims) = (dims(q)?, dims(mask)?);
+    let queries = match q_dims.len() {
+        4 => q_dims[2].as_const()?,
+        3 => q_dims[1].as_const()?,
+        _ => return None,
+    };
+    let rank = mask_dims.len();
+    if rank < 2 || mask_dims[rank - 2].as_const() != Some(1) || queries == 1 {
+        return None;
+    }
+    let mask_name = graph.value(mask).name.clone();
+    let node = &graph.node(id).name;
+    let shape_name = format!("{node}/mask_shape");
+    let expanded = format!("{node}/mask_expanded");
+    let mut target = vec![1i64; rank];
+    target[rank - 2] = queries;
+    proto.initializer.push(TensorProto {
+        name: shape_name.clone(),
+        dims: vec![rank as i64],
+        data_type: dtype_to_onnx(DType::I64),
+        raw_data: target.iter().flat_map(|d| d.to_le_bytes()).collect(),
+        ..TensorProto::default()
+    });
+    proto.node.push(NodeProto {
+        name: format!("{node}/expand_mask"),
+        op_type: "Expand".to_string(),
+        input: vec![mask_name, shape_name],
+        output: vec![expanded.clone()],
+        ..NodeProto::default()
+    });
+    Some(expanded)
+}
+
 fn graph_proto(graph: &Graph, functions: &mut Functions) -> Result<GraphProto> {
     let mut proto = GraphProto {
         name: graph.name.clone(),
@@ -389,6 +436,9 @@ fn graph_proto(graph: &Graph, functions: &mut Functions) -> Result<GraphProto> {
                     .collect();
                 while inputs.last().is_some_and(String::is_empty) {
                     inputs.pop();
+                }
+                if let Some(expanded) = expand_query_axis(graph, id, &mut proto) {
+                    inputs[3] = expanded;
                 }
                 let outputs = node.outputs.iter().map(|v| v.name.clone()).collect();
                 proto
