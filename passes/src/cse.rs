@@ -7,6 +7,11 @@ use sparkc_ir::{Graph, Op, ValueRef};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+/// Constants larger than this (bytes) are not compared: duplicated weights are rare (tied weights
+/// share one initializer), and hashing a multi-gigabyte model's weights would dominate compile
+/// time.
+pub const MAX_HASHED_CONSTANT: usize = 1 << 20;
+
 /// Merges nodes that compute the same thing from the same values.
 pub struct CommonSubexpressions;
 
@@ -25,7 +30,12 @@ impl Pass for CommonSubexpressions {
         let mut merged = 0;
         for id in graph.topo_order()? {
             let node = graph.node(id);
-            if matches!(node.op, Op::Input) || nondeterministic(&node.op) || has_output(graph, id) {
+            let large = matches!(&node.op, Op::Const(t) if t.data.len() > MAX_HASHED_CONSTANT);
+            if matches!(node.op, Op::Input)
+                || large
+                || nondeterministic(&node.op)
+                || has_output(graph, id)
+            {
                 continue;
             }
             let key = match &node.op {
