@@ -131,18 +131,21 @@ fn run_writes_one_npy_per_output_and_summarizes() {
     let dir = tempfile::tempdir().unwrap();
     let model = example().display().to_string();
     let out = dir.path().display().to_string();
-    let text = sparkc(&[
-        "run",
-        &model,
-        "--random-inputs",
-        "--dim",
-        "N=2",
-        "--seed",
-        "7",
-        "--output-dir",
-        &out,
-    ])
-    .unwrap();
+    let run_seeded = || {
+        sparkc(&[
+            "run",
+            &model,
+            "--random-inputs",
+            "--dim",
+            "N=2",
+            "--seed",
+            "7",
+            "--output-dir",
+            &out,
+        ])
+        .unwrap()
+    };
+    let text = run_seeded();
     assert!(text.starts_with("probs: f32[2, 10]  min "), "{text}");
     let probs = sparkc_cli::npy::read(&dir.path().join("probs.npy")).unwrap();
     assert_eq!(probs.shape, vec![2, 10]);
@@ -152,18 +155,7 @@ fn run_writes_one_npy_per_output_and_summarizes() {
         assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{row:?}");
     }
     // The same seed gives the same inputs, so the same outputs.
-    let again = sparkc(&[
-        "run",
-        &model,
-        "--random-inputs",
-        "--dim",
-        "N=2",
-        "--seed",
-        "7",
-        "--output-dir",
-        &out,
-    ])
-    .unwrap();
+    let again = run_seeded();
     assert_eq!(text, again);
 }
 

@@ -14,11 +14,6 @@ pub fn readers(graph: &Graph, v: ValueRef) -> Vec<(NodeId, usize)> {
         .collect()
 }
 
-/// True when `v` is one of the graph's results.
-pub fn is_output(graph: &Graph, v: ValueRef) -> bool {
-    graph.outputs.contains(&v)
-}
-
 /// True when any output of `id` is a graph result.
 pub fn has_output(graph: &Graph, id: NodeId) -> bool {
     graph.outputs.iter().any(|v| v.node == id)

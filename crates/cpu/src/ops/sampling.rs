@@ -209,6 +209,18 @@ pub(crate) fn affine_grid(theta: &Array, size: &[i64], align_corners: bool) -> R
     ))
 }
 
+/// The two taps along one axis of length `n` that bilinear sampling at `v` reads, and the
+/// weight of the second: `v` is clamped to `[0, n-1]`, where both taps are the last index.
+fn bilinear_taps(v: f64, n: usize) -> (usize, usize, f64) {
+    let v = v.max(0.0);
+    let lo = v as usize;
+    if lo >= n - 1 {
+        (n - 1, n - 1, 0.0)
+    } else {
+        (lo, lo + 1, v - lo as f64)
+    }
+}
+
 /// ONNX `RoiAlign`; inputs `x, rois, batch_indices`.
 pub(crate) fn roi_align(
     args: &Args,
@@ -265,24 +277,8 @@ pub(crate) fn roi_align(
                             let sample = if y < -1.0 || y > h as f64 || x < -1.0 || x > w as f64 {
                                 [0.0; 4]
                             } else {
-                                let (mut y, mut x) = (y.max(0.0), x.max(0.0));
-                                let (mut y0, mut x0) = (y as usize, x as usize);
-                                let (y1, x1);
-                                if y0 >= h - 1 {
-                                    y0 = h - 1;
-                                    y1 = h - 1;
-                                    y = y0 as f64;
-                                } else {
-                                    y1 = y0 + 1;
-                                }
-                                if x0 >= w - 1 {
-                                    x0 = w - 1;
-                                    x1 = w - 1;
-                                    x = x0 as f64;
-                                } else {
-                                    x1 = x0 + 1;
-                                }
-                                let (ly, lx) = (y - y0 as f64, x - x0 as f64);
+                                let (y0, y1, ly) = bilinear_taps(y, h);
+                                let (x0, x1, lx) = bilinear_taps(x, w);
                                 let (hy, hx) = (1.0 - ly, 1.0 - lx);
                                 [
                                     hy * hx * plane[y0 * w + x0],
