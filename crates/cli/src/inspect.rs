@@ -29,9 +29,18 @@ pub struct Args {
     /// Print a timing line per optimizer pass on standard error.
     #[arg(short, long)]
     pub verbose: bool,
-    /// Write the output to this file instead of standard output.
+    /// Write the output to this file instead of standard output (a folder for `--dump ptx|llvm`).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// GPU architecture of `--dump ptx|llvm|kernels`: sm_121a (DGX Spark), sm_120a, sm_100a, sm_90a, sm_80.
+    #[arg(long, default_value = "sm_121a")]
+    pub target: sparkc_kernels::Sm,
+    /// Only this node's kernel, for `--dump ptx|llvm|kernels`.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Arithmetic of products: tf32 (tensor cores) or fp32 (exact).
+    #[arg(long, default_value = "tf32")]
+    pub precision: sparkc_kernels::Precision,
 }
 
 /// The graph `inspect` shows.
@@ -52,6 +61,12 @@ pub enum Dump {
     Dot,
     /// JSON for tools.
     Json,
+    /// The generated kernels: launch, shared memory and the IR nodes each covers.
+    Kernels,
+    /// PTX of every kernel (one file each with `-o DIR`).
+    Ptx,
+    /// LLVM IR of every kernel, as generated (one file each with `-o DIR`).
+    Llvm,
 }
 
 /// Runs `sparkc inspect`, returning what goes to standard output (nothing when `-o` is given).
@@ -59,7 +74,8 @@ pub fn run(args: &Args) -> Result<String> {
     if args.unsupported {
         return unsupported(args);
     }
-    let optimizing = args.stage == Stage::Opt || args.after.is_some() || args.explain;
+    let codegen = matches!(args.dump, Some(Dump::Kernels | Dump::Ptx | Dump::Llvm));
+    let optimizing = args.stage == Stage::Opt || args.after.is_some() || args.explain || codegen;
     let model = if optimizing {
         let optimized = crate::optimize::optimize(&args.model, args.after.as_deref())?;
         if args.verbose {
@@ -78,6 +94,11 @@ pub fn run(args: &Args) -> Result<String> {
         Some(Dump::Ir) => print::to_text(&model),
         Some(Dump::Dot) => print::to_dot(&model),
         Some(Dump::Json) => format!("{:#}\n", print::to_json(&model)),
+        Some(Dump::Kernels) => crate::codegen::kernel_table(&model, args)?,
+        Some(Dump::Ptx) | Some(Dump::Llvm) => {
+            let llvm = matches!(args.dump, Some(Dump::Llvm));
+            return crate::codegen::dump_code(&model, args, llvm);
+        }
     };
     emit(args, &text)
 }

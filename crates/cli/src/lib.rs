@@ -1,6 +1,7 @@
 //! The sparkc command line as a library, so tests can run commands in process.
 
 pub mod bench;
+pub mod codegen;
 pub mod inputs;
 pub mod inspect;
 pub mod npy;
@@ -19,7 +20,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Summarize a model, or dump its IR as text, Graphviz DOT or JSON.
+    /// Summarize a model, or dump its IR (text, DOT, JSON) or its kernels (list, PTX, LLVM IR).
     Inspect(inspect::Args),
     /// Optimize a model and write it back as ONNX.
     Optimize(optimize::Args),

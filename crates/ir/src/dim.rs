@@ -110,7 +110,65 @@ impl Poly {
     }
 }
 
+impl Poly {
+    /// The monomials (sorted atoms) and their coefficients; the constant term has no atoms.
+    pub fn terms(&self) -> impl Iterator<Item = (&[Atom], i64)> {
+        self.terms
+            .iter()
+            .map(|(mono, coef)| (mono.as_slice(), *coef))
+    }
+
+    /// The value with every symbol bound by `bind`; `None` if one is unbound or it overflows.
+    pub fn eval(&self, bind: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
+        let mut total = 0i64;
+        for (mono, coef) in self.terms() {
+            let mut product = coef;
+            for atom in mono {
+                let factor = match atom {
+                    Atom::Sym(name) => bind(name)?,
+                    Atom::FloorDiv(num, divisor) => num.eval(bind)?.div_euclid(*divisor),
+                };
+                product = product.checked_mul(factor)?;
+            }
+            total = total.checked_add(product)?;
+        }
+        Some(total)
+    }
+
+    fn collect_symbols(&self, out: &mut Vec<Arc<str>>) {
+        for (mono, _) in self.terms() {
+            for atom in mono {
+                match atom {
+                    Atom::Sym(name) => {
+                        if !out.contains(name) {
+                            out.push(name.clone());
+                        }
+                    }
+                    Atom::FloorDiv(num, _) => num.collect_symbols(out),
+                }
+            }
+        }
+    }
+}
+
 impl Dim {
+    /// The size with every symbol bound by `bind`; `None` if dynamic, unbound or overflowing.
+    pub fn eval(&self, bind: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
+        match self {
+            Dim::Expr(p) => p.eval(bind),
+            Dim::Dynamic => None,
+        }
+    }
+
+    /// The symbols this size mentions, in first-seen order.
+    pub fn symbols(&self) -> Vec<Arc<str>> {
+        let mut out = Vec::new();
+        if let Dim::Expr(p) = self {
+            p.collect_symbols(&mut out);
+        }
+        out
+    }
+
     /// A constant size.
     pub fn known(value: i64) -> Dim {
         Dim::Expr(Poly::constant(value))

@@ -17,7 +17,7 @@ pub mod tensor;
 pub mod types;
 pub mod verify;
 
-pub use dim::Dim;
+pub use dim::{Atom, Dim, Poly};
 pub use dtype::DType;
 pub use error::{IrError, Result};
 pub use fused::{BodyNode, Fused, FusedKind, Operand};

@@ -1,0 +1,272 @@
+//! Convolutions (NCHW, any number of spatial axes, groups, dilations) with their fused
+//! epilogue: implicit GEMM on the tiled core of `gemm.rs` (A: the weights of a group, B: image
+//! patches gathered on the fly, never materialised), and a direct kernel for depthwise
+//! convolutions, whose one-channel groups would waste a GEMM tile.
+//!
+//! Reference: the CPU executor's Conv (im2col and `gemm`), then its elementwise ops.
+
+use crate::cg::{Cg, Gen, Val};
+use crate::gemm::{clamp_index, masked, tiled, THREADS, TILE_K, TILE_M, TILE_N};
+use crate::reduce::{cut, Reader};
+use crate::{Family, Generated, KernelError, Launch, Request};
+use inkwell::context::Context;
+use inkwell::values::FloatValue;
+use inkwell::IntPredicate;
+use sparkc_ir::op::{AutoPad, ConvAttrs};
+use sparkc_ir::{BodyNode, Dim, Op, Operand};
+
+/// True for the convolutions this family generates.
+pub fn handles(op: &Op) -> bool {
+    matches!(op, Op::Conv(_))
+}
+
+fn is_conv(op: &Op) -> bool {
+    matches!(op, Op::Conv(_))
+}
+
+/// Static geometry of one convolution.
+struct Geometry {
+    spatial: usize,
+    kernel: Vec<i64>,
+    strides: Vec<i64>,
+    dilations: Vec<i64>,
+    begin: Vec<i64>,
+    group: i64,
+}
+
+fn geometry(attrs: &ConvAttrs, x: &[Dim], w: &[Dim], y: &[Dim]) -> Gen<Geometry> {
+    let spatial = x.len().saturating_sub(2);
+    let kernel: Vec<i64> = w[2..]
+        .iter()
+        .map(|d| {
+            d.as_const()
+                .ok_or_else(|| KernelError::Unsupported("kernel sizes must be static".into()))
+        })
+        .collect::<Gen<_>>()?;
+    let get = |v: &[i64], k: usize| v.get(k).copied().unwrap_or(1);
+    let strides: Vec<i64> = (0..spatial).map(|k| get(&attrs.strides, k)).collect();
+    let dilations: Vec<i64> = (0..spatial).map(|k| get(&attrs.dilations, k)).collect();
+    let mut begin = vec![0i64; spatial];
+    for k in 0..spatial {
+        begin[k] = match attrs.auto_pad {
+            AutoPad::NotSet => attrs.pads.get(k).copied().unwrap_or(0),
+            AutoPad::Valid => 0,
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let (Some(i), Some(o)) = (x[2 + k].as_const(), y[2 + k].as_const()) else {
+                    return Err(KernelError::Unsupported(
+                        "SAME padding needs static sizes".into(),
+                    ));
+                };
+                let eff = (kernel[k] - 1) * dilations[k] + 1;
+                let total = ((o - 1) * strides[k] + eff - i).max(0);
+                if attrs.auto_pad == AutoPad::SameUpper {
+                    total / 2
+                } else {
+                    total - total / 2
+                }
+            }
+        };
+    }
+    Ok(Geometry {
+        spatial,
+        kernel,
+        strides,
+        dilations,
+        begin,
+        group: attrs.group.max(1),
+    })
+}
+
+/// Generates the kernel of a convolution node, fused or not.
+pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Gen<Generated<'ctx>> {
+    let c = cut(req, body, is_conv)?;
+    let anchor = &body[c.anchor];
+    let Op::Conv(attrs) = &anchor.op else {
+        unreachable!("cut found a Conv")
+    };
+    let slot = |k: usize| match anchor.args.get(k).copied().flatten() {
+        Some(Operand::Input(i)) => Some(i),
+        _ => None,
+    };
+    let w_slot =
+        slot(1).ok_or_else(|| KernelError::Unsupported("Conv weights must be an input".into()))?;
+    let b_slot = slot(2);
+    let x_shape = c.x_shape.clone();
+    let w = req.input(w_slot)?.clone();
+    let y_shape = req.outputs[0].shape.clone();
+    if x_shape.len() < 3 {
+        return Err(KernelError::Unsupported(
+            "Conv needs [N, C, spatial...]".into(),
+        ));
+    }
+    let g = geometry(attrs, &x_shape, &w.shape, &y_shape)?;
+    let source = Reader::new(req, &c.source, &x_shape)?;
+    let sink = if c.epilogue.is_empty() {
+        None
+    } else {
+        Some(Reader::new(req, &c.epilogue, &y_shape)?)
+    };
+    let depthwise = g.group > 1 && x_shape[1].as_const() == Some(g.group);
+    let mut cg = req.begin(cx, THREADS);
+    let batch = cg.dim(&x_shape[0])?;
+    let cin = cg.dim(&x_shape[1])?;
+    let cout = cg.dim(&y_shape[1])?;
+    let groups = cg.c(g.group);
+    let cin_g = cg.div(cin, groups)?;
+    let m = cg.div(cout, groups)?;
+    let window: i64 = g.kernel.iter().product();
+    let k = cg.mul(cin_g, cg.c(window))?;
+    let in_pixels = cg.product(&x_shape[2..])?;
+    let out_pixels = cg.product(&y_shape[2..])?;
+    let out_dtype = req.outputs[0].dtype;
+    let b_info = match b_slot {
+        Some(i) => Some((i, req.input(i)?.dtype)),
+        None => None,
+    };
+    // Input element for (image, input channel, output pixel, kernel position), or masked zero.
+    let gather = |cg: &mut Cg<'ctx>, image, channel, pixel, kpos| -> Gen<FloatValue<'ctx>> {
+        let mut ok = cg.icmp(IntPredicate::EQ, cg.c(0), cg.c(0))?;
+        let mut offset = cg.c(0);
+        let mut rest_p = pixel;
+        let mut rest_k = kpos;
+        let mut coords = vec![cg.c(0); g.spatial];
+        for a in (0..g.spatial).rev() {
+            let od = cg.dim(&y_shape[2 + a])?;
+            let o = if a == 0 { rest_p } else { cg.rem(rest_p, od)? };
+            rest_p = cg.div(rest_p, od)?;
+            let kd = cg.c(g.kernel[a]);
+            let kk = if a == 0 { rest_k } else { cg.rem(rest_k, kd)? };
+            rest_k = cg.div(rest_k, kd)?;
+            let at = cg.add(
+                cg.sub(cg.mul(o, cg.c(g.strides[a]))?, cg.c(g.begin[a]))?,
+                cg.mul(kk, cg.c(g.dilations[a]))?,
+            )?;
+            let d = cg.dim(&x_shape[2 + a])?;
+            ok = cg.and(
+                ok,
+                cg.and(
+                    cg.icmp(IntPredicate::SGE, at, cg.c(0))?,
+                    cg.icmp(IntPredicate::SLT, at, d)?,
+                )?,
+            )?;
+            coords[a] = cg.imin(cg.imax(at, cg.c(0))?, cg.sub(d, cg.c(1))?)?;
+        }
+        for (a, c) in coords.iter().enumerate() {
+            offset = cg.add(cg.mul(offset, cg.dim(&x_shape[2 + a])?)?, *c)?;
+        }
+        let plane = cg.add(cg.mul(image, cin)?, channel)?;
+        let at = cg.add(cg.mul(plane, in_pixels)?, offset)?;
+        let v = source.eval(cg, req, at, None)?.float(cg)?;
+        masked(cg, ok, v)
+    };
+    let finish = |cg: &mut Cg<'ctx>, image, channel, pixel, acc: FloatValue<'ctx>| -> Gen<()> {
+        let mut y = acc;
+        if let Some((i, dtype)) = b_info {
+            let bias = cg
+                .load(dtype, cg.buffer(req.input_param(i)), channel)?
+                .float(cg)?;
+            y = cg.fadd(y, bias)?;
+        }
+        let q = cg.add(
+            cg.mul(cg.add(cg.mul(image, cout)?, channel)?, out_pixels)?,
+            pixel,
+        )?;
+        let v = match &sink {
+            None => Val::F(y),
+            Some(s) => s.eval(cg, req, q, Some(Val::F(y)))?,
+        };
+        cg.store(out_dtype, cg.buffer(0), q, v)
+    };
+    let (variant, grid) = if depthwise {
+        // One output element per item: its channel's window.
+        let total = cg.mul(cg.mul(batch, cout)?, out_pixels)?;
+        let per_channel = cg.div(cout, groups)?;
+        cg.for_each_thread_item(cg.c(0), total, |cg, q| {
+            let pixel = cg.rem(q, out_pixels)?;
+            let plane = cg.div(q, out_pixels)?;
+            let channel = cg.rem(plane, cout)?;
+            let image = cg.div(plane, cout)?;
+            let in_channel = cg.div(channel, per_channel)?;
+            let mut acc = cg.f(0.0);
+            for kpos in 0..window {
+                let v = gather(cg, image, in_channel, pixel, cg.c(kpos))?;
+                let wi = cg.add(cg.mul(channel, cg.c(window))?, cg.c(kpos))?;
+                let wv = cg
+                    .load(w.dtype, cg.buffer(req.input_param(w_slot)), wi)?
+                    .float(cg)?;
+                acc = cg.fma(v, wv, acc)?;
+            }
+            finish(cg, image, channel, pixel, acc)
+        })?;
+        let total = x_shape[0].clone()
+            * y_shape[1].clone()
+            * y_shape[2..]
+                .iter()
+                .fold(Dim::known(1), |a, d| a * d.clone());
+        (
+            "depthwise-direct".to_string(),
+            total.ceil_div(&Dim::known(THREADS as i64)),
+        )
+    } else {
+        let units = cg.mul(batch, groups)?;
+        let load_a = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<FloatValue<'ctx>> {
+            let ok = cg.and(
+                cg.icmp(IntPredicate::SLT, row, m)?,
+                cg.icmp(IntPredicate::SLT, col, k)?,
+            )?;
+            let group = cg.rem(unit, groups)?;
+            let (row, col) = (clamp_index(cg, row, m)?, clamp_index(cg, col, k)?);
+            let oc = cg.add(cg.mul(group, m)?, row)?;
+            let at = cg.add(cg.mul(oc, k)?, col)?;
+            let v = cg
+                .load(w.dtype, cg.buffer(req.input_param(w_slot)), at)?
+                .float(cg)?;
+            masked(cg, ok, v)
+        };
+        let load_b = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<FloatValue<'ctx>> {
+            let ok = cg.and(
+                cg.icmp(IntPredicate::SLT, row, k)?,
+                cg.icmp(IntPredicate::SLT, col, out_pixels)?,
+            )?;
+            let (image, group) = (cg.div(unit, groups)?, cg.rem(unit, groups)?);
+            let (row, col) = (clamp_index(cg, row, k)?, clamp_index(cg, col, out_pixels)?);
+            let ic = cg.add(cg.mul(group, cin_g)?, cg.div(row, cg.c(window))?)?;
+            let kpos = cg.rem(row, cg.c(window))?;
+            let v = gather(cg, image, ic, col, kpos)?;
+            masked(cg, ok, v)
+        };
+        let store = |cg: &mut Cg<'ctx>, unit, row, col, acc| -> Gen<()> {
+            let (image, group) = (cg.div(unit, groups)?, cg.rem(unit, groups)?);
+            let channel = cg.add(cg.mul(group, m)?, row)?;
+            finish(cg, image, channel, col, acc)
+        };
+        tiled(&mut cg, units, m, out_pixels, k, &load_a, &load_b, &store)?;
+        let m_dim = y_shape[1].clone().floor_div(&Dim::known(g.group));
+        let pixels = y_shape[2..]
+            .iter()
+            .fold(Dim::known(1), |a, d| a * d.clone());
+        let grid = x_shape[0].clone()
+            * Dim::known(g.group)
+            * m_dim.ceil_div(&Dim::known(TILE_M))
+            * pixels.ceil_div(&Dim::known(TILE_N));
+        (
+            format!("implicit-gemm simt-fp32 {TILE_M}x{TILE_N}x{TILE_K}"),
+            grid,
+        )
+    };
+    let launch = Launch {
+        grid,
+        block: THREADS,
+        shared_bytes: if depthwise {
+            0
+        } else {
+            ((TILE_M + TILE_N) * TILE_K * 4) as u32
+        },
+    };
+    let covers = body.iter().map(|n| n.op.name()).collect();
+    let info = req.describe(Family::Conv, variant, covers, launch);
+    Ok(Generated {
+        info,
+        module: cg.finish()?,
+    })
+}

@@ -1,0 +1,563 @@
+//! Data movement and pooling: Transpose, Concat, Split, Slice, Gather, Pad, Resize, MaxPool,
+//! AveragePool and Shape. One thread per output element (grid-strided), reading the input
+//! element(s) it maps to, so stores are always coalesced.
+//!
+//! Reference: the CPU executor's movement and pooling ops.
+
+use crate::cg::{Cg, Gen, Val};
+use crate::{Family, Generated, KernelError, Launch, Request};
+use inkwell::context::Context;
+use inkwell::values::{FloatValue, IntValue};
+use inkwell::{FloatPredicate, IntPredicate};
+use sparkc_ir::op::{AutoPad, PoolAttrs};
+use sparkc_ir::{Dim, Op};
+
+/// Threads per block.
+const BLOCK: u32 = 256;
+
+/// True for the ops this family generates.
+pub fn handles(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice
+            | Op::Gather { .. }
+            | Op::Pad { .. }
+            | Op::Resize(_)
+            | Op::MaxPool { .. }
+            | Op::AveragePool { .. }
+            | Op::Shape { .. }
+    )
+}
+
+/// Row-major coordinates of `idx` in `dims`.
+pub fn coords<'ctx>(cg: &Cg<'ctx>, idx: IntValue<'ctx>, dims: &[Dim]) -> Gen<Vec<IntValue<'ctx>>> {
+    let mut out = vec![cg.c(0); dims.len()];
+    let mut rest = idx;
+    for k in (0..dims.len()).rev() {
+        if k == 0 {
+            out[k] = rest;
+        } else {
+            let d = cg.dim(&dims[k])?;
+            out[k] = cg.rem(rest, d)?;
+            rest = cg.div(rest, d)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The row-major offset of `coords` in `dims`.
+pub fn linear<'ctx>(cg: &Cg<'ctx>, coords: &[IntValue<'ctx>], dims: &[Dim]) -> Gen<IntValue<'ctx>> {
+    let mut off = cg.c(0);
+    for (c, d) in coords.iter().zip(dims) {
+        off = cg.add(cg.mul(off, cg.dim(d)?)?, *c)?;
+    }
+    Ok(off)
+}
+
+fn norm_axis(axis: i64, rank: usize) -> Gen<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a as usize >= rank.max(1) {
+        return Err(KernelError::Unsupported(format!(
+            "axis {axis} is out of range for rank {rank}"
+        )));
+    }
+    Ok(a as usize)
+}
+
+/// Generates the kernel of a movement or pooling node.
+pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> {
+    let mut cg = req.begin(cx, BLOCK);
+    let out = req.outputs[0].clone();
+    let x = req.input(0)?.clone();
+    let variant = match req.op {
+        Op::Transpose { perm } => {
+            let rank = x.shape.len();
+            let perm: Vec<usize> = if perm.is_empty() {
+                (0..rank).rev().collect()
+            } else {
+                perm.iter()
+                    .map(|&p| norm_axis(p, rank))
+                    .collect::<Gen<_>>()?
+            };
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let mut ic = vec![cg.c(0); rank];
+                for (k, &p) in perm.iter().enumerate() {
+                    ic[p] = oc[k];
+                }
+                let off = linear(cg, &ic, &x.shape)?;
+                copy(cg, req, 0, off, idx)
+            })?;
+            "transpose"
+        }
+        Op::Concat { axis } => {
+            let a = norm_axis(*axis, out.shape.len())?;
+            let present: Vec<usize> = (0..req.inputs.len())
+                .filter(|&i| req.inputs[i].is_some())
+                .collect();
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let mut start = cg.c(0);
+                for &i in &present {
+                    let shape = req.input(i)?.shape.clone();
+                    let end = cg.add(start, cg.dim(&shape[a])?)?;
+                    let inside = cg.and(
+                        cg.icmp(IntPredicate::SGE, oc[a], start)?,
+                        cg.icmp(IntPredicate::SLT, oc[a], end)?,
+                    )?;
+                    let mut ic = oc.to_vec();
+                    ic[a] = cg.sub(oc[a], start)?;
+                    cg.if_then(inside, |cg| {
+                        let off = linear(cg, &ic, &shape)?;
+                        copy(cg, req, i, off, idx)
+                    })?;
+                    start = end;
+                }
+                Ok(())
+            })?;
+            "concat"
+        }
+        Op::Split { axis, .. } => {
+            let a = norm_axis(*axis, x.shape.len())?;
+            let mut start = Dim::known(0);
+            for (k, o) in req.outputs.iter().enumerate() {
+                let first = start.clone();
+                cg.for_each_thread_item(cg.c(0), cg.product(&o.shape)?, |cg, idx| {
+                    let mut ic = coords(cg, idx, &o.shape)?;
+                    ic[a] = cg.add(ic[a], cg.dim(&first)?)?;
+                    let off = linear(cg, &ic, &x.shape)?;
+                    let v = cg.load(x.dtype, cg.buffer(req.input_param(0)), off)?;
+                    cg.store(o.dtype, cg.buffer(k), idx, v)
+                })?;
+                start = start + o.shape[a].clone();
+            }
+            "split"
+        }
+        Op::Slice => {
+            let rank = x.shape.len();
+            let starts = req.known_ints(1)?.to_vec();
+            let axes: Vec<usize> = match req.inputs.get(3).and_then(|t| t.as_ref()) {
+                Some(_) => req
+                    .known_ints(3)?
+                    .iter()
+                    .map(|&a| norm_axis(a, rank))
+                    .collect::<Gen<_>>()?,
+                None => (0..starts.len()).collect(),
+            };
+            let steps: Vec<i64> = match req.inputs.get(4).and_then(|t| t.as_ref()) {
+                Some(_) => req.known_ints(4)?.to_vec(),
+                None => vec![1; starts.len()],
+            };
+            let mut begin = vec![0i64; rank];
+            let mut step = vec![1i64; rank];
+            for ((&a, &s), &st) in axes.iter().zip(&starts).zip(&steps) {
+                let d = x.shape[a].as_const().ok_or_else(|| {
+                    KernelError::Unsupported("slicing a symbolic axis needs static bounds".into())
+                })?;
+                let s = if s < 0 { s + d } else { s };
+                begin[a] = if st > 0 {
+                    s.clamp(0, d)
+                } else {
+                    s.clamp(0, d - 1)
+                };
+                step[a] = st;
+            }
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let ic: Vec<_> = (0..rank)
+                    .map(|k| cg.add(cg.c(begin[k]), cg.mul(oc[k], cg.c(step[k]))?))
+                    .collect::<Gen<_>>()?;
+                let off = linear(cg, &ic, &x.shape)?;
+                copy(cg, req, 0, off, idx)
+            })?;
+            "slice"
+        }
+        Op::Gather { axis } => {
+            let a = norm_axis(*axis, x.shape.len())?;
+            let indices = req.input(1)?.clone();
+            let q = indices.shape.len();
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let ipos = linear(cg, &oc[a..a + q], &indices.shape)?;
+                let Val::I(raw) = cg.load(indices.dtype, cg.buffer(req.input_param(1)), ipos)?
+                else {
+                    return Err(KernelError::Unsupported(
+                        "Gather indices must be integers".into(),
+                    ));
+                };
+                let d = cg.dim(&x.shape[a])?;
+                let neg = cg.icmp(IntPredicate::SLT, raw, cg.c(0))?;
+                let fixed = cg.select(neg, cg.add(raw, d)?, raw)?.into_int_value();
+                // Out-of-range indices read element 0 rather than outside the buffer.
+                let ok = cg.and(
+                    cg.icmp(IntPredicate::SGE, fixed, cg.c(0))?,
+                    cg.icmp(IntPredicate::SLT, fixed, d)?,
+                )?;
+                let fixed = cg.select(ok, fixed, cg.c(0))?.into_int_value();
+                let mut ic: Vec<_> = oc[..a].to_vec();
+                ic.push(fixed);
+                ic.extend_from_slice(&oc[a + q..]);
+                let off = linear(cg, &ic, &x.shape)?;
+                copy(cg, req, 0, off, idx)
+            })?;
+            "gather"
+        }
+        Op::Pad { mode } => {
+            let rank = x.shape.len();
+            let pads = req.known_ints(1)?.to_vec();
+            let axes: Vec<usize> = match req.inputs.get(3).and_then(|t| t.as_ref()) {
+                Some(_) => req
+                    .known_ints(3)?
+                    .iter()
+                    .map(|&a| norm_axis(a, rank))
+                    .collect::<Gen<_>>()?,
+                None => (0..rank).collect(),
+            };
+            let mut before = vec![0i64; rank];
+            for (k, &a) in axes.iter().enumerate() {
+                before[a] = pads[k];
+            }
+            let fill = if req.inputs.get(2).and_then(|t| t.as_ref()).is_some() {
+                req.known_ints(2)?.first().copied().unwrap_or(0) as f64
+            } else {
+                0.0
+            };
+            let mode = mode.clone();
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let mut inside = cg.icmp(IntPredicate::EQ, cg.c(0), cg.c(0))?;
+                let mut ic = Vec::with_capacity(rank);
+                for k in 0..rank {
+                    let d = cg.dim(&x.shape[k])?;
+                    let raw = cg.sub(oc[k], cg.c(before[k]))?;
+                    let last = cg.sub(d, cg.c(1))?;
+                    let c = match mode.as_str() {
+                        "edge" => cg.imin(cg.imax(raw, cg.c(0))?, last)?,
+                        "reflect" => {
+                            let r = cg.imax(raw, cg.sub(cg.c(0), raw)?)?;
+                            let over = cg.sub(r, last)?;
+                            let folded = cg.sub(last, over)?;
+                            let big = cg.icmp(IntPredicate::SGT, r, last)?;
+                            cg.select(big, folded, r)?.into_int_value()
+                        }
+                        _ => {
+                            let ok = cg.and(
+                                cg.icmp(IntPredicate::SGE, raw, cg.c(0))?,
+                                cg.icmp(IntPredicate::SLT, raw, d)?,
+                            )?;
+                            inside = cg.and(inside, ok)?;
+                            cg.imin(cg.imax(raw, cg.c(0))?, last)?
+                        }
+                    };
+                    ic.push(c);
+                }
+                let off = linear(cg, &ic, &x.shape)?;
+                let v = cg.load(x.dtype, cg.buffer(req.input_param(0)), off)?;
+                let v = match v {
+                    Val::F(f) => Val::F(cg.fsel(inside, f, cg.f(fill))?),
+                    Val::I(i) => Val::I(cg.select(inside, i, cg.c(fill as i64))?.into_int_value()),
+                };
+                cg.store(out.dtype, cg.buffer(0), idx, v)
+            })?;
+            "pad"
+        }
+        Op::Resize(attrs) => {
+            let rank = x.shape.len();
+            let mode = attrs.mode.clone();
+            let ctm = attrs.coordinate_transformation_mode.clone();
+            let nearest = attrs.nearest_mode.clone();
+            if mode == "cubic" {
+                return Err(KernelError::Unsupported(
+                    "cubic Resize has no GPU kernel yet".into(),
+                ));
+            }
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                // Per axis: the source coordinate as a float, from the size ratio.
+                let mut lo = Vec::with_capacity(rank);
+                let mut hi = Vec::with_capacity(rank);
+                let mut frac = Vec::with_capacity(rank);
+                for k in 0..rank {
+                    let (din, dout) = (cg.dim(&x.shape[k])?, cg.dim(&out.shape[k])?);
+                    let (fin, fout) = (cg.itof(din)?, cg.itof(dout)?);
+                    let scale = cg.fdiv(fout, fin)?;
+                    let o = cg.itof(oc[k])?;
+                    let src = match ctm.as_str() {
+                        "asymmetric" => cg.fdiv(o, scale)?,
+                        "align_corners" => {
+                            let num = cg.fmul(o, cg.fsub(fin, cg.f(1.0))?)?;
+                            let den =
+                                cg.fcall2("llvm.maxnum.f32", cg.fsub(fout, cg.f(1.0))?, cg.f(1.0))?;
+                            cg.fdiv(num, den)?
+                        }
+                        "pytorch_half_pixel" => {
+                            let s = cg.fsub(cg.fdiv(cg.fadd(o, cg.f(0.5))?, scale)?, cg.f(0.5))?;
+                            let one = cg.fcmp(FloatPredicate::OGT, fout, cg.f(1.0))?;
+                            cg.fsel(one, s, cg.f(0.0))?
+                        }
+                        _ => cg.fsub(cg.fdiv(cg.fadd(o, cg.f(0.5))?, scale)?, cg.f(0.5))?,
+                    };
+                    let last = cg.sub(din, cg.c(1))?;
+                    let clamp =
+                        |cg: &Cg<'ctx>, v: IntValue<'ctx>| cg.imin(cg.imax(v, cg.c(0))?, last);
+                    if mode == "nearest" {
+                        let r = match nearest.as_str() {
+                            "floor" => cg.fcall1("llvm.floor.f32", src)?,
+                            "ceil" => cg.fcall1("llvm.ceil.f32", src)?,
+                            "round_prefer_ceil" => cg.fcall1("llvm.round.f32", src)?,
+                            _ => {
+                                // round_prefer_floor: halves go down.
+                                let up = cg.fcall1("llvm.ceil.f32", cg.fsub(src, cg.f(0.5))?)?;
+                                up
+                            }
+                        };
+                        let i = cg.b.build_float_to_signed_int(r, cg.i64t(), "")?;
+                        lo.push(clamp(cg, i)?);
+                    } else {
+                        let src = cg.fcall2("llvm.maxnum.f32", src, cg.f(0.0))?;
+                        let f0 = cg.fcall1("llvm.floor.f32", src)?;
+                        let i0 = cg.b.build_float_to_signed_int(f0, cg.i64t(), "")?;
+                        let i0c = clamp(cg, i0)?;
+                        let i1 = clamp(cg, cg.add(i0, cg.c(1))?)?;
+                        let beyond = cg.icmp(IntPredicate::SGE, i0, last)?;
+                        let t = cg.fsel(beyond, cg.f(0.0), cg.fsub(src, f0)?)?;
+                        lo.push(i0c);
+                        hi.push(i1);
+                        frac.push(t);
+                    }
+                }
+                let v = if mode == "nearest" {
+                    let off = linear(cg, &lo, &x.shape)?;
+                    cg.load(x.dtype, cg.buffer(req.input_param(0)), off)?
+                } else {
+                    Val::F(lerp_corners(
+                        cg,
+                        req,
+                        &x.shape,
+                        x.dtype,
+                        &lo,
+                        &hi,
+                        &frac,
+                        0,
+                        &mut lo.clone(),
+                    )?)
+                };
+                cg.store(out.dtype, cg.buffer(0), idx, v)
+            })?;
+            if mode == "nearest" {
+                "resize-nearest"
+            } else {
+                "resize-linear"
+            }
+        }
+        Op::MaxPool { pool, .. } => {
+            pool_kernel(&mut cg, req, pool, true, false)?;
+            "maxpool"
+        }
+        Op::AveragePool {
+            pool,
+            count_include_pad,
+        } => {
+            pool_kernel(&mut cg, req, pool, false, *count_include_pad)?;
+            "avgpool"
+        }
+        Op::Shape { start, .. } => {
+            let rank = x.shape.len() as i64;
+            let first = if *start < 0 {
+                (start + rank).max(0)
+            } else {
+                (*start).min(rank)
+            } as usize;
+            let t0 = cg.icmp(IntPredicate::EQ, cg.add(cg.tid()?, cg.ctaid()?)?, cg.c(0))?;
+            let dims: Vec<Dim> =
+                x.shape[first..first + out.shape[0].as_const().unwrap_or(0) as usize].to_vec();
+            cg.if_then(t0, |cg| {
+                for (k, d) in dims.iter().enumerate() {
+                    cg.store(out.dtype, cg.buffer(0), cg.c(k as i64), Val::I(cg.dim(d)?))?;
+                }
+                Ok(())
+            })?;
+            "shape"
+        }
+        other => {
+            return Err(KernelError::Unsupported(format!(
+                "{} is not a movement op",
+                other.name()
+            )))
+        }
+    };
+    let launch = Launch {
+        grid: match req.op {
+            Op::Shape { .. } => Dim::known(1),
+            _ => req
+                .outputs
+                .iter()
+                .map(|o| o.numel())
+                .fold(Dim::known(0), |a, b| a + b)
+                .ceil_div(&Dim::known(BLOCK as i64)),
+        },
+        block: BLOCK,
+        shared_bytes: 0,
+    };
+    let info = req.describe(Family::Movement, variant, vec![req.op.name()], launch);
+    Ok(Generated {
+        info,
+        module: cg.finish()?,
+    })
+}
+
+/// Runs `body(idx, coords)` for every element of an output of `shape`.
+fn each_output<'ctx>(
+    cg: &mut Cg<'ctx>,
+    shape: &[Dim],
+    mut body: impl FnMut(&mut Cg<'ctx>, IntValue<'ctx>, &[IntValue<'ctx>]) -> Gen<()>,
+) -> Gen<()> {
+    let n = cg.product(shape)?;
+    cg.for_each_thread_item(cg.c(0), n, |cg, idx| {
+        let oc = coords(cg, idx, shape)?;
+        body(cg, idx, &oc)
+    })
+}
+
+/// Copies input `slot`'s element `from` to output element `to`.
+fn copy<'ctx>(
+    cg: &Cg<'ctx>,
+    req: &Request,
+    slot: usize,
+    from: IntValue<'ctx>,
+    to: IntValue<'ctx>,
+) -> Gen<()> {
+    let t = req.input(slot)?;
+    let v = cg.load(t.dtype, cg.buffer(req.input_param(slot)), from)?;
+    cg.store(req.outputs[0].dtype, cg.buffer(0), to, v)
+}
+
+/// Multilinear interpolation over the `2^rank` corners, recursively by axis.
+#[allow(clippy::too_many_arguments)]
+fn lerp_corners<'ctx>(
+    cg: &Cg<'ctx>,
+    req: &Request,
+    shape: &[Dim],
+    dtype: sparkc_ir::DType,
+    lo: &[IntValue<'ctx>],
+    hi: &[IntValue<'ctx>],
+    frac: &[FloatValue<'ctx>],
+    axis: usize,
+    at: &mut Vec<IntValue<'ctx>>,
+) -> Gen<FloatValue<'ctx>> {
+    if axis == lo.len() {
+        let off = linear(cg, at, shape)?;
+        return cg
+            .load(dtype, cg.buffer(req.input_param(0)), off)?
+            .float(cg);
+    }
+    if shape[axis].as_const() == Some(1) || lo[axis] == hi[axis] {
+        at[axis] = lo[axis];
+        return lerp_corners(cg, req, shape, dtype, lo, hi, frac, axis + 1, at);
+    }
+    at[axis] = lo[axis];
+    let a = lerp_corners(cg, req, shape, dtype, lo, hi, frac, axis + 1, at)?;
+    at[axis] = hi[axis];
+    let b = lerp_corners(cg, req, shape, dtype, lo, hi, frac, axis + 1, at)?;
+    cg.fma(cg.fsub(b, a)?, frac[axis], a)
+}
+
+/// Max or average pooling over an N-D window with pads, strides and dilations.
+fn pool_kernel(
+    cg: &mut Cg,
+    req: &Request,
+    pool: &PoolAttrs,
+    max: bool,
+    include_pad: bool,
+) -> Gen<()> {
+    let x = req.input(0)?.clone();
+    let out = req.outputs[0].clone();
+    let spatial = x.shape.len().saturating_sub(2);
+    let kernel = &pool.kernel_shape;
+    if kernel.len() != spatial {
+        return Err(KernelError::Unsupported(
+            "pool kernel rank does not match the input".into(),
+        ));
+    }
+    let get = |v: &[i64], k: usize, default: i64| v.get(k).copied().unwrap_or(default);
+    let mut begin = vec![0i64; spatial];
+    for (k, b) in begin.iter_mut().enumerate() {
+        *b = match pool.auto_pad {
+            AutoPad::NotSet | AutoPad::Valid => get(&pool.pads, k, 0),
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let (Some(i), Some(o)) = (x.shape[2 + k].as_const(), out.shape[2 + k].as_const())
+                else {
+                    return Err(KernelError::Unsupported(
+                        "SAME padding needs static sizes".into(),
+                    ));
+                };
+                let eff = (kernel[k] - 1) * get(&pool.dilations, k, 1) + 1;
+                let total = ((o - 1) * get(&pool.strides, k, 1) + eff - i).max(0);
+                if pool.auto_pad == AutoPad::SameUpper {
+                    total / 2
+                } else {
+                    total - total / 2
+                }
+            }
+        };
+        if pool.auto_pad == AutoPad::Valid {
+            *b = 0;
+        }
+    }
+    let ends: Vec<i64> = (0..spatial)
+        .map(|k| get(&pool.pads, spatial + k, 0))
+        .collect();
+    let window: i64 = kernel.iter().product();
+    each_output(cg, &out.shape, |cg, idx, oc| {
+        let mut acc = cg.f(if max { f64::NEG_INFINITY } else { 0.0 });
+        let mut count = cg.c(0);
+        let mut padded = cg.c(0);
+        for w in 0..window {
+            // The window position, last axis fastest.
+            let mut rest = w;
+            let mut pos = vec![0i64; spatial];
+            for k in (0..spatial).rev() {
+                pos[k] = rest % kernel[k];
+                rest /= kernel[k];
+            }
+            let mut inside = cg.icmp(IntPredicate::EQ, cg.c(0), cg.c(0))?;
+            let mut in_padded = cg.icmp(IntPredicate::EQ, cg.c(0), cg.c(0))?;
+            let mut ic = vec![oc[0], oc[1]];
+            for k in 0..spatial {
+                let d = cg.dim(&x.shape[2 + k])?;
+                let at = cg.add(
+                    cg.sub(
+                        cg.mul(oc[2 + k], cg.c(get(&pool.strides, k, 1)))?,
+                        cg.c(begin[k]),
+                    )?,
+                    cg.c(pos[k] * get(&pool.dilations, k, 1)),
+                )?;
+                let ok = cg.and(
+                    cg.icmp(IntPredicate::SGE, at, cg.c(0))?,
+                    cg.icmp(IntPredicate::SLT, at, d)?,
+                )?;
+                let within_pads = cg.icmp(IntPredicate::SLT, at, cg.add(d, cg.c(ends[k]))?)?;
+                inside = cg.and(inside, ok)?;
+                in_padded = cg.and(in_padded, within_pads)?;
+                ic.push(cg.imin(cg.imax(at, cg.c(0))?, cg.sub(d, cg.c(1))?)?);
+            }
+            let off = linear(cg, &ic, &x.shape)?;
+            let v = cg
+                .load(x.dtype, cg.buffer(req.input_param(0)), off)?
+                .float(cg)?;
+            if max {
+                let m = cg.fmax(acc, v)?;
+                acc = cg.fsel(inside, m, acc)?;
+            } else {
+                let s = cg.fadd(acc, v)?;
+                acc = cg.fsel(inside, s, acc)?;
+            }
+            let one = cg.b.build_int_z_extend(inside, cg.i64t(), "")?;
+            count = cg.add(count, one)?;
+            let one = cg.b.build_int_z_extend(in_padded, cg.i64t(), "")?;
+            padded = cg.add(padded, one)?;
+        }
+        if !max {
+            let divisor = if include_pad { padded } else { count };
+            acc = cg.fdiv(acc, cg.itof(cg.imax(divisor, cg.c(1))?)?)?;
+        }
+        cg.store(out.dtype, cg.buffer(0), idx, Val::F(acc))
+    })
+}

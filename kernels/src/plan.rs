@@ -1,0 +1,259 @@
+//! Picks a generator for each node of a graph and lowers the graph to one kernel per node.
+
+use crate::cg::Gen;
+use crate::target::{Sm, Target};
+use crate::{
+    attention, conv, elementwise, emit, expr, gemm, movement, reduce, Generated, KernelError,
+    KernelInfo, Request, TensorSig,
+};
+use inkwell::context::Context;
+use serde::Serialize;
+use sparkc_ir::{FusedKind, Graph, NodeId, Op, ValueType};
+use std::str::FromStr;
+
+/// Arithmetic used for matrix products and convolutions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Precision {
+    /// FP32 tensors multiply on tensor cores in TF32 with FP32 accumulation (the default).
+    #[default]
+    Tf32,
+    /// Exact FP32 on CUDA cores.
+    Fp32,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "tf32" => Ok(Precision::Tf32),
+            "fp32" => Ok(Precision::Fp32),
+            other => Err(format!("unknown precision `{other}`; known: tf32, fp32")),
+        }
+    }
+}
+
+/// True for ops that only reinterpret their input's buffer (no kernel, no copy).
+pub fn is_view(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze
+            | Op::Unsqueeze
+            | Op::Dropout { .. }
+            | Op::Unary(sparkc_ir::op::Unary::Identity)
+    )
+}
+
+/// True for nodes that are not computed: inputs and constants.
+pub fn is_leaf(op: &Op) -> bool {
+    matches!(op, Op::Input | Op::Const(_))
+}
+
+fn sig(ty: &ValueType, what: &str) -> Gen<TensorSig> {
+    let t = ty
+        .as_tensor()
+        .ok_or_else(|| KernelError::Unsupported(format!("{what} is not a tensor")))?;
+    let shape = t
+        .shape
+        .clone()
+        .ok_or_else(|| KernelError::Unsupported(format!("{what} has an unknown rank")))?;
+    if shape.iter().any(|d| d.is_dynamic()) {
+        return Err(KernelError::Unsupported(format!(
+            "{what} has a data-dependent size"
+        )));
+    }
+    Ok(TensorSig {
+        dtype: t.dtype,
+        shape,
+    })
+}
+
+/// The request for one node.
+pub fn request<'g>(
+    graph: &'g Graph,
+    id: NodeId,
+    name: String,
+    target: Target,
+    precision: Precision,
+) -> Gen<Request<'g>> {
+    let node = graph.node(id);
+    let mut inputs = Vec::with_capacity(node.arity);
+    for (slot, v) in graph.inputs_of(id).into_iter().enumerate() {
+        inputs.push(match v {
+            Some(v) => Some(sig(&graph.value(v).ty, &format!("input {slot}"))?),
+            None => None,
+        });
+    }
+    let known = graph
+        .inputs_of(id)
+        .into_iter()
+        .map(|v| v.and_then(|v| graph.value(v).known.as_ref().and_then(|k| k.as_i64s())))
+        .collect();
+    let outputs = node
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| sig(&v.ty, &format!("output {i}")))
+        .collect::<Gen<Vec<_>>>()?;
+    Ok(Request {
+        name,
+        node: node.name.clone(),
+        op: &node.op,
+        inputs,
+        outputs,
+        known,
+        target,
+        precision,
+    })
+}
+
+/// Generates the kernel of one request.
+pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> {
+    match req.op {
+        Op::Fused(f) => match f.kind() {
+            FusedKind::Elementwise => elementwise::generate(cx, req, &f.body),
+            FusedKind::Contraction => match f
+                .body
+                .iter()
+                .find(|n| sparkc_ir::fused::is_contraction(&n.op))
+            {
+                Some(n) if matches!(n.op, Op::Conv(_)) => conv::generate(cx, req, &f.body),
+                _ => gemm::generate(cx, req, &f.body),
+            },
+            FusedKind::Reduction => reduce::generate(cx, req, &f.body),
+        },
+        Op::ConstantOfShape { value } => elementwise::generate_fill(cx, req, value),
+        op if expr::is_scalar_op(op) => {
+            let body =
+                elementwise::single_op_body(op, req.inputs.len(), |i| req.inputs[i].is_some());
+            elementwise::generate(cx, req, &body)
+        }
+        op if gemm::handles(op) => gemm::generate(cx, req, &single(req)),
+        op if conv::handles(op) => conv::generate(cx, req, &single(req)),
+        op if reduce::handles(op) => reduce::generate(cx, req, &single(req)),
+        Op::Attention(_) => attention::generate(cx, req),
+        op if movement::handles(op) => movement::generate(cx, req),
+        other => Err(KernelError::Unsupported(format!(
+            "{} has no GPU kernel yet",
+            other.name()
+        ))),
+    }
+}
+
+fn single(req: &Request) -> Vec<sparkc_ir::BodyNode> {
+    elementwise::single_op_body(req.op, req.inputs.len(), |i| req.inputs[i].is_some())
+}
+
+/// What to produce for each kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Only the description.
+    Info,
+    /// PTX for an architecture.
+    Ptx(Sm),
+    /// LLVM IR for an architecture, as generated (before optimization).
+    Llvm(Sm),
+}
+
+/// One lowered node: its kernel's description and, if asked, its text.
+#[derive(Clone, Debug, Serialize)]
+pub struct Lowered {
+    /// The kernel.
+    pub info: KernelInfo,
+    /// PTX or LLVM IR (empty for [`Output::Info`]).
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// A node that gets no kernel, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    /// The node's name.
+    pub node: String,
+    /// The op.
+    pub op: String,
+}
+
+/// The kernels of a graph.
+#[derive(Clone, Debug, Serialize)]
+pub struct Lowering {
+    /// One per computed node, in execution order.
+    pub kernels: Vec<Lowered>,
+    /// Views: nodes that reinterpret a buffer and need no kernel.
+    pub views: Vec<Skipped>,
+}
+
+/// Lowers every computed node of `graph` (or only the node named `only`).
+pub fn lower_graph(
+    graph: &Graph,
+    output: Output,
+    precision: Precision,
+    only: Option<&str>,
+) -> Result<Lowering, KernelError> {
+    let target = match output {
+        Output::Info => Target::Gpu(Sm::Sm121a),
+        Output::Ptx(sm) | Output::Llvm(sm) => Target::Gpu(sm),
+    };
+    let order = graph
+        .topo_order()
+        .map_err(|e| KernelError::Unsupported(e.to_string()))?;
+    let mut kernels = Vec::new();
+    let mut views = Vec::new();
+    let mut found = only.is_none();
+    for (k, id) in order.into_iter().enumerate() {
+        let node = graph.node(id);
+        if is_leaf(&node.op) {
+            continue;
+        }
+        if let Some(name) = only {
+            if node.name != name {
+                continue;
+            }
+            found = true;
+        }
+        if is_view(&node.op) {
+            views.push(Skipped {
+                node: node.name.clone(),
+                op: node.op.name(),
+            });
+            continue;
+        }
+        let name = kernel_name(k, &node.name);
+        let wrap = |e: KernelError| KernelError::Node {
+            node: node.name.clone(),
+            op: node.op.name(),
+            source: Box::new(e),
+        };
+        let req = request(graph, id, name, target, precision).map_err(wrap)?;
+        let cx = Context::create();
+        let generated = generate(&cx, &req).map_err(wrap)?;
+        let text = match output {
+            Output::Info => String::new(),
+            Output::Ptx(sm) => emit::ptx(&generated.module, sm).map_err(wrap)?,
+            Output::Llvm(_) => emit::llvm(&generated.module),
+        };
+        kernels.push(Lowered {
+            info: generated.info,
+            text,
+        });
+    }
+    if !found {
+        return Err(KernelError::Unsupported(format!(
+            "no node named `{}`",
+            only.unwrap_or_default()
+        )));
+    }
+    Ok(Lowering { kernels, views })
+}
+
+/// A kernel's entry-point name: its position and the node's name, as a PTX identifier.
+pub fn kernel_name(index: usize, node: &str) -> String {
+    let clean: String = node
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(48)
+        .collect();
+    format!("k{index}_{clean}")
+}
