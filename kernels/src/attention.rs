@@ -2,7 +2,7 @@
 //! and values per query row with an online softmax (running maximum and sum, the output
 //! accumulator rescaled as the maximum grows), so the `S×S` score matrix never exists.
 //! Handles 3-D (`[B, S, H*D]`) and 4-D (`[B, H, S, D]`) layouts, grouped KV heads, boolean or
-//! additive masks with broadcasting, causal masking and soft capping. Rows whose keys are all
+//! additive masks with broadcasting, causal and sliding-window masking and soft capping. Rows whose keys are all
 //! masked produce zeros, as the CPU reference does.
 //!
 //! Reference: the CPU executor's Attention.
@@ -141,9 +141,23 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                     (_, mv) => cg.fadd(s, mv.float(cg)?)?,
                 };
             }
+            // Query row i sits at key position i (no past cache): causal and window masks.
+            let diff = cg.sub(i, j)?;
             if attrs.is_causal {
-                let future = cg.icmp(IntPredicate::SGT, j, cg.add(i, cg.sub(skv_v, sq_v)?)?)?;
+                let future = cg.icmp(IntPredicate::SLT, diff, cg.c(0))?;
                 s = cg.fsel(future, cg.f(f64::NEG_INFINITY), s)?;
+            }
+            if attrs.left_window_size >= 0 {
+                let far = cg.icmp(IntPredicate::SGT, diff, cg.c(attrs.left_window_size))?;
+                s = cg.fsel(far, cg.f(f64::NEG_INFINITY), s)?;
+            }
+            if attrs.right_window_size >= 0 {
+                let far = cg.icmp(
+                    IntPredicate::SGT,
+                    cg.sub(cg.c(0), diff)?,
+                    cg.c(attrs.right_window_size),
+                )?;
+                s = cg.fsel(far, cg.f(f64::NEG_INFINITY), s)?;
             }
             let m_new = cg.fcall2("llvm.maxnum.f32", m, s)?;
             // A row still all masked keeps its state (and avoids inf - inf).

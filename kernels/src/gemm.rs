@@ -128,10 +128,10 @@ pub fn tiled<'ctx>(
                             )?;
                             b.push(cg.load_raw(f32t.into(), b_s, bi)?.into_float_value());
                         }
-                        for r in 0..4 {
-                            for c in 0..4 {
+                        for (r, &ar) in a.iter().enumerate() {
+                            for (c, &bc) in b.iter().enumerate() {
                                 let e = r * 4 + c;
-                                s[e] = cg.fma(a[r], b[c], s[e].into_float_value())?.into();
+                                s[e] = cg.fma(ar, bc, s[e].into_float_value())?.into();
                             }
                         }
                         Ok(s)

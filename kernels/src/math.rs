@@ -19,7 +19,7 @@ impl<'ctx> Cg<'ctx> {
             .into_int_value())
     }
 
-    fn from_bits(&self, x: IntValue<'ctx>) -> Gen<FloatValue<'ctx>> {
+    fn float_of_bits(&self, x: IntValue<'ctx>) -> Gen<FloatValue<'ctx>> {
         Ok(self
             .b
             .build_bit_cast(x, self.f32t(), "")?
@@ -33,7 +33,7 @@ impl<'ctx> Cg<'ctx> {
         let shifted = self
             .b
             .build_left_shift(biased, i32t.const_int(23, false), "")?;
-        self.from_bits(shifted)
+        self.float_of_bits(shifted)
     }
 
     fn poly(&self, x: FloatValue<'ctx>, coefs: &[f64]) -> Gen<FloatValue<'ctx>> {
@@ -103,7 +103,7 @@ impl<'ctx> Cg<'ctx> {
         let mant = self
             .b
             .build_or(mant, i32t.const_int(0x3f80_0000, false), "")?;
-        let m = self.from_bits(mant)?;
+        let m = self.float_of_bits(mant)?;
         let big = self.fcmp(FloatPredicate::OGT, m, self.f(std::f64::consts::SQRT_2))?;
         let m = self.fsel(big, self.fmul(m, self.f(0.5))?, m)?;
         let e = self

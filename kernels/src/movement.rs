@@ -274,11 +274,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 let mut lo = Vec::with_capacity(rank);
                 let mut hi = Vec::with_capacity(rank);
                 let mut frac = Vec::with_capacity(rank);
-                for k in 0..rank {
+                for (k, &o_k) in oc.iter().enumerate() {
                     let (din, dout) = (cg.dim(&x.shape[k])?, cg.dim(&out.shape[k])?);
                     let (fin, fout) = (cg.itof(din)?, cg.itof(dout)?);
                     let scale = cg.fdiv(fout, fin)?;
-                    let o = cg.itof(oc[k])?;
+                    let o = cg.itof(o_k)?;
                     let src = match ctm.as_str() {
                         "asymmetric" => cg.fdiv(o, scale)?,
                         "align_corners" => {
@@ -346,6 +346,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             } else {
                 "resize-linear"
             }
+        }
+        Op::MaxPool { .. } if req.outputs.len() > 1 => {
+            return Err(KernelError::Unsupported(
+                "MaxPool's indices output has no GPU kernel yet".into(),
+            ))
         }
         Op::MaxPool { pool, .. } => {
             pool_kernel(&mut cg, req, pool, true, false)?;

@@ -1,0 +1,211 @@
+//! Generated kernels, built for the host and run by LLVM's JIT (one thread, one block), against
+//! the ONNX node tests' reference outputs: every single-node test whose op has a generator.
+//! This exercises each family's indexing, broadcasting, fusion and math on every CI run
+//! without a GPU. The count per family is printed.
+
+use sparkc_cpu::{Array, Value};
+use sparkc_ir::{DType, Op, ValueRef};
+use sparkc_kernels::plan::{generate, is_leaf, is_view, request};
+use sparkc_kernels::{host, Precision, Role, Target};
+use sparkc_tests::{generated, manifest_names, read_value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn bytes_of(a: &Array) -> Vec<u8> {
+    let dtype = a.dtype();
+    match dtype {
+        DType::F32 => a
+            .data
+            .to_f64s()
+            .iter()
+            .flat_map(|&v| (v as f32).to_le_bytes())
+            .collect(),
+        DType::I64 => a
+            .data
+            .to_i64s()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::I32 => a
+            .data
+            .to_i64s()
+            .iter()
+            .flat_map(|&v| (v as i32).to_le_bytes())
+            .collect(),
+        DType::Bool | DType::U8 => a.data.to_i64s().iter().map(|&v| v as u8).collect(),
+        DType::I8 => a.data.to_i64s().iter().map(|&v| v as i8 as u8).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn values_of(dtype: DType, bytes: &[u8]) -> Vec<f64> {
+    match dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        DType::I64 => bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        DType::I32 => bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        DType::Bool | DType::U8 => bytes.iter().map(|&b| b as f64).collect(),
+        DType::I8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Runs one node test's single node through its host kernel; `None` when it has no kernel.
+fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), String>)> {
+    let model = sparkc_onnx::load(&dir.join("model.onnx")).ok()?;
+    let graph = &model.graph;
+    let computed: Vec<_> = graph
+        .dag
+        .node_indices()
+        .filter(|&id| !is_leaf(&graph.node(id).op))
+        .collect();
+    let [id] = computed[..] else { return None };
+    let node = graph.node(id);
+    if is_view(&node.op) || matches!(node.op, Op::Fused(_)) {
+        return None;
+    }
+    let req = request(graph, id, "k".into(), Target::Host, Precision::Fp32).ok()?;
+    let cx = inkwell::context::Context::create();
+    let kernel = generate(&cx, &req).ok()?;
+    let encodable = [
+        DType::F32,
+        DType::I64,
+        DType::I32,
+        DType::Bool,
+        DType::U8,
+        DType::I8,
+    ];
+    if kernel
+        .info
+        .buffers
+        .iter()
+        .any(|b| !encodable.contains(&b.dtype))
+    {
+        return None;
+    }
+    let family = format!("{:?}", kernel.info.family);
+    let result = (|| -> Result<(), String> {
+        let set = dir.join("test_data_set_0");
+        let mut by_value: BTreeMap<ValueRef, Array> = BTreeMap::new();
+        for (j, &input) in graph.inputs.iter().enumerate() {
+            let Value::Tensor(a) =
+                read_value(&set.join(format!("input_{j}.pb")), &meta["inputs"][j])?
+            else {
+                return Err("non-tensor input".into());
+            };
+            by_value.insert(
+                ValueRef {
+                    node: input,
+                    output: 0,
+                },
+                a,
+            );
+        }
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let slots = graph.inputs_of(id);
+        for arg in &kernel.info.buffers {
+            match arg.role {
+                Role::Output => {
+                    let n: i64 = arg
+                        .shape
+                        .iter()
+                        .map(|d| d.as_const().unwrap_or(0))
+                        .product();
+                    let size = arg.dtype.storage_bytes(n as usize).ok_or("size")?;
+                    buffers.push(vec![0u8; size.max(1)]);
+                }
+                Role::Input => {
+                    let v = slots[arg.slot].ok_or("missing input")?;
+                    let bytes = match &graph.node(v.node).op {
+                        Op::Const(t) => t.data.to_vec(),
+                        _ => bytes_of(by_value.get(&v).ok_or("input not bound")?),
+                    };
+                    buffers.push(bytes);
+                }
+            }
+        }
+        let mut views: Vec<&mut [u8]> = buffers.iter_mut().map(|b| b.as_mut_slice()).collect();
+        // SAFETY: every buffer is sized for its parameter's static shape.
+        unsafe { host::run(&kernel, &mut views, &[]) }.map_err(|e| e.to_string())?;
+        let (rtol, atol) = (
+            meta["rtol"].as_f64().unwrap_or(1e-3).max(1e-4),
+            meta["atol"].as_f64().unwrap_or(1e-7).max(2e-5),
+        );
+        for (j, arg) in kernel
+            .info
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.role == Role::Output)
+        {
+            let Value::Tensor(expected) = read_value(
+                &set.join(format!("output_{}.pb", arg.slot)),
+                &meta["outputs"][arg.slot],
+            )?
+            else {
+                return Err("non-tensor output".into());
+            };
+            let want = expected.data.to_f64s();
+            let mut actual = values_of(arg.dtype, &buffers[j]);
+            actual.truncate(want.len());
+            if actual.len() != want.len() {
+                return Err(format!(
+                    "output {j}: {} elements, expected {}",
+                    actual.len(),
+                    want.len()
+                ));
+            }
+            for (i, (&x, &y)) in actual.iter().zip(&want).enumerate() {
+                let ok =
+                    (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * y.abs();
+                if !ok {
+                    return Err(format!("output {j} element {i}: got {x}, expected {y}"));
+                }
+            }
+        }
+        Ok(())
+    })();
+    Some((family, result))
+}
+
+#[test]
+fn host_kernels_match_onnx_node_tests() {
+    let root = generated().join("node");
+    let mut per_family: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for name in manifest_names("node") {
+        let dir = root.join(&name);
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta"))
+                .expect("json");
+        if std::env::var_os("SPARKC_TRACE").is_some() {
+            eprintln!("{name}");
+        }
+        let Some((family, result)) = run_case(&dir, &meta) else {
+            continue;
+        };
+        let entry = per_family.entry(family).or_default();
+        entry.0 += 1;
+        match result {
+            Ok(()) => entry.1 += 1,
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    for (family, (run, passed)) in &per_family {
+        println!("host kernels, {family}: {passed} of {run} node tests pass");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} node tests fail on host kernels:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
