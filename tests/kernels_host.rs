@@ -186,6 +186,7 @@ fn host_kernels_match_onnx_node_tests() {
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta"))
                 .expect("json");
+        // SPARKC_TRACE=1 names each case first, to find one that crashes the JIT-run kernel.
         if std::env::var_os("SPARKC_TRACE").is_some() {
             eprintln!("{name}");
         }
@@ -202,6 +203,11 @@ fn host_kernels_match_onnx_node_tests() {
     for (family, (run, passed)) in &per_family {
         println!("host kernels, {family}: {passed} of {run} node tests pass");
     }
+    assert_eq!(
+        per_family.len(),
+        6,
+        "every kernel family runs node tests: {per_family:?}"
+    );
     assert!(
         failures.is_empty(),
         "{} node tests fail on host kernels:\n{}",

@@ -66,6 +66,7 @@ pub struct Cg<'ctx> {
     buffers: usize,
     symbols: Vec<Arc<str>>,
     shared_count: usize,
+    reduce_scratch: Option<PointerValue<'ctx>>,
 }
 
 impl<'ctx> Cg<'ctx> {
@@ -110,6 +111,7 @@ impl<'ctx> Cg<'ctx> {
             buffers,
             symbols: symbols.to_vec(),
             shared_count: 0,
+            reduce_scratch: None,
         }
     }
 
@@ -640,7 +642,15 @@ impl<'ctx> Cg<'ctx> {
             return Ok(v);
         }
         let warp = self.warp_reduce(v, op)?;
-        let scratch = self.shared_array(self.f32t().into(), 33);
+        // One scratch array serves every reduction of the kernel: each ends with a barrier.
+        let scratch = match self.reduce_scratch {
+            Some(s) => s,
+            None => {
+                let s = self.shared_array(self.f32t().into(), 33);
+                self.reduce_scratch = Some(s);
+                s
+            }
+        };
         let tid = self.tid()?;
         let lane = self.rem(tid, self.c(32))?;
         let wid = self.div(tid, self.c(32))?;

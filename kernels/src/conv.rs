@@ -8,7 +8,7 @@
 use crate::cg::{Cg, Gen, Val};
 use crate::gemm::{clamp_index, masked, tiled, THREADS, TILE_K, TILE_M, TILE_N};
 use crate::reduce::{cut, Reader};
-use crate::{Family, Generated, KernelError, Launch, Request};
+use crate::{product, Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
 use inkwell::values::FloatValue;
 use inkwell::IntPredicate;
@@ -198,11 +198,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             }
             finish(cg, image, channel, pixel, acc)
         })?;
-        let total = x_shape[0].clone()
-            * y_shape[1].clone()
-            * y_shape[2..]
-                .iter()
-                .fold(Dim::known(1), |a, d| a * d.clone());
+        let total = product(&y_shape);
         (
             "depthwise-direct".to_string(),
             total.ceil_div(&Dim::known(THREADS as i64)),
@@ -242,9 +238,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         };
         tiled(&mut cg, units, m, out_pixels, k, &load_a, &load_b, &store)?;
         let m_dim = y_shape[1].clone().floor_div(&Dim::known(g.group));
-        let pixels = y_shape[2..]
-            .iter()
-            .fold(Dim::known(1), |a, d| a * d.clone());
+        let pixels = product(&y_shape[2..]);
         let grid = x_shape[0].clone()
             * Dim::known(g.group)
             * m_dim.ceil_div(&Dim::known(TILE_M))

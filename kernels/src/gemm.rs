@@ -11,7 +11,7 @@
 use crate::cg::{Cg, Gen, Val};
 use crate::elementwise::{layout, offsets};
 use crate::reduce::{cut, Reader};
-use crate::{Family, Generated, KernelError, Launch, Request};
+use crate::{product, Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
@@ -239,7 +239,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
     let b_dtype = req.input(b_slot)?.dtype;
     let mut cg = req.begin(cx, THREADS);
     let (m, n, k) = (cg.dim(&m_dim)?, cg.dim(&n_dim)?, cg.dim(&k_dim)?);
-    let units_dim = batch.iter().fold(Dim::known(1), |acc, d| acc * d.clone());
+    let units_dim = product(&batch);
     let units = cg.dim(&units_dim)?;
     let a_mat = cg.mul(m, k)?;
     let b_mat = cg.mul(k, n)?;

@@ -139,10 +139,20 @@ pub struct TensorSig {
 impl TensorSig {
     /// The element count as a size expression.
     pub fn numel(&self) -> Dim {
-        self.shape
-            .iter()
-            .fold(Dim::known(1), |acc, d| acc * d.clone())
+        product(&self.shape)
     }
+}
+
+/// The product of sizes, as a size expression.
+pub fn product(dims: &[Dim]) -> Dim {
+    dims.iter().fold(Dim::known(1), |acc, d| acc * d.clone())
+}
+
+/// A possibly negative axis mapped to `0..rank`, or an error naming it.
+pub(crate) fn resolve_axis(axis: i64, rank: usize) -> Result<usize, KernelError> {
+    sparkc_ir::infer::normalize_axis(axis, rank).ok_or_else(|| {
+        KernelError::Unsupported(format!("axis {axis} is out of range for rank {rank}"))
+    })
 }
 
 /// What a generator is asked to build: one node, its types, and where it runs.

@@ -5,7 +5,7 @@
 //! Reference: the CPU executor's movement and pooling ops.
 
 use crate::cg::{Cg, Gen, Val};
-use crate::{Family, Generated, KernelError, Launch, Request};
+use crate::{resolve_axis, Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::{FloatPredicate, IntPredicate};
@@ -57,16 +57,6 @@ pub fn linear<'ctx>(cg: &Cg<'ctx>, coords: &[IntValue<'ctx>], dims: &[Dim]) -> G
     Ok(off)
 }
 
-fn norm_axis(axis: i64, rank: usize) -> Gen<usize> {
-    let a = if axis < 0 { axis + rank as i64 } else { axis };
-    if a < 0 || a as usize >= rank.max(1) {
-        return Err(KernelError::Unsupported(format!(
-            "axis {axis} is out of range for rank {rank}"
-        )));
-    }
-    Ok(a as usize)
-}
-
 /// Generates the kernel of a movement or pooling node.
 pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> {
     let mut cg = req.begin(cx, BLOCK);
@@ -79,7 +69,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 (0..rank).rev().collect()
             } else {
                 perm.iter()
-                    .map(|&p| norm_axis(p, rank))
+                    .map(|&p| resolve_axis(p, rank))
                     .collect::<Gen<_>>()?
             };
             each_output(&mut cg, &out.shape, |cg, idx, oc| {
@@ -93,7 +83,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             "transpose"
         }
         Op::Concat { axis } => {
-            let a = norm_axis(*axis, out.shape.len())?;
+            let a = resolve_axis(*axis, out.shape.len())?;
             let present: Vec<usize> = (0..req.inputs.len())
                 .filter(|&i| req.inputs[i].is_some())
                 .collect();
@@ -119,7 +109,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             "concat"
         }
         Op::Split { axis, .. } => {
-            let a = norm_axis(*axis, x.shape.len())?;
+            let a = resolve_axis(*axis, x.shape.len())?;
             let mut start = Dim::known(0);
             for (k, o) in req.outputs.iter().enumerate() {
                 let first = start.clone();
@@ -137,14 +127,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         Op::Slice => {
             let rank = x.shape.len();
             let starts = req.known_ints(1)?.to_vec();
-            let axes: Vec<usize> = match req.inputs.get(3).and_then(|t| t.as_ref()) {
-                Some(_) => req
-                    .known_ints(3)?
-                    .iter()
-                    .map(|&a| norm_axis(a, rank))
-                    .collect::<Gen<_>>()?,
-                None => (0..starts.len()).collect(),
-            };
+            let axes = axes_input(req, 3, rank, starts.len())?;
             let steps: Vec<i64> = match req.inputs.get(4).and_then(|t| t.as_ref()) {
                 Some(_) => req.known_ints(4)?.to_vec(),
                 None => vec![1; starts.len()],
@@ -173,7 +156,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             "slice"
         }
         Op::Gather { axis } => {
-            let a = norm_axis(*axis, x.shape.len())?;
+            let a = resolve_axis(*axis, x.shape.len())?;
             let indices = req.input(1)?.clone();
             let q = indices.shape.len();
             each_output(&mut cg, &out.shape, |cg, idx, oc| {
@@ -204,14 +187,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         Op::Pad { mode } => {
             let rank = x.shape.len();
             let pads = req.known_ints(1)?.to_vec();
-            let axes: Vec<usize> = match req.inputs.get(3).and_then(|t| t.as_ref()) {
-                Some(_) => req
-                    .known_ints(3)?
-                    .iter()
-                    .map(|&a| norm_axis(a, rank))
-                    .collect::<Gen<_>>()?,
-                None => (0..rank).collect(),
-            };
+            let axes = axes_input(req, 3, rank, rank)?;
             let mut before = vec![0i64; rank];
             for (k, &a) in axes.iter().enumerate() {
                 before[a] = pads[k];
@@ -302,11 +278,8 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                             "floor" => cg.fcall1("llvm.floor.f32", src)?,
                             "ceil" => cg.fcall1("llvm.ceil.f32", src)?,
                             "round_prefer_ceil" => cg.fcall1("llvm.round.f32", src)?,
-                            _ => {
-                                // round_prefer_floor: halves go down.
-                                let up = cg.fcall1("llvm.ceil.f32", cg.fsub(src, cg.f(0.5))?)?;
-                                up
-                            }
+                            // round_prefer_floor: halves go down.
+                            _ => cg.fcall1("llvm.ceil.f32", cg.fsub(src, cg.f(0.5))?)?,
                         };
                         let i = cg.b.build_float_to_signed_int(r, cg.i64t(), "")?;
                         lo.push(clamp(cg, i)?);
@@ -406,6 +379,19 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         info,
         module: cg.finish()?,
     })
+}
+
+/// The axes given by optional input `slot` (known at compile time), or the first `default`
+/// axes when it is omitted.
+fn axes_input(req: &Request, slot: usize, rank: usize, default: usize) -> Gen<Vec<usize>> {
+    match req.inputs.get(slot).and_then(|t| t.as_ref()) {
+        Some(_) => req
+            .known_ints(slot)?
+            .iter()
+            .map(|&a| resolve_axis(a, rank))
+            .collect(),
+        None => Ok((0..default).collect()),
+    }
 }
 
 /// Runs `body(idx, coords)` for every element of an output of `shape`.

@@ -149,8 +149,8 @@ fn single(req: &Request) -> Vec<sparkc_ir::BodyNode> {
 /// What to produce for each kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Only the description.
-    Info,
+    /// Only the description, for an architecture.
+    Info(Sm),
     /// PTX for an architecture.
     Ptx(Sm),
     /// LLVM IR for an architecture, as generated (before optimization).
@@ -167,7 +167,7 @@ pub struct Lowered {
     pub text: String,
 }
 
-/// A node that gets no kernel, and why.
+/// A view: a node that reinterprets its input's buffer and gets no kernel.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {
     /// The node's name.
@@ -192,10 +192,10 @@ pub fn lower_graph(
     precision: Precision,
     only: Option<&str>,
 ) -> Result<Lowering, KernelError> {
-    let target = match output {
-        Output::Info => Target::Gpu(Sm::Sm121a),
-        Output::Ptx(sm) | Output::Llvm(sm) => Target::Gpu(sm),
+    let sm = match output {
+        Output::Info(sm) | Output::Ptx(sm) | Output::Llvm(sm) => sm,
     };
+    let max_shared = sm.info().max_shared_per_block;
     let order = graph
         .topo_order()
         .map_err(|e| KernelError::Unsupported(e.to_string()))?;
@@ -226,11 +226,17 @@ pub fn lower_graph(
             op: node.op.name(),
             source: Box::new(e),
         };
-        let req = request(graph, id, name, target, precision).map_err(wrap)?;
+        let req = request(graph, id, name, Target::Gpu(sm), precision).map_err(wrap)?;
         let cx = Context::create();
         let generated = generate(&cx, &req).map_err(wrap)?;
+        if generated.info.launch.shared_bytes > max_shared {
+            return Err(wrap(KernelError::Unsupported(format!(
+                "needs {} bytes of shared memory per block; {sm} has {max_shared}",
+                generated.info.launch.shared_bytes
+            ))));
+        }
         let text = match output {
-            Output::Info => String::new(),
+            Output::Info(_) => String::new(),
             Output::Ptx(sm) => emit::ptx(&generated.module, sm).map_err(wrap)?,
             Output::Llvm(_) => emit::llvm(&generated.module),
         };

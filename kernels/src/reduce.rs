@@ -12,12 +12,13 @@
 use crate::cg::{Cg, Combine, Gen, Val};
 use crate::elementwise::{layout, offsets, Layout};
 use crate::expr::{eval_body, is_scalar_op};
-use crate::{Family, Generated, KernelError, Launch, Request};
+use crate::{product, resolve_axis, Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
+use sparkc_ir::infer::broadcast_shapes;
 use sparkc_ir::op::Reduction;
-use sparkc_ir::{BodyNode, Dim, Op, Operand};
+use sparkc_ir::{BodyNode, Dim, Op, Operand, Shape};
 
 /// Threads per block.
 const BLOCK: u32 = 256;
@@ -43,56 +44,23 @@ pub fn handles(op: &Op) -> bool {
     )
 }
 
-fn prod(dims: &[Dim]) -> Dim {
-    dims.iter().fold(Dim::known(1), |acc, d| acc * d.clone())
-}
-
-fn norm_axis(axis: i64, rank: usize) -> Gen<usize> {
-    let a = if axis < 0 { axis + rank as i64 } else { axis };
-    if a < 0 || a as usize >= rank.max(1) {
-        return Err(KernelError::Unsupported(format!(
-            "axis {axis} is out of range for rank {rank}"
-        )));
-    }
-    Ok(a as usize)
-}
-
-/// Numpy broadcasting of two shapes.
-pub fn broadcast(a: &[Dim], b: &[Dim]) -> Gen<Vec<Dim>> {
-    let rank = a.len().max(b.len());
-    let mut out = Vec::with_capacity(rank);
-    for k in 0..rank {
-        let x = (k + a.len()).checked_sub(rank).map(|i| &a[i]);
-        let y = (k + b.len()).checked_sub(rank).map(|i| &b[i]);
-        out.push(match (x, y) {
-            (Some(x), Some(y)) if x == y => x.clone(),
-            (Some(x), Some(y)) if y.as_const() == Some(1) => x.clone(),
-            (Some(x), Some(y)) if x.as_const() == Some(1) => y.clone(),
-            (Some(x), None) => x.clone(),
-            (None, Some(y)) => y.clone(),
-            (Some(x), Some(y)) => {
-                return Err(KernelError::Unsupported(format!(
-                    "shapes do not broadcast: {x} against {y}"
-                )))
-            }
-            (None, None) => unreachable!("k < rank"),
-        });
-    }
-    Ok(out)
-}
-
-/// The shape of each body node's value, for the elementwise nodes before `upto`.
+/// The shape of body node `j`'s value, broadcasting the elementwise nodes up to it.
 fn prologue_shape(req: &Request, body: &[BodyNode], j: usize) -> Gen<Vec<Dim>> {
     let mut shapes: Vec<Vec<Dim>> = Vec::new();
     for node in &body[..=j] {
-        let mut shape: Vec<Dim> = Vec::new();
-        for arg in node.args.iter().flatten() {
-            let s = match arg {
-                Operand::Input(i) => req.input(*i)?.shape.clone(),
-                Operand::Node(k) => shapes[*k].clone(),
-            };
-            shape = broadcast(&shape, &s)?;
-        }
+        let operands: Vec<Shape> = node
+            .args
+            .iter()
+            .flatten()
+            .map(|arg| match arg {
+                Operand::Input(i) => Ok(Some(req.input(*i)?.shape.clone())),
+                Operand::Node(k) => Ok(Some(shapes[*k].clone())),
+            })
+            .collect::<Gen<_>>()?;
+        let refs: Vec<&Shape> = operands.iter().collect();
+        let shape = broadcast_shapes(&refs)
+            .map_err(KernelError::Unsupported)?
+            .unwrap_or_default();
         shapes.push(shape);
     }
     Ok(shapes.pop().unwrap_or_default())
@@ -333,17 +301,17 @@ fn rows_of(req: &Request, parts: &Parts) -> Gen<Rows> {
     let xs = &parts.x_shape;
     let r = xs.len();
     let split3 = |a: usize, b: usize| Rows {
-        outer: prod(&xs[..a]),
-        len: prod(&xs[a..b]),
-        inner: prod(&xs[b..]),
+        outer: product(&xs[..a]),
+        len: product(&xs[a..b]),
+        inner: product(&xs[b..]),
     };
     Ok(match &parts.anchor.op {
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
-            let a = norm_axis(*axis, r)?;
+            let a = resolve_axis(*axis, r)?;
             split3(a, a + 1)
         }
         Op::LayerNormalization { axis, .. } | Op::RmsNormalization { axis, .. } => {
-            split3(norm_axis(*axis, r)?, r)
+            split3(resolve_axis(*axis, r)?, r)
         }
         Op::GlobalAveragePool | Op::GlobalMaxPool | Op::InstanceNormalization { .. } => {
             split3(2.min(r), r)
@@ -363,7 +331,7 @@ fn rows_of(req: &Request, parts: &Parts) -> Gen<Rows> {
             })?;
             Rows {
                 outer: xs[0].clone() * g,
-                len: per_group * prod(&xs[2..]),
+                len: per_group * product(&xs[2..]),
                 inner: Dim::known(1),
             }
         }
@@ -388,11 +356,17 @@ fn rows_of(req: &Request, parts: &Parts) -> Gen<Rows> {
             let mut axes: Vec<usize> = if axes.is_empty() {
                 (0..r).collect()
             } else {
-                axes.iter().map(|&a| norm_axis(a, r)).collect::<Gen<_>>()?
+                axes.iter()
+                    .map(|&a| resolve_axis(a, r))
+                    .collect::<Gen<_>>()?
             };
             axes.sort_unstable();
             axes.dedup();
-            let (a, b) = (axes[0], axes[axes.len() - 1] + 1);
+            // A scalar has no axes: one row of one element.
+            let (a, b) = match (axes.first(), axes.last()) {
+                (Some(&first), Some(&last)) => (first, last + 1),
+                _ => (0, 0),
+            };
             if b - a != axes.len() {
                 return Err(KernelError::Unsupported(format!(
                     "reducing non-adjacent axes {axes:?} needs a transpose first"
@@ -415,7 +389,7 @@ fn lower_anchor<'ctx>(cg: &mut Cg<'ctx>, req: &Request, parts: &Parts) -> Gen<(&
             pointwise(cg, req, parts)?;
             return Ok((
                 "pointwise",
-                prod(&parts.x_shape).ceil_div(&Dim::known(BLOCK as i64)),
+                product(&parts.x_shape).ceil_div(&Dim::known(BLOCK as i64)),
             ));
         }
         _ => {}
@@ -537,10 +511,10 @@ fn channel_index<'a, 'ctx: 'a>(
         }
         Op::GroupNormalization { num_groups, .. } => {
             let g = cg.c(*num_groups);
-            let spatial = cg.dim(&prod(&xs[2..]))?;
+            let spatial = cg.dim(&product(&xs[2..]))?;
             let per_group = cg.div(cg.dim(&xs[1])?, g)?;
             let scale_numel = match parts.anchor.args.get(1).copied().flatten() {
-                Some(Operand::Input(i)) => prod(&req.input(i)?.shape).as_const(),
+                Some(Operand::Input(i)) => product(&req.input(i)?.shape).as_const(),
                 _ => None,
             };
             if scale_numel == Some(*num_groups) && xs[1].as_const() != Some(*num_groups) {
@@ -585,8 +559,14 @@ fn reduce_row<'ctx>(
     at: &dyn Fn(&Cg<'ctx>, IntValue<'ctx>) -> Gen<IntValue<'ctx>>,
     kind: Reduction,
 ) -> Gen<FloatValue<'ctx>> {
-    let x_dtype_ok = req.inputs.iter().flatten().all(|t| t.dtype.is_float());
-    if !x_dtype_ok {
+    // The data must be float; the axes input is not data.
+    let used = inputs_used(parts.source.body, req.inputs.len());
+    let integer_data = req
+        .inputs
+        .iter()
+        .zip(used)
+        .any(|(t, used)| used && t.as_ref().is_some_and(|t| !t.dtype.is_float()));
+    if integer_data {
         return Err(KernelError::Unsupported(
             "integer reductions have no GPU kernel yet".into(),
         ));
@@ -634,9 +614,9 @@ fn pointwise(cg: &mut Cg, req: &Request, parts: &Parts) -> Gen<()> {
     if xs.len() < 2 {
         return Err(KernelError::Unsupported("needs [N, C, ...]".into()));
     }
-    let n = cg.dim(&prod(&xs))?;
+    let n = cg.dim(&product(&xs))?;
     let c = cg.dim(&xs[1])?;
-    let spatial = cg.dim(&prod(&xs[2..]))?;
+    let spatial = cg.dim(&product(&xs[2..]))?;
     let op = parts.anchor.op.clone();
     cg.for_each_thread_item(cg.c(0), n, |cg, p| {
         let ch = cg.rem(cg.div(p, spatial)?, c)?;

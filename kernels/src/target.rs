@@ -28,7 +28,7 @@ pub enum Target {
     Host,
 }
 
-/// Limits and tuning of one architecture, as written in `docs/codegen.md`.
+/// Limits of one architecture, as written in `docs/codegen.md`.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct TargetInfo {
     /// The architecture.
@@ -41,16 +41,6 @@ pub struct TargetInfo {
     pub registers_per_sm: u32,
     /// Shared memory one block may opt into, in bytes.
     pub max_shared_per_block: u32,
-    /// GEMM block tile rows.
-    pub gemm_tile_m: u32,
-    /// GEMM block tile columns.
-    pub gemm_tile_n: u32,
-    /// GEMM k-step per pipeline stage.
-    pub gemm_tile_k: u32,
-    /// `cp.async` pipeline stages.
-    pub gemm_stages: u32,
-    /// Warps per GEMM block.
-    pub gemm_warps: u32,
 }
 
 impl Sm {
@@ -79,17 +69,16 @@ impl Sm {
         }
     }
 
-    /// Limits and tile sizes.
+    /// Limits of the architecture's reference part.
     pub fn info(self) -> TargetInfo {
         // Shared memory per block: GB10 and consumer Blackwell have 99 KiB (sm_120 family),
-        // B200 and H100 227 KiB, A100 163 KiB. GB10's smaller shared memory is why its tiles
-        // use three stages rather than four.
-        let (cc, sms, smem, stages) = match self {
-            Sm::Sm121a => (121, 48, 99 * 1024, 3),
-            Sm::Sm120a => (120, 170, 99 * 1024, 3),
-            Sm::Sm100a => (100, 148, 227 * 1024, 4),
-            Sm::Sm90a => (90, 132, 227 * 1024, 4),
-            Sm::Sm80 => (80, 108, 163 * 1024, 4),
+        // B200 and H100 227 KiB, A100 163 KiB.
+        let (cc, sms, smem) = match self {
+            Sm::Sm121a => (121, 48, 99 * 1024),
+            Sm::Sm120a => (120, 170, 99 * 1024),
+            Sm::Sm100a => (100, 148, 227 * 1024),
+            Sm::Sm90a => (90, 132, 227 * 1024),
+            Sm::Sm80 => (80, 108, 163 * 1024),
         };
         TargetInfo {
             sm: self,
@@ -97,11 +86,6 @@ impl Sm {
             sm_count: sms,
             registers_per_sm: 65536,
             max_shared_per_block: smem,
-            gemm_tile_m: 128,
-            gemm_tile_n: 128,
-            gemm_tile_k: 32,
-            gemm_stages: stages,
-            gemm_warps: 8,
         }
     }
 }

@@ -10,16 +10,19 @@ use std::fmt::Write;
 pub fn kernel_table(model: &Model, args: &Args) -> Result<String> {
     let lowering = lower_graph(
         &model.graph,
-        Output::Info,
+        Output::Info(args.target),
         args.precision,
         args.node.as_deref(),
     )?;
+    let info = args.target.info();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} kernels for {} (registers: run ptxas -v on `--dump ptx -o DIR`)",
+        "{} kernels for {} ({} SMs, {} KiB shared memory per block; registers: run ptxas -v on `--dump ptx -o DIR`)",
         lowering.kernels.len(),
-        args.target
+        args.target,
+        info.sm_count,
+        info.max_shared_per_block / 1024
     );
     for k in &lowering.kernels {
         let i = &k.info;
