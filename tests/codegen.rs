@@ -3,6 +3,7 @@
 //! `ptxas` comes from the `nvidia-cuda-nvcc` PyPI package (the test command installs it); set
 //! `PTXAS` to use another. The count of kernels assembled per target is printed.
 
+use sparkc_ir::{infer_graph, DType, Dim, Graph, Op, TensorType, Value, ValueRef, ValueType};
 use sparkc_kernels::{lower_graph, Output, Precision, Sm};
 use sparkc_tests::{generated, generated_models, manifest_names, repo_root};
 use std::path::{Path, PathBuf};
@@ -132,4 +133,134 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// One product node over inputs of the given types, typed by inference.
+fn product_graph(op: Op, a: (DType, &[Dim]), b: (DType, &[Dim])) -> Graph {
+    let mut g = Graph::new("product");
+    let input = |g: &mut Graph, name: &str, (dtype, dims): (DType, &[Dim])| {
+        g.add_input(
+            name,
+            ValueType::Tensor(TensorType::new(dtype, dims.to_vec())),
+        )
+    };
+    let a = input(&mut g, "a", a);
+    let b = input(&mut g, "b", b);
+    let out = Value {
+        name: "y".into(),
+        ty: ValueType::Tensor(TensorType::new(DType::F32, vec![])),
+        known: None,
+    };
+    let id = g.add_node("y".into(), op, &[Some(a), Some(b)], vec![out]);
+    g.outputs = vec![ValueRef {
+        node: id,
+        output: 0,
+    }];
+    infer_graph(&mut g).expect("the product is well typed");
+    g
+}
+
+#[test]
+fn tensor_core_variants_assemble_for_every_target() {
+    let (m, s) = (Dim::sym("M"), Dim::sym("S"));
+    let k = Dim::known;
+    let matmul = Op::MatMul;
+    let nt = Op::TransposedMatMul {
+        trans_a: false,
+        trans_b: true,
+    };
+    let tt = Op::Gemm {
+        alpha: 0.5,
+        beta: 1.0,
+        trans_a: true,
+        trans_b: true,
+    };
+    // (case, graph, precision, the variant the kernel must be)
+    let cases = [
+        (
+            "bf16, B through registers",
+            product_graph(
+                matmul.clone(),
+                (DType::BF16, &[m.clone(), k(256)]),
+                (DType::BF16, &[k(256), k(1024)]),
+            ),
+            Precision::Tf32,
+            "mma.bf16 128x128x32",
+        ),
+        (
+            "f16, both operands by cp.async",
+            product_graph(
+                nt.clone(),
+                (DType::F16, &[m.clone(), k(256)]),
+                (DType::F16, &[k(1024), k(256)]),
+            ),
+            Precision::Tf32,
+            "mma.f16 128x128x32",
+        ),
+        (
+            "bf16, both transposed, unaligned k",
+            product_graph(
+                tt,
+                (DType::BF16, &[k(250), k(512)]),
+                (DType::BF16, &[k(384), k(250)]),
+            ),
+            Precision::Tf32,
+            "mma.bf16",
+        ),
+        (
+            "tf32, batched with a symbolic length",
+            product_graph(
+                matmul.clone(),
+                (DType::F32, &[k(2), s.clone(), k(64)]),
+                (DType::F32, &[k(2), k(64), s]),
+            ),
+            Precision::Tf32,
+            "mma.tf32 128x128x16",
+        ),
+        (
+            "tf32, few rows",
+            product_graph(
+                nt,
+                (DType::F32, &[k(16), k(768)]),
+                (DType::F32, &[k(3072), k(768)]),
+            ),
+            Precision::Tf32,
+            "mma.tf32 64x128x16",
+        ),
+        (
+            "exact fp32",
+            product_graph(
+                matmul,
+                (DType::F32, &[m, k(64)]),
+                (DType::F32, &[k(64), k(64)]),
+            ),
+            Precision::Fp32,
+            "simt-fp32",
+        ),
+    ];
+    let ptxas = ptxas();
+    let dir = std::env::temp_dir().join(format!("sparkc-mma-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut failures = Vec::new();
+    for sm in Sm::ALL {
+        let mut files = Vec::new();
+        for (i, (case, graph, precision, variant)) in cases.iter().enumerate() {
+            let lowering = lower_graph(graph, Output::Ptx(sm), *precision, None)
+                .unwrap_or_else(|e| panic!("{case} for {sm}: {e}"));
+            let [kernel] = lowering.kernels.as_slice() else {
+                panic!("{case}: one kernel expected");
+            };
+            assert!(
+                kernel.info.variant.starts_with(variant),
+                "{case} for {sm}: variant {} is not {variant}",
+                kernel.info.variant
+            );
+            let f = dir.join(format!("{}_{i}.ptx", sm.name()));
+            std::fs::write(&f, &kernel.text).expect("write PTX");
+            files.push(f);
+        }
+        failures.extend(assemble(&ptxas, sm, &files));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -192,6 +192,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         grid: (batch * hq * sq).ceil_div(&Dim::known(BLOCK as i64)),
         block: BLOCK,
         shared_bytes: 0,
+        dynamic_shared_bytes: 0,
     };
     let info = req.describe(
         Family::Attention,

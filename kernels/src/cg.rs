@@ -349,6 +349,19 @@ impl<'ctx> Cg<'ctx> {
             .ok_or_else(|| KernelError::Llvm(format!("{name} returned no value")))
     }
 
+    /// Calls an LLVM intrinsic or declared function returning nothing.
+    pub fn call_void(&self, name: &str, args: &[BasicValueEnum<'ctx>]) -> Gen<()> {
+        let params: Vec<_> = args.iter().map(|a| a.get_type().into()).collect();
+        let ty = self.cx.void_type().fn_type(&params, false);
+        let f = self
+            .module
+            .get_function(name)
+            .unwrap_or_else(|| self.module.add_function(name, ty, None));
+        let args: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
+        self.b.build_call(f, &args, "")?;
+        Ok(())
+    }
+
     /// A unary `f32` intrinsic such as `llvm.sqrt.f32`.
     pub fn fcall1(&self, name: &str, a: FloatValue<'ctx>) -> Gen<FloatValue<'ctx>> {
         Ok(self
@@ -537,6 +550,22 @@ impl<'ctx> Cg<'ctx> {
         global.set_initializer(&array.get_undef());
         global.set_alignment(16);
         global.as_pointer_value()
+    }
+
+    /// The block's dynamic shared memory (sized at launch), as bytes; GPU only.
+    pub fn dynamic_shared(&mut self) -> Gen<PointerValue<'ctx>> {
+        if self.target == Target::Host {
+            return Err(KernelError::Unsupported(
+                "dynamic shared memory exists only on a GPU".into(),
+            ));
+        }
+        let array = self.cx.i8_type().array_type(0);
+        let global = self
+            .module
+            .add_global(array, Some(AddressSpace::from(3u16)), "smem_dynamic");
+        global.set_linkage(Linkage::External);
+        global.set_alignment(16);
+        Ok(global.as_pointer_value())
     }
 
     /// A typed load through any pointer.

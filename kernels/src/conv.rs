@@ -8,7 +8,7 @@
 use crate::cg::{Cg, Gen, Val};
 use crate::gemm::{clamp_index, masked, tiled, THREADS, TILE_K, TILE_M, TILE_N};
 use crate::reduce::{cut, Reader};
-use crate::{product, Family, Generated, KernelError, Launch, Request};
+use crate::{mma, product, Family, Generated, KernelError, Launch, Request, Target};
 use inkwell::context::Context;
 use inkwell::values::FloatValue;
 use inkwell::IntPredicate;
@@ -177,7 +177,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         };
         cg.store(out_dtype, cg.buffer(0), q, v)
     };
-    let (variant, grid) = if depthwise {
+    let (variant, grid, shared) = if depthwise {
         // One output element per item: its channel's window.
         let total = cg.mul(cg.mul(batch, cout)?, out_pixels)?;
         let per_channel = cg.div(cout, groups)?;
@@ -202,6 +202,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         (
             "depthwise-direct".to_string(),
             total.ceil_div(&Dim::known(THREADS as i64)),
+            (0, 0),
         )
     } else {
         let units = cg.mul(batch, groups)?;
@@ -236,26 +237,82 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             let channel = cg.add(cg.mul(group, m)?, row)?;
             finish(cg, image, channel, col, acc)
         };
-        tiled(&mut cg, units, m, out_pixels, k, &load_a, &load_b, &store)?;
         let m_dim = y_shape[1].clone().floor_div(&Dim::known(g.group));
         let pixels = product(&y_shape[2..]);
-        let grid = x_shape[0].clone()
-            * Dim::known(g.group)
-            * m_dim.ceil_div(&Dim::known(TILE_M))
-            * pixels.ceil_div(&Dim::known(TILE_N));
-        (
-            format!("implicit-gemm simt-fp32 {TILE_M}x{TILE_N}x{TILE_K}"),
-            grid,
-        )
+        let units_dim = x_shape[0].clone() * Dim::known(g.group);
+        let x_dtype = match c.plain_source() {
+            Some(i) => req.input(i)?.dtype,
+            None => w.dtype,
+        };
+        let tensor_cores = match req.target {
+            Target::Gpu(sm) => mma::Kind::choose(req.precision, w.dtype, x_dtype).map(|kind| {
+                let tile = mma::Tile::choose(
+                    sm,
+                    m_dim.as_const(),
+                    pixels.as_const(),
+                    units_dim.as_const(),
+                );
+                (kind, tile)
+            }),
+            Target::Host => None,
+        };
+        if let Some((kind, tile)) = tensor_cores {
+            let aligned = w.shape[1]
+                .as_const()
+                .is_some_and(|c| (c * window) % kind.chunk_elems() == 0);
+            let w_offset = |cg: &Cg<'ctx>, unit| {
+                let group = cg.rem(unit, groups)?;
+                cg.mul(cg.mul(group, m)?, k)
+            };
+            let a = mma::Operand {
+                load: &load_a,
+                direct: (aligned && w.dtype == kind.dtype()).then(|| mma::Direct {
+                    base: cg.buffer(req.input_param(w_slot)),
+                    row_stride: k,
+                    unit_offset: &w_offset,
+                }),
+                k_contiguous: true,
+            };
+            let b = mma::Operand {
+                load: &load_b,
+                direct: None,
+                k_contiguous: false,
+            };
+            mma::tiled(
+                &mut cg,
+                kind,
+                tile,
+                units,
+                (m, out_pixels, k),
+                &a,
+                &b,
+                &store,
+            )?;
+            let grid = units_dim
+                * m_dim.ceil_div(&Dim::known(tile.block_m))
+                * pixels.ceil_div(&Dim::known(mma::BLOCK_N));
+            (
+                format!("implicit-gemm {}", tile.describe(kind)),
+                grid,
+                (0, tile.shared_bytes()),
+            )
+        } else {
+            tiled(&mut cg, units, m, out_pixels, k, &load_a, &load_b, &store)?;
+            let grid = units_dim
+                * m_dim.ceil_div(&Dim::known(TILE_M))
+                * pixels.ceil_div(&Dim::known(TILE_N));
+            (
+                format!("implicit-gemm simt-fp32 {TILE_M}x{TILE_N}x{TILE_K}"),
+                grid,
+                (((TILE_M + TILE_N) * TILE_K * 4) as u32, 0),
+            )
+        }
     };
     let launch = Launch {
         grid,
         block: THREADS,
-        shared_bytes: if depthwise {
-            0
-        } else {
-            ((TILE_M + TILE_N) * TILE_K * 4) as u32
-        },
+        shared_bytes: shared.0,
+        dynamic_shared_bytes: shared.1,
     };
     let covers = body.iter().map(|n| n.op.name()).collect();
     let info = req.describe(Family::Conv, variant, covers, launch);

@@ -232,6 +232,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         grid: out.numel().ceil_div(&Dim::known(per_block)),
         block: BLOCK,
         shared_bytes: 0,
+        dynamic_shared_bytes: 0,
     };
     let covers = body.iter().map(|n| n.op.name()).collect();
     let variant = if vectorize { "vec4" } else { "scalar" };
@@ -306,6 +307,7 @@ pub fn generate_fill<'ctx>(
         grid: out.numel().ceil_div(&Dim::known(BLOCK as i64)),
         block: BLOCK,
         shared_bytes: 0,
+        dynamic_shared_bytes: 0,
     };
     let info = req.describe(Family::Elementwise, "fill", vec![req.op.name()], launch);
     Ok(Generated {

@@ -11,7 +11,7 @@
 use crate::cg::{Cg, Gen, Val};
 use crate::elementwise::{layout, offsets};
 use crate::reduce::{cut, Reader};
-use crate::{product, Family, Generated, KernelError, Launch, Request};
+use crate::{mma, product, Family, Generated, KernelError, Launch, Request, Target};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
@@ -320,20 +320,69 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         };
         cg.store(out_dtype, cg.buffer(0), q, v)
     };
-    tiled(&mut cg, units, m, n, k, &load_a, &load_b, &store)?;
-    let tiles = m_dim.ceil_div(&Dim::known(TILE_M)) * n_dim.ceil_div(&Dim::known(TILE_N));
-    let launch = Launch {
-        grid: units_dim * tiles,
-        block: THREADS,
-        shared_bytes: ((TILE_M + TILE_N) * TILE_K * 4) as u32,
+    let plain_a = c.plain_source();
+    let a_dtype = match plain_a {
+        Some(i) => req.input(i)?.dtype,
+        None => b_dtype,
+    };
+    let tensor_cores = match req.target {
+        Target::Gpu(sm) => mma::Kind::choose(req.precision, a_dtype, b_dtype).map(|kind| {
+            let tile =
+                mma::Tile::choose(sm, m_dim.as_const(), n_dim.as_const(), units_dim.as_const());
+            (kind, tile)
+        }),
+        Target::Host => None,
+    };
+    let (variant, launch) = if let Some((kind, tile)) = tensor_cores {
+        let aligned = k_dim
+            .as_const()
+            .is_some_and(|k| k % kind.chunk_elems() == 0);
+        let a_offset = |cg: &Cg<'ctx>, unit| Ok(batch_offsets(cg, unit)?.0);
+        let b_offset = |cg: &Cg<'ctx>, unit| Ok(batch_offsets(cg, unit)?.1);
+        let a = mma::Operand {
+            load: &load_a,
+            direct: match plain_a {
+                Some(i) if aligned && !trans_a && a_dtype == kind.dtype() => Some(mma::Direct {
+                    base: cg.buffer(req.input_param(i)),
+                    row_stride: k,
+                    unit_offset: &a_offset,
+                }),
+                _ => None,
+            },
+            k_contiguous: !trans_a,
+        };
+        let b = mma::Operand {
+            load: &load_b,
+            direct: (aligned && trans_b && b_dtype == kind.dtype()).then(|| mma::Direct {
+                base: cg.buffer(req.input_param(b_slot)),
+                row_stride: k,
+                unit_offset: &b_offset,
+            }),
+            k_contiguous: trans_b,
+        };
+        mma::tiled(&mut cg, kind, tile, units, (m, n, k), &a, &b, &store)?;
+        let tiles =
+            m_dim.ceil_div(&Dim::known(tile.block_m)) * n_dim.ceil_div(&Dim::known(mma::BLOCK_N));
+        let launch = Launch {
+            grid: units_dim * tiles,
+            block: mma::THREADS,
+            shared_bytes: 0,
+            dynamic_shared_bytes: tile.shared_bytes(),
+        };
+        (tile.describe(kind), launch)
+    } else {
+        tiled(&mut cg, units, m, n, k, &load_a, &load_b, &store)?;
+        let tiles = m_dim.ceil_div(&Dim::known(TILE_M)) * n_dim.ceil_div(&Dim::known(TILE_N));
+        let launch = Launch {
+            grid: units_dim * tiles,
+            block: THREADS,
+            shared_bytes: ((TILE_M + TILE_N) * TILE_K * 4) as u32,
+            dynamic_shared_bytes: 0,
+        };
+        (format!("simt-fp32 {TILE_M}x{TILE_N}x{TILE_K}"), launch)
     };
     let covers = body.iter().map(|n| n.op.name()).collect();
-    let info = req.describe(
-        Family::Gemm,
-        format!("simt-fp32 {TILE_M}x{TILE_N}x{TILE_K}"),
-        covers,
-        launch,
-    );
+    let info = req.describe(Family::Gemm, variant, covers, launch);
     Ok(Generated {
         info,
         module: cg.finish()?,

@@ -18,6 +18,7 @@ pub mod expr;
 pub mod gemm;
 pub mod host;
 mod math;
+pub mod mma;
 pub mod movement;
 pub mod plan;
 pub mod reduce;
@@ -104,6 +105,9 @@ pub struct Launch {
     pub block: u32,
     /// Static shared memory per block, in bytes.
     pub shared_bytes: u32,
+    /// Dynamic shared memory the launch must request, in bytes (above 48 KiB the runtime
+    /// first raises the kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES` attribute).
+    pub dynamic_shared_bytes: u32,
 }
 
 /// A generated kernel's description: what the runtime needs to launch it.

@@ -373,6 +373,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         },
         block: BLOCK,
         shared_bytes: 0,
+        dynamic_shared_bytes: 0,
     };
     let info = req.describe(Family::Movement, variant, vec![req.op.name()], launch);
     Ok(Generated {

@@ -229,10 +229,11 @@ pub fn lower_graph(
         let req = request(graph, id, name, Target::Gpu(sm), precision).map_err(wrap)?;
         let cx = Context::create();
         let generated = generate(&cx, &req).map_err(wrap)?;
-        if generated.info.launch.shared_bytes > max_shared {
+        let launch = &generated.info.launch;
+        let shared = launch.shared_bytes + launch.dynamic_shared_bytes;
+        if shared > max_shared {
             return Err(wrap(KernelError::Unsupported(format!(
-                "needs {} bytes of shared memory per block; {sm} has {max_shared}",
-                generated.info.launch.shared_bytes
+                "needs {shared} bytes of shared memory per block; {sm} has {max_shared}"
             ))));
         }
         let text = match output {

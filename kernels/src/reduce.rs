@@ -151,6 +151,21 @@ pub(crate) struct Cut {
     pub(crate) x_shape: Vec<Dim>,
 }
 
+impl Cut {
+    /// The input slot the anchor reads its data from, when no prologue computes it.
+    pub(crate) fn plain_source(&self) -> Option<usize> {
+        match self.source.as_slice() {
+            [only] if matches!(only.op, Op::Unary(sparkc_ir::op::Unary::Identity)) => {
+                match only.args.first() {
+                    Some(Some(Operand::Input(i))) => Some(*i),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
 pub(crate) fn cut(req: &Request, body: &[BodyNode], is_anchor: fn(&Op) -> bool) -> Gen<Cut> {
     let a = body
         .iter()
@@ -234,6 +249,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
     let (variant, grid) = lower_anchor(&mut cg, req, &parts)?;
     let covers = body.iter().map(|n| n.op.name()).collect();
     let launch = Launch {
+        dynamic_shared_bytes: 0,
         grid,
         block: BLOCK,
         shared_bytes: 33 * 4,

@@ -41,6 +41,8 @@ pub struct TargetInfo {
     pub registers_per_sm: u32,
     /// Shared memory one block may opt into, in bytes.
     pub max_shared_per_block: u32,
+    /// `cp.async` pipeline depth of the tensor-core GEMM (k-slices in flight per block).
+    pub mma_stages: u32,
 }
 
 impl Sm {
@@ -72,13 +74,15 @@ impl Sm {
     /// Limits of the architecture's reference part.
     pub fn info(self) -> TargetInfo {
         // Shared memory per block: GB10 and consumer Blackwell have 99 KiB (sm_120 family),
-        // B200 and H100 227 KiB, A100 163 KiB.
-        let (cc, sms, smem) = match self {
-            Sm::Sm121a => (121, 48, 99 * 1024),
-            Sm::Sm120a => (120, 170, 99 * 1024),
-            Sm::Sm100a => (100, 148, 227 * 1024),
-            Sm::Sm90a => (90, 132, 227 * 1024),
-            Sm::Sm80 => (80, 108, 163 * 1024),
+        // B200 and H100 227 KiB, A100 163 KiB. A GEMM stage of the 128x128 tile takes 16 KiB:
+        // three stages (48 KiB) let two blocks share a 100 KiB sm_120-family SM, four (64 KiB)
+        // still fit two or three blocks on the larger SMs and hide more of HBM's latency.
+        let (cc, sms, smem, stages) = match self {
+            Sm::Sm121a => (121, 48, 99 * 1024, 3),
+            Sm::Sm120a => (120, 170, 99 * 1024, 3),
+            Sm::Sm100a => (100, 148, 227 * 1024, 4),
+            Sm::Sm90a => (90, 132, 227 * 1024, 4),
+            Sm::Sm80 => (80, 108, 163 * 1024, 4),
         };
         TargetInfo {
             sm: self,
@@ -86,6 +90,7 @@ impl Sm {
             sm_count: sms,
             registers_per_sm: 65536,
             max_shared_per_block: smem,
+            mma_stages: stages,
         }
     }
 }

@@ -31,9 +31,13 @@ pub fn kernel_table(model: &Model, args: &Args) -> Result<String> {
         } else {
             format!(" symbols={}", i.symbols.join(","))
         };
+        let dynamic = match i.launch.dynamic_shared_bytes {
+            0 => String::new(),
+            bytes => format!("+{bytes}B dynamic"),
+        };
         let _ = writeln!(
             out,
-            "  {}  {:?} [{}]  grid={} block={} smem={}B{syms}  node {} = {}",
+            "  {}  {:?} [{}]  grid={} block={} smem={}B{dynamic}{syms}  node {} = {}",
             i.name,
             i.family,
             i.variant,

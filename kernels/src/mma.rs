@@ -1,0 +1,519 @@
+//! The tensor-core tile pipeline shared by GEMM and implicit-GEMM convolution: `mma.sync` on
+//! BF16, FP16 or TF32 operands with FP32 accumulation, fragments read with `ldmatrix` from a
+//! swizzled shared-memory layout, filled by a multi-stage `cp.async` pipeline.
+//!
+//! A block of eight warps (2 along M, 4 along N) computes a `block_m`×128 output tile. Each
+//! shared-memory tile row holds one output row's (A) or column's (B) 64-byte k-slice: 32
+//! BF16/FP16 or 16 TF32 elements, four 16-byte chunks. Chunk `c` of row `r` is stored at chunk
+//! `c ^ ((r >> 1) & 3)`, so the eight row addresses of every `ldmatrix` hit distinct banks.
+//!
+//! Operands whose k-slices are contiguous and 16-byte aligned in memory are copied with
+//! `cp.async` (zero-filled past the edges); any other operand (transposed, fused prologue,
+//! gathered conv patches, other dtypes) goes through registers with the same layout.
+//! Reference: the SIMT core in `gemm.rs` and the CPU executor's MatMul.
+
+use crate::cg::{Cg, Gen};
+use crate::gemm::{Loader, Storer};
+use crate::plan::Precision;
+use crate::target::Sm;
+use inkwell::types::BasicTypeEnum;
+use inkwell::values::{BasicValueEnum, IntValue, PointerValue};
+use inkwell::{AddressSpace, IntPredicate};
+use sparkc_ir::DType;
+
+/// Threads per block: eight warps.
+pub const THREADS: u32 = 256;
+/// Block tile columns.
+pub const BLOCK_N: i64 = 128;
+/// Bytes of one shared-memory tile row (a k-slice).
+const ROW_BYTES: i64 = 64;
+/// Bytes of one `cp.async` copy and one `ldmatrix` row.
+const CHUNK: i64 = 16;
+/// Output columns of one warp's tile.
+const WARP_N: i64 = 32;
+
+/// The element type the tensor cores multiply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// BF16 × BF16, `m16n8k16`.
+    Bf16,
+    /// FP16 × FP16, `m16n8k16`.
+    F16,
+    /// FP32 operands read as TF32, `m16n8k8`.
+    Tf32,
+}
+
+impl Kind {
+    /// The tensor-core type for operands of these dtypes, or `None` for CUDA cores.
+    pub fn choose(precision: Precision, a: DType, b: DType) -> Option<Kind> {
+        let float = |d: DType| matches!(d, DType::F32 | DType::F16 | DType::BF16);
+        match (a, b) {
+            (DType::BF16, DType::BF16) => Some(Kind::Bf16),
+            (DType::F16, DType::F16) => Some(Kind::F16),
+            (a, b) if float(a) && float(b) && precision == Precision::Tf32 => Some(Kind::Tf32),
+            _ => None,
+        }
+    }
+
+    /// The dtype operands are staged in.
+    pub fn dtype(self) -> DType {
+        match self {
+            Kind::Bf16 => DType::BF16,
+            Kind::F16 => DType::F16,
+            Kind::Tf32 => DType::F32,
+        }
+    }
+
+    fn bytes(self) -> i64 {
+        match self {
+            Kind::Bf16 | Kind::F16 => 2,
+            Kind::Tf32 => 4,
+        }
+    }
+
+    /// Elements of one 16-byte chunk.
+    pub fn chunk_elems(self) -> i64 {
+        CHUNK / self.bytes()
+    }
+
+    /// Elements of one staged k-slice.
+    pub fn block_k(self) -> i64 {
+        ROW_BYTES / self.bytes()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Bf16 => "bf16",
+            Kind::F16 => "f16",
+            Kind::Tf32 => "tf32",
+        }
+    }
+}
+
+/// The block tile and pipeline depth of one kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    /// Block tile rows: 128, or 64 when M is small.
+    pub block_m: i64,
+    /// k-slices in flight.
+    pub stages: i64,
+}
+
+impl Tile {
+    /// The tile for a product with `rows` output rows (when known) on `sm`: the target
+    /// table's depth, and 64-row tiles when 128-row ones would leave most SMs idle.
+    pub fn choose(sm: Sm, rows: Option<i64>, columns: Option<i64>, units: Option<i64>) -> Tile {
+        let info = sm.info();
+        let blocks = |bm: i64| match (rows, columns, units) {
+            (Some(m), Some(n), Some(u)) => {
+                Some(u * ((m + bm - 1) / bm) * ((n + BLOCK_N - 1) / BLOCK_N))
+            }
+            _ => None,
+        };
+        let small = rows.is_some_and(|m| m <= 64)
+            || blocks(128).is_some_and(|b| b < i64::from(info.sm_count));
+        Tile {
+            block_m: if small { 64 } else { 128 },
+            stages: i64::from(info.mma_stages),
+        }
+    }
+
+    /// Dynamic shared memory of the pipeline, in bytes.
+    pub fn shared_bytes(self) -> u32 {
+        (self.stages * (self.block_m + BLOCK_N) * ROW_BYTES) as u32
+    }
+
+    /// The variant name `--dump kernels` shows.
+    pub fn describe(self, kind: Kind) -> String {
+        format!(
+            "mma.{} {}x{}x{} {}-stage",
+            kind.name(),
+            self.block_m,
+            BLOCK_N,
+            kind.block_k(),
+            self.stages
+        )
+    }
+}
+
+/// An operand's buffer read straight into shared memory with `cp.async`: each of its rows
+/// (A's output rows, B's output columns) holds `k` contiguous elements of the staged dtype,
+/// 16-byte aligned.
+pub struct Direct<'a, 'ctx> {
+    /// The buffer.
+    pub base: PointerValue<'ctx>,
+    /// Elements between consecutive rows.
+    pub row_stride: IntValue<'ctx>,
+    /// Element offset of a work unit's matrix.
+    pub unit_offset: &'a dyn Fn(&Cg<'ctx>, IntValue<'ctx>) -> Gen<IntValue<'ctx>>,
+}
+
+/// How one operand reaches shared memory.
+pub struct Operand<'a, 'ctx> {
+    /// Loads one element as `f32`, masked to zero out of range (the register path).
+    pub load: &'a Loader<'a, 'ctx>,
+    /// The `cp.async` path, when the operand's layout allows it.
+    pub direct: Option<Direct<'a, 'ctx>>,
+    /// Whether consecutive k are adjacent in memory (neighbouring threads then walk k).
+    pub k_contiguous: bool,
+}
+
+/// Which operand a staged tile holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+struct Pipeline<'a, 'ctx> {
+    kind: Kind,
+    tile: Tile,
+    smem: PointerValue<'ctx>,
+    m: IntValue<'ctx>,
+    n: IntValue<'ctx>,
+    k: IntValue<'ctx>,
+    a: &'a Operand<'a, 'ctx>,
+    b: &'a Operand<'a, 'ctx>,
+    tid: IntValue<'ctx>,
+}
+
+impl<'ctx> Pipeline<'_, 'ctx> {
+    fn stage_bytes(&self) -> i64 {
+        (self.tile.block_m + BLOCK_N) * ROW_BYTES
+    }
+
+    /// The shared address of chunk `kc` of tile row `row` in the tile at byte offset `base`.
+    fn slot(
+        &self,
+        cg: &Cg<'ctx>,
+        base: IntValue<'ctx>,
+        row: IntValue<'ctx>,
+        kc: IntValue<'ctx>,
+    ) -> Gen<PointerValue<'ctx>> {
+        let swizzle = cg.b.build_and(
+            cg.b.build_right_shift(row, cg.c(1), false, "")?,
+            cg.c(3),
+            "",
+        )?;
+        let chunk = cg.b.build_xor(kc, swizzle, "")?;
+        let at = cg.add(
+            base,
+            cg.add(cg.mul(row, cg.c(ROW_BYTES))?, cg.mul(chunk, cg.c(CHUNK))?)?,
+        )?;
+        // SAFETY: tile rows and chunks stay within the stage the launch sized.
+        Ok(unsafe {
+            cg.b.build_in_bounds_gep(cg.cx.i8_type(), self.smem, &[at], "")?
+        })
+    }
+
+    /// Issues the copies of k-slice `kt` of both operands into stage `stage`.
+    fn load_stage(
+        &self,
+        cg: &mut Cg<'ctx>,
+        unit: IntValue<'ctx>,
+        origin: (IntValue<'ctx>, IntValue<'ctx>),
+        stage: IntValue<'ctx>,
+        kt: IntValue<'ctx>,
+    ) -> Gen<()> {
+        let stage_base = cg.mul(stage, cg.c(self.stage_bytes()))?;
+        let k0 = cg.mul(kt, cg.c(self.kind.block_k()))?;
+        for side in [Side::A, Side::B] {
+            let (op, rows, row0, tile_rows, base) = match side {
+                Side::A => (self.a, self.m, origin.0, self.tile.block_m, stage_base),
+                Side::B => (
+                    self.b,
+                    self.n,
+                    origin.1,
+                    BLOCK_N,
+                    cg.add(stage_base, cg.c(self.tile.block_m * ROW_BYTES))?,
+                ),
+            };
+            let chunks_per_row = ROW_BYTES / CHUNK;
+            for i in 0..tile_rows * chunks_per_row / i64::from(THREADS) {
+                let c = cg.add(self.tid, cg.c(i * i64::from(THREADS)))?;
+                let (row, kc) = if op.k_contiguous {
+                    (
+                        cg.div(c, cg.c(chunks_per_row))?,
+                        cg.rem(c, cg.c(chunks_per_row))?,
+                    )
+                } else {
+                    (cg.rem(c, cg.c(tile_rows))?, cg.div(c, cg.c(tile_rows))?)
+                };
+                let dst = self.slot(cg, base, row, kc)?;
+                let grow = cg.add(row0, row)?;
+                let gk = cg.add(k0, cg.mul(kc, cg.c(self.kind.chunk_elems()))?)?;
+                match &op.direct {
+                    Some(d) => self.copy_async(cg, d, unit, dst, (grow, rows), gk)?,
+                    None => self.copy_through_registers(cg, op, side, unit, dst, grow, gk)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One 16-byte `cp.async`, zero-filled when the chunk lies outside the matrix.
+    fn copy_async(
+        &self,
+        cg: &Cg<'ctx>,
+        d: &Direct<'_, 'ctx>,
+        unit: IntValue<'ctx>,
+        dst: PointerValue<'ctx>,
+        (row, rows): (IntValue<'ctx>, IntValue<'ctx>),
+        k: IntValue<'ctx>,
+    ) -> Gen<()> {
+        let ok = cg.and(
+            cg.icmp(IntPredicate::SLT, row, rows)?,
+            cg.icmp(IntPredicate::SLT, k, self.k)?,
+        )?;
+        let at = cg.add(
+            (d.unit_offset)(cg, unit)?,
+            cg.add(cg.mul(row, d.row_stride)?, k)?,
+        )?;
+        let at = cg.select(ok, at, cg.c(0))?.into_int_value();
+        let src = cg.gep(self.kind.dtype(), d.base, at)?;
+        let global =
+            cg.b.build_address_space_cast(src, cg.cx.ptr_type(AddressSpace::from(1u16)), "")?;
+        let bytes = cg.select(ok, cg.c(CHUNK), cg.c(0))?.into_int_value();
+        let bytes = cg.b.build_int_truncate(bytes, cg.cx.i32_type(), "")?;
+        cg.call_void(
+            "llvm.nvvm.cp.async.cg.shared.global.16.s",
+            &[dst.into(), global.into(), bytes.into()],
+        )
+    }
+
+    /// One chunk loaded element by element, converted, and stored as one 16-byte vector.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_through_registers(
+        &self,
+        cg: &mut Cg<'ctx>,
+        op: &Operand<'_, 'ctx>,
+        side: Side,
+        unit: IntValue<'ctx>,
+        dst: PointerValue<'ctx>,
+        row: IntValue<'ctx>,
+        k: IntValue<'ctx>,
+    ) -> Gen<()> {
+        let elems = self.kind.chunk_elems();
+        let ty = cg.storage_type(self.kind.dtype())?;
+        let vec_ty = match ty {
+            BasicTypeEnum::FloatType(f) => f.vec_type(elems as u32),
+            _ => unreachable!("tensor-core operands are floats"),
+        };
+        let mut v = vec_ty.get_undef();
+        for e in 0..elems {
+            let kk = cg.add(k, cg.c(e))?;
+            let x = match side {
+                Side::A => (op.load)(cg, unit, row, kk)?,
+                Side::B => (op.load)(cg, unit, kk, row)?,
+            };
+            let x = cg.narrow(self.kind.dtype(), crate::cg::Val::F(x))?;
+            v =
+                cg.b.build_insert_element(v, x, cg.cx.i32_type().const_int(e as u64, false), "")?;
+        }
+        let store = cg.b.build_store(dst, v)?;
+        store
+            .set_alignment(CHUNK as u32)
+            .map_err(|e| crate::KernelError::Llvm(e.to_string()))?;
+        Ok(())
+    }
+
+    /// `ldmatrix.x4` at this lane's row and chunk of a staged tile.
+    fn ldmatrix(
+        &self,
+        cg: &Cg<'ctx>,
+        base: IntValue<'ctx>,
+        row: IntValue<'ctx>,
+        kc: IntValue<'ctx>,
+    ) -> Gen<[BasicValueEnum<'ctx>; 4]> {
+        let i32t = cg.cx.i32_type();
+        let ret = cg
+            .cx
+            .struct_type(&[i32t.into(), i32t.into(), i32t.into(), i32t.into()], false);
+        let ptr = self.slot(cg, base, row, kc)?;
+        let r = cg
+            .call(
+                "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.b16.p3",
+                ret.into(),
+                &[ptr.into()],
+            )?
+            .into_struct_value();
+        let mut out = [i32t.const_zero().into(); 4];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = cg.b.build_extract_value(r, i as u32, "")?;
+        }
+        Ok(out)
+    }
+
+    /// One `mma.sync`: `c += a × b` on a 16×8 accumulator fragment.
+    fn mma(
+        &self,
+        cg: &Cg<'ctx>,
+        a: &[BasicValueEnum<'ctx>; 4],
+        b: [BasicValueEnum<'ctx>; 2],
+        c: &[BasicValueEnum<'ctx>],
+    ) -> Gen<Vec<BasicValueEnum<'ctx>>> {
+        let f32t = cg.f32t();
+        let ret = cg
+            .cx
+            .struct_type(&[f32t.into(), f32t.into(), f32t.into(), f32t.into()], false);
+        let name = match self.kind {
+            Kind::Bf16 => "llvm.nvvm.mma.m16n8k16.row.col.bf16",
+            Kind::F16 => "llvm.nvvm.mma.m16n8k16.row.col.f32.f32",
+            Kind::Tf32 => "llvm.nvvm.mma.m16n8k8.row.col.tf32",
+        };
+        let operand = |v: BasicValueEnum<'ctx>| -> Gen<BasicValueEnum<'ctx>> {
+            Ok(match self.kind {
+                Kind::F16 => cg.b.build_bit_cast(v, cg.cx.f16_type().vec_type(2), "")?,
+                Kind::Bf16 | Kind::Tf32 => v,
+            })
+        };
+        let mut args = Vec::with_capacity(10);
+        for v in a.iter().chain(b.iter()) {
+            args.push(operand(*v)?);
+        }
+        args.extend_from_slice(c);
+        let r = cg.call(name, ret.into(), &args)?.into_struct_value();
+        (0..4)
+            .map(|i| Ok(cg.b.build_extract_value(r, i, "")?))
+            .collect()
+    }
+
+    /// Multiplies the staged k-slice in stage `stage` into the accumulators.
+    fn compute(
+        &self,
+        cg: &Cg<'ctx>,
+        stage: IntValue<'ctx>,
+        warp: (IntValue<'ctx>, IntValue<'ctx>),
+        lane: IntValue<'ctx>,
+        acc: Vec<BasicValueEnum<'ctx>>,
+    ) -> Gen<Vec<BasicValueEnum<'ctx>>> {
+        let a_base = cg.mul(stage, cg.c(self.stage_bytes()))?;
+        let b_base = cg.add(a_base, cg.c(self.tile.block_m * ROW_BYTES))?;
+        let (q, r) = (cg.div(lane, cg.c(8))?, cg.rem(lane, cg.c(8))?);
+        let (q_lo, q_hi) = (cg.rem(q, cg.c(2))?, cg.div(q, cg.c(2))?);
+        let warp_m = self.tile.block_m / 2;
+        let tiles_m = warp_m / 16;
+        let a_row0 = cg.add(
+            cg.mul(warp.0, cg.c(warp_m))?,
+            cg.add(cg.mul(q_lo, cg.c(8))?, r)?,
+        )?;
+        let b_row0 = cg.add(
+            cg.mul(warp.1, cg.c(WARP_N))?,
+            cg.add(cg.mul(q_hi, cg.c(8))?, r)?,
+        )?;
+        let mut acc = acc;
+        // Two k-steps (k16 for 16-bit types, k8 for TF32) of two chunks each.
+        for ks in 0..2 {
+            let a_kc = cg.add(cg.c(2 * ks), q_hi)?;
+            let b_kc = cg.add(cg.c(2 * ks), q_lo)?;
+            let mut a_frags = Vec::with_capacity(tiles_m as usize);
+            for mi in 0..tiles_m {
+                let row = cg.add(a_row0, cg.c(mi * 16))?;
+                a_frags.push(self.ldmatrix(cg, a_base, row, a_kc)?);
+            }
+            let mut b_frags = Vec::with_capacity(4);
+            for nj in 0..WARP_N / 16 {
+                let row = cg.add(b_row0, cg.c(nj * 16))?;
+                let x = self.ldmatrix(cg, b_base, row, b_kc)?;
+                b_frags.push([x[0], x[1]]);
+                b_frags.push([x[2], x[3]]);
+            }
+            for (mi, a) in a_frags.iter().enumerate() {
+                for (ni, b) in b_frags.iter().enumerate() {
+                    let at = (mi * b_frags.len() + ni) * 4;
+                    let out = self.mma(cg, a, *b, &acc[at..at + 4])?;
+                    acc.splice(at..at + 4, out);
+                }
+            }
+        }
+        Ok(acc)
+    }
+}
+
+/// The tensor-core tiled product: for each of `units` independent `m×k` by `k×n` products,
+/// accumulates in FP32 and hands each in-range output to `store`. GPU targets only.
+#[allow(clippy::too_many_arguments)]
+pub fn tiled<'ctx>(
+    cg: &mut Cg<'ctx>,
+    kind: Kind,
+    tile: Tile,
+    units: IntValue<'ctx>,
+    (m, n, k): (IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+    a: &Operand<'_, 'ctx>,
+    b: &Operand<'_, 'ctx>,
+    store: &Storer<'_, 'ctx>,
+) -> Gen<()> {
+    let smem = cg.dynamic_shared()?;
+    let tid = cg.tid()?;
+    let p = Pipeline {
+        kind,
+        tile,
+        smem,
+        m,
+        n,
+        k,
+        a,
+        b,
+        tid,
+    };
+    let warp_id = cg.div(tid, cg.c(32))?;
+    let lane = cg.rem(tid, cg.c(32))?;
+    let warp = (cg.div(warp_id, cg.c(4))?, cg.rem(warp_id, cg.c(4))?);
+    let block_m = tile.block_m;
+    let tiles_m = cg.div(cg.add(m, cg.c(block_m - 1))?, cg.c(block_m))?;
+    let tiles_n = cg.div(cg.add(n, cg.c(BLOCK_N - 1))?, cg.c(BLOCK_N))?;
+    let per_unit = cg.mul(tiles_m, tiles_n)?;
+    let work = cg.mul(units, per_unit)?;
+    let block_k = kind.block_k();
+    let k_tiles = cg.div(cg.add(k, cg.c(block_k - 1))?, cg.c(block_k))?;
+    let stages = tile.stages;
+    let frags = (block_m / 32 * (WARP_N / 8) * 4) as usize;
+    cg.for_each_block_unit(work, |cg, w| {
+        let unit = cg.div(w, per_unit)?;
+        let t = cg.rem(w, per_unit)?;
+        let m0 = cg.mul(cg.div(t, tiles_n)?, cg.c(block_m))?;
+        let n0 = cg.mul(cg.rem(t, tiles_n)?, cg.c(BLOCK_N))?;
+        for s in 0..stages - 1 {
+            p.load_stage(cg, unit, (m0, n0), cg.c(s), cg.c(s))?;
+            cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
+        }
+        let zero: BasicValueEnum = cg.f(0.0).into();
+        let acc = cg.fold_range(
+            cg.c(0),
+            k_tiles,
+            cg.c(1),
+            vec![zero; frags],
+            |cg, kt, acc| {
+                let pending = cg.cx.i32_type().const_int((stages - 2) as u64, false);
+                cg.call_void("llvm.nvvm.cp.async.wait.group", &[pending.into()])?;
+                cg.barrier()?;
+                let next = cg.add(kt, cg.c(stages - 1))?;
+                p.load_stage(cg, unit, (m0, n0), cg.rem(next, cg.c(stages))?, next)?;
+                cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
+                p.compute(cg, cg.rem(kt, cg.c(stages))?, warp, lane, acc)
+            },
+        )?;
+        // Empty the pipeline before the next unit's first copies reuse the stages.
+        let none = cg.cx.i32_type().const_zero();
+        cg.call_void("llvm.nvvm.cp.async.wait.group", &[none.into()])?;
+        cg.barrier()?;
+        let g = cg.div(lane, cg.c(4))?;
+        let t2 = cg.mul(cg.rem(lane, cg.c(4))?, cg.c(2))?;
+        let row0 = cg.add(m0, cg.add(cg.mul(warp.0, cg.c(block_m / 2))?, g)?)?;
+        let col0 = cg.add(n0, cg.add(cg.mul(warp.1, cg.c(WARP_N))?, t2)?)?;
+        let per_row = (WARP_N / 8) as usize;
+        for (i, v) in acc.iter().enumerate() {
+            let (frag, e) = (i / 4, i % 4);
+            let (mi, ni) = ((frag / per_row) as i64, (frag % per_row) as i64);
+            let row = cg.add(row0, cg.c(mi * 16 + (e as i64 / 2) * 8))?;
+            let col = cg.add(col0, cg.c(ni * 8 + e as i64 % 2))?;
+            let ok = cg.and(
+                cg.icmp(IntPredicate::SLT, row, m)?,
+                cg.icmp(IntPredicate::SLT, col, n)?,
+            )?;
+            let v = v.into_float_value();
+            cg.if_then(ok, |cg| store(cg, unit, row, col, v))?;
+        }
+        Ok(())
+    })
+}
