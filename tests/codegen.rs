@@ -5,7 +5,7 @@
 
 use sparkc_ir::{infer_graph, DType, Dim, Graph, Op, TensorType, Value, ValueRef, ValueType};
 use sparkc_kernels::{lower_graph, Output, Precision, Sm};
-use sparkc_tests::{generated, generated_models, manifest_names, repo_root};
+use sparkc_tests::whole_models;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,30 +25,6 @@ fn ptxas() -> PathBuf {
         .map(|sp| Path::new(sp).join("nvidia/cu13/bin/ptxas"))
         .find(|p| p.exists());
     found.expect("ptxas: pip install nvidia-cuda-nvcc (or set PTXAS)")
-}
-
-fn whole_models() -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
-    for name in manifest_names("light") {
-        out.push((
-            name.clone(),
-            generated().join("light").join(format!("{name}.onnx")),
-        ));
-    }
-    let dir = generated_models();
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("manifest.json")).expect("models manifest"),
-    )
-    .expect("manifest is JSON");
-    for name in manifest["models"].as_array().expect("models list") {
-        let name = name.as_str().expect("a name").to_string();
-        out.push((name.clone(), dir.join(&name).join("model.onnx")));
-    }
-    out.push((
-        "tiny_cnn".into(),
-        repo_root().join("examples/models/tiny_cnn.onnx"),
-    ));
-    out
 }
 
 /// Runs ptxas on each file, two at a time; returns the failures.

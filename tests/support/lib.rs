@@ -142,3 +142,30 @@ pub fn generated_models() -> &'static Path {
         dir
     })
 }
+
+/// Every whole model the suite runs: the onnx package's light models, the generated BERT-,
+/// GPT- and MobileNet-style models, and the example CNN, as (name, path).
+pub fn whole_models() -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> = manifest_names("light")
+        .into_iter()
+        .map(|name| {
+            let path = generated().join("light").join(format!("{name}.onnx"));
+            (name, path)
+        })
+        .collect();
+    let dir = generated_models();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("manifest.json")).expect("models manifest"),
+    )
+    .expect("manifest is JSON");
+    for name in manifest["models"].as_array().expect("models list") {
+        let name = name.as_str().expect("a name").to_string();
+        let path = dir.join(&name).join("model.onnx");
+        out.push((name, path));
+    }
+    out.push((
+        "tiny_cnn".into(),
+        repo_root().join("examples/models/tiny_cnn.onnx"),
+    ));
+    out
+}

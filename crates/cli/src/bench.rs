@@ -1,9 +1,9 @@
 //! `sparkc bench`: latency percentiles and throughput, with an optional per-op profile.
 
 use crate::inputs::{self, InputArgs};
-use crate::run::{set_threads, Device};
+use crate::run::{prepare, set_threads, Device};
 use anyhow::{bail, Result};
-use sparkc_cpu::{Executor, Profile};
+use sparkc_cpu::Profile;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 /// Arguments of `sparkc bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The ONNX model to benchmark.
+    /// The ONNX model or `.spark` artifact to benchmark.
     pub model: PathBuf,
     /// Inputs (random ones unless given; the shapes are the declared ones).
     #[command(flatten)]
     pub inputs: InputArgs,
     /// Where to run.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
@@ -55,11 +55,12 @@ pub fn run(args: &Args) -> Result<String> {
         bail!("--iters must be at least 1");
     }
     set_threads(args.threads);
-    let model = crate::optimize::load(&args.model, args.no_opt)?;
-    let exec = Executor::new(&model.graph)?;
+    let runnable = prepare(&args.model, args.no_opt, args.device)?;
+    let exec = runnable.executor();
     let mut input_args = args.inputs.clone();
     input_args.random_inputs = true;
-    let inputs = inputs::build(&exec, &input_args)?;
+    let inputs = inputs::build(exec, &input_args)?;
+    runnable.check(&inputs)?;
     for _ in 0..args.warmup {
         exec.run(inputs.clone())?;
     }
@@ -89,7 +90,7 @@ pub fn run(args: &Args) -> Result<String> {
     if args.json {
         let value = serde_json::json!({
             "model": args.model.display().to_string(),
-            "device": format!("{:?}", args.device).to_lowercase(),
+            "device": runnable.device(),
             "threads": threads,
             "iters": args.iters,
             "min_ms": millis(min),
@@ -104,8 +105,9 @@ pub fn run(args: &Args) -> Result<String> {
     let mut text = String::new();
     writeln!(
         text,
-        "model: {}  (device cpu, {threads} threads, {} warm-up, {} timed runs)",
+        "model: {}  (device {}, {threads} threads, {} warm-up, {} timed runs)",
         args.model.display(),
+        runnable.device(),
         args.warmup,
         args.iters
     )?;

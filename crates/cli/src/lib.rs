@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod codegen;
+pub mod compile;
 pub mod inputs;
 pub mod inspect;
 pub mod npy;
@@ -22,6 +23,9 @@ pub struct Cli {
 enum Command {
     /// Summarize a model, or dump its IR (text, DOT, JSON) or its kernels (list, PTX, LLVM IR).
     Inspect(inspect::Args),
+    /// Compile a model into one self-contained .spark artifact (kernels for each target,
+    /// weights, memory plan).
+    Compile(compile::Args),
     /// Optimize a model and write it back as ONNX.
     Optimize(optimize::Args),
     /// Run a model once on .npy or random inputs; save each output as NAME.npy.
@@ -34,6 +38,7 @@ enum Command {
 pub fn execute(cli: &Cli) -> anyhow::Result<String> {
     match &cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Compile(args) => compile::run(args),
         Command::Optimize(args) => optimize::run(args),
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),

@@ -5,20 +5,92 @@ use crate::npy;
 use anyhow::{Context, Result};
 use sparkc_cpu::{Array, Executor, Value};
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where a model runs.
-#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
-    /// The CPU executor, on all cores.
+    /// A GPU when one can run the model, else the CPU (the choice is printed).
     #[default]
+    Auto,
+    /// The CPU executor, on all cores.
     Cpu,
+    /// The first CUDA GPU; an error when there is none.
+    Cuda,
+}
+
+/// A model made ready to run: an ONNX file through the optimizer, or a `.spark` artifact
+/// through the runtime.
+pub enum Runnable {
+    /// An ONNX model on the CPU executor.
+    Onnx(Executor),
+    /// A compiled artifact's session.
+    Artifact(sparkc_runtime::Session),
+}
+
+impl Runnable {
+    /// The executor that runs it.
+    pub fn executor(&self) -> &Executor {
+        match self {
+            Runnable::Onnx(exec) => exec,
+            Runnable::Artifact(session) => session.executor(),
+        }
+    }
+
+    /// Checks inputs (in signature order) against what the artifact was compiled for.
+    pub fn check(&self, inputs: &[Value]) -> Result<()> {
+        if let Runnable::Artifact(session) = self {
+            session.check_bounds(inputs)?;
+        }
+        Ok(())
+    }
+
+    /// The device it runs on, with the reason when `auto` chose the CPU.
+    pub fn device(&self) -> String {
+        match self {
+            Runnable::Onnx(_) => "cpu".to_string(),
+            Runnable::Artifact(session) => session.device().to_string(),
+        }
+    }
+}
+
+/// True when the file starts with the `.spark` magic bytes.
+pub fn is_artifact(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == sparkc_artifact::MAGIC
+}
+
+/// Loads an ONNX model (optimized unless `raw`) or a `.spark` artifact for `device`.
+pub fn prepare(path: &Path, raw: bool, device: Device) -> Result<Runnable> {
+    if is_artifact(path) {
+        let artifact = sparkc_runtime::Artifact::open(path)?;
+        let device = match device {
+            Device::Auto => sparkc_runtime::Device::Auto,
+            Device::Cpu => sparkc_runtime::Device::Cpu,
+            Device::Cuda => sparkc_runtime::Device::Cuda,
+        };
+        let session = sparkc_runtime::Session::new(&artifact, device)
+            .with_context(|| format!("{}", path.display()))?;
+        return Ok(Runnable::Artifact(session));
+    }
+    if device == Device::Cuda {
+        anyhow::bail!(
+            "--device cuda runs compiled artifacts: `sparkc compile {0}` first, then run the .spark file",
+            path.display()
+        );
+    }
+    let model = crate::optimize::load(path, raw)?;
+    Ok(Runnable::Onnx(Executor::new(&model.graph)?))
 }
 
 /// Arguments of `sparkc run`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The ONNX model to run.
+    /// The ONNX model or `.spark` artifact to run.
     pub model: PathBuf,
     /// Inputs.
     #[command(flatten)]
@@ -27,7 +99,7 @@ pub struct Args {
     #[arg(long, default_value = ".")]
     pub output_dir: PathBuf,
     /// Where to run.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
     /// Run the graph as imported, without the optimizer.
     #[arg(long)]
@@ -79,13 +151,17 @@ pub fn summary(array: &Array) -> String {
 /// Runs `sparkc run`.
 pub fn run(args: &Args) -> Result<String> {
     set_threads(args.threads);
-    let model = crate::optimize::load(&args.model, args.no_opt)?;
-    let exec = Executor::new(&model.graph)?;
-    let inputs = inputs::build(&exec, &args.inputs)?;
+    let runnable = prepare(&args.model, args.no_opt, args.device)?;
+    let exec = runnable.executor();
+    let inputs = inputs::build(exec, &args.inputs)?;
+    runnable.check(&inputs)?;
     let outputs = exec.run(inputs)?;
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
     let mut text = String::new();
+    if args.device == Device::Auto {
+        writeln!(text, "device: {}", runnable.device())?;
+    }
     for (name, value) in exec.output_names().iter().zip(&outputs) {
         match value {
             Value::Tensor(array) => {

@@ -14,6 +14,7 @@ pub use error::{ImportError, Result};
 pub use ops::SUPPORTED_OPS;
 pub use tensor::{dtype_from_onnx, dtype_to_onnx, tensor_from_bytes, MAX_DIM, MAX_ELEMENTS};
 
+use bytes::Bytes;
 use onnx_protobuf::{FunctionProto, GraphProto, Message, ModelProto};
 use sparkc_ir::Model;
 use std::collections::{BTreeMap, HashMap};
@@ -87,15 +88,25 @@ pub fn load_bytes(bytes: &[u8], folder: Option<&Path>) -> Result<Model> {
     import_model(parse(bytes, Path::new("<bytes>"))?, folder)
 }
 
+/// Imports a model from bytes whose external data all lies in `section`, named `location`
+/// (an artifact's graph and its weight section); tensors borrow the section, no copy.
+pub fn load_with_section(bytes: &[u8], location: &str, section: Bytes) -> Result<Model> {
+    let proto = parse(bytes, Path::new("<embedded graph>"))?;
+    import_with(proto, ExternalFiles::section(location, section))
+}
+
 /// Imports a parsed model, then infers shapes and verifies the graph.
-pub fn import_model(mut proto: ModelProto, folder: Option<&Path>) -> Result<Model> {
+pub fn import_model(proto: ModelProto, folder: Option<&Path>) -> Result<Model> {
+    import_with(proto, ExternalFiles::new(folder.map(Path::to_path_buf)))
+}
+
+fn import_with(mut proto: ModelProto, mut external: ExternalFiles) -> Result<Model> {
     let opset = default_opset(&proto)?;
     let mut graph_proto = proto
         .graph
         .take()
         .ok_or_else(|| ImportError::Model("the model has no graph".into()))?;
     inline_functions(&mut graph_proto, &proto.functions, 0)?;
-    let mut external = ExternalFiles::new(folder.map(Path::to_path_buf));
     let mut importer = import::Importer {
         opset,
         external: &mut external,

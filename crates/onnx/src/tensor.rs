@@ -109,6 +109,7 @@ pub fn value_type(name: &str, ty: &TypeProto) -> Result<ValueType, String> {
 pub struct ExternalFiles {
     base: Option<PathBuf>,
     maps: HashMap<PathBuf, Bytes>,
+    section: Option<(String, Bytes)>,
 }
 
 impl ExternalFiles {
@@ -117,6 +118,15 @@ impl ExternalFiles {
         ExternalFiles {
             base,
             maps: HashMap::new(),
+            section: None,
+        }
+    }
+
+    /// External data only from `section`, an in-memory blob its tensors name as `location`.
+    pub fn section(location: &str, section: Bytes) -> ExternalFiles {
+        ExternalFiles {
+            section: Some((location.to_string(), section)),
+            ..ExternalFiles::default()
         }
     }
 
@@ -154,6 +164,14 @@ impl ExternalFiles {
     }
 
     fn bytes(&mut self, location: &str) -> Result<Bytes, String> {
+        if let Some((name, section)) = &self.section {
+            if name == location {
+                return Ok(section.clone());
+            }
+            return Err(format!(
+                "external data location '{location}' is not the embedded section '{name}'"
+            ));
+        }
         let path = self.resolve(location)?;
         if let Some(bytes) = self.maps.get(&path) {
             return Ok(bytes.clone());

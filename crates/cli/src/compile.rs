@@ -1,0 +1,370 @@
+//! `sparkc compile`: a model optimized, lowered for each target, and written as one `.spark`
+//! artifact (see `docs/artifact.md`).
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use onnx_protobuf::tensor_proto::DataLocation;
+use onnx_protobuf::{Message, StringStringEntryProto};
+use protobuf::EnumOrUnknown;
+use sparkc_artifact::{
+    arrange, push_weight, Artifact, Buffer, BufferKind, DimBound, Factor, Header, Kernel,
+    KernelPlan, MemoryPlan, SizeExpr, TensorSpec, Term, WEIGHTS_LOCATION,
+};
+use sparkc_ir::{Atom, Dim, Graph, NodeId, Op, ValueRef, ValueType};
+use sparkc_kernels::plan::is_view;
+use sparkc_kernels::{lower_graph, Lowered, Output, Precision, Role, Sm};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `sparkc compile`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX model to compile.
+    pub model: PathBuf,
+    /// The artifact to write (default: the model's path with a `.spark` extension).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// GPU architectures to generate kernels for, comma-separated (`all` for every one).
+    #[arg(long, default_value = "sm_121a", value_delimiter = ',')]
+    pub target: Vec<String>,
+    /// Arithmetic for products: tf32 (FP32 models on tensor cores) or fp32 (exact).
+    #[arg(long, default_value = "tf32")]
+    pub precision: Precision,
+    /// Upper bound of a symbolic dim, as NAME=VALUE (repeatable); runs above it are refused,
+    /// and the summary's peak memory is computed at the bounds.
+    #[arg(long = "max", value_name = "NAME=VALUE")]
+    pub max: Vec<String>,
+}
+
+fn targets(names: &[String]) -> Result<Vec<Sm>> {
+    if names.iter().any(|n| n == "all") {
+        return Ok(Sm::ALL.to_vec());
+    }
+    let mut out: Vec<Sm> = Vec::new();
+    for name in names {
+        let sm: Sm = name.parse().map_err(anyhow::Error::msg)?;
+        if !out.contains(&sm) {
+            out.push(sm);
+        }
+    }
+    if out.is_empty() {
+        bail!("--target needs at least one architecture");
+    }
+    Ok(out)
+}
+
+fn bounds(pairs: &[String]) -> Result<Vec<DimBound>> {
+    pairs
+        .iter()
+        .map(|p| {
+            let (name, value) = p
+                .split_once('=')
+                .with_context(|| format!("--max {p}: expected NAME=VALUE"))?;
+            let max: i64 = value
+                .parse()
+                .ok()
+                .filter(|v| *v >= 1)
+                .with_context(|| format!("--max {p}: the bound must be a positive integer"))?;
+            Ok(DimBound {
+                symbol: name.to_string(),
+                max,
+            })
+        })
+        .collect()
+}
+
+/// A size expression of the artifact format from an IR dim.
+pub fn size_expr(dim: &Dim) -> SizeExpr {
+    let Dim::Expr(poly) = dim else {
+        return SizeExpr {
+            terms: Vec::new(),
+            dynamic: true,
+        };
+    };
+    let terms = poly
+        .terms()
+        .map(|(atoms, coefficient)| Term {
+            coefficient,
+            factors: atoms
+                .iter()
+                .map(|atom| match atom {
+                    Atom::Sym(name) => Factor {
+                        symbol: name.to_string(),
+                        ..Factor::default()
+                    },
+                    Atom::FloorDiv(num, divisor) => Factor {
+                        numerator: Some(Box::new(size_expr(&Dim::Expr((**num).clone())))),
+                        divisor: *divisor,
+                        ..Factor::default()
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    SizeExpr {
+        terms,
+        dynamic: false,
+    }
+}
+
+fn spec(graph: &Graph, v: ValueRef) -> TensorSpec {
+    let value = graph.value(v);
+    let (dtype, shape) = match &value.ty {
+        ValueType::Tensor(t) => (
+            t.dtype.name().to_string(),
+            t.shape
+                .as_ref()
+                .map(|dims| dims.iter().map(size_expr).collect())
+                .unwrap_or_default(),
+        ),
+        other => (other.to_string(), Vec::new()),
+    };
+    TensorSpec {
+        name: value.name.clone(),
+        dtype,
+        shape,
+    }
+}
+
+/// The value a view chain reads in the end.
+fn root(graph: &Graph, mut v: ValueRef) -> ValueRef {
+    while is_view(&graph.node(v.node).op) {
+        match graph.inputs_of(v.node).first().copied().flatten() {
+            Some(input) => v = input,
+            None => break,
+        }
+    }
+    v
+}
+
+/// The optimized graph as ONNX bytes, its initializers moved to the weight section; returns
+/// the bytes and each initializer's offset in the section.
+fn embed_graph(
+    model: &sparkc_ir::Model,
+    section: &mut Vec<u8>,
+) -> Result<(Vec<u8>, HashMap<String, u64>)> {
+    let mut proto = sparkc_onnx::export::to_proto(model)?;
+    let mut offsets = HashMap::new();
+    if let Some(graph) = proto.graph.as_mut() {
+        for t in graph
+            .initializer
+            .iter_mut()
+            .filter(|t| !t.raw_data.is_empty())
+        {
+            let at = push_weight(section, &t.raw_data);
+            let entry = |key: &str, value: String| StringStringEntryProto {
+                key: key.to_string(),
+                value,
+                ..StringStringEntryProto::default()
+            };
+            t.external_data = vec![
+                entry("location", WEIGHTS_LOCATION.to_string()),
+                entry("offset", at.to_string()),
+                entry("length", t.raw_data.len().to_string()),
+            ];
+            t.data_location = EnumOrUnknown::new(DataLocation::EXTERNAL);
+            t.raw_data = Vec::new();
+            offsets.insert(t.name.clone(), at);
+        }
+    }
+    let bytes = proto
+        .write_to_bytes()
+        .context("cannot encode the optimized graph")?;
+    Ok((bytes, offsets))
+}
+
+/// Buffers of every value the kernels touch, with their lifetimes over the kernel sequence.
+fn memory_plan(
+    graph: &Graph,
+    kernels: &[Lowered],
+    weights: &HashMap<String, u64>,
+) -> Result<(MemoryPlan, Vec<Vec<u32>>)> {
+    let ids: HashMap<&str, NodeId> = graph
+        .dag
+        .node_indices()
+        .map(|id| (graph.node(id).name.as_str(), id))
+        .collect();
+    let mut index: HashMap<ValueRef, u32> = HashMap::new();
+    let mut buffers: Vec<Buffer> = Vec::new();
+    let outputs: Vec<ValueRef> = graph.outputs.iter().map(|&v| root(graph, v)).collect();
+    let last = kernels.len().saturating_sub(1) as u32;
+    let mut touch = |v: ValueRef, step: u32, buffers: &mut Vec<Buffer>| -> Result<u32> {
+        if let Some(&i) = index.get(&v) {
+            let b = &mut buffers[i as usize];
+            b.first = b.first.min(step);
+            b.last = b.last.max(step);
+            return Ok(i);
+        }
+        let value = graph.value(v);
+        let t = value
+            .ty
+            .as_tensor()
+            .with_context(|| format!("value '{}' is not a tensor", value.name))?;
+        let shape = t
+            .shape
+            .as_ref()
+            .with_context(|| format!("value '{}' has no known rank", value.name))?;
+        let elems = shape.iter().fold(Dim::known(1), |acc, d| acc * d.clone());
+        let bytes = elems * Dim::known(t.dtype.bits().div_ceil(8) as i64);
+        let node = graph.node(v.node);
+        let mut b = Buffer {
+            name: value.name.clone(),
+            bytes: Some(size_expr(&bytes)),
+            first: step,
+            last: step,
+            ..Buffer::default()
+        };
+        let kind = if let Some(pos) = graph.inputs.iter().position(|&n| n == v.node) {
+            b.position = pos as u32;
+            b.first = 0;
+            BufferKind::Input
+        } else if matches!(node.op, Op::Const(_)) {
+            b.weight_offset = *weights.get(&value.name).with_context(|| {
+                format!("constant '{}' is not in the weight section", value.name)
+            })?;
+            BufferKind::Weight
+        } else if let Some(pos) = outputs.iter().position(|&o| o == v) {
+            b.position = pos as u32;
+            b.last = last;
+            BufferKind::Output
+        } else {
+            BufferKind::Activation
+        };
+        b.set_kind(kind);
+        let i = buffers.len() as u32;
+        buffers.push(b);
+        index.insert(v, i);
+        Ok(i)
+    };
+    let mut bindings = Vec::with_capacity(kernels.len());
+    for (step, k) in kernels.iter().enumerate() {
+        let id = *ids
+            .get(k.info.node.as_str())
+            .with_context(|| format!("kernel {} names no node", k.info.name))?;
+        let inputs = graph.inputs_of(id);
+        let mut bound = Vec::with_capacity(k.info.buffers.len());
+        for arg in &k.info.buffers {
+            let v = match arg.role {
+                Role::Output => ValueRef {
+                    node: id,
+                    output: arg.slot,
+                },
+                Role::Input => inputs.get(arg.slot).copied().flatten().with_context(|| {
+                    format!("kernel {}: input {} is absent", k.info.name, arg.slot)
+                })?,
+            };
+            bound.push(touch(root(graph, v), step as u32, &mut buffers)?);
+        }
+        bindings.push(bound);
+    }
+    for &v in &outputs {
+        touch(v, last, &mut buffers)?;
+    }
+    Ok((MemoryPlan { buffers }, bindings))
+}
+
+/// Runs `sparkc compile`.
+pub fn run(args: &Args) -> Result<String> {
+    let start = Instant::now();
+    let sms = targets(&args.target)?;
+    let bounds = bounds(&args.max)?;
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| args.model.with_extension("spark"));
+    let bar = ProgressBar::new(sms.len() as u64 + 2);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("optimizing");
+    let optimized = crate::optimize::optimize(&args.model, None)?;
+    let model = optimized.model;
+    bar.inc(1);
+    bar.set_message("embedding the graph and weights");
+    let mut weights = Vec::new();
+    let (graph_bytes, offsets) = embed_graph(&model, &mut weights)?;
+    bar.inc(1);
+    let graph = &model.graph;
+    let mut plans = Vec::new();
+    let mut memory = None;
+    let mut kernel_count = 0;
+    for sm in &sms {
+        bar.set_message(format!("generating {sm} kernels"));
+        let lowering = lower_graph(graph, Output::Ptx(*sm), args.precision, None)
+            .with_context(|| format!("codegen for {sm}"))?;
+        let (plan, bindings) = memory_plan(graph, &lowering.kernels, &offsets)?;
+        kernel_count = lowering.kernels.len();
+        let kernels = lowering
+            .kernels
+            .into_iter()
+            .zip(bindings)
+            .map(|(k, buffers)| Kernel {
+                name: k.info.name,
+                node: k.info.node,
+                ptx: k.text,
+                grid: Some(size_expr(&k.info.launch.grid)),
+                block: k.info.launch.block,
+                shared_bytes: k.info.launch.shared_bytes,
+                dynamic_shared_bytes: k.info.launch.dynamic_shared_bytes,
+                buffers,
+                symbols: k.info.symbols,
+                variant: format!("{:?} {}", k.info.family, k.info.variant),
+            })
+            .collect();
+        plans.push(KernelPlan {
+            target: sm.name().to_string(),
+            kernels,
+        });
+        memory.get_or_insert(plan);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let memory = memory.unwrap_or_default();
+    let bind = |s: &str| Some(bounds.iter().find(|b| b.symbol == s).map_or(1, |b| b.max));
+    let peak = arrange(&memory.buffers, &bind).map_err(anyhow::Error::msg)?;
+    let header = Header {
+        producer: format!("sparkc {}", env!("CARGO_PKG_VERSION")),
+        model_name: graph.name.clone(),
+        targets: sms.iter().map(|s| s.name().to_string()).collect(),
+        inputs: graph
+            .inputs
+            .iter()
+            .map(|&n| spec(graph, ValueRef { node: n, output: 0 }))
+            .collect(),
+        outputs: graph.outputs.iter().map(|&v| spec(graph, v)).collect(),
+        graph: graph_bytes,
+        plans,
+        memory: Some(memory),
+        precision: format!("{:?}", args.precision).to_lowercase(),
+        bounds: bounds.clone(),
+    };
+    let written = Artifact::write(&output, &header, &weights)?;
+    let mut text = String::new();
+    let at = if bounds.is_empty() {
+        "every symbolic dim at 1".to_string()
+    } else {
+        bounds
+            .iter()
+            .map(|b| format!("{}={}", b.symbol, b.max))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        text,
+        "wrote {} ({:.1} MiB): {kernel_count} kernels per target for {}",
+        output.display(),
+        written as f64 / (1 << 20) as f64,
+        header.targets.join(", ")
+    )?;
+    writeln!(
+        text,
+        "weights {:.2} MiB, peak activation memory {:.2} MiB ({at}), compiled in {:.2} s",
+        weights.len() as f64 / (1 << 20) as f64,
+        peak.arena_bytes as f64 / (1 << 20) as f64,
+        start.elapsed().as_secs_f64()
+    )?;
+    Ok(text)
+}

@@ -1,0 +1,239 @@
+//! `sparkc compile` → `.spark` → the runtime on the CPU: every whole model gives the outputs
+//! the ONNX path gives; bad artifacts and bad inputs are clear errors that leave the session
+//! usable.
+
+use sparkc_cli::execute_args;
+use sparkc_runtime::{Artifact, Device, Session, Tensor};
+use sparkc_tests::{repo_root, whole_models};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn compile(model: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "sparkc".to_string(),
+        "compile".into(),
+        model.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    execute_args(args).unwrap_or_else(|e| panic!("compile {}: {e:#}", model.display()))
+}
+
+/// Runs `model` (ONNX or artifact) on seeded random inputs; returns the output folder.
+fn run(model: &Path, dims: &[String], out: PathBuf) -> PathBuf {
+    let mut args = vec![
+        "sparkc".to_string(),
+        "run".into(),
+        model.display().to_string(),
+        "--random-inputs".into(),
+        "--seed".into(),
+        "7".into(),
+        "--device".into(),
+        "cpu".into(),
+        "--output-dir".into(),
+        out.display().to_string(),
+    ];
+    for d in dims {
+        args.push("--dim".into());
+        args.push(d.clone());
+    }
+    execute_args(args).unwrap_or_else(|e| panic!("run {}: {e:#}", model.display()));
+    out
+}
+
+fn symbols(artifact: &Artifact) -> BTreeSet<String> {
+    artifact
+        .header
+        .inputs
+        .iter()
+        .flat_map(|spec| spec.shape.iter())
+        .flat_map(|dim| dim.terms.iter())
+        .flat_map(|term| term.factors.iter())
+        .filter(|f| !f.symbol.is_empty())
+        .map(|f| f.symbol.clone())
+        .collect()
+}
+
+#[test]
+fn every_whole_model_runs_from_its_artifact_as_from_onnx() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut report = String::new();
+    for (name, path) in whole_models() {
+        let spark = dir.path().join(format!("{name}.spark"));
+        compile(&path, &spark, &[]);
+        let artifact = Artifact::open(&spark).expect("the artifact opens");
+        let dims: Vec<String> = symbols(&artifact)
+            .into_iter()
+            .map(|s| format!("{s}=2"))
+            .collect();
+        let from_onnx = run(&path, &dims, dir.path().join(format!("{name}.onnx.out")));
+        let from_spark = run(&spark, &dims, dir.path().join(format!("{name}.spark.out")));
+        for spec in &artifact.header.outputs {
+            let file = format!("{}.npy", sparkc_cli::run::file_name(&spec.name));
+            let read = |d: &Path| {
+                sparkc_cli::npy::read(&d.join(&file))
+                    .unwrap_or_else(|e| panic!("{name}: output {}: {e}", spec.name))
+            };
+            let (a, b) = (read(&from_onnx), read(&from_spark));
+            assert_eq!(a.shape, b.shape, "{name}: output {}", spec.name);
+            let (a, b) = (a.data.to_f64s(), b.data.to_f64s());
+            let scale = a.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            report.push_str(&format!(
+                "{name:<28} {:<16} max abs diff {worst:.2e}\n",
+                spec.name
+            ));
+            assert!(
+                worst <= 1e-5 * scale,
+                "{name}: output {} differs by {worst}",
+                spec.name
+            );
+        }
+    }
+    print!("{report}");
+}
+
+fn tiny_artifact(dir: &Path) -> PathBuf {
+    let spark = dir.join("tiny.spark");
+    let text = compile(
+        &repo_root().join("examples/models/tiny_cnn.onnx"),
+        &spark,
+        &["--target", "sm_121a,sm_90a", "--max", "N=4"],
+    );
+    assert!(
+        text.contains("9 kernels per target for sm_121a, sm_90a"),
+        "{text}"
+    );
+    spark
+}
+
+fn image(n: usize) -> Tensor {
+    let values: Vec<f32> = (0..n * 3 * 32 * 32)
+        .map(|i| (i % 17) as f32 / 17.0)
+        .collect();
+    Tensor::from_f32(vec![n, 3, 32, 32], &values)
+}
+
+#[test]
+fn the_rust_api_runs_named_inputs_and_explains_bad_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let artifact = Artifact::open(&tiny_artifact(dir.path())).expect("opens");
+    assert_eq!(artifact.header.targets, ["sm_121a", "sm_90a"]);
+    let weights = artifact.weights().as_ptr() as usize;
+    assert_eq!(
+        weights % 256,
+        0,
+        "the weight section is 256-byte aligned in memory"
+    );
+    let session = Session::new(&artifact, Device::Cpu).expect("a CPU session");
+    assert_eq!(session.inputs()[0].name, "image");
+    let outputs = session.run(&[("image", image(2))]).expect("runs");
+    assert_eq!(outputs[0].0, "probs");
+    assert_eq!(outputs[0].1.shape(), [2, 10]);
+    let sums: Vec<f32> = outputs[0]
+        .1
+        .to_f32()
+        .chunks(10)
+        .map(|r| r.iter().sum())
+        .collect();
+    assert!(
+        sums.iter().all(|s| (s - 1.0).abs() < 1e-5),
+        "softmax rows: {sums:?}"
+    );
+    let errors = [
+        (session.run(&[("img", image(1))]), "no input 'img'"),
+        (session.run(&[]), "input 'image' is missing"),
+        (
+            session.run(&[("image", image(1)), ("image", image(1))]),
+            "given twice",
+        ),
+        (session.run(&[("image", image(5))]), "exceeds the bound 4"),
+        (
+            session.run(&[(
+                "image",
+                Tensor::from_f32(vec![1, 3, 32, 31], &[0.0; 3 * 32 * 31]),
+            )]),
+            "must be f32[N,3,32,32]",
+        ),
+        (
+            session.run(&[(
+                "image",
+                Tensor::new(
+                    sparkc_ir::DType::F16,
+                    vec![1, 3, 32, 32],
+                    vec![0; 2 * 3 * 32 * 32],
+                )
+                .expect("a tensor"),
+            )]),
+            "must be f32",
+        ),
+    ];
+    for (result, expected) in errors {
+        let err = result.expect_err("refused").to_string();
+        assert!(err.contains(expected), "{err:?} should say {expected:?}");
+    }
+    // Still usable, with the same answer.
+    let again = session.run(&[("image", image(2))]).expect("runs again");
+    assert_eq!(again, outputs);
+}
+
+#[test]
+fn damaged_artifacts_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spark = tiny_artifact(dir.path());
+    let bytes = std::fs::read(&spark).expect("read");
+    let write = |name: &str, data: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, data).expect("write");
+        p
+    };
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let mut version = bytes.clone();
+    version[8] = 2;
+    let cases = [
+        (
+            write("truncated.spark", &bytes[..bytes.len() / 2]),
+            "truncated",
+        ),
+        (write("flipped.spark", &flipped), "weight section checksum"),
+        (write("version.spark", &version), "format version 2"),
+        (write("empty.spark", b""), "not a sparkc artifact"),
+    ];
+    for (path, expected) in cases {
+        let err = Artifact::open(&path).expect_err("refused").to_string();
+        assert!(err.contains(expected), "{err:?} should say {expected:?}");
+    }
+    // Through the CLI, which recognizes artifacts by their magic bytes.
+    let err = execute_args([
+        "sparkc",
+        "run",
+        &dir.path().join("flipped.spark").display().to_string(),
+        "--random-inputs",
+    ])
+    .expect_err("refused");
+    assert!(format!("{err:#}").contains("corrupted"), "{err:#}");
+}
+
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let artifact = Artifact::open(&tiny_artifact(dir.path())).expect("opens");
+    if sparkc_runtime::detect().ok().flatten().is_some() {
+        return;
+    }
+    let err = Session::new(&artifact, Device::Cuda).expect_err("no GPU here");
+    assert!(err.to_string().contains("no CUDA driver or GPU"), "{err}");
+    let session = Session::new(&artifact, Device::Auto).expect("falls back");
+    assert!(
+        session.device().starts_with("cpu ("),
+        "{}",
+        session.device()
+    );
+}
