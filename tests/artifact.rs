@@ -237,3 +237,39 @@ fn cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
         session.device()
     );
 }
+
+#[test]
+fn mutated_headers_with_valid_checksums_never_panic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bytes = std::fs::read(tiny_artifact(dir.path())).expect("read");
+    let header_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) as usize;
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut decoded, mut refused) = (0, 0);
+    for _ in 0..300 {
+        let mut bad = bytes.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = 64 + (next() as usize) % header_len;
+            bad[at] = next() as u8;
+        }
+        let sum = xxhash_rust::xxh3::xxh3_64(&bad[64..64 + header_len]);
+        bad[24..32].copy_from_slice(&sum.to_le_bytes());
+        let outcome = std::panic::catch_unwind(|| {
+            Artifact::from_bytes(bytes::Bytes::from(bad))
+                .map_err(|e| e.to_string())
+                .and_then(|a| Session::new(&a, Device::Cpu).map_err(|e| e.to_string()))
+                .is_ok()
+        });
+        match outcome {
+            Ok(true) => decoded += 1,
+            Ok(false) => refused += 1,
+            Err(_) => panic!("a mutated header panicked the runtime"),
+        }
+    }
+    println!("mutated headers: {decoded} still load, {refused} refused, none panicked");
+}

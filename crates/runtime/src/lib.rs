@@ -23,7 +23,7 @@ mod tensor;
 
 pub use gpu::{detect, pick_target, GpuInfo};
 pub use session::{Device, Session};
-pub use sparkc_artifact::{Artifact, ArtifactError, TensorSpec};
+pub use sparkc_artifact::{Artifact, ArtifactError, SizeExpr, TensorSpec};
 pub use tensor::Tensor;
 
 /// Why loading or running failed.
@@ -44,4 +44,9 @@ pub enum RuntimeError {
     /// Execution failed.
     #[error("run: {0}")]
     Run(String),
+}
+
+/// The value of a size with no symbols; `None` for a symbolic or data-dependent one.
+pub fn static_size(expr: &SizeExpr) -> Option<i64> {
+    sparkc_artifact::eval(expr, &|_| None).ok()
 }
