@@ -21,7 +21,10 @@ fn library_dir() -> PathBuf {
         if dir.ends_with("release") {
             cargo.arg("--release");
         }
-        assert!(cargo.status().expect("cargo runs").success(), "building libsparkc");
+        assert!(
+            cargo.status().expect("cargo runs").success(),
+            "building libsparkc"
+        );
     }
     dir
 }
@@ -47,7 +50,10 @@ fn the_c_example_runs_an_artifact() {
         .arg("-std=c11")
         .arg("-Wall")
         .arg("-Werror")
-        .arg(format!("-I{}", repo_root().join("crates/capi/include").display()))
+        .arg(format!(
+            "-I{}",
+            repo_root().join("crates/capi/include").display()
+        ))
         .arg(format!("-L{}", lib.display()))
         .arg("-lsparkc")
         .arg(format!("-Wl,-rpath,{}", lib.display()))
@@ -60,19 +66,29 @@ fn the_c_example_runs_an_artifact() {
         "cc failed:\n{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let ran = Command::new(&exe).arg(&spark).output().expect("the example runs");
+    let ran = Command::new(&exe)
+        .arg(&spark)
+        .output()
+        .expect("the example runs");
     let stdout = String::from_utf8_lossy(&ran.stdout);
     assert!(
         ran.status.success(),
         "the C example failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&ran.stderr)
     );
-    assert!(stdout.contains("refused as expected: the model has no input 'no_such_input'"), "{stdout}");
+    assert!(
+        stdout.contains("refused as expected: the model has no input 'no_such_input'"),
+        "{stdout}"
+    );
     // The same run through the Rust API.
-    let session = Session::new(&Artifact::open(&spark).expect("opens"), Device::Cpu).expect("session");
+    let session =
+        Session::new(&Artifact::open(&spark).expect("opens"), Device::Cpu).expect("session");
     let image = Tensor::from_f32(vec![1, 3, 32, 32], &[0.5; 3 * 32 * 32]);
     let outputs = session.run(&[("image", image)]).expect("runs");
-    let first: Vec<String> = outputs[0].1.to_f32()[..4].iter().map(|v| format!("{v:.6}")).collect();
+    let first: Vec<String> = outputs[0].1.to_f32()[..4]
+        .iter()
+        .map(|v| format!("{v:.6}"))
+        .collect();
     let line = format!("probs: [1, 10] {}", first.join(" "));
     assert!(stdout.contains(&line), "expected {line:?} in:\n{stdout}");
 }

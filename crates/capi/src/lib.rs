@@ -70,7 +70,10 @@ fn c_names(names: impl Iterator<Item = String>) -> Vec<CString> {
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string.
 #[no_mangle]
-pub unsafe extern "C" fn sparkc_session_open(path: *const c_char, device: c_int) -> *mut SparkcSession {
+pub unsafe extern "C" fn sparkc_session_open(
+    path: *const c_char,
+    device: c_int,
+) -> *mut SparkcSession {
     guard(std::ptr::null_mut(), || {
         if path.is_null() {
             return Err("the artifact path is NULL".into());
@@ -83,7 +86,11 @@ pub unsafe extern "C" fn sparkc_session_open(path: *const c_char, device: c_int)
             0 => Device::Auto,
             1 => Device::Cpu,
             2 => Device::Cuda,
-            other => return Err(format!("unknown device {other}; use SPARKC_DEVICE_AUTO, _CPU or _CUDA")),
+            other => {
+                return Err(format!(
+                    "unknown device {other}; use SPARKC_DEVICE_AUTO, _CPU or _CUDA"
+                ))
+            }
         };
         let artifact = Artifact::open(Path::new(path)).map_err(|e| e.to_string())?;
         let session = Session::new(&artifact, device).map_err(|e| e.to_string())?;
@@ -148,7 +155,10 @@ pub unsafe extern "C" fn sparkc_session_output_count(session: *const SparkcSessi
 /// # Safety
 /// `session` must be a live session.
 #[no_mangle]
-pub unsafe extern "C" fn sparkc_session_input_name(session: *const SparkcSession, i: usize) -> *const c_char {
+pub unsafe extern "C" fn sparkc_session_input_name(
+    session: *const SparkcSession,
+    i: usize,
+) -> *const c_char {
     // SAFETY: the caller passes a live session.
     unsafe { session.as_ref() }
         .and_then(|s| s.input_names.get(i))
@@ -160,7 +170,10 @@ pub unsafe extern "C" fn sparkc_session_input_name(session: *const SparkcSession
 /// # Safety
 /// `session` must be a live session.
 #[no_mangle]
-pub unsafe extern "C" fn sparkc_session_output_name(session: *const SparkcSession, i: usize) -> *const c_char {
+pub unsafe extern "C" fn sparkc_session_output_name(
+    session: *const SparkcSession,
+    i: usize,
+) -> *const c_char {
     // SAFETY: the caller passes a live session.
     unsafe { session.as_ref() }
         .and_then(|s| s.output_names.get(i))
@@ -176,8 +189,11 @@ unsafe fn tensor_in(t: &SparkcTensor) -> Result<(String, Tensor), String> {
         return Err("an input has a NULL name".into());
     }
     // SAFETY: the caller passes NUL-terminated names.
-    let name = unsafe { CStr::from_ptr(t.name) }.to_string_lossy().into_owned();
-    let dtype = sparkc_onnx::dtype_from_onnx(t.dtype).map_err(|e| format!("input '{name}': {e}"))?;
+    let name = unsafe { CStr::from_ptr(t.name) }
+        .to_string_lossy()
+        .into_owned();
+    let dtype =
+        sparkc_onnx::dtype_from_onnx(t.dtype).map_err(|e| format!("input '{name}': {e}"))?;
     if t.rank > 0 && t.shape.is_null() {
         return Err(format!("input '{name}': shape is NULL"));
     }
@@ -209,7 +225,11 @@ unsafe fn tensor_in(t: &SparkcTensor) -> Result<(String, Tensor), String> {
 /// # Safety
 /// `session` must be a live session and `inputs` must point to `n` valid tensors.
 #[no_mangle]
-pub unsafe extern "C" fn sparkc_session_run(session: *mut SparkcSession, inputs: *const SparkcTensor, n: usize) -> c_int {
+pub unsafe extern "C" fn sparkc_session_run(
+    session: *mut SparkcSession,
+    inputs: *const SparkcTensor,
+    n: usize,
+) -> c_int {
     guard(-1, || {
         // SAFETY: the caller passes a live session.
         let s = unsafe { session.as_mut() }.ok_or("the session is NULL")?;
@@ -227,7 +247,8 @@ pub unsafe extern "C" fn sparkc_session_run(session: *mut SparkcSession, inputs:
             // SAFETY: each tensor's pointers are valid, as the caller promises.
             named.push(unsafe { tensor_in(t) }?);
         }
-        let refs: Vec<(&str, Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let refs: Vec<(&str, Tensor)> =
+            named.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
         let outputs = s.session.run(&refs).map_err(|e| e.to_string())?;
         s.outputs = outputs
             .into_iter()
@@ -245,14 +266,20 @@ pub unsafe extern "C" fn sparkc_session_run(session: *mut SparkcSession, inputs:
 /// # Safety
 /// `session` must be a live session and `out` a writable tensor.
 #[no_mangle]
-pub unsafe extern "C" fn sparkc_session_output(session: *const SparkcSession, i: usize, out: *mut SparkcTensor) -> c_int {
+pub unsafe extern "C" fn sparkc_session_output(
+    session: *const SparkcSession,
+    i: usize,
+    out: *mut SparkcTensor,
+) -> c_int {
     guard(-1, || {
         // SAFETY: the caller passes a live session.
         let s = unsafe { session.as_ref() }.ok_or("the session is NULL")?;
-        let (t, shape) = s
-            .outputs
-            .get(i)
-            .ok_or_else(|| format!("no output {i} (run first; the model has {})", s.output_names.len()))?;
+        let (t, shape) = s.outputs.get(i).ok_or_else(|| {
+            format!(
+                "no output {i} (run first; the model has {})",
+                s.output_names.len()
+            )
+        })?;
         // SAFETY: the caller passes a writable tensor.
         let out = unsafe { out.as_mut() }.ok_or("out is NULL")?;
         *out = SparkcTensor {

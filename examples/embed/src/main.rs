@@ -25,11 +25,18 @@ fn main() -> Result<(), Box<dyn Error>> {
             .map(|d| sparkc_runtime::static_size(d).unwrap_or(1) as usize)
             .collect();
         let count = shape.iter().product();
-        inputs.push((spec.name.as_str(), Tensor::from_f32(shape, &vec![0.5; count])));
+        inputs.push((
+            spec.name.as_str(),
+            Tensor::from_f32(shape, &vec![0.5; count]),
+        ));
     }
     for (name, tensor) in session.run(&inputs)? {
         let values = tensor.to_f32();
-        println!("{name}: {:?} first {:?}", tensor.shape(), &values[..values.len().min(4)]);
+        println!(
+            "{name}: {:?} first {:?}",
+            tensor.shape(),
+            &values[..values.len().min(4)]
+        );
     }
     Ok(())
 }
