@@ -12,12 +12,16 @@ use crate::{mma, product, Family, Generated, KernelError, Launch, Request, Targe
 use inkwell::context::Context;
 use inkwell::values::FloatValue;
 use inkwell::IntPredicate;
-use sparkc_ir::op::{AutoPad, ConvAttrs};
+use sparkc_ir::op::{AutoPad, ConvAttrs, ConvTransposeAttrs};
 use sparkc_ir::{BodyNode, Dim, Op, Operand};
 
 /// True for the convolutions this family generates.
 pub fn handles(op: &Op) -> bool {
-    matches!(op, Op::Conv(_))
+    matches!(op, Op::Conv(_) | Op::ConvTranspose(_))
+}
+
+fn is_conv_transpose(op: &Op) -> bool {
+    matches!(op, Op::ConvTranspose(_))
 }
 
 fn is_conv(op: &Op) -> bool {
@@ -316,6 +320,193 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
     };
     let covers = body.iter().map(|n| n.op.name()).collect();
     let info = req.describe(Family::Conv, variant, covers, launch);
+    Ok(Generated {
+        info,
+        module: cg.finish()?,
+    })
+}
+
+/// Static geometry of a transposed convolution: where output coordinate `o` reads input
+/// `(o + begin - k·dilation) / stride` for tap `k`, when that divides evenly and lies inside.
+fn transpose_geometry(
+    attrs: &ConvTransposeAttrs,
+    x: &[Dim],
+    w: &[Dim],
+    y: &[Dim],
+) -> Gen<Geometry> {
+    let a = &attrs.conv;
+    let spatial = x.len().saturating_sub(2);
+    let kernel: Vec<i64> = w[2..]
+        .iter()
+        .map(|d| {
+            d.as_const()
+                .ok_or_else(|| KernelError::Unsupported("kernel sizes must be static".into()))
+        })
+        .collect::<Gen<_>>()?;
+    let get = |v: &[i64], k: usize, default: i64| v.get(k).copied().unwrap_or(default);
+    let strides: Vec<i64> = (0..spatial).map(|k| get(&a.strides, k, 1)).collect();
+    let dilations: Vec<i64> = (0..spatial).map(|k| get(&a.dilations, k, 1)).collect();
+    let mut begin = vec![0i64; spatial];
+    let computed = !attrs.output_shape.is_empty()
+        || matches!(a.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
+    for k in 0..spatial {
+        begin[k] = if computed {
+            let (Some(i), Some(o)) = (x[2 + k].as_const(), y[2 + k].as_const()) else {
+                return Err(KernelError::Unsupported(
+                    "computed padding needs static spatial sizes".into(),
+                ));
+            };
+            let eff = (kernel[k] - 1) * dilations[k] + 1;
+            let full = strides[k] * (i - 1) + get(&attrs.output_padding, k, 0) + eff;
+            let total = (full - o).max(0);
+            if a.auto_pad == AutoPad::SameUpper {
+                total / 2
+            } else {
+                total - total / 2
+            }
+        } else if a.auto_pad == AutoPad::Valid {
+            0
+        } else {
+            get(&a.pads, k, 0)
+        };
+    }
+    Ok(Geometry {
+        spatial,
+        kernel,
+        strides,
+        dilations,
+        begin,
+        group: a.group.max(1),
+    })
+}
+
+/// Generates the kernel of a transposed convolution: one output element per
+/// thread item, summing the input pixels and taps that land on it (no scattered writes).
+pub fn generate_transpose<'ctx>(
+    cx: &'ctx Context,
+    req: &Request,
+    body: &[BodyNode],
+) -> Gen<Generated<'ctx>> {
+    let c = cut(req, body, is_conv_transpose)?;
+    let anchor = &body[c.anchor];
+    let Op::ConvTranspose(attrs) = &anchor.op else {
+        unreachable!("cut found a ConvTranspose")
+    };
+    let slot = |k: usize| match anchor.args.get(k).copied().flatten() {
+        Some(Operand::Input(i)) => Some(i),
+        _ => None,
+    };
+    let w_slot = slot(1).ok_or_else(|| {
+        KernelError::Unsupported("ConvTranspose weights must be an input".into())
+    })?;
+    let x_shape = c.x_shape.clone();
+    let w = req.input(w_slot)?.clone();
+    let y_shape = req.outputs[0].shape.clone();
+    if x_shape.len() < 3 || w.shape.len() != x_shape.len() {
+        return Err(KernelError::Unsupported(
+            "ConvTranspose needs [N, C, spatial...] and weights of the same rank".into(),
+        ));
+    }
+    let g = transpose_geometry(attrs, &x_shape, &w.shape, &y_shape)?;
+    let source = Reader::new(req, &c.source, &x_shape)?;
+    let sink = if c.epilogue.is_empty() {
+        None
+    } else {
+        Some(Reader::new(req, &c.epilogue, &y_shape)?)
+    };
+    let b_info = match slot(2) {
+        Some(i) => Some((i, req.input(i)?.dtype)),
+        None => None,
+    };
+    let out_dtype = req.outputs[0].dtype;
+    let mut cg = req.begin(cx, THREADS);
+    let batch = cg.dim(&x_shape[0])?;
+    let cin = cg.dim(&x_shape[1])?;
+    let cout = cg.dim(&y_shape[1])?;
+    let groups = cg.c(g.group);
+    let cin_g = cg.div(cin, groups)?;
+    let cout_g = cg.div(cout, groups)?;
+    let window: i64 = g.kernel.iter().product();
+    let in_pixels = cg.product(&x_shape[2..])?;
+    let out_pixels = cg.product(&y_shape[2..])?;
+    let total = cg.mul(cg.mul(batch, cout)?, out_pixels)?;
+    cg.for_each_thread_item(cg.c(0), total, |cg, q| {
+        let pixel = cg.rem(q, out_pixels)?;
+        let plane = cg.div(q, out_pixels)?;
+        let channel = cg.rem(plane, cout)?;
+        let image = cg.div(plane, cout)?;
+        let group = cg.div(channel, cout_g)?;
+        let channel_g = cg.rem(channel, cout_g)?;
+        // Output coordinates, innermost axis last.
+        let mut coords = vec![cg.c(0); g.spatial];
+        let mut rest = pixel;
+        for a in (0..g.spatial).rev() {
+            let od = cg.dim(&y_shape[2 + a])?;
+            coords[a] = cg.rem(rest, od)?;
+            rest = cg.div(rest, od)?;
+        }
+        let zero = cg.f(0.0).into();
+        let sums = cg.fold_range(cg.c(0), cin_g, cg.c(1), vec![zero], |cg, icg, acc| {
+            let mut acc = acc[0].into_float_value();
+            let ic = cg.add(cg.mul(group, cin_g)?, icg)?;
+            let plane = cg.add(cg.mul(image, cin)?, ic)?;
+            for kpos in 0..window {
+                let mut ok = cg.icmp(IntPredicate::EQ, cg.c(0), cg.c(0))?;
+                let mut offset = cg.c(0);
+                let mut rest_k = kpos;
+                let mut taps = vec![0i64; g.spatial];
+                for a in (0..g.spatial).rev() {
+                    taps[a] = rest_k % g.kernel[a];
+                    rest_k /= g.kernel[a];
+                }
+                for a in 0..g.spatial {
+                    let t = cg.sub(
+                        cg.add(coords[a], cg.c(g.begin[a]))?,
+                        cg.c(taps[a] * g.dilations[a]),
+                    )?;
+                    let stride = cg.c(g.strides[a]);
+                    let i = cg.div(t, stride)?;
+                    let d = cg.dim(&x_shape[2 + a])?;
+                    ok = cg.and(ok, cg.icmp(IntPredicate::SGE, t, cg.c(0))?)?;
+                    ok = cg.and(ok, cg.icmp(IntPredicate::EQ, cg.rem(t, stride)?, cg.c(0))?)?;
+                    ok = cg.and(ok, cg.icmp(IntPredicate::SLT, i, d)?)?;
+                    let i = cg.imin(cg.imax(i, cg.c(0))?, cg.sub(d, cg.c(1))?)?;
+                    offset = cg.add(cg.mul(offset, d)?, i)?;
+                }
+                let at = cg.add(cg.mul(plane, in_pixels)?, offset)?;
+                let xv = masked(cg, ok, source.eval(cg, req, at, None)?.float(cg)?)?;
+                let wi = cg.add(
+                    cg.mul(cg.add(cg.mul(ic, cout_g)?, channel_g)?, cg.c(window))?,
+                    cg.c(kpos),
+                )?;
+                let wv = cg
+                    .load(w.dtype, cg.buffer(req.input_param(w_slot)), wi)?
+                    .float(cg)?;
+                acc = cg.fma(xv, wv, acc)?;
+            }
+            Ok(vec![acc.into()])
+        })?;
+        let mut y = sums[0].into_float_value();
+        if let Some((i, dtype)) = b_info {
+            let bias = cg
+                .load(dtype, cg.buffer(req.input_param(i)), channel)?
+                .float(cg)?;
+            y = cg.fadd(y, bias)?;
+        }
+        let v = match &sink {
+            None => Val::F(y),
+            Some(s) => s.eval(cg, req, q, Some(Val::F(y)))?,
+        };
+        cg.store(out_dtype, cg.buffer(0), q, v)
+    })?;
+    let launch = Launch {
+        grid: product(&y_shape).ceil_div(&Dim::known(i64::from(THREADS))),
+        block: THREADS,
+        shared_bytes: 0,
+        dynamic_shared_bytes: 0,
+    };
+    let covers = body.iter().map(|n| n.op.name()).collect();
+    let info = req.describe(Family::Conv, "transpose-direct", covers, launch);
     Ok(Generated {
         info,
         module: cg.finish()?,

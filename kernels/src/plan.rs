@@ -131,6 +131,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             elementwise::generate(cx, req, &body)
         }
         op if gemm::handles(op) => gemm::generate(cx, req, &single(req)),
+        Op::ConvTranspose(_) => conv::generate_transpose(cx, req, &single(req)),
         op if conv::handles(op) => conv::generate(cx, req, &single(req)),
         op if reduce::handles(op) => reduce::generate(cx, req, &single(req)),
         Op::Attention(_) => attention::generate(cx, req),

@@ -159,8 +159,8 @@ pub fn run(args: &Args) -> Result<String> {
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
     let mut text = String::new();
-    if args.device == Device::Auto {
-        writeln!(text, "device: {}", runnable.device())?;
+    if let Runnable::Artifact(session) = &runnable {
+        writeln!(text, "device: {}", session.device())?;
     }
     for (name, value) in exec.output_names().iter().zip(&outputs) {
         match value {
