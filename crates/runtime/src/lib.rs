@@ -15,8 +15,10 @@
 //! ```
 //!
 //! The crate links no compiler: no LLVM, no e-graphs. With no CUDA driver installed it runs
-//! on the CPU and never touches the driver.
+//! on the CPU and never touches the driver. On a GPU it launches the artifact's kernels for
+//! the best matching target, captured once per binding of the symbolic dims into a CUDA graph.
 
+mod cuda;
 mod gpu;
 mod session;
 mod tensor;
@@ -49,4 +51,9 @@ pub enum RuntimeError {
 /// The value of a size with no symbols; `None` for a symbolic or data-dependent one.
 pub fn static_size(expr: &SizeExpr) -> Option<i64> {
     sparkc_artifact::eval(expr, &|_| None).ok()
+}
+
+/// The value of a size with symbols bound by `bind`, or why it has none.
+pub fn eval_size(expr: &SizeExpr, bind: &dyn Fn(&str) -> Option<i64>) -> Result<i64, String> {
+    sparkc_artifact::eval(expr, bind)
 }

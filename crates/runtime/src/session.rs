@@ -1,8 +1,11 @@
 //! Sessions: an artifact made ready to run on one device.
 
-use crate::gpu::{detect, pick_target};
+use crate::cuda::CudaBackend;
+use crate::gpu::{detect, pick_target, GpuInfo};
 use crate::{RuntimeError, Tensor};
-use sparkc_artifact::{Artifact, TensorSpec, WEIGHTS_LOCATION};
+use sparkc_artifact::{eval, Artifact, TensorSpec, WEIGHTS_LOCATION};
+use sparkc_ir::DType;
+use std::collections::BTreeMap;
 use sparkc_cpu::{Array, Executor, Value};
 use std::fmt;
 use std::str::FromStr;
@@ -39,40 +42,55 @@ pub struct Session {
     outputs: Vec<TensorSpec>,
     bounds: Vec<(String, i64)>,
     device: String,
+    cuda: Option<(CudaBackend, GpuInfo)>,
 }
 
-/// Why the GPU is not used, or the GPU's error when it was asked for.
-fn gpu_unavailable(artifact: &Artifact) -> String {
-    match detect() {
-        Ok(None) => "no CUDA driver or GPU found".to_string(),
-        Err(e) => e,
-        Ok(Some(gpu)) => {
-            let cc = gpu.compute_capability;
-            match pick_target(&artifact.header.targets, cc) {
-                None => format!(
-                    "{} (compute capability {}.{}) has no kernels in this artifact (targets: {}); recompile with --target sm_{cc}{}",
-                    gpu.name,
-                    cc / 10,
-                    cc % 10,
-                    artifact.header.targets.join(", "),
-                    if cc >= 90 { "a" } else { "" }
-                ),
-                Some(target) => format!(
-                    "{} would run the {target} kernels, but this runtime's CUDA executor is not built yet",
-                    gpu.name
-                ),
-            }
-        }
-    }
+/// The artifact's kernel plan for the first GPU, loaded, with a line describing it; or why
+/// there is none.
+fn open_gpu(artifact: &Artifact) -> Result<(CudaBackend, GpuInfo, String), String> {
+    let gpu = detect()?.ok_or("no CUDA driver or GPU found")?;
+    let cc = gpu.compute_capability;
+    let header = &artifact.header;
+    let target = pick_target(&header.targets, cc).ok_or_else(|| {
+        format!(
+            "{} (compute capability {}.{}) has no kernels in this artifact (targets: {}); recompile with --target sm_{cc}{}",
+            gpu.name,
+            cc / 10,
+            cc % 10,
+            header.targets.join(", "),
+            if cc >= 90 { "a" } else { "" }
+        )
+    })?;
+    let plan = header
+        .plans
+        .iter()
+        .find(|p| p.target == target)
+        .ok_or_else(|| format!("the artifact lists {target} but carries no plan for it"))?;
+    let memory = header.memory.as_ref().ok_or("the artifact has no memory plan")?;
+    let backend = CudaBackend::new(&gpu, plan, &memory.buffers, artifact.weights())
+        .map_err(|e| e.to_string())?;
+    let weights = if gpu.coherent_host_memory {
+        "weights read in place from the mapped file"
+    } else {
+        "weights uploaded once"
+    };
+    let line = format!("cuda: {} ({target} kernels, {weights})", gpu.name);
+    Ok((backend, gpu, line))
 }
 
 impl Session {
     /// Prepares `artifact` to run on `device`.
     pub fn new(artifact: &Artifact, device: Device) -> Result<Session, RuntimeError> {
-        let device = match device {
-            Device::Cpu => "cpu".to_string(),
-            Device::Cuda => return Err(RuntimeError::Device(gpu_unavailable(artifact))),
-            Device::Auto => format!("cpu ({})", gpu_unavailable(artifact)),
+        let (device, cuda) = match device {
+            Device::Cpu => ("cpu".to_string(), None),
+            Device::Cuda => match open_gpu(artifact) {
+                Ok((backend, gpu, line)) => (line, Some((backend, gpu))),
+                Err(why) => return Err(RuntimeError::Device(why)),
+            },
+            Device::Auto => match open_gpu(artifact) {
+                Ok((backend, gpu, line)) => (line, Some((backend, gpu))),
+                Err(why) => (format!("cpu ({why})"), None),
+            },
         };
         let header = &artifact.header;
         let model = sparkc_onnx::load_with_section(
@@ -92,6 +110,7 @@ impl Session {
                 .map(|b| (b.symbol.clone(), b.max))
                 .collect(),
             device,
+            cuda,
         })
     }
 
@@ -144,6 +163,9 @@ impl Session {
         self.exec
             .check_inputs(&ordered)
             .map_err(|e| RuntimeError::Input(e.to_string()))?;
+        if let Some((backend, gpu)) = &self.cuda {
+            return self.run_cuda(backend, gpu, &ordered);
+        }
         let outputs = self
             .exec
             .run(ordered)
@@ -157,6 +179,48 @@ impl Session {
                     "output '{}' is {other}, not a tensor",
                     spec.name
                 ))),
+            })
+            .collect()
+    }
+
+    /// Runs checked inputs (signature order) on the GPU.
+    fn run_cuda(
+        &self,
+        backend: &CudaBackend,
+        gpu: &GpuInfo,
+        inputs: &[Value],
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let mut dims = BTreeMap::new();
+        let mut bytes = Vec::with_capacity(inputs.len());
+        for (spec, value) in self.inputs.iter().zip(inputs) {
+            let Value::Tensor(a) = value else {
+                return Err(RuntimeError::Input(format!("input '{}' is not a tensor", spec.name)));
+            };
+            for (dim, &size) in spec.shape.iter().zip(&a.shape) {
+                if let Some(symbol) = single_symbol(dim) {
+                    dims.insert(symbol.to_string(), size as i64);
+                }
+            }
+            bytes.push(a.to_tensor().data);
+        }
+        let views: Vec<&[u8]> = bytes.iter().map(|b| b.as_ref()).collect();
+        let raw = backend.run(gpu, dims.clone(), &views, self.outputs.len())?;
+        self.outputs
+            .iter()
+            .zip(raw)
+            .map(|(spec, data)| {
+                let dtype = DType::from_name(&spec.dtype).ok_or_else(|| {
+                    RuntimeError::Run(format!("output '{}' has unknown dtype {}", spec.name, spec.dtype))
+                })?;
+                let shape = spec
+                    .shape
+                    .iter()
+                    .map(|d| eval(d, &|s| dims.get(s).copied()).map(|v| v as usize))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| RuntimeError::Run(format!("output '{}': {e}", spec.name)))?;
+                let tensor = Tensor::new(dtype, shape, data)
+                    .map_err(|e| RuntimeError::Run(format!("output '{}': {e}", spec.name)))?;
+                Ok((spec.name.clone(), tensor))
             })
             .collect()
     }
@@ -188,6 +252,17 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The symbol a dim is, when it is exactly one symbol (`N`, not `2*N` or `N+1`).
+fn single_symbol(dim: &sparkc_artifact::SizeExpr) -> Option<&str> {
+    let [term] = dim.terms.as_slice() else {
+        return None;
+    };
+    let [factor] = term.factors.as_slice() else {
+        return None;
+    };
+    (term.coefficient == 1 && !factor.symbol.is_empty()).then_some(factor.symbol.as_str())
 }
 
 impl fmt::Debug for Session {

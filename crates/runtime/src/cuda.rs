@@ -1,0 +1,321 @@
+//! The CUDA executor: an artifact's kernel plan launched on one stream, captured once per
+//! binding of the symbolic dims into a CUDA graph that later runs replay.
+//!
+//! Weights stay where they are on a GPU that reads host memory coherently (GB10: the
+//! memory-mapped artifact is passed to kernels as is); elsewhere they are uploaded once.
+//! Activations, inputs and outputs share one arena placed by the artifact's memory plan.
+
+use crate::gpu::GpuInfo;
+use crate::RuntimeError;
+use bytes::Bytes;
+use cudarc::driver::sys::{CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+use sparkc_artifact::{arrange, eval, Arrangement, Buffer, BufferKind, KernelPlan, SizeExpr};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Shared memory a kernel may use without raising its limit.
+const DEFAULT_SHARED: u32 = 48 * 1024;
+
+struct Launchable {
+    name: String,
+    func: CudaFunction,
+    grid: SizeExpr,
+    block: u32,
+    dynamic_shared: u32,
+    buffers: Vec<u32>,
+    symbols: Vec<String>,
+}
+
+enum Weights {
+    /// Uploaded once to device memory.
+    Device(CudaSlice<u8>),
+    /// The memory-mapped section itself, read by the GPU through the host's page tables.
+    Mapped(Bytes),
+}
+
+/// The arena and graph of one binding of the symbolic dims.
+struct Bound {
+    dims: BTreeMap<String, i64>,
+    arena: CudaSlice<u8>,
+    place: Arrangement,
+    graph: Option<CudaGraph>,
+}
+
+/// An artifact's kernel plan loaded on a GPU.
+pub(crate) struct CudaBackend {
+    stream: Arc<CudaStream>,
+    kernels: Vec<Launchable>,
+    buffers: Vec<Buffer>,
+    weights: Weights,
+    bound: Mutex<Option<Bound>>,
+}
+
+fn driver(what: &str) -> impl Fn(cudarc::driver::DriverError) -> RuntimeError + '_ {
+    move |e| RuntimeError::Device(format!("{what}: {e}"))
+}
+
+fn run_error(what: &str) -> impl Fn(cudarc::driver::DriverError) -> RuntimeError + '_ {
+    move |e| RuntimeError::Run(format!("{what}: {e}"))
+}
+
+/// Bytes the runtime may allocate: `/proc/meminfo`'s `MemAvailable` on an integrated GPU,
+/// where `cuMemGetInfo` under-reports, else the driver's free device memory.
+fn available_memory(gpu: &GpuInfo) -> Option<u64> {
+    if gpu.integrated {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    } else {
+        cudarc::driver::result::mem_get_info()
+            .ok()
+            .map(|(free, _)| free as u64)
+    }
+}
+
+impl CudaBackend {
+    /// Loads `plan`'s PTX on the first GPU and places the weights.
+    pub(crate) fn new(
+        gpu: &GpuInfo,
+        plan: &KernelPlan,
+        buffers: &[Buffer],
+        weights: &Bytes,
+    ) -> Result<CudaBackend, RuntimeError> {
+        let ctx = CudaContext::new(0).map_err(driver("cannot open the GPU"))?;
+        // SAFETY: the backend uses one stream, so stream order already orders every use of
+        // every buffer; cudarc's cross-stream events would only get in the way of capture.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(driver("cannot make a stream"))?;
+        let mut kernels = Vec::with_capacity(plan.kernels.len());
+        for k in &plan.kernels {
+            if k.ptx.contains('\0') || k.name.contains('\0') {
+                return Err(RuntimeError::Device(format!(
+                    "kernel {}: the PTX or its name holds a NUL byte",
+                    k.node
+                )));
+            }
+            let bad = |what: &str| RuntimeError::Device(format!("kernel {} ({}): {what}", k.name, k.node));
+            let module = ctx
+                .load_module(Ptx::from_src(k.ptx.clone()))
+                .map_err(|e| bad(&format!("the driver refuses its PTX: {e}")))?;
+            let func = module
+                .load_function(&k.name)
+                .map_err(|e| bad(&format!("no entry point: {e}")))?;
+            if k.dynamic_shared_bytes > DEFAULT_SHARED {
+                func.set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    k.dynamic_shared_bytes as i32,
+                )
+                .map_err(|e| bad(&format!("{} bytes of shared memory: {e}", k.dynamic_shared_bytes)))?;
+            }
+            if let Some(&b) = k.buffers.iter().find(|&&b| b as usize >= buffers.len()) {
+                return Err(bad(&format!("names buffer {b}, beyond the memory plan")));
+            }
+            kernels.push(Launchable {
+                name: k.name.clone(),
+                func,
+                grid: k.grid.clone().ok_or_else(|| bad("no grid"))?,
+                block: k.block,
+                dynamic_shared: k.dynamic_shared_bytes,
+                buffers: k.buffers.clone(),
+                symbols: k.symbols.clone(),
+            });
+        }
+        for b in buffers.iter().filter(|b| b.kind() == BufferKind::Weight) {
+            let bytes = b.bytes.as_ref().and_then(|e| eval(e, &|_| None).ok());
+            let end = bytes.and_then(|n| b.weight_offset.checked_add(n as u64));
+            if end.is_none_or(|end| end > weights.len() as u64) {
+                return Err(RuntimeError::Device(format!(
+                    "weight '{}' lies outside the weight section",
+                    b.name
+                )));
+            }
+        }
+        let weights = if gpu.coherent_host_memory {
+            Weights::Mapped(weights.clone())
+        } else {
+            Weights::Device(
+                stream
+                    .memcpy_stod(weights.as_ref())
+                    .map_err(driver("cannot upload the weights"))?,
+            )
+        };
+        Ok(CudaBackend {
+            stream,
+            kernels,
+            buffers: buffers.to_vec(),
+            weights,
+            bound: Mutex::new(None),
+        })
+    }
+
+    /// Runs the plan on inputs (signature order, raw bytes) with symbols bound as `dims`;
+    /// returns each graph output's bytes.
+    pub(crate) fn run(
+        &self,
+        gpu: &GpuInfo,
+        dims: BTreeMap<String, i64>,
+        inputs: &[&[u8]],
+        outputs: usize,
+    ) -> Result<Vec<Vec<u8>>, RuntimeError> {
+        let mut guard = self
+            .bound
+            .lock()
+            .map_err(|_| RuntimeError::Run("a previous run panicked".into()))?;
+        let result = self.run_bound(gpu, &mut guard, dims, inputs, outputs);
+        if result.is_err() {
+            // A failed run may leave a half-captured graph or a poisoned arena behind.
+            *guard = None;
+        }
+        result
+    }
+
+    fn run_bound(
+        &self,
+        gpu: &GpuInfo,
+        bound: &mut Option<Bound>,
+        dims: BTreeMap<String, i64>,
+        inputs: &[&[u8]],
+        outputs: usize,
+    ) -> Result<Vec<Vec<u8>>, RuntimeError> {
+        if bound.as_ref().is_none_or(|b| b.dims != dims) {
+            *bound = None;
+            let place = arrange(&self.buffers, &|s| dims.get(s).copied())
+                .map_err(RuntimeError::Run)?;
+            if let Some(free) = available_memory(gpu) {
+                if place.arena_bytes > free {
+                    return Err(RuntimeError::Run(format!(
+                        "the activations need {} MiB; the GPU has {} MiB free",
+                        place.arena_bytes >> 20,
+                        free >> 20
+                    )));
+                }
+            }
+            let arena = self
+                .stream
+                .alloc_zeros::<u8>(place.arena_bytes.max(1) as usize)
+                .map_err(run_error("cannot allocate the activation arena"))?;
+            *bound = Some(Bound {
+                dims,
+                arena,
+                place,
+                graph: None,
+            });
+        }
+        let Some(b) = bound.as_mut() else {
+            return Err(RuntimeError::Run("no arena".into()));
+        };
+        for (i, buffer) in self.buffers.iter().enumerate() {
+            if buffer.kind() != BufferKind::Input {
+                continue;
+            }
+            let data = inputs.get(buffer.position as usize).ok_or_else(|| {
+                RuntimeError::Run(format!("input {} is not given", buffer.position))
+            })?;
+            let (at, size) = (b.place.offsets[i] as usize, b.place.sizes[i] as usize);
+            if data.len() != size {
+                return Err(RuntimeError::Run(format!(
+                    "input '{}' holds {} bytes; the plan expects {size}",
+                    buffer.name,
+                    data.len()
+                )));
+            }
+            let mut view = b.arena.slice_mut(at..at + size);
+            self.stream
+                .memcpy_htod(*data, &mut view)
+                .map_err(run_error("copying an input"))?;
+        }
+        if b.graph.is_none() {
+            self.stream
+                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(run_error("starting graph capture"))?;
+            let launched = self.launch_all(b);
+            let graph = self.stream.end_capture(
+                CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH,
+            );
+            launched?;
+            b.graph = graph.map_err(run_error("instantiating the CUDA graph"))?;
+        }
+        if let Some(graph) = &b.graph {
+            graph.launch().map_err(run_error("replaying the CUDA graph"))?;
+        }
+        let mut out = vec![Vec::new(); outputs];
+        for (i, buffer) in self.buffers.iter().enumerate() {
+            if buffer.kind() != BufferKind::Output {
+                continue;
+            }
+            let (at, size) = (b.place.offsets[i] as usize, b.place.sizes[i] as usize);
+            let mut host = vec![0u8; size];
+            self.stream
+                .memcpy_dtoh(&b.arena.slice(at..at + size), &mut host)
+                .map_err(run_error("copying an output"))?;
+            if let Some(slot) = out.get_mut(buffer.position as usize) {
+                *slot = host;
+            }
+        }
+        self.stream
+            .synchronize()
+            .map_err(run_error("the GPU reported an error"))?;
+        Ok(out)
+    }
+
+    /// Launches every kernel on the stream (while it is being captured).
+    fn launch_all(&self, b: &Bound) -> Result<(), RuntimeError> {
+        let (arena, _sync) = b.arena.device_ptr(&self.stream);
+        let weights = match &self.weights {
+            Weights::Device(slice) => slice.device_ptr(&self.stream).0,
+            Weights::Mapped(bytes) => bytes.as_ptr() as u64,
+        };
+        for k in &self.kernels {
+            let bind = |s: &str| b.dims.get(s).copied();
+            let grid = eval(&k.grid, &bind)
+                .map_err(|e| RuntimeError::Run(format!("kernel {}: grid: {e}", k.name)))?;
+            if grid <= 0 {
+                continue;
+            }
+            let pointers: Vec<u64> = k
+                .buffers
+                .iter()
+                .map(|&i| {
+                    let offset = b.place.offsets[i as usize];
+                    match self.buffers[i as usize].kind() {
+                        BufferKind::Weight => weights + offset,
+                        _ => arena + offset,
+                    }
+                })
+                .collect();
+            let symbols: Vec<i64> = k
+                .symbols
+                .iter()
+                .map(|s| {
+                    bind(s).ok_or_else(|| {
+                        RuntimeError::Run(format!("kernel {}: symbol {s} is not bound", k.name))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let config = LaunchConfig {
+                grid_dim: (grid.min(i64::from(i32::MAX)) as u32, 1, 1),
+                block_dim: (k.block, 1, 1),
+                shared_mem_bytes: k.dynamic_shared,
+            };
+            let mut launch = self.stream.launch_builder(&k.func);
+            for p in &pointers {
+                launch.arg(p);
+            }
+            for s in &symbols {
+                launch.arg(s);
+            }
+            // SAFETY: the parameters follow the kernel's ABI as the compiler recorded it
+            // (buffer pointers, then i64 symbols), and every buffer lies in the arena or the
+            // weight section, sized by the memory plan for these dims.
+            unsafe { launch.launch(config) }
+                .map_err(|e| RuntimeError::Run(format!("kernel {}: launch: {e}", k.name)))?;
+        }
+        Ok(())
+    }
+}
