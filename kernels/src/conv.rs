@@ -396,9 +396,8 @@ pub fn generate_transpose<'ctx>(
         Some(Operand::Input(i)) => Some(i),
         _ => None,
     };
-    let w_slot = slot(1).ok_or_else(|| {
-        KernelError::Unsupported("ConvTranspose weights must be an input".into())
-    })?;
+    let w_slot = slot(1)
+        .ok_or_else(|| KernelError::Unsupported("ConvTranspose weights must be an input".into()))?;
     let x_shape = c.x_shape.clone();
     let w = req.input(w_slot)?.clone();
     let y_shape = req.outputs[0].shape.clone();

@@ -99,7 +99,9 @@ impl CudaBackend {
                     k.node
                 )));
             }
-            let bad = |what: &str| RuntimeError::Device(format!("kernel {} ({}): {what}", k.name, k.node));
+            let bad = |what: &str| {
+                RuntimeError::Device(format!("kernel {} ({}): {what}", k.name, k.node))
+            };
             let module = ctx
                 .load_module(Ptx::from_src(k.ptx.clone()))
                 .map_err(|e| bad(&format!("the driver refuses its PTX: {e}")))?;
@@ -111,7 +113,12 @@ impl CudaBackend {
                     CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                     k.dynamic_shared_bytes as i32,
                 )
-                .map_err(|e| bad(&format!("{} bytes of shared memory: {e}", k.dynamic_shared_bytes)))?;
+                .map_err(|e| {
+                    bad(&format!(
+                        "{} bytes of shared memory: {e}",
+                        k.dynamic_shared_bytes
+                    ))
+                })?;
             }
             if let Some(&b) = k.buffers.iter().find(|&&b| b as usize >= buffers.len()) {
                 return Err(bad(&format!("names buffer {b}, beyond the memory plan")));
@@ -185,8 +192,8 @@ impl CudaBackend {
     ) -> Result<Vec<Vec<u8>>, RuntimeError> {
         if bound.as_ref().is_none_or(|b| b.dims != dims) {
             *bound = None;
-            let place = arrange(&self.buffers, &|s| dims.get(s).copied())
-                .map_err(RuntimeError::Run)?;
+            let place =
+                arrange(&self.buffers, &|s| dims.get(s).copied()).map_err(RuntimeError::Run)?;
             if let Some(free) = available_memory(gpu) {
                 if place.arena_bytes > free {
                     return Err(RuntimeError::Run(format!(
@@ -242,7 +249,9 @@ impl CudaBackend {
             b.graph = graph.map_err(run_error("instantiating the CUDA graph"))?;
         }
         if let Some(graph) = &b.graph {
-            graph.launch().map_err(run_error("replaying the CUDA graph"))?;
+            graph
+                .launch()
+                .map_err(run_error("replaying the CUDA graph"))?;
         }
         let mut out = vec![Vec::new(); outputs];
         for (i, buffer) in self.buffers.iter().enumerate() {

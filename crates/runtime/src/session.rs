@@ -4,9 +4,9 @@ use crate::cuda::CudaBackend;
 use crate::gpu::{detect, pick_target, GpuInfo};
 use crate::{RuntimeError, Tensor};
 use sparkc_artifact::{eval, Artifact, TensorSpec, WEIGHTS_LOCATION};
+use sparkc_cpu::{Array, Executor, Value};
 use sparkc_ir::DType;
 use std::collections::BTreeMap;
-use sparkc_cpu::{Array, Executor, Value};
 use std::fmt;
 use std::str::FromStr;
 
@@ -66,7 +66,10 @@ fn open_gpu(artifact: &Artifact) -> Result<(CudaBackend, GpuInfo, String), Strin
         .iter()
         .find(|p| p.target == target)
         .ok_or_else(|| format!("the artifact lists {target} but carries no plan for it"))?;
-    let memory = header.memory.as_ref().ok_or("the artifact has no memory plan")?;
+    let memory = header
+        .memory
+        .as_ref()
+        .ok_or("the artifact has no memory plan")?;
     let backend = CudaBackend::new(&gpu, plan, &memory.buffers, artifact.weights())
         .map_err(|e| e.to_string())?;
     let weights = if gpu.coherent_host_memory {
@@ -194,7 +197,10 @@ impl Session {
         let mut bytes = Vec::with_capacity(inputs.len());
         for (spec, value) in self.inputs.iter().zip(inputs) {
             let Value::Tensor(a) = value else {
-                return Err(RuntimeError::Input(format!("input '{}' is not a tensor", spec.name)));
+                return Err(RuntimeError::Input(format!(
+                    "input '{}' is not a tensor",
+                    spec.name
+                )));
             };
             for (dim, &size) in spec.shape.iter().zip(&a.shape) {
                 if let Some(symbol) = single_symbol(dim) {
@@ -210,7 +216,10 @@ impl Session {
             .zip(raw)
             .map(|(spec, data)| {
                 let dtype = DType::from_name(&spec.dtype).ok_or_else(|| {
-                    RuntimeError::Run(format!("output '{}' has unknown dtype {}", spec.name, spec.dtype))
+                    RuntimeError::Run(format!(
+                        "output '{}' has unknown dtype {}",
+                        spec.name, spec.dtype
+                    ))
                 })?;
                 let shape = spec
                     .shape

@@ -36,7 +36,9 @@ fn parse() -> Result<Options, String> {
             "--dim" => {
                 let v = value()?;
                 let (name, size) = v.split_once('=').ok_or(format!("--dim {v}: NAME=SIZE"))?;
-                let size = size.parse().map_err(|_| format!("--dim {v}: SIZE is a number"))?;
+                let size = size
+                    .parse()
+                    .map_err(|_| format!("--dim {v}: SIZE is a number"))?;
                 o.dims.insert(name.to_string(), size);
             }
             "--check" => o.check = true,
@@ -52,7 +54,10 @@ fn parse() -> Result<Options, String> {
 }
 
 /// Seeded values for every input: floats in [-1, 1), integers and bools 0 or 1.
-fn inputs(session: &Session, dims: &BTreeMap<String, i64>) -> Result<Vec<(String, Tensor)>, String> {
+fn inputs(
+    session: &Session,
+    dims: &BTreeMap<String, i64>,
+) -> Result<Vec<(String, Tensor)>, String> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
         state ^= state << 13;
@@ -122,11 +127,22 @@ fn run() -> Result<(), String> {
         let reference = cpu.run(&named).map_err(|e| e.to_string())?;
         for ((name, got), (_, want)) in outputs.iter().zip(&reference) {
             let (g, w) = (got.to_f32(), want.to_f32());
-            let worst = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            let dot: f64 = g.iter().zip(&w).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let worst = g
+                .iter()
+                .zip(&w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let dot: f64 = g
+                .iter()
+                .zip(&w)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
             let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
             let cosine = dot / (norm(&g) * norm(&w)).max(1e-30);
-            println!("  {name}: {:?} max abs diff {worst:.3e} cosine {cosine:.6}", got.shape());
+            println!(
+                "  {name}: {:?} max abs diff {worst:.3e} cosine {cosine:.6}",
+                got.shape()
+            );
         }
     }
     if o.iters > 0 {
