@@ -23,9 +23,9 @@ pub enum Device {
 /// through the runtime.
 pub enum Runnable {
     /// An ONNX model on the CPU executor.
-    Onnx(Executor),
+    Onnx(Box<Executor>),
     /// A compiled artifact's session.
-    Artifact(sparkc_runtime::Session),
+    Artifact(Box<sparkc_runtime::Session>),
 }
 
 impl Runnable {
@@ -75,7 +75,7 @@ pub fn prepare(path: &Path, raw: bool, device: Device) -> Result<Runnable> {
         };
         let session = sparkc_runtime::Session::new(&artifact, device)
             .with_context(|| format!("{}", path.display()))?;
-        return Ok(Runnable::Artifact(session));
+        return Ok(Runnable::Artifact(Box::new(session)));
     }
     if device == Device::Cuda {
         anyhow::bail!(
@@ -84,7 +84,7 @@ pub fn prepare(path: &Path, raw: bool, device: Device) -> Result<Runnable> {
         );
     }
     let model = crate::optimize::load(path, raw)?;
-    Ok(Runnable::Onnx(Executor::new(&model.graph)?))
+    Ok(Runnable::Onnx(Box::new(Executor::new(&model.graph)?)))
 }
 
 /// Arguments of `sparkc run`.
