@@ -21,6 +21,19 @@ pub unsafe fn run(
     buffers: &mut [&mut [u8]],
     symbols: &[i64],
 ) -> Result<(), KernelError> {
+    let mut words: Vec<u64> = buffers.iter_mut().map(|b| b.as_mut_ptr() as u64).collect();
+    words.extend(symbols.iter().map(|&s| s as u64));
+    // SAFETY: the caller vouches for the buffers.
+    unsafe { run_words(kernel, &words) }
+}
+
+/// Runs a host-built kernel once with its parameters as 64-bit words, in order: buffer
+/// addresses, then symbol values (how a runtime passes them, buffers possibly shared).
+///
+/// # Safety
+/// Each address must point to memory large enough for its parameter's shape under the
+/// symbols, and aligned for the kernel's vector accesses (16 bytes).
+pub unsafe fn run_words(kernel: &Generated<'_>, words: &[u64]) -> Result<(), KernelError> {
     NATIVE.call_once(|| {
         let _ = LlvmTarget::initialize_native(&InitializationConfig::default());
     });
@@ -41,7 +54,7 @@ pub unsafe fn run(
     );
     let b = cx.create_builder();
     b.position_at_end(cx.append_basic_block(wrapper, "entry"));
-    let words = wrapper
+    let array = wrapper
         .get_nth_param(0)
         .expect("one parameter")
         .into_pointer_value();
@@ -49,7 +62,7 @@ pub unsafe fn run(
     for (i, param) in func.get_param_iter().enumerate() {
         // SAFETY: the array holds one word per kernel parameter.
         let slot =
-            unsafe { b.build_in_bounds_gep(i64t, words, &[i64t.const_int(i as u64, false)], "") }?;
+            unsafe { b.build_in_bounds_gep(i64t, array, &[i64t.const_int(i as u64, false)], "") }?;
         let word = b.build_load(i64t, slot, "")?.into_int_value();
         if param.is_pointer_value() {
             args.push(b.build_int_to_ptr(word, ptr, "")?.into());
@@ -62,8 +75,13 @@ pub unsafe fn run(
     let engine = module
         .create_jit_execution_engine(OptimizationLevel::Default)
         .map_err(|e| KernelError::Llvm(e.to_string()))?;
-    let mut words: Vec<u64> = buffers.iter_mut().map(|b| b.as_mut_ptr() as u64).collect();
-    words.extend(symbols.iter().map(|&s| s as u64));
+    if words.len() != func.count_params() as usize {
+        return Err(KernelError::Llvm(format!(
+            "`{name}` takes {} parameters, given {}",
+            func.count_params(),
+            words.len()
+        )));
+    }
     // SAFETY: the wrapper's signature is `void(ptr)`; the caller vouches for the buffers.
     let entry = unsafe {
         engine

@@ -1,7 +1,7 @@
 //! `sparkc bench`: latency percentiles and throughput, with an optional per-op profile.
 
 use crate::inputs::{self, InputArgs};
-use crate::run::{prepare, set_threads, Device};
+use crate::run::{prepare, set_threads, Device, Runnable};
 use anyhow::{bail, Result};
 use sparkc_cpu::Profile;
 use std::fmt::Write;
@@ -60,19 +60,23 @@ pub fn run(args: &Args) -> Result<String> {
     let mut input_args = args.inputs.clone();
     input_args.random_inputs = true;
     let inputs = inputs::build(exec, &input_args)?;
-    runnable.check(&inputs)?;
     for _ in 0..args.warmup {
-        exec.run(inputs.clone())?;
+        runnable.run(inputs.clone())?;
     }
+    // On a GPU: one run with CUDA events around every kernel; on the CPU: per-op timing.
+    let kernels = match &runnable {
+        Runnable::Artifact(session) if args.profile => session.profile_kernels(inputs.clone())?,
+        _ => None,
+    };
     let mut samples = Vec::with_capacity(args.iters);
     let mut profile = Profile::default();
     for _ in 0..args.iters {
         let batch = inputs.clone();
         let start = Instant::now();
-        if args.profile {
-            exec.run_profiled(batch, &mut profile)?;
+        if args.profile && kernels.is_none() {
+            runnable.run_profiled(batch, &mut profile)?;
         } else {
-            exec.run(batch)?;
+            runnable.run(batch)?;
         }
         samples.push(start.elapsed());
     }
@@ -120,7 +124,27 @@ pub fn run(args: &Args) -> Result<String> {
         millis(p99)
     )?;
     writeln!(text, "throughput: {throughput:.1} inferences/s")?;
-    if args.profile {
+    if let Some(kernels) = &kernels {
+        let sum: f32 = kernels.iter().map(|k| k.ms).sum();
+        let mut rows: Vec<_> = kernels.iter().collect();
+        rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        writeln!(
+            text,
+            "\n{:<32} {:<40} {:>9} {:>7}",
+            "kernel", "variant", "ms", "share"
+        )?;
+        for k in rows {
+            writeln!(
+                text,
+                "{:<32} {:<40} {:>9.4} {:>6.1}%",
+                k.kernel,
+                k.variant,
+                k.ms,
+                100.0 * k.ms / sum.max(1e-12)
+            )?;
+        }
+        writeln!(text, "(one run, CUDA events around each kernel, no graph)")?;
+    } else if args.profile {
         let sum: Duration = profile.ops.values().map(|t| t.total).sum();
         let mut rows: Vec<_> = profile.ops.iter().collect();
         rows.sort_by_key(|row| std::cmp::Reverse(row.1.total));

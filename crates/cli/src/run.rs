@@ -37,12 +37,25 @@ impl Runnable {
         }
     }
 
-    /// Checks inputs (in signature order) against what the artifact was compiled for.
-    pub fn check(&self, inputs: &[Value]) -> Result<()> {
+    /// Runs on the CPU executor, adding each op's time to `profile` (after the artifact's
+    /// input checks).
+    pub fn run_profiled(
+        &self,
+        inputs: Vec<Value>,
+        profile: &mut sparkc_cpu::Profile,
+    ) -> Result<Vec<Value>> {
         if let Runnable::Artifact(session) = self {
-            session.check_bounds(inputs)?;
+            session.check_bounds(&inputs)?;
         }
-        Ok(())
+        Ok(self.executor().run_profiled(inputs, profile)?)
+    }
+
+    /// Runs on inputs in signature order, on the device chosen.
+    pub fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>> {
+        Ok(match self {
+            Runnable::Onnx(exec) => exec.run(inputs)?,
+            Runnable::Artifact(session) => session.run_values(inputs)?,
+        })
     }
 
     /// The device it runs on, with the reason when `auto` chose the CPU.
@@ -154,8 +167,7 @@ pub fn run(args: &Args) -> Result<String> {
     let runnable = prepare(&args.model, args.no_opt, args.device)?;
     let exec = runnable.executor();
     let inputs = inputs::build(exec, &args.inputs)?;
-    runnable.check(&inputs)?;
-    let outputs = exec.run(inputs)?;
+    let outputs = runnable.run(inputs)?;
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
     let mut text = String::new();

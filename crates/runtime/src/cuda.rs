@@ -8,7 +8,9 @@
 use crate::gpu::GpuInfo;
 use crate::RuntimeError;
 use bytes::Bytes;
-use cudarc::driver::sys::{CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::{
+    CUevent_flags, CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode,
+};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
     PushKernelArg,
@@ -16,6 +18,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 use sparkc_artifact::{arrange, eval, Arrangement, Buffer, BufferKind, KernelPlan, SizeExpr};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Shared memory a kernel may use without raising its limit.
@@ -23,6 +26,8 @@ const DEFAULT_SHARED: u32 = 48 * 1024;
 
 struct Launchable {
     name: String,
+    node: String,
+    variant: String,
     func: CudaFunction,
     grid: SizeExpr,
     block: u32,
@@ -53,6 +58,20 @@ pub(crate) struct CudaBackend {
     buffers: Vec<Buffer>,
     weights: Weights,
     bound: Mutex<Option<Bound>>,
+    graphs: AtomicBool,
+}
+
+/// One kernel's time in a profiled run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTiming {
+    /// The entry point.
+    pub kernel: String,
+    /// The IR node it computes.
+    pub node: String,
+    /// Family and variant.
+    pub variant: String,
+    /// Milliseconds between CUDA events around its launch.
+    pub ms: f32,
 }
 
 fn driver(what: &str) -> impl Fn(cudarc::driver::DriverError) -> RuntimeError + '_ {
@@ -125,6 +144,8 @@ impl CudaBackend {
             }
             kernels.push(Launchable {
                 name: k.name.clone(),
+                node: k.node.clone(),
+                variant: k.variant.clone(),
                 func,
                 grid: k.grid.clone().ok_or_else(|| bad("no grid"))?,
                 block: k.block,
@@ -158,7 +179,18 @@ impl CudaBackend {
             buffers: buffers.to_vec(),
             weights,
             bound: Mutex::new(None),
+            graphs: AtomicBool::new(true),
         })
+    }
+
+    /// Whether runs capture and replay a CUDA graph (the default) or launch every kernel.
+    pub(crate) fn set_graphs(&self, on: bool) {
+        self.graphs.store(on, Ordering::Relaxed);
+        if let Ok(mut bound) = self.bound.lock() {
+            if let Some(b) = bound.as_mut() {
+                b.graph = None;
+            }
+        }
     }
 
     /// Runs the plan on inputs (signature order, raw bytes) with symbols bound as `dims`;
@@ -170,26 +202,85 @@ impl CudaBackend {
         inputs: &[&[u8]],
         outputs: usize,
     ) -> Result<Vec<Vec<u8>>, RuntimeError> {
+        self.with_bound(|bound| {
+            let b = self.prepare(gpu, bound, dims, inputs)?;
+            self.execute(b)?;
+            self.read_outputs(b, outputs)
+        })
+    }
+
+    /// Runs every kernel once on its own, between CUDA events, outside any graph.
+    pub(crate) fn profile(
+        &self,
+        gpu: &GpuInfo,
+        dims: BTreeMap<String, i64>,
+        inputs: &[&[u8]],
+    ) -> Result<Vec<KernelTiming>, RuntimeError> {
+        self.with_bound(|bound| {
+            let b = self.prepare(gpu, bound, dims, inputs)?;
+            let ctx = self.stream.context();
+            let event = || {
+                ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(run_error("creating an event"))
+            };
+            let mut marks = Vec::with_capacity(self.kernels.len() + 1);
+            let first = event()?;
+            first
+                .record(&self.stream)
+                .map_err(run_error("recording an event"))?;
+            marks.push(first);
+            for k in &self.kernels {
+                self.launch(k, b)?;
+                let mark = event()?;
+                mark.record(&self.stream)
+                    .map_err(run_error("recording an event"))?;
+                marks.push(mark);
+            }
+            self.stream
+                .synchronize()
+                .map_err(run_error("the GPU reported an error"))?;
+            self.kernels
+                .iter()
+                .zip(marks.windows(2))
+                .map(|(k, pair)| {
+                    Ok(KernelTiming {
+                        kernel: k.name.clone(),
+                        node: k.node.clone(),
+                        variant: k.variant.clone(),
+                        ms: pair[0]
+                            .elapsed_ms(&pair[1])
+                            .map_err(run_error("reading an event"))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Runs `body` on the bound state; a failure drops it, so the next run starts clean (a
+    /// failed run may leave a half-captured graph or a poisoned arena behind).
+    fn with_bound<T>(
+        &self,
+        body: impl FnOnce(&mut Option<Bound>) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
         let mut guard = self
             .bound
             .lock()
             .map_err(|_| RuntimeError::Run("a previous run panicked".into()))?;
-        let result = self.run_bound(gpu, &mut guard, dims, inputs, outputs);
+        let result = body(&mut guard);
         if result.is_err() {
-            // A failed run may leave a half-captured graph or a poisoned arena behind.
             *guard = None;
         }
         result
     }
 
-    fn run_bound(
+    /// Places the arena for `dims` (reusing it when they are unchanged) and copies the inputs in.
+    fn prepare<'b>(
         &self,
         gpu: &GpuInfo,
-        bound: &mut Option<Bound>,
+        bound: &'b mut Option<Bound>,
         dims: BTreeMap<String, i64>,
         inputs: &[&[u8]],
-        outputs: usize,
-    ) -> Result<Vec<Vec<u8>>, RuntimeError> {
+    ) -> Result<&'b mut Bound, RuntimeError> {
         if bound.as_ref().is_none_or(|b| b.dims != dims) {
             *bound = None;
             let place =
@@ -214,9 +305,9 @@ impl CudaBackend {
                 graph: None,
             });
         }
-        let Some(b) = bound.as_mut() else {
-            return Err(RuntimeError::Run("no arena".into()));
-        };
+        let b = bound
+            .as_mut()
+            .ok_or_else(|| RuntimeError::Run("no arena".into()))?;
         for (i, buffer) in self.buffers.iter().enumerate() {
             if buffer.kind() != BufferKind::Input {
                 continue;
@@ -237,6 +328,15 @@ impl CudaBackend {
                 .memcpy_htod(*data, &mut view)
                 .map_err(run_error("copying an input"))?;
         }
+        Ok(b)
+    }
+
+    /// Runs the plan: replays the graph, capturing it first; or launches each kernel when
+    /// graphs are off.
+    fn execute(&self, b: &mut Bound) -> Result<(), RuntimeError> {
+        if !self.graphs.load(Ordering::Relaxed) {
+            return self.launch_all(b);
+        }
         if b.graph.is_none() {
             self.stream
                 .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -253,6 +353,11 @@ impl CudaBackend {
                 .launch()
                 .map_err(run_error("replaying the CUDA graph"))?;
         }
+        Ok(())
+    }
+
+    /// Copies each graph output back, after the stream has finished.
+    fn read_outputs(&self, b: &Bound, outputs: usize) -> Result<Vec<Vec<u8>>, RuntimeError> {
         let mut out = vec![Vec::new(); outputs];
         for (i, buffer) in self.buffers.iter().enumerate() {
             if buffer.kind() != BufferKind::Output {
@@ -273,58 +378,63 @@ impl CudaBackend {
         Ok(out)
     }
 
-    /// Launches every kernel on the stream (while it is being captured).
+    /// Launches every kernel on the stream.
     fn launch_all(&self, b: &Bound) -> Result<(), RuntimeError> {
+        self.kernels.iter().try_for_each(|k| self.launch(k, b))
+    }
+
+    /// Launches one kernel with its buffers' addresses and its symbols' values.
+    fn launch(&self, k: &Launchable, b: &Bound) -> Result<(), RuntimeError> {
         let (arena, _sync) = b.arena.device_ptr(&self.stream);
         let weights = match &self.weights {
             Weights::Device(slice) => slice.device_ptr(&self.stream).0,
             Weights::Mapped(bytes) => bytes.as_ptr() as u64,
         };
-        for k in &self.kernels {
-            let bind = |s: &str| b.dims.get(s).copied();
-            let grid = eval(&k.grid, &bind)
-                .map_err(|e| RuntimeError::Run(format!("kernel {}: grid: {e}", k.name)))?;
-            if grid <= 0 {
-                continue;
-            }
-            let pointers: Vec<u64> = k
-                .buffers
-                .iter()
-                .map(|&i| {
-                    let offset = b.place.offsets[i as usize];
-                    match self.buffers[i as usize].kind() {
-                        BufferKind::Weight => weights + offset,
-                        _ => arena + offset,
-                    }
-                })
-                .collect();
-            let symbols: Vec<i64> = k
-                .symbols
-                .iter()
-                .map(|s| {
-                    bind(s).ok_or_else(|| {
-                        RuntimeError::Run(format!("kernel {}: symbol {s} is not bound", k.name))
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            let config = LaunchConfig {
-                grid_dim: (grid.min(i64::from(i32::MAX)) as u32, 1, 1),
-                block_dim: (k.block, 1, 1),
-                shared_mem_bytes: k.dynamic_shared,
-            };
-            let mut launch = self.stream.launch_builder(&k.func);
-            for p in &pointers {
-                launch.arg(p);
-            }
-            for s in &symbols {
-                launch.arg(s);
-            }
-            // SAFETY: the parameters follow the kernel's ABI as the compiler recorded it
-            // (buffer pointers, then i64 symbols), and every buffer lies in the arena or the
-            // weight section, sized by the memory plan for these dims.
-            unsafe { launch.launch(config) }
-                .map_err(|e| RuntimeError::Run(format!("kernel {}: launch: {e}", k.name)))?;
+        let bind = |s: &str| b.dims.get(s).copied();
+        let grid = eval(&k.grid, &bind)
+            .map_err(|e| RuntimeError::Run(format!("kernel {}: grid: {e}", k.name)))?;
+        if grid <= 0 {
+            return Ok(());
         }
+        let pointers: Vec<u64> = k
+            .buffers
+            .iter()
+            .map(|&i| {
+                let offset = b.place.offsets[i as usize];
+                match self.buffers[i as usize].kind() {
+                    BufferKind::Weight => weights + offset,
+                    _ => arena + offset,
+                }
+            })
+            .collect();
+        let symbols: Vec<i64> = k
+            .symbols
+            .iter()
+            .map(|s| {
+                bind(s).ok_or_else(|| {
+                    RuntimeError::Run(format!("kernel {}: symbol {s} is not bound", k.name))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let config = LaunchConfig {
+            grid_dim: (grid.min(i64::from(i32::MAX)) as u32, 1, 1),
+            block_dim: (k.block, 1, 1),
+            shared_mem_bytes: k.dynamic_shared,
+        };
+        let mut launch = self.stream.launch_builder(&k.func);
+        for p in &pointers {
+            launch.arg(p);
+        }
+        for s in &symbols {
+            launch.arg(s);
+        }
+        // SAFETY: the parameters follow the kernel's ABI as the compiler recorded it (buffer
+        // addresses, then i64 symbols), and every buffer lies in the arena or the weight
+        // section, sized by the memory plan for these dims (`tests/plan_host.rs` runs the same
+        // words through host builds of the kernels).
+        unsafe { launch.launch(config) }.map_err(|e| {
+            RuntimeError::Run(format!("kernel {} ({}): launch: {e}", k.name, k.node))
+        })?;
         Ok(())
     }
 }

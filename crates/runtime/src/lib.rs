@@ -23,6 +23,7 @@ mod gpu;
 mod session;
 mod tensor;
 
+pub use cuda::KernelTiming;
 pub use gpu::{detect, pick_target, GpuInfo};
 pub use session::{Device, Session};
 pub use sparkc_artifact::{Artifact, ArtifactError, SizeExpr, TensorSpec};

@@ -1,6 +1,6 @@
 //! Sessions: an artifact made ready to run on one device.
 
-use crate::cuda::CudaBackend;
+use crate::cuda::{CudaBackend, KernelTiming};
 use crate::gpu::{detect, pick_target, GpuInfo};
 use crate::{RuntimeError, Tensor};
 use sparkc_artifact::{eval, Artifact, TensorSpec, WEIGHTS_LOCATION};
@@ -162,17 +162,7 @@ impl Session {
             }
             ordered.push(Value::Tensor(Array::from_tensor(&tensor.0)));
         }
-        self.check_bounds(&ordered)?;
-        self.exec
-            .check_inputs(&ordered)
-            .map_err(|e| RuntimeError::Input(e.to_string()))?;
-        if let Some((backend, gpu)) = &self.cuda {
-            return self.run_cuda(backend, gpu, &ordered);
-        }
-        let outputs = self
-            .exec
-            .run(ordered)
-            .map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let outputs = self.run_values(ordered)?;
         self.outputs
             .iter()
             .zip(outputs)
@@ -186,13 +176,58 @@ impl Session {
             .collect()
     }
 
-    /// Runs checked inputs (signature order) on the GPU.
-    fn run_cuda(
+    /// Runs the model on inputs in signature order, as the CPU executor takes them; returns
+    /// the outputs in signature order.
+    pub fn run_values(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RuntimeError> {
+        self.check(&inputs)?;
+        match &self.cuda {
+            Some((backend, gpu)) => Ok(self
+                .run_cuda(backend, gpu, &inputs)?
+                .into_iter()
+                .map(|(_, t)| Value::Tensor(Array::from_tensor(&t.0)))
+                .collect()),
+            None => self
+                .exec
+                .run(inputs)
+                .map_err(|e| RuntimeError::Run(e.to_string())),
+        }
+    }
+
+    /// Times each kernel of one run on the GPU with CUDA events; `None` on the CPU.
+    pub fn profile_kernels(
         &self,
-        backend: &CudaBackend,
-        gpu: &GpuInfo,
+        inputs: Vec<Value>,
+    ) -> Result<Option<Vec<KernelTiming>>, RuntimeError> {
+        self.check(&inputs)?;
+        let Some((backend, gpu)) = &self.cuda else {
+            return Ok(None);
+        };
+        let (dims, bytes) = self.bind(&inputs)?;
+        let views: Vec<&[u8]> = bytes.iter().map(|b| b.as_ref()).collect();
+        backend.profile(gpu, dims, &views).map(Some)
+    }
+
+    /// On a GPU, whether runs replay a captured CUDA graph (the default) or launch each
+    /// kernel; nothing on the CPU.
+    pub fn set_cuda_graphs(&self, on: bool) {
+        if let Some((backend, _)) = &self.cuda {
+            backend.set_graphs(on);
+        }
+    }
+
+    /// Checks inputs in signature order: types, shapes, bounds.
+    fn check(&self, inputs: &[Value]) -> Result<(), RuntimeError> {
+        self.check_bounds(inputs)?;
+        self.exec
+            .check_inputs(inputs)
+            .map_err(|e| RuntimeError::Input(e.to_string()))
+    }
+
+    /// The symbols' values from the inputs' shapes, and the inputs' bytes.
+    fn bind(
+        &self,
         inputs: &[Value],
-    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+    ) -> Result<(BTreeMap<String, i64>, Vec<bytes::Bytes>), RuntimeError> {
         let mut dims = BTreeMap::new();
         let mut bytes = Vec::with_capacity(inputs.len());
         for (spec, value) in self.inputs.iter().zip(inputs) {
@@ -209,6 +244,17 @@ impl Session {
             }
             bytes.push(a.to_tensor().data);
         }
+        Ok((dims, bytes))
+    }
+
+    /// Runs checked inputs (signature order) on the GPU.
+    fn run_cuda(
+        &self,
+        backend: &CudaBackend,
+        gpu: &GpuInfo,
+        inputs: &[Value],
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let (dims, bytes) = self.bind(inputs)?;
         let views: Vec<&[u8]> = bytes.iter().map(|b| b.as_ref()).collect();
         let raw = backend.run(gpu, dims.clone(), &views, self.outputs.len())?;
         self.outputs

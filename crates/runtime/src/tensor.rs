@@ -35,6 +35,11 @@ impl Tensor {
         &self.0.data
     }
 
+    /// The IR tensor it wraps.
+    pub fn as_ir(&self) -> &sparkc_ir::Tensor {
+        &self.0
+    }
+
     /// The elements converted to `f32`.
     pub fn to_f32(&self) -> Vec<f32> {
         Array::from_tensor(&self.0).data.to_f32s()

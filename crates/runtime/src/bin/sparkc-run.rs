@@ -1,9 +1,10 @@
 //! `sparkc-run`: runs a `.spark` artifact with the runtime alone (no compiler linked), the
 //! binary to carry to a GPU machine. Seeded inputs from the signature; `--check` compares
-//! every output with the CPU executor; `--iters` times repeated runs (CUDA-graph replays).
+//! every output with the CPU executor; `--iters` times repeated runs, on a GPU both as
+//! CUDA-graph replays and as plain launches; `--profile` times each kernel with CUDA events.
 //!
 //! ```text
-//! sparkc-run MODEL.spark [--device auto|cpu|cuda] [--dim N=2 ...] [--check] [--iters 20]
+//! sparkc-run MODEL.spark [--device auto|cpu|cuda] [--dim N=2 ...] [--check] [--iters 20] [--profile]
 //! ```
 
 use sparkc_ir::DType;
@@ -18,6 +19,7 @@ struct Options {
     dims: BTreeMap<String, i64>,
     check: bool,
     iters: usize,
+    profile: bool,
 }
 
 fn parse() -> Result<Options, String> {
@@ -28,6 +30,7 @@ fn parse() -> Result<Options, String> {
         dims: BTreeMap::new(),
         check: false,
         iters: 0,
+        profile: false,
     };
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
@@ -42,13 +45,14 @@ fn parse() -> Result<Options, String> {
                 o.dims.insert(name.to_string(), size);
             }
             "--check" => o.check = true,
+            "--profile" => o.profile = true,
             "--iters" => o.iters = value()?.parse().map_err(|_| "--iters takes a number")?,
             flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}")),
             path => o.model = path.to_string(),
         }
     }
     if o.model.is_empty() {
-        return Err("usage: sparkc-run MODEL.spark [--device auto|cpu|cuda] [--dim N=2 ...] [--check] [--iters 20]".into());
+        return Err("usage: sparkc-run MODEL.spark [--device auto|cpu|cuda] [--dim N=2 ...] [--check] [--iters 20] [--profile]".into());
     }
     Ok(o)
 }
@@ -87,7 +91,8 @@ fn inputs(
                 }
             })
             .collect();
-        let t = sparkc_ir::Tensor::from_f64s(dtype, shape, &values).map_err(|e| e.to_string())?;
+        let data = sparkc_cpu::Data::from_f64s(dtype, values, false);
+        let t = sparkc_cpu::Array::new(shape, data).to_tensor();
         out.push((spec.name.clone(), Tensor::from(t)));
     }
     Ok(out)
@@ -146,18 +151,53 @@ fn run() -> Result<(), String> {
         }
     }
     if o.iters > 0 {
-        let mut samples = Vec::with_capacity(o.iters);
-        for _ in 0..o.iters {
-            let t = Instant::now();
-            session.run(&named).map_err(|e| e.to_string())?;
-            samples.push(t.elapsed());
-        }
+        let time = |label: &str| -> Result<(), String> {
+            let mut samples = Vec::with_capacity(o.iters);
+            for _ in 0..o.iters {
+                let t = Instant::now();
+                session.run(&named).map_err(|e| e.to_string())?;
+                samples.push(t.elapsed());
+            }
+            println!(
+                "  {label}: median {:.3} ms over {} runs",
+                median(samples),
+                o.iters
+            );
+            Ok(())
+        };
         println!(
-            "  first run {:.3} ms (loads, plans, captures), then median {:.3} ms over {} runs",
-            first.as_secs_f64() * 1e3,
-            median(samples),
-            o.iters
+            "  first run {:.3} ms (plans the arena, captures the graph on a GPU)",
+            first.as_secs_f64() * 1e3
         );
+        time("runs")?;
+        if session.device().starts_with("cuda") {
+            session.set_cuda_graphs(false);
+            time("plain launches, no graph")?;
+            session.set_cuda_graphs(true);
+        }
+    }
+    if o.profile {
+        let values: Vec<sparkc_cpu::Value> = given
+            .iter()
+            .map(|(_, t)| sparkc_cpu::Value::Tensor(sparkc_cpu::Array::from_tensor(t.as_ir())))
+            .collect();
+        match session.profile_kernels(values).map_err(|e| e.to_string())? {
+            None => println!("  --profile times kernels on a GPU only"),
+            Some(mut kernels) => {
+                let total: f32 = kernels.iter().map(|k| k.ms).sum();
+                kernels.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+                println!("  {} kernels, {total:.3} ms in all:", kernels.len());
+                for k in kernels.iter().take(25) {
+                    println!(
+                        "    {:>8.4} ms {:>5.1}%  {:<28} {}",
+                        k.ms,
+                        100.0 * k.ms / total.max(1e-12),
+                        k.node,
+                        k.variant
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }
