@@ -240,3 +240,57 @@ fn tensor_core_variants_assemble_for_every_target() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn every_node_test_kernel_assembles_for_the_newest_and_oldest_targets() {
+    let ptxas = ptxas();
+    let root = sparkc_tests::generated().join("node");
+    let dir = std::env::temp_dir().join(format!("sparkc-node-ptx-{}", std::process::id()));
+    let mut failures = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(&root)
+        .expect("node tests")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    for sm in [Sm::Sm121a, Sm::Sm80] {
+        let mut files = Vec::new();
+        for case in &names {
+            let Ok(model) = sparkc_onnx::load(&case.join("model.onnx")) else {
+                continue;
+            };
+            // Nodes without a kernel yet are refused with an error; those are counted by
+            // the host test, not here.
+            let Ok(lowering) =
+                lower_graph(&model.graph, Output::Ptx(sm), Precision::default(), None)
+            else {
+                continue;
+            };
+            let case_name = case
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .to_string();
+            let sub = dir.join(sm.name()).join(&case_name);
+            std::fs::create_dir_all(&sub).expect("temp dir");
+            for k in lowering.kernels {
+                let f = sub.join(format!("{}.ptx", k.info.name));
+                std::fs::write(&f, k.text).expect("write PTX");
+                files.push(f);
+            }
+        }
+        assert!(
+            files.len() > 300,
+            "only {} node-test kernels for {sm}",
+            files.len()
+        );
+        let failed = assemble(&ptxas, sm, &files);
+        println!(
+            "{sm}: {} of {} node-test kernels assembled",
+            files.len() - failed.len(),
+            files.len()
+        );
+        failures.extend(failed);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

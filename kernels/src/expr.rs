@@ -34,7 +34,7 @@ pub fn eval_body<'ctx>(
 /// True when [`eval_op`] generates code for `op`.
 pub fn is_scalar_op(op: &Op) -> bool {
     match op {
-        Op::Unary(u) => unary_supported(u),
+        Op::Unary(_) => true,
         Op::Binary(b) => !matches!(
             b,
             Binary::BitShift { .. } | Binary::BitwiseAnd | Binary::BitwiseOr | Binary::BitwiseXor
@@ -42,25 +42,6 @@ pub fn is_scalar_op(op: &Op) -> bool {
         Op::Clip | Op::Where | Op::Variadic(_) | Op::Cast { .. } => true,
         _ => false,
     }
-}
-
-fn unary_supported(u: &Unary) -> bool {
-    !matches!(
-        u,
-        Unary::Cos
-            | Unary::Sin
-            | Unary::Tan
-            | Unary::Asin
-            | Unary::Acos
-            | Unary::Atan
-            | Unary::Sinh
-            | Unary::Cosh
-            | Unary::Asinh
-            | Unary::Acosh
-            | Unary::Atanh
-            | Unary::IsInf { .. }
-            | Unary::BitwiseNot
-    )
 }
 
 fn arg<'ctx>(args: &[Option<Val<'ctx>>], i: usize, op: &Op) -> Gen<Val<'ctx>> {
@@ -74,7 +55,10 @@ fn arg<'ctx>(args: &[Option<Val<'ctx>>], i: usize, op: &Op) -> Gen<Val<'ctx>> {
 pub fn eval_op<'ctx>(cg: &Cg<'ctx>, op: &Op, args: &[Option<Val<'ctx>>]) -> Gen<Val<'ctx>> {
     match op {
         Op::Unary(u) => match arg(args, 0, op)? {
-            Val::F(x) => Ok(Val::F(unary_f32(cg, u, x)?)),
+            Val::F(x) => match u {
+                Unary::IsNaN | Unary::IsInf { .. } => classify(cg, u, x),
+                _ => Ok(Val::F(unary_f32(cg, u, x)?)),
+            },
             Val::I(x) => unary_int(cg, u, x),
         },
         Op::Binary(b) => binary(cg, b, arg(args, 0, op)?, arg(args, 1, op)?),
@@ -173,6 +157,25 @@ fn cast<'ctx>(cg: &Cg<'ctx>, v: Val<'ctx>, to: DType) -> Gen<Val<'ctx>> {
     ))
 }
 
+/// IsNaN and IsInf: a float's class as a bool.
+fn classify<'ctx>(cg: &Cg<'ctx>, u: &Unary, x: FloatValue<'ctx>) -> Gen<Val<'ctx>> {
+    let hit = match u {
+        Unary::IsInf {
+            detect_negative,
+            detect_positive,
+        } => {
+            let pos = cg.fcmp(FloatPredicate::OEQ, x, cg.f(f64::INFINITY))?;
+            let neg = cg.fcmp(FloatPredicate::OEQ, x, cg.f(f64::NEG_INFINITY))?;
+            let never = cg.icmp(IntPredicate::NE, cg.c(0), cg.c(0))?;
+            let pos = if *detect_positive { pos } else { never };
+            let neg = if *detect_negative { neg } else { never };
+            cg.b.build_or(pos, neg, "")?
+        }
+        _ => cg.fcmp(FloatPredicate::UNO, x, x)?,
+    };
+    Ok(Val::I(cg.b.build_int_z_extend(hit, cg.i64t(), "")?))
+}
+
 fn unary_int<'ctx>(cg: &Cg<'ctx>, u: &Unary, x: inkwell::values::IntValue<'ctx>) -> Gen<Val<'ctx>> {
     let zero = cg.c(0);
     Ok(Val::I(match u {
@@ -191,6 +194,8 @@ fn unary_int<'ctx>(cg: &Cg<'ctx>, u: &Unary, x: inkwell::values::IntValue<'ctx>)
             let n = cg.b.build_int_z_extend(neg, cg.i64t(), "")?;
             cg.sub(p, n)?
         }
+        // The store's truncation to the element width keeps the right bits.
+        Unary::BitwiseNot => cg.b.build_xor(x, cg.c(-1), "")?,
         other => {
             return Err(KernelError::Unsupported(format!(
                 "{other:?} on integers has no GPU kernel"
@@ -286,12 +291,20 @@ fn unary_f32<'ctx>(cg: &Cg<'ctx>, u: &Unary, x: FloatValue<'ctx>) -> Gen<FloatVa
             };
             cg.fmul(half_x, cg.fadd(one, inner)?)
         }
-        Unary::IsNaN | Unary::Not => Err(KernelError::Unsupported(format!(
-            "{u:?} on floats has no GPU kernel"
-        ))),
-        other => Err(KernelError::Unsupported(format!(
-            "{other:?} has no GPU kernel yet"
-        ))),
+        Unary::Sin => cg.sin(x),
+        Unary::Cos => cg.cos(x),
+        Unary::Tan => cg.tan(x),
+        Unary::Asin => cg.asin(x),
+        Unary::Acos => cg.acos(x),
+        Unary::Atan => cg.atan(x),
+        Unary::Sinh => cg.sinh(x),
+        Unary::Cosh => cg.cosh(x),
+        Unary::Asinh => cg.asinh(x),
+        Unary::Acosh => cg.acosh(x),
+        Unary::Atanh => cg.atanh(x),
+        Unary::IsNaN | Unary::IsInf { .. } | Unary::Not | Unary::BitwiseNot => Err(
+            KernelError::Unsupported(format!("{u:?} on floats has no GPU kernel")),
+        ),
     }
 }
 
