@@ -320,20 +320,26 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 "resize-linear"
             }
         }
-        Op::MaxPool { .. } if req.outputs.len() > 1 => {
-            return Err(KernelError::Unsupported(
-                "MaxPool's indices output has no GPU kernel yet".into(),
-            ))
-        }
-        Op::MaxPool { pool, .. } => {
-            pool_kernel(&mut cg, req, pool, true, false)?;
+        Op::MaxPool {
+            pool,
+            storage_order,
+        } => {
+            let indices = (req.outputs.len() > 1).then_some(*storage_order);
+            pool_kernel(&mut cg, req, pool, Pooling::Max { indices })?;
             "maxpool"
         }
         Op::AveragePool {
             pool,
             count_include_pad,
         } => {
-            pool_kernel(&mut cg, req, pool, false, *count_include_pad)?;
+            pool_kernel(
+                &mut cg,
+                req,
+                pool,
+                Pooling::Average {
+                    include_pad: *count_include_pad,
+                },
+            )?;
             "avgpool"
         }
         Op::Shape { start, .. } => {
@@ -451,14 +457,19 @@ fn lerp_corners<'ctx>(
     cg.fma(cg.fsub(b, a)?, frac[axis], a)
 }
 
+/// What a pooling kernel computes.
+#[derive(Clone, Copy)]
+enum Pooling {
+    /// The window's maximum; with `indices`, also its position in the input, flattened with
+    /// the spatial axes row-major (0) or column-major (1).
+    Max { indices: Option<i64> },
+    /// The window's mean, over the padded window when `include_pad`.
+    Average { include_pad: bool },
+}
+
 /// Max or average pooling over an N-D window with pads, strides and dilations.
-fn pool_kernel(
-    cg: &mut Cg,
-    req: &Request,
-    pool: &PoolAttrs,
-    max: bool,
-    include_pad: bool,
-) -> Gen<()> {
+fn pool_kernel(cg: &mut Cg, req: &Request, pool: &PoolAttrs, pooling: Pooling) -> Gen<()> {
+    let max = matches!(pooling, Pooling::Max { .. });
     let x = req.input(0)?.clone();
     let out = req.outputs[0].clone();
     let spatial = x.shape.len().saturating_sub(2);
@@ -501,6 +512,7 @@ fn pool_kernel(
         let mut acc = cg.f(if max { f64::NEG_INFINITY } else { 0.0 });
         let mut count = cg.c(0);
         let mut padded = cg.c(0);
+        let mut arg = cg.c(0);
         for w in 0..window {
             // The window position, last axis fastest.
             let mut rest = w;
@@ -534,9 +546,25 @@ fn pool_kernel(
             let v = cg
                 .load(x.dtype, cg.buffer(req.input_param(0)), off)?
                 .float(cg)?;
-            if max {
-                let m = cg.fmax(acc, v)?;
-                acc = cg.fsel(inside, m, acc)?;
+            if let Pooling::Max { indices } = pooling {
+                // Strictly greater: the first maximum in scan order wins, as in onnxruntime.
+                let better = cg.and(inside, cg.fcmp(FloatPredicate::OGT, v, acc)?)?;
+                if let Some(order) = indices {
+                    let mut spatial_at = cg.c(0);
+                    let axes: Vec<usize> = if order == 1 {
+                        (0..spatial).rev().collect()
+                    } else {
+                        (0..spatial).collect()
+                    };
+                    for k in axes {
+                        let d = cg.dim(&x.shape[2 + k])?;
+                        spatial_at = cg.add(cg.mul(spatial_at, d)?, ic[2 + k])?;
+                    }
+                    let plane = cg.add(cg.mul(oc[0], cg.dim(&x.shape[1])?)?, oc[1])?;
+                    let at = cg.add(cg.mul(plane, cg.product(&x.shape[2..])?)?, spatial_at)?;
+                    arg = cg.select(better, at, arg)?.into_int_value();
+                }
+                acc = cg.fsel(better, v, acc)?;
             } else {
                 let s = cg.fadd(acc, v)?;
                 acc = cg.fsel(inside, s, acc)?;
@@ -546,9 +574,15 @@ fn pool_kernel(
             let one = cg.b.build_int_z_extend(in_padded, cg.i64t(), "")?;
             padded = cg.add(padded, one)?;
         }
-        if !max {
-            let divisor = if include_pad { padded } else { count };
-            acc = cg.fdiv(acc, cg.itof(cg.imax(divisor, cg.c(1))?)?)?;
+        match pooling {
+            Pooling::Average { include_pad } => {
+                let divisor = if include_pad { padded } else { count };
+                acc = cg.fdiv(acc, cg.itof(cg.imax(divisor, cg.c(1))?)?)?;
+            }
+            Pooling::Max { indices: Some(_) } => {
+                cg.store(req.outputs[1].dtype, cg.buffer(1), idx, Val::I(arg))?;
+            }
+            Pooling::Max { indices: None } => {}
         }
         cg.store(out.dtype, cg.buffer(0), idx, Val::F(acc))
     })
