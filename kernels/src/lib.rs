@@ -174,6 +174,8 @@ pub struct Request<'a> {
     pub outputs: Vec<TensorSig>,
     /// Input values known at compile time, as integers (axes, pads, sizes).
     pub known: Vec<Option<Vec<i64>>>,
+    /// Input values known at compile time, as floats (Resize's scales).
+    pub known_floats: Vec<Option<Vec<f64>>>,
     /// Where the code runs.
     pub target: Target,
     /// Arithmetic for products.

@@ -245,15 +245,33 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                     "cubic Resize has no GPU kernel yet".into(),
                 ));
             }
+            if attrs.antialias || ctm == "tf_crop_and_resize" || ctm == "half_pixel_symmetric" {
+                return Err(KernelError::Unsupported(format!(
+                    "Resize with {} has no GPU kernel yet",
+                    if attrs.antialias {
+                        "antialias".to_string()
+                    } else {
+                        ctm.clone()
+                    }
+                )));
+            }
+            let scales = resize_scales(req, &attrs.axes, rank)?;
             each_output(&mut cg, &out.shape, |cg, idx, oc| {
-                // Per axis: the source coordinate as a float, from the size ratio.
+                // Per axis: the source coordinate as a float. Given scales are used as given
+                // (the output size is their rounded product); sizes give the ratio.
                 let mut lo = Vec::with_capacity(rank);
                 let mut hi = Vec::with_capacity(rank);
                 let mut frac = Vec::with_capacity(rank);
                 for (k, &o_k) in oc.iter().enumerate() {
                     let (din, dout) = (cg.dim(&x.shape[k])?, cg.dim(&out.shape[k])?);
-                    let (fin, fout) = (cg.itof(din)?, cg.itof(dout)?);
-                    let scale = cg.fdiv(fout, fin)?;
+                    let fin = cg.itof(din)?;
+                    let (scale, fout) = match &scales {
+                        Some(s) => (cg.f(s[k]), cg.fmul(fin, cg.f(s[k]))?),
+                        None => {
+                            let fout = cg.itof(dout)?;
+                            (cg.fdiv(fout, fin)?, fout)
+                        }
+                    };
                     let o = cg.itof(o_k)?;
                     let src = match ctm.as_str() {
                         "asymmetric" => cg.fdiv(o, scale)?,
@@ -386,6 +404,36 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         info,
         module: cg.finish()?,
     })
+}
+
+/// Resize's scales per axis when its `scales` input is given (it must be constant), `None`
+/// when `sizes` decides the output instead.
+fn resize_scales(req: &Request, axes: &[i64], rank: usize) -> Gen<Option<Vec<f64>>> {
+    let given = matches!(req.inputs.get(2), Some(Some(t)) if t.numel().as_const() != Some(0));
+    if !given {
+        return Ok(None);
+    }
+    let values = req
+        .known_floats
+        .get(2)
+        .cloned()
+        .flatten()
+        .ok_or_else(|| KernelError::Unsupported("Resize scales must be constant".into()))?;
+    let mut scales = vec![1.0; rank];
+    if axes.is_empty() {
+        if values.len() != rank {
+            return Err(KernelError::Unsupported(format!(
+                "{} Resize scales for rank {rank}",
+                values.len()
+            )));
+        }
+        scales = values;
+    } else {
+        for (&a, &v) in axes.iter().zip(&values) {
+            scales[crate::resolve_axis(a, rank)?] = v;
+        }
+    }
+    Ok(Some(scales))
 }
 
 /// The axes given by optional input `slot` (known at compile time), or the first `default`

@@ -86,10 +86,16 @@ pub fn request<'g>(
             None => None,
         });
     }
+    let known_of = |v: Option<sparkc_ir::ValueRef>| v.and_then(|v| graph.value(v).known.as_ref());
     let known = graph
         .inputs_of(id)
         .into_iter()
-        .map(|v| v.and_then(|v| graph.value(v).known.as_ref().and_then(|k| k.as_i64s())))
+        .map(|v| known_of(v).and_then(|k| k.as_i64s()))
+        .collect();
+    let known_floats = graph
+        .inputs_of(id)
+        .into_iter()
+        .map(|v| known_of(v).and_then(|k| k.as_f64s()))
         .collect();
     let outputs = node
         .outputs
@@ -104,6 +110,7 @@ pub fn request<'g>(
         inputs,
         outputs,
         known,
+        known_floats,
         target,
         precision,
     })
