@@ -240,11 +240,6 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             let mode = attrs.mode.clone();
             let ctm = attrs.coordinate_transformation_mode.clone();
             let nearest = attrs.nearest_mode.clone();
-            if mode == "cubic" {
-                return Err(KernelError::Unsupported(
-                    "cubic Resize has no GPU kernel yet".into(),
-                ));
-            }
             if attrs.antialias || ctm == "tf_crop_and_resize" || ctm == "half_pixel_symmetric" {
                 return Err(KernelError::Unsupported(format!(
                     "Resize with {} has no GPU kernel yet",
@@ -262,6 +257,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 let mut lo = Vec::with_capacity(rank);
                 let mut hi = Vec::with_capacity(rank);
                 let mut frac = Vec::with_capacity(rank);
+                let mut taps = Vec::with_capacity(rank);
                 for (k, &o_k) in oc.iter().enumerate() {
                     let (din, dout) = (cg.dim(&x.shape[k])?, cg.dim(&out.shape[k])?);
                     let fin = cg.itof(din)?;
@@ -291,7 +287,19 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                     let last = cg.sub(din, cg.c(1))?;
                     let clamp =
                         |cg: &Cg<'ctx>, v: IntValue<'ctx>| cg.imin(cg.imax(v, cg.c(0))?, last);
-                    if mode == "nearest" {
+                    let unchanged =
+                        x.shape[k] == out.shape[k] && scales.as_ref().is_none_or(|s| s[k] == 1.0);
+                    if mode == "cubic" && unchanged {
+                        taps.push(vec![(o_k, cg.f(1.0))]);
+                    } else if mode == "cubic" {
+                        taps.push(cubic_taps(
+                            cg,
+                            src,
+                            din,
+                            f64::from(attrs.cubic_coeff_a),
+                            attrs.exclude_outside,
+                        )?);
+                    } else if mode == "nearest" {
                         let r = match nearest.as_str() {
                             "floor" => cg.fcall1("llvm.floor.f32", src)?,
                             "ceil" => cg.fcall1("llvm.ceil.f32", src)?,
@@ -314,7 +322,16 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                         frac.push(t);
                     }
                 }
-                let v = if mode == "nearest" {
+                let v = if mode == "cubic" {
+                    Val::F(weighted_taps(
+                        cg,
+                        req,
+                        (&x.shape, x.dtype),
+                        &taps,
+                        0,
+                        &mut oc.to_vec(),
+                    )?)
+                } else if mode == "nearest" {
                     let off = linear(cg, &lo, &x.shape)?;
                     cg.load(x.dtype, cg.buffer(req.input_param(0)), off)?
                 } else {
@@ -332,10 +349,10 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 };
                 cg.store(out.dtype, cg.buffer(0), idx, v)
             })?;
-            if mode == "nearest" {
-                "resize-nearest"
-            } else {
-                "resize-linear"
+            match mode.as_str() {
+                "nearest" => "resize-nearest",
+                "cubic" => "resize-cubic",
+                _ => "resize-linear",
             }
         }
         Op::MaxPool {
@@ -473,6 +490,79 @@ fn copy<'ctx>(
     let t = req.input(slot)?;
     let v = cg.load(t.dtype, cg.buffer(req.input_param(slot)), from)?;
     cg.store(req.outputs[0].dtype, cg.buffer(0), to, v)
+}
+
+/// The four taps of cubic interpolation at source coordinate `src` on an axis of `len`
+/// samples: clamped indices and weights of the cubic kernel with coefficient `a`; with
+/// `exclude_outside`, taps outside the axis weigh nothing and the rest are renormalized.
+fn cubic_taps<'ctx>(
+    cg: &Cg<'ctx>,
+    src: FloatValue<'ctx>,
+    len: IntValue<'ctx>,
+    a: f64,
+    exclude_outside: bool,
+) -> Gen<Vec<(IntValue<'ctx>, FloatValue<'ctx>)>> {
+    let base = cg.fcall1("llvm.floor.f32", src)?;
+    let t = cg.fsub(src, base)?;
+    let base = cg.b.build_float_to_signed_int(base, cg.i64t(), "")?;
+    let last = cg.sub(len, cg.c(1))?;
+    let mut taps = Vec::with_capacity(4);
+    let mut sum = cg.f(0.0);
+    for i in -1i64..=2 {
+        // |i - t| lies in [1, 2] for the outer taps and [0, 1] for the inner ones.
+        let d = cg.fcall1("llvm.fabs.f32", cg.fsub(cg.f(i as f64), t)?)?;
+        let w = if (0..=1).contains(&i) {
+            let inner = cg.fmul(cg.fsub(cg.fmul(cg.f(a + 2.0), d)?, cg.f(a + 3.0))?, d)?;
+            cg.fma(inner, d, cg.f(1.0))?
+        } else {
+            let p = cg.fma(cg.f(a), d, cg.f(-5.0 * a))?;
+            let p = cg.fma(p, d, cg.f(8.0 * a))?;
+            cg.fma(p, d, cg.f(-4.0 * a))?
+        };
+        let at = cg.add(base, cg.c(i))?;
+        let w = if exclude_outside {
+            let inside = cg.and(
+                cg.icmp(IntPredicate::SGE, at, cg.c(0))?,
+                cg.icmp(IntPredicate::SLE, at, last)?,
+            )?;
+            cg.fsel(inside, w, cg.f(0.0))?
+        } else {
+            w
+        };
+        sum = cg.fadd(sum, w)?;
+        taps.push((cg.imin(cg.imax(at, cg.c(0))?, last)?, w));
+    }
+    if exclude_outside {
+        let nonzero = cg.fcmp(FloatPredicate::UNE, sum, cg.f(0.0))?;
+        for tap in &mut taps {
+            tap.1 = cg.fsel(nonzero, cg.fdiv(tap.1, sum)?, tap.1)?;
+        }
+    }
+    Ok(taps)
+}
+
+/// The weighted sum over every combination of per-axis taps, recursively by axis.
+fn weighted_taps<'ctx>(
+    cg: &Cg<'ctx>,
+    req: &Request,
+    (shape, dtype): (&[Dim], sparkc_ir::DType),
+    taps: &[Vec<(IntValue<'ctx>, FloatValue<'ctx>)>],
+    axis: usize,
+    at: &mut Vec<IntValue<'ctx>>,
+) -> Gen<FloatValue<'ctx>> {
+    if axis == taps.len() {
+        let off = linear(cg, at, shape)?;
+        return cg
+            .load(dtype, cg.buffer(req.input_param(0)), off)?
+            .float(cg);
+    }
+    let mut sum = cg.f(0.0);
+    for &(index, weight) in &taps[axis] {
+        at[axis] = index;
+        let v = weighted_taps(cg, req, (shape, dtype), taps, axis + 1, at)?;
+        sum = cg.fma(v, weight, sum)?;
+    }
+    Ok(sum)
 }
 
 /// Multilinear interpolation over the `2^rank` corners, recursively by axis.
