@@ -8,47 +8,9 @@ use sparkc_artifact::{arrange, BufferKind};
 use sparkc_cli::execute_args;
 use sparkc_kernels::plan::{generate, request};
 use sparkc_kernels::{host, Precision, Target};
-use sparkc_runtime::{Artifact, Device, Session, Tensor};
+use sparkc_runtime::{sample_inputs, Artifact, Device, Session, Tensor};
 use sparkc_tests::whole_models;
 use std::collections::{BTreeMap, HashMap};
-
-/// Seeded inputs in signature order: floats in [-1, 1), integers and bools 0 or 1.
-fn inputs(artifact: &Artifact, dims: &BTreeMap<String, i64>) -> Vec<(String, Tensor)> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    artifact
-        .header
-        .inputs
-        .iter()
-        .map(|spec| {
-            let shape: Vec<usize> = spec
-                .shape
-                .iter()
-                .map(|d| {
-                    sparkc_artifact::eval(d, &|s| dims.get(s).copied()).expect("bound") as usize
-                })
-                .collect();
-            let dtype = sparkc_ir::DType::from_name(&spec.dtype).expect("a dtype");
-            let values: Vec<f64> = (0..shape.iter().product::<usize>())
-                .map(|_| {
-                    if dtype.is_float() {
-                        (next() % 2000) as f64 / 1000.0 - 1.0
-                    } else {
-                        (next() % 2) as f64
-                    }
-                })
-                .collect();
-            let data = sparkc_cpu::Data::from_f64s(dtype, values, false);
-            let t = sparkc_cpu::Array::new(shape, data).to_tensor();
-            (spec.name.clone(), Tensor::from(t))
-        })
-        .collect()
-}
 
 #[test]
 fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
@@ -94,7 +56,7 @@ fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
                 }
             }
         }
-        let given = inputs(&artifact, &dims);
+        let given = sample_inputs(&artifact.header.inputs, &dims, 7).expect("inputs");
         let place = arrange(buffers, &|s| dims.get(s).copied()).expect("arranges");
         // 16-byte aligned, as device allocations are.
         let mut arena = vec![0u128; (place.arena_bytes as usize).div_ceil(16)];

@@ -7,13 +7,13 @@
 
 use crate::cg::{Cg, Gen, Val};
 use crate::gemm::{clamp_index, masked, tiled, THREADS, TILE_K, TILE_M, TILE_N};
-use crate::reduce::{cut, Reader};
+use crate::reduce::{cut, operand_input};
 use crate::{mma, product, Family, Generated, KernelError, Launch, Request, Target};
 use inkwell::context::Context;
 use inkwell::values::FloatValue;
 use inkwell::IntPredicate;
 use sparkc_ir::op::{AutoPad, ConvAttrs, ConvTransposeAttrs};
-use sparkc_ir::{BodyNode, Dim, Op, Operand};
+use sparkc_ir::{BodyNode, Dim, Op};
 
 /// True for the convolutions this family generates.
 pub fn handles(op: &Op) -> bool {
@@ -88,10 +88,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
     let Op::Conv(attrs) = &anchor.op else {
         unreachable!("cut found a Conv")
     };
-    let slot = |k: usize| match anchor.args.get(k).copied().flatten() {
-        Some(Operand::Input(i)) => Some(i),
-        _ => None,
-    };
+    let slot = |k: usize| operand_input(anchor, k);
     let w_slot =
         slot(1).ok_or_else(|| KernelError::Unsupported("Conv weights must be an input".into()))?;
     let b_slot = slot(2);
@@ -104,12 +101,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         ));
     }
     let g = geometry(attrs, &x_shape, &w.shape, &y_shape)?;
-    let source = Reader::new(req, &c.source, &x_shape)?;
-    let sink = if c.epilogue.is_empty() {
-        None
-    } else {
-        Some(Reader::new(req, &c.epilogue, &y_shape)?)
-    };
+    let (source, sink) = c.readers(req, &y_shape)?;
     let depthwise = g.group > 1 && x_shape[1].as_const() == Some(g.group);
     let mut cg = req.begin(cx, THREADS);
     let batch = cg.dim(&x_shape[0])?;
@@ -392,10 +384,7 @@ pub fn generate_transpose<'ctx>(
     let Op::ConvTranspose(attrs) = &anchor.op else {
         unreachable!("cut found a ConvTranspose")
     };
-    let slot = |k: usize| match anchor.args.get(k).copied().flatten() {
-        Some(Operand::Input(i)) => Some(i),
-        _ => None,
-    };
+    let slot = |k: usize| operand_input(anchor, k);
     let w_slot = slot(1)
         .ok_or_else(|| KernelError::Unsupported("ConvTranspose weights must be an input".into()))?;
     let x_shape = c.x_shape.clone();
@@ -407,12 +396,7 @@ pub fn generate_transpose<'ctx>(
         ));
     }
     let g = transpose_geometry(attrs, &x_shape, &w.shape, &y_shape)?;
-    let source = Reader::new(req, &c.source, &x_shape)?;
-    let sink = if c.epilogue.is_empty() {
-        None
-    } else {
-        Some(Reader::new(req, &c.epilogue, &y_shape)?)
-    };
+    let (source, sink) = c.readers(req, &y_shape)?;
     let b_info = match slot(2) {
         Some(i) => Some((i, req.input(i)?.dtype)),
         None => None,

@@ -10,12 +10,12 @@
 
 use crate::cg::{Cg, Gen, Val};
 use crate::elementwise::{layout, offsets};
-use crate::reduce::{cut, Reader};
+use crate::reduce::{cut, operand_input};
 use crate::{mma, product, Family, Generated, KernelError, Launch, Request, Target};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
-use sparkc_ir::{BodyNode, Dim, Op, Operand};
+use sparkc_ir::{BodyNode, Dim, Op};
 
 /// Block tile rows.
 pub const TILE_M: i64 = 64;
@@ -198,14 +198,9 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         } => (trans_a, trans_b, alpha, beta),
         _ => unreachable!("cut found a product"),
     };
-    let b_slot = match anchor.args.get(1).copied().flatten() {
-        Some(Operand::Input(i)) => i,
-        _ => return Err(KernelError::Unsupported("B must be an input".into())),
-    };
-    let c_slot = match anchor.args.get(2).copied().flatten() {
-        Some(Operand::Input(i)) => Some(i),
-        _ => None,
-    };
+    let b_slot = operand_input(anchor, 1)
+        .ok_or_else(|| KernelError::Unsupported("B must be an input".into()))?;
+    let c_slot = operand_input(anchor, 2);
     let a_shape = c.x_shape.clone();
     let b_shape = req.input(b_slot)?.shape.clone();
     if a_shape.len() < 2 || b_shape.len() < 2 {
@@ -214,12 +209,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         ));
     }
     let out_shape = req.outputs[0].shape.clone();
-    let source = Reader::new(req, &c.source, &a_shape)?;
-    let sink = if c.epilogue.is_empty() {
-        None
-    } else {
-        Some(Reader::new(req, &c.epilogue, &out_shape)?)
-    };
+    let (source, sink) = c.readers(req, &out_shape)?;
     let (ar, br) = (a_shape.len(), b_shape.len());
     let (m_dim, k_dim) = if trans_a {
         (a_shape[ar - 1].clone(), a_shape[ar - 2].clone())

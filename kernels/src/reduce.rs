@@ -151,7 +151,31 @@ pub(crate) struct Cut {
     pub(crate) x_shape: Vec<Dim>,
 }
 
+/// The fused node's input slot that operand `k` of `node` reads, when it reads one.
+pub(crate) fn operand_input(node: &BodyNode, k: usize) -> Option<usize> {
+    match node.args.get(k).copied().flatten() {
+        Some(Operand::Input(i)) => Some(i),
+        _ => None,
+    }
+}
+
 impl Cut {
+    /// Readers of the anchor's data (through the prologue) and of the epilogue (none when the
+    /// anchor's value is stored as is), over an output of `out_shape`.
+    pub(crate) fn readers<'b>(
+        &'b self,
+        req: &Request,
+        out_shape: &[Dim],
+    ) -> Gen<(Reader<'b>, Option<Reader<'b>>)> {
+        let source = Reader::new(req, &self.source, &self.x_shape)?;
+        let sink = if self.epilogue.is_empty() {
+            None
+        } else {
+            Some(Reader::new(req, &self.epilogue, out_shape)?)
+        };
+        Ok((source, sink))
+    }
+
     /// The input slot the anchor reads its data from, when no prologue computes it.
     pub(crate) fn plain_source(&self) -> Option<usize> {
         match self.source.as_slice() {
@@ -235,14 +259,11 @@ pub(crate) fn cut(req: &Request, body: &[BodyNode], is_anchor: fn(&Op) -> bool) 
 /// Generates the kernel of a reduction or normalization node, fused or not.
 pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Gen<Generated<'ctx>> {
     let cut = cut(req, body, handles)?;
+    let (source, sink) = cut.readers(req, &req.outputs[0].shape)?;
     let parts = Parts {
         anchor: &body[cut.anchor],
-        source: Reader::new(req, &cut.source, &cut.x_shape)?,
-        sink: if cut.epilogue.is_empty() {
-            None
-        } else {
-            Some(Reader::new(req, &cut.epilogue, &req.outputs[0].shape)?)
-        },
+        source,
+        sink,
         x_shape: cut.x_shape.clone(),
     };
     let mut cg = req.begin(cx, BLOCK);

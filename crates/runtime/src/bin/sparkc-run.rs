@@ -7,8 +7,10 @@
 //! sparkc-run MODEL.spark [--device auto|cpu|cuda] [--dim N=2 ...] [--check] [--iters 20] [--profile]
 //! ```
 
-use sparkc_ir::DType;
-use sparkc_runtime::{Artifact, Device, Session, Tensor};
+use sparkc_runtime::{sample_inputs, Artifact, Device, Session, Tensor};
+
+/// The seed of the sampled inputs, fixed so runs compare.
+const SEED: u64 = 0x2545_f491_4f6c_dd1d;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -57,51 +59,6 @@ fn parse() -> Result<Options, String> {
     Ok(o)
 }
 
-/// Seeded values for every input: floats in [-1, 1), integers and bools 0 or 1.
-fn inputs(
-    session: &Session,
-    dims: &BTreeMap<String, i64>,
-) -> Result<Vec<(String, Tensor)>, String> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut out = Vec::new();
-    for spec in session.inputs() {
-        let shape = spec
-            .shape
-            .iter()
-            .map(|d| {
-                eval_dim(d, dims)
-                    .map(|v| v as usize)
-                    .map_err(|e| format!("input '{}': {e} (give it with --dim)", spec.name))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let count: usize = shape.iter().product();
-        let dtype = DType::from_name(&spec.dtype).ok_or(format!("dtype {}", spec.dtype))?;
-        let values: Vec<f64> = (0..count)
-            .map(|_| {
-                if dtype.is_float() {
-                    (next() % 2000) as f64 / 1000.0 - 1.0
-                } else {
-                    (next() % 2) as f64
-                }
-            })
-            .collect();
-        let data = sparkc_cpu::Data::from_f64s(dtype, values, false);
-        let t = sparkc_cpu::Array::new(shape, data).to_tensor();
-        out.push((spec.name.clone(), Tensor::from(t)));
-    }
-    Ok(out)
-}
-
-fn eval_dim(d: &sparkc_runtime::SizeExpr, dims: &BTreeMap<String, i64>) -> Result<i64, String> {
-    sparkc_runtime::eval_size(d, &|s| dims.get(s).copied())
-}
-
 fn median(mut samples: Vec<Duration>) -> f64 {
     samples.sort();
     samples[samples.len() / 2].as_secs_f64() * 1e3
@@ -122,7 +79,8 @@ fn run() -> Result<(), String> {
     let artifact = Artifact::open(o.model.as_ref()).map_err(|e| e.to_string())?;
     let session = Session::new(&artifact, o.device).map_err(|e| e.to_string())?;
     println!("{}: device {}", o.model, session.device());
-    let given = inputs(&session, &o.dims)?;
+    let given = sample_inputs(session.inputs(), &o.dims, SEED)
+        .map_err(|e| format!("{e} (give sizes with --dim)"))?;
     let named: Vec<(&str, Tensor)> = given.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     let start = Instant::now();
     let outputs = session.run(&named).map_err(|e| e.to_string())?;
