@@ -27,6 +27,20 @@ fn ptxas() -> PathBuf {
     found.expect("ptxas: pip install nvidia-cuda-nvcc (or set PTXAS)")
 }
 
+/// Writes each kernel's PTX as `NAME.ptx` in `folder`; returns the files.
+fn write_ptx(folder: &Path, lowering: sparkc_kernels::Lowering) -> Vec<PathBuf> {
+    std::fs::create_dir_all(folder).expect("temp dir");
+    lowering
+        .kernels
+        .into_iter()
+        .map(|k| {
+            let f = folder.join(format!("{}.ptx", k.info.name));
+            std::fs::write(&f, k.text).expect("write PTX");
+            f
+        })
+        .collect()
+}
+
 /// Runs ptxas on each file, two at a time; returns the failures.
 fn assemble(ptxas: &Path, sm: Sm, files: &[PathBuf]) -> Vec<String> {
     let chunks: Vec<&[PathBuf]> = files.chunks(files.len().div_ceil(2).max(1)).collect();
@@ -81,13 +95,7 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
         for (name, model) in &models {
             let lowering = lower_graph(&model.graph, Output::Ptx(sm), Precision::default(), None)
                 .unwrap_or_else(|e| panic!("{name} for {sm}: {e}"));
-            let sub = dir.join(sm.name()).join(name);
-            std::fs::create_dir_all(&sub).expect("temp dir");
-            for k in lowering.kernels {
-                let f = sub.join(format!("{}.ptx", k.info.name));
-                std::fs::write(&f, k.text).expect("write PTX");
-                files.push(f);
-            }
+            files.extend(write_ptx(&dir.join(sm.name()).join(name), lowering));
         }
         let failed = assemble(&ptxas, sm, &files);
         report.push(format!(
@@ -270,13 +278,7 @@ fn every_node_test_kernel_assembles_for_the_newest_and_oldest_targets() {
                 .expect("a name")
                 .to_string_lossy()
                 .to_string();
-            let sub = dir.join(sm.name()).join(&case_name);
-            std::fs::create_dir_all(&sub).expect("temp dir");
-            for k in lowering.kernels {
-                let f = sub.join(format!("{}.ptx", k.info.name));
-                std::fs::write(&f, k.text).expect("write PTX");
-                files.push(f);
-            }
+            files.extend(write_ptx(&dir.join(sm.name()).join(&case_name), lowering));
         }
         assert!(
             files.len() > 300,

@@ -38,8 +38,8 @@ struct Geometry {
     group: i64,
 }
 
-fn geometry(attrs: &ConvAttrs, x: &[Dim], w: &[Dim], y: &[Dim]) -> Gen<Geometry> {
-    let spatial = x.len().saturating_sub(2);
+/// The static kernel sizes (from the weights' shape), strides and dilations per spatial axis.
+fn window(attrs: &ConvAttrs, w: &[Dim], spatial: usize) -> Gen<(Vec<i64>, Vec<i64>, Vec<i64>)> {
     let kernel: Vec<i64> = w[2..]
         .iter()
         .map(|d| {
@@ -47,9 +47,17 @@ fn geometry(attrs: &ConvAttrs, x: &[Dim], w: &[Dim], y: &[Dim]) -> Gen<Geometry>
                 .ok_or_else(|| KernelError::Unsupported("kernel sizes must be static".into()))
         })
         .collect::<Gen<_>>()?;
-    let get = |v: &[i64], k: usize| v.get(k).copied().unwrap_or(1);
-    let strides: Vec<i64> = (0..spatial).map(|k| get(&attrs.strides, k)).collect();
-    let dilations: Vec<i64> = (0..spatial).map(|k| get(&attrs.dilations, k)).collect();
+    let per_axis = |v: &[i64]| -> Vec<i64> {
+        (0..spatial)
+            .map(|k| v.get(k).copied().unwrap_or(1))
+            .collect()
+    };
+    Ok((kernel, per_axis(&attrs.strides), per_axis(&attrs.dilations)))
+}
+
+fn geometry(attrs: &ConvAttrs, x: &[Dim], w: &[Dim], y: &[Dim]) -> Gen<Geometry> {
+    let spatial = x.len().saturating_sub(2);
+    let (kernel, strides, dilations) = window(attrs, w, spatial)?;
     let mut begin = vec![0i64; spatial];
     for k in 0..spatial {
         begin[k] = match attrs.auto_pad {
@@ -328,16 +336,8 @@ fn transpose_geometry(
 ) -> Gen<Geometry> {
     let a = &attrs.conv;
     let spatial = x.len().saturating_sub(2);
-    let kernel: Vec<i64> = w[2..]
-        .iter()
-        .map(|d| {
-            d.as_const()
-                .ok_or_else(|| KernelError::Unsupported("kernel sizes must be static".into()))
-        })
-        .collect::<Gen<_>>()?;
+    let (kernel, strides, dilations) = window(a, w, spatial)?;
     let get = |v: &[i64], k: usize, default: i64| v.get(k).copied().unwrap_or(default);
-    let strides: Vec<i64> = (0..spatial).map(|k| get(&a.strides, k, 1)).collect();
-    let dilations: Vec<i64> = (0..spatial).map(|k| get(&a.dilations, k, 1)).collect();
     let mut begin = vec![0i64; spatial];
     let computed = !attrs.output_shape.is_empty()
         || matches!(a.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
