@@ -11,7 +11,7 @@ if [ ! -x /usr/lib/llvm-22/bin/llvm-config ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q llvm-22-dev
 fi
 if ! python3 -c 'import onnx, onnxruntime, numpy, sys; sys.exit(onnx.__version__ != "1.23.2")' 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check 'onnx==1.23.2' 'onnxruntime==1.32.0' numpy
+  python3 -m pip install --quiet --disable-pip-version-check 'onnx==1.23.2' 'onnxruntime==1.32.0' numpy 'ml_dtypes>=0.5'
 fi
 if ! python3 -c 'import site, os, sys; sys.exit(not any(os.path.exists(os.path.join(p, "nvidia/cu13/bin/ptxas")) for p in site.getsitepackages()))'; then
   python3 -m pip install --quiet --disable-pip-version-check nvidia-cuda-nvcc

@@ -552,6 +552,28 @@ impl<'ctx> Cg<'ctx> {
         global.as_pointer_value()
     }
 
+    /// A read-only table of `f32` values (global memory on a GPU), indexed with [`Cg::load_raw`].
+    pub fn f32_table(&mut self, values: &[f32]) -> PointerValue<'ctx> {
+        let space = match self.target {
+            Target::Gpu(_) => AddressSpace::from(1u16),
+            Target::Host => AddressSpace::default(),
+        };
+        let f32t = self.f32t();
+        let array = f32t.array_type(values.len() as u32);
+        let init: Vec<_> = values
+            .iter()
+            .map(|&v| f32t.const_float(f64::from(v)))
+            .collect();
+        let name = format!("table{}", self.shared_count);
+        self.shared_count += 1;
+        let global = self.module.add_global(array, Some(space), &name);
+        global.set_linkage(Linkage::Internal);
+        global.set_constant(true);
+        global.set_initializer(&f32t.const_array(&init));
+        global.set_alignment(16);
+        global.as_pointer_value()
+    }
+
     /// The block's dynamic shared memory (sized at launch), as bytes; GPU only.
     pub fn dynamic_shared(&mut self) -> Gen<PointerValue<'ctx>> {
         if self.target == Target::Host {

@@ -4,8 +4,8 @@
 //! One family per file, each checked against the CPU executor's ops (its reference):
 //! [`elementwise`], [`reduce`] (reductions and normalizations), [`gemm`] (tensor-core and
 //! CUDA-core products with fused epilogues), [`conv`] (implicit GEMM, depthwise), [`attention`]
-//! (flash-style, online softmax) and [`movement`] (transpose, concat, slice, gather, pad,
-//! resize, pooling). [`plan`] picks a generator for each node of a graph, and [`emit`] turns
+//! (flash-style, online softmax), [`movement`] (transpose, concat, slice, gather, pad,
+//! resize, pooling) and [`quant`] (quantize and dequantize, every stored format). [`plan`] picks a generator for each node of a graph, and [`emit`] turns
 //! modules into PTX or LLVM text. Generated code is written in the thread-strided style of
 //! [`cg`], so it also runs on the host ([`host`]), which is how it is tested without a GPU.
 
@@ -21,6 +21,7 @@ mod math;
 pub mod mma;
 pub mod movement;
 pub mod plan;
+pub mod quant;
 pub mod reduce;
 pub mod target;
 
@@ -72,6 +73,8 @@ pub enum Family {
     Attention,
     /// Data movement and pooling.
     Movement,
+    /// Quantizing and dequantizing.
+    Quantization,
 }
 
 /// What a kernel parameter is.

@@ -3,8 +3,8 @@
 use crate::cg::Gen;
 use crate::target::{Sm, Target};
 use crate::{
-    attention, conv, elementwise, emit, expr, gemm, movement, reduce, Generated, KernelError,
-    KernelInfo, Request, TensorSig,
+    attention, conv, elementwise, emit, expr, gemm, movement, quant, reduce, Generated,
+    KernelError, KernelInfo, Request, TensorSig,
 };
 use inkwell::context::Context;
 use serde::Serialize;
@@ -143,6 +143,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         op if reduce::handles(op) => reduce::generate(cx, req, &single(req)),
         Op::Attention(_) => attention::generate(cx, req),
         op if movement::handles(op) => movement::generate(cx, req),
+        op if quant::handles(op) => quant::generate(cx, req),
         other => Err(KernelError::Unsupported(format!(
             "{} has no GPU kernel yet",
             other.name()

@@ -2,7 +2,7 @@
 
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
-use sparkc_ir::{Edge, Graph, NodeId, Op, Tensor, ValueRef};
+use sparkc_ir::{Edge, Graph, NodeId, Op, Tensor, TensorType, Value, ValueRef, ValueType};
 
 /// The `(node, input slot)` pairs reading `v`.
 pub fn readers(graph: &Graph, v: ValueRef) -> Vec<(NodeId, usize)> {
@@ -64,4 +64,42 @@ pub fn make_const(graph: &mut Graph, id: NodeId, tensor: Tensor) {
     node.outputs = vec![sparkc_ir::graph::const_value(&name, &tensor)];
     node.op = Op::Const(tensor);
     node.arity = 0;
+}
+
+/// Makes input `slot` of `id` read `value`, replacing whatever it read.
+pub fn set_input(graph: &mut Graph, id: NodeId, slot: usize, value: ValueRef) {
+    let old: Vec<_> = graph
+        .dag
+        .edges_directed(id, Direction::Incoming)
+        .filter(|e| e.weight().input == slot)
+        .map(|e| e.id())
+        .collect();
+    for e in old {
+        graph.dag.remove_edge(e);
+    }
+    graph.dag.add_edge(
+        value.node,
+        id,
+        Edge {
+            output: value.output,
+            input: slot,
+        },
+    );
+}
+
+/// Adds a node of `op` reading `inputs`, with one tensor output of type `ty` named `name`.
+pub fn add_tensor_node(
+    graph: &mut Graph,
+    name: String,
+    op: Op,
+    inputs: &[Option<ValueRef>],
+    ty: TensorType,
+) -> ValueRef {
+    let value = Value {
+        name: name.clone(),
+        ty: ValueType::Tensor(ty),
+        known: None,
+    };
+    let node = graph.add_node(name, op, inputs, vec![value]);
+    ValueRef { node, output: 0 }
 }

@@ -72,6 +72,23 @@ fn keep(op: &Op) -> bool {
     matches!(op, Op::Input | Op::Const(_) | Op::Dropout { .. }) || !op.subgraphs().is_empty()
 }
 
+/// True for a `DequantizeLinear` or `Cast` that widens a constant: folding it would store the
+/// weight decompressed, undoing its quantization.
+fn decompresses(graph: &Graph, id: NodeId) -> bool {
+    let node = graph.node(id);
+    if !matches!(node.op, Op::DequantizeLinear { .. } | Op::Cast { .. }) {
+        return false;
+    }
+    let Some(input) = crate::edit::const_input(graph, id, 0) else {
+        return false;
+    };
+    let wider = node.outputs[0]
+        .ty
+        .as_tensor()
+        .is_some_and(|t| t.dtype.bits() > input.dtype.bits());
+    wider && input.len() > sparkc_ir::graph::MAX_KNOWN_ELEMENTS
+}
+
 impl Pass for ConstantFold {
     fn name(&self) -> &'static str {
         "fold"
@@ -81,7 +98,7 @@ impl Pass for ConstantFold {
         let mut folded = 0;
         for id in graph.topo_order()? {
             let node = graph.node(id);
-            if keep(&node.op) || node.outputs.len() != 1 {
+            if keep(&node.op) || node.outputs.len() != 1 || decompresses(graph, id) {
                 continue;
             }
             let small = crate::cost::elements(&node.outputs[0]) <= MAX_FOLDED_ELEMENTS as f64

@@ -15,20 +15,32 @@ pub mod egraph;
 pub mod fold;
 pub mod fuse;
 pub mod manager;
+pub mod quantize;
 pub mod stats;
 #[cfg(test)]
 mod testing;
 
 pub use manager::{Pass, PassError, PassManager, PassReport};
 
-/// The standard optimization pipeline.
+/// The standard optimization pipeline: [`prepare`], then [`finish`].
 pub fn standard() -> Result<PassManager, PassError> {
-    Ok(PassManager::new()
+    Ok(prepare().append(finish()?))
+}
+
+/// The cleanup half of the pipeline: no-op removal, folding, batch-norm folding, CSE, DCE.
+/// Quantization ([`quantize::quantize`]) runs on the graph it leaves.
+pub fn prepare() -> PassManager {
+    PassManager::new()
         .then(cleanup::Cleanup)
         .then(fold::ConstantFold)
         .then(batchnorm::FoldBatchNorm)
         .then(cse::CommonSubexpressions)
         .then(dce::DeadCode)
+}
+
+/// The optimizing half: e-graph saturation and extraction, folding, fusion into bodies, DCE.
+pub fn finish() -> Result<PassManager, PassError> {
+    Ok(PassManager::new()
         .then(egraph::Saturate::new()?)
         .then(fold::ConstantFold)
         .then(fuse::FuseBodies)

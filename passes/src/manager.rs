@@ -83,6 +83,12 @@ impl PassManager {
         self
     }
 
+    /// Adds every pass of `other` at the end.
+    pub fn append(mut self, other: PassManager) -> PassManager {
+        self.passes.extend(other.passes);
+        self
+    }
+
     /// Verifies the graph after every pass (on in debug builds), or not.
     pub fn verify(mut self, on: bool) -> PassManager {
         self.verify = on;

@@ -143,6 +143,25 @@ pub fn generated_models() -> &'static Path {
     })
 }
 
+/// The folder written by `scripts/gen_codec_refs.py` (ml_dtypes encodings), generating it on
+/// first use.
+pub fn generated_codecs() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo_root().join("tests/data/generated/codecs");
+        if !dir.join("nvfp4_1_scales.npy").exists() {
+            let status = Command::new("python3")
+                .arg(repo_root().join("scripts/gen_codec_refs.py"))
+                .arg("--out")
+                .arg(&dir)
+                .status()
+                .expect("python3 runs scripts/gen_codec_refs.py (pip install ml_dtypes)");
+            assert!(status.success(), "scripts/gen_codec_refs.py failed");
+        }
+        dir
+    })
+}
+
 /// Every whole model the suite runs: the onnx package's light models, the generated BERT-,
 /// GPT- and MobileNet-style models, and the example CNN, as (name, path).
 pub fn whole_models() -> Vec<(String, PathBuf)> {

@@ -21,8 +21,8 @@ pub mod proto;
 
 pub use plan::{arrange, eval, Arrangement};
 pub use proto::{
-    Buffer, BufferKind, DimBound, Factor, Header, Kernel, KernelPlan, MemoryPlan, SizeExpr,
-    TensorSpec, Term,
+    Buffer, BufferKind, DimBound, Factor, Header, Kernel, KernelPlan, MemoryPlan, OutputAccuracy,
+    ProductQuantization, Quantization, SizeExpr, TensorSpec, Term,
 };
 
 use bytes::Bytes;

@@ -36,6 +36,69 @@ pub struct Header {
     /// Upper bounds of symbolic dims the plan accepts (absent: unbounded).
     #[prost(message, repeated, tag = "10")]
     pub bounds: Vec<DimBound>,
+    /// How the model was quantized and how close it stays to FP32 (absent: not quantized).
+    #[prost(message, optional, tag = "11")]
+    pub quantization: Option<Quantization>,
+}
+
+/// The quantizer's decisions and the accuracy report of a quantized model.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Quantization {
+    /// The format asked for (`fp8`, `nvfp4`…; empty for a model that arrived quantized).
+    #[prost(string, tag = "1")]
+    pub scheme: String,
+    /// One entry per product with a constant weight.
+    #[prost(message, repeated, tag = "2")]
+    pub products: Vec<ProductQuantization>,
+    /// Bytes of the constants before quantizing.
+    #[prost(uint64, tag = "3")]
+    pub weight_bytes_before: u64,
+    /// Bytes of the constants after.
+    #[prost(uint64, tag = "4")]
+    pub weight_bytes_after: u64,
+    /// Each output compared with the FP32 model's.
+    #[prost(message, repeated, tag = "5")]
+    pub outputs: Vec<OutputAccuracy>,
+    /// The inputs the comparison ran on.
+    #[prost(string, tag = "6")]
+    pub compared_on: String,
+}
+
+/// What happened to one product.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProductQuantization {
+    /// The node.
+    #[prost(string, tag = "1")]
+    pub node: String,
+    /// Its op.
+    #[prost(string, tag = "2")]
+    pub op: String,
+    /// The weight's storage format (`f8e4m3fn/channel`, `nvfp4`, `f32`…).
+    #[prost(string, tag = "3")]
+    pub weight_format: String,
+    /// The format its activation input is rounded to.
+    #[prost(string, tag = "4")]
+    pub activation_format: String,
+    /// Why it kept full precision (empty when quantized).
+    #[prost(string, tag = "5")]
+    pub kept_because: String,
+    /// Relative RMS error of the stored weight.
+    #[prost(double, tag = "6")]
+    pub weight_error: f64,
+}
+
+/// One output's agreement with the FP32 model.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OutputAccuracy {
+    /// The output.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Cosine similarity.
+    #[prost(double, tag = "2")]
+    pub cosine: f64,
+    /// Largest absolute difference.
+    #[prost(double, tag = "3")]
+    pub max_abs_error: f64,
 }
 
 /// A graph input's or output's name, element type and shape.

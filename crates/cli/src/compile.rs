@@ -8,11 +8,13 @@ use onnx_protobuf::{Message, StringStringEntryProto};
 use protobuf::EnumOrUnknown;
 use sparkc_artifact::{
     arrange, push_weight, Artifact, Buffer, BufferKind, DimBound, Factor, Header, Kernel,
-    KernelPlan, MemoryPlan, SizeExpr, TensorSpec, Term, WEIGHTS_LOCATION,
+    KernelPlan, MemoryPlan, OutputAccuracy, ProductQuantization, Quantization, SizeExpr,
+    TensorSpec, Term, WEIGHTS_LOCATION,
 };
 use sparkc_ir::{Atom, Dim, Graph, NodeId, Op, ValueRef, ValueType};
 use sparkc_kernels::plan::is_view;
 use sparkc_kernels::{lower_graph, Lowered, Output, Precision, Role, Sm};
+use sparkc_passes::quantize::Scheme;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -36,6 +38,24 @@ pub struct Args {
     /// and the summary's peak memory is computed at the bounds.
     #[arg(long = "max", value_name = "NAME=VALUE")]
     pub max: Vec<String>,
+    /// Quantize products to this format: bf16, fp16, fp8, nvfp4, mxfp4 or int8.
+    #[arg(long, value_name = "FORMAT")]
+    pub quantize: Option<Scheme>,
+    /// Calibration inputs: a folder of input sets, one subfolder per set holding NAME.npy per
+    /// input (default: seeded random inputs).
+    #[arg(long, value_name = "DIR")]
+    pub calibrate: Option<PathBuf>,
+    /// Keep these product nodes in full precision (repeatable, or comma-separated).
+    #[arg(long, value_name = "NODE", value_delimiter = ',')]
+    pub keep: Vec<String>,
+    /// Print the quantizer's decision for every product.
+    #[arg(long)]
+    pub report: bool,
+    /// The cosine similarity against FP32 the quantized model must keep on the calibration
+    /// inputs; the most sensitive products keep full precision until it does (default: 0.999
+    /// for fp8 and int8, 0.99 for nvfp4 and mxfp4).
+    #[arg(long, value_name = "X")]
+    pub min_cosine: Option<f64>,
 }
 
 fn targets(names: &[String]) -> Result<Vec<Sm>> {
@@ -265,6 +285,38 @@ fn memory_plan(
     Ok((MemoryPlan { buffers }, bindings))
 }
 
+/// The artifact's record of a quantization summary.
+fn record(q: &crate::quantize::Summary) -> Quantization {
+    Quantization {
+        scheme: q.scheme.map(|s| s.to_string()).unwrap_or_default(),
+        products: q
+            .report
+            .decisions
+            .iter()
+            .map(|d| ProductQuantization {
+                node: d.node.clone(),
+                op: d.op.clone(),
+                weight_format: d.weight_format.clone(),
+                activation_format: d.activation_format.clone(),
+                kept_because: d.kept_because.clone().unwrap_or_default(),
+                weight_error: d.weight_error,
+            })
+            .collect(),
+        weight_bytes_before: q.report.weight_bytes_before as u64,
+        weight_bytes_after: q.report.weight_bytes_after as u64,
+        outputs: q
+            .accuracy
+            .iter()
+            .map(|a| OutputAccuracy {
+                name: a.name.clone(),
+                cosine: a.cosine,
+                max_abs_error: a.max_abs_error,
+            })
+            .collect(),
+        compared_on: q.inputs.clone(),
+    }
+}
+
 /// Runs `sparkc compile`.
 pub fn run(args: &Args) -> Result<String> {
     let start = Instant::now();
@@ -279,9 +331,26 @@ pub fn run(args: &Args) -> Result<String> {
         ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_message("optimizing");
-    let optimized = crate::optimize::optimize(&args.model, None)?;
-    let model = optimized.model;
+    if args.quantize.is_none()
+        && (args.calibrate.is_some() || !args.keep.is_empty() || args.min_cosine.is_some())
+    {
+        bail!("--calibrate, --keep and --min-cosine need --quantize FORMAT");
+    }
+    if let Some(x) = args.min_cosine.filter(|x| !(-1.0..=1.0).contains(x)) {
+        bail!("--min-cosine {x}: a cosine similarity lies between -1 and 1");
+    }
+    bar.set_message(match args.quantize {
+        Some(q) => format!("calibrating and quantizing to {q}"),
+        None => "optimizing".to_string(),
+    });
+    let request = crate::quantize::Request {
+        scheme: args.quantize,
+        calibrate: args.calibrate.as_deref(),
+        keep: &args.keep,
+        bounds: bounds.iter().map(|b| (b.symbol.clone(), b.max)).collect(),
+        min_cosine: args.min_cosine,
+    };
+    let (model, quantized) = crate::quantize::optimize_quantized(&args.model, &request)?;
     bar.inc(1);
     bar.set_message("embedding the graph and weights");
     let mut weights = Vec::new();
@@ -340,9 +409,16 @@ pub fn run(args: &Args) -> Result<String> {
         memory: Some(memory),
         precision: format!("{:?}", args.precision).to_lowercase(),
         bounds: bounds.clone(),
+        quantization: quantized.as_ref().map(record),
     };
     let written = Artifact::write(&output, &header, &weights)?;
     let mut text = String::new();
+    if let Some(q) = &quantized {
+        if args.report {
+            text.push_str(&q.report.table());
+        }
+        text.push_str(&q.describe());
+    }
     let at = if bounds.is_empty() {
         "every symbolic dim at 1".to_string()
     } else {

@@ -7,6 +7,7 @@ pub mod inputs;
 pub mod inspect;
 pub mod npy;
 pub mod optimize;
+pub mod quantize;
 pub mod run;
 
 use clap::{Parser, Subcommand};

@@ -1,7 +1,7 @@
 //! Runtime tensors: a shape and typed element storage, with conversions between element types.
 
-use crate::minifloat;
 use half::{bf16, f16};
+use sparkc_ir::formats as minifloat;
 use sparkc_ir::{DType, Tensor};
 use std::fmt::Debug;
 

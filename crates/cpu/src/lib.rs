@@ -10,7 +10,6 @@
 pub mod array;
 mod exec;
 mod fuse;
-pub mod minifloat;
 mod ops;
 mod value;
 

@@ -8,6 +8,7 @@
 pub mod dim;
 pub mod dtype;
 pub mod error;
+pub mod formats;
 pub mod fused;
 pub mod graph;
 pub mod infer;

@@ -2,9 +2,9 @@
 
 use super::R;
 use crate::array::{strides, Array, Data, Elem};
-use crate::minifloat::Rounding;
 use half::{bf16, f16};
 use rayon::prelude::*;
+use sparkc_ir::formats::Rounding;
 use sparkc_ir::op::{Binary, GeluApproximation, Unary, Variadic};
 use sparkc_ir::DType;
 

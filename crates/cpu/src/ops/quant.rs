@@ -4,7 +4,7 @@
 use super::shape::index_map;
 use super::{axis, R};
 use crate::array::{strides, Array, Data};
-use crate::minifloat::{self, round_half_even};
+use sparkc_ir::formats::{self as minifloat, round_half_even};
 use sparkc_ir::DType;
 
 /// For each element of `x`, the index of its scale (per tensor, per axis or per block).

@@ -1,0 +1,375 @@
+//! Quantization kernels: `QuantizeLinear` and `DequantizeLinear` per tensor, per axis or per
+//! block, for every stored format: FP8 (E4M3FN, E5M2 and the FNUZ forms), FP4 E2M1 and the
+//! 4-bit integers packed two to a byte, 8-, 16- and 32-bit integers.
+//!
+//! Narrow floats decode through a table of their values built from `sparkc_ir::formats` and
+//! encode in registers with the same rounding (to nearest, ties to even) and saturation; so a
+//! dequantize-to-BF16/FP32 kernel runs on every target, the FP4 path included. Reference: the
+//! CPU executor's `QuantizeLinear` and `DequantizeLinear`.
+
+use crate::cg::{Cg, Gen, Val};
+use crate::movement::{coords, linear};
+use crate::{resolve_axis, Family, Generated, KernelError, Launch, Request, TensorSig};
+use inkwell::context::Context;
+use inkwell::values::{FloatValue, IntValue, PointerValue};
+use inkwell::{FloatPredicate, IntPredicate};
+use sparkc_ir::formats::{decode, encode, int_range, max_finite, Rounding};
+use sparkc_ir::{DType, Dim, Op};
+
+const BLOCK: u32 = 256;
+
+/// True for the ops this family generates.
+pub fn handles(op: &Op) -> bool {
+    matches!(op, Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. })
+}
+
+/// True for the types stored as bytes of codes that decode through a table.
+fn is_minifloat(dtype: DType) -> bool {
+    dtype.is_float() && dtype.bits() <= 8
+}
+
+/// True for the types packed two to a byte.
+fn is_packed(dtype: DType) -> bool {
+    dtype.bits() == 4
+}
+
+/// The integer range of a quantized integer type.
+fn int_limits(dtype: DType) -> Option<(i64, i64)> {
+    Some(match dtype {
+        DType::U8 => (0, 255),
+        DType::I8 => (-128, 127),
+        DType::U16 => (0, 65535),
+        DType::I16 => (-32768, 32767),
+        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        DType::U32 => (0, i64::from(u32::MAX)),
+        DType::I4 | DType::U4 => int_range(dtype),
+        _ => return None,
+    })
+}
+
+/// Reads element `index` of a buffer of quantized `dtype` as a float.
+struct Reader<'ctx> {
+    dtype: DType,
+    base: PointerValue<'ctx>,
+    table: Option<PointerValue<'ctx>>,
+}
+
+impl<'ctx> Reader<'ctx> {
+    /// A reader of the buffer parameter `param`.
+    fn new(cg: &mut Cg<'ctx>, dtype: DType, param: usize) -> Reader<'ctx> {
+        let base = cg.buffer(param);
+        let table = is_minifloat(dtype).then(|| {
+            let codes = 1u16 << dtype.bits();
+            let values: Vec<f32> = (0..codes).map(|c| decode(dtype, c as u8) as f32).collect();
+            cg.f32_table(&values)
+        });
+        Reader { dtype, base, table }
+    }
+
+    /// The raw code of element `index` of a byte-coded buffer, as i64 in 0..256.
+    fn code(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
+        let i8t = cg.cx.i8_type();
+        if is_packed(self.dtype) {
+            let byte = cg.load_raw(
+                i8t.into(),
+                self.base,
+                cg.b.build_right_shift(index, cg.c(1), false, "")?,
+            )?;
+            let byte =
+                cg.b.build_int_z_extend(byte.into_int_value(), cg.i64t(), "")?;
+            let shift = cg.mul(cg.b.build_and(index, cg.c(1), "")?, cg.c(4))?;
+            let nibble = cg.b.build_right_shift(byte, shift, false, "")?;
+            Ok(cg.b.build_and(nibble, cg.c(0xF), "")?)
+        } else {
+            let byte = cg.load_raw(i8t.into(), self.base, index)?;
+            Ok(cg
+                .b
+                .build_int_z_extend(byte.into_int_value(), cg.i64t(), "")?)
+        }
+    }
+
+    fn read(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<FloatValue<'ctx>> {
+        if let Some(table) = self.table {
+            let code = self.code(cg, index)?;
+            return Ok(cg
+                .load_raw(cg.f32t().into(), table, code)?
+                .into_float_value());
+        }
+        match self.dtype {
+            DType::I4 => {
+                let nibble = self.code(cg, index)?;
+                // Sign-extend the low four bits.
+                let wide = cg.b.build_left_shift(nibble, cg.c(60), "")?;
+                cg.itof(cg.b.build_right_shift(wide, cg.c(60), true, "")?)
+            }
+            DType::U4 => cg.itof(self.code(cg, index)?),
+            dtype => cg.load(dtype, self.base, index)?.float(cg),
+        }
+    }
+}
+
+/// Where each element's scale (and zero point) sits: one for all, one per index of an axis,
+/// or one per block along an axis.
+struct ScaleIndex {
+    shape: Vec<Dim>,
+    scale_shape: Vec<Dim>,
+    axis: usize,
+    block: i64,
+    single: bool,
+}
+
+impl ScaleIndex {
+    fn new(x: &TensorSig, scale: &TensorSig, axis: i64, block: i64) -> Gen<ScaleIndex> {
+        let single = scale.shape.iter().all(|d| d.as_const() == Some(1));
+        let axis = if single {
+            0
+        } else {
+            resolve_axis(axis, x.shape.len())?
+        };
+        if !single && block == 0 && scale.shape.len() != 1 {
+            return Err(KernelError::Unsupported(format!(
+                "a per-axis scale must be 1-D, found shape {:?}",
+                scale.shape
+            )));
+        }
+        if block > 0 && scale.shape.len() != x.shape.len() {
+            return Err(KernelError::Unsupported(
+                "a blocked scale must have the rank of its input".into(),
+            ));
+        }
+        Ok(ScaleIndex {
+            shape: x.shape.clone(),
+            scale_shape: scale.shape.clone(),
+            axis,
+            block,
+            single,
+        })
+    }
+
+    fn at<'ctx>(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
+        if self.single {
+            return Ok(cg.c(0));
+        }
+        if self.block == 0 {
+            let inner = cg.product(&self.shape[self.axis + 1..])?;
+            return cg.rem(cg.div(index, inner)?, cg.dim(&self.shape[self.axis])?);
+        }
+        let mut c = coords(cg, index, &self.shape)?;
+        c[self.axis] = cg.div(c[self.axis], cg.c(self.block))?;
+        linear(cg, &c, &self.scale_shape)
+    }
+}
+
+/// The code nearest `x` in the minifloat `dtype` (as `formats::encode` rounds), as i64.
+fn encode_minifloat<'ctx>(
+    cg: &Cg<'ctx>,
+    dtype: DType,
+    x: FloatValue<'ctx>,
+    saturate: bool,
+) -> Gen<IntValue<'ctx>> {
+    let (mantissa_bits, exponent_bits) = match dtype {
+        DType::F8E4M3FN | DType::F8E4M3FNUZ => (3, 4),
+        DType::F8E5M2 | DType::F8E5M2FNUZ => (2, 5),
+        DType::F4E2M1 => (1, 2),
+        other => {
+            return Err(KernelError::Unsupported(format!(
+                "quantizing to {other} has no GPU kernel"
+            )))
+        }
+    };
+    let top = max_finite(dtype).unwrap_or(1.0);
+    // The codes the reference gives the special cases, read back from it.
+    let code = |v: f64, sat: bool| cg.c(i64::from(encode(dtype, v, sat, Rounding::Nearest)));
+    let max_code = code(top, true);
+    let sign_bit = cg.c(1 << (exponent_bits + mantissa_bits));
+    // The smallest normal exponent: the binade of the lowest code with a nonzero exponent.
+    let min_exponent = decode(dtype, 1 << mantissa_bits).log2().round() as i64;
+    let i32t = cg.cx.i32_type();
+    let bits = cg.b.build_bit_cast(x, i32t, "")?.into_int_value();
+    let bits = cg.b.build_int_z_extend(bits, cg.i64t(), "")?;
+    let negative = cg.b.build_right_shift(bits, cg.c(31), false, "")?;
+    let magnitude = cg.fcall1("llvm.fabs.f32", x)?;
+    let field = cg.b.build_and(
+        cg.b.build_right_shift(bits, cg.c(23), false, "")?,
+        cg.c(0xFF),
+        "",
+    )?;
+    let binade = cg.imax(cg.sub(field, cg.c(127))?, cg.c(min_exponent))?;
+    // quantum = 2^(binade - m), built from its exponent bits (always a normal f32 here).
+    let quantum_bits = cg.b.build_left_shift(
+        cg.add(cg.sub(binade, cg.c(mantissa_bits))?, cg.c(127))?,
+        cg.c(23),
+        "",
+    )?;
+    let quantum_bits = cg.b.build_int_truncate(quantum_bits, i32t, "")?;
+    let quantum =
+        cg.b.build_bit_cast(quantum_bits, cg.f32t(), "")?
+            .into_float_value();
+    let limit = cg.f(f64::from(2u32 << mantissa_bits) + 1.0);
+    let steps = cg.fmin(
+        cg.fcall1("llvm.rint.f32", cg.fdiv(magnitude, quantum)?)?,
+        limit,
+    )?;
+    let steps = cg.b.build_float_to_signed_int(steps, cg.i64t(), "")?;
+    let magnitude_code = cg.add(
+        cg.b.build_left_shift(cg.sub(binade, cg.c(min_exponent))?, cg.c(mantissa_bits), "")?,
+        steps,
+    )?;
+    let infinite = cg.fcmp(FloatPredicate::OEQ, magnitude, cg.f(f64::INFINITY))?;
+    let overflow = cg.b.build_or(
+        infinite,
+        cg.icmp(IntPredicate::SGT, magnitude_code, max_code)?,
+        "",
+    )?;
+    let sign = cg.mul(negative, sign_bit)?;
+    let saturated = cg.b.build_or(sign, max_code, "")?;
+    let overflowed = match (saturate, dtype) {
+        (true, _) | (_, DType::F4E2M1) => saturated,
+        (false, DType::F8E4M3FNUZ | DType::F8E5M2FNUZ) => code(f64::NAN, false),
+        (false, _) => cg.b.build_or(sign, code(f64::INFINITY, false), "")?,
+    };
+    let mut result = cg.b.build_or(sign, magnitude_code, "")?;
+    if matches!(dtype, DType::F8E4M3FNUZ | DType::F8E5M2FNUZ) {
+        // No negative zero: -0 is the NaN code.
+        let zero = cg.icmp(IntPredicate::EQ, magnitude_code, cg.c(0))?;
+        result = cg.select(zero, cg.c(0), result)?.into_int_value();
+    }
+    let result = cg.select(overflow, overflowed, result)?.into_int_value();
+    let nan = cg.fcmp(FloatPredicate::UNO, x, x)?;
+    Ok(cg
+        .select(nan, code(f64::NAN, saturate), result)?
+        .into_int_value())
+}
+
+/// The integer code of `q` (already scaled) for integer `dtype`: rounded half to even, plus
+/// the zero point, clamped to the type's range.
+fn encode_int<'ctx>(
+    cg: &Cg<'ctx>,
+    dtype: DType,
+    q: FloatValue<'ctx>,
+    zero: Option<FloatValue<'ctx>>,
+) -> Gen<IntValue<'ctx>> {
+    let (lo, hi) = int_limits(dtype).ok_or_else(|| {
+        KernelError::Unsupported(format!("quantizing to {dtype} has no GPU kernel"))
+    })?;
+    let mut r = cg.fcall1("llvm.rint.f32", q)?;
+    if let Some(z) = zero {
+        r = cg.fadd(r, z)?;
+    }
+    let r = cg.fmin(cg.fmax(r, cg.f(lo as f64))?, cg.f(hi as f64))?;
+    let r = cg.b.build_float_to_signed_int(r, cg.i64t(), "")?;
+    Ok(cg.b.build_and(
+        r,
+        cg.c(if dtype.bits() >= 64 {
+            -1
+        } else {
+            (1i64 << dtype.bits()) - 1
+        }),
+        "",
+    )?)
+}
+
+/// Generates a `QuantizeLinear` or `DequantizeLinear` kernel.
+pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> {
+    let mut cg = req.begin(cx, BLOCK);
+    let x = req.input(0)?.clone();
+    let scale = req.input(1)?.clone();
+    let zero = req.inputs.get(2).cloned().flatten();
+    let out = req.outputs[0].clone();
+    let (axis, block) = match req.op {
+        Op::QuantizeLinear {
+            axis, block_size, ..
+        }
+        | Op::DequantizeLinear {
+            axis, block_size, ..
+        } => (*axis, *block_size),
+        _ => unreachable!("plan dispatches only quantization ops here"),
+    };
+    let index = ScaleIndex::new(&x, &scale, axis, block)?;
+    let x_read = Reader::new(&mut cg, x.dtype, req.input_param(0));
+    let scale_read = Reader::new(&mut cg, scale.dtype, req.input_param(1));
+    let zero_read = match &zero {
+        Some(z) => Some(Reader::new(&mut cg, z.dtype, req.input_param(2))),
+        None => None,
+    };
+    let n = cg.product(&x.shape)?;
+    let value = |cg: &Cg<'ctx>,
+                 i: IntValue<'ctx>|
+     -> Gen<(FloatValue<'ctx>, FloatValue<'ctx>, Option<FloatValue<'ctx>>)> {
+        let s = index.at(cg, i)?;
+        let z = match &zero_read {
+            Some(r) => Some(r.read(cg, s)?),
+            None => None,
+        };
+        Ok((x_read.read(cg, i)?, scale_read.read(cg, s)?, z))
+    };
+    let variant = match req.op {
+        Op::DequantizeLinear { .. } => {
+            cg.for_each_thread_item(cg.c(0), n, |cg, i| {
+                let (v, s, z) = value(cg, i)?;
+                let centered = match z {
+                    Some(z) => cg.fsub(v, z)?,
+                    None => v,
+                };
+                cg.store(out.dtype, cg.buffer(0), i, Val::F(cg.fmul(centered, s)?))
+            })?;
+            format!("dequantize {}->{}", x.dtype, out.dtype)
+        }
+        Op::QuantizeLinear { saturate, .. } => {
+            let saturate = *saturate;
+            let code = |cg: &Cg<'ctx>, i: IntValue<'ctx>| -> Gen<IntValue<'ctx>> {
+                let (v, s, z) = value(cg, i)?;
+                let q = cg.fdiv(v, s)?;
+                if is_minifloat(out.dtype) {
+                    let q = match z {
+                        Some(z) => cg.fadd(q, z)?,
+                        None => q,
+                    };
+                    encode_minifloat(cg, out.dtype, q, saturate)
+                } else {
+                    encode_int(cg, out.dtype, q, z)
+                }
+            };
+            let i8t = cg.cx.i8_type();
+            if is_packed(out.dtype) {
+                // One thread per byte, so no two threads write the same one.
+                let bytes = cg.div(cg.add(n, cg.c(1))?, cg.c(2))?;
+                cg.for_each_thread_item(cg.c(0), bytes, |cg, b| {
+                    let first = cg.mul(b, cg.c(2))?;
+                    let low = code(cg, first)?;
+                    let second = cg.add(first, cg.c(1))?;
+                    let inside = cg.icmp(IntPredicate::SLT, second, n)?;
+                    let high = code(cg, cg.imin(second, cg.sub(n, cg.c(1))?)?)?;
+                    let high = cg.select(inside, high, cg.c(0))?.into_int_value();
+                    let byte =
+                        cg.b.build_or(low, cg.b.build_left_shift(high, cg.c(4), "")?, "")?;
+                    let byte = cg.b.build_int_truncate(byte, i8t, "")?;
+                    cg.store_raw(i8t.into(), cg.buffer(0), b, byte.into())
+                })?;
+            } else if out.dtype.bits() == 8 {
+                cg.for_each_thread_item(cg.c(0), n, |cg, i| {
+                    let byte = cg.b.build_int_truncate(code(cg, i)?, i8t, "")?;
+                    cg.store_raw(i8t.into(), cg.buffer(0), i, byte.into())
+                })?;
+            } else {
+                cg.for_each_thread_item(cg.c(0), n, |cg, i| {
+                    cg.store(out.dtype, cg.buffer(0), i, Val::I(code(cg, i)?))
+                })?;
+            }
+            format!("quantize {}->{}", x.dtype, out.dtype)
+        }
+        _ => unreachable!("plan dispatches only quantization ops here"),
+    };
+    let launch = Launch {
+        grid: x.numel().ceil_div(&Dim::known(i64::from(BLOCK))),
+        block: BLOCK,
+        shared_bytes: 0,
+        dynamic_shared_bytes: 0,
+    };
+    let covers = vec![req.op.name()];
+    let info = req.describe(Family::Quantization, variant, covers, launch);
+    Ok(Generated {
+        info,
+        module: cg.finish()?,
+    })
+}
