@@ -71,12 +71,13 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
     let req = request(graph, id, "k".into(), Target::Host, Precision::Fp32).ok()?;
     let cx = inkwell::context::Context::create();
     let kernel = generate(&cx, &req).ok()?;
-    // Half-precision kernels are checked by the codegen tests' ptxas runs, not here.
+    // FP16 kernels are checked by the codegen tests' ptxas runs, not here: the host JIT has
+    // no FP16 conversion routines.
     if kernel
         .info
         .buffers
         .iter()
-        .any(|b| matches!(b.dtype, DType::F16 | DType::BF16 | DType::F64))
+        .any(|b| matches!(b.dtype, DType::F16 | DType::F64))
     {
         return None;
     }
@@ -128,10 +129,15 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
         let mut views: Vec<&mut [u8]> = buffers.iter_mut().map(|b| b.as_mut_slice()).collect();
         // SAFETY: every buffer is sized for its parameter's static shape.
         unsafe { host::run(&kernel, &mut views, &[]) }.map_err(|e| e.to_string())?;
-        let (rtol, atol) = (
+        let (mut rtol, atol) = (
             meta["rtol"].as_f64().unwrap_or(1e-3).max(1e-4),
             meta["atol"].as_f64().unwrap_or(1e-7).max(2e-5),
         );
+        // References that round intermediates to BF16 (attention scores, softmax) may differ
+        // from one final rounding by two ulps.
+        if kernel.info.buffers.iter().any(|b| b.dtype == DType::BF16) {
+            rtol = rtol.max(1.0 / 64.0);
+        }
         for (j, arg) in kernel
             .info
             .buffers

@@ -462,6 +462,7 @@ impl<'ctx> Cg<'ctx> {
     pub fn widen(&self, dtype: DType, raw: BasicValueEnum<'ctx>) -> Gen<Val<'ctx>> {
         Ok(match dtype {
             DType::F32 => Val::F(raw.into_float_value()),
+            DType::BF16 if self.target == Target::Host => Val::F(self.bf16_to_f32(raw)?),
             DType::F16 | DType::BF16 => Val::F(self.b.build_float_ext(
                 raw.into_float_value(),
                 self.f32t(),
@@ -494,11 +495,49 @@ impl<'ctx> Cg<'ctx> {
         Ok(())
     }
 
+    /// A BF16 value as f32, in integer ops (the host JIT has no BF16 conversion routines).
+    fn bf16_to_f32(&self, raw: BasicValueEnum<'ctx>) -> Gen<FloatValue<'ctx>> {
+        let i32t = self.cx.i32_type();
+        let bits = self.b.build_bit_cast(raw, self.cx.i16_type(), "")?;
+        let wide = self.b.build_int_z_extend(bits.into_int_value(), i32t, "")?;
+        let shifted = self
+            .b
+            .build_left_shift(wide, i32t.const_int(16, false), "")?;
+        Ok(self
+            .b
+            .build_bit_cast(shifted, self.f32t(), "")?
+            .into_float_value())
+    }
+
+    /// An f32 rounded to BF16 (to nearest, ties to even; NaN stays NaN), in integer ops.
+    fn f32_to_bf16(&self, f: FloatValue<'ctx>) -> Gen<BasicValueEnum<'ctx>> {
+        let i32t = self.cx.i32_type();
+        let k = |v: u64| i32t.const_int(v, false);
+        let bits = self.b.build_bit_cast(f, i32t, "")?.into_int_value();
+        let odd = self
+            .b
+            .build_and(self.b.build_right_shift(bits, k(16), false, "")?, k(1), "")?;
+        let rounded = self
+            .b
+            .build_int_add(bits, self.b.build_int_add(odd, k(0x7FFF), "")?, "")?;
+        let top = self.b.build_right_shift(rounded, k(16), false, "")?;
+        let nan = self.fcmp(FloatPredicate::UNO, f, f)?;
+        let top = self
+            .b
+            .build_select(nan, k(0x7FC0), top, "")?
+            .into_int_value();
+        let half = self.b.build_int_truncate(top, self.cx.i16_type(), "")?;
+        Ok(self.b.build_bit_cast(half, self.cx.bf16_type(), "")?)
+    }
+
     /// A compute value converted to the storage type of `dtype`.
     pub fn narrow(&self, dtype: DType, value: Val<'ctx>) -> Gen<BasicValueEnum<'ctx>> {
         let ty = self.storage_type(dtype)?;
         Ok(match (dtype.is_float(), value) {
             (true, Val::F(f)) if dtype == DType::F32 => f.into(),
+            (true, Val::F(f)) if dtype == DType::BF16 && self.target == Target::Host => {
+                self.f32_to_bf16(f)?
+            }
             (true, Val::F(f)) => self
                 .b
                 .build_float_trunc(f, ty.into_float_type(), "")?

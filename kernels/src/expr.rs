@@ -132,9 +132,8 @@ fn cast<'ctx>(cg: &Cg<'ctx>, v: Val<'ctx>, to: DType) -> Gen<Val<'ctx>> {
         // Round through the narrower type so later ops see what a stored value would hold.
         let f = match to {
             DType::F16 | DType::BF16 => {
-                let narrow = cg.storage_type(to)?.into_float_type();
-                let t = cg.b.build_float_trunc(f, narrow, "")?;
-                cg.b.build_float_ext(t, cg.f32t(), "")?
+                let stored = cg.narrow(to, Val::F(f))?;
+                cg.widen(to, stored)?.float(cg)?
             }
             _ => f,
         };
