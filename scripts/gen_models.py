@@ -11,6 +11,9 @@ Writes <out>/<name>/{model.onnx, input_<j>.pb, output_<j>.pb, meta.json} for:
                   pre-LayerNorm blocks, tanh-GELU, tied-free LM head
   mobilenet     - MobileNet-style CNN: depthwise convs, BatchNorm, HardSwish, squeeze-excite,
                   Resize, global pooling and a classifier
+and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole models):
+  mobilenet_int8 - the MobileNet-style CNN quantized by onnxruntime.quantization.quantize_static
+                  in QDQ format (int8 weights per channel, uint8 activations), as users ship them
 
 Usage: python3 scripts/gen_models.py --out tests/data/generated/models [--scale bench]
 """
@@ -239,6 +242,35 @@ def write(out, name, model, inputs):
         json.dump(meta, f, indent=1)
 
 
+class RandomReader:
+    """Calibration inputs for onnxruntime's quantizer: seeded random sets."""
+
+    def __init__(self, name, shape, sets, seed):
+        rng = np.random.default_rng(seed)
+        self.feeds = iter([{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(sets)])
+
+    def get_next(self):
+        return next(self.feeds, None)
+
+
+def quantized_mobilenet(out, params):
+    """The MobileNet-style model in onnxruntime's static QDQ form."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model, inputs = mobilenet(**params)
+    folder = os.path.join(out, "qdq")
+    os.makedirs(folder, exist_ok=True)
+    fp32 = os.path.join(folder, "mobilenet_fp32.onnx")
+    onnx.save(model, fp32)
+    qdq = os.path.join(folder, "mobilenet_int8.onnx")
+    shape = inputs[0].shape
+    quantize_static(fp32, qdq, RandomReader("image", shape, 8, 11), quant_format=QuantFormat.QDQ,
+                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    os.remove(fp32)
+    write(folder, "mobilenet_int8", onnx.load(qdq), inputs)
+    os.remove(qdq)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
@@ -247,8 +279,9 @@ def main():
     for name, params in SCALES[args.scale].items():
         model, inputs = BUILDERS[name](**params)
         write(args.out, name, model, inputs)
+    quantized_mobilenet(args.out, SCALES[args.scale]["mobilenet"])
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
-        json.dump({"scale": args.scale, "models": sorted(SCALES[args.scale])}, f)
+        json.dump({"scale": args.scale, "models": sorted(SCALES[args.scale]), "qdq": ["mobilenet_int8"]}, f)
     print(f"gen_models: {len(SCALES[args.scale])} models ({args.scale} scale) in {args.out}")
 
 

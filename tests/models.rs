@@ -1,5 +1,6 @@
 //! Whole models on the CPU executor: the `light_*` architectures of the onnx package against their
-//! reference outputs, and generated BERT-, GPT- and MobileNet-style models against onnxruntime.
+//! reference outputs, and generated BERT-, GPT- and MobileNet-style models (and the MobileNet
+//! quantized by onnxruntime in QDQ form) against onnxruntime.
 //! Each prints its max abs error and cosine similarity.
 
 use sparkc_cpu::{Array, Data, Executor, Value};
@@ -22,12 +23,33 @@ fn agreement(actual: &Array, expected: &Array) -> (f64, f64) {
     (max_abs, if norms == 0.0 { 1.0 } else { dot / norms })
 }
 
+/// How close a model's outputs must be: max abs error relative to the largest magnitude, and
+/// the smallest cosine similarity.
+#[derive(Clone, Copy)]
+struct Tolerance {
+    max_abs: f64,
+    min_cosine: f64,
+}
+
+/// Float models: the same math in another order.
+const FLOAT: Tolerance = Tolerance {
+    max_abs: 1e-4,
+    min_cosine: 0.99999,
+};
+
+/// QDQ models: a code that rounds the other way in one of the many QuantizeLinear nodes moves
+/// an activation by a quantization step (1/255 of the softmax output's range).
+const QDQ: Tolerance = Tolerance {
+    max_abs: 1e-2,
+    min_cosine: 0.999,
+};
+
 fn check(
     name: &str,
     model: &Path,
     inputs: Vec<Value>,
     expected: &[Array],
-    tolerance: f64,
+    tolerance: Tolerance,
 ) -> Result<String, String> {
     let mut report = String::new();
     for optimize in [false, true] {
@@ -55,7 +77,7 @@ fn check_one(
     optimize: bool,
     inputs: Vec<Value>,
     expected: &[Array],
-    tolerance: f64,
+    tolerance: Tolerance,
 ) -> Result<String, String> {
     let mut model = load(model).map_err(|e| format!("{name}: {e}"))?;
     if optimize {
@@ -82,7 +104,7 @@ fn check_one(
             .fold(0.0f64, |m, v| m.max(v.abs()))
             .max(1e-6);
         report.push_str(&format!("{name:<24} output {j}: max abs err {max_abs:.2e} (of max |y| {scale:.2e}), cosine {cosine:.8}\n"));
-        if max_abs > tolerance * scale.max(1.0) || cosine < 0.99999 {
+        if max_abs > tolerance.max_abs * scale.max(1.0) || cosine < tolerance.min_cosine {
             return Err(format!(
                 "{name} output {j} disagrees: max abs err {max_abs:.3e}, cosine {cosine}"
             ));
@@ -129,7 +151,7 @@ fn light_models_match_reference_outputs() {
         )
         .and_then(|v| v.into_tensor())
         .expect("reference output");
-        match check(&name, &path, inputs, &[expected], 1e-4) {
+        match check(&name, &path, inputs, &[expected], FLOAT) {
             Ok(r) => report.push_str(&r),
             Err(e) => panic!("{e}"),
         }
@@ -145,26 +167,33 @@ fn generated_models_match_onnxruntime() {
     )
     .expect("JSON");
     let mut report = String::new();
-    for name in manifest["models"].as_array().expect("models") {
-        let name = name.as_str().expect("name");
-        let dir = root.join(name);
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta"))
-                .expect("JSON");
-        let tensor = serde_json::json!("tensor");
-        let inputs: Vec<Value> = (0..meta["inputs"].as_array().expect("inputs").len())
-            .map(|j| read_value(&dir.join(format!("input_{j}.pb")), &tensor).expect("input"))
-            .collect();
-        let expected: Vec<Array> = (0..meta["outputs"].as_array().expect("outputs").len())
-            .map(|j| {
-                read_value(&dir.join(format!("output_{j}.pb")), &tensor)
-                    .and_then(|v| v.into_tensor())
-                    .expect("output")
-            })
-            .collect();
-        match check(name, &dir.join("model.onnx"), inputs, &expected, 1e-4) {
-            Ok(r) => report.push_str(&r),
-            Err(e) => panic!("{e}"),
+    let sets = [
+        ("models", root.to_path_buf(), FLOAT),
+        ("qdq", root.join("qdq"), QDQ),
+    ];
+    for (key, folder, tolerance) in sets {
+        for name in manifest[key].as_array().expect("a list of models") {
+            let name = name.as_str().expect("name");
+            let dir = folder.join(name);
+            let meta: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("meta.json")).expect("meta"),
+            )
+            .expect("JSON");
+            let tensor = serde_json::json!("tensor");
+            let inputs: Vec<Value> = (0..meta["inputs"].as_array().expect("inputs").len())
+                .map(|j| read_value(&dir.join(format!("input_{j}.pb")), &tensor).expect("input"))
+                .collect();
+            let expected: Vec<Array> = (0..meta["outputs"].as_array().expect("outputs").len())
+                .map(|j| {
+                    read_value(&dir.join(format!("output_{j}.pb")), &tensor)
+                        .and_then(|v| v.into_tensor())
+                        .expect("output")
+                })
+                .collect();
+            match check(name, &dir.join("model.onnx"), inputs, &expected, tolerance) {
+                Ok(r) => report.push_str(&r),
+                Err(e) => panic!("{e}"),
+            }
         }
     }
     print!("{report}");

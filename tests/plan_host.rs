@@ -12,7 +12,7 @@ use sparkc_kernels::plan::{generate, request};
 use sparkc_kernels::{host, Precision, Target};
 use sparkc_passes::quantize::Scheme;
 use sparkc_runtime::{sample_inputs, Artifact, Device, Session, Tensor};
-use sparkc_tests::whole_models;
+use sparkc_tests::{qdq_models, whole_models};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -173,6 +173,17 @@ fn quantized_models_run_their_gpu_plans_on_host_kernels() {
         let label = format!("{name}/{scheme}");
         let args = ["--quantize", scheme.name()];
         report.push_str(&check_plan(&label, path, &args, &model.graph, 1e-3));
+    }
+    for (name, path) in qdq_models() {
+        let request = Request {
+            scheme: None,
+            calibrate: None,
+            keep: &[],
+            bounds: BTreeMap::new(),
+            min_cosine: None,
+        };
+        let (model, _) = optimize_quantized(&path, &request).expect("optimizes");
+        report.push_str(&check_plan(&name, &path, &[], &model.graph, 1e-3));
     }
     print!("{report}");
 }

@@ -169,17 +169,17 @@ fn decompose(graph: &mut Graph, bn: NodeId, epsilon: f32) -> Option<()> {
     shape.extend(std::iter::repeat_n(1, rank - 2));
     let name = graph.node(bn).name.clone();
     let s = graph.add_const(
-        &format!("{name}_scale"),
+        &crate::edit::fresh_name(graph, &format!("{name}_scale")),
         Tensor::from_f64s(DType::F32, shape.clone(), &scale).ok()?,
     );
     let t = graph.add_const(
-        &format!("{name}_shift"),
+        &crate::edit::fresh_name(graph, &format!("{name}_shift")),
         Tensor::from_f64s(DType::F32, shape, &shift).ok()?,
     );
     let mut scaled = graph.node(bn).outputs[0].clone();
-    scaled.name = format!("{}_scaled", scaled.name);
+    scaled.name = crate::edit::fresh_name(graph, &format!("{}_scaled", scaled.name));
     let mut shifted = graph.node(bn).outputs[0].clone();
-    shifted.name = format!("{}_shifted", shifted.name);
+    shifted.name = crate::edit::fresh_name(graph, &format!("{}_shifted", shifted.name));
     let mul = graph.add_node(
         format!("{name}_scale"),
         Op::Binary(Binary::Mul),

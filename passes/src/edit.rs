@@ -103,3 +103,20 @@ pub fn add_tensor_node(
     let node = graph.add_node(name, op, inputs, vec![value]);
     ValueRef { node, output: 0 }
 }
+
+/// `base`, or `base_2`, `base_3`… if a value of the graph already has that name.
+pub fn fresh_name(graph: &Graph, base: &str) -> String {
+    let taken = |name: &str| {
+        graph
+            .dag
+            .node_weights()
+            .any(|n| n.outputs.iter().any(|v| v.name == name))
+    };
+    let mut name = base.to_string();
+    let mut k = 2;
+    while taken(&name) {
+        name = format!("{base}_{k}");
+        k += 1;
+    }
+    name
+}

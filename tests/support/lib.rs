@@ -188,3 +188,23 @@ pub fn whole_models() -> Vec<(String, PathBuf)> {
     ));
     out
 }
+
+/// The models onnxruntime's quantizer wrote in QDQ form (`scripts/gen_models.py`), as
+/// (name, path).
+pub fn qdq_models() -> Vec<(String, PathBuf)> {
+    let dir = generated_models();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("manifest.json")).expect("models manifest"),
+    )
+    .expect("manifest is JSON");
+    manifest["qdq"]
+        .as_array()
+        .expect("a qdq list")
+        .iter()
+        .map(|name| {
+            let name = name.as_str().expect("a name").to_string();
+            let path = dir.join("qdq").join(&name).join("model.onnx");
+            (name, path)
+        })
+        .collect()
+}

@@ -251,11 +251,16 @@ pub fn quantize(graph: &mut Graph, config: &Config) -> Result<QuantReport, PassE
     let weight_bytes_before = constant_bytes(graph);
     let products = products(graph)?;
     let mut decisions = Vec::with_capacity(products.len());
+    // Constants shared by several products (CSE merges equal ones) are quantized once.
+    let mut done: HashMap<(ValueRef, usize, usize), (ValueRef, String, f64)> = HashMap::new();
     for (index, product) in products.iter().enumerate() {
         let node = graph.node(product.id);
+        let Some(Some(old)) = graph.inputs_of(product.id).get(product.weight).copied() else {
+            return Err(node_error(graph, product.id, "the weight input vanished"));
+        };
         let tensor = crate::edit::const_input(graph, product.id, product.weight)
             .cloned()
-            .ok_or_else(|| PassError::Graph("a product's weight is no longer constant".into()))?;
+            .ok_or_else(|| node_error(graph, product.id, "the weight is no longer constant"))?;
         let mut decision = Decision {
             node: node.name.clone(),
             op: node.op.name(),
@@ -274,16 +279,28 @@ pub fn quantize(graph: &mut Graph, config: &Config) -> Result<QuantReport, PassE
             decisions.push(decision);
             continue;
         }
-        let stored = weights::quantize(config.scheme, &tensor, product)
-            .map_err(|e| node_error(graph, product.id, &e.to_string()))?;
-        if let Some(reason) = policy::keep_after(config.scheme, stored.error) {
-            decision.kept_because = Some(reason);
-            decisions.push(decision);
-            continue;
-        }
-        decision.weight_format = stored.format.clone();
-        decision.weight_error = stored.error;
-        weights::replace(graph, product, stored);
+        let key = (old, product.channel_axis, product.reduce_axis);
+        let (format, error) = match done.get(&key) {
+            Some((restored, format, error)) => {
+                weights::reroute(graph, product, old, *restored);
+                (format.clone(), *error)
+            }
+            None => {
+                let stored = weights::quantize(config.scheme, &tensor, product)
+                    .map_err(|e| node_error(graph, product.id, &e.to_string()))?;
+                if let Some(reason) = policy::keep_after(config.scheme, stored.error) {
+                    decision.kept_because = Some(reason);
+                    decisions.push(decision);
+                    continue;
+                }
+                let (format, error) = (stored.format.clone(), stored.error);
+                let restored = weights::replace(graph, product, old, stored);
+                done.insert(key, (restored, format.clone(), error));
+                (format, error)
+            }
+        };
+        decision.weight_format = format;
+        decision.weight_error = error;
         decision.activation_format = activations::quantize(graph, config, product)?;
         decisions.push(decision);
     }

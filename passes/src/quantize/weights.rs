@@ -170,15 +170,13 @@ fn dequantize(axis: usize, block: usize) -> Op {
     }
 }
 
-/// Makes `product` read its weight from `stored` instead of the f32 constant.
-pub fn replace(graph: &mut Graph, product: &Product, stored: Stored) {
-    let Some(Some(old)) = graph.inputs_of(product.id).get(product.weight).copied() else {
-        return;
-    };
+/// Makes `product` read its weight from `stored` instead of the f32 constant `old`, returning
+/// the restored value (for other products sharing that constant).
+pub fn replace(graph: &mut Graph, product: &Product, old: ValueRef, stored: Stored) -> ValueRef {
     let base = graph.value(old).name.clone();
     let shape: Vec<usize> = match &graph.node(old.node).op {
         Op::Const(t) => t.shape.clone(),
-        _ => return,
+        _ => Vec::new(),
     };
     let restored = match stored.recipe {
         Recipe::Cast(tensor) => {
@@ -232,6 +230,12 @@ pub fn replace(graph: &mut Graph, product: &Product, stored: Stored) {
             )
         }
     };
+    reroute(graph, product, old, restored);
+    restored
+}
+
+/// Makes `product` read `restored` instead of `old`, dropping `old` once nothing reads it.
+pub fn reroute(graph: &mut Graph, product: &Product, old: ValueRef, restored: ValueRef) {
     crate::edit::set_input(graph, product.id, product.weight, restored);
     if crate::edit::readers(graph, old).is_empty() && !graph.outputs.contains(&old) {
         graph.dag.remove_node(old.node);
