@@ -1,11 +1,15 @@
-//! Codegen: every kernel of every whole model, for every target, assembles with `ptxas`.
+//! Codegen: every kernel of every whole model (and of quantized ones, in every format), for every
+//! target, assembles with `ptxas`.
 //!
 //! `ptxas` comes from the `nvidia-cuda-nvcc` PyPI package (the test command installs it); set
 //! `PTXAS` to use another. The count of kernels assembled per target is printed.
 
+use sparkc_cli::quantize::{optimize_quantized, Request};
 use sparkc_ir::{infer_graph, DType, Dim, Graph, Op, TensorType, Value, ValueRef, ValueType};
 use sparkc_kernels::{lower_graph, Output, Precision, Sm};
-use sparkc_tests::whole_models;
+use sparkc_passes::quantize::Scheme;
+use sparkc_tests::{qdq_models, whole_models};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -88,6 +92,29 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
         sparkc_passes::standard()
             .and_then(|mut passes| passes.run(&mut model.graph))
             .unwrap_or_else(|e| panic!("{name}: optimize: {e}"));
+        models.push((name, model));
+    }
+    // Quantized models: every format's quantize/dequantize kernels and rounding casts, and a
+    // model quantized by onnxruntime.
+    let paths: BTreeMap<String, PathBuf> = whole_models().into_iter().collect();
+    let quantized = Scheme::ALL
+        .iter()
+        .map(|&s| ("bert_encoder", s))
+        .chain([("mobilenet", Scheme::Int8), ("mobilenet", Scheme::Fp8)]);
+    let mut sources: Vec<(String, PathBuf, Option<Scheme>)> = quantized
+        .map(|(name, s)| (format!("{name}_{s}"), paths[name].clone(), Some(s)))
+        .collect();
+    sources.extend(qdq_models().into_iter().map(|(n, p)| (n, p, None)));
+    for (name, path, scheme) in sources {
+        let request = Request {
+            scheme,
+            calibrate: None,
+            keep: &[],
+            bounds: BTreeMap::new(),
+            min_cosine: None,
+        };
+        let (model, _) = optimize_quantized(&path, &request)
+            .unwrap_or_else(|e| panic!("{name}: quantize: {e:#}"));
         models.push((name, model));
     }
     for sm in Sm::ALL {
