@@ -273,3 +273,87 @@ fn mutated_headers_with_valid_checksums_never_panic() {
     }
     println!("mutated headers: {decoded} still load, {refused} refused, none panicked");
 }
+
+#[test]
+fn a_calibrated_quantized_artifact_records_its_accuracy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = sparkc_tests::generated_models().join("mobilenet");
+    // Two calibration sets: the model's own input, and the same scaled.
+    for (set, factor) in [("a", 1.0f32), ("b", 0.5)] {
+        let folder = dir.path().join("calibration").join(set);
+        std::fs::create_dir_all(&folder).expect("folder");
+        let input = sparkc_cli::npy::read(&model.join("input_0.npy")).expect("input");
+        let scaled: Vec<f32> = input.data.to_f32s().iter().map(|v| v * factor).collect();
+        let array = sparkc_cpu::Array::f32(input.shape.clone(), scaled);
+        sparkc_cli::npy::write(&folder.join("image.npy"), &array).expect("writes");
+    }
+    let calibration = dir.path().join("calibration").display().to_string();
+    let spark = dir.path().join("mobilenet_fp8.spark");
+    let onnx = model.join("model.onnx");
+    let text = compile(
+        &onnx,
+        &spark,
+        &["--quantize", "fp8", "--calibrate", &calibration, "--report"],
+    );
+    assert!(text.contains("quantized (fp8)"), "{text}");
+    assert!(text.contains("2 calibration set(s)"), "{text}");
+    assert!(text.contains("kept: first product"), "{text}");
+    let artifact = Artifact::open(&spark).expect("opens");
+    let q = artifact
+        .header
+        .quantization
+        .as_ref()
+        .expect("a quantization record");
+    assert_eq!(q.scheme, "fp8");
+    assert!(q.weight_bytes_after < q.weight_bytes_before);
+    assert!(q
+        .products
+        .iter()
+        .any(|p| p.weight_format == "f8e4m3fn/channel"));
+    assert!(
+        q.outputs.iter().all(|o| o.cosine >= 0.999),
+        "{:?}",
+        q.outputs
+    );
+    // An artifact that is not quantized has no record.
+    let plain = dir.path().join("plain.spark");
+    compile(&onnx, &plain, &[]);
+    assert!(Artifact::open(&plain)
+        .expect("opens")
+        .header
+        .quantization
+        .is_none());
+}
+
+#[test]
+fn bad_quantization_requests_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = repo_root()
+        .join("examples/models/tiny_cnn.onnx")
+        .display()
+        .to_string();
+    let out = dir.path().join("x.spark").display().to_string();
+    let empty = dir.path().display().to_string();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--quantize", "fp7"], "unknown format 'fp7'"),
+        (&["--keep", "conv1"], "need --quantize"),
+        (
+            &["--quantize", "fp8", "--keep", "no_such_node"],
+            "no node of that name",
+        ),
+        (
+            &["--quantize", "fp8", "--calibrate", &empty],
+            "holds no .npy input sets",
+        ),
+        (
+            &["--quantize", "fp8", "--min-cosine", "2"],
+            "between -1 and 1",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["sparkc", "compile", &model, "-o", &out];
+        args.extend_from_slice(extra);
+        let error = format!("{:#}", execute_args(args).expect_err("an error"));
+        assert!(error.contains(expected), "{extra:?}: {error}");
+    }
+}
