@@ -288,10 +288,9 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
     let index = ScaleIndex::new(&x, &scale, axis, block)?;
     let x_read = Reader::new(&mut cg, x.dtype, req.input_param(0));
     let scale_read = Reader::new(&mut cg, scale.dtype, req.input_param(1));
-    let zero_read = match &zero {
-        Some(z) => Some(Reader::new(&mut cg, z.dtype, req.input_param(2))),
-        None => None,
-    };
+    let zero_read = zero
+        .as_ref()
+        .map(|z| Reader::new(&mut cg, z.dtype, req.input_param(2)));
     let n = cg.product(&x.shape)?;
     let value = |cg: &Cg<'ctx>,
                  i: IntValue<'ctx>|
