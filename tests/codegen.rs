@@ -106,13 +106,7 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
         .collect();
     sources.extend(qdq_models().into_iter().map(|(n, p)| (n, p, None)));
     for (name, path, scheme) in sources {
-        let request = Request {
-            scheme,
-            calibrate: None,
-            keep: &[],
-            bounds: BTreeMap::new(),
-            min_cosine: None,
-        };
+        let request = Request::seeded(scheme);
         let (model, _) = optimize_quantized(&path, &request)
             .unwrap_or_else(|e| panic!("{name}: quantize: {e:#}"));
         models.push((name, model));

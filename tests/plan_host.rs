@@ -162,26 +162,14 @@ fn quantized_models_run_their_gpu_plans_on_host_kernels() {
     let models: HashMap<String, PathBuf> = whole_models().into_iter().collect();
     for (name, scheme) in cases {
         let path = &models[name];
-        let request = Request {
-            scheme: Some(scheme),
-            calibrate: None,
-            keep: &[],
-            bounds: BTreeMap::new(),
-            min_cosine: None,
-        };
+        let request = Request::seeded(Some(scheme));
         let (model, _) = optimize_quantized(path, &request).expect("quantizes");
         let label = format!("{name}/{scheme}");
         let args = ["--quantize", scheme.name()];
         report.push_str(&check_plan(&label, path, &args, &model.graph, 1e-3));
     }
     for (name, path) in qdq_models() {
-        let request = Request {
-            scheme: None,
-            calibrate: None,
-            keep: &[],
-            bounds: BTreeMap::new(),
-            min_cosine: None,
-        };
+        let request = Request::seeded(None);
         let (model, _) = optimize_quantized(&path, &request).expect("optimizes");
         report.push_str(&check_plan(&name, &path, &[], &model.graph, 1e-3));
     }

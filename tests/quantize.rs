@@ -12,7 +12,6 @@ use sparkc_ir::{DType, Op};
 use sparkc_passes::quantize::sensitivity::default_target;
 use sparkc_passes::quantize::Scheme;
 use sparkc_tests::{qdq_models, whole_models};
-use std::collections::BTreeMap;
 
 #[test]
 fn whole_models_keep_their_accuracy_when_quantized() {
@@ -25,13 +24,7 @@ fn whole_models_keep_their_accuracy_when_quantized() {
         .filter(|(name, _)| !name.starts_with("light_"));
     for (name, path) in generated {
         for scheme in [Scheme::Fp8, Scheme::Nvfp4] {
-            let request = Request {
-                scheme: Some(scheme),
-                calibrate: None,
-                keep: &[],
-                bounds: BTreeMap::new(),
-                min_cosine: None,
-            };
+            let request = Request::seeded(Some(scheme));
             let (_, summary) = optimize_quantized(&path, &request)
                 .unwrap_or_else(|e| panic!("{name}/{scheme}: {e:#}"));
             let summary = summary.expect("a quantization summary");
@@ -81,13 +74,7 @@ fn whole_models_keep_their_accuracy_when_quantized() {
 fn qdq_models_keep_their_weights_quantized() {
     for (name, path) in qdq_models() {
         let fp32 = sparkc_onnx::load(&path).expect("imports");
-        let request = Request {
-            scheme: None,
-            calibrate: None,
-            keep: &[],
-            bounds: BTreeMap::new(),
-            min_cosine: None,
-        };
+        let request = Request::seeded(None);
         let (model, summary) = optimize_quantized(&path, &request).expect("optimizes");
         let summary = summary.expect("the imported products are reported");
         // Products reading a dequantized weight too large to fold (small ones become f32).

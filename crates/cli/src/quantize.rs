@@ -191,6 +191,20 @@ pub struct Request<'a> {
     pub min_cosine: Option<f64>,
 }
 
+impl Request<'static> {
+    /// A request for `scheme` with no calibration folder, no `--keep`, no bounds and the
+    /// format's default target: what `sparkc compile --quantize FORMAT` asks.
+    pub fn seeded(scheme: Option<Scheme>) -> Request<'static> {
+        Request {
+            scheme,
+            calibrate: None,
+            keep: &[],
+            bounds: BTreeMap::new(),
+            min_cosine: None,
+        }
+    }
+}
+
 /// Imports `path`, runs the cleanup passes, quantizes as asked, then runs the optimizing
 /// passes; returns the model and, when anything is quantized, the summary.
 pub fn optimize_quantized(path: &Path, request: &Request) -> Result<(Model, Option<Summary>)> {

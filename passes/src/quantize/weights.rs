@@ -6,7 +6,7 @@ use super::{Product, Scheme};
 use crate::edit::add_tensor_node;
 use bytes::Bytes;
 use half::{bf16, f16};
-use sparkc_ir::formats::{decode, quantize_channels, BlockFormat, BlockQuantized};
+use sparkc_ir::formats::{quantize_channels, BlockFormat, BlockQuantized};
 use sparkc_ir::{DType, Dim, Graph, Op, Result, Tensor, TensorType, ValueRef};
 
 /// How a weight is stored.
@@ -93,21 +93,8 @@ pub fn quantize(scheme: Scheme, tensor: &Tensor, product: &Product) -> Result<St
             };
             let axis = product.channel_axis;
             let q = quantize_channels(dtype, &values, &shape, axis)?;
-            let inner: usize = shape[axis + 1..].iter().product();
             let channels = shape[axis];
-            let restored = q
-                .codes
-                .iter()
-                .enumerate()
-                .map(|(at, &c)| {
-                    let v = if dtype == DType::I8 {
-                        f32::from(c as i8)
-                    } else {
-                        decode(dtype, c) as f32
-                    };
-                    v * q.scales[(at / inner.max(1)) % channels.max(1)]
-                })
-                .collect();
+            let restored = q.dequantize();
             let recipe = Recipe::Channel {
                 codes: Tensor::new(dtype, shape, Bytes::from(q.codes))?,
                 scales: f32_tensor(vec![channels], &q.scales)?,

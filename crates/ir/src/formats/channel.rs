@@ -1,6 +1,6 @@
 //! Symmetric per-channel quantization to FP8 or INT8, with one f32 scale per channel.
 
-use super::minifloat::{encode, max_finite, round_half_even, Rounding};
+use super::minifloat::{decode, encode, max_finite, round_half_even, Rounding};
 use crate::dtype::DType;
 use crate::error::{IrError, Result};
 
@@ -9,6 +9,10 @@ use crate::error::{IrError, Result};
 pub struct ChannelQuantized {
     /// Element type of the codes: an FP8 type or i8.
     pub dtype: DType,
+    /// Shape of the quantized tensor.
+    pub shape: Vec<usize>,
+    /// The channel axis.
+    pub axis: usize,
     /// One code byte per element, in the tensor's row-major order.
     pub codes: Vec<u8>,
     /// One scale per channel: `value ≈ decode(code) · scale`.
@@ -68,15 +72,36 @@ pub fn quantize_channels(
         .collect();
     Ok(ChannelQuantized {
         dtype,
+        shape: shape.to_vec(),
+        axis,
         codes,
         scales,
     })
 }
 
+impl ChannelQuantized {
+    /// The values the codes stand for.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let len = self.shape[self.axis].max(1);
+        let inner = self.shape[self.axis + 1..].iter().product::<usize>().max(1);
+        self.codes
+            .iter()
+            .enumerate()
+            .map(|(at, &c)| {
+                let v = if self.dtype == DType::I8 {
+                    f32::from(c as i8)
+                } else {
+                    decode(self.dtype, c) as f32
+                };
+                v * self.scales[(at / inner) % len]
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::decode;
 
     #[test]
     fn each_channel_reaches_the_format_maximum() {
@@ -84,6 +109,10 @@ mod tests {
         let q = quantize_channels(DType::F8E4M3FN, &data, &[3, 2], 1).unwrap();
         assert_eq!(q.scales, vec![1.0 / 448.0, 8.0 / 448.0]);
         assert_eq!(decode(DType::F8E4M3FN, q.codes[3]), 448.0);
+        let back = q.dequantize();
+        for (x, y) in data.iter().zip(&back) {
+            assert!((x - y).abs() <= x.abs() / 16.0, "{x} became {y}");
+        }
         let i = quantize_channels(DType::I8, &data, &[3, 2], 0).unwrap();
         assert_eq!(i.scales[2], 1.0);
         assert_eq!(i.codes[1] as i8, -127);
