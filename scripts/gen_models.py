@@ -14,6 +14,15 @@ Writes <out>/<name>/{model.onnx, input_<j>.pb, output_<j>.pb, meta.json} for:
 and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole models):
   mobilenet_int8 - the MobileNet-style CNN quantized by onnxruntime.quantization.quantize_static
                   in QDQ format (int8 weights per channel, uint8 activations), as users ship them
+  matmul_u8      - uint8 activations with a zero point (symbolic batch, K=100) times int8 weights
+                  per channel, bias and Relu
+  conv_u8        - uint8 activations with a zero point through a padded 3x3 convolution and a
+                  grouped, strided one, int8 weights per channel
+  gemm_fp8       - FP8 E4M3 activations and weights (per channel), Gemm with transB and a bias
+  matmul_nvfp4   - BF16-rounded activations times NVFP4 weights (E2M1 codes, E4M3 scale per 16,
+                  one f32 tensor scale); onnxruntime has no FP4 kernels, so the reference
+                  output is numpy's, with the codes decoded by ml_dtypes
+  matmul_mxfp4   - the same with MXFP4 weights (E8M0 scale per 32)
 
 Usage: python3 scripts/gen_models.py --out tests/data/generated/models [--scale bench]
 """
@@ -221,23 +230,28 @@ SCALES = {
 BUILDERS = {"bert_deep32": bert_encoder, "bert_encoder": bert_encoder, "gpt_decoder": gpt_decoder, "mobilenet": mobilenet}
 
 
-def write(out, name, model, inputs):
+def write(out, name, model, inputs, outputs=None):
+    """Saves a model with its inputs and reference outputs (onnxruntime's, unless given)."""
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)
     onnx.save(model, os.path.join(folder, "model.onnx"))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=["CPUExecutionProvider"])
-    feeds = {i.name: v for i, v in zip(session.get_inputs(), inputs)}
-    outputs = session.run(None, feeds)
-    for j, (value, info) in enumerate(zip(inputs, session.get_inputs())):
+    input_names = [i.name for i in model.graph.input]
+    output_names = [o.name for o in model.graph.output]
+    reference = "numpy"
+    if outputs is None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=["CPUExecutionProvider"])
+        outputs = session.run(None, dict(zip(input_names, inputs)))
+        reference = "onnxruntime " + ort.__version__
+    for j, (value, input_name) in enumerate(zip(inputs, input_names)):
         with open(os.path.join(folder, f"input_{j}.pb"), "wb") as f:
-            f.write(numpy_helper.from_array(value, info.name).SerializeToString())
+            f.write(numpy_helper.from_array(value, input_name).SerializeToString())
         np.save(os.path.join(folder, f"input_{j}.npy"), value)
-    for j, (value, info) in enumerate(zip(outputs, session.get_outputs())):
+    for j, (value, output_name) in enumerate(zip(outputs, output_names)):
         with open(os.path.join(folder, f"output_{j}.pb"), "wb") as f:
-            f.write(numpy_helper.from_array(value, info.name).SerializeToString())
-    meta = {"name": name, "inputs": [i.name for i in session.get_inputs()], "outputs": [o.name for o in session.get_outputs()], "onnxruntime": ort.__version__}
+            f.write(numpy_helper.from_array(value, output_name).SerializeToString())
+    meta = {"name": name, "inputs": input_names, "outputs": output_names, "reference": reference}
     with open(os.path.join(folder, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
 
@@ -271,6 +285,116 @@ def quantized_mobilenet(out, params):
     os.remove(qdq)
 
 
+def raw(name, dtype, values, shape):
+    """An initializer of a narrow type from its codes (one per byte, or FP4 packed two a byte)."""
+    codes = np.asarray(values).reshape(-1).astype(np.uint8)
+    if dtype == TensorProto.FLOAT4E2M1:
+        codes = np.append(codes, np.uint8(0)) if codes.size % 2 else codes
+        codes = (codes[0::2] & 0xF) | ((codes[1::2] & 0xF) << 4)
+    return helper.make_tensor(name, dtype, list(shape), codes.astype(np.uint8).tobytes(), raw=True)
+
+
+def qdq_model(name, nodes, inits, inputs, outputs, opset):
+    graph = helper.make_graph(nodes, name, inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 11 if opset >= 23 else 10
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def qdq_products(out):
+    """Single products in QDQ form, one per way the kernels multiply quantized codes; returns
+    their names."""
+    import ml_dtypes
+
+    folder = os.path.join(out, "qdq")
+    rng = np.random.default_rng(17)
+    f32 = TensorProto.FLOAT
+    info = helper.make_tensor_value_info
+    dq, q = "DequantizeLinear", "QuantizeLinear"
+    node = helper.make_node
+
+    def per_channel_int8(shape, axis):
+        w = rng.integers(-127, 128, shape).astype(np.int8)
+        scale = rng.uniform(0.002, 0.01, shape[axis]).astype(np.float32)
+        return w, scale
+
+    # uint8 activations with a zero point, int8 weights per output channel.
+    w, ws = per_channel_int8((100, 72), 1)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(ws, "ws"),
+             numpy_helper.from_array(np.zeros(72, np.int8), "wz"),
+             numpy_helper.from_array(np.array(0.021, np.float32), "xs"),
+             numpy_helper.from_array(np.array(131, np.uint8), "xz"),
+             numpy_helper.from_array(rng.standard_normal(72).astype(np.float32), "b")]
+    nodes = [node(q, ["x", "xs", "xz"], ["xq"]), node(dq, ["xq", "xs", "xz"], ["xd"]),
+             node(dq, ["w", "ws", "wz"], ["wd"], axis=1), node("MatMul", ["xd", "wd"], ["p"]),
+             node("Add", ["p", "b"], ["s"]), node("Relu", ["s"], ["y"])]
+    model = qdq_model("matmul_u8", nodes, inits, [info("x", f32, ["N", 5, 100])], [info("y", f32, ["N", 5, 72])], 21)
+    write(folder, "matmul_u8", model, [rng.standard_normal((2, 5, 100)).astype(np.float32)])
+
+    # A padded 3x3 convolution and a grouped, strided one on uint8 activations.
+    w1, w1s = per_channel_int8((40, 24, 3, 3), 0)
+    w2, w2s = per_channel_int8((32, 20, 3, 3), 0)
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w1s, "w1s"),
+             numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(w2s, "w2s"),
+             numpy_helper.from_array(np.array(0.017, np.float32), "xs"),
+             numpy_helper.from_array(np.array(120, np.uint8), "xz"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "hs"),
+             numpy_helper.from_array(np.array(7, np.uint8), "hz"),
+             numpy_helper.from_array(rng.standard_normal(40).astype(np.float32), "b1")]
+    nodes = [node(q, ["x", "xs", "xz"], ["xq"]), node(dq, ["xq", "xs", "xz"], ["xd"]),
+             node(dq, ["w1", "w1s"], ["w1d"], axis=0),
+             node("Conv", ["xd", "w1d", "b1"], ["h"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node(q, ["h", "hs", "hz"], ["hq"]), node(dq, ["hq", "hs", "hz"], ["hd"]),
+             node(dq, ["w2", "w2s"], ["w2d"], axis=0),
+             node("Conv", ["hd", "w2d"], ["y"], kernel_shape=[3, 3], strides=[2, 2], group=2)]
+    model = qdq_model("conv_u8", nodes, inits, [info("x", f32, [1, 24, 9, 9])], [info("y", f32, [1, 32, 4, 4])], 21)
+    write(folder, "conv_u8", model, [rng.standard_normal((1, 24, 9, 9)).astype(np.float32)])
+
+    # FP8 E4M3 activations and weights, a Gemm reading its weights transposed.
+    e4m3 = TensorProto.FLOAT8E4M3FN
+    w = (rng.standard_normal((48, 64)) * 40).astype(ml_dtypes.float8_e4m3fn)
+    inits = [raw("w", e4m3, w.view(np.uint8), [48, 64]),
+             numpy_helper.from_array(rng.uniform(0.001, 0.004, 48).astype(np.float32), "ws"),
+             numpy_helper.from_array(np.array(0.0075, np.float32), "xs"),
+             raw("xz", e4m3, [0], []),
+             numpy_helper.from_array(rng.standard_normal(48).astype(np.float32), "c")]
+    nodes = [node(q, ["x", "xs", "xz"], ["xq"]), node(dq, ["xq", "xs", "xz"], ["xd"]),
+             node(dq, ["w", "ws"], ["wd"], axis=0), node("Gemm", ["xd", "wd", "c"], ["y"], transB=1)]
+    model = qdq_model("gemm_fp8", nodes, inits, [info("x", f32, [6, 64])], [info("y", f32, [6, 48])], 21)
+    write(folder, "gemm_fp8", model, [(rng.standard_normal((6, 64)) * 1.5).astype(np.float32)])
+
+    # FP4 weights in blocks along K, activations rounded to BF16.
+    e2m1 = ml_dtypes.float4_e2m1fn
+    fp4_values = np.arange(16, dtype=np.uint8).view(np.uint8)
+    fp4_table = np.array([float(np.array(c, np.uint8).view(e2m1)) for c in fp4_values], np.float32)
+    for name, block, scale_type in [("matmul_nvfp4", 16, "nv"), ("matmul_mxfp4", 32, "mx")]:
+        k, n = 256, 80
+        codes = rng.integers(0, 16, (k, n)).astype(np.uint8)
+        x = rng.standard_normal((3, k)).astype(np.float32)
+        inits = [raw("w", TensorProto.FLOAT4E2M1, codes, [k, n])]
+        if scale_type == "nv":
+            bs = rng.uniform(0.25, 3.0, (k // block, n)).astype(ml_dtypes.float8_e4m3fn)
+            inits += [raw("bs", e4m3, bs.view(np.uint8), [k // block, n]),
+                      numpy_helper.from_array(np.array(0.0625, np.float32), "ts")]
+            nodes = [node(dq, ["bs", "ts"], ["bsd"])]
+            scales, scale_name = bs.astype(np.float32) * np.float32(0.0625), "bsd"
+        else:
+            exps = rng.integers(120, 130, (k // block, n)).astype(np.uint8)
+            inits += [raw("bs", TensorProto.FLOAT8E8M0, exps, [k // block, n])]
+            nodes = []
+            scales, scale_name = np.exp2(exps.astype(np.float64) - 127).astype(np.float32), "bs"
+        nodes += [node("Cast", ["x"], ["xh"], to=TensorProto.BFLOAT16), node("Cast", ["xh"], ["xf"], to=f32),
+                  node(dq, ["w", scale_name], ["wd"], axis=0, block_size=block, output_dtype=f32),
+                  node("MatMul", ["xf", "wd"], ["y"])]
+        model = qdq_model(name, nodes, inits, [info("x", f32, [3, k])], [info("y", f32, [3, n])], 24)
+        weights = fp4_table[codes] * np.repeat(scales, block, axis=0)
+        rounded = x.astype(ml_dtypes.bfloat16).astype(np.float64)
+        y = (rounded @ weights.astype(np.float64)).astype(np.float32)
+        write(folder, name, model, [x], [y])
+    return ["matmul_u8", "conv_u8", "gemm_fp8", "matmul_nvfp4", "matmul_mxfp4"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
@@ -280,8 +404,9 @@ def main():
         model, inputs = BUILDERS[name](**params)
         write(args.out, name, model, inputs)
     quantized_mobilenet(args.out, SCALES[args.scale]["mobilenet"])
+    qdq = ["mobilenet_int8"] + qdq_products(args.out)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
-        json.dump({"scale": args.scale, "models": sorted(SCALES[args.scale]), "qdq": ["mobilenet_int8"]}, f)
+        json.dump({"scale": args.scale, "models": sorted(SCALES[args.scale]), "qdq": qdq}, f)
     print(f"gen_models: {len(SCALES[args.scale])} models ({args.scale} scale) in {args.out}")
 
 

@@ -6,11 +6,15 @@
 //! Reference: the CPU executor's Conv (im2col and `gemm`), then its elementwise ops.
 
 use crate::cg::{Cg, Gen, Val};
-use crate::gemm::{clamp_index, masked, tiled, THREADS, TILE_K, TILE_M, TILE_N};
-use crate::reduce::{cut, operand_input};
+use crate::gemm::{
+    check_scales, clamp_index, correction, element, masked, stages_as_is, tiled, THREADS, TILE_K,
+    TILE_M, TILE_N,
+};
+use crate::operand::{combine, split, Factor, ScaleKind};
+use crate::reduce::{cut, operand_input, Reader};
 use crate::{mma, product, Family, Generated, KernelError, Launch, Request, Target};
 use inkwell::context::Context;
-use inkwell::values::FloatValue;
+use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
 use sparkc_ir::op::{AutoPad, ConvAttrs, ConvTransposeAttrs};
 use sparkc_ir::{BodyNode, Dim, Op};
@@ -91,27 +95,37 @@ fn geometry(attrs: &ConvAttrs, x: &[Dim], w: &[Dim], y: &[Dim]) -> Gen<Geometry>
 
 /// Generates the kernel of a convolution node, fused or not.
 pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Gen<Generated<'ctx>> {
-    let c = cut(req, body, is_conv)?;
-    let anchor = &body[c.anchor];
+    let parts = split(body, req.inputs.len(), is_conv)?;
+    let anchor = &body[parts.anchor];
     let Op::Conv(attrs) = &anchor.op else {
-        unreachable!("cut found a Conv")
+        unreachable!("split found a Conv")
     };
-    let slot = |k: usize| operand_input(anchor, k);
-    let w_slot =
-        slot(1).ok_or_else(|| KernelError::Unsupported("Conv weights must be an input".into()))?;
-    let b_slot = slot(2);
-    let x_shape = c.x_shape.clone();
-    let w = req.input(w_slot)?.clone();
+    let b_slot = operand_input(anchor, 2);
+    let mut cg = req.begin(cx, THREADS);
+    let x = Factor::new(&mut cg, req, &parts.chains[0])?;
+    let w = Factor::new(&mut cg, req, &parts.chains[1])?;
+    let x_shape = x.shape.clone();
+    let w_shape = w.shape.clone();
     let y_shape = req.outputs[0].shape.clone();
     if x_shape.len() < 3 {
         return Err(KernelError::Unsupported(
             "Conv needs [N, C, spatial...]".into(),
         ));
     }
-    let g = geometry(attrs, &x_shape, &w.shape, &y_shape)?;
-    let (source, sink) = c.readers(req, &y_shape)?;
+    // Weights scale per output channel and block along input channels; the image per tensor.
+    check_scales(&w, 0, 1)?;
+    if !matches!(x.scale_kind, ScaleKind::None | ScaleKind::Tensor) {
+        return Err(KernelError::Unsupported(
+            "a convolution's input must be quantized with one scale".into(),
+        ));
+    }
+    let g = geometry(attrs, &x_shape, &w_shape, &y_shape)?;
+    let sink = if parts.epilogue.is_empty() {
+        None
+    } else {
+        Some(Reader::new(req, &parts.epilogue, &y_shape)?)
+    };
     let depthwise = g.group > 1 && x_shape[1].as_const() == Some(g.group);
-    let mut cg = req.begin(cx, THREADS);
     let batch = cg.dim(&x_shape[0])?;
     let cin = cg.dim(&x_shape[1])?;
     let cout = cg.dim(&y_shape[1])?;
@@ -127,44 +141,48 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         Some(i) => Some((i, req.input(i)?.dtype)),
         None => None,
     };
-    // Input element for (image, input channel, output pixel, kernel position), or masked zero.
-    let gather = |cg: &mut Cg<'ctx>, image, channel, pixel, kpos| -> Gen<FloatValue<'ctx>> {
-        let mut ok = cg.icmp(IntPredicate::EQ, cg.c(0), cg.c(0))?;
-        let mut offset = cg.c(0);
-        let mut rest_p = pixel;
-        let mut rest_k = kpos;
-        let mut coords = vec![cg.c(0); g.spatial];
-        for a in (0..g.spatial).rev() {
-            let od = cg.dim(&y_shape[2 + a])?;
-            let o = if a == 0 { rest_p } else { cg.rem(rest_p, od)? };
-            rest_p = cg.div(rest_p, od)?;
-            let kd = cg.c(g.kernel[a]);
-            let kk = if a == 0 { rest_k } else { cg.rem(rest_k, kd)? };
-            rest_k = cg.div(rest_k, kd)?;
-            let at = cg.add(
-                cg.sub(cg.mul(o, cg.c(g.strides[a]))?, cg.c(g.begin[a]))?,
-                cg.mul(kk, cg.c(g.dilations[a]))?,
-            )?;
-            let d = cg.dim(&x_shape[2 + a])?;
-            ok = cg.and(
-                ok,
-                cg.and(
-                    cg.icmp(IntPredicate::SGE, at, cg.c(0))?,
-                    cg.icmp(IntPredicate::SLT, at, d)?,
-                )?,
-            )?;
-            coords[a] = cg.imin(cg.imax(at, cg.c(0))?, cg.sub(d, cg.c(1))?)?;
-        }
-        for (a, c) in coords.iter().enumerate() {
-            offset = cg.add(cg.mul(offset, cg.dim(&x_shape[2 + a])?)?, *c)?;
-        }
-        let plane = cg.add(cg.mul(image, cin)?, channel)?;
-        let at = cg.add(cg.mul(plane, in_pixels)?, offset)?;
-        let v = source.eval(cg, req, at, None)?.float(cg)?;
-        masked(cg, ok, v)
-    };
+    // Where input element (image, input channel, output pixel, kernel position) lies, and
+    // whether it lies inside the image (outside it reads as zero padding).
+    let gather =
+        |cg: &Cg<'ctx>, image, channel, pixel, kpos| -> Gen<(IntValue<'ctx>, IntValue<'ctx>)> {
+            let mut ok = cg.icmp(IntPredicate::EQ, cg.c(0), cg.c(0))?;
+            let mut offset = cg.c(0);
+            let mut rest_p = pixel;
+            let mut rest_k = kpos;
+            let mut coords = vec![cg.c(0); g.spatial];
+            for a in (0..g.spatial).rev() {
+                let od = cg.dim(&y_shape[2 + a])?;
+                let o = if a == 0 { rest_p } else { cg.rem(rest_p, od)? };
+                rest_p = cg.div(rest_p, od)?;
+                let kd = cg.c(g.kernel[a]);
+                let kk = if a == 0 { rest_k } else { cg.rem(rest_k, kd)? };
+                rest_k = cg.div(rest_k, kd)?;
+                let at = cg.add(
+                    cg.sub(cg.mul(o, cg.c(g.strides[a]))?, cg.c(g.begin[a]))?,
+                    cg.mul(kk, cg.c(g.dilations[a]))?,
+                )?;
+                let d = cg.dim(&x_shape[2 + a])?;
+                ok = cg.and(
+                    ok,
+                    cg.and(
+                        cg.icmp(IntPredicate::SGE, at, cg.c(0))?,
+                        cg.icmp(IntPredicate::SLT, at, d)?,
+                    )?,
+                )?;
+                coords[a] = cg.imin(cg.imax(at, cg.c(0))?, cg.sub(d, cg.c(1))?)?;
+            }
+            for (a, c) in coords.iter().enumerate() {
+                offset = cg.add(cg.mul(offset, cg.dim(&x_shape[2 + a])?)?, *c)?;
+            }
+            let plane = cg.add(cg.mul(image, cin)?, channel)?;
+            Ok((ok, cg.add(cg.mul(plane, in_pixels)?, offset)?))
+        };
     let finish = |cg: &mut Cg<'ctx>, image, channel, pixel, acc: FloatValue<'ctx>| -> Gen<()> {
-        let mut y = acc;
+        let scale = combine(cg, w.scale(cg, req, channel)?, x.scale(cg, req, cg.c(0))?)?;
+        let mut y = match scale {
+            Some(s) => cg.fmul(acc, s)?,
+            None => acc,
+        };
         if let Some((i, dtype)) = b_info {
             let bias = cg
                 .load(dtype, cg.buffer(req.input_param(i)), channel)?
@@ -193,12 +211,10 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             let in_channel = cg.div(channel, per_channel)?;
             let mut acc = cg.f(0.0);
             for kpos in 0..window {
-                let v = gather(cg, image, in_channel, pixel, cg.c(kpos))?;
+                let (ok, at) = gather(cg, image, in_channel, pixel, cg.c(kpos))?;
+                let v = masked(cg, ok, x.value(cg, req, at)?)?;
                 let wi = cg.add(cg.mul(channel, cg.c(window))?, cg.c(kpos))?;
-                let wv = cg
-                    .load(w.dtype, cg.buffer(req.input_param(w_slot)), wi)?
-                    .float(cg)?;
-                acc = cg.fma(v, wv, acc)?;
+                acc = cg.fma(v, w.value(cg, req, wi)?, acc)?;
             }
             finish(cg, image, channel, pixel, acc)
         })?;
@@ -210,7 +226,17 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         )
     } else {
         let units = cg.mul(batch, groups)?;
-        let load_a = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<FloatValue<'ctx>> {
+        let kind = match req.target {
+            Target::Gpu(sm) => mma::Kind::choose(
+                sm,
+                req.precision,
+                (w.class, w.has_zero()),
+                (x.class, x.has_zero()),
+            ),
+            Target::Host => None,
+        };
+        let codes = kind.is_some_and(|k| k.codes());
+        let load_a = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<Val<'ctx>> {
             let ok = cg.and(
                 cg.icmp(IntPredicate::SLT, row, m)?,
                 cg.icmp(IntPredicate::SLT, col, k)?,
@@ -219,13 +245,10 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             let (row, col) = (clamp_index(cg, row, m)?, clamp_index(cg, col, k)?);
             let oc = cg.add(cg.mul(group, m)?, row)?;
             let at = cg.add(cg.mul(oc, k)?, col)?;
-            let v = cg
-                .load(w.dtype, cg.buffer(req.input_param(w_slot)), at)?
-                .float(cg)?;
-            masked(cg, ok, v)
+            element(cg, req, &w, codes, ok, at)
         };
-        let load_b = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<FloatValue<'ctx>> {
-            let ok = cg.and(
+        let load_b = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<Val<'ctx>> {
+            let inside = cg.and(
                 cg.icmp(IntPredicate::SLT, row, k)?,
                 cg.icmp(IntPredicate::SLT, col, out_pixels)?,
             )?;
@@ -233,9 +256,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             let (row, col) = (clamp_index(cg, row, k)?, clamp_index(cg, col, out_pixels)?);
             let ic = cg.add(cg.mul(group, cin_g)?, cg.div(row, cg.c(window))?)?;
             let kpos = cg.rem(row, cg.c(window))?;
-            let v = gather(cg, image, ic, col, kpos)?;
-            masked(cg, ok, v)
+            let (ok, at) = gather(cg, image, ic, col, kpos)?;
+            element(cg, req, &x, codes, cg.and(inside, ok)?, at)
         };
+        let value_a = |cg: &mut Cg<'ctx>, unit, row, col| load_a(cg, unit, row, col)?.float(cg);
+        let value_b = |cg: &mut Cg<'ctx>, unit, row, col| load_b(cg, unit, row, col)?.float(cg);
         let store = |cg: &mut Cg<'ctx>, unit, row, col, acc| -> Gen<()> {
             let (image, group) = (cg.div(unit, groups)?, cg.rem(unit, groups)?);
             let channel = cg.add(cg.mul(group, m)?, row)?;
@@ -244,12 +269,8 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         let m_dim = y_shape[1].clone().floor_div(&Dim::known(g.group));
         let pixels = product(&y_shape[2..]);
         let units_dim = x_shape[0].clone() * Dim::known(g.group);
-        let x_dtype = match c.plain_source() {
-            Some(i) => req.input(i)?.dtype,
-            None => w.dtype,
-        };
         let tensor_cores = match req.target {
-            Target::Gpu(sm) => mma::Kind::choose(req.precision, w.dtype, x_dtype).map(|kind| {
+            Target::Gpu(sm) => kind.map(|kind| {
                 let tile = mma::Tile::choose(
                     sm,
                     m_dim.as_const(),
@@ -261,7 +282,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             Target::Host => None,
         };
         if let Some((kind, tile)) = tensor_cores {
-            let aligned = w.shape[1]
+            let aligned = w_shape[1]
                 .as_const()
                 .is_some_and(|c| (c * window) % kind.chunk_elems() == 0);
             let w_offset = |cg: &Cg<'ctx>, unit| {
@@ -270,11 +291,13 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             };
             let a = mma::Operand {
                 load: &load_a,
-                direct: (aligned && w.dtype == kind.dtype()).then(|| mma::Direct {
-                    base: cg.buffer(req.input_param(w_slot)),
-                    row_stride: k,
-                    unit_offset: &w_offset,
-                }),
+                direct: stages_as_is(kind, w.plain)
+                    .filter(|_| aligned)
+                    .map(|slot| mma::Direct {
+                        base: cg.buffer(req.input_param(slot)),
+                        row_stride: k,
+                        unit_offset: &w_offset,
+                    }),
                 k_contiguous: true,
             };
             let b = mma::Operand {
@@ -282,6 +305,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 direct: None,
                 k_contiguous: false,
             };
+            let fix = correction(&cg, Some(kind), &w, &x)?;
             mma::tiled(
                 &mut cg,
                 kind,
@@ -290,6 +314,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 (m, out_pixels, k),
                 &a,
                 &b,
+                fix,
                 &store,
             )?;
             let grid = units_dim
@@ -301,7 +326,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 (0, tile.shared_bytes()),
             )
         } else {
-            tiled(&mut cg, units, m, out_pixels, k, &load_a, &load_b, &store)?;
+            tiled(&mut cg, units, m, out_pixels, k, &value_a, &value_b, &store)?;
             let grid = units_dim
                 * m_dim.ceil_div(&Dim::known(TILE_M))
                 * pixels.ceil_div(&Dim::known(TILE_N));

@@ -10,12 +10,13 @@
 
 use crate::cg::{Cg, Gen, Val};
 use crate::elementwise::{layout, offsets};
-use crate::reduce::{cut, operand_input};
+use crate::operand::{combine, split, Factor, ScaleKind};
+use crate::reduce::{operand_input, Reader};
 use crate::{mma, product, Family, Generated, KernelError, Launch, Request, Target};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
-use sparkc_ir::{BodyNode, Dim, Op};
+use sparkc_ir::{BodyNode, DType, Dim, Op};
 
 /// Block tile rows.
 pub const TILE_M: i64 = 64;
@@ -183,10 +184,80 @@ pub fn clamp_index<'ctx>(
     cg.imin(i, cg.sub(len, cg.c(1))?)
 }
 
+/// Checks that an operand's scales lie where the kernel applies them: per channel along the
+/// output's rows (A) or columns (B), per block along k.
+pub(crate) fn check_scales(f: &Factor, rows_axis: usize, k_axis: usize) -> Gen<()> {
+    match f.scale_kind {
+        ScaleKind::Channel(axis) if axis != rows_axis => Err(KernelError::Unsupported(format!(
+            "a per-channel scale along axis {axis} of a product operand: only the output's channels can be scaled"
+        ))),
+        ScaleKind::Blocks(axis) if axis != k_axis => Err(KernelError::Unsupported(format!(
+            "block scales along axis {axis} of a product operand: blocks must run along the reduced axis"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// True when an operand's buffer holds exactly what `kind` stages, so `cp.async` can copy it.
+pub(crate) fn stages_as_is(kind: mma::Kind, plain: Option<(usize, DType)>) -> Option<usize> {
+    let (slot, dtype) = plain?;
+    let fits = if kind.codes() {
+        dtype.bits() == 8
+    } else {
+        dtype == kind.dtype()
+    };
+    fits.then_some(slot)
+}
+
+/// The zero-point correction of the one operand of `kind`'s codes that has a zero point.
+pub(crate) fn correction<'ctx>(
+    cg: &Cg<'ctx>,
+    kind: Option<mma::Kind>,
+    a: &Factor<'ctx>,
+    b: &Factor<'ctx>,
+) -> Gen<Option<mma::Correction<'ctx>>> {
+    if !kind.is_some_and(|k| k.codes()) {
+        return Ok(None);
+    }
+    Ok(if a.has_zero() {
+        Some(mma::Correction {
+            side: mma::Side::A,
+            zero: a.zero_code(cg)?,
+        })
+    } else if b.has_zero() {
+        Some(mma::Correction {
+            side: mma::Side::B,
+            zero: b.zero_code(cg)?,
+        })
+    } else {
+        None
+    })
+}
+
+/// An operand's element as `kind` stages it: its code, or the zero point's where `ok` is false;
+/// or its unscaled value, zero where `ok` is false.
+pub(crate) fn element<'ctx>(
+    cg: &Cg<'ctx>,
+    req: &Request,
+    f: &Factor<'ctx>,
+    codes: bool,
+    ok: IntValue<'ctx>,
+    index: IntValue<'ctx>,
+) -> Gen<Val<'ctx>> {
+    if codes {
+        let code = f.code(cg, req, index)?;
+        Ok(Val::I(
+            cg.select(ok, code, f.pad_code(cg)?)?.into_int_value(),
+        ))
+    } else {
+        Ok(Val::F(masked(cg, ok, f.value(cg, req, index)?)?))
+    }
+}
+
 /// Generates the kernel of a product node, fused or not.
 pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Gen<Generated<'ctx>> {
-    let c = cut(req, body, handles)?;
-    let anchor = &body[c.anchor];
+    let parts = split(body, req.inputs.len(), handles)?;
+    let anchor = &body[parts.anchor];
     let (trans_a, trans_b, alpha, beta) = match anchor.op {
         Op::MatMul => (false, false, 1.0, 1.0),
         Op::TransposedMatMul { trans_a, trans_b } => (trans_a, trans_b, 1.0, 1.0),
@@ -196,38 +267,45 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             trans_a,
             trans_b,
         } => (trans_a, trans_b, alpha, beta),
-        _ => unreachable!("cut found a product"),
+        _ => unreachable!("split found a product"),
     };
-    let b_slot = operand_input(anchor, 1)
-        .ok_or_else(|| KernelError::Unsupported("B must be an input".into()))?;
     let c_slot = operand_input(anchor, 2);
-    let a_shape = c.x_shape.clone();
-    let b_shape = req.input(b_slot)?.shape.clone();
+    let mut cg = req.begin(cx, THREADS);
+    let a = Factor::new(&mut cg, req, &parts.chains[0])?;
+    let b = Factor::new(&mut cg, req, &parts.chains[1])?;
+    let a_shape = a.shape.clone();
+    let b_shape = b.shape.clone();
     if a_shape.len() < 2 || b_shape.len() < 2 {
         return Err(KernelError::Unsupported(
             "1-D MatMul operands should be reshaped by the importer".into(),
         ));
     }
     let out_shape = req.outputs[0].shape.clone();
-    let (source, sink) = c.readers(req, &out_shape)?;
+    let sink = if parts.epilogue.is_empty() {
+        None
+    } else {
+        Some(Reader::new(req, &parts.epilogue, &out_shape)?)
+    };
     let (ar, br) = (a_shape.len(), b_shape.len());
-    let (m_dim, k_dim) = if trans_a {
-        (a_shape[ar - 1].clone(), a_shape[ar - 2].clone())
+    let (m_axis, ka_axis) = if trans_a {
+        (ar - 1, ar - 2)
     } else {
-        (a_shape[ar - 2].clone(), a_shape[ar - 1].clone())
+        (ar - 2, ar - 1)
     };
-    let n_dim = if trans_b {
-        b_shape[br - 2].clone()
+    let (n_axis, kb_axis) = if trans_b {
+        (br - 2, br - 1)
     } else {
-        b_shape[br - 1].clone()
+        (br - 1, br - 2)
     };
+    check_scales(&a, m_axis, ka_axis)?;
+    check_scales(&b, n_axis, kb_axis)?;
+    let (m_dim, k_dim) = (a_shape[m_axis].clone(), a_shape[ka_axis].clone());
+    let n_dim = b_shape[n_axis].clone();
     let batch: Vec<Dim> = out_shape[..out_shape.len() - 2].to_vec();
     let batch_lay = layout(
         &batch,
         &[Some(&a_shape[..ar - 2]), Some(&b_shape[..br - 2])],
     )?;
-    let b_dtype = req.input(b_slot)?.dtype;
-    let mut cg = req.begin(cx, THREADS);
     let (m, n, k) = (cg.dim(&m_dim)?, cg.dim(&n_dim)?, cg.dim(&k_dim)?);
     let units_dim = product(&batch);
     let units = cg.dim(&units_dim)?;
@@ -239,7 +317,8 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         let b = offs[1].unwrap_or(cg.c(0));
         Ok((cg.mul(a, a_mat)?, cg.mul(b, b_mat)?))
     };
-    let load_a = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<FloatValue<'ctx>> {
+    // Element (row, col) of A and (row, col) of B: whether it lies inside, and its index.
+    let index_a = |cg: &Cg<'ctx>, unit, row, col| -> Gen<(IntValue<'ctx>, IntValue<'ctx>)> {
         let ok = cg.and(
             cg.icmp(IntPredicate::SLT, row, m)?,
             cg.icmp(IntPredicate::SLT, col, k)?,
@@ -251,10 +330,9 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         } else {
             cg.add(cg.mul(row, k)?, col)?
         };
-        let v = source.eval(cg, req, cg.add(base, at)?, None)?.float(cg)?;
-        masked(cg, ok, v)
+        Ok((ok, cg.add(base, at)?))
     };
-    let load_b = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<FloatValue<'ctx>> {
+    let index_b = |cg: &Cg<'ctx>, unit, row, col| -> Gen<(IntValue<'ctx>, IntValue<'ctx>)> {
         let ok = cg.and(
             cg.icmp(IntPredicate::SLT, row, k)?,
             cg.icmp(IntPredicate::SLT, col, n)?,
@@ -266,21 +344,39 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         } else {
             cg.add(cg.mul(row, n)?, col)?
         };
-        let v = cg
-            .load(
-                b_dtype,
-                cg.buffer(req.input_param(b_slot)),
-                cg.add(base, at)?,
-            )?
-            .float(cg)?;
-        masked(cg, ok, v)
+        Ok((ok, cg.add(base, at)?))
     };
+    let kind = match req.target {
+        Target::Gpu(sm) => mma::Kind::choose(
+            sm,
+            req.precision,
+            (a.class, a.has_zero()),
+            (b.class, b.has_zero()),
+        ),
+        Target::Host => None,
+    };
+    let codes = kind.is_some_and(|k| k.codes());
+    let load_a = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<Val<'ctx>> {
+        let (ok, i) = index_a(cg, unit, row, col)?;
+        element(cg, req, &a, codes, ok, i)
+    };
+    let load_b = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<Val<'ctx>> {
+        let (ok, i) = index_b(cg, unit, row, col)?;
+        element(cg, req, &b, codes, ok, i)
+    };
+    let value_a = |cg: &mut Cg<'ctx>, unit, row, col| load_a(cg, unit, row, col)?.float(cg);
+    let value_b = |cg: &mut Cg<'ctx>, unit, row, col| load_b(cg, unit, row, col)?.float(cg);
     let c_info = match c_slot {
         Some(i) => Some((i, req.input(i)?.clone())),
         None => None,
     };
     let out_dtype = req.outputs[0].dtype;
     let store = |cg: &mut Cg<'ctx>, unit, row, col, acc: FloatValue<'ctx>| -> Gen<()> {
+        let scale = combine(cg, a.scale(cg, req, row)?, b.scale(cg, req, col)?)?;
+        let acc = match scale {
+            Some(s) => cg.fmul(acc, s)?,
+            None => acc,
+        };
         let mut y = if alpha != 1.0 {
             cg.fmul(acc, cg.f(alpha as f64))?
         } else {
@@ -310,13 +406,8 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         };
         cg.store(out_dtype, cg.buffer(0), q, v)
     };
-    let plain_a = c.plain_source();
-    let a_dtype = match plain_a {
-        Some(i) => req.input(i)?.dtype,
-        None => b_dtype,
-    };
     let tensor_cores = match req.target {
-        Target::Gpu(sm) => mma::Kind::choose(req.precision, a_dtype, b_dtype).map(|kind| {
+        Target::Gpu(sm) => kind.map(|kind| {
             let tile =
                 mma::Tile::choose(sm, m_dim.as_const(), n_dim.as_const(), units_dim.as_const());
             (kind, tile)
@@ -329,28 +420,40 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             .is_some_and(|k| k % kind.chunk_elems() == 0);
         let a_offset = |cg: &Cg<'ctx>, unit| Ok(batch_offsets(cg, unit)?.0);
         let b_offset = |cg: &Cg<'ctx>, unit| Ok(batch_offsets(cg, unit)?.1);
-        let a = mma::Operand {
+        let a_op = mma::Operand {
             load: &load_a,
-            direct: match plain_a {
-                Some(i) if aligned && !trans_a && a_dtype == kind.dtype() => Some(mma::Direct {
-                    base: cg.buffer(req.input_param(i)),
+            direct: stages_as_is(kind, a.plain)
+                .filter(|_| aligned && !trans_a)
+                .map(|slot| mma::Direct {
+                    base: cg.buffer(req.input_param(slot)),
                     row_stride: k,
                     unit_offset: &a_offset,
                 }),
-                _ => None,
-            },
             k_contiguous: !trans_a,
         };
-        let b = mma::Operand {
+        let b_op = mma::Operand {
             load: &load_b,
-            direct: (aligned && trans_b && b_dtype == kind.dtype()).then(|| mma::Direct {
-                base: cg.buffer(req.input_param(b_slot)),
-                row_stride: k,
-                unit_offset: &b_offset,
-            }),
+            direct: stages_as_is(kind, b.plain)
+                .filter(|_| aligned && trans_b)
+                .map(|slot| mma::Direct {
+                    base: cg.buffer(req.input_param(slot)),
+                    row_stride: k,
+                    unit_offset: &b_offset,
+                }),
             k_contiguous: trans_b,
         };
-        mma::tiled(&mut cg, kind, tile, units, (m, n, k), &a, &b, &store)?;
+        let fix = correction(&cg, Some(kind), &a, &b)?;
+        mma::tiled(
+            &mut cg,
+            kind,
+            tile,
+            units,
+            (m, n, k),
+            &a_op,
+            &b_op,
+            fix,
+            &store,
+        )?;
         let tiles =
             m_dim.ceil_div(&Dim::known(tile.block_m)) * n_dim.ceil_div(&Dim::known(mma::BLOCK_N));
         let launch = Launch {
@@ -361,7 +464,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         };
         (tile.describe(kind), launch)
     } else {
-        tiled(&mut cg, units, m, n, k, &load_a, &load_b, &store)?;
+        tiled(&mut cg, units, m, n, k, &value_a, &value_b, &store)?;
         let tiles = m_dim.ceil_div(&Dim::known(TILE_M)) * n_dim.ceil_div(&Dim::known(TILE_N));
         let launch = Launch {
             grid: units_dim * tiles,

@@ -20,6 +20,7 @@ pub mod host;
 mod math;
 pub mod mma;
 pub mod movement;
+pub(crate) mod operand;
 pub mod plan;
 pub mod quant;
 pub mod reduce;

@@ -12,8 +12,9 @@
 //! gathered conv patches, other dtypes) goes through registers with the same layout.
 //! Reference: the SIMT core in `gemm.rs` and the CPU executor's MatMul.
 
-use crate::cg::{Cg, Gen};
-use crate::gemm::{Loader, Storer};
+use crate::cg::{Cg, Gen, Val};
+use crate::gemm::Storer;
+use crate::operand::{Class, Staged};
 use crate::plan::Precision;
 use crate::target::Sm;
 use inkwell::types::BasicTypeEnum;
@@ -41,33 +42,88 @@ pub enum Kind {
     F16,
     /// FP32 operands read as TF32, `m16n8k8`.
     Tf32,
+    /// 8-bit integer codes, `m16n8k32`, accumulated in i32.
+    Int8 {
+        /// A's codes are I8 (else U8).
+        a_signed: bool,
+        /// B's codes are I8 (else U8).
+        b_signed: bool,
+    },
+    /// FP8 codes (E4M3FN or E5M2), `m16n8k32`, accumulated in FP32: the sm_89 form on Hopper
+    /// and datacenter Blackwell, `kind::f8f6f4` on the sm_120 family (`blackwell`).
+    Fp8 {
+        /// A's format.
+        a: DType,
+        /// B's format.
+        b: DType,
+        /// The sm_120 family's `kind::f8f6f4` instruction.
+        blackwell: bool,
+    },
 }
 
 impl Kind {
-    /// The tensor-core type for operands of these dtypes, or `None` for CUDA cores.
-    pub fn choose(precision: Precision, a: DType, b: DType) -> Option<Kind> {
-        let float = |d: DType| matches!(d, DType::F32 | DType::F16 | DType::BF16);
+    /// The tensor-core type for operands of classes `a` and `b` on `sm`, or `None` for CUDA
+    /// cores. Codes are multiplied as codes where the tensor cores take them (INT8 everywhere,
+    /// FP8 from sm_89 on; an operand with a zero point has it subtracted in the epilogue, so
+    /// at most one may have one); otherwise every operand is staged as its unscaled values in
+    /// the narrowest type that holds them exactly, and FP32 values in TF32 unless `precision`
+    /// asks for exact FP32.
+    pub fn choose(
+        sm: Sm,
+        precision: Precision,
+        a: (Class, bool),
+        b: (Class, bool),
+    ) -> Option<Kind> {
+        let ((a, a_zero), (b, b_zero)) = (a, b);
         match (a, b) {
-            (DType::BF16, DType::BF16) => Some(Kind::Bf16),
-            (DType::F16, DType::F16) => Some(Kind::F16),
-            (a, b) if float(a) && float(b) && precision == Precision::Tf32 => Some(Kind::Tf32),
-            _ => None,
+            (Class::Int8 { signed: sa }, Class::Int8 { signed: sb }) if !(a_zero && b_zero) => {
+                return Some(Kind::Int8 {
+                    a_signed: sa,
+                    b_signed: sb,
+                })
+            }
+            (Class::Fp8(da), Class::Fp8(db)) if !a_zero && !b_zero && sm.has_fp8_mma() => {
+                return Some(Kind::Fp8 {
+                    a: da,
+                    b: db,
+                    blackwell: sm.is_sm120_family(),
+                })
+            }
+            _ => {}
         }
+        for (kind, staged) in [
+            (Kind::Bf16, Staged::Bf16),
+            (Kind::F16, Staged::F16),
+            (Kind::Tf32, Staged::Tf32),
+        ] {
+            if a.exact_in(staged) && b.exact_in(staged) {
+                return Some(kind);
+            }
+        }
+        let tf32 = |c: Class| c != Class::Wide;
+        (precision == Precision::Tf32 && tf32(a) && tf32(b)).then_some(Kind::Tf32)
     }
 
-    /// The dtype operands are staged in.
+    /// The dtype operands are staged in (codes as bytes).
     pub fn dtype(self) -> DType {
         match self {
             Kind::Bf16 => DType::BF16,
             Kind::F16 => DType::F16,
             Kind::Tf32 => DType::F32,
+            Kind::Int8 { .. } | Kind::Fp8 { .. } => DType::U8,
         }
+    }
+
+    /// True when the tensor cores multiply codes rather than values.
+    pub fn codes(self) -> bool {
+        matches!(self, Kind::Int8 { .. } | Kind::Fp8 { .. })
     }
 
     fn bytes(self) -> i64 {
         match self {
             Kind::Bf16 | Kind::F16 => 2,
             Kind::Tf32 => 4,
+            Kind::Int8 { .. } | Kind::Fp8 { .. } => 1,
         }
     }
 
@@ -81,12 +137,51 @@ impl Kind {
         ROW_BYTES / self.bytes()
     }
 
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
+        let int = |s: bool| if s { "s8" } else { "u8" };
+        let fp8 = |d: DType| if d == DType::F8E5M2 { "e5m2" } else { "e4m3" };
         match self {
-            Kind::Bf16 => "bf16",
-            Kind::F16 => "f16",
-            Kind::Tf32 => "tf32",
+            Kind::Bf16 => "bf16".into(),
+            Kind::F16 => "f16".into(),
+            Kind::Tf32 => "tf32".into(),
+            Kind::Int8 { a_signed, b_signed } => format!("{}x{}", int(a_signed), int(b_signed)),
+            Kind::Fp8 { a, b, blackwell } => {
+                let form = if blackwell { "f8f6f4." } else { "" };
+                format!("{form}{}x{}", fp8(a), fp8(b))
+            }
         }
+    }
+
+    /// The `llvm.nvvm.mma.*` intrinsic.
+    fn intrinsic(self) -> String {
+        let int = |s: bool| if s { "s8" } else { "u8" };
+        let fp8 = |d: DType| if d == DType::F8E5M2 { "e5m2" } else { "e4m3" };
+        match self {
+            Kind::Bf16 => "llvm.nvvm.mma.m16n8k16.row.col.bf16".into(),
+            Kind::F16 => "llvm.nvvm.mma.m16n8k16.row.col.f32.f32".into(),
+            Kind::Tf32 => "llvm.nvvm.mma.m16n8k8.row.col.tf32".into(),
+            Kind::Int8 { a_signed, b_signed } if a_signed == b_signed => {
+                format!("llvm.nvvm.mma.m16n8k32.row.col.{}", int(a_signed))
+            }
+            Kind::Int8 { a_signed, b_signed } => format!(
+                "llvm.nvvm.mma.m16n8k32.row.col.{}.{}",
+                int(a_signed),
+                int(b_signed)
+            ),
+            Kind::Fp8 { a, b, blackwell } => {
+                let form = if blackwell { "kind.f8f6f4." } else { "" };
+                format!(
+                    "llvm.nvvm.mma.m16n8k32.row.col.{form}f32.{}.{}.f32",
+                    fp8(a),
+                    fp8(b)
+                )
+            }
+        }
+    }
+
+    /// True when the accumulators are i32.
+    fn integer(self) -> bool {
+        matches!(self, Kind::Int8 { .. })
     }
 }
 
@@ -136,6 +231,9 @@ impl Tile {
     }
 }
 
+/// The element offset of a work unit's matrix in an operand's buffer.
+pub type UnitOffset<'a, 'ctx> = dyn Fn(&Cg<'ctx>, IntValue<'ctx>) -> Gen<IntValue<'ctx>> + 'a;
+
 /// An operand's buffer read straight into shared memory with `cp.async`: each of its rows
 /// (A's output rows, B's output columns) holds `k` contiguous elements of the staged dtype,
 /// 16-byte aligned.
@@ -145,23 +243,40 @@ pub struct Direct<'a, 'ctx> {
     /// Elements between consecutive rows.
     pub row_stride: IntValue<'ctx>,
     /// Element offset of a work unit's matrix.
-    pub unit_offset: &'a dyn Fn(&Cg<'ctx>, IntValue<'ctx>) -> Gen<IntValue<'ctx>>,
+    pub unit_offset: &'a UnitOffset<'a, 'ctx>,
 }
+
+/// Loads element `(row, k)` of A or `(k, col)` of B for one work unit as the kind stages it: a
+/// code (`Val::I`) for the kinds that multiply codes, a value (`Val::F`) otherwise. Elements out
+/// of range must load as zero (a code operand with a zero point: as the zero point).
+pub type Element<'a, 'ctx> =
+    dyn Fn(&mut Cg<'ctx>, IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>) -> Gen<Val<'ctx>> + 'a;
 
 /// How one operand reaches shared memory.
 pub struct Operand<'a, 'ctx> {
-    /// Loads one element as `f32`, masked to zero out of range (the register path).
-    pub load: &'a Loader<'a, 'ctx>,
+    /// Loads one element (the register path).
+    pub load: &'a Element<'a, 'ctx>,
     /// The `cp.async` path, when the operand's layout allows it.
     pub direct: Option<Direct<'a, 'ctx>>,
     /// Whether consecutive k are adjacent in memory (neighbouring threads then walk k).
     pub k_contiguous: bool,
 }
 
+/// The zero point of one operand's codes, subtracted in the epilogue through the sums of the
+/// other operand's codes over k (computed by the tensor cores against a matrix of ones).
+pub struct Correction<'ctx> {
+    /// The operand with the zero point.
+    pub side: Side,
+    /// The zero point, as a signed `i64`.
+    pub zero: IntValue<'ctx>,
+}
+
 /// Which operand a staged tile holds.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The left operand (rows of the output).
     A,
+    /// The right operand (columns of the output).
     B,
 }
 
@@ -294,19 +409,33 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         k: IntValue<'ctx>,
     ) -> Gen<()> {
         let elems = self.kind.chunk_elems();
-        let ty = cg.storage_type(self.kind.dtype())?;
-        let vec_ty = match ty {
-            BasicTypeEnum::FloatType(f) => f.vec_type(elems as u32),
-            _ => unreachable!("tensor-core operands are floats"),
+        let vec_ty = match cg.storage_type(self.kind.dtype())? {
+            BasicTypeEnum::FloatType(f) => f.vec_type(elems as u32).into(),
+            BasicTypeEnum::IntType(i) => i.vec_type(elems as u32).into(),
+            _ => unreachable!("tensor-core operands are numbers"),
         };
-        let mut v = vec_ty.get_undef();
+        let mut v: inkwell::values::VectorValue = match vec_ty {
+            BasicTypeEnum::VectorType(t) => t.get_undef(),
+            _ => unreachable!("a vector type"),
+        };
         for e in 0..elems {
             let kk = cg.add(k, cg.c(e))?;
             let x = match side {
                 Side::A => (op.load)(cg, unit, row, kk)?,
                 Side::B => (op.load)(cg, unit, kk, row)?,
             };
-            let x = cg.narrow(self.kind.dtype(), crate::cg::Val::F(x))?;
+            let x = if self.kind.codes() {
+                match x {
+                    Val::I(code) => cg.b.build_int_truncate(code, cg.cx.i8_type(), "")?.into(),
+                    Val::F(_) => {
+                        return Err(crate::KernelError::Unsupported(
+                            "a code operand loaded a value".into(),
+                        ))
+                    }
+                }
+            } else {
+                cg.narrow(self.kind.dtype(), Val::F(x.float(cg)?))?
+            };
             v =
                 cg.b.build_insert_element(v, x, cg.cx.i32_type().const_int(e as u64, false), "")?;
         }
@@ -352,19 +481,16 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         b: [BasicValueEnum<'ctx>; 2],
         c: &[BasicValueEnum<'ctx>],
     ) -> Gen<Vec<BasicValueEnum<'ctx>>> {
-        let f32t = cg.f32t();
-        let ret = cg
-            .cx
-            .struct_type(&[f32t.into(), f32t.into(), f32t.into(), f32t.into()], false);
-        let name = match self.kind {
-            Kind::Bf16 => "llvm.nvvm.mma.m16n8k16.row.col.bf16",
-            Kind::F16 => "llvm.nvvm.mma.m16n8k16.row.col.f32.f32",
-            Kind::Tf32 => "llvm.nvvm.mma.m16n8k8.row.col.tf32",
+        let acc: BasicTypeEnum = if self.kind.integer() {
+            cg.cx.i32_type().into()
+        } else {
+            cg.f32t().into()
         };
+        let ret = cg.cx.struct_type(&[acc, acc, acc, acc], false);
         let operand = |v: BasicValueEnum<'ctx>| -> Gen<BasicValueEnum<'ctx>> {
             Ok(match self.kind {
                 Kind::F16 => cg.b.build_bit_cast(v, cg.cx.f16_type().vec_type(2), "")?,
-                Kind::Bf16 | Kind::Tf32 => v,
+                _ => v,
             })
         };
         let mut args = Vec::with_capacity(10);
@@ -372,21 +498,26 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             args.push(operand(*v)?);
         }
         args.extend_from_slice(c);
-        let r = cg.call(name, ret.into(), &args)?.into_struct_value();
+        let r = cg
+            .call(&self.kind.intrinsic(), ret.into(), &args)?
+            .into_struct_value();
         (0..4)
             .map(|i| Ok(cg.b.build_extract_value(r, i, "")?))
             .collect()
     }
 
-    /// Multiplies the staged k-slice in stage `stage` into the accumulators.
+    /// Multiplies the staged k-slice in stage `stage` into the accumulators, and, for a zero
+    /// point's correction, the other operand's codes into their sums over k (`sums`: four per
+    /// 16×8 fragment of B's columns or A's rows).
     fn compute(
         &self,
         cg: &Cg<'ctx>,
         stage: IntValue<'ctx>,
         warp: (IntValue<'ctx>, IntValue<'ctx>),
         lane: IntValue<'ctx>,
-        acc: Vec<BasicValueEnum<'ctx>>,
-    ) -> Gen<Vec<BasicValueEnum<'ctx>>> {
+        (acc, sums): (Vec<BasicValueEnum<'ctx>>, Vec<BasicValueEnum<'ctx>>),
+        correct: Option<Side>,
+    ) -> Gen<(Vec<BasicValueEnum<'ctx>>, Vec<BasicValueEnum<'ctx>>)> {
         let a_base = cg.mul(stage, cg.c(self.stage_bytes()))?;
         let b_base = cg.add(a_base, cg.c(self.tile.block_m * ROW_BYTES))?;
         let (q, r) = (cg.div(lane, cg.c(8))?, cg.rem(lane, cg.c(8))?);
@@ -401,8 +532,10 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             cg.mul(warp.1, cg.c(WARP_N))?,
             cg.add(cg.mul(q_hi, cg.c(8))?, r)?,
         )?;
-        let mut acc = acc;
-        // Two k-steps (k16 for 16-bit types, k8 for TF32) of two chunks each.
+        // Four bytes of ones: the other side of the sums' products.
+        let ones: BasicValueEnum = cg.cx.i32_type().const_int(0x0101_0101, false).into();
+        let (mut acc, mut sums) = (acc, sums);
+        // Two k-steps (k16 for 16-bit types, k8 for TF32, k32 for codes) of two chunks each.
         for ks in 0..2 {
             let a_kc = cg.add(cg.c(2 * ks), q_hi)?;
             let b_kc = cg.add(cg.c(2 * ks), q_lo)?;
@@ -425,13 +558,29 @@ impl<'ctx> Pipeline<'_, 'ctx> {
                     acc.splice(at..at + 4, out);
                 }
             }
+            match correct {
+                Some(Side::A) => {
+                    for (ni, b) in b_frags.iter().enumerate() {
+                        let out = self.mma(cg, &[ones; 4], *b, &sums[ni * 4..ni * 4 + 4])?;
+                        sums.splice(ni * 4..ni * 4 + 4, out);
+                    }
+                }
+                Some(Side::B) => {
+                    for (mi, a) in a_frags.iter().enumerate() {
+                        let out = self.mma(cg, a, [ones; 2], &sums[mi * 4..mi * 4 + 4])?;
+                        sums.splice(mi * 4..mi * 4 + 4, out);
+                    }
+                }
+                None => {}
+            }
         }
-        Ok(acc)
+        Ok((acc, sums))
     }
 }
 
 /// The tensor-core tiled product: for each of `units` independent `m×k` by `k×n` products,
-/// accumulates in FP32 and hands each in-range output to `store`. GPU targets only.
+/// accumulates (in FP32, or i32 for integer codes, less the `correction` of a zero point) and
+/// hands each in-range output to `store` as `f32`. GPU targets only.
 #[allow(clippy::too_many_arguments)]
 pub fn tiled<'ctx>(
     cg: &mut Cg<'ctx>,
@@ -441,8 +590,14 @@ pub fn tiled<'ctx>(
     (m, n, k): (IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
     a: &Operand<'_, 'ctx>,
     b: &Operand<'_, 'ctx>,
+    correction: Option<Correction<'ctx>>,
     store: &Storer<'_, 'ctx>,
 ) -> Gen<()> {
+    if correction.is_some() && !kind.integer() {
+        return Err(crate::KernelError::Unsupported(
+            "a zero point needs integer tensor cores".into(),
+        ));
+    }
     let smem = cg.dynamic_shared()?;
     let tid = cg.tid()?;
     let p = Pipeline {
@@ -467,7 +622,19 @@ pub fn tiled<'ctx>(
     let block_k = kind.block_k();
     let k_tiles = cg.div(cg.add(k, cg.c(block_k - 1))?, cg.c(block_k))?;
     let stages = tile.stages;
-    let frags = (block_m / 32 * (WARP_N / 8) * 4) as usize;
+    let per_row = (WARP_N / 8) as usize;
+    let frags = (block_m / 32) as usize * per_row * 4;
+    let side = correction.as_ref().map(|c| c.side);
+    let sums = match side {
+        Some(Side::A) => per_row * 4,
+        Some(Side::B) => (block_m / 32) as usize * 4,
+        None => 0,
+    };
+    let zero: BasicValueEnum = if kind.integer() {
+        cg.cx.i32_type().const_zero().into()
+    } else {
+        cg.f(0.0).into()
+    };
     cg.for_each_block_unit(work, |cg, w| {
         let unit = cg.div(w, per_unit)?;
         let t = cg.rem(w, per_unit)?;
@@ -477,20 +644,23 @@ pub fn tiled<'ctx>(
             p.load_stage(cg, unit, (m0, n0), cg.c(s), cg.c(s))?;
             cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
         }
-        let zero: BasicValueEnum = cg.f(0.0).into();
-        let acc = cg.fold_range(
+        let state = cg.fold_range(
             cg.c(0),
             k_tiles,
             cg.c(1),
-            vec![zero; frags],
-            |cg, kt, acc| {
+            vec![zero; frags + sums],
+            |cg, kt, mut state| {
                 let pending = cg.cx.i32_type().const_int((stages - 2) as u64, false);
                 cg.call_void("llvm.nvvm.cp.async.wait.group", &[pending.into()])?;
                 cg.barrier()?;
                 let next = cg.add(kt, cg.c(stages - 1))?;
                 p.load_stage(cg, unit, (m0, n0), cg.rem(next, cg.c(stages))?, next)?;
                 cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
-                p.compute(cg, cg.rem(kt, cg.c(stages))?, warp, lane, acc)
+                let sums = state.split_off(frags);
+                let stage = cg.rem(kt, cg.c(stages))?;
+                let (mut acc, sums) = p.compute(cg, stage, warp, lane, (state, sums), side)?;
+                acc.extend(sums);
+                Ok(acc)
             },
         )?;
         // Empty the pipeline before the next unit's first copies reuse the stages.
@@ -501,17 +671,31 @@ pub fn tiled<'ctx>(
         let t2 = cg.mul(cg.rem(lane, cg.c(4))?, cg.c(2))?;
         let row0 = cg.add(m0, cg.add(cg.mul(warp.0, cg.c(block_m / 2))?, g)?)?;
         let col0 = cg.add(n0, cg.add(cg.mul(warp.1, cg.c(WARP_N))?, t2)?)?;
-        let per_row = (WARP_N / 8) as usize;
-        for (i, v) in acc.iter().enumerate() {
+        for (i, v) in state[..frags].iter().enumerate() {
             let (frag, e) = (i / 4, i % 4);
-            let (mi, ni) = ((frag / per_row) as i64, (frag % per_row) as i64);
-            let row = cg.add(row0, cg.c(mi * 16 + (e as i64 / 2) * 8))?;
-            let col = cg.add(col0, cg.c(ni * 8 + e as i64 % 2))?;
+            let (mi, ni) = (frag / per_row, frag % per_row);
+            let row = cg.add(row0, cg.c(mi as i64 * 16 + (e as i64 / 2) * 8))?;
+            let col = cg.add(col0, cg.c(ni as i64 * 8 + e as i64 % 2))?;
             let ok = cg.and(
                 cg.icmp(IntPredicate::SLT, row, m)?,
                 cg.icmp(IntPredicate::SLT, col, n)?,
             )?;
-            let v = v.into_float_value();
+            let v = if kind.integer() {
+                let mut v = cg.b.build_int_s_extend(v.into_int_value(), cg.i64t(), "")?;
+                if let Some(c) = &correction {
+                    // Column sums of B sit in c0/c1 of every row; row sums of A in c0 and c2.
+                    let sum = match c.side {
+                        Side::A => state[frags + ni * 4 + e % 2],
+                        Side::B => state[frags + mi * 4 + (e / 2) * 2],
+                    };
+                    let sum =
+                        cg.b.build_int_s_extend(sum.into_int_value(), cg.i64t(), "")?;
+                    v = cg.sub(v, cg.mul(c.zero, sum)?)?;
+                }
+                cg.itof(v)?
+            } else {
+                v.into_float_value()
+            };
             cg.if_then(ok, |cg| store(cg, unit, row, col, v))?;
         }
         Ok(())

@@ -24,7 +24,7 @@ pub fn handles(op: &Op) -> bool {
 }
 
 /// True for the types stored as bytes of codes that decode through a table.
-fn is_minifloat(dtype: DType) -> bool {
+pub(crate) fn is_minifloat(dtype: DType) -> bool {
     dtype.is_float() && dtype.bits() <= 8
 }
 
@@ -47,27 +47,32 @@ fn int_limits(dtype: DType) -> Option<(i64, i64)> {
     })
 }
 
-/// Reads element `index` of a buffer of quantized `dtype` as a float.
-struct Reader<'ctx> {
+/// Reads element `index` of a buffer of quantized `dtype`: its code, or its value as a float.
+pub(crate) struct Codes<'ctx> {
     dtype: DType,
     base: PointerValue<'ctx>,
     table: Option<PointerValue<'ctx>>,
 }
 
-impl<'ctx> Reader<'ctx> {
+impl<'ctx> Codes<'ctx> {
     /// A reader of the buffer parameter `param`.
-    fn new(cg: &mut Cg<'ctx>, dtype: DType, param: usize) -> Reader<'ctx> {
+    pub(crate) fn new(cg: &mut Cg<'ctx>, dtype: DType, param: usize) -> Codes<'ctx> {
         let base = cg.buffer(param);
         let table = is_minifloat(dtype).then(|| {
             let codes = 1u16 << dtype.bits();
             let values: Vec<f32> = (0..codes).map(|c| decode(dtype, c as u8) as f32).collect();
             cg.f32_table(&values)
         });
-        Reader { dtype, base, table }
+        Codes { dtype, base, table }
+    }
+
+    /// The stored type.
+    pub(crate) fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The raw code of element `index` of a byte-coded buffer, as i64 in 0..256.
-    fn code(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
+    pub(crate) fn code(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
         let i8t = cg.cx.i8_type();
         if is_packed(self.dtype) {
             let byte = cg.load_raw(
@@ -88,7 +93,8 @@ impl<'ctx> Reader<'ctx> {
         }
     }
 
-    fn read(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<FloatValue<'ctx>> {
+    /// The value of element `index`, as `f32`.
+    pub(crate) fn read(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<FloatValue<'ctx>> {
         if let Some(table) = self.table {
             let code = self.code(cg, index)?;
             return Ok(cg
@@ -110,7 +116,7 @@ impl<'ctx> Reader<'ctx> {
 
 /// Where each element's scale (and zero point) sits: one for all, one per index of an axis,
 /// or one per block along an axis.
-struct ScaleIndex {
+pub(crate) struct ScaleIndex {
     shape: Vec<Dim>,
     scale_shape: Vec<Dim>,
     axis: usize,
@@ -119,7 +125,7 @@ struct ScaleIndex {
 }
 
 impl ScaleIndex {
-    fn new(x: &TensorSig, scale: &TensorSig, axis: i64, block: i64) -> Gen<ScaleIndex> {
+    pub(crate) fn new(x: &TensorSig, scale: &TensorSig, axis: i64, block: i64) -> Gen<ScaleIndex> {
         let single = scale.shape.iter().all(|d| d.as_const() == Some(1));
         let axis = if single {
             0
@@ -146,7 +152,8 @@ impl ScaleIndex {
         })
     }
 
-    fn at<'ctx>(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
+    /// The index of element `index`'s scale.
+    pub(crate) fn at<'ctx>(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
         if self.single {
             return Ok(cg.c(0));
         }
@@ -161,7 +168,7 @@ impl ScaleIndex {
 }
 
 /// The code nearest `x` in the minifloat `dtype` (as `formats::encode` rounds), as i64.
-fn encode_minifloat<'ctx>(
+pub(crate) fn encode_minifloat<'ctx>(
     cg: &Cg<'ctx>,
     dtype: DType,
     x: FloatValue<'ctx>,
@@ -243,7 +250,7 @@ fn encode_minifloat<'ctx>(
 
 /// The integer code of `q` (already scaled) for integer `dtype`: rounded half to even, plus
 /// the zero point, clamped to the type's range.
-fn encode_int<'ctx>(
+pub(crate) fn encode_int<'ctx>(
     cg: &Cg<'ctx>,
     dtype: DType,
     q: FloatValue<'ctx>,
@@ -286,11 +293,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         _ => unreachable!("plan dispatches only quantization ops here"),
     };
     let index = ScaleIndex::new(&x, &scale, axis, block)?;
-    let x_read = Reader::new(&mut cg, x.dtype, req.input_param(0));
-    let scale_read = Reader::new(&mut cg, scale.dtype, req.input_param(1));
+    let x_read = Codes::new(&mut cg, x.dtype, req.input_param(0));
+    let scale_read = Codes::new(&mut cg, scale.dtype, req.input_param(1));
     let zero_read = zero
         .as_ref()
-        .map(|z| Reader::new(&mut cg, z.dtype, req.input_param(2)));
+        .map(|z| Codes::new(&mut cg, z.dtype, req.input_param(2)));
     let n = cg.product(&x.shape)?;
     let value = |cg: &Cg<'ctx>,
                  i: IntValue<'ctx>|

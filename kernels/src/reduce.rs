@@ -79,13 +79,13 @@ fn inputs_used(body: &[BodyNode], n: usize) -> Vec<bool> {
 }
 
 /// Reads a body's value at one element: the inputs it uses, broadcast to `shape`.
-pub(crate) struct Reader<'b> {
-    body: &'b [BodyNode],
+pub(crate) struct Reader {
+    body: Vec<BodyNode>,
     lay: Layout,
 }
 
-impl<'b> Reader<'b> {
-    pub(crate) fn new(req: &Request, body: &'b [BodyNode], shape: &[Dim]) -> Gen<Reader<'b>> {
+impl Reader {
+    pub(crate) fn new(req: &Request, body: &[BodyNode], shape: &[Dim]) -> Gen<Reader> {
         let used = inputs_used(body, req.inputs.len());
         let shapes: Vec<Option<&[Dim]>> = req
             .inputs
@@ -97,7 +97,7 @@ impl<'b> Reader<'b> {
             })
             .collect();
         Ok(Reader {
-            body,
+            body: body.to_vec(),
             lay: layout(shape, &shapes)?,
         })
     }
@@ -121,7 +121,7 @@ impl<'b> Reader<'b> {
             });
         }
         let n = req.inputs.len();
-        eval_body(cg, self.body, |i| {
+        eval_body(cg, &self.body, |i| {
             if i == n {
                 return extra.ok_or_else(|| KernelError::Unsupported("no anchor value".into()));
             }
@@ -137,8 +137,8 @@ impl<'b> Reader<'b> {
 /// The anchor and the readers around it.
 struct Parts<'b> {
     anchor: &'b BodyNode,
-    source: Reader<'b>,
-    sink: Option<Reader<'b>>,
+    source: Reader,
+    sink: Option<Reader>,
     x_shape: Vec<Dim>,
 }
 
@@ -162,11 +162,11 @@ pub(crate) fn operand_input(node: &BodyNode, k: usize) -> Option<usize> {
 impl Cut {
     /// Readers of the anchor's data (through the prologue) and of the epilogue (none when the
     /// anchor's value is stored as is), over an output of `out_shape`.
-    pub(crate) fn readers<'b>(
-        &'b self,
+    pub(crate) fn readers(
+        &self,
         req: &Request,
         out_shape: &[Dim],
-    ) -> Gen<(Reader<'b>, Option<Reader<'b>>)> {
+    ) -> Gen<(Reader, Option<Reader>)> {
         let source = Reader::new(req, &self.source, &self.x_shape)?;
         let sink = if self.epilogue.is_empty() {
             None
@@ -174,19 +174,6 @@ impl Cut {
             Some(Reader::new(req, &self.epilogue, out_shape)?)
         };
         Ok((source, sink))
-    }
-
-    /// The input slot the anchor reads its data from, when no prologue computes it.
-    pub(crate) fn plain_source(&self) -> Option<usize> {
-        match self.source.as_slice() {
-            [only] if matches!(only.op, Op::Unary(sparkc_ir::op::Unary::Identity)) => {
-                match only.args.first() {
-                    Some(Some(Operand::Input(i))) => Some(*i),
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
     }
 }
 
@@ -597,7 +584,7 @@ fn reduce_row<'ctx>(
     kind: Reduction,
 ) -> Gen<FloatValue<'ctx>> {
     // The data must be float; the axes input is not data.
-    let used = inputs_used(parts.source.body, req.inputs.len());
+    let used = inputs_used(&parts.source.body, req.inputs.len());
     let integer_data = req
         .inputs
         .iter()

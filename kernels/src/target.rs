@@ -60,15 +60,27 @@ impl Sm {
         }
     }
 
-    /// The PTX ISA version LLVM is asked for: the lowest that knows the architecture.
+    /// The PTX ISA version LLVM is asked for: the lowest that knows the architecture and every
+    /// instruction sparkc emits for it (FP8 `mma.sync` needs 8.4 on Hopper).
     pub fn ptx_features(self) -> &'static str {
         match self {
             Sm::Sm121a => "+ptx88",
             Sm::Sm120a => "+ptx87",
             Sm::Sm100a => "+ptx86",
-            Sm::Sm90a => "+ptx80",
+            Sm::Sm90a => "+ptx84",
             Sm::Sm80 => "+ptx70",
         }
+    }
+
+    /// True when `mma.sync` multiplies FP8 (E4M3/E5M2) codes: sm_89 and later.
+    pub fn has_fp8_mma(self) -> bool {
+        self != Sm::Sm80
+    }
+
+    /// True for the sm_120 family (GB10, consumer Blackwell): the `kind::f8f6f4` and
+    /// block-scaled `mma.sync` forms.
+    pub fn is_sm120_family(self) -> bool {
+        matches!(self, Sm::Sm120a | Sm::Sm121a)
     }
 
     /// Limits of the architecture's reference part.

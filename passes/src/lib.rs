@@ -3,7 +3,8 @@
 //! The standard pipeline ([`standard`]) cleans the imported graph up (no-op removal, constant
 //! folding, batch-norm folding, CSE, DCE), saturates it with the rule files of `passes/rules/`
 //! in stages (algebra, fusion, layout) and extracts the cheapest equivalent under the GB10
-//! cost model, then groups what is left into fused nodes with expression bodies.
+//! cost model, then groups what is left into fused nodes with expression bodies, and folds
+//! quantize/dequantize nodes into the products that read them.
 
 pub mod batchnorm;
 pub mod cleanup;
@@ -15,6 +16,7 @@ pub mod egraph;
 pub mod fold;
 pub mod fuse;
 pub mod manager;
+pub mod qfold;
 pub mod quantize;
 pub mod stats;
 #[cfg(test)]
@@ -38,11 +40,13 @@ pub fn prepare() -> PassManager {
         .then(dce::DeadCode)
 }
 
-/// The optimizing half: e-graph saturation and extraction, folding, fusion into bodies, DCE.
+/// The optimizing half: e-graph saturation and extraction, folding, fusion into bodies,
+/// quantization folded into products, DCE.
 pub fn finish() -> Result<PassManager, PassError> {
     Ok(PassManager::new()
         .then(egraph::Saturate::new()?)
         .then(fold::ConstantFold)
         .then(fuse::FuseBodies)
+        .then(qfold::FoldQuantized)
         .then(dce::DeadCode))
 }

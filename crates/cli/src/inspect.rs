@@ -41,6 +41,10 @@ pub struct Args {
     /// Arithmetic of products: tf32 (tensor cores) or fp32 (exact).
     #[arg(long, default_value = "tf32")]
     pub precision: sparkc_kernels::Precision,
+    /// Show the model quantized to this format (as `sparkc compile --quantize` does it, with
+    /// seeded calibration inputs); implies `--stage opt`.
+    #[arg(long, value_name = "FORMAT", conflicts_with_all = ["after", "explain", "unsupported"])]
+    pub quantize: Option<sparkc_passes::quantize::Scheme>,
 }
 
 /// The graph `inspect` shows.
@@ -76,7 +80,10 @@ pub fn run(args: &Args) -> Result<String> {
     }
     let codegen = matches!(args.dump, Some(Dump::Kernels | Dump::Ptx | Dump::Llvm));
     let optimizing = args.stage == Stage::Opt || args.after.is_some() || args.explain || codegen;
-    let model = if optimizing {
+    let model = if let Some(scheme) = args.quantize {
+        let request = crate::quantize::Request::seeded(Some(scheme));
+        crate::quantize::optimize_quantized(&args.model, &request)?.0
+    } else if optimizing {
         let optimized = crate::optimize::optimize(&args.model, args.after.as_deref())?;
         if args.verbose {
             eprint!("{}", crate::optimize::timings(&optimized.passes));

@@ -27,21 +27,17 @@ fn dequantized_constant(graph: &Graph, v: ValueRef) -> Option<String> {
     Some(format!("{}/{layout}", t.dtype))
 }
 
-/// The activation format of a `QuantizeLinear`→`DequantizeLinear` pair feeding `v`.
+/// The activation format of a `QuantizeLinear`→`DequantizeLinear` pair feeding `v`, or of a
+/// `Cast` pair rounding it to BF16/FP16.
 fn quantized_activation(graph: &Graph, v: ValueRef) -> Option<String> {
-    if !matches!(graph.node(v.node).op, Op::DequantizeLinear { .. }) {
-        return None;
-    }
-    let q = graph.inputs_of(v.node).first().copied().flatten()?;
-    matches!(graph.node(q.node).op, Op::QuantizeLinear { .. })
-        .then(|| {
-            graph
-                .value(q)
-                .ty
-                .as_tensor()
-                .map(|t| t.dtype.name().to_string())
-        })
-        .flatten()
+    let inner = graph.inputs_of(v.node).first().copied().flatten()?;
+    let paired = matches!(
+        (&graph.node(v.node).op, &graph.node(inner.node).op),
+        (Op::DequantizeLinear { .. }, Op::QuantizeLinear { .. })
+            | (Op::Cast { .. }, Op::Cast { .. })
+    );
+    let ty = graph.value(inner).ty.as_tensor()?;
+    paired.then(|| ty.dtype.name().to_string())
 }
 
 /// One decision per product that reads a dequantized constant weight.

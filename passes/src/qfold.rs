@@ -1,0 +1,612 @@
+//! Quantized products: a product reading dequantized codes (`DequantizeLinear(codes, scale,
+//! zero)`), a quantize–dequantize pair (`DequantizeLinear(QuantizeLinear(x, s, z), s, z)`), FP4
+//! codes with their block scales, or a value rounded to BF16/FP16 by a `Cast` pair takes those
+//! nodes into its fused body. Its kernel then multiplies the codes (or the narrow values) on
+//! the tensor cores and applies the scales in its epilogue, instead of a kernel per node
+//! expanding every operand to FP32 first. Models quantized by `sparkc compile --quantize` and
+//! models that arrive in ONNX's QDQ form both take this path.
+//!
+//! A quantized weight of a MatMul or Gemm whose rows run along N is stored transposed, as
+//! `[N, K]`, so each output column's codes are contiguous along k and the kernel can copy them
+//! with `cp.async`; the product reads it transposed.
+//!
+//! The body is the reference: the CPU executor runs its nodes one by one, exactly as the graph
+//! ran them before.
+
+use crate::edit::{readers, replace_uses};
+use crate::manager::{Pass, PassError};
+use bytes::Bytes;
+use sparkc_ir::infer::normalize_axis;
+use sparkc_ir::{BodyNode, DType, Fused, Graph, NodeId, Op, Operand, Tensor, ValueRef};
+use std::collections::HashMap;
+
+/// Folds quantize/dequantize nodes and rounding casts into the products that read them.
+pub struct FoldQuantized;
+
+/// How a product uses one operand: the axis of its output channels (when it has one) and the
+/// axis it reduces.
+#[derive(Clone, Copy, Debug)]
+struct Role {
+    channel: Option<usize>,
+    reduce: Option<usize>,
+}
+
+/// The role of operand `k` (of rank `rank`) of product `op`.
+fn role(op: &Op, k: usize, rank: usize) -> Option<Role> {
+    if rank < 2 {
+        return None;
+    }
+    let (last, second) = (rank - 1, rank - 2);
+    let transposed = match op {
+        Op::MatMul => false,
+        Op::TransposedMatMul { trans_a, trans_b } => [*trans_a, *trans_b][k],
+        Op::Gemm {
+            trans_a, trans_b, ..
+        } => [*trans_a, *trans_b][k],
+        Op::Conv(_) => {
+            return Some(match k {
+                0 => Role {
+                    channel: None,
+                    reduce: None,
+                },
+                _ => Role {
+                    channel: Some(0),
+                    reduce: Some(1),
+                },
+            })
+        }
+        _ => return None,
+    };
+    // A: [.., M, K]; B: [.., K, N]; transposed operands swap their last two axes.
+    let (channel, reduce) = match (k, transposed) {
+        (0, false) | (1, true) => (second, last),
+        _ => (last, second),
+    };
+    Some(Role {
+        channel: Some(channel),
+        reduce: Some(reduce),
+    })
+}
+
+fn dtype_of(graph: &Graph, v: ValueRef) -> Option<DType> {
+    graph.value(v).ty.as_tensor().map(|t| t.dtype)
+}
+
+/// The static shape of `v`, when every dim is known.
+fn shape_of(graph: &Graph, v: ValueRef) -> Option<Vec<i64>> {
+    let t = graph.value(v).ty.as_tensor()?;
+    t.shape.as_ref()?.iter().map(|d| d.as_const()).collect()
+}
+
+/// The rank of `v`, when known.
+fn rank_of(graph: &Graph, v: ValueRef) -> Option<usize> {
+    Some(graph.value(v).ty.as_tensor()?.shape.as_ref()?.len())
+}
+
+fn numel(shape: &[i64]) -> i64 {
+    shape.iter().product()
+}
+
+fn constant(graph: &Graph, v: ValueRef) -> Option<&Tensor> {
+    match &graph.node(v.node).op {
+        Op::Const(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// True for a constant whose every byte is zero (a zero point that changes nothing).
+fn all_zero(graph: &Graph, v: ValueRef) -> bool {
+    constant(graph, v).is_some_and(|t| t.data.iter().all(|&b| b == 0))
+}
+
+/// The 8-bit code types the tensor cores multiply (or decode exactly).
+fn byte_codes(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::I8 | DType::U8 | DType::F8E4M3FN | DType::F8E5M2
+    )
+}
+
+/// The code types stored in blocks along the reduced axis.
+fn block_codes(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::F4E2M1 | DType::I4 | DType::U4 | DType::I8 | DType::U8
+    )
+}
+
+/// One node of a chain to copy into a product's body: its op and its inputs, with zero points
+/// of all zeros left out.
+#[derive(Clone, Debug)]
+struct Link {
+    node: NodeId,
+    op: Op,
+    inputs: Vec<Option<ValueRef>>,
+}
+
+/// A `DequantizeLinear` whose scale and zero point the product's kernel can apply: per tensor,
+/// per output channel, or per block along the reduced axis.
+fn dequantize(graph: &Graph, id: NodeId, role: Role) -> Option<Vec<Link>> {
+    let Op::DequantizeLinear {
+        axis, block_size, ..
+    } = graph.node(id).op.clone()
+    else {
+        return None;
+    };
+    let out = ValueRef {
+        node: id,
+        output: 0,
+    };
+    if dtype_of(graph, out) != Some(DType::F32) {
+        return None;
+    }
+    let mut inputs = graph.inputs_of(id);
+    let (codes, scale) = (inputs.first().copied()??, inputs.get(1).copied()??);
+    let zero = inputs.get(2).copied().flatten();
+    let codes_dtype = dtype_of(graph, codes)?;
+    let scale_shape = shape_of(graph, scale)?;
+    let axis = normalize_axis(axis, rank_of(graph, codes)?);
+    if let Some(z) = zero {
+        if all_zero(graph, z) {
+            inputs.truncate(2);
+        } else if block_size > 0
+            || numel(&shape_of(graph, z)?) != 1
+            || !matches!(codes_dtype, DType::I8 | DType::U8)
+        {
+            return None;
+        }
+    }
+    let mut chain = Vec::new();
+    if block_size > 0 {
+        if !block_codes(codes_dtype) || axis != role.reduce || inputs.len() > 2 {
+            return None;
+        }
+        // NVFP4: E4M3 block scales times one f32 tensor scale.
+        if let Op::DequantizeLinear { block_size: 0, .. } = graph.node(scale.node).op {
+            let inner = graph.inputs_of(scale.node);
+            let tensor_scale = inner.get(1).copied().flatten()?;
+            let single = shape_of(graph, tensor_scale).is_some_and(|s| numel(&s) == 1);
+            if inner.len() > 2 && inner[2].is_some() || !single {
+                return None;
+            }
+            chain.push(Link {
+                node: scale.node,
+                op: graph.node(scale.node).op.clone(),
+                inputs: inner,
+            });
+        }
+    } else {
+        if !byte_codes(codes_dtype) {
+            return None;
+        }
+        let per_channel = scale_shape.len() == 1 && scale_shape[0] != 1;
+        if per_channel && (axis != role.channel || role.channel.is_none()) {
+            return None;
+        }
+        if numel(&scale_shape) != 1 && !per_channel {
+            return None;
+        }
+        // A quantize-dequantize pair of one scale: the kernel quantizes as it loads.
+        if let Op::QuantizeLinear {
+            block_size: 0,
+            output_dtype,
+            saturate,
+            ..
+        } = graph.node(codes.node).op.clone()
+        {
+            let q_inputs = graph.inputs_of(codes.node);
+            let same = q_inputs.get(1).copied().flatten() == Some(scale)
+                && q_inputs.get(2).copied().flatten() == zero;
+            if same && numel(&scale_shape) == 1 {
+                let mut q_inputs = q_inputs;
+                q_inputs.truncate(inputs.len());
+                chain.push(Link {
+                    node: codes.node,
+                    op: Op::QuantizeLinear {
+                        axis: 1,
+                        block_size: 0,
+                        output_dtype: output_dtype.or(Some(codes_dtype)),
+                        saturate,
+                    },
+                    inputs: q_inputs,
+                });
+            }
+        }
+    }
+    chain.push(Link {
+        node: id,
+        op: graph.node(id).op.clone(),
+        inputs,
+    });
+    Some(chain)
+}
+
+/// A value rounded to BF16/FP16 and widened back (`Cast(Cast(x, bf16), f32)`), or a BF16/FP16
+/// value widened (`Cast(w, f32)`).
+fn widen(graph: &Graph, id: NodeId) -> Option<Vec<Link>> {
+    let Op::Cast { to: DType::F32, .. } = graph.node(id).op else {
+        return None;
+    };
+    let inputs = graph.inputs_of(id);
+    let x = inputs.first().copied()??;
+    if !matches!(dtype_of(graph, x)?, DType::BF16 | DType::F16) {
+        return None;
+    }
+    let mut chain = Vec::new();
+    if let Op::Cast {
+        to: DType::BF16 | DType::F16,
+        ..
+    } = graph.node(x.node).op
+    {
+        chain.push(Link {
+            node: x.node,
+            op: graph.node(x.node).op.clone(),
+            inputs: graph.inputs_of(x.node),
+        });
+    }
+    chain.push(Link {
+        node: id,
+        op: graph.node(id).op.clone(),
+        inputs,
+    });
+    Some(chain)
+}
+
+/// The chain computing operand `v` of a product that its kernel can take in.
+fn operand_chain(graph: &Graph, v: ValueRef, role: Role) -> Option<Vec<Link>> {
+    if v.output != 0 {
+        return None;
+    }
+    match graph.node(v.node).op {
+        Op::DequantizeLinear { .. } => dequantize(graph, v.node, role),
+        Op::Cast { .. } => widen(graph, v.node),
+        _ => None,
+    }
+}
+
+/// A 2-D tensor transposed (any element width, 4-bit codes included).
+fn transpose(t: &Tensor) -> Option<Tensor> {
+    let [rows, cols] = t.shape[..] else {
+        return None;
+    };
+    let bits = t.dtype.bits();
+    let get = |i: usize| -> u64 {
+        match bits {
+            4 => u64::from((t.data[i / 2] >> ((i % 2) * 4)) & 0xF),
+            8 | 16 | 32 | 64 => {
+                let w = bits / 8;
+                let mut b = [0u8; 8];
+                b[..w].copy_from_slice(&t.data[i * w..(i + 1) * w]);
+                u64::from_le_bytes(b)
+            }
+            _ => 0,
+        }
+    };
+    if !matches!(bits, 4 | 8 | 16 | 32 | 64) {
+        return None;
+    }
+    let mut out = vec![0u8; t.data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let (from, to) = (r * cols + c, c * rows + r);
+            let v = get(from);
+            match bits {
+                4 => out[to / 2] |= (v as u8) << ((to % 2) * 4),
+                _ => {
+                    let w = bits / 8;
+                    out[to * w..(to + 1) * w].copy_from_slice(&v.to_le_bytes()[..w]);
+                }
+            }
+        }
+    }
+    Tensor::new(t.dtype, vec![cols, rows], Bytes::from(out)).ok()
+}
+
+/// The product op reading its B operand transposed, when B is read `[K, N]` today.
+fn with_b_transposed(op: &Op) -> Option<Op> {
+    match op {
+        Op::MatMul => Some(Op::TransposedMatMul {
+            trans_a: false,
+            trans_b: true,
+        }),
+        Op::TransposedMatMul {
+            trans_a,
+            trans_b: false,
+        } => Some(Op::TransposedMatMul {
+            trans_a: *trans_a,
+            trans_b: true,
+        }),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b: false,
+        } => Some(Op::Gemm {
+            alpha: *alpha,
+            beta: *beta,
+            trans_a: *trans_a,
+            trans_b: true,
+        }),
+        _ => None,
+    }
+}
+
+/// A weight chain rewritten to read its 2-D constants transposed, and the transposed constants
+/// (each with the value it replaces).
+struct Transposed {
+    chain: Vec<Link>,
+    constants: Vec<(ValueRef, Tensor)>,
+}
+
+/// Rewrites a weight chain to read its 2-D constants transposed (`[K, N]` → `[N, K]`), when it
+/// owns them.
+fn transposed_chain(graph: &Graph, chain: &[Link]) -> Option<Transposed> {
+    let inside = |v: &ValueRef| chain.iter().any(|l| l.node == v.node);
+    let mut constants = Vec::new();
+    for link in chain {
+        for v in link.inputs.iter().flatten().filter(|v| !inside(v)) {
+            if rank_of(graph, *v)? < 2 {
+                continue;
+            }
+            let t = constant(graph, *v)?;
+            if readers(graph, *v).len() != 1 || t.shape.len() != 2 {
+                return None;
+            }
+            constants.push((*v, transpose(t)?));
+        }
+    }
+    // Every link's value is read only inside the chain (or by the product), so no other
+    // reader sees the new layout.
+    for link in chain {
+        let v = ValueRef {
+            node: link.node,
+            output: 0,
+        };
+        if readers(graph, v).len() != 1 || graph.outputs.contains(&v) {
+            return None;
+        }
+    }
+    if constants.is_empty() {
+        return None;
+    }
+    let mut out = chain.to_vec();
+    for link in &mut out {
+        if let Op::DequantizeLinear {
+            axis,
+            block_size,
+            output_dtype,
+        } = link.op.clone()
+        {
+            let codes = link.inputs.first().copied().flatten()?;
+            if inside(&codes) {
+                continue;
+            }
+            let rank = rank_of(graph, codes)?;
+            let scale_rank = rank_of(graph, link.inputs.get(1).copied().flatten()?)?;
+            let moves = block_size > 0 || scale_rank == 1;
+            let axis = match normalize_axis(axis, rank) {
+                Some(a) if moves => 1 - a as i64,
+                _ => axis,
+            };
+            link.op = Op::DequantizeLinear {
+                axis,
+                block_size,
+                output_dtype,
+            };
+        }
+    }
+    Some(Transposed {
+        chain: out,
+        constants,
+    })
+}
+
+/// The node's body and inputs, a bare product seen as a body of one node.
+fn body_of(graph: &Graph, id: NodeId) -> (Vec<BodyNode>, Vec<ValueRef>, Vec<String>) {
+    let node = graph.node(id);
+    let slots = graph.inputs_of(id);
+    match &node.op {
+        Op::Fused(f) => (
+            f.body.clone(),
+            slots.into_iter().flatten().collect(),
+            f.provenance.clone(),
+        ),
+        op => {
+            let mut inputs = Vec::new();
+            let args = slots
+                .into_iter()
+                .map(|v| {
+                    v.map(|v| {
+                        inputs.push(v);
+                        Operand::Input(inputs.len() - 1)
+                    })
+                })
+                .collect();
+            (
+                vec![BodyNode {
+                    op: op.clone(),
+                    args,
+                }],
+                inputs,
+                Vec::new(),
+            )
+        }
+    }
+}
+
+fn is_product(op: &Op) -> bool {
+    sparkc_ir::fused::is_contraction(op)
+}
+
+/// Folds what product `id` can take in; returns whether it changed anything.
+fn fold(graph: &mut Graph, id: NodeId) -> Result<bool, PassError> {
+    let (body, inputs, provenance) = body_of(graph, id);
+    let Some(a) = body.iter().position(|n| is_product(&n.op)) else {
+        return Ok(false);
+    };
+    let mut anchor_op = body[a].op.clone();
+    let mut chains: [Option<Vec<Link>>; 2] = [None, None];
+    let mut replaced: HashMap<ValueRef, ValueRef> = HashMap::new();
+    for (k, chain) in chains.iter_mut().enumerate() {
+        let Some(Some(Operand::Input(i))) = body[a].args.get(k) else {
+            continue;
+        };
+        let v = inputs[*i];
+        let Some(rank) = rank_of(graph, v) else {
+            continue;
+        };
+        let Some(role) = role(&anchor_op, k, rank) else {
+            continue;
+        };
+        let Some(mut found) = operand_chain(graph, v, role) else {
+            continue;
+        };
+        if k == 1 && rank == 2 {
+            if let Some(op) = with_b_transposed(&anchor_op) {
+                if let Some(Transposed { chain, constants }) = transposed_chain(graph, &found) {
+                    for (old, t) in constants {
+                        let name = format!("{}.t", graph.value(old).name);
+                        let name = crate::edit::fresh_name(graph, &name);
+                        let new = graph.add_const(&name, t);
+                        replaced.insert(old, new);
+                    }
+                    found = chain;
+                    anchor_op = op;
+                }
+            }
+        }
+        *chain = Some(found);
+    }
+    if chains.iter().all(Option::is_none) {
+        return Ok(false);
+    }
+    // The new body: both chains, then the old body with its node indices shifted.
+    let prefix: Vec<&Link> = chains.iter().flatten().flatten().collect();
+    let mut new_inputs: Vec<ValueRef> = Vec::new();
+    let input_index = |v: ValueRef, new_inputs: &mut Vec<ValueRef>| -> usize {
+        let v = replaced.get(&v).copied().unwrap_or(v);
+        new_inputs.iter().position(|x| *x == v).unwrap_or_else(|| {
+            new_inputs.push(v);
+            new_inputs.len() - 1
+        })
+    };
+    let mut new_body: Vec<BodyNode> = Vec::new();
+    let mut position: HashMap<NodeId, usize> = HashMap::new();
+    for link in &prefix {
+        let args = link
+            .inputs
+            .iter()
+            .map(|v| {
+                v.map(|v| match position.get(&v.node) {
+                    Some(&j) if v.output == 0 => Operand::Node(j),
+                    _ => Operand::Input(input_index(v, &mut new_inputs)),
+                })
+            })
+            .collect();
+        position.insert(link.node, new_body.len());
+        new_body.push(BodyNode {
+            op: link.op.clone(),
+            args,
+        });
+    }
+    let shift = new_body.len();
+    let ends: Vec<Option<usize>> = chains
+        .iter()
+        .map(|c| c.as_ref().and_then(|c| c.last()).map(|l| position[&l.node]))
+        .collect();
+    for (j, node) in body.iter().enumerate() {
+        let mut args: Vec<Option<Operand>> = node
+            .args
+            .iter()
+            .map(|arg| {
+                arg.map(|arg| match arg {
+                    Operand::Node(d) => Operand::Node(d + shift),
+                    Operand::Input(i) => Operand::Input(input_index(inputs[i], &mut new_inputs)),
+                })
+            })
+            .collect();
+        let mut op = node.op.clone();
+        if j == a {
+            op = anchor_op.clone();
+            for (k, end) in ends.iter().enumerate() {
+                if let Some(end) = end {
+                    args[k] = Some(Operand::Node(*end));
+                }
+            }
+        }
+        new_body.push(BodyNode { op, args });
+    }
+    // Inputs only the replaced operands read drop out.
+    let mut used = vec![false; new_inputs.len()];
+    for arg in new_body.iter().flat_map(|n| n.args.iter().flatten()) {
+        if let Operand::Input(i) = arg {
+            used[*i] = true;
+        }
+    }
+    let mut renumber = vec![0; new_inputs.len()];
+    let mut kept = Vec::new();
+    for (i, v) in new_inputs.iter().enumerate() {
+        if used[i] {
+            renumber[i] = kept.len();
+            kept.push(Some(*v));
+        }
+    }
+    for arg in new_body
+        .iter_mut()
+        .flat_map(|n| n.args.iter_mut().flatten())
+    {
+        if let Operand::Input(i) = arg {
+            *i = renumber[*i];
+        }
+    }
+    let mut provenance = provenance;
+    provenance.push("fold-quantized".to_string());
+    let fused = Fused {
+        body: new_body,
+        provenance,
+    };
+    let node = graph.node(id).clone();
+    let mut rules = node.rules.clone();
+    rules.push("fold-quantized".to_string());
+    let new = graph.add_node(
+        node.name.clone(),
+        Op::Fused(Box::new(fused)),
+        &kept,
+        node.outputs.clone(),
+    );
+    graph.dag[new].rules = rules;
+    for output in 0..node.outputs.len() {
+        let from = ValueRef { node: id, output };
+        let to = ValueRef { node: new, output };
+        replace_uses(graph, from, to);
+        for out in graph.outputs.iter_mut().filter(|v| **v == from) {
+            *out = to;
+        }
+    }
+    graph.dag.remove_node(id);
+    Ok(true)
+}
+
+impl Pass for FoldQuantized {
+    fn name(&self) -> &'static str {
+        "fold-quantized"
+    }
+
+    fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
+        let products: Vec<NodeId> = graph
+            .topo_order()?
+            .into_iter()
+            .filter(|&id| match &graph.node(id).op {
+                Op::Fused(f) => f.body.iter().any(|n| is_product(&n.op)),
+                op => is_product(op),
+            })
+            .collect();
+        let mut folded = 0;
+        for id in products {
+            if fold(graph, id)? {
+                folded += 1;
+            }
+        }
+        Ok(format!("folded quantization into {folded} product(s)"))
+    }
+}
