@@ -610,3 +610,212 @@ impl Pass for FoldQuantized {
         Ok(format!("folded quantization into {folded} product(s)"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{transpose, FoldQuantized};
+    use crate::fuse::FuseBodies;
+    use crate::testing::{ops, push, run_checked, tensor_type};
+    use bytes::Bytes;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use sparkc_ir::formats::{encode, Rounding};
+    use sparkc_ir::{DType, Graph, Op, Tensor, ValueRef};
+
+    fn constant(
+        graph: &mut Graph,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+        bytes: Vec<u8>,
+    ) -> ValueRef {
+        let t = Tensor::new(dtype, shape.to_vec(), Bytes::from(bytes)).expect("a tensor");
+        graph.add_const(name, t)
+    }
+
+    fn f32s(graph: &mut Graph, name: &str, shape: &[usize], values: &[f32]) -> ValueRef {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        constant(graph, name, DType::F32, shape, bytes)
+    }
+
+    fn quantize(axis: i64) -> Op {
+        Op::QuantizeLinear {
+            axis,
+            block_size: 0,
+            output_dtype: None,
+            saturate: true,
+        }
+    }
+
+    fn dequantize(axis: i64, block_size: i64) -> Op {
+        Op::DequantizeLinear {
+            axis,
+            block_size,
+            output_dtype: Some(DType::F32),
+        }
+    }
+
+    /// `x: f32[N,5,40]` through a uint8 quantize–dequantize pair, times int8 weights `[40, 24]`
+    /// with a per-channel scale (and a zero point of zeros), plus a bias.
+    fn int8_matmul(activation_scale: &[usize], weight_zero: i8) -> Graph {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut g = Graph::new("q");
+        let x = g.add_input("x", tensor_type("f32[N,5,40]"));
+        let n: usize = activation_scale.iter().product();
+        let xs = f32s(&mut g, "xs", activation_scale, &vec![0.02; n]);
+        let xz = constant(&mut g, "xz", DType::U8, activation_scale, vec![128; n]);
+        let q = push(&mut g, quantize(-1), &[Some(x), Some(xs), Some(xz)]);
+        let xd = push(&mut g, dequantize(-1, 0), &[Some(q), Some(xs), Some(xz)]);
+        let codes: Vec<u8> = (0..40 * 24)
+            .map(|_| rng.random_range(-127i8..=127) as u8)
+            .collect();
+        let w = constant(&mut g, "w", DType::I8, &[40, 24], codes);
+        let scales: Vec<f32> = (0..24).map(|_| rng.random_range(0.001..0.01)).collect();
+        let ws = f32s(&mut g, "ws", &[24], &scales);
+        let wz = constant(&mut g, "wz", DType::I8, &[24], vec![weight_zero as u8; 24]);
+        let wd = push(&mut g, dequantize(1, 0), &[Some(w), Some(ws), Some(wz)]);
+        let p = push(&mut g, Op::MatMul, &[Some(xd), Some(wd)]);
+        let bias = f32s(&mut g, "b", &[24], &[0.5; 24]);
+        let y = push(
+            &mut g,
+            Op::Binary(sparkc_ir::op::Binary::Add),
+            &[Some(p), Some(bias)],
+        );
+        g.outputs.push(y);
+        g
+    }
+
+    fn folded(g: &Graph) -> Graph {
+        let fused = run_checked(&mut FuseBodies, g);
+        let mut after = run_checked(&mut FoldQuantized, &fused);
+        crate::dce::DeadCode.run_on(&mut after);
+        after
+    }
+
+    fn constant_shape(g: &Graph, dtype: DType) -> Vec<Vec<usize>> {
+        g.dag
+            .node_weights()
+            .filter_map(|n| match &n.op {
+                Op::Const(t) if t.dtype == dtype => Some(t.shape.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_activation_pair_and_a_channel_weight_fold_into_the_product() {
+        let after = folded(&int8_matmul(&[], 0));
+        assert_eq!(
+            ops(&after),
+            ["Fused(QuantizeLinear+DequantizeLinear+DequantizeLinear+TransposedMatMul+Add)"]
+        );
+        // The weight is stored [N, K]; its zero point of zeros is gone.
+        assert_eq!(constant_shape(&after, DType::I8), [vec![24, 40]]);
+    }
+
+    #[test]
+    fn a_zero_point_per_weight_channel_is_not_folded() {
+        let after = folded(&int8_matmul(&[], 3));
+        assert!(
+            ops(&after).contains(&"DequantizeLinear".to_string()),
+            "{:?}",
+            ops(&after)
+        );
+        assert!(
+            ops(&after)
+                .iter()
+                .any(|o| o == "Fused(QuantizeLinear+DequantizeLinear+MatMul+Add)"),
+            "{:?}",
+            ops(&after)
+        );
+    }
+
+    #[test]
+    fn an_activation_scaled_per_channel_is_not_quantized_in_the_product() {
+        let after = folded(&int8_matmul(&[40], 0));
+        let names = ops(&after);
+        assert!(names.contains(&"QuantizeLinear".to_string()), "{names:?}");
+        assert!(
+            names
+                .iter()
+                .any(|o| o == "Fused(DequantizeLinear+TransposedMatMul+Add)"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn fp4_blocks_with_their_tensor_scale_fold_and_transpose() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut g = Graph::new("fp4");
+        let x = g.add_input("x", tensor_type("f32[3,64]"));
+        let packed: Vec<u8> = (0..64 * 12 / 2).map(|_| rng.random::<u8>()).collect();
+        let codes = constant(&mut g, "w", DType::F4E2M1, &[64, 12], packed);
+        let bs: Vec<u8> = (0..4 * 12)
+            .map(|_| {
+                let v = rng.random_range(0.25..4.0);
+                encode(DType::F8E4M3FN, v, true, Rounding::Nearest)
+            })
+            .collect();
+        let bs = constant(&mut g, "bs", DType::F8E4M3FN, &[4, 12], bs);
+        let ts = f32s(&mut g, "ts", &[], &[0.125]);
+        let scales = push(&mut g, dequantize(0, 0), &[Some(bs), Some(ts)]);
+        let w = push(&mut g, dequantize(0, 16), &[Some(codes), Some(scales)]);
+        let y = push(&mut g, Op::MatMul, &[Some(x), Some(w)]);
+        g.outputs.push(y);
+        let after = folded(&g);
+        assert_eq!(
+            ops(&after),
+            ["Fused(DequantizeLinear+DequantizeLinear+TransposedMatMul)"]
+        );
+        assert_eq!(constant_shape(&after, DType::F4E2M1), [vec![12, 64]]);
+        assert_eq!(constant_shape(&after, DType::F8E4M3FN), [vec![12, 4]]);
+    }
+
+    #[test]
+    fn values_rounded_to_bf16_fold_with_bf16_weights() {
+        let mut g = Graph::new("bf16");
+        let x = g.add_input("x", tensor_type("f32[N,8]"));
+        let cast = |to| Op::Cast {
+            to,
+            saturate: true,
+            round_mode: "nearest".into(),
+        };
+        let r = push(&mut g, cast(DType::BF16), &[Some(x)]);
+        let xr = push(&mut g, cast(DType::F32), &[Some(r)]);
+        let bits: Vec<u8> = (0..8 * 6)
+            .flat_map(|i| {
+                half::bf16::from_f32(i as f32 / 7.0 - 3.0)
+                    .to_bits()
+                    .to_le_bytes()
+            })
+            .collect();
+        let w = constant(&mut g, "w", DType::BF16, &[8, 6], bits);
+        let wf = push(&mut g, cast(DType::F32), &[Some(w)]);
+        let y = push(&mut g, Op::MatMul, &[Some(xr), Some(wf)]);
+        g.outputs.push(y);
+        let after = folded(&g);
+        assert_eq!(ops(&after), ["Fused(Cast+Cast+Cast+TransposedMatMul)"]);
+        assert_eq!(constant_shape(&after, DType::BF16), [vec![6, 8]]);
+    }
+
+    #[test]
+    fn four_bit_codes_transpose_nibble_by_nibble() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let (rows, cols) = (5usize, 7usize);
+        let codes: Vec<u8> = (0..rows * cols).map(|_| rng.random_range(0..16)).collect();
+        let mut packed = vec![0u8; (rows * cols).div_ceil(2)];
+        for (i, c) in codes.iter().enumerate() {
+            packed[i / 2] |= c << ((i % 2) * 4);
+        }
+        let t = Tensor::new(DType::F4E2M1, vec![rows, cols], Bytes::from(packed)).expect("fp4");
+        let u = transpose(&t).expect("transposes");
+        assert_eq!(u.shape, [cols, rows]);
+        for r in 0..rows {
+            for c in 0..cols {
+                let at = c * rows + r;
+                let nibble = (u.data[at / 2] >> ((at % 2) * 4)) & 0xF;
+                assert_eq!(nibble, codes[r * cols + c], "element ({r}, {c})");
+            }
+        }
+    }
+}
