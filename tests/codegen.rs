@@ -94,19 +94,32 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
             .unwrap_or_else(|e| panic!("{name}: optimize: {e}"));
         models.push((name, model));
     }
-    // Quantized models: every format's quantize/dequantize kernels and rounding casts, and a
-    // model quantized by onnxruntime.
+    // Quantized models: every format's quantized products (and FP4 activations), quantize and
+    // dequantize kernels and rounding casts, and the QDQ models.
     let paths: BTreeMap<String, PathBuf> = whole_models().into_iter().collect();
     let quantized = Scheme::ALL
         .iter()
-        .map(|&s| ("bert_encoder", s))
-        .chain([("mobilenet", Scheme::Int8), ("mobilenet", Scheme::Fp8)]);
-    let mut sources: Vec<(String, PathBuf, Option<Scheme>)> = quantized
-        .map(|(name, s)| (format!("{name}_{s}"), paths[name].clone(), Some(s)))
+        .map(|&s| ("bert_encoder", s, false))
+        .chain([
+            ("mobilenet", Scheme::Int8, false),
+            ("mobilenet", Scheme::Fp8, false),
+            ("bert_encoder", Scheme::Nvfp4, true),
+            ("bert_encoder", Scheme::Mxfp4, true),
+        ]);
+    let mut sources: Vec<(String, PathBuf, Option<Scheme>, bool)> = quantized
+        .map(|(name, s, a4)| {
+            let label = if a4 {
+                format!("{name}_{s}_a4")
+            } else {
+                format!("{name}_{s}")
+            };
+            (label, paths[name].clone(), Some(s), a4)
+        })
         .collect();
-    sources.extend(qdq_models().into_iter().map(|(n, p)| (n, p, None)));
-    for (name, path, scheme) in sources {
-        let request = Request::seeded(scheme);
+    sources.extend(qdq_models().into_iter().map(|(n, p)| (n, p, None, false)));
+    for (name, path, scheme, block_activations) in sources {
+        let mut request = Request::seeded(scheme);
+        request.block_activations = block_activations;
         let (model, _) = optimize_quantized(&path, &request)
             .unwrap_or_else(|e| panic!("{name}: quantize: {e:#}"));
         models.push((name, model));
@@ -313,6 +326,191 @@ fn every_node_test_kernel_assembles_for_the_newest_and_oldest_targets() {
             files.len()
         );
         failures.extend(failed);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Adds a node of `op` reading `inputs`, typed by inference.
+fn push(g: &mut Graph, op: Op, inputs: &[Option<ValueRef>]) -> ValueRef {
+    let name = format!("n{}", g.node_count());
+    let out = Value {
+        name: name.clone(),
+        ty: ValueType::Tensor(TensorType::new(DType::F32, vec![])),
+        known: None,
+    };
+    let id = g.add_node(name, op, inputs, vec![out]);
+    infer_graph(g).expect("well typed");
+    ValueRef {
+        node: id,
+        output: 0,
+    }
+}
+
+/// A constant of `dtype` and `shape` filled with `byte`.
+fn filled(g: &mut Graph, name: &str, dtype: DType, shape: &[usize], byte: u8) -> ValueRef {
+    let n: usize = shape.iter().product();
+    let bytes = dtype.storage_bytes(n).expect("a size");
+    let t = sparkc_ir::Tensor::new(dtype, shape.to_vec(), bytes::Bytes::from(vec![byte; bytes]))
+        .expect("a tensor");
+    g.add_const(name, t)
+}
+
+fn dq(axis: i64, block_size: i64) -> Op {
+    Op::DequantizeLinear {
+        axis,
+        block_size,
+        output_dtype: Some(DType::F32),
+    }
+}
+
+/// `x: f32[M, 256]` (or stored codes) times a quantized weight `[256, 384]`, optimized.
+fn quantized_product(activation: &str, weight: &str) -> Graph {
+    let mut g = Graph::new("q");
+    let (k, n) = (256usize, 384usize);
+    let x = g.add_input(
+        "x",
+        ValueType::Tensor(TensorType::new(
+            DType::F32,
+            vec![Dim::sym("M"), Dim::known(k as i64)],
+        )),
+    );
+    let scalar = |g: &mut Graph, name: &str| filled(g, name, DType::F32, &[], 0x3c);
+    let a = match activation {
+        // uint8 codes given as they are: the product copies them with cp.async and
+        // subtracts their zero point.
+        "u8 stored" => {
+            let codes = g.add_input(
+                "xq",
+                ValueType::Tensor(TensorType::new(
+                    DType::U8,
+                    vec![Dim::sym("M"), Dim::known(k as i64)],
+                )),
+            );
+            let (s, z) = (
+                scalar(&mut g, "xs"),
+                filled(&mut g, "xz", DType::U8, &[], 7),
+            );
+            push(&mut g, dq(1, 0), &[Some(codes), Some(s), Some(z)])
+        }
+        "e4m3" => {
+            let (s, z) = (
+                scalar(&mut g, "xs"),
+                filled(&mut g, "xz", DType::F8E4M3FN, &[], 0),
+            );
+            let q = push(
+                &mut g,
+                Op::QuantizeLinear {
+                    axis: 1,
+                    block_size: 0,
+                    output_dtype: None,
+                    saturate: true,
+                },
+                &[Some(x), Some(s), Some(z)],
+            );
+            push(&mut g, dq(1, 0), &[Some(q), Some(s), Some(z)])
+        }
+        "nvfp4" => {
+            let t = scalar(&mut g, "xt");
+            let format = sparkc_ir::formats::BlockFormat::Nvfp4;
+            push(&mut g, Op::RoundToBlocks { format }, &[Some(x), Some(t)])
+        }
+        "mxfp4" => {
+            let format = sparkc_ir::formats::BlockFormat::Mxfp4;
+            push(&mut g, Op::RoundToBlocks { format }, &[Some(x)])
+        }
+        other => panic!("unknown activation {other}"),
+    };
+    let w = match weight {
+        "s8" | "e5m2" => {
+            let dtype = if weight == "s8" {
+                DType::I8
+            } else {
+                DType::F8E5M2
+            };
+            let codes = filled(&mut g, "w", dtype, &[k, n], 0x21);
+            let scales = filled(&mut g, "ws", DType::F32, &[n], 0x3c);
+            push(&mut g, dq(1, 0), &[Some(codes), Some(scales)])
+        }
+        "nvfp4" => {
+            let codes = filled(&mut g, "w", DType::F4E2M1, &[k, n], 0x21);
+            let scales = filled(&mut g, "bs", DType::F8E4M3FN, &[k / 16, n], 0x38);
+            let t = scalar(&mut g, "wt");
+            let scales = push(&mut g, dq(0, 0), &[Some(scales), Some(t)]);
+            push(&mut g, dq(0, 16), &[Some(codes), Some(scales)])
+        }
+        "mxfp4" => {
+            let codes = filled(&mut g, "w", DType::F4E2M1, &[k, n], 0x21);
+            let scales = filled(&mut g, "bs", DType::F8E8M0, &[k / 32, n], 0x7f);
+            push(&mut g, dq(0, 32), &[Some(codes), Some(scales)])
+        }
+        other => panic!("unknown weight {other}"),
+    };
+    let y = push(&mut g, Op::MatMul, &[Some(a), Some(w)]);
+    g.outputs.insert(0, y);
+    sparkc_passes::standard()
+        .and_then(|mut p| p.run(&mut g))
+        .expect("optimizes");
+    g
+}
+
+/// Each way the kernels multiply quantized operands, with the instruction each target must
+/// get, assembled for every target.
+#[test]
+fn quantized_product_variants_assemble_for_every_target() {
+    // (activation, weight, variant on sm_121a/sm_120a, on sm_100a/sm_90a, on sm_80)
+    let cases = [
+        ("u8 stored", "s8", "mma.u8xs8", "mma.u8xs8", "mma.u8xs8"),
+        (
+            "e4m3",
+            "e5m2",
+            "mma.f8f6f4.e4m3xe5m2",
+            "mma.e4m3xe5m2",
+            "mma.bf16",
+        ),
+        (
+            "nvfp4",
+            "nvfp4",
+            "mma.mxf4nvf4.e2m1xe2m1.ue4m3",
+            "mma.bf16",
+            "mma.bf16",
+        ),
+        (
+            "mxfp4",
+            "mxfp4",
+            "mma.mxf4nvf4.e2m1xe2m1.ue8m0",
+            "mma.bf16",
+            "mma.bf16",
+        ),
+    ];
+    let ptxas = ptxas();
+    let dir = std::env::temp_dir().join(format!("sparkc-qmma-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut failures = Vec::new();
+    for (activation, weight, blackwell, hopper, ampere) in cases {
+        let graph = quantized_product(activation, weight);
+        for sm in Sm::ALL {
+            let want = match sm {
+                Sm::Sm121a | Sm::Sm120a => blackwell,
+                Sm::Sm100a | Sm::Sm90a => hopper,
+                Sm::Sm80 => ampere,
+            };
+            let lowering = lower_graph(&graph, Output::Ptx(sm), Precision::default(), None)
+                .unwrap_or_else(|e| panic!("{activation} x {weight} for {sm}: {e}"));
+            let product = lowering
+                .kernels
+                .iter()
+                .find(|k| k.info.covers.iter().any(|c| c.contains("MatMul")))
+                .expect("a product kernel");
+            assert!(
+                product.info.variant.starts_with(want),
+                "{activation} x {weight} for {sm}: variant {} is not {want}",
+                product.info.variant
+            );
+            let f = dir.join(format!("{}_{activation}_{weight}.ptx", sm.name()).replace(' ', "_"));
+            std::fs::write(&f, &product.text).expect("write PTX");
+            failures.extend(assemble(&ptxas, sm, &[f]));
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));

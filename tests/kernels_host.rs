@@ -214,3 +214,76 @@ fn host_kernels_match_onnx_node_tests() {
         failures.join("\n")
     );
 }
+
+/// `RoundToBlocks` (how activations are rounded to NVFP4 and MXFP4) on host kernels against the
+/// CPU executor, which rounds with the IR's block codec: every value bit for bit, with a short
+/// last block, a block of zeros, tiny and huge values, an infinity and a NaN.
+#[test]
+fn round_to_blocks_kernels_match_the_block_codec() {
+    use sparkc_ir::formats::BlockFormat;
+    use sparkc_ir::{Dim, Graph, TensorType, ValueType};
+    let (rows, len) = (3usize, 40usize);
+    let mut x: Vec<f32> = (0..rows * len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 5.0)
+        .collect();
+    x[40..56].iter_mut().for_each(|v| *v = 0.0);
+    x[60] = 1e-30;
+    x[70] = 3e4;
+    x[100] = f32::INFINITY;
+    x[101] = f32::NAN;
+    for format in [BlockFormat::Nvfp4, BlockFormat::Mxfp4] {
+        let mut g = Graph::new("round");
+        let dims = vec![Dim::known(rows as i64), Dim::known(len as i64)];
+        let input = g.add_input("x", ValueType::Tensor(TensorType::new(DType::F32, dims)));
+        let mut inputs = vec![Some(input)];
+        if format == BlockFormat::Nvfp4 {
+            let scale = Tensor::new(
+                DType::F32,
+                vec![],
+                Bytes::from(0.01f32.to_le_bytes().to_vec()),
+            )
+            .expect("a scale");
+            inputs.push(Some(g.add_const("ts", scale)));
+        }
+        let out = sparkc_ir::Value {
+            name: "y".into(),
+            ty: ValueType::Tensor(TensorType::new(DType::F32, vec![])),
+            known: None,
+        };
+        let id = g.add_node(
+            "round".into(),
+            Op::RoundToBlocks { format },
+            &inputs,
+            vec![out],
+        );
+        g.outputs.push(ValueRef {
+            node: id,
+            output: 0,
+        });
+        sparkc_ir::infer_graph(&mut g).expect("typed");
+        let exec = sparkc_cpu::Executor::new(&g).expect("an executor");
+        let given = Value::Tensor(Array::f32(vec![rows, len], x.clone()));
+        let want = exec.run(vec![given]).expect("runs")[0]
+            .as_tensor()
+            .expect("a tensor")
+            .data
+            .to_f64s();
+        let req = request(&g, id, "k".into(), Target::Host, Precision::Fp32).expect("a request");
+        let cx = inkwell::context::Context::create();
+        let kernel = generate(&cx, &req).expect("a kernel");
+        let mut y = vec![0u8; rows * len * 4];
+        let mut xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut buffers: Vec<&mut [u8]> = vec![&mut y, &mut xb];
+        let mut scale_bytes = 0.01f32.to_le_bytes().to_vec();
+        if format == BlockFormat::Nvfp4 {
+            buffers.push(&mut scale_bytes);
+        }
+        // SAFETY: the buffers hold the kernel's static shapes.
+        unsafe { host::run(&kernel, &mut buffers, &[]) }.expect("the kernel runs");
+        let got = values_of(DType::F32, &y);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            let same = (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits();
+            assert!(same, "{format:?} element {i}: kernel {a}, codec {b}");
+        }
+    }
+}

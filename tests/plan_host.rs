@@ -152,20 +152,28 @@ fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
 #[test]
 fn quantized_models_run_their_gpu_plans_on_host_kernels() {
     let mut report = String::new();
+    // (model, format, activations rounded to the weights' FP4 blocks)
     let cases = [
-        ("bert_encoder", Scheme::Fp8),
-        ("gpt_decoder", Scheme::Nvfp4),
-        ("mobilenet", Scheme::Int8),
-        ("bert_encoder", Scheme::Mxfp4),
-        ("tiny_cnn", Scheme::Bf16),
+        ("bert_encoder", Scheme::Fp8, false),
+        ("gpt_decoder", Scheme::Nvfp4, false),
+        ("gpt_decoder", Scheme::Nvfp4, true),
+        ("mobilenet", Scheme::Int8, false),
+        ("bert_encoder", Scheme::Mxfp4, false),
+        ("bert_encoder", Scheme::Mxfp4, true),
+        ("tiny_cnn", Scheme::Bf16, false),
     ];
     let models: HashMap<String, PathBuf> = whole_models().into_iter().collect();
-    for (name, scheme) in cases {
+    for (name, scheme, block_activations) in cases {
         let path = &models[name];
-        let request = Request::seeded(Some(scheme));
+        let mut request = Request::seeded(Some(scheme));
+        request.block_activations = block_activations;
         let (model, _) = optimize_quantized(path, &request).expect("quantizes");
-        let label = format!("{name}/{scheme}");
-        let args = ["--quantize", scheme.name()];
+        let mut args = vec!["--quantize", scheme.name()];
+        let mut label = format!("{name}/{scheme}");
+        if block_activations {
+            args.extend(["--activations", scheme.name()]);
+            label.push_str("-a4");
+        }
         report.push_str(&check_plan(&label, path, &args, &model.graph, 1e-3));
     }
     for (name, path) in qdq_models() {

@@ -235,6 +235,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             ),
             Target::Host => None,
         };
+        // Patches are gathered element by element: FP4 blocks are multiplied as BF16 values.
+        let kind = match kind {
+            Some(k) if k.blocks() => Some(mma::Kind::Bf16),
+            other => other,
+        };
         let codes = kind.is_some_and(|k| k.codes());
         let load_a = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<Val<'ctx>> {
             let ok = cg.and(
@@ -291,6 +296,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             };
             let a = mma::Operand {
                 load: &load_a,
+                fp4: None,
                 direct: stages_as_is(kind, w.plain)
                     .filter(|_| aligned)
                     .map(|slot| mma::Direct {
@@ -302,6 +308,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             };
             let b = mma::Operand {
                 load: &load_b,
+                fp4: None,
                 direct: None,
                 k_contiguous: false,
             };
@@ -323,7 +330,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             (
                 format!("implicit-gemm {}", tile.describe(kind)),
                 grid,
-                (0, tile.shared_bytes()),
+                (0, tile.shared_bytes(kind)),
             )
         } else {
             tiled(&mut cg, units, m, out_pixels, k, &value_a, &value_b, &store)?;

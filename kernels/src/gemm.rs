@@ -203,6 +203,8 @@ pub(crate) fn stages_as_is(kind: mma::Kind, plain: Option<(usize, DType)>) -> Op
     let (slot, dtype) = plain?;
     let fits = if kind.codes() {
         dtype.bits() == 8
+    } else if kind.blocks() {
+        dtype == DType::F4E2M1
     } else {
         dtype == kind.dtype()
     };
@@ -355,6 +357,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         ),
         Target::Host => None,
     };
+    // Block-scaled FP4 needs both operands' blocks contiguous along k.
+    let kind = match kind {
+        Some(k) if k.blocks() && (trans_a || !trans_b) => Some(mma::Kind::Bf16),
+        other => other,
+    };
     let codes = kind.is_some_and(|k| k.codes());
     let load_a = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<Val<'ctx>> {
         let (ok, i) = index_a(cg, unit, row, col)?;
@@ -363,6 +370,22 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
     let load_b = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<Val<'ctx>> {
         let (ok, i) = index_b(cg, unit, row, col)?;
         element(cg, req, &b, codes, ok, i)
+    };
+    // 32 FP4 elements along k from (row, k0) of A, or (k0, column) of B.
+    let chunk =
+        |cg: &Cg<'ctx>, f: &Factor<'ctx>, rows, row, k0, at: (IntValue<'ctx>, IntValue<'ctx>)| {
+            let inside = cg.icmp(IntPredicate::SLT, row, rows)?;
+            let left = cg.imax(cg.imin(cg.sub(k, k0)?, cg.c(32))?, cg.c(0))?;
+            let valid = cg.select(inside, left, cg.c(0))?.into_int_value();
+            f.fp4_chunk(cg, req, at.1, valid)
+        };
+    let chunk_a = |cg: &mut Cg<'ctx>, unit, row, k0| {
+        let at = index_a(cg, unit, row, k0)?;
+        chunk(cg, &a, m, row, k0, at)
+    };
+    let chunk_b = |cg: &mut Cg<'ctx>, unit, column, k0| {
+        let at = index_b(cg, unit, k0, column)?;
+        chunk(cg, &b, n, column, k0, at)
     };
     let value_a = |cg: &mut Cg<'ctx>, unit, row, col| load_a(cg, unit, row, col)?.float(cg);
     let value_b = |cg: &mut Cg<'ctx>, unit, row, col| load_b(cg, unit, row, col)?.float(cg);
@@ -420,8 +443,10 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             .is_some_and(|k| k % kind.chunk_elems() == 0);
         let a_offset = |cg: &Cg<'ctx>, unit| Ok(batch_offsets(cg, unit)?.0);
         let b_offset = |cg: &Cg<'ctx>, unit| Ok(batch_offsets(cg, unit)?.1);
+        let blocks = kind.blocks();
         let a_op = mma::Operand {
             load: &load_a,
+            fp4: blocks.then_some(&chunk_a as &mma::Fp4Chunk),
             direct: stages_as_is(kind, a.plain)
                 .filter(|_| aligned && !trans_a)
                 .map(|slot| mma::Direct {
@@ -433,6 +458,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         };
         let b_op = mma::Operand {
             load: &load_b,
+            fp4: blocks.then_some(&chunk_b as &mma::Fp4Chunk),
             direct: stages_as_is(kind, b.plain)
                 .filter(|_| aligned && trans_b)
                 .map(|slot| mma::Direct {
@@ -460,7 +486,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             grid: units_dim * tiles,
             block: mma::THREADS,
             shared_bytes: 0,
-            dynamic_shared_bytes: tile.shared_bytes(),
+            dynamic_shared_bytes: tile.shared_bytes(kind),
         };
         (tile.describe(kind), launch)
     } else {

@@ -59,6 +59,13 @@ pub enum Kind {
         /// The sm_120 family's `kind::f8f6f4` instruction.
         blackwell: bool,
     },
+    /// FP4 E2M1 codes with their block scales, `kind::mxf4nvf4.block_scale` `m16n8k64` (the
+    /// sm_120 family): E4M3 scales per 16 (`scale_vec::4X`, NVFP4, `nv`) or E8M0 scales per 32
+    /// (`scale_vec::2X`, MXFP4).
+    Fp4 {
+        /// NVFP4 rather than MXFP4.
+        nv: bool,
+    },
 }
 
 impl Kind {
@@ -89,6 +96,19 @@ impl Kind {
                     blackwell: sm.is_sm120_family(),
                 })
             }
+            (
+                Class::Fp4 { nv, block },
+                Class::Fp4 {
+                    nv: nv_b,
+                    block: block_b,
+                },
+            ) if nv == nv_b
+                && block == block_b
+                && block == if nv { 16 } else { 32 }
+                && sm.is_sm120_family() =>
+            {
+                return Some(Kind::Fp4 { nv })
+            }
             _ => {}
         }
         for (kind, staged) in [
@@ -104,37 +124,54 @@ impl Kind {
         (precision == Precision::Tf32 && tf32(a) && tf32(b)).then_some(Kind::Tf32)
     }
 
-    /// The dtype operands are staged in (codes as bytes).
+    /// The dtype operands are staged in (codes as bytes, FP4 codes two to a byte).
     pub fn dtype(self) -> DType {
         match self {
             Kind::Bf16 => DType::BF16,
             Kind::F16 => DType::F16,
             Kind::Tf32 => DType::F32,
-            Kind::Int8 { .. } | Kind::Fp8 { .. } => DType::U8,
+            Kind::Int8 { .. } | Kind::Fp8 { .. } | Kind::Fp4 { .. } => DType::U8,
         }
     }
 
-    /// True when the tensor cores multiply codes rather than values.
+    /// True when the tensor cores multiply 8-bit codes rather than values.
     pub fn codes(self) -> bool {
         matches!(self, Kind::Int8 { .. } | Kind::Fp8 { .. })
     }
 
-    fn bytes(self) -> i64 {
+    /// True when the tensor cores multiply FP4 codes and apply their block scales.
+    pub fn blocks(self) -> bool {
+        matches!(self, Kind::Fp4 { .. })
+    }
+
+    /// Bits of one staged element.
+    pub fn bits(self) -> i64 {
         match self {
-            Kind::Bf16 | Kind::F16 => 2,
-            Kind::Tf32 => 4,
-            Kind::Int8 { .. } | Kind::Fp8 { .. } => 1,
+            Kind::Bf16 | Kind::F16 => 16,
+            Kind::Tf32 => 32,
+            Kind::Int8 { .. } | Kind::Fp8 { .. } => 8,
+            Kind::Fp4 { .. } => 4,
         }
     }
 
     /// Elements of one 16-byte chunk.
     pub fn chunk_elems(self) -> i64 {
-        CHUNK / self.bytes()
+        CHUNK * 8 / self.bits()
     }
 
     /// Elements of one staged k-slice.
     pub fn block_k(self) -> i64 {
-        ROW_BYTES / self.bytes()
+        ROW_BYTES * 8 / self.bits()
+    }
+
+    /// Bytes of block scales per staged tile row (FP4: one byte per block of the k-slice,
+    /// room for NVFP4's eight).
+    fn scale_row_bytes(self) -> i64 {
+        if self.blocks() {
+            8
+        } else {
+            0
+        }
     }
 
     fn name(self) -> String {
@@ -149,6 +186,8 @@ impl Kind {
                 let form = if blackwell { "f8f6f4." } else { "" };
                 format!("{form}{}x{}", fp8(a), fp8(b))
             }
+            Kind::Fp4 { nv: true } => "mxf4nvf4.e2m1xe2m1.ue4m3".into(),
+            Kind::Fp4 { nv: false } => "mxf4nvf4.e2m1xe2m1.ue8m0".into(),
         }
     }
 
@@ -176,6 +215,8 @@ impl Kind {
                     fp8(b)
                 )
             }
+            Kind::Fp4 { nv: true } => "llvm.nvvm.mma.block.scale.m16n8k64.row.col.mxf4nvf4.scale.4x.f32.e2m1.e2m1.f32.ue4m3".into(),
+            Kind::Fp4 { nv: false } => "llvm.nvvm.mma.block.scale.m16n8k64.row.col.mxf4nvf4.scale.2x.f32.e2m1.e2m1.f32.ue8m0".into(),
         }
     }
 
@@ -213,9 +254,9 @@ impl Tile {
         }
     }
 
-    /// Dynamic shared memory of the pipeline, in bytes.
-    pub fn shared_bytes(self) -> u32 {
-        (self.stages * (self.block_m + BLOCK_N) * ROW_BYTES) as u32
+    /// Dynamic shared memory of the pipeline for `kind`, in bytes.
+    pub fn shared_bytes(self, kind: Kind) -> u32 {
+        (self.stages * (self.block_m + BLOCK_N) * (ROW_BYTES + kind.scale_row_bytes())) as u32
     }
 
     /// The variant name `--dump kernels` shows.
@@ -252,10 +293,23 @@ pub struct Direct<'a, 'ctx> {
 pub type Element<'a, 'ctx> =
     dyn Fn(&mut Cg<'ctx>, IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>) -> Gen<Val<'ctx>> + 'a;
 
+/// Loads 32 consecutive FP4 elements along k of one tile row (A's output row, B's output
+/// column) of a work unit, starting at k: their codes and the scale codes of the blocks they
+/// make up. Rows and k out of range load as code 0.
+pub type Fp4Chunk<'a, 'ctx> = dyn Fn(
+        &mut Cg<'ctx>,
+        IntValue<'ctx>,
+        IntValue<'ctx>,
+        IntValue<'ctx>,
+    ) -> Gen<(Vec<IntValue<'ctx>>, Vec<IntValue<'ctx>>)>
+    + 'a;
+
 /// How one operand reaches shared memory.
 pub struct Operand<'a, 'ctx> {
     /// Loads one element (the register path).
     pub load: &'a Element<'a, 'ctx>,
+    /// Loads FP4 codes and block scales, for the block-scaled kinds.
+    pub fp4: Option<&'a Fp4Chunk<'a, 'ctx>>,
     /// The `cp.async` path, when the operand's layout allows it.
     pub direct: Option<Direct<'a, 'ctx>>,
     /// Whether consecutive k are adjacent in memory (neighbouring threads then walk k).
@@ -294,7 +348,24 @@ struct Pipeline<'a, 'ctx> {
 
 impl<'ctx> Pipeline<'_, 'ctx> {
     fn stage_bytes(&self) -> i64 {
-        (self.tile.block_m + BLOCK_N) * ROW_BYTES
+        (self.tile.block_m + BLOCK_N) * (ROW_BYTES + self.kind.scale_row_bytes())
+    }
+
+    /// Byte offset, within a stage, of A's (`Side::A`) or B's block scales.
+    fn scales_at(&self, side: Side) -> i64 {
+        let tiles = (self.tile.block_m + BLOCK_N) * ROW_BYTES;
+        match side {
+            Side::A => tiles,
+            Side::B => tiles + self.tile.block_m * self.kind.scale_row_bytes(),
+        }
+    }
+
+    /// Address of byte `offset` of the dynamic shared memory.
+    fn byte(&self, cg: &Cg<'ctx>, offset: IntValue<'ctx>) -> Gen<PointerValue<'ctx>> {
+        // SAFETY: offsets stay within the stages the launch sized.
+        Ok(unsafe {
+            cg.b.build_in_bounds_gep(cg.cx.i8_type(), self.smem, &[offset], "")?
+        })
     }
 
     /// The shared address of chunk `kc` of tile row `row` in the tile at byte offset `base`.
@@ -357,11 +428,66 @@ impl<'ctx> Pipeline<'_, 'ctx> {
                 let dst = self.slot(cg, base, row, kc)?;
                 let grow = cg.add(row0, row)?;
                 let gk = cg.add(k0, cg.mul(kc, cg.c(self.kind.chunk_elems()))?)?;
+                if self.kind.blocks() {
+                    let scales = cg.add(stage_base, cg.c(self.scales_at(side)))?;
+                    self.copy_fp4(cg, op, (unit, grow, gk), dst, (scales, row, kc))?;
+                    continue;
+                }
                 match &op.direct {
                     Some(d) => self.copy_async(cg, d, unit, dst, (grow, rows), gk)?,
                     None => self.copy_through_registers(cg, op, side, unit, dst, grow, gk)?,
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// One chunk of 32 FP4 codes (by `cp.async` when the operand allows it, else packed two to
+    /// a byte in registers) and the scale codes of its blocks, stored after the stage's tiles.
+    fn copy_fp4(
+        &self,
+        cg: &mut Cg<'ctx>,
+        op: &Operand<'_, 'ctx>,
+        (unit, row, k): (IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+        dst: PointerValue<'ctx>,
+        (scales, tile_row, kc): (IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+    ) -> Gen<()> {
+        let chunk = op.fp4.ok_or_else(|| {
+            crate::KernelError::Unsupported("an FP4 operand without its chunk loader".into())
+        })?;
+        let (codes, scale_codes) = chunk(cg, unit, row, k)?;
+        let i8t = cg.cx.i8_type();
+        let rows = if std::ptr::eq(op, self.a) {
+            self.m
+        } else {
+            self.n
+        };
+        match &op.direct {
+            Some(d) => self.copy_async(cg, d, unit, dst, (row, rows), k)?,
+            None => {
+                let mut v = i8t.vec_type(CHUNK as u32).get_undef();
+                for (e, pair) in codes.chunks(2).enumerate() {
+                    let high = cg.b.build_left_shift(pair[1], cg.c(4), "")?;
+                    let byte = cg.b.build_or(pair[0], high, "")?;
+                    let byte = cg.b.build_int_truncate(byte, i8t, "")?;
+                    let at = cg.cx.i32_type().const_int(e as u64, false);
+                    v = cg.b.build_insert_element(v, byte, at, "")?;
+                }
+                let store = cg.b.build_store(dst, v)?;
+                store
+                    .set_alignment(CHUNK as u32)
+                    .map_err(|e| crate::KernelError::Llvm(e.to_string()))?;
+            }
+        }
+        let per_chunk = scale_codes.len() as i64;
+        for (j, code) in scale_codes.iter().enumerate() {
+            let slot = cg.add(cg.mul(kc, cg.c(per_chunk))?, cg.c(j as i64))?;
+            let at = cg.add(
+                scales,
+                cg.add(cg.mul(tile_row, cg.c(self.kind.scale_row_bytes()))?, slot)?,
+            )?;
+            let byte = cg.b.build_int_truncate(*code, i8t, "")?;
+            cg.b.build_store(self.byte(cg, at)?, byte)?;
         }
         Ok(())
     }
@@ -385,6 +511,12 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             cg.add(cg.mul(row, d.row_stride)?, k)?,
         )?;
         let at = cg.select(ok, at, cg.c(0))?.into_int_value();
+        // Element offset to byte offset (FP4 codes are two to a byte).
+        let at = if self.kind.bits() < 8 {
+            cg.div(cg.mul(at, cg.c(self.kind.bits()))?, cg.c(8))?
+        } else {
+            at
+        };
         let src = cg.gep(self.kind.dtype(), d.base, at)?;
         let global =
             cg.b.build_address_space_cast(src, cg.cx.ptr_type(AddressSpace::from(1u16)), "")?;
@@ -446,6 +578,41 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         Ok(())
     }
 
+    /// The scale register of tile row `row` (A's row, B's column) for k-step `ks` of a staged
+    /// FP4 slice: NVFP4's four E4M3 scales of the step's 64 elements, or MXFP4's two E8M0
+    /// scales in the low two bytes.
+    fn scale_register(
+        &self,
+        cg: &Cg<'ctx>,
+        stage: IntValue<'ctx>,
+        side: Side,
+        row: IntValue<'ctx>,
+        ks: i64,
+    ) -> Gen<BasicValueEnum<'ctx>> {
+        let nv = matches!(self.kind, Kind::Fp4 { nv: true });
+        let per_step = if nv { 4 } else { 2 };
+        let at = cg.add(
+            cg.add(
+                cg.mul(stage, cg.c(self.stage_bytes()))?,
+                cg.c(self.scales_at(side)),
+            )?,
+            cg.add(
+                cg.mul(row, cg.c(self.kind.scale_row_bytes()))?,
+                cg.c(ks * per_step),
+            )?,
+        )?;
+        let ptr = self.byte(cg, at)?;
+        let i32t = cg.cx.i32_type();
+        let value = if nv {
+            cg.b.build_load(i32t, ptr, "")?
+        } else {
+            let half = cg.b.build_load(cg.cx.i16_type(), ptr, "")?;
+            cg.b.build_int_z_extend(half.into_int_value(), i32t, "")?
+                .into()
+        };
+        Ok(value)
+    }
+
     /// `ldmatrix.x4` at this lane's row and chunk of a staged tile.
     fn ldmatrix(
         &self,
@@ -473,13 +640,15 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         Ok(out)
     }
 
-    /// One `mma.sync`: `c += a × b` on a 16×8 accumulator fragment.
+    /// One `mma.sync`: `c += a × b` on a 16×8 accumulator fragment (with the block scales'
+    /// registers of A and B for the block-scaled kinds).
     fn mma(
         &self,
         cg: &Cg<'ctx>,
         a: &[BasicValueEnum<'ctx>; 4],
         b: [BasicValueEnum<'ctx>; 2],
         c: &[BasicValueEnum<'ctx>],
+        scales: Option<(BasicValueEnum<'ctx>, BasicValueEnum<'ctx>)>,
     ) -> Gen<Vec<BasicValueEnum<'ctx>>> {
         let acc: BasicTypeEnum = if self.kind.integer() {
             cg.cx.i32_type().into()
@@ -498,6 +667,12 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             args.push(operand(*v)?);
         }
         args.extend_from_slice(c);
+        if let Some((sa, sb)) = scales {
+            // Byte and thread selectors 0: the whole register, from the first lanes of each
+            // quad (rows g and g + 8 for A, column g for B).
+            let zero: BasicValueEnum = cg.cx.i16_type().const_zero().into();
+            args.extend_from_slice(&[sa, zero, zero, sb, zero, zero]);
+        }
         let r = cg
             .call(&self.kind.intrinsic(), ret.into(), &args)?
             .into_struct_value();
@@ -551,23 +726,43 @@ impl<'ctx> Pipeline<'_, 'ctx> {
                 b_frags.push([x[0], x[1]]);
                 b_frags.push([x[2], x[3]]);
             }
+            let (mut a_scales, mut b_scales) = (Vec::new(), Vec::new());
+            if self.kind.blocks() {
+                let quad = cg.rem(lane, cg.c(4))?;
+                let g = cg.div(lane, cg.c(4))?;
+                for mi in 0..tiles_m {
+                    // Lane 4g + 0 gives row g's scales, lane 4g + 1 row g + 8's.
+                    let half = cg.mul(cg.rem(quad, cg.c(2))?, cg.c(8))?;
+                    let row = cg.add(
+                        cg.mul(warp.0, cg.c(warp_m))?,
+                        cg.add(cg.c(mi * 16), cg.add(half, g)?)?,
+                    )?;
+                    a_scales.push(self.scale_register(cg, stage, Side::A, row, ks)?);
+                }
+                for ni in 0..(WARP_N / 8) {
+                    let col = cg.add(cg.mul(warp.1, cg.c(WARP_N))?, cg.add(cg.c(ni * 8), g)?)?;
+                    b_scales.push(self.scale_register(cg, stage, Side::B, col, ks)?);
+                }
+            }
+            let scales_of =
+                |mi: usize, ni: usize| (!a_scales.is_empty()).then(|| (a_scales[mi], b_scales[ni]));
             for (mi, a) in a_frags.iter().enumerate() {
                 for (ni, b) in b_frags.iter().enumerate() {
                     let at = (mi * b_frags.len() + ni) * 4;
-                    let out = self.mma(cg, a, *b, &acc[at..at + 4])?;
+                    let out = self.mma(cg, a, *b, &acc[at..at + 4], scales_of(mi, ni))?;
                     acc.splice(at..at + 4, out);
                 }
             }
             match correct {
                 Some(Side::A) => {
                     for (ni, b) in b_frags.iter().enumerate() {
-                        let out = self.mma(cg, &[ones; 4], *b, &sums[ni * 4..ni * 4 + 4])?;
+                        let out = self.mma(cg, &[ones; 4], *b, &sums[ni * 4..ni * 4 + 4], None)?;
                         sums.splice(ni * 4..ni * 4 + 4, out);
                     }
                 }
                 Some(Side::B) => {
                     for (mi, a) in a_frags.iter().enumerate() {
-                        let out = self.mma(cg, a, [ones; 2], &sums[mi * 4..mi * 4 + 4])?;
+                        let out = self.mma(cg, a, [ones; 2], &sums[mi * 4..mi * 4 + 4], None)?;
                         sums.splice(mi * 4..mi * 4 + 4, out);
                     }
                 }

@@ -11,11 +11,14 @@
 
 use crate::cg::{Cg, Gen};
 use crate::expr::is_scalar_op;
-use crate::quant::{encode_int, encode_minifloat, is_minifloat, Codes, ScaleIndex};
+use crate::quant::{
+    encode_int, encode_minifloat, is_minifloat, BlockScale, BlockTables, Codes, ScaleIndex,
+};
 use crate::reduce::Reader;
 use crate::{resolve_axis, KernelError, Request, TensorSig};
 use inkwell::values::{FloatValue, IntValue, PointerValue};
-use sparkc_ir::formats::decode;
+use inkwell::IntPredicate;
+use sparkc_ir::formats::{decode, BlockFormat};
 use sparkc_ir::op::Unary;
 use sparkc_ir::{BodyNode, DType, Dim, Op, Operand as Arg};
 
@@ -36,10 +39,13 @@ pub enum Class {
     },
     /// FP8 codes (E4M3FN or E5M2).
     Fp8(DType),
-    /// FP4 E2M1 codes times an E4M3 block scale (`nv`, NVFP4) or an E8M0 one (MXFP4).
+    /// FP4 E2M1 codes times an E4M3 block scale (`nv`, NVFP4) or an E8M0 one (MXFP4), in
+    /// blocks of `block` along k.
     Fp4 {
         /// E4M3 block scales rather than E8M0.
         nv: bool,
+        /// Elements per block scale.
+        block: i64,
     },
     /// Anything else (integers, `f64`): CUDA cores only.
     Wide,
@@ -64,7 +70,7 @@ impl Class {
             (Class::F32 | Class::Wide, _)
                 | (Class::Bf16, Staged::F16)
                 | (Class::F16, Staged::Bf16)
-                | (Class::Fp4 { nv: false }, Staged::F16)
+                | (Class::Fp4 { nv: false, .. }, Staged::F16)
         )
     }
 
@@ -165,7 +171,7 @@ pub(crate) fn split(body: &[BodyNode], inputs: usize, is_anchor: fn(&Op) -> bool
     for node in chains.iter().flatten() {
         let quantizing = matches!(
             node.op,
-            Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. }
+            Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundToBlocks { .. }
         );
         if !quantizing && !is_scalar_op(&node.op) {
             return Err(KernelError::Unsupported(format!(
@@ -217,10 +223,12 @@ fn chain_shape(req: &Request, chain: &[BodyNode]) -> Gen<Vec<Dim>> {
             }
         };
         let shape = match node.op {
-            Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => match node.args.first() {
-                Some(Some(arg)) => of(arg)?,
-                _ => return Err(KernelError::Unsupported("quantizing nothing".into())),
-            },
+            Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundToBlocks { .. } => {
+                match node.args.first() {
+                    Some(Some(arg)) => of(arg)?,
+                    _ => return Err(KernelError::Unsupported("quantizing nothing".into())),
+                }
+            }
             _ => {
                 let operands: Vec<sparkc_ir::Shape> = node
                     .args
@@ -247,6 +255,15 @@ enum Source<'ctx> {
     Values(Reader),
     /// Codes stored in an input buffer.
     Stored(Codes<'ctx>),
+    /// Float values rounded block by block to FP4 in the kernel, as `RoundToBlocks` does.
+    Rounded {
+        /// The float values.
+        reader: Reader,
+        /// The code tables and block math of the format.
+        tables: BlockTables<'ctx>,
+        /// Elements per block.
+        block: i64,
+    },
     /// Codes the kernel computes from float values, rounding and saturating as
     /// `QuantizeLinear` does.
     Computed {
@@ -311,6 +328,9 @@ impl<'ctx> Factor<'ctx> {
         let last = chain
             .last()
             .ok_or_else(|| KernelError::Unsupported("an empty operand".into()))?;
+        if let Op::RoundToBlocks { format } = last.op {
+            return Factor::rounded(cg, req, chain, shape, format);
+        }
         let Op::DequantizeLinear {
             axis,
             block_size,
@@ -436,14 +456,26 @@ impl<'ctx> Factor<'ctx> {
             let scale_sig = req.input(scales)?.clone();
             let index = ScaleIndex::new(&codes_sig, &scale_sig, axis as i64, *block_size)?;
             out.class = match (codes, scale_sig.dtype) {
-                (DType::F4E2M1, DType::F8E4M3FN) => Class::Fp4 { nv: true },
-                (DType::F4E2M1, DType::F8E8M0) => Class::Fp4 { nv: false },
+                (DType::F4E2M1, DType::F8E4M3FN) => Class::Fp4 {
+                    nv: true,
+                    block: *block_size,
+                },
+                (DType::F4E2M1, DType::F8E8M0) => Class::Fp4 {
+                    nv: false,
+                    block: *block_size,
+                },
                 _ => Class::F32,
             };
             if out.zero.is_some() {
                 out.class = Class::F32;
             }
-            out.plain = None;
+            // FP4 codes stage as they are stored for the block-scaled tensor cores.
+            out.plain = match (&out.source, last.args.first().copied().flatten()) {
+                (Source::Stored(_), Some(Arg::Input(i))) if codes == DType::F4E2M1 => {
+                    Some((i, codes))
+                }
+                _ => None,
+            };
             out.scale_kind = ScaleKind::Blocks(axis);
             out.blocks = Some((
                 Codes::new(cg, scale_sig.dtype, req.input_param(scales)),
@@ -469,6 +501,158 @@ impl<'ctx> Factor<'ctx> {
             out.class = Class::F32;
         }
         Ok(out)
+    }
+
+    /// Float values rounded block by block to FP4 (`RoundToBlocks(x, tensor_scale?)`).
+    fn rounded(
+        cg: &mut Cg<'ctx>,
+        req: &Request,
+        chain: &[BodyNode],
+        shape: Vec<Dim>,
+        format: BlockFormat,
+    ) -> Gen<Factor<'ctx>> {
+        let last = &chain[chain.len() - 1];
+        let x = chain_of(chain, last.args.first().copied().flatten())?;
+        let reader = Reader::new(req, &x, &chain_shape(req, &x)?)?;
+        let tensor_scale = match last.args.get(1).copied().flatten() {
+            Some(Arg::Input(t)) if is_scalar(req.input(t)?) => Some(t),
+            Some(_) => {
+                return Err(KernelError::Unsupported(
+                    "a block format's tensor scale must be one stored value".into(),
+                ))
+            }
+            None => None,
+        };
+        let block = format.block_size() as i64;
+        Ok(Factor {
+            source: Source::Rounded {
+                reader,
+                tables: BlockTables::new(cg, format),
+                block,
+            },
+            class: Class::Fp4 {
+                nv: format == BlockFormat::Nvfp4,
+                block,
+            },
+            scale_kind: ScaleKind::Blocks(shape.len().saturating_sub(1)),
+            shape,
+            codes: DType::F4E2M1,
+            plain: None,
+            scale: None,
+            zero: None,
+            blocks: None,
+            tensor_scale,
+        })
+    }
+
+    /// The tensor scale of a rounded operand (1 when it has none).
+    fn tensor_scale_value(&self, cg: &Cg<'ctx>, req: &Request) -> Gen<FloatValue<'ctx>> {
+        match self.tensor_scale {
+            Some(t) => cg
+                .load(req.input(t)?.dtype, cg.buffer(req.input_param(t)), cg.c(0))?
+                .float(cg),
+            None => Ok(cg.f(1.0)),
+        }
+    }
+
+    /// The block scale of the rounded block starting at flat index `start`, holding `count`
+    /// elements.
+    fn rounded_scale(
+        &self,
+        cg: &Cg<'ctx>,
+        req: &Request,
+        (reader, tables, block): (&Reader, &BlockTables<'ctx>, i64),
+        start: IntValue<'ctx>,
+        count: IntValue<'ctx>,
+    ) -> Gen<BlockScale<'ctx>> {
+        let mut amax = cg.f(0.0);
+        for e in 0..block {
+            let inside = cg.icmp(IntPredicate::SLT, cg.c(e), count)?;
+            let at = cg.add(start, cg.imin(cg.c(e), cg.sub(count, cg.c(1))?)?)?;
+            let v = reader.eval(cg, req, at, None)?.float(cg)?;
+            let magnitude = cg.fsel(inside, cg.fcall1("llvm.fabs.f32", v)?, cg.f(0.0))?;
+            amax = cg.fcall2("llvm.maxnum.f32", amax, magnitude)?;
+        }
+        tables.scale(cg, amax, self.tensor_scale_value(cg, req)?)
+    }
+
+    /// The first index and the length of the block holding flat index `index` of a rounded
+    /// operand (blocks run along the last axis; the last one may be short).
+    fn block_of(
+        &self,
+        cg: &Cg<'ctx>,
+        block: i64,
+        index: IntValue<'ctx>,
+    ) -> Gen<(IntValue<'ctx>, IntValue<'ctx>)> {
+        let len = match self.shape.last() {
+            Some(d) => cg.dim(d)?,
+            None => cg.c(1),
+        };
+        let within = cg.rem(cg.rem(index, len)?, cg.c(block))?;
+        let start = cg.sub(index, within)?;
+        let from_row_start = cg.rem(start, len)?;
+        Ok((start, cg.imin(cg.sub(len, from_row_start)?, cg.c(block))?))
+    }
+
+    /// The FP4 codes of 32 consecutive elements along k from flat index `first` (`valid` of
+    /// them inside the operand; the rest are code 0), and the scale codes of the blocks they
+    /// make up (two NVFP4 blocks or one MXFP4 block). For the block-scaled tensor cores.
+    pub(crate) fn fp4_chunk(
+        &self,
+        cg: &Cg<'ctx>,
+        req: &Request,
+        first: IntValue<'ctx>,
+        valid: IntValue<'ctx>,
+    ) -> Gen<(Vec<IntValue<'ctx>>, Vec<IntValue<'ctx>>)> {
+        let block = match self.class {
+            Class::Fp4 { block, .. } => block,
+            _ => return Err(KernelError::Unsupported("not an FP4 operand".into())),
+        };
+        let mut codes = Vec::with_capacity(32);
+        let mut scales = Vec::new();
+        for b in 0..32 / block {
+            let start = cg.add(first, cg.c(b * block))?;
+            let count = cg.imax(
+                cg.imin(cg.sub(valid, cg.c(b * block))?, cg.c(block))?,
+                cg.c(0),
+            )?;
+            let any = cg.icmp(IntPredicate::SGT, count, cg.c(0))?;
+            let element = |cg: &Cg<'ctx>, e: i64| -> Gen<(IntValue<'ctx>, IntValue<'ctx>)> {
+                let inside = cg.icmp(IntPredicate::SLT, cg.c(e), count)?;
+                let at = cg.add(
+                    start,
+                    cg.imin(cg.c(e), cg.imax(cg.sub(count, cg.c(1))?, cg.c(0))?)?,
+                )?;
+                Ok((inside, at))
+            };
+            match &self.source {
+                Source::Rounded { reader, tables, .. } => {
+                    let scale =
+                        self.rounded_scale(cg, req, (reader, tables, block), start, count)?;
+                    scales.push(cg.select(any, scale.code, cg.c(0))?.into_int_value());
+                    for e in 0..block {
+                        let (inside, at) = element(cg, e)?;
+                        let v = reader.eval(cg, req, at, None)?.float(cg)?;
+                        let code = tables.code(cg, v, &scale)?;
+                        codes.push(cg.select(inside, code, cg.c(0))?.into_int_value());
+                    }
+                }
+                Source::Stored(stored) => {
+                    let (scale_codes, index) = self.blocks.as_ref().ok_or_else(|| {
+                        KernelError::Unsupported("FP4 codes without block scales".into())
+                    })?;
+                    let code = scale_codes.code(cg, index.at(cg, element(cg, 0)?.1)?)?;
+                    scales.push(cg.select(any, code, cg.c(0))?.into_int_value());
+                    for e in 0..block {
+                        let (inside, at) = element(cg, e)?;
+                        let code = stored.code(cg, at)?;
+                        codes.push(cg.select(inside, code, cg.c(0))?.into_int_value());
+                    }
+                }
+                _ => return Err(KernelError::Unsupported("not an FP4 operand".into())),
+            }
+        }
+        Ok((codes, scales))
     }
 
     /// Float values, possibly rounded to BF16/FP16 by a `Cast` pair.
@@ -582,8 +766,8 @@ impl<'ctx> Factor<'ctx> {
                 saturate,
                 ..
             } => self.computed_code(cg, req, reader, *scale, *saturate, index),
-            Source::Values(_) => Err(KernelError::Unsupported(
-                "float values have no codes".into(),
+            Source::Values(_) | Source::Rounded { .. } => Err(KernelError::Unsupported(
+                "these values have no 8-bit codes".into(),
             )),
         }
     }
@@ -606,6 +790,17 @@ impl<'ctx> Factor<'ctx> {
     ) -> Gen<FloatValue<'ctx>> {
         let v = match &self.source {
             Source::Values(reader) => return reader.eval(cg, req, index, None)?.float(cg),
+            Source::Rounded {
+                reader,
+                tables,
+                block,
+            } => {
+                let (start, count) = self.block_of(cg, *block, index)?;
+                let scale = self.rounded_scale(cg, req, (reader, tables, *block), start, count)?;
+                let x = reader.eval(cg, req, index, None)?.float(cg)?;
+                let code = tables.code(cg, x, &scale)?;
+                return cg.fmul(tables.e2m1(cg, code)?, scale.own);
+            }
             Source::Stored(codes) => codes.read(cg, index)?,
             Source::Computed {
                 reader,

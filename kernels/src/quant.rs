@@ -1,6 +1,7 @@
 //! Quantization kernels: `QuantizeLinear` and `DequantizeLinear` per tensor, per axis or per
 //! block, for every stored format: FP8 (E4M3FN, E5M2 and the FNUZ forms), FP4 E2M1 and the
-//! 4-bit integers packed two to a byte, 8-, 16- and 32-bit integers.
+//! 4-bit integers packed two to a byte, 8-, 16- and 32-bit integers; and `RoundToBlocks`, the
+//! NVFP4/MXFP4 rounding of activations (its block math is shared with the FP4 products).
 //!
 //! Narrow floats decode through a table of their values built from `sparkc_ir::formats` and
 //! encode in registers with the same rounding (to nearest, ties to even) and saturation; so a
@@ -13,14 +14,184 @@ use crate::{resolve_axis, Family, Generated, KernelError, Launch, Request, Tenso
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
-use sparkc_ir::formats::{decode, encode, int_range, max_finite, Rounding};
+use sparkc_ir::formats::{decode, encode, int_range, max_finite, BlockFormat, Rounding};
 use sparkc_ir::{DType, Dim, Op};
 
 const BLOCK: u32 = 256;
 
 /// True for the ops this family generates.
 pub fn handles(op: &Op) -> bool {
-    matches!(op, Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. })
+    matches!(
+        op,
+        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundToBlocks { .. }
+    )
+}
+
+/// The code → value tables of one block-scaled format: E2M1 and its block scale type.
+pub(crate) struct BlockTables<'ctx> {
+    format: BlockFormat,
+    e2m1: PointerValue<'ctx>,
+    scales: PointerValue<'ctx>,
+}
+
+/// One block's scale: its code, and the factor its codes are multiplied by (with and without
+/// NVFP4's tensor scale).
+pub(crate) struct BlockScale<'ctx> {
+    /// The E4M3 or E8M0 code.
+    pub(crate) code: IntValue<'ctx>,
+    /// The scale the block's values are divided by (tensor scale included).
+    pub(crate) full: FloatValue<'ctx>,
+    /// The scale its codes stand for, without the tensor scale.
+    pub(crate) own: FloatValue<'ctx>,
+}
+
+impl<'ctx> BlockTables<'ctx> {
+    /// The tables for `format`.
+    pub(crate) fn new(cg: &mut Cg<'ctx>, format: BlockFormat) -> BlockTables<'ctx> {
+        let table = |cg: &mut Cg<'ctx>, dtype: DType| {
+            let values: Vec<f32> = (0..1u16 << dtype.bits())
+                .map(|c| decode(dtype, c as u8) as f32)
+                .collect();
+            cg.f32_table(&values)
+        };
+        BlockTables {
+            format,
+            e2m1: table(cg, DType::F4E2M1),
+            scales: table(cg, format.scale_dtype()),
+        }
+    }
+
+    /// The value of E2M1 code `code`.
+    pub(crate) fn e2m1(&self, cg: &Cg<'ctx>, code: IntValue<'ctx>) -> Gen<FloatValue<'ctx>> {
+        Ok(cg
+            .load_raw(cg.f32t().into(), self.e2m1, code)?
+            .into_float_value())
+    }
+
+    /// The scale of a block whose largest magnitude is `amax` (`sparkc_ir`'s block codec:
+    /// NVFP4 rounds `amax / 6 / tensor_scale` to E4M3, MXFP4 takes `2^(⌊log2 amax⌋ − 2)`).
+    pub(crate) fn scale(
+        &self,
+        cg: &Cg<'ctx>,
+        amax: FloatValue<'ctx>,
+        tensor_scale: FloatValue<'ctx>,
+    ) -> Gen<BlockScale<'ctx>> {
+        let code = match self.format {
+            BlockFormat::Nvfp4 => {
+                let wanted = cg.fdiv(cg.fdiv(amax, cg.f(6.0))?, tensor_scale)?;
+                encode_minifloat(cg, DType::F8E4M3FN, wanted, true)?
+            }
+            BlockFormat::Mxfp4 => {
+                // amax's binade from its exponent field; zero and subnormals give the
+                // smallest scale, infinities and NaN the largest.
+                let bits =
+                    cg.b.build_bit_cast(amax, cg.cx.i32_type(), "")?
+                        .into_int_value();
+                let bits = cg.b.build_int_z_extend(bits, cg.i64t(), "")?;
+                let field = cg.b.build_and(
+                    cg.b.build_right_shift(bits, cg.c(23), false, "")?,
+                    cg.c(0xFF),
+                    "",
+                )?;
+                let code = cg.imax(cg.sub(field, cg.c(2))?, cg.c(0))?;
+                let top = cg.icmp(IntPredicate::EQ, field, cg.c(0xFF))?;
+                cg.select(top, cg.c(254), code)?.into_int_value()
+            }
+        };
+        let own = cg
+            .load_raw(cg.f32t().into(), self.scales, code)?
+            .into_float_value();
+        let full = match self.format {
+            BlockFormat::Nvfp4 => cg.fmul(own, tensor_scale)?,
+            BlockFormat::Mxfp4 => own,
+        };
+        Ok(BlockScale { code, full, own })
+    }
+
+    /// The E2M1 code of `x` in a block of scale `scale` (0 when the scale is 0).
+    pub(crate) fn code(
+        &self,
+        cg: &Cg<'ctx>,
+        x: FloatValue<'ctx>,
+        scale: &BlockScale<'ctx>,
+    ) -> Gen<IntValue<'ctx>> {
+        let q = encode_minifloat(cg, DType::F4E2M1, cg.fdiv(x, scale.full)?, true)?;
+        let positive = cg.fcmp(FloatPredicate::OGT, scale.full, cg.f(0.0))?;
+        Ok(cg.select(positive, q, cg.c(0))?.into_int_value())
+    }
+}
+
+/// Generates `RoundToBlocks`: one block of the last axis per thread iteration.
+fn generate_round<'ctx>(
+    cx: &'ctx Context,
+    req: &Request,
+    format: BlockFormat,
+) -> Gen<Generated<'ctx>> {
+    let mut cg = req.begin(cx, BLOCK);
+    let x = req.input(0)?.clone();
+    let len = x
+        .shape
+        .last()
+        .cloned()
+        .ok_or_else(|| KernelError::Unsupported("rounds blocks of a scalar".into()))?;
+    let tables = BlockTables::new(&mut cg, format);
+    let block = format.block_size() as i64;
+    let n = cg.product(&x.shape)?;
+    let len_v = cg.dim(&len)?;
+    let per_row = cg.div(cg.add(len_v, cg.c(block - 1))?, cg.c(block))?;
+    let rows = cg.div(n, len_v)?;
+    let blocks = cg.mul(rows, per_row)?;
+    let scale_at = req
+        .inputs
+        .get(1)
+        .cloned()
+        .flatten()
+        .map(|t| (t, req.input_param(1)));
+    let f32t = cg.f32t();
+    cg.for_each_thread_item(cg.c(0), blocks, |cg, b| {
+        let (row, j) = (cg.div(b, per_row)?, cg.rem(b, per_row)?);
+        let start = cg.add(cg.mul(row, len_v)?, cg.mul(j, cg.c(block))?)?;
+        let count = cg.imin(cg.sub(len_v, cg.mul(j, cg.c(block))?)?, cg.c(block))?;
+        let mut amax = cg.f(0.0);
+        for e in 0..block {
+            let inside = cg.icmp(IntPredicate::SLT, cg.c(e), count)?;
+            let at = cg.add(start, cg.imin(cg.c(e), cg.sub(count, cg.c(1))?)?)?;
+            let v = cg.load_raw(f32t.into(), cg.buffer(req.input_param(0)), at)?;
+            let magnitude = cg.fcall1("llvm.fabs.f32", v.into_float_value())?;
+            let magnitude = cg.fsel(inside, magnitude, cg.f(0.0))?;
+            amax = cg.fcall2("llvm.maxnum.f32", amax, magnitude)?;
+        }
+        let g = match &scale_at {
+            Some((t, param)) => cg.load(t.dtype, cg.buffer(*param), cg.c(0))?.float(cg)?,
+            None => cg.f(1.0),
+        };
+        let scale = tables.scale(cg, amax, g)?;
+        cg.for_range(cg.c(0), count, cg.c(1), |cg, e| {
+            let at = cg.add(start, e)?;
+            let v = cg
+                .load_raw(f32t.into(), cg.buffer(req.input_param(0)), at)?
+                .into_float_value();
+            let code = tables.code(cg, v, &scale)?;
+            let y = cg.fmul(tables.e2m1(cg, code)?, scale.full)?;
+            cg.store(DType::F32, cg.buffer(0), at, Val::F(y))
+        })
+    })?;
+    let launch = Launch {
+        grid: x.numel().ceil_div(&Dim::known(block * i64::from(BLOCK))),
+        block: BLOCK,
+        shared_bytes: 0,
+        dynamic_shared_bytes: 0,
+    };
+    let info = req.describe(
+        Family::Quantization,
+        format!("round-to-blocks {}", format.name()),
+        vec![req.op.name()],
+        launch,
+    );
+    Ok(Generated {
+        info,
+        module: cg.finish()?,
+    })
 }
 
 /// True for the types stored as bytes of codes that decode through a table.
@@ -276,8 +447,11 @@ pub(crate) fn encode_int<'ctx>(
     )?)
 }
 
-/// Generates a `QuantizeLinear` or `DequantizeLinear` kernel.
+/// Generates a `QuantizeLinear`, `DequantizeLinear` or `RoundToBlocks` kernel.
 pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> {
+    if let Op::RoundToBlocks { format } = req.op {
+        return generate_round(cx, req, *format);
+    }
     let mut cg = req.begin(cx, BLOCK);
     let x = req.input(0)?.clone();
     let scale = req.input(1)?.clone();

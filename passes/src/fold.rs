@@ -73,7 +73,9 @@ fn keep(op: &Op) -> bool {
 }
 
 /// True for a `DequantizeLinear` or `Cast` that widens a constant: folding it would store the
-/// weight decompressed, undoing its quantization.
+/// weight decompressed, undoing its quantization. Small constants are folded, except block
+/// scales (NVFP4's E4M3 scales times the tensor scale), which the FP4 tensor cores read as
+/// stored.
 fn decompresses(graph: &Graph, id: NodeId) -> bool {
     let node = graph.node(id);
     if !matches!(node.op, Op::DequantizeLinear { .. } | Op::Cast { .. }) {
@@ -86,7 +88,20 @@ fn decompresses(graph: &Graph, id: NodeId) -> bool {
         .ty
         .as_tensor()
         .is_some_and(|t| t.dtype.bits() > input.dtype.bits());
-    wider && input.len() > sparkc_ir::graph::MAX_KNOWN_ELEMENTS
+    let value = ValueRef {
+        node: id,
+        output: 0,
+    };
+    let block_scales = crate::edit::readers(graph, value)
+        .iter()
+        .any(|&(reader, slot)| {
+            slot == 1
+                && matches!(
+                    graph.node(reader).op,
+                    Op::DequantizeLinear { block_size, .. } if block_size > 0
+                )
+        });
+    wider && (input.len() > sparkc_ir::graph::MAX_KNOWN_ELEMENTS || block_scales)
 }
 
 impl Pass for ConstantFold {

@@ -1,7 +1,7 @@
 //! Quantized products: a product reading dequantized codes (`DequantizeLinear(codes, scale,
 //! zero)`), a quantize–dequantize pair (`DequantizeLinear(QuantizeLinear(x, s, z), s, z)`), FP4
-//! codes with their block scales, or a value rounded to BF16/FP16 by a `Cast` pair takes those
-//! nodes into its fused body. Its kernel then multiplies the codes (or the narrow values) on
+//! codes with their block scales, values rounded to FP4 blocks (`RoundToBlocks`) or a value
+//! rounded to BF16/FP16 by a `Cast` pair takes those nodes into its fused body. Its kernel then multiplies the codes (or the narrow values) on
 //! the tensor cores and applies the scales in its epilogue, instead of a kernel per node
 //! expanding every operand to FP32 first. Models quantized by `sparkc compile --quantize` and
 //! models that arrive in ONNX's QDQ form both take this path.
@@ -252,6 +252,20 @@ fn widen(graph: &Graph, id: NodeId) -> Option<Vec<Link>> {
     Some(chain)
 }
 
+/// Values rounded block by block to FP4 (`RoundToBlocks`), when its blocks run along the
+/// product's reduced axis.
+fn rounded(graph: &Graph, id: NodeId, role: Role) -> Option<Vec<Link>> {
+    let inputs = graph.inputs_of(id);
+    let rank = rank_of(graph, inputs.first().copied()??)?;
+    (role.reduce == Some(rank - 1)).then(|| {
+        vec![Link {
+            node: id,
+            op: graph.node(id).op.clone(),
+            inputs,
+        }]
+    })
+}
+
 /// The chain computing operand `v` of a product that its kernel can take in.
 fn operand_chain(graph: &Graph, v: ValueRef, role: Role) -> Option<Vec<Link>> {
     if v.output != 0 {
@@ -260,6 +274,7 @@ fn operand_chain(graph: &Graph, v: ValueRef, role: Role) -> Option<Vec<Link>> {
     match graph.node(v.node).op {
         Op::DequantizeLinear { .. } => dequantize(graph, v.node, role),
         Op::Cast { .. } => widen(graph, v.node),
+        Op::RoundToBlocks { .. } => rounded(graph, v.node, role),
         _ => None,
     }
 }

@@ -56,6 +56,11 @@ pub struct Args {
     /// for fp8 and int8, 0.99 for nvfp4 and mxfp4).
     #[arg(long, value_name = "X")]
     pub min_cosine: Option<f64>,
+    /// What MatMul and Gemm inputs are rounded to: bf16 (the default for nvfp4 and mxfp4), or
+    /// the weights' own block format, nvfp4 or mxfp4 (4-bit activations for the FP4 tensor
+    /// cores of the sm_120 family).
+    #[arg(long, value_name = "FORMAT")]
+    pub activations: Option<String>,
 }
 
 fn targets(names: &[String]) -> Result<Vec<Sm>> {
@@ -332,10 +337,15 @@ pub fn run(args: &Args) -> Result<String> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     if args.quantize.is_none()
-        && (args.calibrate.is_some() || !args.keep.is_empty() || args.min_cosine.is_some())
+        && (args.calibrate.is_some()
+            || !args.keep.is_empty()
+            || args.min_cosine.is_some()
+            || args.activations.is_some())
     {
-        bail!("--calibrate, --keep and --min-cosine need --quantize FORMAT");
+        bail!("--calibrate, --keep, --min-cosine and --activations need --quantize FORMAT");
     }
+    let block_activations =
+        crate::quantize::block_activations(args.quantize, args.activations.as_deref())?;
     if let Some(x) = args.min_cosine.filter(|x| !(-1.0..=1.0).contains(x)) {
         bail!("--min-cosine {x}: a cosine similarity lies between -1 and 1");
     }
@@ -349,6 +359,7 @@ pub fn run(args: &Args) -> Result<String> {
         keep: &args.keep,
         bounds: bounds.iter().map(|b| (b.symbol.clone(), b.max)).collect(),
         min_cosine: args.min_cosine,
+        block_activations,
     };
     let (model, quantized) = crate::quantize::optimize_quantized(&args.model, &request)?;
     bar.inc(1);

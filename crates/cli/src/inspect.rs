@@ -45,6 +45,10 @@ pub struct Args {
     /// seeded calibration inputs); implies `--stage opt`.
     #[arg(long, value_name = "FORMAT", conflicts_with_all = ["after", "explain", "unsupported"])]
     pub quantize: Option<sparkc_passes::quantize::Scheme>,
+    /// With `--quantize nvfp4|mxfp4`: round MatMul and Gemm inputs to that block format too
+    /// (as `sparkc compile --activations` does).
+    #[arg(long, value_name = "FORMAT", requires = "quantize")]
+    pub activations: Option<String>,
 }
 
 /// The graph `inspect` shows.
@@ -81,7 +85,9 @@ pub fn run(args: &Args) -> Result<String> {
     let codegen = matches!(args.dump, Some(Dump::Kernels | Dump::Ptx | Dump::Llvm));
     let optimizing = args.stage == Stage::Opt || args.after.is_some() || args.explain || codegen;
     let model = if let Some(scheme) = args.quantize {
-        let request = crate::quantize::Request::seeded(Some(scheme));
+        let mut request = crate::quantize::Request::seeded(Some(scheme));
+        request.block_activations =
+            crate::quantize::block_activations(Some(scheme), args.activations.as_deref())?;
         crate::quantize::optimize_quantized(&args.model, &request)?.0
     } else if optimizing {
         let optimized = crate::optimize::optimize(&args.model, args.after.as_deref())?;

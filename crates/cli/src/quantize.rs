@@ -189,6 +189,27 @@ pub struct Request<'a> {
     /// The cosine similarity to keep (default: the format's, see
     /// [`sensitivity::default_target`]).
     pub min_cosine: Option<f64>,
+    /// NVFP4/MXFP4: round MatMul and Gemm inputs to the block format instead of BF16.
+    pub block_activations: bool,
+}
+
+/// Whether `--activations FORMAT` asks for block-scaled activations, or why it cannot be had.
+pub fn block_activations(scheme: Option<Scheme>, activations: Option<&str>) -> Result<bool> {
+    let Some(wanted) = activations else {
+        return Ok(false);
+    };
+    match scheme {
+        Some(s @ (Scheme::Nvfp4 | Scheme::Mxfp4)) if wanted == s.name() => Ok(true),
+        Some(Scheme::Nvfp4 | Scheme::Mxfp4) if wanted == "bf16" => Ok(false),
+        Some(s @ (Scheme::Nvfp4 | Scheme::Mxfp4)) => {
+            bail!("--activations {wanted}: with --quantize {s}, inputs are rounded to bf16 or {s}")
+        }
+        Some(s) => bail!(
+            "--activations {wanted}: --quantize {s} chooses its inputs' format itself ({})",
+            s.activation_dtype()
+        ),
+        None => bail!("--activations needs --quantize nvfp4 or mxfp4"),
+    }
 }
 
 impl Request<'static> {
@@ -201,6 +222,7 @@ impl Request<'static> {
             keep: &[],
             bounds: BTreeMap::new(),
             min_cosine: None,
+            block_activations: false,
         }
     }
 }
@@ -223,6 +245,7 @@ pub fn optimize_quantized(path: &Path, request: &Request) -> Result<(Model, Opti
                 keep: request.keep.to_vec(),
                 sensitive: Vec::new(),
                 ranges: calibrate(&reference, &sets)?,
+                block_activations: request.block_activations,
             };
             for name in &config.keep {
                 if !model.graph.dag.node_weights().any(|n| &n.name == name) {

@@ -525,6 +525,14 @@ pub enum Op {
         /// Read `B` transposed.
         trans_b: bool,
     },
+    /// Each block of consecutive elements along the last axis rounded to FP4 E2M1 with a scale
+    /// chosen from the block's largest magnitude (NVFP4: an E4M3 scale per 16 times the tensor
+    /// scale, input 1; MXFP4: a power of two per 32), returned as the values the codes stand
+    /// for: how activations are quantized to a block-scaled format. Inputs `x, tensor_scale?`.
+    RoundToBlocks {
+        /// The block-scaled format.
+        format: crate::formats::BlockFormat,
+    },
     /// Several ops run as one kernel; its inputs are the body's external operands.
     Fused(Box<crate::fused::Fused>),
     /// Einstein summation.

@@ -1,7 +1,8 @@
 //! IR back to ONNX: `sparkc optimize` writes the optimized graph as a model that Netron and
 //! onnxruntime can read. Ops of the IR that ONNX lacks (fused nodes, transposed products) are
 //! nodes of the `ai.sparkc` domain, each with a model-local function giving its body in
-//! standard ops.
+//! standard ops; `RoundToBlocks` (block-scaled rounding of activations) has no function, so a
+//! model holding it is read back by sparkc only.
 
 use crate::tensor::dtype_to_onnx;
 use onnx_protobuf::attribute_proto::AttributeType;
@@ -207,6 +208,8 @@ fn attribute(key: &str, value: &serde_json::Value) -> Option<AttributeProto> {
 #[derive(Default)]
 struct Functions {
     protos: Vec<FunctionProto>,
+    /// Whether a node of the `ai.sparkc` domain without a function (RoundToBlocks) was written.
+    custom: bool,
     by_key: HashMap<String, String>,
     opset: i64,
 }
@@ -303,6 +306,16 @@ impl Functions {
             }
             op if !op.subgraphs().is_empty() => {
                 return Err(error(name, op, "ops with subgraphs cannot be exported yet"))
+            }
+            Op::RoundToBlocks { .. } => {
+                proto.op_type = op.name();
+                proto.domain = DOMAIN.to_string();
+                proto.attribute = op
+                    .attributes()
+                    .iter()
+                    .filter_map(|(k, v)| attribute(k, v))
+                    .collect();
+                self.custom = true;
             }
             Op::Input | Op::Const(_) => return Err(error(name, op, "is not a node")),
             Op::Binary(Binary::BitShift { left }) => {
@@ -463,7 +476,7 @@ pub fn to_proto(model: &Model) -> Result<ModelProto> {
     };
     let graph = graph_proto(&model.graph, &mut functions)?;
     let mut opsets = vec![opset_id("", opset)];
-    if !functions.protos.is_empty() {
+    if !functions.protos.is_empty() || functions.custom {
         opsets.push(opset_id(DOMAIN, 1));
     }
     Ok(ModelProto {

@@ -122,6 +122,12 @@ impl Importer<'_> {
         let mut pending = Vec::new();
         for (index, node) in proto.node.iter_mut().enumerate() {
             let label = node_label(node, index);
+            if node.domain == "ai.sparkc" {
+                let converted = crate::ops::convert_sparkc(node, &label)
+                    .map_err(|m| self.node_error(&label, node, m))?;
+                pending.extend(converted.into_iter().map(|p| (index, p)));
+                continue;
+            }
             if !(node.domain.is_empty() || node.domain == "ai.onnx") {
                 return Err(self.node_error(
                     &label,

@@ -317,6 +317,32 @@ fn dtype_attr(a: &Attrs, name: &str) -> Result<Option<DType>, String> {
     }
 }
 
+/// Converts a node of sparkc's own `ai.sparkc` domain that has no function body
+/// (`RoundToBlocks`, written by `sparkc optimize` for block-scaled activations).
+pub fn convert_sparkc(node: &NodeProto, name: &str) -> Result<Vec<Pending>, String> {
+    let a = Attrs::new(node);
+    let op = match node.op_type.as_str() {
+        "RoundToBlocks" => Op::RoundToBlocks {
+            format: match a.string("format", "")?.as_str() {
+                "nvfp4" => sparkc_ir::formats::BlockFormat::Nvfp4,
+                "mxfp4" => sparkc_ir::formats::BlockFormat::Mxfp4,
+                other => return Err(format!("unknown block format '{other}'")),
+            },
+        },
+        other => {
+            return Err(format!(
+                "op '{other}' of domain 'ai.sparkc' is not supported"
+            ))
+        }
+    };
+    Ok(vec![Pending {
+        name: name.to_string(),
+        op,
+        inputs: sources(node),
+        outputs: node.output.clone(),
+    }])
+}
+
 /// Converts one node of the default domain at `opset` into one or more pending IR nodes.
 pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>, String> {
     let a = Attrs::new(node);

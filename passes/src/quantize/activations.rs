@@ -1,11 +1,12 @@
-//! A product's activation input rounded to BF16/FP16 (a `Cast` pair), or quantized to FP8 or
-//! INT8 with a static scale from calibration (a `QuantizeLinear`/`DequantizeLinear` pair).
+//! A product's activation input rounded to BF16/FP16 (a `Cast` pair), quantized to FP8 or
+//! INT8 with a static scale from calibration (a `QuantizeLinear`/`DequantizeLinear` pair), or
+//! rounded block by block to NVFP4/MXFP4 (`RoundToBlocks`, NVFP4's tensor scale calibrated).
 
 use super::{Config, Product, Scheme};
 use crate::edit::add_tensor_node;
 use crate::manager::PassError;
 use bytes::Bytes;
-use sparkc_ir::formats::max_finite;
+use sparkc_ir::formats::{max_finite, BlockFormat};
 use sparkc_ir::{DType, Graph, Op, Tensor, TensorType, ValueRef};
 
 /// Rounds or quantizes `product`'s activation as `config` asks, returning the format used
@@ -71,6 +72,37 @@ pub fn quantize(
                 &ty,
             )
         }
+        Scheme::Nvfp4 | Scheme::Mxfp4
+            if config.block_activations && along_last_axis(graph, product) =>
+        {
+            let format = match config.scheme {
+                Scheme::Nvfp4 => BlockFormat::Nvfp4,
+                _ => BlockFormat::Mxfp4,
+            };
+            let mut inputs = vec![Some(x)];
+            if format == BlockFormat::Nvfp4 {
+                let Some(range) = config.ranges.get(&value.name) else {
+                    return Ok("f32".into());
+                };
+                let scale = format.tensor_scale(range.max);
+                let data = Bytes::from(scale.to_le_bytes().to_vec());
+                inputs.push(Some(graph.add_const(
+                    &format!("{}.{}.scale", graph.node(product.id).name, format.name()),
+                    Tensor::new(DType::F32, vec![], data)?,
+                )));
+            }
+            let name = format!("{}.{}", graph.node(product.id).name, format.name());
+            let rounded = push(
+                graph,
+                name,
+                Op::RoundToBlocks { format },
+                &inputs,
+                DType::F32,
+                &ty,
+            );
+            crate::edit::set_input(graph, product.id, product.activation, rounded);
+            return Ok(format.name().into());
+        }
         Scheme::Bf16 | Scheme::Fp16 | Scheme::Nvfp4 | Scheme::Mxfp4 => {
             let cast = |to| Op::Cast {
                 to,
@@ -90,6 +122,16 @@ pub fn quantize(
     };
     crate::edit::set_input(graph, product.id, product.activation, restored);
     Ok(narrow.name().into())
+}
+
+/// True when `product` reduces its activation along the activation's last axis (MatMul, a
+/// Gemm that does not read it transposed), the axis `RoundToBlocks` blocks.
+fn along_last_axis(graph: &Graph, product: &Product) -> bool {
+    match graph.node(product.id).op {
+        Op::MatMul => true,
+        Op::Gemm { trans_a, .. } => !trans_a,
+        _ => false,
+    }
 }
 
 /// Adds a node with one output of `dtype` and the shape of `like`.

@@ -111,6 +111,10 @@ pub struct Config {
     pub sensitive: Vec<(String, f64)>,
     /// Calibrated ranges by value name; activations without one keep their precision.
     pub ranges: HashMap<String, Range>,
+    /// NVFP4 and MXFP4: round the inputs of MatMul and Gemm to the weights' block format (each
+    /// block along k rounded with its own scale, as the FP4 tensor cores of the sm_120 family
+    /// take them) instead of to BF16.
+    pub block_activations: bool,
 }
 
 /// What happened to one product.

@@ -646,6 +646,11 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             *output_dtype,
             *saturate,
         )?),
+        Op::RoundToBlocks { format } => one(quant::round_to_blocks(
+            args.tensor(0)?,
+            args.opt_tensor(1)?,
+            *format,
+        )?),
         Op::DequantizeLinear {
             axis,
             block_size,

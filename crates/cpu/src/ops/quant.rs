@@ -1,5 +1,6 @@
 //! Quantization: `QuantizeLinear`, `DequantizeLinear` (per tensor, per axis, blocked),
-//! `DynamicQuantizeLinear`, and the integer and `QLinear*` products.
+//! `DynamicQuantizeLinear`, the integer and `QLinear*` products, and `RoundToBlocks` (the
+//! NVFP4/MXFP4 rounding of activations).
 
 use super::shape::index_map;
 use super::{axis, R};
@@ -52,6 +53,37 @@ fn int_limits(dtype: DType) -> (f64, f64) {
             (lo as f64, hi as f64)
         }
     }
+}
+
+/// `RoundToBlocks`: each block along the last axis rounded to `format` (the IR's block codec,
+/// which also quantizes weights), returned as the values the codes stand for.
+pub(crate) fn round_to_blocks(
+    x: &Array,
+    tensor_scale: Option<&Array>,
+    format: minifloat::BlockFormat,
+) -> R<Array> {
+    let scale = match tensor_scale {
+        Some(t) if t.len() == 1 => t.data.to_f32s()[0],
+        Some(t) => {
+            return Err(format!(
+                "the tensor scale must be one value, found {:?}",
+                t.shape
+            ))
+        }
+        None => 1.0,
+    };
+    if x.rank() == 0 {
+        return Err("rounds blocks along the last axis of a tensor of rank 1 or more".into());
+    }
+    let q = minifloat::BlockQuantized::quantize_with(
+        format,
+        &x.data.f32s(),
+        &x.shape,
+        x.rank() - 1,
+        scale,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Array::f32(x.shape.clone(), q.dequantize()))
 }
 
 /// `QuantizeLinear`.

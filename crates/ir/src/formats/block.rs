@@ -6,7 +6,8 @@ use crate::dtype::DType;
 use crate::error::{IrError, Result};
 
 /// A block-scaled 4-bit format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BlockFormat {
     /// NVIDIA's NVFP4: 16 E2M1 values share an E4M3 scale; the tensor has one f32 scale.
     Nvfp4,
@@ -35,6 +36,15 @@ impl BlockFormat {
         match self {
             BlockFormat::Nvfp4 => DType::F8E4M3FN,
             BlockFormat::Mxfp4 => DType::F8E8M0,
+        }
+    }
+
+    /// The NVFP4 tensor scale for a tensor whose largest magnitude is `amax` (so its largest
+    /// block scale is E4M3's largest value); 1 for MXFP4.
+    pub fn tensor_scale(self, amax: f32) -> f32 {
+        match self {
+            BlockFormat::Nvfp4 if amax > 0.0 => amax / (E2M1_MAX * E4M3_MAX),
+            _ => 1.0,
         }
     }
 
@@ -96,6 +106,25 @@ impl BlockQuantized {
         shape: &[usize],
         axis: usize,
     ) -> Result<BlockQuantized> {
+        if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
+            return Err(IrError::Graph(format!(
+                "cannot quantize a tensor holding {bad} to {}",
+                format.name()
+            )));
+        }
+        let amax = data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        BlockQuantized::quantize_with(format, data, shape, axis, format.tensor_scale(amax))
+    }
+
+    /// Quantizes `data` as [`BlockQuantized::quantize`] does, with a given NVFP4 tensor scale
+    /// (ignored by MXFP4). Non-finite values are quantized as the E2M1 codec takes them.
+    pub fn quantize_with(
+        format: BlockFormat,
+        data: &[f32],
+        shape: &[usize],
+        axis: usize,
+        tensor_scale: f32,
+    ) -> Result<BlockQuantized> {
         let around = Around::new(shape, axis)?;
         if data.len() != shape.iter().product::<usize>() {
             return Err(IrError::Graph(format!(
@@ -103,19 +132,12 @@ impl BlockQuantized {
                 data.len()
             )));
         }
-        if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
-            return Err(IrError::Graph(format!(
-                "cannot quantize a tensor holding {bad} to {}",
-                format.name()
-            )));
-        }
+        let tensor_scale = match format {
+            BlockFormat::Nvfp4 => tensor_scale,
+            BlockFormat::Mxfp4 => 1.0,
+        };
         let block = format.block_size();
         let blocks = around.len.div_ceil(block);
-        let amax = data.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let tensor_scale = match format {
-            BlockFormat::Nvfp4 if amax > 0.0 => amax / (E2M1_MAX * E4M3_MAX),
-            _ => 1.0,
-        };
         let mut codes = vec![0u8; data.len()];
         let mut scales = vec![0u8; around.outer * blocks * around.inner];
         let element = |o: usize, j: usize, i: usize| (o * around.len + j) * around.inner + i;

@@ -493,6 +493,16 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             };
             vec![Inferred::tensor(dtype, ctx.shape(0)?.clone())]
         }
+        Op::RoundToBlocks { format } => {
+            let dtype = ctx.dtype(0)?;
+            if dtype != DType::F32 {
+                return Err(ctx.err(format!("rounds f32 values, found {dtype}")));
+            }
+            if *format == crate::formats::BlockFormat::Nvfp4 && ctx.opt(1).is_none() {
+                return Err(ctx.err("NVFP4 needs its tensor scale (input 1)".to_string()));
+            }
+            vec![Inferred::tensor(dtype, ctx.shape(0)?.clone())]
+        }
         _ => return super::extra_ops::infer(ctx),
     })
 }
