@@ -334,8 +334,17 @@ fn bad_quantization_requests_are_clear_errors() {
         .to_string();
     let out = dir.path().join("x.spark").display().to_string();
     let empty = dir.path().display().to_string();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--quantize", "fp7"], "unknown format 'fp7'"),
+        (&["--activations", "nvfp4"], "need --quantize"),
+        (
+            &["--quantize", "fp8", "--activations", "nvfp4"],
+            "chooses its inputs' format itself",
+        ),
+        (
+            &["--quantize", "nvfp4", "--activations", "mxfp4"],
+            "rounded to bf16 or nvfp4",
+        ),
         (&["--keep", "conv1"], "need --quantize"),
         (
             &["--quantize", "fp8", "--keep", "no_such_node"],

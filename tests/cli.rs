@@ -412,3 +412,27 @@ fn optimize_writes_onnx_that_runs_like_the_original() {
         assert!(worst < 1e-4, "optimized output differs by {worst}");
     }
 }
+
+#[test]
+fn inspect_quantize_shows_the_tensor_cores_each_product_runs_on() {
+    let bert = bert();
+    let int8 = inspect(&bert, &["--quantize", "int8", "--dump", "kernels"]);
+    assert!(int8.contains("mma.s8xs8"), "{int8}");
+    let fp4 = inspect(
+        &bert,
+        &[
+            "--quantize",
+            "nvfp4",
+            "--activations",
+            "nvfp4",
+            "--dump",
+            "kernels",
+            "--target",
+            "sm_121a",
+        ],
+    );
+    assert!(fp4.contains("mma.mxf4nvf4.e2m1xe2m1.ue4m3"), "{fp4}");
+    assert!(fp4.contains("RoundToBlocks+"), "{fp4}");
+    let ir = inspect(&bert, &["--quantize", "fp8", "--dump", "ir"]);
+    assert!(ir.contains("fold-quantized"), "{ir}");
+}
