@@ -2,8 +2,12 @@
 //! and values per query row with an online softmax (running maximum and sum, the output
 //! accumulator rescaled as the maximum grows), so the `S×S` score matrix never exists.
 //! Handles 3-D (`[B, S, H*D]`) and 4-D (`[B, H, S, D]`) layouts, grouped KV heads, boolean or
-//! additive masks with broadcasting, causal and sliding-window masking and soft capping. Rows whose keys are all
-//! masked produce zeros, as the CPU reference does.
+//! additive masks with broadcasting, causal and sliding-window masking, soft capping, a past
+//! key/value cache (the keys are the cache followed by the new ones; the present cache is
+//! written out, and queries sit after the cache for the causal and window masks) and
+//! per-batch key lengths (`nonpad_kv_seqlen`), and the optional score output (the
+//! `[B, H, S, S_kv]` scores or probabilities the caller asked for, written as they are
+//! computed). Rows whose keys are all masked produce zeros, as the CPU reference does.
 //!
 //! Reference: the CPU executor's Attention.
 
@@ -11,6 +15,7 @@ use crate::cg::{Gen, Val};
 use crate::elementwise::{layout, offsets};
 use crate::{Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
+use inkwell::values::{FloatValue, IntValue};
 use inkwell::{FloatPredicate, IntPredicate};
 use sparkc_ir::{DType, Dim, Op};
 
@@ -24,14 +29,30 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
     let Op::Attention(attrs) = req.op else {
         return Err(KernelError::Unsupported("not an Attention node".into()));
     };
-    if req.inputs.iter().skip(4).any(|t| t.is_some()) {
+    // The score output and what it saves: 0 and 1 the (soft-capped) scores, 2 the scores
+    // with the masks added, 3 the probabilities.
+    let scores = match req.outputs.get(3) {
+        Some(t) if (0..=3).contains(&attrs.qk_matmul_output_mode) => {
+            Some((t.dtype, attrs.qk_matmul_output_mode))
+        }
+        Some(_) => {
+            return Err(KernelError::Unsupported(format!(
+                "qk_matmul_output_mode {}",
+                attrs.qk_matmul_output_mode
+            )))
+        }
+        None => None,
+    };
+    let present = |i: usize| req.inputs.get(i).cloned().flatten();
+    let (past_k, past_v, lengths) = (present(4), present(5), present(6));
+    if past_k.is_some() != past_v.is_some() {
         return Err(KernelError::Unsupported(
-            "past key/value caches and padding lengths have no GPU kernel yet".into(),
+            "a past key cache needs its past value cache".into(),
         ));
     }
-    if req.outputs.len() > 1 {
+    if past_k.as_ref().is_some_and(|t| t.shape.len() != 4) {
         return Err(KernelError::Unsupported(
-            "Attention's cache and score outputs have no GPU kernel yet".into(),
+            "past key/value caches must be [batch, heads, length, size]".into(),
         ));
     }
     let (q, k, v) = (
@@ -56,8 +77,14 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         }
     };
     let (hq, sq, dk) = heads_of(&q, attrs.q_num_heads)?;
-    let (hkv, skv, _) = heads_of(&k, attrs.kv_num_heads)?;
+    let (hkv, s_new, _) = heads_of(&k, attrs.kv_num_heads)?;
     let (_, _, dv) = heads_of(&v, attrs.kv_num_heads)?;
+    // The keys are the past cache (if any) followed by the new ones.
+    let past_len = match &past_k {
+        Some(t) => t.shape[2].clone(),
+        None => Dim::known(0),
+    };
+    let skv = past_len.clone() + s_new.clone();
     let (Some(dk_c), Some(dv_c), Some(hq_c), Some(hkv_c)) =
         (dk.as_const(), dv.as_const(), hq.as_const(), hkv.as_const())
     else {
@@ -76,10 +103,16 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         .map(f64::from)
         .unwrap_or(1.0 / (dk_c as f64).sqrt());
     let batch = q.shape[0].clone();
+    // A mask narrower than the keys masks the keys past its last column.
     let mask_lay = match req.inputs.get(3).and_then(|t| t.as_ref()) {
         Some(m) => {
-            let full = [batch.clone(), hq.clone(), sq.clone(), skv.clone()];
-            Some((m.dtype, layout(&full, &[Some(&m.shape)])?))
+            let width = m
+                .shape
+                .last()
+                .cloned()
+                .ok_or_else(|| KernelError::Unsupported("a mask of rank 0".into()))?;
+            let full = [batch.clone(), hq.clone(), sq.clone(), width.clone()];
+            Some((m.dtype, layout(&full, &[Some(&m.shape)])?, width))
         }
         None => None,
     };
@@ -88,7 +121,9 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
     let acc = cg.b.build_alloca(f32t.array_type(dv_c as u32), "acc")?;
     let qrow = cg.b.build_alloca(f32t.array_type(dk_c as u32), "q")?;
     let (hq_v, sq_v, skv_v) = (cg.c(hq_c), cg.dim(&sq)?, cg.dim(&skv)?);
-    let rows = cg.mul(cg.mul(cg.dim(&batch)?, hq_v)?, sq_v)?;
+    let (past_n, new_n) = (cg.dim(&past_len)?, cg.dim(&s_new)?);
+    let batch_v = cg.dim(&batch)?;
+    let rows = cg.mul(cg.mul(batch_v, hq_v)?, sq_v)?;
     // Element offsets of (batch, head, row, col) in each layout.
     let at = |cg: &crate::cg::Cg<'ctx>, b, h, s, d, heads: i64, seq, size: i64| -> Gen<_> {
         if rank == 4 {
@@ -101,12 +136,80 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
     };
     let (qp, kp, vp) = (req.input_param(0), req.input_param(1), req.input_param(2));
     let out = req.outputs[0].clone();
+    let caches = past_k.as_ref().zip(past_v.as_ref()).map(|(pk, pv)| {
+        (
+            (pk.dtype, req.input_param(4)),
+            (pv.dtype, req.input_param(5)),
+        )
+    });
+    // Element d of key (or value) row j of KV head kh: from the past cache, or the new rows.
+    let kv_at = |cg: &crate::cg::Cg<'ctx>,
+                 which: usize,
+                 (b, kh, j, d): (
+        IntValue<'ctx>,
+        IntValue<'ctx>,
+        IntValue<'ctx>,
+        IntValue<'ctx>,
+    )|
+     -> Gen<FloatValue<'ctx>> {
+        let (t, param, size) = match which {
+            0 => (&k, kp, dk_c),
+            _ => (&v, vp, dv_c),
+        };
+        let fresh = cg.imax(cg.sub(j, past_n)?, cg.c(0))?;
+        let off = at(cg, b, kh, fresh, d, hkv_c, new_n, size)?;
+        let x = cg.load(t.dtype, cg.buffer(param), off)?.float(cg)?;
+        let Some(caches) = caches else {
+            return Ok(x);
+        };
+        let (dtype, param) = if which == 0 { caches.0 } else { caches.1 };
+        let old = cg.imin(j, cg.imax(cg.sub(past_n, cg.c(1))?, cg.c(0))?)?;
+        let bh = cg.add(cg.mul(b, cg.c(hkv_c))?, kh)?;
+        let off = cg.add(cg.mul(cg.add(cg.mul(bh, past_n)?, old)?, cg.c(size))?, d)?;
+        let y = cg.load(dtype, cg.buffer(param), off)?.float(cg)?;
+        let cached = cg.icmp(IntPredicate::SLT, j, past_n)?;
+        cg.fsel(cached, y, x)
+    };
+    // The present caches (outputs 1 and 2): [batch, kv heads, past + new, size].
+    for (slot, which, size) in [(1usize, 0usize, dk_c), (2, 1, dv_c)] {
+        let Some(cache) = req.outputs.get(slot).cloned() else {
+            continue;
+        };
+        let total = cg.mul(cg.mul(cg.mul(batch_v, cg.c(hkv_c))?, skv_v)?, cg.c(size))?;
+        cg.for_each_thread_item(cg.c(0), total, |cg, e| {
+            let d = cg.rem(e, cg.c(size))?;
+            let rest = cg.div(e, cg.c(size))?;
+            let j = cg.rem(rest, skv_v)?;
+            let bh = cg.div(rest, skv_v)?;
+            let (b, kh) = (cg.div(bh, cg.c(hkv_c))?, cg.rem(bh, cg.c(hkv_c))?);
+            let value = kv_at(cg, which, (b, kh, j, d))?;
+            cg.store(cache.dtype, cg.buffer(slot), e, Val::F(value))
+        })?;
+    }
+    let length_of = |cg: &crate::cg::Cg<'ctx>, b: IntValue<'ctx>| -> Gen<Option<IntValue<'ctx>>> {
+        match &lengths {
+            Some(t) => Ok(Some(
+                match cg.load(t.dtype, cg.buffer(req.input_param(6)), b)? {
+                    Val::I(l) => l,
+                    Val::F(f) => cg.b.build_float_to_signed_int(f, cg.i64t(), "")?,
+                },
+            )),
+            None => Ok(None),
+        }
+    };
     cg.for_each_thread_item(cg.c(0), rows, |cg, row| {
         let i = cg.rem(row, sq_v)?;
         let bh = cg.div(row, sq_v)?;
         let h = cg.rem(bh, hq_v)?;
         let b = cg.div(bh, hq_v)?;
         let kh = cg.div(h, cg.c(group))?;
+        let length = length_of(cg, b)?;
+        // Where query row i sits among the keys: after the cache, or before the padding.
+        let offset = match (&past_k, length) {
+            (Some(_), _) => past_n,
+            (None, Some(l)) => cg.sub(l, sq_v)?,
+            (None, None) => cg.c(0),
+        };
         for d in 0..dk_c {
             let off = at(cg, b, h, i, cg.c(d), hq_c, sq_v, dk_c)?;
             let x = cg.load(q.dtype, cg.buffer(qp), off)?.float(cg)?;
@@ -115,34 +218,44 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         for d in 0..dv_c {
             cg.store_raw(f32t.into(), acc, cg.c(d), cg.f(0.0).into())?;
         }
-        let init = vec![cg.f(f64::NEG_INFINITY).into(), cg.f(0.0).into()];
-        let state = cg.fold_range(cg.c(0), skv_v, cg.c(1), init, |cg, j, st| {
-            let (m, l) = (st[0].into_float_value(), st[1].into_float_value());
+        // Key j's score: after the soft cap (what modes 0 and 1 of the score output save), and
+        // after the mask, padding, causal and window biases.
+        let score = |cg: &mut crate::cg::Cg<'ctx>,
+                     j: IntValue<'ctx>|
+         -> Gen<(FloatValue<'ctx>, FloatValue<'ctx>)> {
             let mut s = cg.f(0.0);
             for d in 0..dk_c {
                 let qd = cg.load_raw(f32t.into(), qrow, cg.c(d))?.into_float_value();
-                let off = at(cg, b, kh, j, cg.c(d), hkv_c, skv_v, dk_c)?;
-                let kd = cg.load(k.dtype, cg.buffer(kp), off)?.float(cg)?;
+                let kd = kv_at(cg, 0, (b, kh, j, cg.c(d)))?;
                 s = cg.fma(qd, kd, s)?;
             }
             if attrs.softcap > 0.0 {
                 let c = cg.f(attrs.softcap as f64);
                 s = cg.fmul(cg.tanh(cg.fdiv(s, c)?)?, c)?;
             }
-            if let Some((dtype, lay)) = &mask_lay {
-                let flat = cg.add(cg.mul(row, skv_v)?, j)?;
+            let capped = s;
+            if let Some((dtype, lay, width)) = &mask_lay {
+                let width = cg.dim(width)?;
+                let inside = cg.icmp(IntPredicate::SLT, j, width)?;
+                let column = cg.imin(j, cg.sub(width, cg.c(1))?)?;
+                let flat = cg.add(cg.mul(row, width)?, column)?;
                 let off = offsets(cg, lay, flat)?[0].unwrap_or(cg.c(0));
                 let mv = cg.load(*dtype, cg.buffer(req.input_param(3)), off)?;
-                s = match (dtype, mv) {
+                let masked = match (dtype, mv) {
                     (DType::Bool, Val::I(keep)) => {
                         let keep = cg.icmp(IntPredicate::NE, keep, cg.c(0))?;
                         cg.fsel(keep, s, cg.f(f64::NEG_INFINITY))?
                     }
                     (_, mv) => cg.fadd(s, mv.float(cg)?)?,
                 };
+                s = cg.fsel(inside, masked, cg.f(f64::NEG_INFINITY))?;
             }
-            // Query row i sits at key position i (no past cache): causal and window masks.
-            let diff = cg.sub(i, j)?;
+            if let Some(l) = length {
+                let padding = cg.icmp(IntPredicate::SGE, j, l)?;
+                s = cg.fsel(padding, cg.f(f64::NEG_INFINITY), s)?;
+            }
+            // Causal and window masks, with query row i at key position i + offset.
+            let diff = cg.sub(cg.add(i, offset)?, j)?;
             if attrs.is_causal {
                 let future = cg.icmp(IntPredicate::SLT, diff, cg.c(0))?;
                 s = cg.fsel(future, cg.f(f64::NEG_INFINITY), s)?;
@@ -159,6 +272,20 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 )?;
                 s = cg.fsel(far, cg.f(f64::NEG_INFINITY), s)?;
             }
+            Ok((capped, s))
+        };
+        // Element (row, j) of the score output.
+        let score_at = |cg: &crate::cg::Cg<'ctx>, j: IntValue<'ctx>| cg.add(cg.mul(row, skv_v)?, j);
+        let init = vec![cg.f(f64::NEG_INFINITY).into(), cg.f(0.0).into()];
+        let state = cg.fold_range(cg.c(0), skv_v, cg.c(1), init, |cg, j, st| {
+            let (m, l) = (st[0].into_float_value(), st[1].into_float_value());
+            let (capped, s) = score(cg, j)?;
+            if let Some((dtype, mode)) = scores {
+                if mode < 3 {
+                    let saved = if mode < 2 { capped } else { s };
+                    cg.store(dtype, cg.buffer(3), score_at(cg, j)?, Val::F(saved))?;
+                }
+            }
             let m_new = cg.fcall2("llvm.maxnum.f32", m, s)?;
             // A row still all masked keeps its state (and avoids inf - inf).
             let live = cg.fcmp(FloatPredicate::ONE, m_new, cg.f(f64::NEG_INFINITY))?;
@@ -167,8 +294,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             let p = cg.exp(cg.fsub(s, safe_m)?)?;
             let l_new = cg.fma(l, alpha, p)?;
             for d in 0..dv_c {
-                let off = at(cg, b, kh, j, cg.c(d), hkv_c, skv_v, dv_c)?;
-                let vd = cg.load(v.dtype, cg.buffer(vp), off)?.float(cg)?;
+                let vd = kv_at(cg, 1, (b, kh, j, cg.c(d)))?;
                 let a = cg.load_raw(f32t.into(), acc, cg.c(d))?.into_float_value();
                 let a = cg.fma(p, vd, cg.fmul(a, alpha)?)?;
                 cg.store_raw(f32t.into(), acc, cg.c(d), a.into())?;
@@ -181,6 +307,17 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         let l = state[1].into_float_value();
         let empty = cg.fcmp(FloatPredicate::OEQ, l, cg.f(0.0))?;
         let inv = cg.fsel(empty, cg.f(0.0), cg.fdiv(cg.f(1.0), l)?)?;
+        if let Some((dtype, 3)) = scores {
+            // The probabilities: a second pass over the keys with the row's final maximum.
+            let m = state[0].into_float_value();
+            let live = cg.fcmp(FloatPredicate::ONE, m, cg.f(f64::NEG_INFINITY))?;
+            let safe_m = cg.fsel(live, m, cg.f(0.0))?;
+            cg.for_range(cg.c(0), skv_v, cg.c(1), |cg, j| {
+                let (_, s) = score(cg, j)?;
+                let p = cg.fmul(cg.exp(cg.fsub(s, safe_m)?)?, inv)?;
+                cg.store(dtype, cg.buffer(3), score_at(cg, j)?, Val::F(p))
+            })?;
+        }
         for d in 0..dv_c {
             let a = cg.load_raw(f32t.into(), acc, cg.c(d))?.into_float_value();
             let off = at(cg, b, h, i, cg.c(d), hq_c, sq_v, dv_c)?;

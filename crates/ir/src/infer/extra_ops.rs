@@ -94,11 +94,54 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 }
                 _ => None,
             };
+            // The present caches: the past ones (`[B, H, P, D]`) followed by the new keys or
+            // values; the scores: one per query row and key.
+            let past = |slot: usize| -> Result<Option<&[Dim]>> {
+                match ctx.opt(slot) {
+                    Some(_) => ctx.dims(slot, 4),
+                    None => Ok(None),
+                }
+            };
+            let present = |slot: usize, past_slot: usize| -> Result<Shape> {
+                let Some(x) = ctx.dims(slot, 3)? else {
+                    return Ok(dynamic(4));
+                };
+                let cached = past(past_slot)?;
+                let length = match (cached, ctx.opt(past_slot)) {
+                    (Some(p), _) => p[2].clone() + x[x.len() - 2].clone(),
+                    (None, Some(_)) => Dim::Dynamic,
+                    (None, None) => x[x.len() - 2].clone(),
+                };
+                Ok(Some(match (x.len(), cached) {
+                    (4, _) => vec![x[0].clone(), x[1].clone(), length, x[3].clone()],
+                    (_, Some(p)) => vec![x[0].clone(), p[1].clone(), length, p[3].clone()],
+                    _ if attrs.kv_num_heads > 0 => {
+                        let heads = Dim::known(attrs.kv_num_heads);
+                        let size = x[2].div_exact(&heads).unwrap_or(Dim::Dynamic);
+                        vec![x[0].clone(), heads, length, size]
+                    }
+                    _ => return Ok(dynamic(4)),
+                }))
+            };
+            let present_key = present(1, 4)?;
+            let present_value = present(2, 5)?;
+            let scores = match (q, &present_key) {
+                (Some(q), Some(k)) if q.len() == 4 => {
+                    Some(vec![q[0].clone(), q[1].clone(), q[2].clone(), k[2].clone()])
+                }
+                (Some(q), Some(k)) if attrs.q_num_heads > 0 => Some(vec![
+                    q[0].clone(),
+                    Dim::known(attrs.q_num_heads),
+                    q[1].clone(),
+                    k[2].clone(),
+                ]),
+                _ => dynamic(4),
+            };
             vec![
                 Inferred::tensor(dtype, y),
-                Inferred::tensor(dtype, dynamic(4)),
-                Inferred::tensor(dtype, dynamic(4)),
-                Inferred::tensor(dtype, dynamic(4)),
+                Inferred::tensor(dtype, present_key),
+                Inferred::tensor(dtype, present_value),
+                Inferred::tensor(dtype, scores),
             ]
         }
         Op::RmsNormalization { .. }
