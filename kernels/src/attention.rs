@@ -11,7 +11,7 @@
 //!
 //! Reference: the CPU executor's Attention.
 
-use crate::cg::{Gen, Val};
+use crate::cg::{Cg, Gen, Val};
 use crate::elementwise::{layout, offsets};
 use crate::{Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
@@ -334,6 +334,142 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
     let info = req.describe(
         Family::Attention,
         "flash-online-softmax row-per-thread",
+        vec![req.op.name()],
+        launch,
+    );
+    Ok(Generated {
+        info,
+        module: cg.finish()?,
+    })
+}
+
+/// Generates `RotaryEmbedding`: each element rotated with its pair partner by the cosine and
+/// sine of its position (from `position_ids`, or its sequence index), over the first
+/// `rotary_embedding_dim` elements of each head; the rest are copied. 4-D inputs are
+/// `[B, H, S, D]`, 3-D ones `[B, S, H*D]`. Reference: the CPU executor's RotaryEmbedding.
+pub fn generate_rotary<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> {
+    let Op::RotaryEmbedding {
+        interleaved,
+        num_heads,
+        rotary_embedding_dim,
+    } = req.op
+    else {
+        return Err(KernelError::Unsupported(
+            "not a RotaryEmbedding node".into(),
+        ));
+    };
+    let x = req.input(0)?.clone();
+    let cos = req.input(1)?.clone();
+    let sin = req.input(2)?.clone();
+    let positions = req.inputs.get(3).cloned().flatten();
+    let (seq, heads, size) = match x.shape.as_slice() {
+        [_, h, s, d] => (s.clone(), h.clone(), d.clone()),
+        [_, s, width] if *num_heads > 0 => {
+            let size = width.div_exact(&Dim::known(*num_heads)).ok_or_else(|| {
+                KernelError::Unsupported("the width does not split into heads".into())
+            })?;
+            (s.clone(), Dim::known(*num_heads), size)
+        }
+        _ => {
+            return Err(KernelError::Unsupported(
+                "RotaryEmbedding takes [B, H, S, D], or [B, S, H*D] with num_heads".into(),
+            ))
+        }
+    };
+    let four_d = x.shape.len() == 4;
+    let width = cos
+        .shape
+        .last()
+        .cloned()
+        .ok_or_else(|| KernelError::Unsupported("a scalar cos_cache".into()))?;
+    let (interleaved, rotary_dim) = (*interleaved, *rotary_embedding_dim);
+    let mut cg = req.begin(cx, 256);
+    let (seq_v, heads_v, size_v) = (cg.dim(&seq)?, cg.dim(&heads)?, cg.dim(&size)?);
+    let rot = if rotary_dim > 0 {
+        cg.c(rotary_dim)
+    } else {
+        size_v
+    };
+    let half = cg.div(rot, cg.c(2))?;
+    let width_v = cg.dim(&width)?;
+    let n = cg.product(&x.shape)?;
+    let out = req.outputs[0].clone();
+    let xp = req.input_param(0);
+    cg.for_each_thread_item(cg.c(0), n, |cg, e| {
+        // (b, s, h, d) of element e.
+        let d = cg.rem(e, size_v)?;
+        let rest = cg.div(e, size_v)?;
+        let (b, s, h) = if four_d {
+            let s = cg.rem(rest, seq_v)?;
+            let bh = cg.div(rest, seq_v)?;
+            (cg.div(bh, heads_v)?, s, cg.rem(bh, heads_v)?)
+        } else {
+            let h = cg.rem(rest, heads_v)?;
+            let bs = cg.div(rest, heads_v)?;
+            (cg.div(bs, seq_v)?, cg.rem(bs, seq_v)?, h)
+        };
+        let element = |cg: &Cg<'ctx>, dd: IntValue<'ctx>| -> Gen<IntValue<'ctx>> {
+            if four_d {
+                let bh = cg.add(cg.mul(b, heads_v)?, h)?;
+                cg.add(cg.mul(cg.add(cg.mul(bh, seq_v)?, s)?, size_v)?, dd)
+            } else {
+                let bs = cg.add(cg.mul(b, seq_v)?, s)?;
+                cg.add(cg.mul(cg.add(cg.mul(bs, heads_v)?, h)?, size_v)?, dd)
+            }
+        };
+        let own = cg.load(x.dtype, cg.buffer(xp), e)?.float(cg)?;
+        let rotated = cg.icmp(IntPredicate::SLT, d, rot)?;
+        // The pair (i1, i2) this element belongs to, its frequency index i, and its side.
+        let (i, first, partner) = if interleaved {
+            let first = cg.icmp(IntPredicate::EQ, cg.rem(d, cg.c(2))?, cg.c(0))?;
+            let partner = cg.b.build_xor(d, cg.c(1), "")?;
+            (cg.div(d, cg.c(2))?, first, partner)
+        } else {
+            let first = cg.icmp(IntPredicate::SLT, d, half)?;
+            let i = cg.select(first, d, cg.sub(d, half)?)?.into_int_value();
+            let partner = cg.select(first, cg.add(d, half)?, cg.sub(d, half)?)?;
+            (i, first, partner.into_int_value())
+        };
+        let partner = cg.imin(partner, cg.sub(size_v, cg.c(1))?)?;
+        let other = cg
+            .load(x.dtype, cg.buffer(xp), element(cg, partner)?)?
+            .float(cg)?;
+        let row = match &positions {
+            Some(p) => {
+                let at = cg.add(cg.mul(b, seq_v)?, s)?;
+                match cg.load(p.dtype, cg.buffer(req.input_param(3)), at)? {
+                    Val::I(v) => cg.imax(v, cg.c(0))?,
+                    Val::F(f) => cg.b.build_float_to_signed_int(f, cg.i64t(), "")?,
+                }
+            }
+            None => cg.add(cg.mul(b, seq_v)?, s)?,
+        };
+        let at = cg.add(
+            cg.mul(row, width_v)?,
+            cg.imin(i, cg.sub(width_v, cg.c(1))?)?,
+        )?;
+        let c = cg
+            .load(cos.dtype, cg.buffer(req.input_param(1)), at)?
+            .float(cg)?;
+        let sn = cg
+            .load(sin.dtype, cg.buffer(req.input_param(2)), at)?
+            .float(cg)?;
+        // First of a pair: c·x1 − s·x2; second: s·x1 + c·x2 (x1 the first element).
+        let as_first = cg.fsub(cg.fmul(c, own)?, cg.fmul(sn, other)?)?;
+        let as_second = cg.fadd(cg.fmul(sn, other)?, cg.fmul(c, own)?)?;
+        let y = cg.fsel(first, as_first, as_second)?;
+        let y = cg.fsel(rotated, y, own)?;
+        cg.store(out.dtype, cg.buffer(0), e, Val::F(y))
+    })?;
+    let launch = Launch {
+        grid: x.numel().ceil_div(&Dim::known(256)),
+        block: 256,
+        shared_bytes: 0,
+        dynamic_shared_bytes: 0,
+    };
+    let info = req.describe(
+        Family::Attention,
+        "rotary embedding",
         vec![req.op.name()],
         launch,
     );

@@ -33,15 +33,10 @@ pub fn eval_body<'ctx>(
 
 /// True when [`eval_op`] generates code for `op`.
 pub fn is_scalar_op(op: &Op) -> bool {
-    match op {
-        Op::Unary(_) => true,
-        Op::Binary(b) => !matches!(
-            b,
-            Binary::BitShift { .. } | Binary::BitwiseAnd | Binary::BitwiseOr | Binary::BitwiseXor
-        ),
-        Op::Clip | Op::Where | Op::Variadic(_) | Op::Cast { .. } => true,
-        _ => false,
-    }
+    matches!(
+        op,
+        Op::Unary(_) | Op::Binary(_) | Op::Clip | Op::Where | Op::Variadic(_) | Op::Cast { .. }
+    )
 }
 
 fn arg<'ctx>(args: &[Option<Val<'ctx>>], i: usize, op: &Op) -> Gen<Val<'ctx>> {
@@ -370,9 +365,44 @@ fn binary_int<'ctx>(
             let q = cg.div(x, safe)?;
             cg.select(zero, cg.c(0), q)?.into_int_value()
         }
-        Binary::And => cg.b.build_and(x, y, "")?,
-        Binary::Or => cg.b.build_or(x, y, "")?,
-        Binary::Xor => cg.b.build_xor(x, y, "")?,
+        Binary::And | Binary::BitwiseAnd => cg.b.build_and(x, y, "")?,
+        Binary::Or | Binary::BitwiseOr => cg.b.build_or(x, y, "")?,
+        Binary::Xor | Binary::BitwiseXor => cg.b.build_xor(x, y, "")?,
+        Binary::BitShift { left } => {
+            // Values are sign- (or zero-) extended to i64, so an arithmetic right shift is the
+            // element type's, and shifting by its width or more (or by a negative amount)
+            // leaves the sign's fill; the store's truncation drops what a left shift carries
+            // out of the element.
+            let wide = cg.icmp(IntPredicate::UGE, y, cg.c(64))?;
+            if *left {
+                let amount = cg.select(wide, cg.c(0), y)?.into_int_value();
+                let shifted = cg.b.build_left_shift(x, amount, "")?;
+                cg.select(wide, cg.c(0), shifted)?.into_int_value()
+            } else {
+                let amount = cg.select(wide, cg.c(63), y)?.into_int_value();
+                cg.b.build_right_shift(x, amount, true, "")?
+            }
+        }
+        Binary::Mod { fmod } => {
+            // A zero divisor gives 0; the integer remainder takes the divisor's sign unless
+            // `fmod`.
+            let zero = cg.icmp(IntPredicate::EQ, y, cg.c(0))?;
+            let safe = cg.select(zero, cg.c(1), y)?.into_int_value();
+            let r = cg.rem(x, safe)?;
+            let r = if *fmod {
+                r
+            } else {
+                let nonzero = cg.icmp(IntPredicate::NE, r, cg.c(0))?;
+                let differ = cg.b.build_xor(
+                    cg.icmp(IntPredicate::SLT, r, cg.c(0))?,
+                    cg.icmp(IntPredicate::SLT, safe, cg.c(0))?,
+                    "",
+                )?;
+                let fix = cg.and(nonzero, differ)?;
+                cg.select(fix, cg.add(r, safe)?, r)?.into_int_value()
+            };
+            cg.select(zero, cg.c(0), r)?.into_int_value()
+        }
         Binary::Equal => return flag(IntPredicate::EQ),
         Binary::Greater => return flag(IntPredicate::SGT),
         Binary::GreaterOrEqual => return flag(IntPredicate::SGE),

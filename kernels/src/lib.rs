@@ -4,12 +4,14 @@
 //! One family per file, each checked against the CPU executor's ops (its reference):
 //! [`elementwise`], [`reduce`] (reductions and normalizations), [`gemm`] (tensor-core and
 //! CUDA-core products with fused epilogues), [`conv`] (implicit GEMM, depthwise), [`attention`]
-//! (flash-style, online softmax), [`movement`] (transpose, concat, slice, gather, pad,
-//! resize, pooling) and [`quant`] (quantize and dequantize, every stored format). [`plan`] picks a generator for each node of a graph, and [`emit`] turns
+//! (flash-style, online softmax, and rotary embeddings), [`movement`] (transpose, concat,
+//! slice, gather, pad, resize, pooling, triangles), [`axis`] (arg max/min, running totals,
+//! Hardmax, Lp normalization) and [`quant`] (quantize and dequantize, every stored format). [`plan`] picks a generator for each node of a graph, and [`emit`] turns
 //! modules into PTX or LLVM text. Generated code is written in the thread-strided style of
 //! [`cg`], so it also runs on the host ([`host`]), which is how it is tested without a GPU.
 
 pub mod attention;
+pub mod axis;
 pub mod cg;
 pub mod conv;
 pub mod elementwise;

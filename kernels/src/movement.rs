@@ -29,6 +29,7 @@ pub fn handles(op: &Op) -> bool {
             | Op::MaxPool { .. }
             | Op::AveragePool { .. }
             | Op::Shape { .. }
+            | Op::Trilu { .. }
     )
 }
 
@@ -376,6 +377,43 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 },
             )?;
             "avgpool"
+        }
+        Op::Trilu { upper } => {
+            // Keep element (.., r, c) when c - r >= k (upper) or c - r <= k (lower).
+            let k = match req.inputs.get(1).and_then(|t| t.as_ref()) {
+                Some(_) => *req
+                    .known_ints(1)?
+                    .first()
+                    .ok_or_else(|| KernelError::Unsupported("Trilu's k input is empty".into()))?,
+                None => 0,
+            };
+            let rank = out.shape.len();
+            if rank < 2 {
+                return Err(KernelError::Unsupported(
+                    "Trilu needs rank 2 or more".into(),
+                ));
+            }
+            let upper = *upper;
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let offset = cg.sub(oc[rank - 1], oc[rank - 2])?;
+                let keep = if upper {
+                    cg.icmp(IntPredicate::SGE, offset, cg.c(k))?
+                } else {
+                    cg.icmp(IntPredicate::SLE, offset, cg.c(k))?
+                };
+                let v = cg.load(x.dtype, cg.buffer(req.input_param(0)), idx)?;
+                let zero = match v {
+                    Val::F(_) => Val::F(cg.f(0.0)),
+                    Val::I(_) => Val::I(cg.c(0)),
+                };
+                let v = match (v, zero) {
+                    (Val::F(a), Val::F(z)) => Val::F(cg.fsel(keep, a, z)?),
+                    (Val::I(a), Val::I(z)) => Val::I(cg.select(keep, a, z)?.into_int_value()),
+                    _ => unreachable!("a value and a zero of its kind"),
+                };
+                cg.store(out.dtype, cg.buffer(0), idx, v)
+            })?;
+            "triangle"
         }
         Op::Shape { start, .. } => {
             let rank = x.shape.len() as i64;

@@ -3,7 +3,7 @@
 use crate::cg::Gen;
 use crate::target::{Sm, Target};
 use crate::{
-    attention, conv, elementwise, emit, expr, gemm, movement, quant, reduce, Generated,
+    attention, axis, conv, elementwise, emit, expr, gemm, movement, quant, reduce, Generated,
     KernelError, KernelInfo, Request, TensorSig,
 };
 use inkwell::context::Context;
@@ -132,6 +132,30 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             FusedKind::Reduction => reduce::generate(cx, req, &f.body),
         },
         Op::ConstantOfShape { value } => elementwise::generate_fill(cx, req, value),
+        // CastLike is a Cast to its second input's type; Expand broadcasts input 0 to the
+        // output shape.
+        Op::CastLike {
+            saturate,
+            round_mode,
+        } => {
+            let cast = Op::Cast {
+                to: req.outputs[0].dtype,
+                saturate: *saturate,
+                round_mode: round_mode.clone(),
+            };
+            let body = elementwise::single_op_body(&cast, 1, |_| true);
+            elementwise::generate(cx, req, &body)
+        }
+        Op::Expand => {
+            let identity = Op::Unary(sparkc_ir::op::Unary::Identity);
+            elementwise::generate(
+                cx,
+                req,
+                &elementwise::single_op_body(&identity, 1, |_| true),
+            )
+        }
+        op if axis::handles(op) => axis::generate(cx, req),
+        Op::RotaryEmbedding { .. } => attention::generate_rotary(cx, req),
         op if expr::is_scalar_op(op) => {
             let body =
                 elementwise::single_op_body(op, req.inputs.len(), |i| req.inputs[i].is_some());
