@@ -129,14 +129,21 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         .outputs
         .first()
         .ok_or_else(|| KernelError::Unsupported("no output".into()))?;
+    // Inputs the body reads (Expand's shape and CastLike's type source are not read).
+    let used = crate::reduce::inputs_used(body, req.inputs.len());
     let shapes: Vec<Option<&[Dim]>> = req
         .inputs
         .iter()
-        .map(|t| t.as_ref().map(|t| t.shape.as_slice()))
+        .zip(&used)
+        .map(|(t, &u)| t.as_ref().filter(|_| u).map(|t| t.shape.as_slice()))
         .collect();
     let lay = layout(&out.shape, &shapes)?;
     let vectorize = out.dtype == DType::F32
-        && req.inputs.iter().flatten().all(|t| t.dtype == DType::F32)
+        && req
+            .inputs
+            .iter()
+            .zip(&used)
+            .all(|(t, &u)| !u || t.as_ref().is_some_and(|t| t.dtype == DType::F32))
         && lay
             .inputs
             .iter()

@@ -30,7 +30,27 @@ pub fn handles(op: &Op) -> bool {
             | Op::AveragePool { .. }
             | Op::Shape { .. }
             | Op::Trilu { .. }
+            | Op::GatherElements { .. }
+            | Op::GatherNd { .. }
+            | Op::SpaceToDepth { .. }
+            | Op::EyeLike { .. }
+            | Op::ReverseSequence { .. }
     )
+}
+
+/// Integer index `raw` into an axis of `d`, negative ones counted from the end; out-of-range
+/// ones read element 0 rather than outside the buffer.
+fn wrap_index<'ctx>(cg: &Cg<'ctx>, raw: Val<'ctx>, d: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
+    let Val::I(raw) = raw else {
+        return Err(KernelError::Unsupported("indices must be integers".into()));
+    };
+    let neg = cg.icmp(IntPredicate::SLT, raw, cg.c(0))?;
+    let fixed = cg.select(neg, cg.add(raw, d)?, raw)?.into_int_value();
+    let ok = cg.and(
+        cg.icmp(IntPredicate::SGE, fixed, cg.c(0))?,
+        cg.icmp(IntPredicate::SLT, fixed, d)?,
+    )?;
+    Ok(cg.select(ok, fixed, cg.c(0))?.into_int_value())
 }
 
 /// Row-major coordinates of `idx` in `dims`.
@@ -377,6 +397,97 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 },
             )?;
             "avgpool"
+        }
+        Op::GatherElements { axis } => {
+            let a = resolve_axis(*axis, x.shape.len())?;
+            let indices = req.input(1)?.clone();
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let raw = cg.load(indices.dtype, cg.buffer(req.input_param(1)), idx)?;
+                let mut ic = oc.to_vec();
+                ic[a] = wrap_index(cg, raw, cg.dim(&x.shape[a])?)?;
+                let off = linear(cg, &ic, &x.shape)?;
+                copy(cg, req, 0, off, idx)
+            })?;
+            "gather elements"
+        }
+        Op::GatherNd { batch_dims } => {
+            // Output coords: the indices' leading coords, then the slice's; each index tuple
+            // (the indices' last axis) picks data coords after the batch dims.
+            let indices = req.input(1)?.clone();
+            let q = indices.shape.len();
+            let depth = indices.shape[q - 1].as_const().ok_or_else(|| {
+                KernelError::Unsupported("GatherND's index depth must be static".into())
+            })? as usize;
+            let b = *batch_dims as usize;
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let mut ic: Vec<IntValue> = oc[..b].to_vec();
+                for t in 0..depth {
+                    let mut at = oc[..q - 1].to_vec();
+                    at.push(cg.c(t as i64));
+                    let pos = linear(cg, &at, &indices.shape)?;
+                    let raw = cg.load(indices.dtype, cg.buffer(req.input_param(1)), pos)?;
+                    ic.push(wrap_index(cg, raw, cg.dim(&x.shape[b + t])?)?);
+                }
+                ic.extend_from_slice(&oc[q - 1..]);
+                let off = linear(cg, &ic, &x.shape)?;
+                copy(cg, req, 0, off, idx)
+            })?;
+            "gather nd"
+        }
+        Op::SpaceToDepth { blocksize, mode } => {
+            // Output channel `oc` of an `h/b × w/b` image holds input channel `c`'s pixel
+            // (y·b + dy, x·b + dx): `oc = (dy·b + dx)·C + c` (DCR) or `c·b² + dy·b + dx` (CRD).
+            let b = *blocksize;
+            let crd = mode == "CRD";
+            let c_in = cg.dim(&x.shape[1])?;
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let (block, c) = if crd {
+                    (cg.rem(oc[1], cg.c(b * b))?, cg.div(oc[1], cg.c(b * b))?)
+                } else {
+                    (cg.div(oc[1], c_in)?, cg.rem(oc[1], c_in)?)
+                };
+                let (dy, dx) = (cg.div(block, cg.c(b))?, cg.rem(block, cg.c(b))?);
+                let y = cg.add(cg.mul(oc[2], cg.c(b))?, dy)?;
+                let xx = cg.add(cg.mul(oc[3], cg.c(b))?, dx)?;
+                let off = linear(cg, &[oc[0], c, y, xx], &x.shape)?;
+                copy(cg, req, 0, off, idx)
+            })?;
+            "space to depth"
+        }
+        Op::EyeLike { k, .. } => {
+            let k = *k;
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let on = cg.icmp(IntPredicate::EQ, cg.sub(oc[1], oc[0])?, cg.c(k))?;
+                let one = cg.b.build_int_z_extend(on, cg.i64t(), "")?;
+                cg.store(out.dtype, cg.buffer(0), idx, Val::I(one))
+            })?;
+            "eye"
+        }
+        Op::ReverseSequence {
+            batch_axis,
+            time_axis,
+        } => {
+            // Within each batch entry's first `lens[b]` steps, step t reads step lens[b]-1-t.
+            let rank = x.shape.len();
+            let (ba, ta) = (
+                resolve_axis(*batch_axis, rank)?,
+                resolve_axis(*time_axis, rank)?,
+            );
+            let lens = req.input(1)?.clone();
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let len = match cg.load(lens.dtype, cg.buffer(req.input_param(1)), oc[ba])? {
+                    Val::I(l) => l,
+                    Val::F(f) => cg.b.build_float_to_signed_int(f, cg.i64t(), "")?,
+                };
+                let t = oc[ta];
+                let inside = cg.icmp(IntPredicate::SLT, t, len)?;
+                let mirrored = cg.sub(cg.sub(len, cg.c(1))?, t)?;
+                let mut ic = oc.to_vec();
+                ic[ta] = cg.select(inside, mirrored, t)?.into_int_value();
+                let off = linear(cg, &ic, &x.shape)?;
+                copy(cg, req, 0, off, idx)
+            })?;
+            "reverse sequence"
         }
         Op::Trilu { upper } => {
             // Keep element (.., r, c) when c - r >= k (upper) or c - r <= k (lower).

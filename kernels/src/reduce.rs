@@ -66,7 +66,8 @@ fn prologue_shape(req: &Request, body: &[BodyNode], j: usize) -> Gen<Vec<Dim>> {
     Ok(shapes.pop().unwrap_or_default())
 }
 
-fn inputs_used(body: &[BodyNode], n: usize) -> Vec<bool> {
+/// Which of `n` inputs `body` reads.
+pub(crate) fn inputs_used(body: &[BodyNode], n: usize) -> Vec<bool> {
     let mut used = vec![false; n];
     for arg in body.iter().flat_map(|b| b.args.iter().flatten()) {
         if let Operand::Input(i) = arg {
