@@ -182,21 +182,8 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             let q = indices.shape.len();
             each_output(&mut cg, &out.shape, |cg, idx, oc| {
                 let ipos = linear(cg, &oc[a..a + q], &indices.shape)?;
-                let Val::I(raw) = cg.load(indices.dtype, cg.buffer(req.input_param(1)), ipos)?
-                else {
-                    return Err(KernelError::Unsupported(
-                        "Gather indices must be integers".into(),
-                    ));
-                };
-                let d = cg.dim(&x.shape[a])?;
-                let neg = cg.icmp(IntPredicate::SLT, raw, cg.c(0))?;
-                let fixed = cg.select(neg, cg.add(raw, d)?, raw)?.into_int_value();
-                // Out-of-range indices read element 0 rather than outside the buffer.
-                let ok = cg.and(
-                    cg.icmp(IntPredicate::SGE, fixed, cg.c(0))?,
-                    cg.icmp(IntPredicate::SLT, fixed, d)?,
-                )?;
-                let fixed = cg.select(ok, fixed, cg.c(0))?.into_int_value();
+                let raw = cg.load(indices.dtype, cg.buffer(req.input_param(1)), ipos)?;
+                let fixed = wrap_index(cg, raw, cg.dim(&x.shape[a])?)?;
                 let mut ic: Vec<_> = oc[..a].to_vec();
                 ic.push(fixed);
                 ic.extend_from_slice(&oc[a + q..]);

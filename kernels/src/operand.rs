@@ -180,31 +180,13 @@ pub(crate) fn split(body: &[BodyNode], inputs: usize, is_anchor: fn(&Op) -> bool
             )));
         }
     }
-    let mut epilogue = Vec::new();
-    for node in &body[a + 1..] {
-        if !is_scalar_op(&node.op) {
-            return Err(KernelError::Unsupported(format!(
-                "{} cannot be fused after a product",
-                node.op.name()
-            )));
-        }
-        let args = node
-            .args
-            .iter()
-            .map(|arg| match arg {
-                Some(Arg::Node(k)) if *k == a => Ok(Some(Arg::Input(inputs))),
-                Some(Arg::Node(k)) if *k > a => Ok(Some(Arg::Node(k - a - 1))),
-                Some(Arg::Node(_)) => Err(KernelError::Unsupported(
-                    "an epilogue reading the prologue".into(),
-                )),
-                other => Ok(*other),
-            })
-            .collect::<Gen<Vec<_>>>()?;
-        epilogue.push(BodyNode {
-            op: node.op.clone(),
-            args,
-        });
+    if let Some(bad) = body[a + 1..].iter().find(|n| !is_scalar_op(&n.op)) {
+        return Err(KernelError::Unsupported(format!(
+            "{} cannot be fused after a product",
+            bad.op.name()
+        )));
     }
+    let epilogue = crate::reduce::epilogue(body, a, inputs)?;
     Ok(Split {
         anchor: a,
         chains,

@@ -178,6 +178,32 @@ impl Cut {
     }
 }
 
+/// The body after anchor `a` on its own: the anchor's value becomes pseudo-input `inputs`
+/// (the fused node's input count), later nodes are renumbered from 0.
+pub(crate) fn epilogue(body: &[BodyNode], a: usize, inputs: usize) -> Gen<Vec<BodyNode>> {
+    body[a + 1..]
+        .iter()
+        .map(|node| {
+            let args = node
+                .args
+                .iter()
+                .map(|arg| match arg {
+                    Some(Operand::Node(k)) if *k == a => Ok(Some(Operand::Input(inputs))),
+                    Some(Operand::Node(k)) if *k > a => Ok(Some(Operand::Node(k - a - 1))),
+                    Some(Operand::Node(_)) => Err(KernelError::Unsupported(
+                        "an epilogue reading the prologue".into(),
+                    )),
+                    other => Ok(*other),
+                })
+                .collect::<Gen<Vec<_>>>()?;
+            Ok(BodyNode {
+                op: node.op.clone(),
+                args,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn cut(req: &Request, body: &[BodyNode], is_anchor: fn(&Op) -> bool) -> Gen<Cut> {
     let a = body
         .iter()
@@ -217,29 +243,10 @@ pub(crate) fn cut(req: &Request, body: &[BodyNode], is_anchor: fn(&Op) -> bool) 
         Some(Operand::Node(j)) => (body[..=j].to_vec(), prologue_shape(req, body, j)?),
         None => return Err(KernelError::Unsupported("a reduction without data".into())),
     };
-    let mut epilogue = Vec::new();
-    for node in &body[a + 1..] {
-        let args = node
-            .args
-            .iter()
-            .map(|arg| match arg {
-                Some(Operand::Node(k)) if *k == a => Ok(Some(Operand::Input(n))),
-                Some(Operand::Node(k)) if *k > a => Ok(Some(Operand::Node(k - a - 1))),
-                Some(Operand::Node(_)) => Err(KernelError::Unsupported(
-                    "an epilogue reading the prologue".into(),
-                )),
-                other => Ok(*other),
-            })
-            .collect::<Gen<Vec<_>>>()?;
-        epilogue.push(BodyNode {
-            op: node.op.clone(),
-            args,
-        });
-    }
     Ok(Cut {
         anchor: a,
         source,
-        epilogue,
+        epilogue: epilogue(body, a, n)?,
         x_shape,
     })
 }
