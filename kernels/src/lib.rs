@@ -44,14 +44,14 @@ pub enum KernelError {
     #[error("LLVM: {0}")]
     Llvm(String),
     /// An error for a named node.
-    #[error("node `{node}` ({op}): {source}")]
+    #[error("node `{node}` ({op}): {cause}")]
     Node {
         /// The node's name.
         node: String,
         /// Its op.
         op: String,
-        /// What went wrong.
-        source: Box<KernelError>,
+        /// What went wrong (in the message, so it is not repeated as the error's source).
+        cause: Box<KernelError>,
     },
 }
 

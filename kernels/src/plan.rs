@@ -257,7 +257,7 @@ pub fn lower_graph(
         let wrap = |e: KernelError| KernelError::Node {
             node: node.name.clone(),
             op: node.op.name(),
-            source: Box::new(e),
+            cause: Box::new(e),
         };
         let req = request(graph, id, name, Target::Gpu(sm), precision).map_err(wrap)?;
         let cx = Context::create();

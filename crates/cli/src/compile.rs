@@ -28,7 +28,8 @@ pub struct Args {
     /// The artifact to write (default: the model's path with a `.spark` extension).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// GPU architectures to generate kernels for, comma-separated (`all` for every one).
+    /// GPU architectures to generate kernels for, comma-separated (`all` for every one,
+    /// `none` for an artifact that runs on the CPU only).
     #[arg(long, default_value = "sm_121a", value_delimiter = ',')]
     pub target: Vec<String>,
     /// Arithmetic for products: tf32 (FP32 models on tensor cores) or fp32 (exact).
@@ -66,6 +67,12 @@ pub struct Args {
 fn targets(names: &[String]) -> Result<Vec<Sm>> {
     if names.iter().any(|n| n == "all") {
         return Ok(Sm::ALL.to_vec());
+    }
+    if names.iter().any(|n| n == "none") {
+        if names.len() > 1 {
+            bail!("--target none (a CPU-only artifact) cannot be combined with architectures");
+        }
+        return Ok(Vec::new());
     }
     let mut out: Vec<Sm> = Vec::new();
     for name in names {
@@ -373,8 +380,10 @@ pub fn run(args: &Args) -> Result<String> {
     let mut kernel_count = 0;
     for sm in &sms {
         bar.set_message(format!("generating {sm} kernels"));
-        let lowering = lower_graph(graph, Output::Ptx(*sm), args.precision, None)
-            .with_context(|| format!("codegen for {sm}"))?;
+        let lowering =
+            lower_graph(graph, Output::Ptx(*sm), args.precision, None).with_context(|| {
+                format!("codegen for {sm} (--target none writes an artifact for the CPU only)")
+            })?;
         let (plan, bindings) = memory_plan(graph, &lowering.kernels, &offsets)?;
         kernel_count = lowering.kernels.len();
         let kernels = lowering
@@ -439,11 +448,25 @@ pub fn run(args: &Args) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let size = written as f64 / (1 << 20) as f64;
+    if header.targets.is_empty() {
+        writeln!(
+            text,
+            "wrote {} ({size:.1} MiB): no GPU kernels (--target none), it runs on the CPU",
+            output.display()
+        )?;
+        writeln!(
+            text,
+            "weights {:.2} MiB, compiled in {:.2} s",
+            weights.len() as f64 / (1 << 20) as f64,
+            start.elapsed().as_secs_f64()
+        )?;
+        return Ok(text);
+    }
     writeln!(
         text,
-        "wrote {} ({:.1} MiB): {kernel_count} kernels per target for {}",
+        "wrote {} ({size:.1} MiB): {kernel_count} kernels per target for {}",
         output.display(),
-        written as f64 / (1 << 20) as f64,
         header.targets.join(", ")
     )?;
     writeln!(
