@@ -12,7 +12,8 @@
 use crate::cg::{Cg, Gen};
 use crate::expr::is_scalar_op;
 use crate::quant::{
-    encode_int, encode_minifloat, is_minifloat, BlockScale, BlockTables, Codes, ScaleIndex,
+    encode_int, encode_minifloat, encode_saturated, is_minifloat, BlockScale, BlockTables, Codes,
+    ScaleIndex,
 };
 use crate::reduce::Reader;
 use crate::{resolve_axis, KernelError, Request, TensorSig};
@@ -723,11 +724,11 @@ impl<'ctx> Factor<'ctx> {
             .float(cg)?;
         let q = cg.fdiv(x, s)?;
         if is_minifloat(self.codes) {
-            let q = match self.zero_value(cg)? {
-                Some(z) => cg.fadd(q, z)?,
-                None => q,
-            };
-            encode_minifloat(cg, self.codes, q, saturate)
+            match self.zero_value(cg)? {
+                Some(z) => encode_minifloat(cg, self.codes, cg.fadd(q, z)?, saturate),
+                None if saturate => encode_saturated(cg, self.codes, q),
+                None => encode_minifloat(cg, self.codes, q, false),
+            }
         } else {
             encode_int(cg, self.codes, q, self.zero_value(cg)?)
         }

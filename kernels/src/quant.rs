@@ -10,6 +10,7 @@
 
 use crate::cg::{Cg, Gen, Val};
 use crate::movement::{coords, linear};
+use crate::target::{Sm, Target};
 use crate::{resolve_axis, Family, Generated, KernelError, Launch, Request, TensorSig};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue, PointerValue};
@@ -115,7 +116,7 @@ impl<'ctx> BlockTables<'ctx> {
         x: FloatValue<'ctx>,
         scale: &BlockScale<'ctx>,
     ) -> Gen<IntValue<'ctx>> {
-        let q = encode_minifloat(cg, DType::F4E2M1, cg.fdiv(x, scale.full)?, true)?;
+        let q = encode_saturated(cg, DType::F4E2M1, cg.fdiv(x, scale.full)?)?;
         let positive = cg.fcmp(FloatPredicate::OGT, scale.full, cg.f(0.0))?;
         Ok(cg.select(positive, q, cg.c(0))?.into_int_value())
     }
@@ -417,6 +418,35 @@ pub(crate) fn encode_minifloat<'ctx>(
     Ok(cg
         .select(nan, code(f64::NAN, saturate), result)?
         .into_int_value())
+}
+
+/// The saturating code of `x` in the minifloat `dtype`, by the GPU's conversion instruction
+/// where the target has one (`cvt.rn.satfinite`: FP8 from sm_89 on, FP4 on sm_100a and the
+/// sm_120 family), else as [`encode_minifloat`] computes it: the same codes, NaN's sign aside.
+pub(crate) fn encode_saturated<'ctx>(
+    cg: &Cg<'ctx>,
+    dtype: DType,
+    x: FloatValue<'ctx>,
+) -> Gen<IntValue<'ctx>> {
+    let instruction = match (cg.target, dtype) {
+        (Target::Gpu(sm), DType::F8E4M3FN) if sm.has_fp8_mma() => "llvm.nvvm.ff.to.e4m3x2.rn",
+        (Target::Gpu(sm), DType::F8E5M2) if sm.has_fp8_mma() => "llvm.nvvm.ff.to.e5m2x2.rn",
+        (Target::Gpu(Sm::Sm100a | Sm::Sm120a | Sm::Sm121a), DType::F4E2M1) => {
+            "llvm.nvvm.ff.to.e2m1x2.rn.satfinite"
+        }
+        _ => return encode_minifloat(cg, dtype, x, true),
+    };
+    // The pair's second value lands in the low byte.
+    let pair = cg
+        .call(
+            instruction,
+            cg.cx.i16_type().into(),
+            &[cg.f(0.0).into(), x.into()],
+        )?
+        .into_int_value();
+    let wide = cg.b.build_int_z_extend(pair, cg.i64t(), "")?;
+    let mask = if dtype == DType::F4E2M1 { 0xF } else { 0xFF };
+    Ok(cg.b.build_and(wide, cg.c(mask), "")?)
 }
 
 /// The integer code of `q` (already scaled) for integer `dtype`: rounded half to even, plus
