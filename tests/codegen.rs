@@ -124,13 +124,31 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
             .unwrap_or_else(|e| panic!("{name}: quantize: {e:#}"));
         models.push((name, model));
     }
-    for sm in Sm::ALL {
-        let mut files = Vec::new();
-        for (name, model) in &models {
-            let lowering = lower_graph(&model.graph, Output::Ptx(sm), Precision::default(), None)
-                .unwrap_or_else(|e| panic!("{name} for {sm}: {e}"));
-            files.extend(write_ptx(&dir.join(sm.name()).join(name), lowering));
-        }
+    // Lowering runs LLVM's pipeline one kernel at a time: one thread per target keeps the
+    // cores busy.
+    let per_target: Vec<(Sm, Vec<PathBuf>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = Sm::ALL
+            .into_iter()
+            .map(|sm| {
+                let (models, dir) = (&models, &dir);
+                s.spawn(move || {
+                    let mut files = Vec::new();
+                    for (name, model) in models {
+                        let lowering =
+                            lower_graph(&model.graph, Output::Ptx(sm), Precision::default(), None)
+                                .unwrap_or_else(|e| panic!("{name} for {sm}: {e}"));
+                        files.extend(write_ptx(&dir.join(sm.name()).join(name), lowering));
+                    }
+                    (sm, files)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a lowering thread"))
+            .collect()
+    });
+    for (sm, files) in per_target {
         let failed = assemble(&ptxas, sm, &files);
         report.push(format!(
             "{sm}: {} of {} kernels assembled",
@@ -294,26 +312,42 @@ fn every_node_test_kernel_assembles_for_the_newest_and_oldest_targets() {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     names.sort();
-    for sm in [Sm::Sm121a, Sm::Sm80] {
-        let mut files = Vec::new();
-        for case in &names {
-            let Ok(model) = sparkc_onnx::load(&case.join("model.onnx")) else {
-                continue;
-            };
-            // Nodes without a kernel yet are refused with an error; those are counted by
-            // the host test, not here.
-            let Ok(lowering) =
-                lower_graph(&model.graph, Output::Ptx(sm), Precision::default(), None)
-            else {
-                continue;
-            };
-            let case_name = case
-                .file_name()
-                .expect("a name")
-                .to_string_lossy()
-                .to_string();
-            files.extend(write_ptx(&dir.join(sm.name()).join(&case_name), lowering));
-        }
+    // One thread per target lowers every case, as in the whole-model test.
+    let per_target: Vec<(Sm, Vec<PathBuf>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = [Sm::Sm121a, Sm::Sm80]
+            .into_iter()
+            .map(|sm| {
+                let (names, dir) = (&names, &dir);
+                s.spawn(move || {
+                    let mut files = Vec::new();
+                    for case in names {
+                        let Ok(model) = sparkc_onnx::load(&case.join("model.onnx")) else {
+                            continue;
+                        };
+                        // Nodes without a kernel yet are refused with an error; those are
+                        // counted by the host test, not here.
+                        let Ok(lowering) =
+                            lower_graph(&model.graph, Output::Ptx(sm), Precision::default(), None)
+                        else {
+                            continue;
+                        };
+                        let case_name = case
+                            .file_name()
+                            .expect("a name")
+                            .to_string_lossy()
+                            .to_string();
+                        files.extend(write_ptx(&dir.join(sm.name()).join(&case_name), lowering));
+                    }
+                    (sm, files)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a lowering thread"))
+            .collect()
+    });
+    for (sm, files) in per_target {
         assert!(
             files.len() > 300,
             "only {} node-test kernels for {sm}",
