@@ -35,7 +35,18 @@ pub fn eval_body<'ctx>(
 pub fn is_scalar_op(op: &Op) -> bool {
     matches!(
         op,
-        Op::Unary(_) | Op::Binary(_) | Op::Clip | Op::Where | Op::Variadic(_) | Op::Cast { .. }
+        Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Clip
+            | Op::Where
+            | Op::Variadic(_)
+            | Op::Cast { .. }
+            | Op::QuantizeLinear {
+                block_size: 0,
+                output_dtype: Some(_),
+                ..
+            }
+            | Op::DequantizeLinear { block_size: 0, .. }
     )
 }
 
@@ -103,6 +114,43 @@ pub fn eval_op<'ctx>(cg: &Cg<'ctx>, op: &Op, args: &[Option<Val<'ctx>>]) -> Gen<
             Ok(Val::F(acc))
         }
         Op::Cast { to, .. } => cast(cg, arg(args, 0, op)?, *to),
+        Op::QuantizeLinear {
+            block_size: 0,
+            output_dtype: Some(dtype),
+            ..
+        } => {
+            // Integer codes with one scale and zero point (a fused body holds only those):
+            // round half to even, add the zero point, clamp to the type.
+            let (lo, hi) = crate::quant::int_limits(*dtype).ok_or_else(|| {
+                KernelError::Unsupported(format!("quantizing to {dtype} in a fused body"))
+            })?;
+            let q = cg.fdiv(arg(args, 0, op)?.float(cg)?, arg(args, 1, op)?.float(cg)?)?;
+            let mut r = cg.fcall1("llvm.rint.f32", q)?;
+            if let Some(z) = args.get(2).copied().flatten() {
+                r = cg.fadd(r, z.float(cg)?)?;
+            }
+            let r = cg.fmin(cg.fmax(r, cg.f(lo as f64))?, cg.f(hi as f64))?;
+            Ok(Val::I(cg.b.build_float_to_signed_int(r, cg.i64t(), "")?))
+        }
+        Op::DequantizeLinear { block_size: 0, .. } => match arg(args, 0, op)? {
+            Val::I(code) => {
+                let centered = match args.get(2).copied().flatten() {
+                    Some(Val::I(z)) => cg.sub(code, z)?,
+                    Some(Val::F(_)) => {
+                        return Err(KernelError::Unsupported(
+                            "an integer code with a float zero point".into(),
+                        ))
+                    }
+                    None => code,
+                };
+                Ok(Val::F(
+                    cg.fmul(cg.itof(centered)?, arg(args, 1, op)?.float(cg)?)?,
+                ))
+            }
+            Val::F(_) => Err(KernelError::Unsupported(
+                "dequantizing float codes in a fused body".into(),
+            )),
+        },
         other => Err(KernelError::Unsupported(format!(
             "{} is not an elementwise op",
             other.name()

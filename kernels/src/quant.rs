@@ -206,7 +206,7 @@ fn is_packed(dtype: DType) -> bool {
 }
 
 /// The integer range of a quantized integer type.
-fn int_limits(dtype: DType) -> Option<(i64, i64)> {
+pub(crate) fn int_limits(dtype: DType) -> Option<(i64, i64)> {
     Some(match dtype {
         DType::U8 => (0, 255),
         DType::I8 => (-128, 127),

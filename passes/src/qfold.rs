@@ -602,6 +602,113 @@ fn fold(graph: &mut Graph, id: NodeId) -> Result<bool, PassError> {
     Ok(true)
 }
 
+/// A per-tensor quantize–dequantize pair of 8-bit integer codes on the output of `id`, read
+/// by nothing else: the pair's `QuantizeLinear` and `DequantizeLinear`, with the codes' type.
+fn output_pair(graph: &Graph, id: NodeId) -> Option<(NodeId, NodeId, DType)> {
+    let node = graph.node(id);
+    let foldable = match &node.op {
+        Op::Fused(_) => true,
+        op => sparkc_ir::fused::is_elementwise(op) || is_product(op),
+    };
+    if !foldable || node.outputs.len() != 1 {
+        return None;
+    }
+    let only_reader = |v: ValueRef| -> Option<NodeId> {
+        match readers(graph, v)[..] {
+            [(reader, 0)] if !graph.outputs.contains(&v) => Some(reader),
+            _ => None,
+        }
+    };
+    let q = only_reader(ValueRef {
+        node: id,
+        output: 0,
+    })?;
+    let Op::QuantizeLinear { block_size: 0, .. } = graph.node(q).op else {
+        return None;
+    };
+    let d = only_reader(ValueRef { node: q, output: 0 })?;
+    let Op::DequantizeLinear { block_size: 0, .. } = graph.node(d).op else {
+        return None;
+    };
+    let (q_in, d_in) = (graph.inputs_of(q), graph.inputs_of(d));
+    let codes = dtype_of(graph, ValueRef { node: q, output: 0 })?;
+    let scalar =
+        |v: &Option<ValueRef>| v.is_none_or(|v| shape_of(graph, v).is_some_and(|s| numel(&s) == 1));
+    let same = q_in.get(1) == d_in.get(1)
+        && q_in.get(2).copied().flatten() == d_in.get(2).copied().flatten();
+    let ints = matches!(codes, DType::I8 | DType::U8);
+    let f32_out = dtype_of(graph, ValueRef { node: d, output: 0 }) == Some(DType::F32);
+    (same && ints && f32_out && q_in.iter().skip(1).all(scalar)).then_some((q, d, codes))
+}
+
+/// Appends the pair (`q`, `d`) on the output of node `id` to its body, as its epilogue.
+fn fold_output_pair(graph: &mut Graph, id: NodeId, (q, d, codes): (NodeId, NodeId, DType)) {
+    let (mut body, mut inputs, provenance) = body_of(graph, id);
+    let mut input_of = |v: ValueRef| -> usize {
+        inputs.iter().position(|x| *x == v).unwrap_or_else(|| {
+            inputs.push(v);
+            inputs.len() - 1
+        })
+    };
+    let last = body.len() - 1;
+    let q_inputs = graph.inputs_of(q);
+    let scale = q_inputs
+        .get(1)
+        .copied()
+        .flatten()
+        .map(|v| Operand::Input(input_of(v)));
+    let zero = q_inputs
+        .get(2)
+        .copied()
+        .flatten()
+        .map(|v| Operand::Input(input_of(v)));
+    let Op::QuantizeLinear { axis, saturate, .. } = graph.node(q).op else {
+        return;
+    };
+    body.push(BodyNode {
+        op: Op::QuantizeLinear {
+            axis,
+            block_size: 0,
+            output_dtype: Some(codes),
+            saturate,
+        },
+        args: vec![Some(Operand::Node(last)), scale, zero],
+    });
+    body.push(BodyNode {
+        op: graph.node(d).op.clone(),
+        args: vec![Some(Operand::Node(last + 1)), scale, zero],
+    });
+    let mut provenance = provenance;
+    provenance.push("fold-quantized".to_string());
+    let fused = Fused { body, provenance };
+    let node = graph.node(id).clone();
+    let mut rules = node.rules.clone();
+    rules.push("fold-quantized".to_string());
+    let refs: Vec<Option<ValueRef>> = inputs.iter().map(|&v| Some(v)).collect();
+    let outputs = graph.node(d).outputs.clone();
+    let new = graph.add_node(
+        node.name.clone(),
+        Op::Fused(Box::new(fused)),
+        &refs,
+        outputs,
+    );
+    graph.dag[new].rules = rules;
+    let (from, to) = (
+        ValueRef { node: d, output: 0 },
+        ValueRef {
+            node: new,
+            output: 0,
+        },
+    );
+    replace_uses(graph, from, to);
+    for out in graph.outputs.iter_mut().filter(|v| **v == from) {
+        *out = to;
+    }
+    for gone in [id, q, d] {
+        graph.dag.remove_node(gone);
+    }
+}
+
 impl Pass for FoldQuantized {
     fn name(&self) -> &'static str {
         "fold-quantized"
@@ -622,7 +729,21 @@ impl Pass for FoldQuantized {
                 folded += 1;
             }
         }
-        Ok(format!("folded quantization into {folded} product(s)"))
+        // Then the per-tensor quantize-dequantize pairs (onnxruntime's QDQ form puts one after
+        // every op) on what products did not take: each becomes its producer's epilogue.
+        let mut pairs = 0;
+        for id in graph.topo_order()? {
+            if !graph.dag.contains_node(id) {
+                continue;
+            }
+            if let Some(pair) = output_pair(graph, id) {
+                fold_output_pair(graph, id, pair);
+                pairs += 1;
+            }
+        }
+        Ok(format!(
+            "folded quantization into {folded} product(s), {pairs} quantize-dequantize pair(s) into their producers"
+        ))
     }
 }
 
@@ -811,6 +932,31 @@ mod tests {
         let after = folded(&g);
         assert_eq!(ops(&after), ["Fused(Cast+Cast+Cast+TransposedMatMul)"]);
         assert_eq!(constant_shape(&after, DType::BF16), [vec![6, 8]]);
+    }
+
+    /// `Relu(x)` through a uint8 quantize-dequantize pair, scaled per tensor or per channel.
+    fn relu_pair(channels: usize) -> Graph {
+        let mut g = Graph::new("pair");
+        let x = g.add_input("x", tensor_type("f32[N,4]"));
+        let r = push(&mut g, Op::Unary(sparkc_ir::op::Unary::Relu), &[Some(x)]);
+        let shape: &[usize] = if channels == 1 { &[] } else { &[channels] };
+        let s = f32s(&mut g, "s", shape, &vec![0.05; channels]);
+        let z = constant(&mut g, "z", DType::U8, shape, vec![3; channels]);
+        let q = push(&mut g, quantize(1), &[Some(r), Some(s), Some(z)]);
+        let y = push(&mut g, dequantize(1, 0), &[Some(q), Some(s), Some(z)]);
+        g.outputs.push(y);
+        g
+    }
+
+    #[test]
+    fn a_quantize_dequantize_pair_becomes_its_producers_epilogue() {
+        let after = folded(&relu_pair(1));
+        assert_eq!(ops(&after), ["Fused(Relu+QuantizeLinear+DequantizeLinear)"]);
+        let per_channel = folded(&relu_pair(4));
+        assert_eq!(
+            ops(&per_channel),
+            ["DequantizeLinear", "QuantizeLinear", "Relu"]
+        );
     }
 
     #[test]

@@ -54,9 +54,18 @@ impl Fused {
 
     /// The kernel family: contraction if the body has a product, reduction if it reduces.
     pub fn kind(&self) -> FusedKind {
+        // Per-tensor quantize-dequantize pairs folded after an elementwise body keep it one.
+        let pointwise = |op: &Op| {
+            is_elementwise(op)
+                || matches!(
+                    op,
+                    Op::QuantizeLinear { block_size: 0, .. }
+                        | Op::DequantizeLinear { block_size: 0, .. }
+                )
+        };
         if self.body.iter().any(|n| is_contraction(&n.op)) {
             FusedKind::Contraction
-        } else if self.body.iter().any(|n| !is_elementwise(&n.op)) {
+        } else if self.body.iter().any(|n| !pointwise(&n.op)) {
             FusedKind::Reduction
         } else {
             FusedKind::Elementwise
