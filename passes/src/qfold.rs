@@ -200,6 +200,22 @@ fn dequantize(graph: &Graph, id: NodeId, role: Role) -> Option<Vec<Link>> {
             if same && numel(&scale_shape) == 1 {
                 let mut q_inputs = q_inputs;
                 q_inputs.truncate(inputs.len());
+                // An elementwise op whose value only this quantization reads is computed as
+                // the kernel stages its input.
+                if let Some(Some(x)) = q_inputs.first() {
+                    let producer = graph.node(x.node);
+                    let only_reader = readers(graph, *x).len() == 1 && !graph.outputs.contains(x);
+                    if only_reader
+                        && producer.outputs.len() == 1
+                        && sparkc_ir::fused::is_elementwise(&producer.op)
+                    {
+                        chain.push(Link {
+                            node: x.node,
+                            op: producer.op.clone(),
+                            inputs: graph.inputs_of(x.node),
+                        });
+                    }
+                }
                 chain.push(Link {
                     node: codes.node,
                     op: Op::QuantizeLinear {
