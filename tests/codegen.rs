@@ -549,3 +549,84 @@ fn quantized_product_variants_assemble_for_every_target() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The inline-assembly calls of a kernel's LLVM IR that are not marked `convergent`.
+fn divergeable_asm_calls(ir: &str) -> Vec<String> {
+    let convergent: Vec<String> = ir
+        .lines()
+        .filter_map(|l| l.strip_prefix("attributes #"))
+        .filter(|l| l.contains("convergent"))
+        .filter_map(|l| l.split_whitespace().next().map(|n| format!("#{n}")))
+        .collect();
+    ir.lines()
+        .filter(|l| l.contains("call") && l.contains(" asm "))
+        .filter(|l| {
+            !convergent
+                .iter()
+                .any(|c| l.trim_end().ends_with(c.as_str()))
+        })
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn warp_and_block_collectives_stay_convergent() {
+    // `bar.sync`, `mma.sync` and `ldmatrix` need every thread of the block or warp at the
+    // same instruction. Unless their inline-assembly calls are `convergent`, LLVM may
+    // duplicate one into divergent paths: tail duplication once split a block reduction's
+    // barrier between thread 0 and the others, which hung the H200 on GlobalAveragePool.
+    let root = sparkc_tests::generated().join("node");
+    let mut cases: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
+        .expect("node tests")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .map(|p| {
+            let name = p.file_name().expect("a name").to_string_lossy().to_string();
+            (name, p.join("model.onnx"))
+        })
+        .collect();
+    cases.sort();
+    cases.extend(whole_models());
+    let (mut kernels, mut with_asm, mut loose) = (0, 0, Vec::new());
+    for (name, path) in cases {
+        let Ok(mut model) = sparkc_onnx::load(&path) else {
+            continue;
+        };
+        if sparkc_passes::standard()
+            .and_then(|mut p| p.run(&mut model.graph))
+            .is_err()
+        {
+            continue;
+        }
+        for sm in [Sm::Sm121a, Sm::Sm80] {
+            let Ok(lowering) =
+                lower_graph(&model.graph, Output::Llvm(sm), Precision::default(), None)
+            else {
+                continue;
+            };
+            for k in &lowering.kernels {
+                kernels += 1;
+                with_asm += usize::from(k.text.contains(" asm "));
+                loose.extend(
+                    divergeable_asm_calls(&k.text)
+                        .into_iter()
+                        .map(|call| format!("{name} {sm} {}: {call}", k.info.name)),
+                );
+            }
+        }
+    }
+    println!("{kernels} kernels, {with_asm} with inline PTX, every call convergent");
+    assert!(with_asm > 100, "only {with_asm} kernels with inline PTX");
+    assert!(loose.is_empty(), "{}", loose.join("\n"));
+    // The kernel that hung: its three block-reduction barriers, each once in the PTX.
+    let gap = root.join("test_globalaveragepool/model.onnx");
+    let model = sparkc_onnx::load(&gap).expect("imports");
+    let lowering = lower_graph(
+        &model.graph,
+        Output::Ptx(Sm::Sm90a),
+        Precision::default(),
+        None,
+    )
+    .expect("lowers");
+    let ptx = &lowering.kernels[0].text;
+    assert_eq!(ptx.matches("bar.sync").count(), 3, "{ptx}");
+}

@@ -12,7 +12,7 @@ use sparkc_kernels::plan::{generate, request};
 use sparkc_kernels::{host, Precision, Target};
 use sparkc_passes::quantize::Scheme;
 use sparkc_runtime::{sample_inputs, Artifact, Device, Session, Tensor};
-use sparkc_tests::{qdq_models, whole_models};
+use sparkc_tests::{generated, qdq_models, whole_models};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -102,13 +102,26 @@ fn check_plan(name: &str, path: &Path, extra: &[&str], graph: &Graph, tolerance:
         .expect("a CPU session")
         .run(&named)
         .expect("the CPU runs it");
-    for (i, b) in buffers.iter().enumerate() {
-        if b.kind() != BufferKind::Output {
-            continue;
-        }
-        let want = &reference[b.position as usize].1;
-        let start = (arena_at + place.offsets[i]) as *const u8;
-        // SAFETY: the output lies inside the arena.
+    let outputs = &artifact
+        .header
+        .memory
+        .as_ref()
+        .expect("a memory plan")
+        .outputs;
+    assert_eq!(
+        outputs.len(),
+        reference.len(),
+        "{name}: every output has a buffer"
+    );
+    for (position, &i) in outputs.iter().enumerate() {
+        let (i, b) = (i as usize, &buffers[i as usize]);
+        let want = &reference[position].1;
+        let base = match b.kind() {
+            BufferKind::Weight => weights_at,
+            _ => arena_at,
+        };
+        let start = (base + place.offsets[i]) as *const u8;
+        // SAFETY: the output lies inside the arena or the weight section.
         let bytes = unsafe { std::slice::from_raw_parts(start, place.sizes[i] as usize) };
         let got = Tensor::new(want.dtype(), want.shape().to_vec(), bytes.to_vec())
             .expect("output bytes match the output's shape");
@@ -180,6 +193,27 @@ fn quantized_models_run_their_gpu_plans_on_host_kernels() {
         let request = Request::seeded(None);
         let (model, _) = optimize_quantized(&path, &request).expect("optimizes");
         report.push_str(&check_plan(&name, &path, &[], &model.graph, 1e-3));
+    }
+    print!("{report}");
+}
+
+#[test]
+fn outputs_that_are_views_of_inputs_or_constants_are_read_from_their_buffers() {
+    let mut report = String::new();
+    // Flatten and a bare Clip leave the output a view of the input, Dropout in inference is
+    // the identity, and a Constant's output lives in the weight section: no kernel writes them.
+    for name in [
+        "test_flatten_axis1",
+        "test_clip_default_inbounds_expanded",
+        "test_dropout_default",
+        "test_constant",
+    ] {
+        let path = generated().join("node").join(name).join("model.onnx");
+        let mut model = sparkc_onnx::load(&path).expect("imports");
+        sparkc_passes::standard()
+            .and_then(|mut p| p.run(&mut model.graph))
+            .expect("optimizes");
+        report.push_str(&check_plan(name, &path, &[], &model.graph, 0.0));
     }
     print!("{report}");
 }

@@ -706,7 +706,11 @@ impl<'ctx> Cg<'ctx> {
         Ok(())
     }
 
-    /// Inline PTX returning a value or a struct of values.
+    /// Inline PTX returning a value or a struct of values. The call is convergent: barriers,
+    /// `mma.sync` and `ldmatrix` need every thread of a warp (or block) at the same
+    /// instruction, so LLVM must not duplicate or sink them into divergent paths (tail
+    /// duplication once split a block reduction's `bar.sync` between lane 0 and the rest,
+    /// which hangs a GPU).
     pub fn asm_call(
         &self,
         ty: FunctionType<'ctx>,
@@ -718,11 +722,13 @@ impl<'ctx> Cg<'ctx> {
             self.cx
                 .create_inline_asm(ty, asm.into(), constraints.into(), true, false, None, false);
         let args: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
-        Ok(self
-            .b
-            .build_indirect_call(ty, callee, &args, "")?
-            .try_as_basic_value()
-            .basic())
+        let call = self.b.build_indirect_call(ty, callee, &args, "")?;
+        let convergent = self.cx.create_enum_attribute(
+            inkwell::attributes::Attribute::get_named_enum_kind_id("convergent"),
+            0,
+        );
+        call.add_attribute(inkwell::attributes::AttributeLoc::Function, convergent);
+        Ok(call.try_as_basic_value().basic())
     }
 
     /// Combines `v` across the block; every thread gets the result. Needs a block size that is a

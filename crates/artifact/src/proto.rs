@@ -214,6 +214,10 @@ pub struct MemoryPlan {
     /// The buffers; kernels name them by index.
     #[prost(message, repeated, tag = "1")]
     pub buffers: Vec<Buffer>,
+    /// The buffer holding each graph output, in signature order (an input, a weight or
+    /// another output's buffer when the output is a view of it).
+    #[prost(uint32, repeated, tag = "2")]
+    pub outputs: Vec<u32>,
 }
 
 /// What a buffer holds.

@@ -291,10 +291,17 @@ fn memory_plan(
         }
         bindings.push(bound);
     }
-    for &v in &outputs {
-        touch(v, last, &mut buffers)?;
-    }
-    Ok((MemoryPlan { buffers }, bindings))
+    let output_buffers = outputs
+        .iter()
+        .map(|&v| touch(v, last, &mut buffers))
+        .collect::<Result<_>>()?;
+    Ok((
+        MemoryPlan {
+            buffers,
+            outputs: output_buffers,
+        },
+        bindings,
+    ))
 }
 
 /// The artifact's record of a quantization summary.

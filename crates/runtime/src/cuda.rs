@@ -16,10 +16,12 @@ use cudarc::driver::{
     PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
-use sparkc_artifact::{arrange, eval, Arrangement, Buffer, BufferKind, KernelPlan, SizeExpr};
+use sparkc_artifact::{
+    arrange, eval, Arrangement, Buffer, BufferKind, KernelPlan, MemoryPlan, SizeExpr,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Shared memory a kernel may use without raising its limit.
 const DEFAULT_SHARED: u32 = 48 * 1024;
@@ -56,6 +58,8 @@ pub(crate) struct CudaBackend {
     stream: Arc<CudaStream>,
     kernels: Vec<Launchable>,
     buffers: Vec<Buffer>,
+    /// The buffer of each graph output, in signature order.
+    outputs: Vec<u32>,
     weights: Weights,
     bound: Mutex<Option<Bound>>,
     graphs: AtomicBool,
@@ -97,15 +101,36 @@ fn available_memory(gpu: &GpuInfo) -> Option<u64> {
     }
 }
 
+/// The first GPU's primary context, opened once and kept for the life of the process:
+/// releasing it with the last session would tear it down, and making it again costs seconds.
+fn context() -> Result<Arc<CudaContext>, RuntimeError> {
+    static CONTEXT: OnceLock<Arc<CudaContext>> = OnceLock::new();
+    if let Some(ctx) = CONTEXT.get() {
+        return Ok(ctx.clone());
+    }
+    let ctx = CudaContext::new(0).map_err(driver("cannot open the GPU"))?;
+    Ok(CONTEXT.get_or_init(|| ctx).clone())
+}
+
 impl CudaBackend {
     /// Loads `plan`'s PTX on the first GPU and places the weights.
     pub(crate) fn new(
         gpu: &GpuInfo,
         plan: &KernelPlan,
-        buffers: &[Buffer],
+        memory: &MemoryPlan,
         weights: &Bytes,
     ) -> Result<CudaBackend, RuntimeError> {
-        let ctx = CudaContext::new(0).map_err(driver("cannot open the GPU"))?;
+        let buffers = &memory.buffers;
+        if let Some(&b) = memory
+            .outputs
+            .iter()
+            .find(|&&b| b as usize >= buffers.len())
+        {
+            return Err(RuntimeError::Device(format!(
+                "an output names buffer {b}, beyond the memory plan"
+            )));
+        }
+        let ctx = context()?;
         // SAFETY: the backend uses one stream, so stream order already orders every use of
         // every buffer; cudarc's cross-stream events would only get in the way of capture.
         unsafe { ctx.disable_event_tracking() };
@@ -177,6 +202,7 @@ impl CudaBackend {
             stream,
             kernels,
             buffers: buffers.to_vec(),
+            outputs: memory.outputs.clone(),
             weights,
             bound: Mutex::new(None),
             graphs: AtomicBool::new(true),
@@ -202,10 +228,16 @@ impl CudaBackend {
         inputs: &[&[u8]],
         outputs: usize,
     ) -> Result<Vec<Vec<u8>>, RuntimeError> {
+        if outputs != self.outputs.len() {
+            return Err(RuntimeError::Run(format!(
+                "the memory plan places {} outputs; the signature has {outputs}",
+                self.outputs.len()
+            )));
+        }
         self.with_bound(|bound| {
             let b = self.prepare(gpu, bound, dims, inputs)?;
             self.execute(b)?;
-            self.read_outputs(b, outputs)
+            self.read_outputs(b)
         })
     }
 
@@ -356,21 +388,32 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Copies each graph output back, after the stream has finished.
-    fn read_outputs(&self, b: &Bound, outputs: usize) -> Result<Vec<Vec<u8>>, RuntimeError> {
-        let mut out = vec![Vec::new(); outputs];
-        for (i, buffer) in self.buffers.iter().enumerate() {
-            if buffer.kind() != BufferKind::Output {
-                continue;
-            }
+    /// Copies each graph output back from the buffer that holds it (the arena, or the weight
+    /// section for an output that is a constant), after the stream has finished.
+    fn read_outputs(&self, b: &Bound) -> Result<Vec<Vec<u8>>, RuntimeError> {
+        let mut out = Vec::with_capacity(self.outputs.len());
+        for &i in &self.outputs {
+            let i = i as usize;
             let (at, size) = (b.place.offsets[i] as usize, b.place.sizes[i] as usize);
             let mut host = vec![0u8; size];
-            self.stream
-                .memcpy_dtoh(&b.arena.slice(at..at + size), &mut host)
-                .map_err(run_error("copying an output"))?;
-            if let Some(slot) = out.get_mut(buffer.position as usize) {
-                *slot = host;
+            if size == 0 {
+                out.push(host);
+                continue;
             }
+            match (self.buffers[i].kind(), &self.weights) {
+                (BufferKind::Weight, Weights::Mapped(bytes)) => {
+                    host.copy_from_slice(&bytes[at..at + size]);
+                }
+                (BufferKind::Weight, Weights::Device(slice)) => self
+                    .stream
+                    .memcpy_dtoh(&slice.slice(at..at + size), &mut host)
+                    .map_err(run_error("copying an output"))?,
+                _ => self
+                    .stream
+                    .memcpy_dtoh(&b.arena.slice(at..at + size), &mut host)
+                    .map_err(run_error("copying an output"))?,
+            }
+            out.push(host);
         }
         self.stream
             .synchronize()

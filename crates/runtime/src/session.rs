@@ -70,8 +70,15 @@ fn open_gpu(artifact: &Artifact) -> Result<(CudaBackend, GpuInfo, String), Strin
         .memory
         .as_ref()
         .ok_or("the artifact has no memory plan")?;
-    let backend = CudaBackend::new(&gpu, plan, &memory.buffers, artifact.weights())
-        .map_err(|e| e.to_string())?;
+    if memory.outputs.len() != header.outputs.len() {
+        return Err(format!(
+            "the memory plan places {} of the {} outputs; recompile the artifact",
+            memory.outputs.len(),
+            header.outputs.len()
+        ));
+    }
+    let backend =
+        CudaBackend::new(&gpu, plan, memory, artifact.weights()).map_err(|e| e.to_string())?;
     let weights = if gpu.coherent_host_memory {
         "weights read in place from the mapped file"
     } else {
