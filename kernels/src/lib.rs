@@ -27,6 +27,7 @@ pub mod plan;
 pub mod quant;
 pub mod reduce;
 pub mod target;
+pub mod uniformity;
 
 use serde::Serialize;
 use sparkc_ir::{DType, Dim};
@@ -43,6 +44,10 @@ pub enum KernelError {
     /// LLVM refused the generated IR or could not emit code.
     #[error("LLVM: {0}")]
     Llvm(String),
+    /// The emitted code would hang or corrupt memory on a GPU (a barrier that only some
+    /// threads reach).
+    #[error("unsafe to run: {0}")]
+    Unsafe(String),
     /// An error for a named node.
     #[error("node `{node}` ({op}): {cause}")]
     Node {

@@ -271,7 +271,14 @@ pub fn lower_graph(
         }
         let text = match output {
             Output::Info(_) => String::new(),
-            Output::Ptx(sm) => emit::ptx(&generated.module, sm).map_err(wrap)?,
+            Output::Ptx(sm) => {
+                let ptx = emit::ptx(&generated.module, sm).map_err(wrap)?;
+                // A barrier only some threads reach hangs the GPU: refuse to ship one.
+                if let Some(d) = crate::uniformity::divergent_barriers(&ptx).first() {
+                    return Err(wrap(KernelError::Unsafe(format!("the PTX for {sm}: {d}"))));
+                }
+                ptx
+            }
             Output::Llvm(_) => emit::llvm(&generated.module),
         };
         kernels.push(Lowered {
