@@ -20,18 +20,19 @@ python3 scripts/gpu_models.py --out "$dest/onnx"
 
 # Artifacts above this size stay behind: what travels to the GPU machine is limited.
 max_bytes=$((6 << 20))
-stage=target/gpu-check
 
 # compile NAME MODEL.onnx DATA_DIR|- [sparkc compile flags...]: one artifact, its test data
 # (input_N.pb, output_N.pb) in a folder beside it; a model that does not compile is logged.
 compile() {
     local out="$1" model="$2" data="$3"
+    local refused
+    refused="$dest/$(basename "$(dirname "$out")")_$(basename "$out").refused"
     shift 3
     if "$sparkc" compile "$model" -o "$out.spark" "$@" >/dev/null 2>"$out.err"; then
         rm -f "$out.err"
         if [ "$(stat -c %s "$out.spark")" -gt "${MAX_BYTES:-$max_bytes}" ]; then
             rm "$out.spark"
-            echo "too large to carry" >"$dest/$(basename "$(dirname "$out")")_$(basename "$out").refused"
+            echo "too large to carry" >"$refused"
             return
         fi
         if [ "$data" != - ]; then
@@ -40,7 +41,7 @@ compile() {
             [ "${COPY_OUTPUTS:-1}" = 0 ] || cp "$data"/output_*.pb "$out/" 2>/dev/null || true
         fi
     else
-        mv "$out.err" "$dest/$(basename "$(dirname "$out")")_$(basename "$out").refused"
+        mv "$out.err" "$refused"
     fi
 }
 export -f compile

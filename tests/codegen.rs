@@ -45,6 +45,24 @@ fn write_ptx(folder: &Path, lowering: sparkc_kernels::Lowering) -> Vec<PathBuf> 
         .collect()
 }
 
+/// Runs `lower` for each target on a thread of its own (LLVM's pipeline lowers one kernel at
+/// a time, so this keeps the cores busy); returns each target's files.
+fn per_target(sms: &[Sm], lower: impl Fn(Sm) -> Vec<PathBuf> + Sync) -> Vec<(Sm, Vec<PathBuf>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = sms
+            .iter()
+            .map(|&sm| {
+                let lower = &lower;
+                s.spawn(move || (sm, lower(sm)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a lowering thread"))
+            .collect()
+    })
+}
+
 /// Whether lowering refused a kernel as unsafe to run (a barrier only some threads reach).
 fn is_unsafe(e: &KernelError) -> bool {
     match e {
@@ -133,29 +151,14 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
             .unwrap_or_else(|e| panic!("{name}: quantize: {e:#}"));
         models.push((name, model));
     }
-    // Lowering runs LLVM's pipeline one kernel at a time: one thread per target keeps the
-    // cores busy.
-    let per_target: Vec<(Sm, Vec<PathBuf>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = Sm::ALL
-            .into_iter()
-            .map(|sm| {
-                let (models, dir) = (&models, &dir);
-                s.spawn(move || {
-                    let mut files = Vec::new();
-                    for (name, model) in models {
-                        let lowering =
-                            lower_graph(&model.graph, Output::Ptx(sm), Precision::default(), None)
-                                .unwrap_or_else(|e| panic!("{name} for {sm}: {e}"));
-                        files.extend(write_ptx(&dir.join(sm.name()).join(name), lowering));
-                    }
-                    (sm, files)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a lowering thread"))
-            .collect()
+    let per_target = per_target(&Sm::ALL, |sm| {
+        let mut files = Vec::new();
+        for (name, model) in &models {
+            let lowering = lower_graph(&model.graph, Output::Ptx(sm), Precision::default(), None)
+                .unwrap_or_else(|e| panic!("{name} for {sm}: {e}"));
+            files.extend(write_ptx(&dir.join(sm.name()).join(name), lowering));
+        }
+        files
     });
     for (sm, files) in per_target {
         let failed = assemble(&ptxas, sm, &files);
@@ -321,45 +324,28 @@ fn every_node_test_kernel_assembles_for_the_newest_and_oldest_targets() {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     names.sort();
-    // One thread per target lowers every case, as in the whole-model test.
-    let per_target: Vec<(Sm, Vec<PathBuf>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = [Sm::Sm121a, Sm::Sm80]
-            .into_iter()
-            .map(|sm| {
-                let (names, dir) = (&names, &dir);
-                s.spawn(move || {
-                    let mut files = Vec::new();
-                    for case in names {
-                        let Ok(model) = sparkc_onnx::load(&case.join("model.onnx")) else {
-                            continue;
-                        };
-                        // Nodes without a kernel yet are refused with an error; those are
-                        // counted by the host test, not here. Unsafe PTX fails the test.
-                        let lowering = match lower_graph(
-                            &model.graph,
-                            Output::Ptx(sm),
-                            Precision::default(),
-                            None,
-                        ) {
-                            Ok(lowering) => lowering,
-                            Err(e) if is_unsafe(&e) => panic!("{}: {e}", case.display()),
-                            Err(_) => continue,
-                        };
-                        let case_name = case
-                            .file_name()
-                            .expect("a name")
-                            .to_string_lossy()
-                            .to_string();
-                        files.extend(write_ptx(&dir.join(sm.name()).join(&case_name), lowering));
-                    }
-                    (sm, files)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a lowering thread"))
-            .collect()
+    let per_target = per_target(&[Sm::Sm121a, Sm::Sm80], |sm| {
+        let mut files = Vec::new();
+        for case in &names {
+            let Ok(model) = sparkc_onnx::load(&case.join("model.onnx")) else {
+                continue;
+            };
+            // Nodes without a kernel yet are refused with an error; those are counted by the
+            // host test, not here. Unsafe PTX fails the test.
+            let lowering =
+                match lower_graph(&model.graph, Output::Ptx(sm), Precision::default(), None) {
+                    Ok(lowering) => lowering,
+                    Err(e) if is_unsafe(&e) => panic!("{}: {e}", case.display()),
+                    Err(_) => continue,
+                };
+            let case_name = case
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .to_string();
+            files.extend(write_ptx(&dir.join(sm.name()).join(&case_name), lowering));
+        }
+        files
     });
     for (sm, files) in per_target {
         assert!(

@@ -119,18 +119,13 @@ pub fn eval_op<'ctx>(cg: &Cg<'ctx>, op: &Op, args: &[Option<Val<'ctx>>]) -> Gen<
             output_dtype: Some(dtype),
             ..
         } => {
-            // Integer codes with one scale and zero point (a fused body holds only those):
-            // round half to even, add the zero point, clamp to the type.
-            let (lo, hi) = crate::quant::int_limits(*dtype).ok_or_else(|| {
-                KernelError::Unsupported(format!("quantizing to {dtype} in a fused body"))
-            })?;
+            // Integer codes with one scale and zero point (a fused body holds only those).
             let q = cg.fdiv(arg(args, 0, op)?.float(cg)?, arg(args, 1, op)?.float(cg)?)?;
-            let mut r = cg.fcall1("llvm.rint.f32", q)?;
-            if let Some(z) = args.get(2).copied().flatten() {
-                r = cg.fadd(r, z.float(cg)?)?;
-            }
-            let r = cg.fmin(cg.fmax(r, cg.f(lo as f64))?, cg.f(hi as f64))?;
-            Ok(Val::I(cg.b.build_float_to_signed_int(r, cg.i64t(), "")?))
+            let zero = match args.get(2).copied().flatten() {
+                Some(z) => Some(z.float(cg)?),
+                None => None,
+            };
+            Ok(Val::I(crate::quant::quantize_int(cg, *dtype, q, zero)?))
         }
         Op::DequantizeLinear { block_size: 0, .. } => match arg(args, 0, op)? {
             Val::I(code) => {

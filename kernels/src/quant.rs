@@ -206,7 +206,7 @@ fn is_packed(dtype: DType) -> bool {
 }
 
 /// The integer range of a quantized integer type.
-pub(crate) fn int_limits(dtype: DType) -> Option<(i64, i64)> {
+fn int_limits(dtype: DType) -> Option<(i64, i64)> {
     Some(match dtype {
         DType::U8 => (0, 255),
         DType::I8 => (-128, 127),
@@ -449,9 +449,9 @@ pub(crate) fn encode_saturated<'ctx>(
     Ok(cg.b.build_and(wide, cg.c(mask), "")?)
 }
 
-/// The integer code of `q` (already scaled) for integer `dtype`: rounded half to even, plus
-/// the zero point, clamped to the type's range.
-pub(crate) fn encode_int<'ctx>(
+/// The value of `q` (already scaled) quantized to integer `dtype`, as a signed integer:
+/// rounded half to even, plus the zero point, clamped to the type's range.
+pub(crate) fn quantize_int<'ctx>(
     cg: &Cg<'ctx>,
     dtype: DType,
     q: FloatValue<'ctx>,
@@ -465,7 +465,18 @@ pub(crate) fn encode_int<'ctx>(
         r = cg.fadd(r, z)?;
     }
     let r = cg.fmin(cg.fmax(r, cg.f(lo as f64))?, cg.f(hi as f64))?;
-    let r = cg.b.build_float_to_signed_int(r, cg.i64t(), "")?;
+    Ok(cg.b.build_float_to_signed_int(r, cg.i64t(), "")?)
+}
+
+/// The integer code of `q` (already scaled) for integer `dtype`: rounded half to even, plus
+/// the zero point, clamped to the type's range.
+pub(crate) fn encode_int<'ctx>(
+    cg: &Cg<'ctx>,
+    dtype: DType,
+    q: FloatValue<'ctx>,
+    zero: Option<FloatValue<'ctx>>,
+) -> Gen<IntValue<'ctx>> {
+    let r = quantize_int(cg, dtype, q, zero)?;
     Ok(cg.b.build_and(
         r,
         cg.c(if dtype.bits() >= 64 {

@@ -152,43 +152,38 @@ fn statements(ptx: &str) -> Vec<Statement> {
     out
 }
 
-/// Opcodes that write no register with their first operand.
-fn writes_nothing(opcode: &str) -> bool {
-    [
-        "st", "bar", "barrier", "bra", "ret", "exit", "cp", "red", "prefetch", "fence", "membar",
-        "stmatrix",
-    ]
-    .iter()
-    .any(|p| opcode == *p || opcode.starts_with(&format!("{p}.")))
+/// The opcode without its modifiers (`ld` of `ld.global.f32`).
+fn base(opcode: &str) -> &str {
+    opcode.split('.').next().unwrap_or(opcode)
 }
 
+/// Opcodes that write no register with their first operand.
+const WRITE_NOTHING: [&str; 12] = [
+    "st", "bar", "barrier", "bra", "ret", "exit", "cp", "red", "prefetch", "fence", "membar",
+    "stmatrix",
+];
+
 /// Opcodes whose result differs between threads whatever their inputs.
-fn always_divergent(opcode: &str) -> bool {
-    [
-        "shfl",
-        "atom",
-        "mma",
-        "ldmatrix",
-        "vote",
-        "activemask",
-        "match",
-        "wgmma",
-    ]
-    .iter()
-    .any(|p| opcode == *p || opcode.starts_with(&format!("{p}.")))
-}
+const ALWAYS_DIVERGENT: [&str; 8] = [
+    "shfl",
+    "atom",
+    "mma",
+    "ldmatrix",
+    "vote",
+    "activemask",
+    "match",
+    "wgmma",
+];
 
 /// The registers whose values may differ between threads of a block.
 fn divergent_registers(instructions: &[&Instruction]) -> HashSet<String> {
-    let mut divergent: HashSet<String> = HashSet::new();
-    loop {
-        let before = divergent.len();
-        for ins in instructions {
-            if writes_nothing(&ins.opcode) || ins.operands.is_empty() {
-                continue;
-            }
-            let dests = registers(&ins.operands[0]);
-            let sources: Vec<String> = ins.operands[1..]
+    // Each register-writing instruction as (destinations, sources, divergent whatever its
+    // sources), parsed once; then divergence spreads along them until nothing changes.
+    let flows: Vec<(Vec<String>, Vec<String>, bool)> = instructions
+        .iter()
+        .filter(|ins| !WRITE_NOTHING.contains(&base(&ins.opcode)) && !ins.operands.is_empty())
+        .map(|ins| {
+            let sources = ins.operands[1..]
                 .iter()
                 .flat_map(|o| registers(o))
                 .chain(
@@ -197,11 +192,19 @@ fn divergent_registers(instructions: &[&Instruction]) -> HashSet<String> {
                         .map(|g| g.trim_start_matches('!').to_string()),
                 )
                 .collect();
+            let always = ALWAYS_DIVERGENT.contains(&base(&ins.opcode));
+            (registers(&ins.operands[0]), sources, always)
+        })
+        .collect();
+    let mut divergent: HashSet<String> = HashSet::new();
+    loop {
+        let before = divergent.len();
+        for (dests, sources, always) in &flows {
             let from_thread = sources.iter().any(|s| {
                 divergent.contains(s) || THREAD_REGISTERS.iter().any(|t| s.starts_with(t))
             });
-            if from_thread || always_divergent(&ins.opcode) {
-                divergent.extend(dests);
+            if *always || from_thread {
+                divergent.extend(dests.iter().cloned());
             }
         }
         if divergent.len() == before {

@@ -471,7 +471,7 @@ fn is_product(op: &Op) -> bool {
 
 /// Folds what product `id` can take in; returns whether it changed anything.
 fn fold(graph: &mut Graph, id: NodeId) -> Result<bool, PassError> {
-    let (body, inputs, provenance) = body_of(graph, id);
+    let (body, inputs, mut provenance) = body_of(graph, id);
     let Some(a) = body.iter().position(|n| is_product(&n.op)) else {
         return Ok(false);
     };
@@ -590,7 +590,6 @@ fn fold(graph: &mut Graph, id: NodeId) -> Result<bool, PassError> {
             *i = renumber[*i];
         }
     }
-    let mut provenance = provenance;
     provenance.push("fold-quantized".to_string());
     let fused = Fused {
         body: new_body,
@@ -619,8 +618,9 @@ fn fold(graph: &mut Graph, id: NodeId) -> Result<bool, PassError> {
 }
 
 /// A per-tensor quantize–dequantize pair of 8-bit integer codes on the output of `id`, read
-/// by nothing else: the pair's `QuantizeLinear` and `DequantizeLinear`, with the codes' type.
-fn output_pair(graph: &Graph, id: NodeId) -> Option<(NodeId, NodeId, DType)> {
+/// by nothing else: the pair's `QuantizeLinear` and `DequantizeLinear` nodes, and the
+/// quantization as a fused body computes it (its codes' type explicit).
+fn output_pair(graph: &Graph, id: NodeId) -> Option<(NodeId, NodeId, Op)> {
     let node = graph.node(id);
     let foldable = match &node.op {
         Op::Fused(_) => true,
@@ -639,7 +639,13 @@ fn output_pair(graph: &Graph, id: NodeId) -> Option<(NodeId, NodeId, DType)> {
         node: id,
         output: 0,
     })?;
-    let Op::QuantizeLinear { block_size: 0, .. } = graph.node(q).op else {
+    let Op::QuantizeLinear {
+        axis,
+        block_size: 0,
+        saturate,
+        ..
+    } = graph.node(q).op
+    else {
         return None;
     };
     let d = only_reader(ValueRef { node: q, output: 0 })?;
@@ -654,12 +660,18 @@ fn output_pair(graph: &Graph, id: NodeId) -> Option<(NodeId, NodeId, DType)> {
         && q_in.get(2).copied().flatten() == d_in.get(2).copied().flatten();
     let ints = matches!(codes, DType::I8 | DType::U8);
     let f32_out = dtype_of(graph, ValueRef { node: d, output: 0 }) == Some(DType::F32);
-    (same && ints && f32_out && q_in.iter().skip(1).all(scalar)).then_some((q, d, codes))
+    let quantize = Op::QuantizeLinear {
+        axis,
+        block_size: 0,
+        output_dtype: Some(codes),
+        saturate,
+    };
+    (same && ints && f32_out && q_in.iter().skip(1).all(scalar)).then_some((q, d, quantize))
 }
 
 /// Appends the pair (`q`, `d`) on the output of node `id` to its body, as its epilogue.
-fn fold_output_pair(graph: &mut Graph, id: NodeId, (q, d, codes): (NodeId, NodeId, DType)) {
-    let (mut body, mut inputs, provenance) = body_of(graph, id);
+fn fold_output_pair(graph: &mut Graph, id: NodeId, (q, d, quantize): (NodeId, NodeId, Op)) {
+    let (mut body, mut inputs, mut provenance) = body_of(graph, id);
     let mut input_of = |v: ValueRef| -> usize {
         inputs.iter().position(|x| *x == v).unwrap_or_else(|| {
             inputs.push(v);
@@ -678,23 +690,14 @@ fn fold_output_pair(graph: &mut Graph, id: NodeId, (q, d, codes): (NodeId, NodeI
         .copied()
         .flatten()
         .map(|v| Operand::Input(input_of(v)));
-    let Op::QuantizeLinear { axis, saturate, .. } = graph.node(q).op else {
-        return;
-    };
     body.push(BodyNode {
-        op: Op::QuantizeLinear {
-            axis,
-            block_size: 0,
-            output_dtype: Some(codes),
-            saturate,
-        },
+        op: quantize,
         args: vec![Some(Operand::Node(last)), scale, zero],
     });
     body.push(BodyNode {
         op: graph.node(d).op.clone(),
         args: vec![Some(Operand::Node(last + 1)), scale, zero],
     });
-    let mut provenance = provenance;
     provenance.push("fold-quantized".to_string());
     let fused = Fused { body, provenance };
     let node = graph.node(id).clone();

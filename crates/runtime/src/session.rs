@@ -263,7 +263,7 @@ impl Session {
     ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
         let (dims, bytes) = self.bind(inputs)?;
         let views: Vec<&[u8]> = bytes.iter().map(|b| b.as_ref()).collect();
-        let raw = backend.run(gpu, dims.clone(), &views, self.outputs.len())?;
+        let raw = backend.run(gpu, dims.clone(), &views)?;
         self.outputs
             .iter()
             .zip(raw)

@@ -198,32 +198,26 @@ fn compare(got: &Tensor, want: &Tensor, rtol: f32, atol: f32) -> (f32, f64, bool
         return (f32::INFINITY, 0.0, false);
     }
     let (g, w) = (got.to_f32(), want.to_f32());
-    let mut worst = 0f32;
-    let mut close = true;
-    for (a, b) in g.iter().zip(&w) {
-        if a.is_nan() || b.is_nan() || a.is_infinite() || b.is_infinite() {
+    let (mut worst, mut close) = (0f32, true);
+    let (mut dot, mut ng, mut nw) = (0f64, 0f64, 0f64);
+    for (&a, &b) in g.iter().zip(&w) {
+        let (fa, fb) = (f64::from(a), f64::from(b));
+        if a.is_finite() {
+            ng += fa * fa;
+        }
+        if b.is_finite() {
+            nw += fb * fb;
+        }
+        if !a.is_finite() || !b.is_finite() {
             close &= (a.is_nan() && b.is_nan()) || a == b;
             continue;
         }
+        dot += fa * fb;
         let d = (a - b).abs();
         worst = worst.max(d);
         close &= d <= atol + rtol * b.abs();
     }
-    let finite = |x: &&f32| x.is_finite();
-    let dot: f64 = g
-        .iter()
-        .zip(&w)
-        .filter(|(a, b)| a.is_finite() && b.is_finite())
-        .map(|(a, b)| f64::from(*a) * f64::from(*b))
-        .sum();
-    let norm = |v: &[f32]| {
-        v.iter()
-            .filter(finite)
-            .map(|x| f64::from(*x).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    };
-    let (ng, nw) = (norm(&g), norm(&w));
+    let (ng, nw) = (ng.sqrt(), nw.sqrt());
     let cosine = if ng == 0.0 && nw == 0.0 {
         1.0
     } else {
