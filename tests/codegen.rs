@@ -1,10 +1,11 @@
-//! Codegen: every kernel of every whole model (and of quantized ones, in every format), for every
-//! target, assembles with `ptxas`.
+//! Codegen: every kernel of every whole model (and of quantized ones, in every format, and of the
+//! CNNs with channels-last convolutions), for every target, assembles with `ptxas`.
 //!
 //! `ptxas` comes from the `nvidia-cuda-nvcc` PyPI package (the test command installs it); set
 //! `PTXAS` to use another. The count of kernels assembled per target is printed.
 
 use sparkc_cli::quantize::{optimize_quantized, Request};
+use sparkc_ir::op::Layout;
 use sparkc_ir::{infer_graph, DType, Dim, Graph, Op, TensorType, Value, ValueRef, ValueType};
 use sparkc_kernels::{lower_graph, KernelError, Output, Precision, Sm};
 use sparkc_passes::quantize::Scheme;
@@ -120,6 +121,28 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
             .and_then(|mut passes| passes.run(&mut model.graph))
             .unwrap_or_else(|e| panic!("{name}: optimize: {e}"));
         models.push((name, model));
+    }
+    // Channels-last convolutions, on the models with residual blocks, concatenations, groups
+    // and depthwise convolutions.
+    let channels_last = [
+        "tiny_cnn",
+        "mobilenet",
+        "light_resnet50",
+        "light_densenet121",
+        "light_shufflenet",
+        "light_squeezenet",
+    ];
+    for (name, path) in whole_models() {
+        if !channels_last.contains(&name.as_str()) {
+            continue;
+        }
+        let mut model = sparkc_onnx::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        sparkc_passes::standard_with(sparkc_passes::Options {
+            layout: Layout::Nhwc,
+        })
+        .and_then(|mut passes| passes.run(&mut model.graph))
+        .unwrap_or_else(|e| panic!("{name}: optimize: {e}"));
+        models.push((format!("{name}_nhwc"), model));
     }
     // Quantized models: every format's quantized products (and FP4 activations), quantize and
     // dequantize kernels and rounding casts, and the QDQ models.

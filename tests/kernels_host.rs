@@ -5,7 +5,10 @@
 
 use bytes::Bytes;
 use sparkc_cpu::{Array, Value};
-use sparkc_ir::{DType, Op, Tensor, ValueRef};
+use sparkc_ir::op::{channels_last, ConvAttrs, Layout};
+use sparkc_ir::{
+    DType, Dim, Graph, NodeId, Op, Tensor, TensorType, Value as IrValue, ValueRef, ValueType,
+};
 use sparkc_kernels::plan::{generate, is_leaf, is_view, request};
 use sparkc_kernels::{host, Precision, Role, Target};
 use sparkc_tests::{generated, manifest_names, read_value};
@@ -68,6 +71,56 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
     if is_view(&node.op) || matches!(node.op, Op::Fused(_)) {
         return None;
     }
+    let case = read_case(graph, &names, &set, meta);
+    run_kernel(graph, id, &case, meta)
+}
+
+/// A node test's inputs by graph value, and its expected outputs by graph output position.
+type Case = (BTreeMap<ValueRef, Array>, Vec<Array>);
+
+/// Reads test set `set` of a node test whose graph inputs are named `names` in file order.
+fn read_case(graph: &Graph, names: &[String], set: &Path, meta: &serde_json::Value) -> Result<Case, String> {
+    let mut inputs = BTreeMap::new();
+    for &input in &graph.inputs {
+        let name = &graph.node(input).name;
+        let j = names
+            .iter()
+            .position(|n| n == name)
+            .ok_or("an input vanished")?;
+        let Value::Tensor(a) = read_value(&set.join(format!("input_{j}.pb")), &meta["inputs"][j])?
+        else {
+            return Err("non-tensor input".into());
+        };
+        inputs.insert(
+            ValueRef {
+                node: input,
+                output: 0,
+            },
+            a,
+        );
+    }
+    let mut expected = Vec::new();
+    for position in 0..graph.outputs.len() {
+        let Value::Tensor(a) = read_value(
+            &set.join(format!("output_{position}.pb")),
+            &meta["outputs"][position],
+        )?
+        else {
+            return Err("non-tensor output".into());
+        };
+        expected.push(a);
+    }
+    Ok((inputs, expected))
+}
+
+/// Runs node `id` of `graph` through its host kernel on the case's inputs and compares with its
+/// expected outputs; `None` when the node has no kernel.
+fn run_kernel(
+    graph: &Graph,
+    id: NodeId,
+    case: &Result<Case, String>,
+    meta: &serde_json::Value,
+) -> Option<(String, Result<(), String>)> {
     let req = request(graph, id, "k".into(), Target::Host, Precision::Fp32).ok()?;
     let cx = inkwell::context::Context::create();
     let kernel = generate(&cx, &req).ok()?;
@@ -83,26 +136,7 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
     }
     let family = format!("{:?}", kernel.info.family);
     let result = (|| -> Result<(), String> {
-        let mut by_value: BTreeMap<ValueRef, Array> = BTreeMap::new();
-        for &input in &graph.inputs {
-            let name = &graph.node(input).name;
-            let j = names
-                .iter()
-                .position(|n| n == name)
-                .ok_or("an input vanished")?;
-            let Value::Tensor(a) =
-                read_value(&set.join(format!("input_{j}.pb")), &meta["inputs"][j])?
-            else {
-                return Err("non-tensor input".into());
-            };
-            by_value.insert(
-                ValueRef {
-                    node: input,
-                    output: 0,
-                },
-                a,
-            );
-        }
+        let (inputs, expected) = case.as_ref().map_err(String::clone)?;
         let mut buffers: Vec<Vec<u8>> = Vec::new();
         let slots = graph.inputs_of(id);
         for arg in &kernel.info.buffers {
@@ -120,7 +154,7 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
                     let v = slots[arg.slot].ok_or("missing input")?;
                     let bytes = match &graph.node(v.node).op {
                         Op::Const(t) => t.data.to_vec(),
-                        _ => bytes_of(by_value.get(&v).ok_or("input not bound")?),
+                        _ => bytes_of(inputs.get(&v).ok_or("input not bound")?),
                     };
                     buffers.push(bytes);
                 }
@@ -153,14 +187,11 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
             let Some(position) = graph.outputs.iter().position(|v| *v == value) else {
                 continue;
             };
-            let Value::Tensor(expected) = read_value(
-                &set.join(format!("output_{position}.pb")),
-                &meta["outputs"][position],
-            )?
-            else {
-                return Err("non-tensor output".into());
-            };
-            let want = expected.data.to_f64s();
+            let want = expected
+                .get(position)
+                .ok_or("an output without its reference")?
+                .data
+                .to_f64s();
             let mut actual = values_of(arg.dtype, &buffers[j]);
             actual.truncate(want.len());
             if actual.len() != want.len() {
@@ -181,6 +212,94 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
         Ok(())
     })();
     Some((family, result))
+}
+
+/// `a` with its axes permuted as `Transpose` permutes them.
+fn permute(a: &Array, perm: &[usize]) -> Array {
+    let mut strides = vec![1; a.shape.len()];
+    for k in (0..a.shape.len().saturating_sub(1)).rev() {
+        strides[k] = strides[k + 1] * a.shape[k + 1];
+    }
+    let shape: Vec<usize> = perm.iter().map(|&p| a.shape[p]).collect();
+    let at: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
+    Array::new(shape.clone(), a.data.gather_strided(&shape, &at, 0))
+}
+
+/// The single `Conv` node of a node test, with its case, when its inputs are floats.
+fn channels_last_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), String>)> {
+    let model = sparkc_onnx::load(&dir.join("model.onnx")).ok()?;
+    let graph = &model.graph;
+    let computed: Vec<_> = graph
+        .dag
+        .node_indices()
+        .filter(|&id| !is_leaf(&graph.node(id).op))
+        .collect();
+    let [id] = computed[..] else { return None };
+    let names: Vec<String> = graph.inputs.iter().map(|&i| graph.node(i).name.clone()).collect();
+    let (inputs, expected) = read_case(graph, &names, &dir.join("test_data_set_0"), meta).ok()?;
+    run_channels_last(graph, id, &inputs, &expected, meta)
+}
+
+/// Conv node `id` of `graph` rebuilt channels last (the same convolution over its inputs and
+/// weights transposed to NHWC) run on its host kernel, expected to give `expected[0]`
+/// transposed; `None` unless it is a float `Conv`.
+fn run_channels_last(
+    graph: &Graph,
+    id: NodeId,
+    inputs: &BTreeMap<ValueRef, Array>,
+    expected: &[Array],
+    meta: &serde_json::Value,
+) -> Option<(String, Result<(), String>)> {
+    let Op::Conv(attrs) = &graph.node(id).op else {
+        return None;
+    };
+    let mut twin = Graph::new("nhwc");
+    let mut twin_inputs = BTreeMap::new();
+    let mut args = Vec::new();
+    for (slot, v) in graph.inputs_of(id).into_iter().enumerate() {
+        let Some(v) = v else {
+            args.push(None);
+            continue;
+        };
+        let a = inputs.get(&v)?;
+        if !a.dtype().is_float() {
+            return None;
+        }
+        let a = if slot < 2 {
+            permute(a, &channels_last(&(0..a.rank()).collect::<Vec<_>>()))
+        } else {
+            a.clone()
+        };
+        let dims = a.shape.iter().map(|&d| Dim::known(d as i64)).collect();
+        let ty = ValueType::Tensor(TensorType {
+            dtype: a.dtype(),
+            shape: Some(dims),
+        });
+        let input = twin.add_input(&format!("in{slot}"), ty);
+        twin_inputs.insert(input, a);
+        args.push(Some(input));
+    }
+    let op = Op::Conv(ConvAttrs {
+        layout: Layout::Nhwc,
+        ..attrs.clone()
+    });
+    let out = IrValue {
+        name: "y".into(),
+        ty: ValueType::Tensor(TensorType {
+            dtype: DType::F32,
+            shape: None,
+        }),
+        known: None,
+    };
+    let conv = twin.add_node("conv".into(), op, &args, vec![out]);
+    twin.outputs.push(ValueRef {
+        node: conv,
+        output: 0,
+    });
+    sparkc_ir::infer_graph(&mut twin).ok()?;
+    let y = expected.first()?;
+    let want = permute(y, &channels_last(&(0..y.rank()).collect::<Vec<_>>()));
+    run_kernel(&twin, conv, &Ok((twin_inputs, vec![want])), meta)
 }
 
 #[test]
@@ -294,4 +413,111 @@ fn round_to_blocks_kernels_match_the_block_codec() {
             assert!(same, "{format:?} element {i}: kernel {a}, codec {b}");
         }
     }
+}
+
+/// Every float `Conv` node test rebuilt channels last runs on its host kernel (the implicit
+/// GEMM and depthwise kernels index NHWC images and OHWI weights) and matches the reference
+/// output transposed.
+#[test]
+fn channels_last_conv_kernels_match_onnx_node_tests() {
+    let root = generated().join("node");
+    let (mut run, mut failures) = (0, Vec::new());
+    for name in manifest_names("node") {
+        let dir = root.join(&name);
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta"))
+                .expect("json");
+        let Some((_, result)) = channels_last_case(&dir, &meta) else {
+            continue;
+        };
+        run += 1;
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    println!("host kernels, channels-last Conv: {} of {run} node tests pass", run - failures.len());
+    assert!(run >= 6, "only {run} Conv node tests ran channels last");
+    assert!(
+        failures.is_empty(),
+        "{} channels-last Conv node tests fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Channels-last convolutions of shapes the node tests lack (odd sizes, groups, depthwise,
+/// dilations and strides, one and three spatial axes, bias) on their host kernels, against
+/// the CPU executor's channels-first convolution.
+#[test]
+fn channels_last_conv_kernels_match_the_cpu_executor() {
+    // (input shape, weight shape, group, strides, dilations, pads)
+    type Geometry = (&'static [usize], &'static [usize], i64, &'static [i64], &'static [i64], &'static [i64]);
+    let cases: [Geometry; 6] = [
+        (&[2, 6, 9, 7], &[10, 3, 3, 3], 2, &[1, 1], &[1, 1], &[1, 1, 1, 1]),
+        (&[1, 8, 11, 10], &[8, 1, 3, 3], 8, &[2, 2], &[1, 1], &[1, 0, 1, 2]),
+        (&[1, 5, 13, 9], &[7, 5, 3, 2], 1, &[1, 2], &[2, 1], &[2, 0, 0, 1]),
+        (&[3, 4, 17], &[6, 4, 5], 1, &[2], &[1], &[2, 2]),
+        (&[1, 3, 5, 6, 7], &[4, 3, 3, 3, 3], 1, &[1, 1, 1], &[1, 1, 1], &[1, 1, 1, 1, 1, 1]),
+        (&[2, 37, 5, 5], &[33, 37, 1, 1], 1, &[1, 1], &[1, 1], &[0, 0, 0, 0]),
+    ];
+    let meta = serde_json::json!({});
+    let mut passed = 0;
+    for (i, (x, w, group, strides, dilations, pads)) in cases.into_iter().enumerate() {
+        let mut graph = Graph::new("nchw");
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n).map(|k| ((k * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect()
+        };
+        let arrays = [
+            Array::f32(x.to_vec(), values(x.iter().product(), 1)),
+            Array::f32(w.to_vec(), values(w.iter().product(), 2)),
+            Array::f32(vec![w[0]], values(w[0], 3)),
+        ];
+        let mut inputs = BTreeMap::new();
+        let mut args = Vec::new();
+        for (slot, a) in arrays.iter().enumerate() {
+            let dims = a.shape.iter().map(|&d| Dim::known(d as i64)).collect();
+            let ty = ValueType::Tensor(TensorType {
+                dtype: DType::F32,
+                shape: Some(dims),
+            });
+            let v = graph.add_input(&format!("in{slot}"), ty);
+            inputs.insert(v, a.clone());
+            args.push(Some(v));
+        }
+        let attrs = ConvAttrs {
+            auto_pad: sparkc_ir::op::AutoPad::NotSet,
+            dilations: dilations.to_vec(),
+            group,
+            kernel_shape: Vec::new(),
+            pads: pads.to_vec(),
+            strides: strides.to_vec(),
+            layout: Layout::Nchw,
+        };
+        let out = IrValue {
+            name: "y".into(),
+            ty: ValueType::Tensor(TensorType {
+                dtype: DType::F32,
+                shape: None,
+            }),
+            known: None,
+        };
+        let conv = graph.add_node("conv".into(), Op::Conv(attrs), &args, vec![out]);
+        graph.outputs.push(ValueRef {
+            node: conv,
+            output: 0,
+        });
+        sparkc_ir::infer_graph(&mut graph).expect("a valid convolution");
+        let feeds = arrays.iter().cloned().map(Value::Tensor).collect();
+        let reference = sparkc_cpu::Executor::new(&graph)
+            .and_then(|e| e.run(feeds))
+            .expect("the CPU executor runs it");
+        let Value::Tensor(y) = &reference[0] else {
+            panic!("case {i}: a tensor output")
+        };
+        let (_, result) = run_channels_last(&graph, conv, &inputs, std::slice::from_ref(y), &meta)
+            .unwrap_or_else(|| panic!("case {i}: no channels-last kernel"));
+        result.unwrap_or_else(|e| panic!("case {i} ({x:?} * {w:?}, group {group}): {e}"));
+        passed += 1;
+    }
+    println!("host kernels, channels-last Conv: {passed} geometries match the CPU executor");
 }

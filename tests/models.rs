@@ -1,10 +1,12 @@
 //! Whole models on the CPU executor: the `light_*` architectures of the onnx package against their
 //! reference outputs, and generated BERT-, GPT- and MobileNet-style models (and the MobileNet
-//! quantized by onnxruntime in QDQ form) against onnxruntime.
-//! Each prints its max abs error and cosine similarity.
+//! quantized by onnxruntime in QDQ form) against onnxruntime, each as imported, optimized, and
+//! optimized with convolutions channels last. Each prints its max abs error and cosine
+//! similarity.
 
 use sparkc_cpu::{Array, Data, Executor, Value};
-use sparkc_ir::ValueType;
+use sparkc_ir::op::Layout;
+use sparkc_ir::{Op, ValueType};
 use sparkc_onnx::load;
 use sparkc_tests::{generated, generated_models, manifest_names, read_value};
 use std::path::Path;
@@ -52,16 +54,32 @@ fn check(
     tolerance: Tolerance,
 ) -> Result<String, String> {
     let mut report = String::new();
-    for optimize in [false, true] {
-        let label = if optimize {
-            format!("{name} (optimized)")
-        } else {
-            name.to_string()
+    // Channels last applies to convolutions with constant float weights once folded (not to a
+    // QDQ model's).
+    let mut prepared = load(model).map_err(|e| format!("{name}: {e}"))?.graph;
+    sparkc_passes::prepare()
+        .run(&mut prepared)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let convolutions = prepared.dag.node_indices().any(|id| {
+        matches!(prepared.node(id).op, Op::Conv(_))
+            && prepared.inputs_of(id)[1].is_some_and(|w| {
+                matches!(&prepared.node(w.node).op, Op::Const(t) if t.dtype.is_float())
+            })
+    });
+    let mut variants = vec![None, Some(Layout::Nchw)];
+    if convolutions {
+        variants.push(Some(Layout::Nhwc));
+    }
+    for layout in variants {
+        let label = match layout {
+            None => name.to_string(),
+            Some(Layout::Nchw) => format!("{name} (optimized)"),
+            Some(Layout::Nhwc) => format!("{name} (optimized, nhwc)"),
         };
         report.push_str(&check_one(
             &label,
             model,
-            optimize,
+            layout,
             inputs.clone(),
             expected,
             tolerance,
@@ -70,20 +88,32 @@ fn check(
     Ok(report)
 }
 
-/// Runs a model, imported or optimized, and compares its outputs with `expected`.
+/// Runs a model, as imported or optimized with convolutions in `layout`, and compares its
+/// outputs with `expected`.
 fn check_one(
     name: &str,
     model: &Path,
-    optimize: bool,
+    layout: Option<Layout>,
     inputs: Vec<Value>,
     expected: &[Array],
     tolerance: Tolerance,
 ) -> Result<String, String> {
     let mut model = load(model).map_err(|e| format!("{name}: {e}"))?;
-    if optimize {
-        sparkc_passes::standard()
+    if let Some(layout) = layout {
+        sparkc_passes::standard_with(sparkc_passes::Options { layout })
             .and_then(|mut passes| passes.run(&mut model.graph))
             .map_err(|e| format!("{name}: optimize: {e}"))?;
+        let channels_last = model.graph.dag.node_weights().any(|n| match &n.op {
+            Op::Conv(a) => !a.layout.is_nchw(),
+            Op::Fused(f) => f
+                .body
+                .iter()
+                .any(|b| matches!(&b.op, Op::Conv(a) if !a.layout.is_nchw())),
+            _ => false,
+        });
+        if channels_last != (layout == Layout::Nhwc) {
+            return Err(format!("{name}: no convolution runs channels last"));
+        }
     }
     let exec = Executor::new(&model.graph).map_err(|e| format!("{name}: {e}"))?;
     let outputs = exec.run(inputs).map_err(|e| format!("{name}: {e}"))?;

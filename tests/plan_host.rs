@@ -7,7 +7,8 @@
 use sparkc_artifact::{arrange, BufferKind};
 use sparkc_cli::execute_args;
 use sparkc_cli::quantize::{optimize_quantized, Request};
-use sparkc_ir::Graph;
+use sparkc_ir::op::Layout;
+use sparkc_ir::{Graph, Op};
 use sparkc_kernels::plan::{generate, request};
 use sparkc_kernels::{host, Precision, Target};
 use sparkc_passes::quantize::Scheme;
@@ -159,6 +160,44 @@ fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
             .expect("optimizes");
         report.push_str(&check_plan(&name, &path, &[], &model.graph, 2e-4));
     }
+    print!("{report}");
+}
+
+#[test]
+fn channels_last_models_run_their_gpu_plans_on_host_kernels() {
+    let mut report = String::new();
+    let options = sparkc_passes::Options {
+        layout: Layout::Nhwc,
+    };
+    let mut checked = 0;
+    for (name, path) in whole_models() {
+        let mut model = sparkc_onnx::load(&path).expect("imports");
+        sparkc_passes::standard_with(options)
+            .and_then(|mut p| p.run(&mut model.graph))
+            .expect("optimizes");
+        let convolutions = model
+            .graph
+            .dag
+            .node_weights()
+            .filter(|n| match &n.op {
+                Op::Conv(a) => !a.layout.is_nchw(),
+                Op::Fused(f) => f
+                    .body
+                    .iter()
+                    .any(|b| matches!(&b.op, Op::Conv(a) if !a.layout.is_nchw())),
+                _ => false,
+            })
+            .count();
+        if convolutions == 0 {
+            continue;
+        }
+        let label = format!("{name}/nhwc");
+        let args = ["--layout", "nhwc"];
+        report.push_str(&check_plan(&label, &path, &args, &model.graph, 2e-4));
+        report.push_str(&format!("{label}: {convolutions} convolutions channels last\n"));
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} models have channels-last convolutions");
     print!("{report}");
 }
 

@@ -1,7 +1,8 @@
-//! Convolutions (NCHW, any number of spatial axes, groups, dilations) with their fused
+//! Convolutions (NCHW or NHWC, any number of spatial axes, groups, dilations) with their fused
 //! epilogue: implicit GEMM on the tiled core of `gemm.rs` (A: the weights of a group, B: image
-//! patches gathered on the fly, never materialised), and a direct kernel for depthwise
-//! convolutions, whose one-channel groups would waste a GEMM tile.
+//! patches gathered on the fly, never materialised; channels last, a patch's k runs along the
+//! contiguous channels), and a direct kernel for depthwise convolutions, whose one-channel
+//! groups would waste a GEMM tile.
 //!
 //! Reference: the CPU executor's Conv (im2col and `gemm`), then its elementwise ops.
 
@@ -16,7 +17,7 @@ use crate::{mma, product, Family, Generated, KernelError, Launch, Request, Targe
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
-use sparkc_ir::op::{AutoPad, ConvAttrs, ConvTransposeAttrs};
+use sparkc_ir::op::{channels_first, AutoPad, ConvAttrs, ConvTransposeAttrs, Layout};
 use sparkc_ir::{BodyNode, Dim, Op};
 
 /// True for the convolutions this family generates.
@@ -105,13 +106,22 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
     let x = Factor::new(&mut cg, req, &parts.chains[0])?;
     let w = Factor::new(&mut cg, req, &parts.chains[1])?;
     let x_shape = x.shape.clone();
-    let w_shape = w.shape.clone();
-    let y_shape = req.outputs[0].shape.clone();
+    let y_out = req.outputs[0].shape.clone();
     if x_shape.len() < 3 {
         return Err(KernelError::Unsupported(
             "Conv needs [N, C, spatial...]".into(),
         ));
     }
+    // Sizes are read in channels-first order whatever the layout; only addresses differ.
+    let nhwc = attrs.layout == Layout::Nhwc;
+    let logical = |dims: &[Dim]| {
+        if nhwc {
+            channels_first(dims)
+        } else {
+            dims.to_vec()
+        }
+    };
+    let (x_shape, w_shape, y_shape) = (logical(&x_shape), logical(&w.shape), logical(&y_out));
     // Weights scale per output channel and block along input channels; the image per tensor.
     check_scales(&w, 0, 1)?;
     if !matches!(x.scale_kind, ScaleKind::None | ScaleKind::Tensor) {
@@ -123,7 +133,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
     let sink = if parts.epilogue.is_empty() {
         None
     } else {
-        Some(Reader::new(req, &parts.epilogue, &y_shape)?)
+        Some(Reader::new(req, &parts.epilogue, &y_out)?)
     };
     let depthwise = g.group > 1 && x_shape[1].as_const() == Some(g.group);
     let batch = cg.dim(&x_shape[0])?;
@@ -174,8 +184,12 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             for (a, c) in coords.iter().enumerate() {
                 offset = cg.add(cg.mul(offset, cg.dim(&x_shape[2 + a])?)?, *c)?;
             }
-            let plane = cg.add(cg.mul(image, cin)?, channel)?;
-            Ok((ok, cg.add(cg.mul(plane, in_pixels)?, offset)?))
+            let at = if nhwc {
+                cg.add(cg.mul(cg.add(cg.mul(image, in_pixels)?, offset)?, cin)?, channel)?
+            } else {
+                cg.add(cg.mul(cg.add(cg.mul(image, cin)?, channel)?, in_pixels)?, offset)?
+            };
+            Ok((ok, at))
         };
     let finish = |cg: &mut Cg<'ctx>, image, channel, pixel, acc: FloatValue<'ctx>| -> Gen<()> {
         let scale = combine(cg, w.scale(cg, req, channel)?, x.scale(cg, req, cg.c(0))?)?;
@@ -189,10 +203,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 .float(cg)?;
             y = cg.fadd(y, bias)?;
         }
-        let q = cg.add(
-            cg.mul(cg.add(cg.mul(image, cout)?, channel)?, out_pixels)?,
-            pixel,
-        )?;
+        let q = if nhwc {
+            cg.add(cg.mul(cg.add(cg.mul(image, out_pixels)?, pixel)?, cout)?, channel)?
+        } else {
+            cg.add(cg.mul(cg.add(cg.mul(image, cout)?, channel)?, out_pixels)?, pixel)?
+        };
         let v = match &sink {
             None => Val::F(y),
             Some(s) => s.eval(cg, req, q, Some(Val::F(y)))?,
@@ -204,10 +219,21 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         let total = cg.mul(cg.mul(batch, cout)?, out_pixels)?;
         let per_channel = cg.div(cout, groups)?;
         cg.for_each_thread_item(cg.c(0), total, |cg, q| {
-            let pixel = cg.rem(q, out_pixels)?;
-            let plane = cg.div(q, out_pixels)?;
-            let channel = cg.rem(plane, cout)?;
-            let image = cg.div(plane, cout)?;
+            let (channel, pixel, image) = if nhwc {
+                let rest = cg.div(q, cout)?;
+                (
+                    cg.rem(q, cout)?,
+                    cg.rem(rest, out_pixels)?,
+                    cg.div(rest, out_pixels)?,
+                )
+            } else {
+                let plane = cg.div(q, out_pixels)?;
+                (
+                    cg.rem(plane, cout)?,
+                    cg.rem(q, out_pixels)?,
+                    cg.div(plane, cout)?,
+                )
+            };
             let in_channel = cg.div(channel, per_channel)?;
             let mut acc = cg.f(0.0);
             for kpos in 0..window {
@@ -259,8 +285,14 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             )?;
             let (image, group) = (cg.div(unit, groups)?, cg.rem(unit, groups)?);
             let (row, col) = (clamp_index(cg, row, k)?, clamp_index(cg, col, out_pixels)?);
-            let ic = cg.add(cg.mul(group, cin_g)?, cg.div(row, cg.c(window))?)?;
-            let kpos = cg.rem(row, cg.c(window))?;
+            // k runs over (channel, kernel position) channels first, or (position, channel)
+            // channels last, as the weights are laid out.
+            let (ic, kpos) = if nhwc {
+                (cg.rem(row, cin_g)?, cg.div(row, cin_g)?)
+            } else {
+                (cg.div(row, cg.c(window))?, cg.rem(row, cg.c(window))?)
+            };
+            let ic = cg.add(cg.mul(group, cin_g)?, ic)?;
             let (ok, at) = gather(cg, image, ic, col, kpos)?;
             element(cg, req, &x, codes, cg.and(inside, ok)?, at)
         };
@@ -310,7 +342,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 load: &load_b,
                 fp4: None,
                 direct: None,
-                k_contiguous: false,
+                k_contiguous: nhwc,
             };
             let fix = correction(&cg, Some(kind), &w, &x)?;
             mma::tiled(

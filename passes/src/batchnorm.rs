@@ -260,7 +260,7 @@ impl Pass for FoldBatchNorm {
 mod tests {
     use super::FoldBatchNorm;
     use crate::testing::{ops, push, run_checked, tensor_type};
-    use sparkc_ir::op::{AutoPad, ConvAttrs};
+    use sparkc_ir::op::{AutoPad, ConvAttrs, Layout};
     use sparkc_ir::{DType, Graph, Op, Tensor};
 
     fn constant(
@@ -304,6 +304,7 @@ mod tests {
             kernel_shape: vec![],
             pads: vec![1, 1, 1, 1],
             strides: vec![],
+            layout: Layout::Nchw,
         };
         let conv = push(&mut g, Op::Conv(attrs), &[Some(x), Some(w), Some(b)]);
         let bn = batch_norm(&mut g, conv);

@@ -15,6 +15,7 @@ pub mod edit;
 pub mod egraph;
 pub mod fold;
 pub mod fuse;
+pub mod layout;
 pub mod manager;
 pub mod qfold;
 pub mod quantize;
@@ -24,9 +25,21 @@ mod testing;
 
 pub use manager::{Pass, PassError, PassManager, PassReport};
 
+/// Choices the optimizing half of the pipeline takes from the user.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// The layout convolutions run in (channels first, as ONNX has them, by default).
+    pub layout: sparkc_ir::op::Layout,
+}
+
 /// The standard optimization pipeline: [`prepare`], then [`finish`].
 pub fn standard() -> Result<PassManager, PassError> {
-    Ok(prepare().append(finish()?))
+    standard_with(Options::default())
+}
+
+/// The standard pipeline with `options`: [`prepare`], then [`finish_with`].
+pub fn standard_with(options: Options) -> Result<PassManager, PassError> {
+    Ok(prepare().append(finish_with(options)?))
 }
 
 /// The cleanup half of the pipeline: no-op removal, folding, batch-norm folding, CSE, DCE.
@@ -40,10 +53,22 @@ pub fn prepare() -> PassManager {
         .then(dce::DeadCode)
 }
 
-/// The optimizing half: e-graph saturation and extraction, folding, fusion into bodies,
-/// quantization folded into products, DCE.
+/// The optimizing half with the default options.
 pub fn finish() -> Result<PassManager, PassError> {
-    Ok(PassManager::new()
+    finish_with(Options::default())
+}
+
+/// The optimizing half: the layout change when asked for, e-graph saturation and extraction,
+/// folding, fusion into bodies, quantization folded into products, DCE.
+pub fn finish_with(options: Options) -> Result<PassManager, PassError> {
+    let mut passes = PassManager::new();
+    if options.layout == sparkc_ir::op::Layout::Nhwc {
+        passes = passes
+            .then(layout::ChannelsLast)
+            .then(fold::ConstantFold)
+            .then(dce::DeadCode);
+    }
+    Ok(passes
         .then(egraph::Saturate::new()?)
         .then(fold::ConstantFold)
         .then(fuse::FuseBodies)

@@ -11,6 +11,7 @@ use sparkc_artifact::{
     KernelPlan, MemoryPlan, OutputAccuracy, ProductQuantization, Quantization, SizeExpr,
     TensorSpec, Term, WEIGHTS_LOCATION,
 };
+use sparkc_ir::op::Layout;
 use sparkc_ir::{Atom, Dim, Graph, NodeId, Op, ValueRef, ValueType};
 use sparkc_kernels::plan::is_view;
 use sparkc_kernels::{lower_graph, Lowered, Output, Precision, Role, Sm};
@@ -35,6 +36,10 @@ pub struct Args {
     /// Arithmetic for products: tf32 (FP32 models on tensor cores) or fp32 (exact).
     #[arg(long, default_value = "tf32")]
     pub precision: Precision,
+    /// Layout of convolutions: nchw (as ONNX has them) or nhwc (channels last: a patch's
+    /// channels are contiguous, and transposes remain only where the layout changes).
+    #[arg(long, default_value = "nchw")]
+    pub layout: Layout,
     /// Upper bound of a symbolic dim, as NAME=VALUE (repeatable); runs above it are refused,
     /// and the summary's peak memory is computed at the bounds.
     #[arg(long = "max", value_name = "NAME=VALUE")]
@@ -374,6 +379,7 @@ pub fn run(args: &Args) -> Result<String> {
         bounds: bounds.iter().map(|b| (b.symbol.clone(), b.max)).collect(),
         min_cosine: args.min_cosine,
         block_activations,
+        layout: args.layout,
     };
     let (model, quantized) = crate::quantize::optimize_quantized(&args.model, &request)?;
     bar.inc(1);

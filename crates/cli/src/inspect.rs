@@ -41,6 +41,10 @@ pub struct Args {
     /// Arithmetic of products: tf32 (tensor cores) or fp32 (exact).
     #[arg(long, default_value = "tf32")]
     pub precision: sparkc_kernels::Precision,
+    /// Layout of convolutions: nchw (as ONNX has them) or nhwc (channels last), as `sparkc
+    /// compile --layout` chooses it; implies `--stage opt` when nhwc.
+    #[arg(long, default_value = "nchw")]
+    pub layout: sparkc_ir::op::Layout,
     /// Show the model quantized to this format (as `sparkc compile --quantize` does it, with
     /// seeded calibration inputs); implies `--stage opt`.
     #[arg(long, value_name = "FORMAT", conflicts_with_all = ["after", "explain", "unsupported"])]
@@ -83,14 +87,20 @@ pub fn run(args: &Args) -> Result<String> {
         return unsupported(args);
     }
     let codegen = matches!(args.dump, Some(Dump::Kernels | Dump::Ptx | Dump::Llvm));
-    let optimizing = args.stage == Stage::Opt || args.after.is_some() || args.explain || codegen;
+    let optimizing = args.stage == Stage::Opt
+        || args.after.is_some()
+        || args.explain
+        || codegen
+        || !args.layout.is_nchw();
     let model = if let Some(scheme) = args.quantize {
         let mut request = crate::quantize::Request::seeded(Some(scheme));
         request.block_activations =
             crate::quantize::block_activations(Some(scheme), args.activations.as_deref())?;
+        request.layout = args.layout;
         crate::quantize::optimize_quantized(&args.model, &request)?.0
     } else if optimizing {
-        let optimized = crate::optimize::optimize(&args.model, args.after.as_deref())?;
+        let optimized =
+            crate::optimize::optimize(&args.model, args.after.as_deref(), args.layout)?;
         if args.verbose {
             eprint!("{}", crate::optimize::timings(&optimized.passes));
             eprint!("{}", crate::optimize::summary(&optimized));

@@ -1,6 +1,7 @@
 //! Loading a model through the optimizer, shared by every command, and `sparkc optimize`.
 
 use anyhow::Result;
+use sparkc_ir::op::Layout;
 use sparkc_ir::Model;
 use sparkc_passes::stats::{stats, GraphStats};
 use sparkc_passes::PassReport;
@@ -20,11 +21,15 @@ pub struct Args {
     /// Print a timing line per pass on standard error.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Layout of convolutions: nchw (as ONNX has them) or nhwc (channels last; each such
+    /// convolution is written as an `ai.sparkc` function of transposes around an ONNX `Conv`).
+    #[arg(long, default_value = "nchw")]
+    pub layout: Layout,
 }
 
 /// Runs `sparkc optimize`, returning its summary line.
 pub fn run(args: &Args) -> Result<String> {
-    let optimized = optimize(&args.model, None)?;
+    let optimized = optimize(&args.model, None, args.layout)?;
     if args.verbose {
         eprint!("{}", timings(&optimized.passes));
     }
@@ -50,13 +55,14 @@ pub struct Optimized {
     pub time: Duration,
 }
 
-/// Imports `path` and runs the standard pipeline on it, up to and including pass `after`
-/// (every pass when `None`).
-pub fn optimize(path: &Path, after: Option<&str>) -> Result<Optimized> {
+/// Imports `path` and runs the standard pipeline on it with convolutions in `layout`, up to
+/// and including pass `after` (every pass when `None`).
+pub fn optimize(path: &Path, after: Option<&str>, layout: Layout) -> Result<Optimized> {
     let mut model = sparkc_onnx::load(path)?;
     let before = stats(&model.graph);
     let start = Instant::now();
-    let passes = sparkc_passes::standard()?.run_until(&mut model.graph, after)?;
+    let options = sparkc_passes::Options { layout };
+    let passes = sparkc_passes::standard_with(options)?.run_until(&mut model.graph, after)?;
     Ok(Optimized {
         after: stats(&model.graph),
         model,
@@ -71,7 +77,7 @@ pub fn load(path: &Path, raw: bool) -> Result<Model> {
     if raw {
         Ok(sparkc_onnx::load(path)?)
     } else {
-        Ok(optimize(path, None)?.model)
+        Ok(optimize(path, None, Layout::Nchw)?.model)
     }
 }
 

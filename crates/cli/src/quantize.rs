@@ -191,6 +191,8 @@ pub struct Request<'a> {
     pub min_cosine: Option<f64>,
     /// NVFP4/MXFP4: round MatMul and Gemm inputs to the block format instead of BF16.
     pub block_activations: bool,
+    /// The layout convolutions run in.
+    pub layout: sparkc_ir::op::Layout,
 }
 
 /// Whether `--activations FORMAT` asks for block-scaled activations, or why it cannot be had.
@@ -223,6 +225,7 @@ impl Request<'static> {
             bounds: BTreeMap::new(),
             min_cosine: None,
             block_activations: false,
+            layout: sparkc_ir::op::Layout::Nchw,
         }
     }
 }
@@ -264,7 +267,10 @@ pub fn optimize_quantized(path: &Path, request: &Request) -> Result<(Model, Opti
             (!imported.decisions.is_empty()).then_some((imported, Vec::new()))
         }
     };
-    sparkc_passes::finish()?.run(&mut model.graph)?;
+    let options = sparkc_passes::Options {
+        layout: request.layout,
+    };
+    sparkc_passes::finish_with(options)?.run(&mut model.graph)?;
     let Some((report, sets)) = report else {
         return Ok((model, None));
     };

@@ -254,6 +254,67 @@ pub enum AutoPad {
     Valid,
 }
 
+/// Where a convolution's channel axis lies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Layout {
+    /// ONNX's: input `[N, C, spatial…]`, weights `[M, C/group, kernel…]`, output `[N, M, spatial…]`.
+    #[default]
+    #[serde(rename = "NCHW")]
+    Nchw,
+    /// Channels last: input `[N, spatial…, C]`, weights `[M, kernel…, C/group]`, output
+    /// `[N, spatial…, M]` (only the layout pass makes it, and only for `Conv`).
+    #[serde(rename = "NHWC")]
+    Nhwc,
+}
+
+impl Layout {
+    /// True for ONNX's layout.
+    pub fn is_nchw(&self) -> bool {
+        *self == Layout::Nchw
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Layout, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "nchw" => Ok(Layout::Nchw),
+            "nhwc" => Ok(Layout::Nhwc),
+            _ => Err(format!("unknown layout '{s}' (expected nchw or nhwc)")),
+        }
+    }
+}
+
+/// A channels-last shape in channels-first order: `[N, spatial…, C]` to `[N, C, spatial…]`.
+pub fn channels_first<T: Clone>(dims: &[T]) -> Vec<T> {
+    let mut out = dims.to_vec();
+    if let Some(c) = out.pop() {
+        out.insert(1.min(out.len()), c);
+    }
+    out
+}
+
+/// A channels-first shape in channels-last order: `[N, C, spatial…]` to `[N, spatial…, C]`.
+pub fn channels_last<T: Clone>(dims: &[T]) -> Vec<T> {
+    let mut out = dims.to_vec();
+    if out.len() > 1 {
+        let c = out.remove(1);
+        out.push(c);
+    }
+    out
+}
+
+/// The `Transpose` permutation taking a channels-first tensor of `rank` to channels last.
+pub fn to_channels_last(rank: usize) -> Vec<i64> {
+    channels_last(&(0..rank as i64).collect::<Vec<_>>())
+}
+
+/// The `Transpose` permutation taking a channels-last tensor of `rank` to channels first.
+pub fn to_channels_first(rank: usize) -> Vec<i64> {
+    channels_first(&(0..rank as i64).collect::<Vec<_>>())
+}
+
 /// Attributes of `Conv`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConvAttrs {
@@ -269,6 +330,9 @@ pub struct ConvAttrs {
     pub pads: Vec<i64>,
     /// Stride per spatial axis (empty: all 1).
     pub strides: Vec<i64>,
+    /// Where the channels lie in the input, weights and output.
+    #[serde(skip_serializing_if = "Layout::is_nchw")]
+    pub layout: Layout,
 }
 
 /// Attributes of `ConvTranspose`.

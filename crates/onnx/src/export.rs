@@ -1,5 +1,6 @@
 //! IR back to ONNX: `sparkc optimize` writes the optimized graph as a model that Netron and
-//! onnxruntime can read. Ops of the IR that ONNX lacks (fused nodes, transposed products) are
+//! onnxruntime can read. Ops of the IR that ONNX lacks (fused nodes, transposed products,
+//! channels-last convolutions) are
 //! nodes of the `ai.sparkc` domain, each with a model-local function giving its body in
 //! standard ops; `RoundToBlocks` (block-scaled rounding of activations) has no function, so a
 //! model holding it is read back by sparkc only.
@@ -13,7 +14,7 @@ use onnx_protobuf::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use protobuf::{EnumOrUnknown, Message, MessageField};
-use sparkc_ir::op::Binary;
+use sparkc_ir::op::{Binary, ConvAttrs, Layout};
 use sparkc_ir::{DType, Graph, Model, Op, Operand, Tensor, ValueRef, ValueType};
 use std::collections::HashMap;
 use std::path::Path;
@@ -217,14 +218,14 @@ struct Functions {
 impl Functions {
     /// The op type naming `op`'s function, made on first use.
     fn function(&mut self, node: &str, op: &Op, inputs: usize) -> Result<String> {
-        let key = format!("{op:?}");
+        let key = format!("{op:?}/{inputs}");
         if let Some(name) = self.by_key.get(&key) {
             return Ok(name.clone());
         }
-        let base = if matches!(op, Op::Fused(_)) {
-            "Fused"
-        } else {
-            "TransposedMatMul"
+        let base = match op {
+            Op::Fused(_) => "Fused",
+            Op::Conv(_) => "ConvNhwc",
+            _ => "TransposedMatMul",
         };
         let name = format!("{base}{}", self.protos.len());
         let inputs_names: Vec<String> = (0..inputs).map(|i| format!("x{i}")).collect();
@@ -270,6 +271,21 @@ impl Functions {
                 });
                 "y".to_string()
             }
+            Op::Conv(attrs) => {
+                // Channels last: the ONNX convolution between transposes (as Einsums, which
+                // need no rank).
+                let nchw = Op::Conv(ConvAttrs {
+                    layout: Layout::Nchw,
+                    ..attrs.clone()
+                });
+                nodes.push(einsum("n...c->nc...", &inputs_names[0], "xf", 0));
+                nodes.push(einsum("o...i->oi...", &inputs_names[1], "wf", 1));
+                let mut args = vec!["xf".to_string(), "wf".to_string()];
+                args.extend(inputs_names.get(2).cloned());
+                nodes.push(self.node(&format!("{name}_conv"), &nchw, args, vec!["yf".into()])?);
+                nodes.push(einsum("nc...->n...c", "yf", "y", 2));
+                "y".to_string()
+            }
             other => return Err(error(node, other, "has no ONNX function form")),
         };
         self.protos.push(FunctionProto {
@@ -300,6 +316,10 @@ impl Functions {
             ..NodeProto::default()
         };
         match op {
+            Op::Conv(attrs) if !attrs.layout.is_nchw() => {
+                proto.op_type = self.function(name, op, proto.input.len())?;
+                proto.domain = DOMAIN.to_string();
+            }
             Op::Fused(_) | Op::TransposedMatMul { .. } => {
                 proto.op_type = self.function(name, op, proto.input.len())?;
                 proto.domain = DOMAIN.to_string();
@@ -354,6 +374,11 @@ impl Functions {
 /// An Einsum swapping the last two axes (a Transpose would need the rank, which a function
 /// body does not know).
 fn swap_last_two(input: &str, output: &str, k: usize) -> NodeProto {
+    einsum("...ij->...ji", input, output, k)
+}
+
+/// An Einsum of one input permuting its axes as `equation` says.
+fn einsum(equation: &str, input: &str, output: &str, k: usize) -> NodeProto {
     NodeProto {
         name: format!("swap{k}"),
         op_type: "Einsum".to_string(),
@@ -361,7 +386,7 @@ fn swap_last_two(input: &str, output: &str, k: usize) -> NodeProto {
         output: vec![output.to_string()],
         attribute: vec![AttributeProto {
             name: "equation".to_string(),
-            s: b"...ij->...ji".to_vec(),
+            s: equation.as_bytes().to_vec(),
             type_: EnumOrUnknown::new(AttributeType::STRING),
             ..AttributeProto::default()
         }],

@@ -8,7 +8,7 @@ use crate::attrs::Attrs;
 use crate::tensor::{dtype_from_onnx, value_type};
 use onnx_protobuf::NodeProto;
 use sparkc_ir::op::{
-    AttentionAttrs, AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, PoolAttrs,
+    AttentionAttrs, AutoPad, Binary, ConvAttrs, Layout, ConvTransposeAttrs, GeluApproximation, PoolAttrs,
     Reduction, ResizeAttrs, RnnAttrs, Unary, Variadic, WindowKind,
 };
 use sparkc_ir::{DType, Op, Tensor};
@@ -276,6 +276,7 @@ fn conv_attrs(a: &Attrs) -> Result<ConvAttrs, String> {
         kernel_shape: a.ints("kernel_shape")?,
         pads: a.ints("pads")?,
         strides: a.ints("strides")?,
+        layout: Layout::Nchw,
     })
 }
 

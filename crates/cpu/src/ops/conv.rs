@@ -5,7 +5,10 @@ use super::linalg::{matmul_into, Mat};
 use super::R;
 use crate::array::{strides, Array, Data};
 use rayon::prelude::*;
-use sparkc_ir::op::{AutoPad, ConvAttrs, ConvTransposeAttrs};
+use super::shape::transpose;
+use sparkc_ir::op::{
+    to_channels_first, to_channels_last, AutoPad, ConvAttrs, ConvTransposeAttrs, Layout,
+};
 
 /// Resolved geometry of one convolution or pool.
 pub(crate) struct Geometry {
@@ -360,8 +363,17 @@ fn depthwise(
         });
 }
 
-/// ONNX `Conv`.
+/// ONNX `Conv`, in either layout (channels last: through channels-first copies).
 pub(crate) fn conv(x: &Array, w: &Array, b: Option<&Array>, attrs: &ConvAttrs) -> R<Array> {
+    if attrs.layout == Layout::Nhwc {
+        let first = |a: &Array| transpose(a, &to_channels_first(a.rank()));
+        let nchw = ConvAttrs {
+            layout: Layout::Nchw,
+            ..attrs.clone()
+        };
+        let y = conv(&first(x)?, &first(w)?, b, &nchw)?;
+        return transpose(&y, &to_channels_last(y.rank()));
+    }
     let bias = b.map(|b| b.data.to_f32s());
     let (out, shape) = conv_f32(
         &x.data.f32s(),

@@ -267,6 +267,7 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
         }
         Op::MatMulInteger => vec![Inferred::tensor(DType::I32, matmul_shape(ctx)?)],
         Op::ConvInteger(attrs) => {
+            super::rules::nchw_only(ctx, attrs)?;
             let inputs = [ctx.opt(0).cloned(), ctx.opt(1).cloned()];
             vec![Inferred::tensor(
                 DType::I32,
@@ -281,6 +282,7 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             )]
         }
         Op::QLinearConv(attrs) => {
+            super::rules::nchw_only(ctx, attrs)?;
             let inputs = [ctx.opt(0).cloned(), ctx.opt(3).cloned()];
             vec![Inferred::tensor(
                 ctx.dtype(7)?,

@@ -5,7 +5,7 @@ use super::{broadcast_shapes, Ctx, Inferred};
 use crate::dim::Dim;
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::op::{AutoPad, Binary, ConvAttrs, Op, PoolAttrs, Unary};
+use crate::op::{channels_first, channels_last, AutoPad, Binary, ConvAttrs, Op, PoolAttrs, Unary};
 use crate::types::{Known, Shape, TensorType, ValueType};
 
 /// Values at or above this are "to the end" in `Slice` (exporters write `INT64_MAX` or `INT32_MAX`).
@@ -649,10 +649,27 @@ fn kernel_dims(ctx: &Ctx, attrs: &ConvAttrs, w: &[Dim], n: usize) -> Result<Vec<
     }
 }
 
+/// Refuses the channels-last layout, which only `Conv` has.
+pub(super) fn nchw_only(ctx: &Ctx, attrs: &ConvAttrs) -> Result<()> {
+    if attrs.layout.is_nchw() {
+        Ok(())
+    } else {
+        Err(ctx.err("the NHWC layout is only for Conv"))
+    }
+}
+
 pub(super) fn conv_shape(ctx: &Ctx, attrs: &ConvAttrs) -> Result<Shape> {
     let (Some(x), Some(w)) = (ctx.dims(0, 3)?, ctx.dims(1, 3)?) else {
         return Ok(None);
     };
+    if attrs.layout.is_nchw() {
+        return nchw_conv_shape(ctx, attrs, x, w);
+    }
+    let out = nchw_conv_shape(ctx, attrs, &channels_first(x), &channels_first(w))?;
+    Ok(out.map(|dims| channels_last(&dims)))
+}
+
+fn nchw_conv_shape(ctx: &Ctx, attrs: &ConvAttrs, x: &[Dim], w: &[Dim]) -> Result<Shape> {
     let n = x.len() - 2;
     if w.len() != x.len() {
         return Err(ctx.err(format!(
@@ -694,6 +711,7 @@ pub(super) fn conv_shape(ctx: &Ctx, attrs: &ConvAttrs) -> Result<Shape> {
 }
 
 fn conv_transpose_shape(ctx: &Ctx, attrs: &crate::op::ConvTransposeAttrs) -> Result<Shape> {
+    nchw_only(ctx, &attrs.conv)?;
     let (Some(x), Some(w)) = (ctx.dims(0, 3)?, ctx.dims(1, 3)?) else {
         return Ok(None);
     };
