@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs `sparkc optimize` on the generated whole models and checks the written ONNX with the onnx
-checker and onnxruntime: each exported model must load, run, and give onnxruntime's own outputs
-for the original model (tests/data/generated/models/<name>/output_*.pb) within 1e-4.
+checker and onnxruntime: each exported model (and MobileNet with channels-last convolutions,
+written as functions) must load, run, and give onnxruntime's own outputs for the original model
+(tests/data/generated/models/<name>/output_*.pb) within 1e-4.
 
 Usage: python3 scripts/check_exports.py [--sparkc PATH]   (default: target/debug/sparkc)
 """
@@ -36,10 +37,13 @@ def main():
     names = json.load(open(os.path.join(MODELS, "manifest.json")))["models"]
     failures = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
+        # Each model as optimized, and the CNN with its convolutions channels last too.
+        variants = [(name, []) for name in names] + [("mobilenet", ["--layout", "nhwc"])]
+        for name, flags in variants:
             folder = os.path.join(MODELS, name)
-            exported = os.path.join(tmp, f"{name}.onnx")
-            subprocess.run([args.sparkc, "optimize", os.path.join(folder, "model.onnx"), "-o", exported],
+            label = name + ("/nhwc" if flags else "")
+            exported = os.path.join(tmp, label.replace("/", "_") + ".onnx")
+            subprocess.run([args.sparkc, "optimize", os.path.join(folder, "model.onnx"), "-o", exported, *flags],
                            check=True, capture_output=True)
             onnx.checker.check_model(exported)
             meta = json.load(open(os.path.join(folder, "meta.json")))
@@ -49,9 +53,9 @@ def main():
             worst = max(float(np.abs(out - tensor(os.path.join(folder, f"output_{j}.pb"))).max())
                         for j, out in enumerate(outputs))
             status = "ok" if worst <= 1e-4 else "MISMATCH"
-            print(f"check_exports: {name:<14} onnxruntime runs the sparkc-optimized model, max abs diff {worst:.2e} {status}")
+            print(f"check_exports: {label:<14} onnxruntime runs the sparkc-optimized model, max abs diff {worst:.2e} {status}")
             if worst > 1e-4:
-                failures.append(name)
+                failures.append(label)
     if failures:
         sys.exit(f"check_exports: {len(failures)} exported model(s) disagree: {', '.join(failures)}")
 

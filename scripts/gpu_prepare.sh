@@ -52,7 +52,8 @@ python3 -c "import json; print('\n'.join(json.load(open('$generated/manifest.jso
     xargs -P "$(nproc)" -I{} bash -c \
         'compile "$dest/node/{}" "'"$generated"'/node/{}/model.onnx" "'"$generated"'/node/{}/test_data_set_0" --target "$target" --precision fp32'
 
-# Whole models: the default (TF32 products) for the target and for sm_80, and exact FP32.
+# Whole models: the default (TF32 products) for the target and for sm_80, exact FP32, and the
+# CNNs with channels-last convolutions.
 whole=()
 for f in "$generated"/light/light_*.onnx; do whole+=("$(basename "$f" .onnx)=$f=-"); done
 for name in $(python3 -c "import json; print(' '.join(json.load(open('$generated/models/manifest.json'))['models']))"); do
@@ -64,6 +65,11 @@ for entry in "${whole[@]}"; do
     compile "$dest/models/$name" "$model" "$data" --target "$target"
     MAX_BYTES=$((2 << 20)) compile "$dest/models/$name.sm_80" "$model" "$data" --target sm_80
     MAX_BYTES=$((2 << 20)) compile "$dest/models/$name.fp32" "$model" "$data" --target "$target" --precision fp32
+    case "$name" in
+    mobilenet | tiny_cnn | light_*)
+        MAX_BYTES=$((2 << 20)) compile "$dest/models/$name.nhwc" "$model" "$data" --target "$target" --layout nhwc
+        ;;
+    esac
 done
 
 # Quantized models: each format on the transformers and the CNN, and onnxruntime's QDQ models.

@@ -5,7 +5,7 @@
 //! `PTXAS` to use another. The count of kernels assembled per target is printed.
 
 use sparkc_cli::quantize::{optimize_quantized, Request};
-use sparkc_ir::op::Layout;
+use sparkc_ir::op::{AutoPad, ConvAttrs, Layout};
 use sparkc_ir::{infer_graph, DType, Dim, Graph, Op, TensorType, Value, ValueRef, ValueType};
 use sparkc_kernels::{lower_graph, KernelError, Output, Precision, Sm};
 use sparkc_passes::quantize::Scheme;
@@ -246,6 +246,15 @@ fn tensor_core_variants_assemble_for_every_target() {
         trans_a: true,
         trans_b: true,
     };
+    let nhwc = Op::Conv(ConvAttrs {
+        auto_pad: AutoPad::SameUpper,
+        dilations: Vec::new(),
+        group: 1,
+        kernel_shape: Vec::new(),
+        pads: Vec::new(),
+        strides: Vec::new(),
+        layout: Layout::Nhwc,
+    });
     // (case, graph, precision, the variant the kernel must be)
     let cases = [
         (
@@ -297,6 +306,36 @@ fn tensor_core_variants_assemble_for_every_target() {
             ),
             Precision::Tf32,
             "mma.tf32 64x128x16",
+        ),
+        (
+            "bf16 channels-last convolution, patches by cp.async",
+            product_graph(
+                nhwc.clone(),
+                (DType::BF16, &[m.clone(), k(14), k(14), k(64)]),
+                (DType::BF16, &[k(128), k(3), k(3), k(64)]),
+            ),
+            Precision::Tf32,
+            "implicit-gemm nhwc cp.async-patches mma.bf16",
+        ),
+        (
+            "f16 channels-last convolution, 3 channels through registers",
+            product_graph(
+                nhwc.clone(),
+                (DType::F16, &[k(2), k(33), k(31), k(3)]),
+                (DType::F16, &[k(40), k(5), k(5), k(3)]),
+            ),
+            Precision::Tf32,
+            "implicit-gemm nhwc mma.f16",
+        ),
+        (
+            "tf32 channels-last convolution, patches by cp.async",
+            product_graph(
+                nhwc,
+                (DType::F32, &[k(1), k(7), k(9), k(36)]),
+                (DType::F32, &[k(20), k(3), k(3), k(36)]),
+            ),
+            Precision::Tf32,
+            "implicit-gemm nhwc cp.async-patches mma.tf32",
         ),
         (
             "exact fp32",

@@ -79,7 +79,12 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
 type Case = (BTreeMap<ValueRef, Array>, Vec<Array>);
 
 /// Reads test set `set` of a node test whose graph inputs are named `names` in file order.
-fn read_case(graph: &Graph, names: &[String], set: &Path, meta: &serde_json::Value) -> Result<Case, String> {
+fn read_case(
+    graph: &Graph,
+    names: &[String],
+    set: &Path,
+    meta: &serde_json::Value,
+) -> Result<Case, String> {
     let mut inputs = BTreeMap::new();
     for &input in &graph.inputs {
         let name = &graph.node(input).name;
@@ -226,7 +231,10 @@ fn permute(a: &Array, perm: &[usize]) -> Array {
 }
 
 /// The single `Conv` node of a node test, with its case, when its inputs are floats.
-fn channels_last_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), String>)> {
+fn channels_last_case(
+    dir: &Path,
+    meta: &serde_json::Value,
+) -> Option<(String, Result<(), String>)> {
     let model = sparkc_onnx::load(&dir.join("model.onnx")).ok()?;
     let graph = &model.graph;
     let computed: Vec<_> = graph
@@ -235,7 +243,11 @@ fn channels_last_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, R
         .filter(|&id| !is_leaf(&graph.node(id).op))
         .collect();
     let [id] = computed[..] else { return None };
-    let names: Vec<String> = graph.inputs.iter().map(|&i| graph.node(i).name.clone()).collect();
+    let names: Vec<String> = graph
+        .inputs
+        .iter()
+        .map(|&i| graph.node(i).name.clone())
+        .collect();
     let (inputs, expected) = read_case(graph, &names, &dir.join("test_data_set_0"), meta).ok()?;
     run_channels_last(graph, id, &inputs, &expected, meta)
 }
@@ -435,7 +447,10 @@ fn channels_last_conv_kernels_match_onnx_node_tests() {
             failures.push(format!("{name}: {e}"));
         }
     }
-    println!("host kernels, channels-last Conv: {} of {run} node tests pass", run - failures.len());
+    println!(
+        "host kernels, channels-last Conv: {} of {run} node tests pass",
+        run - failures.len()
+    );
     assert!(run >= 6, "only {run} Conv node tests ran channels last");
     assert!(
         failures.is_empty(),
@@ -451,21 +466,65 @@ fn channels_last_conv_kernels_match_onnx_node_tests() {
 #[test]
 fn channels_last_conv_kernels_match_the_cpu_executor() {
     // (input shape, weight shape, group, strides, dilations, pads)
-    type Geometry = (&'static [usize], &'static [usize], i64, &'static [i64], &'static [i64], &'static [i64]);
+    type Geometry = (
+        &'static [usize],
+        &'static [usize],
+        i64,
+        &'static [i64],
+        &'static [i64],
+        &'static [i64],
+    );
     let cases: [Geometry; 6] = [
-        (&[2, 6, 9, 7], &[10, 3, 3, 3], 2, &[1, 1], &[1, 1], &[1, 1, 1, 1]),
-        (&[1, 8, 11, 10], &[8, 1, 3, 3], 8, &[2, 2], &[1, 1], &[1, 0, 1, 2]),
-        (&[1, 5, 13, 9], &[7, 5, 3, 2], 1, &[1, 2], &[2, 1], &[2, 0, 0, 1]),
+        (
+            &[2, 6, 9, 7],
+            &[10, 3, 3, 3],
+            2,
+            &[1, 1],
+            &[1, 1],
+            &[1, 1, 1, 1],
+        ),
+        (
+            &[1, 8, 11, 10],
+            &[8, 1, 3, 3],
+            8,
+            &[2, 2],
+            &[1, 1],
+            &[1, 0, 1, 2],
+        ),
+        (
+            &[1, 5, 13, 9],
+            &[7, 5, 3, 2],
+            1,
+            &[1, 2],
+            &[2, 1],
+            &[2, 0, 0, 1],
+        ),
         (&[3, 4, 17], &[6, 4, 5], 1, &[2], &[1], &[2, 2]),
-        (&[1, 3, 5, 6, 7], &[4, 3, 3, 3, 3], 1, &[1, 1, 1], &[1, 1, 1], &[1, 1, 1, 1, 1, 1]),
-        (&[2, 37, 5, 5], &[33, 37, 1, 1], 1, &[1, 1], &[1, 1], &[0, 0, 0, 0]),
+        (
+            &[1, 3, 5, 6, 7],
+            &[4, 3, 3, 3, 3],
+            1,
+            &[1, 1, 1],
+            &[1, 1, 1],
+            &[1, 1, 1, 1, 1, 1],
+        ),
+        (
+            &[2, 37, 5, 5],
+            &[33, 37, 1, 1],
+            1,
+            &[1, 1],
+            &[1, 1],
+            &[0, 0, 0, 0],
+        ),
     ];
     let meta = serde_json::json!({});
     let mut passed = 0;
     for (i, (x, w, group, strides, dilations, pads)) in cases.into_iter().enumerate() {
         let mut graph = Graph::new("nchw");
         let values = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n).map(|k| ((k * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect()
+            (0..n)
+                .map(|k| ((k * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0)
+                .collect()
         };
         let arrays = [
             Array::f32(x.to_vec(), values(x.iter().product(), 1)),

@@ -62,9 +62,9 @@ fn check(
         .map_err(|e| format!("{name}: {e}"))?;
     let convolutions = prepared.dag.node_indices().any(|id| {
         matches!(prepared.node(id).op, Op::Conv(_))
-            && prepared.inputs_of(id)[1].is_some_and(|w| {
-                matches!(&prepared.node(w.node).op, Op::Const(t) if t.dtype.is_float())
-            })
+            && prepared.inputs_of(id)[1].is_some_and(
+                |w| matches!(&prepared.node(w.node).op, Op::Const(t) if t.dtype.is_float()),
+            )
     });
     let mut variants = vec![None, Some(Layout::Nchw)];
     if convolutions {

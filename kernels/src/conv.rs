@@ -185,9 +185,15 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 offset = cg.add(cg.mul(offset, cg.dim(&x_shape[2 + a])?)?, *c)?;
             }
             let at = if nhwc {
-                cg.add(cg.mul(cg.add(cg.mul(image, in_pixels)?, offset)?, cin)?, channel)?
+                cg.add(
+                    cg.mul(cg.add(cg.mul(image, in_pixels)?, offset)?, cin)?,
+                    channel,
+                )?
             } else {
-                cg.add(cg.mul(cg.add(cg.mul(image, cin)?, channel)?, in_pixels)?, offset)?
+                cg.add(
+                    cg.mul(cg.add(cg.mul(image, cin)?, channel)?, in_pixels)?,
+                    offset,
+                )?
             };
             Ok((ok, at))
         };
@@ -204,9 +210,15 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             y = cg.fadd(y, bias)?;
         }
         let q = if nhwc {
-            cg.add(cg.mul(cg.add(cg.mul(image, out_pixels)?, pixel)?, cout)?, channel)?
+            cg.add(
+                cg.mul(cg.add(cg.mul(image, out_pixels)?, pixel)?, cout)?,
+                channel,
+            )?
         } else {
-            cg.add(cg.mul(cg.add(cg.mul(image, cout)?, channel)?, out_pixels)?, pixel)?
+            cg.add(
+                cg.mul(cg.add(cg.mul(image, cout)?, channel)?, out_pixels)?,
+                pixel,
+            )?
         };
         let v = match &sink {
             None => Val::F(y),
@@ -278,11 +290,9 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             let at = cg.add(cg.mul(oc, k)?, col)?;
             element(cg, req, &w, codes, ok, at)
         };
-        let load_b = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<Val<'ctx>> {
-            let inside = cg.and(
-                cg.icmp(IntPredicate::SLT, row, k)?,
-                cg.icmp(IntPredicate::SLT, col, out_pixels)?,
-            )?;
+        // Where patch element (k, output pixel) of a work unit lies in the image, and whether
+        // it lies inside (k and the pixel clamped into range).
+        let patch = |cg: &Cg<'ctx>, unit, row, col| -> Gen<(IntValue<'ctx>, IntValue<'ctx>)> {
             let (image, group) = (cg.div(unit, groups)?, cg.rem(unit, groups)?);
             let (row, col) = (clamp_index(cg, row, k)?, clamp_index(cg, col, out_pixels)?);
             // k runs over (channel, kernel position) channels first, or (position, channel)
@@ -293,7 +303,14 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 (cg.div(row, cg.c(window))?, cg.rem(row, cg.c(window))?)
             };
             let ic = cg.add(cg.mul(group, cin_g)?, ic)?;
-            let (ok, at) = gather(cg, image, ic, col, kpos)?;
+            gather(cg, image, ic, col, kpos)
+        };
+        let load_b = |cg: &mut Cg<'ctx>, unit, row, col| -> Gen<Val<'ctx>> {
+            let inside = cg.and(
+                cg.icmp(IntPredicate::SLT, row, k)?,
+                cg.icmp(IntPredicate::SLT, col, out_pixels)?,
+            )?;
+            let (ok, at) = patch(cg, unit, row, col)?;
             element(cg, req, &x, codes, cg.and(inside, ok)?, at)
         };
         let value_a = |cg: &mut Cg<'ctx>, unit, row, col| load_a(cg, unit, row, col)?.float(cg);
@@ -333,16 +350,35 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                     .filter(|_| aligned)
                     .map(|slot| mma::Direct {
                         base: cg.buffer(req.input_param(slot)),
-                        row_stride: k,
-                        unit_offset: &w_offset,
+                        rows: mma::Rows::Strided {
+                            row_stride: k,
+                            unit_offset: &w_offset,
+                        },
                     }),
                 k_contiguous: true,
             };
+            // Channels last, a chunk of k is consecutive channels of one pixel when a group's
+            // channels fill whole chunks: `cp.async` copies it, zero-filled outside the image.
+            let chunked = nhwc
+                && w_shape[1]
+                    .as_const()
+                    .is_some_and(|c| c % kind.chunk_elems() == 0);
+            let patch_chunk = |cg: &Cg<'ctx>, unit, pixel, k| patch(cg, unit, k, pixel);
             let b = mma::Operand {
                 load: &load_b,
                 fp4: None,
-                direct: None,
+                direct: stages_as_is(kind, x.plain)
+                    .filter(|_| chunked)
+                    .map(|slot| mma::Direct {
+                        base: cg.buffer(req.input_param(slot)),
+                        rows: mma::Rows::Gathered(&patch_chunk),
+                    }),
                 k_contiguous: nhwc,
+            };
+            let layout = match (nhwc, b.direct.is_some()) {
+                (false, _) => "",
+                (true, false) => " nhwc",
+                (true, true) => " nhwc cp.async-patches",
             };
             let fix = correction(&cg, Some(kind), &w, &x)?;
             mma::tiled(
@@ -360,7 +396,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 * m_dim.ceil_div(&Dim::known(tile.block_m))
                 * pixels.ceil_div(&Dim::known(mma::BLOCK_N));
             (
-                format!("implicit-gemm {}", tile.describe(kind)),
+                format!("implicit-gemm{layout} {}", tile.describe(kind)),
                 grid,
                 (0, tile.shared_bytes(kind)),
             )

@@ -451,8 +451,10 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 .filter(|_| aligned && !trans_a)
                 .map(|slot| mma::Direct {
                     base: cg.buffer(req.input_param(slot)),
-                    row_stride: k,
-                    unit_offset: &a_offset,
+                    rows: mma::Rows::Strided {
+                        row_stride: k,
+                        unit_offset: &a_offset,
+                    },
                 }),
             k_contiguous: !trans_a,
         };
@@ -463,8 +465,10 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 .filter(|_| aligned && trans_b)
                 .map(|slot| mma::Direct {
                     base: cg.buffer(req.input_param(slot)),
-                    row_stride: k,
-                    unit_offset: &b_offset,
+                    rows: mma::Rows::Strided {
+                        row_stride: k,
+                        unit_offset: &b_offset,
+                    },
                 }),
             k_contiguous: trans_b,
         };

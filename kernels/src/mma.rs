@@ -275,16 +275,38 @@ impl Tile {
 /// The element offset of a work unit's matrix in an operand's buffer.
 pub type UnitOffset<'a, 'ctx> = dyn Fn(&Cg<'ctx>, IntValue<'ctx>) -> Gen<IntValue<'ctx>> + 'a;
 
-/// An operand's buffer read straight into shared memory with `cp.async`: each of its rows
-/// (A's output rows, B's output columns) holds `k` contiguous elements of the staged dtype,
+/// The element offset of chunk `(row, k)` of a work unit's gathered operand, and whether it
+/// lies inside the tensor (outside it reads as zeros): arguments `(unit, row, k)`.
+pub type Gather<'a, 'ctx> = dyn Fn(
+        &Cg<'ctx>,
+        IntValue<'ctx>,
+        IntValue<'ctx>,
+        IntValue<'ctx>,
+    ) -> Gen<(IntValue<'ctx>, IntValue<'ctx>)>
+    + 'a;
+
+/// Where the rows of a direct operand lie.
+pub enum Rows<'a, 'ctx> {
+    /// A matrix per work unit, its rows `row_stride` elements apart.
+    Strided {
+        /// Elements between consecutive rows.
+        row_stride: IntValue<'ctx>,
+        /// Element offset of a work unit's matrix.
+        unit_offset: &'a UnitOffset<'a, 'ctx>,
+    },
+    /// Each chunk at its own offset (a channels-last image patch: a chunk is consecutive
+    /// channels of one pixel).
+    Gathered(&'a Gather<'a, 'ctx>),
+}
+
+/// An operand's buffer read straight into shared memory with `cp.async`: each 16-byte chunk of
+/// its rows (A's output rows, B's output columns) holds consecutive k of the staged dtype,
 /// 16-byte aligned.
 pub struct Direct<'a, 'ctx> {
     /// The buffer.
     pub base: PointerValue<'ctx>,
-    /// Elements between consecutive rows.
-    pub row_stride: IntValue<'ctx>,
-    /// Element offset of a work unit's matrix.
-    pub unit_offset: &'a UnitOffset<'a, 'ctx>,
+    /// Where the rows lie.
+    pub rows: Rows<'a, 'ctx>,
 }
 
 /// Loads element `(row, k)` of A or `(k, col)` of B for one work unit as the kind stages it: a
@@ -506,10 +528,22 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             cg.icmp(IntPredicate::SLT, row, rows)?,
             cg.icmp(IntPredicate::SLT, k, self.k)?,
         )?;
-        let at = cg.add(
-            (d.unit_offset)(cg, unit)?,
-            cg.add(cg.mul(row, d.row_stride)?, k)?,
-        )?;
+        let (ok, at) = match &d.rows {
+            Rows::Strided {
+                row_stride,
+                unit_offset,
+            } => (
+                ok,
+                cg.add(
+                    unit_offset(cg, unit)?,
+                    cg.add(cg.mul(row, *row_stride)?, k)?,
+                )?,
+            ),
+            Rows::Gathered(gather) => {
+                let (inside, at) = gather(cg, unit, row, k)?;
+                (cg.and(ok, inside)?, at)
+            }
+        };
         let at = cg.select(ok, at, cg.c(0))?.into_int_value();
         // Element offset to byte offset (FP4 codes are two to a byte).
         let at = if self.kind.bits() < 8 {

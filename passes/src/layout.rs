@@ -105,9 +105,11 @@ fn convertible(graph: &Graph, id: NodeId) -> bool {
         return false;
     };
     let inputs = graph.inputs_of(id);
-    let float_const = inputs.get(1).copied().flatten().is_some_and(|w| {
-        matches!(&graph.node(w.node).op, Op::Const(t) if t.dtype.is_float())
-    });
+    let float_const = inputs
+        .get(1)
+        .copied()
+        .flatten()
+        .is_some_and(|w| matches!(&graph.node(w.node).op, Op::Const(t) if t.dtype.is_float()));
     let x_float = inputs.first().copied().flatten().is_some_and(|x| {
         shaped(graph, x).is_some_and(|(ty, dims)| ty.dtype.is_float() && dims.len() >= 3)
     });
@@ -167,7 +169,13 @@ fn sinkable(graph: &Graph, id: NodeId) -> Option<(Vec<Option<Follow>>, Vec<i64>)
     if !is_elementwise(&node.op) || node.outputs.len() != 1 {
         return None;
     }
-    let (_, out_dims) = shaped(graph, ValueRef { node: id, output: 0 })?;
+    let (_, out_dims) = shaped(
+        graph,
+        ValueRef {
+            node: id,
+            output: 0,
+        },
+    )?;
     let rank = out_dims.len();
     let inputs = graph.inputs_of(id);
     // The transposes that sink: back to channels first, of a value computed channels last
@@ -344,12 +352,7 @@ fn cancel(graph: &mut Graph, id: NodeId) -> bool {
     if inner.len() != outer.len() || inverse(inner) != *outer || graph.outputs.contains(&out) {
         return false;
     }
-    let Some(source) = graph
-        .inputs_of(inner_value.node)
-        .first()
-        .copied()
-        .flatten()
-    else {
+    let Some(source) = graph.inputs_of(inner_value.node).first().copied().flatten() else {
         return false;
     };
     let users = readers(graph, out);
@@ -415,7 +418,10 @@ mod tests {
         let w1 = constant(&mut g, "w1", vec![4, 4, 3, 3]);
         let w2 = constant(&mut g, "w2", vec![4, 1, 3, 3]);
         let shift = constant(&mut g, "shift", vec![4, 1, 1]);
-        let (lo, hi) = (constant(&mut g, "lo", vec![]), constant(&mut g, "hi", vec![1]));
+        let (lo, hi) = (
+            constant(&mut g, "lo", vec![]),
+            constant(&mut g, "hi", vec![1]),
+        );
         let c1 = conv(&mut g, x, w1, 1);
         let r1 = push(&mut g, Op::Unary(Unary::Relu), &[Some(c1)]);
         let c2 = conv(&mut g, r1, w2, 4);
@@ -428,7 +434,16 @@ mod tests {
         assert_eq!(layouts(&after), [Layout::Nhwc, Layout::Nhwc]);
         assert_eq!(
             ops(&after),
-            ["Add", "Add", "Clip", "Conv", "Conv", "Relu", "Transpose", "Transpose"]
+            [
+                "Add",
+                "Add",
+                "Clip",
+                "Conv",
+                "Conv",
+                "Relu",
+                "Transpose",
+                "Transpose"
+            ]
         );
         assert_eq!(after.value(after.outputs[0]).name, name);
     }
@@ -448,7 +463,14 @@ mod tests {
             pads: vec![],
             strides: vec![2, 2],
         };
-        let pooled = push(&mut g, Op::MaxPool { pool, storage_order: 0 }, &[Some(c1)]);
+        let pooled = push(
+            &mut g,
+            Op::MaxPool {
+                pool,
+                storage_order: 0,
+            },
+            &[Some(c1)],
+        );
         let c2 = conv(&mut g, pooled, w2, 1);
         g.outputs = vec![c2];
         let after = channels_last(&g);

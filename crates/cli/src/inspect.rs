@@ -99,8 +99,7 @@ pub fn run(args: &Args) -> Result<String> {
         request.layout = args.layout;
         crate::quantize::optimize_quantized(&args.model, &request)?.0
     } else if optimizing {
-        let optimized =
-            crate::optimize::optimize(&args.model, args.after.as_deref(), args.layout)?;
+        let optimized = crate::optimize::optimize(&args.model, args.after.as_deref(), args.layout)?;
         if args.verbose {
             eprint!("{}", crate::optimize::timings(&optimized.passes));
             eprint!("{}", crate::optimize::summary(&optimized));

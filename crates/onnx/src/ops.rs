@@ -8,8 +8,8 @@ use crate::attrs::Attrs;
 use crate::tensor::{dtype_from_onnx, value_type};
 use onnx_protobuf::NodeProto;
 use sparkc_ir::op::{
-    AttentionAttrs, AutoPad, Binary, ConvAttrs, Layout, ConvTransposeAttrs, GeluApproximation, PoolAttrs,
-    Reduction, ResizeAttrs, RnnAttrs, Unary, Variadic, WindowKind,
+    AttentionAttrs, AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, Layout,
+    PoolAttrs, Reduction, ResizeAttrs, RnnAttrs, Unary, Variadic, WindowKind,
 };
 use sparkc_ir::{DType, Op, Tensor};
 

@@ -2,10 +2,10 @@
 
 use super::elementwise::min_tasks;
 use super::linalg::{matmul_into, Mat};
+use super::shape::transpose;
 use super::R;
 use crate::array::{strides, Array, Data};
 use rayon::prelude::*;
-use super::shape::transpose;
 use sparkc_ir::op::{
     to_channels_first, to_channels_last, AutoPad, ConvAttrs, ConvTransposeAttrs, Layout,
 };
