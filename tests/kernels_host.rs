@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use sparkc_cpu::{Array, Value};
-use sparkc_ir::op::{channels_last, ConvAttrs, Layout};
+use sparkc_ir::op::{channels_last, ConvAttrs, Layout, PoolAttrs};
 use sparkc_ir::{
     DType, Dim, Graph, NodeId, Op, Tensor, TensorType, Value as IrValue, ValueRef, ValueType,
 };
@@ -230,7 +230,8 @@ fn permute(a: &Array, perm: &[usize]) -> Array {
     Array::new(shape.clone(), a.data.gather_strided(&shape, &at, 0))
 }
 
-/// The single `Conv` node of a node test, with its case, when its inputs are floats.
+/// The single node of a node test with its case, rebuilt channels last when it is a float
+/// convolution or pool.
 fn channels_last_case(
     dir: &Path,
     meta: &serde_json::Value,
@@ -252,9 +253,9 @@ fn channels_last_case(
     run_channels_last(graph, id, &inputs, &expected, meta)
 }
 
-/// Conv node `id` of `graph` rebuilt channels last (the same convolution over its inputs and
+/// Node `id` of `graph` rebuilt channels last (the same convolution or pool over its image and
 /// weights transposed to NHWC) run on its host kernel, expected to give `expected[0]`
-/// transposed; `None` unless it is a float `Conv`.
+/// transposed; `None` unless it is a float `Conv`, `AveragePool`, or `MaxPool` without indices.
 fn run_channels_last(
     graph: &Graph,
     id: NodeId,
@@ -262,8 +263,41 @@ fn run_channels_last(
     expected: &[Array],
     meta: &serde_json::Value,
 ) -> Option<(String, Result<(), String>)> {
-    let Op::Conv(attrs) = &graph.node(id).op else {
-        return None;
+    let node = graph.node(id);
+    let channels_last_pool = |pool: &PoolAttrs| PoolAttrs {
+        layout: Layout::Nhwc,
+        ..pool.clone()
+    };
+    // The op channels last, and how many of its leading inputs (image, weights) are transposed.
+    let (op, transposed) = match &node.op {
+        Op::Conv(attrs) => (
+            Op::Conv(ConvAttrs {
+                layout: Layout::Nhwc,
+                ..attrs.clone()
+            }),
+            2,
+        ),
+        Op::MaxPool {
+            pool,
+            storage_order,
+        } if node.outputs.len() == 1 => (
+            Op::MaxPool {
+                pool: channels_last_pool(pool),
+                storage_order: *storage_order,
+            },
+            1,
+        ),
+        Op::AveragePool {
+            pool,
+            count_include_pad,
+        } => (
+            Op::AveragePool {
+                pool: channels_last_pool(pool),
+                count_include_pad: *count_include_pad,
+            },
+            1,
+        ),
+        _ => return None,
     };
     let mut twin = Graph::new("nhwc");
     let mut twin_inputs = BTreeMap::new();
@@ -277,7 +311,7 @@ fn run_channels_last(
         if !a.dtype().is_float() {
             return None;
         }
-        let a = if slot < 2 {
+        let a = if slot < transposed {
             permute(a, &channels_last(&(0..a.rank()).collect::<Vec<_>>()))
         } else {
             a.clone()
@@ -291,10 +325,6 @@ fn run_channels_last(
         twin_inputs.insert(input, a);
         args.push(Some(input));
     }
-    let op = Op::Conv(ConvAttrs {
-        layout: Layout::Nhwc,
-        ..attrs.clone()
-    });
     let out = IrValue {
         name: "y".into(),
         ty: ValueType::Tensor(TensorType {
@@ -303,15 +333,15 @@ fn run_channels_last(
         }),
         known: None,
     };
-    let conv = twin.add_node("conv".into(), op, &args, vec![out]);
+    let rebuilt = twin.add_node("nhwc".into(), op, &args, vec![out]);
     twin.outputs.push(ValueRef {
-        node: conv,
+        node: rebuilt,
         output: 0,
     });
     sparkc_ir::infer_graph(&mut twin).ok()?;
     let y = expected.first()?;
     let want = permute(y, &channels_last(&(0..y.rank()).collect::<Vec<_>>()));
-    run_kernel(&twin, conv, &Ok((twin_inputs, vec![want])), meta)
+    run_kernel(&twin, rebuilt, &Ok((twin_inputs, vec![want])), meta)
 }
 
 #[test]
@@ -427,34 +457,38 @@ fn round_to_blocks_kernels_match_the_block_codec() {
     }
 }
 
-/// Every float `Conv` node test rebuilt channels last runs on its host kernel (the implicit
-/// GEMM and depthwise kernels index NHWC images and OHWI weights) and matches the reference
-/// output transposed.
+/// Every float `Conv`, `AveragePool` and `MaxPool` node test rebuilt channels last runs on its
+/// host kernel (which indexes NHWC images and OHWI weights) and matches the reference output
+/// transposed.
 #[test]
-fn channels_last_conv_kernels_match_onnx_node_tests() {
+fn channels_last_kernels_match_onnx_node_tests() {
     let root = generated().join("node");
-    let (mut run, mut failures) = (0, Vec::new());
+    let mut per_family: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failures = Vec::new();
     for name in manifest_names("node") {
         let dir = root.join(&name);
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta"))
                 .expect("json");
-        let Some((_, result)) = channels_last_case(&dir, &meta) else {
+        let Some((family, result)) = channels_last_case(&dir, &meta) else {
             continue;
         };
-        run += 1;
+        *per_family.entry(family).or_default() += 1;
         if let Err(e) = result {
             failures.push(format!("{name}: {e}"));
         }
     }
-    println!(
-        "host kernels, channels-last Conv: {} of {run} node tests pass",
-        run - failures.len()
+    for (family, run) in &per_family {
+        println!("host kernels channels last, {family}: {run} node tests");
+    }
+    assert!(
+        per_family.get("Conv").is_some_and(|&n| n >= 6)
+            && per_family.get("Movement").is_some_and(|&n| n >= 10),
+        "too few node tests ran channels last: {per_family:?}"
     );
-    assert!(run >= 6, "only {run} Conv node tests ran channels last");
     assert!(
         failures.is_empty(),
-        "{} channels-last Conv node tests fail:\n{}",
+        "{} channels-last node tests fail:\n{}",
         failures.len(),
         failures.join("\n")
     );

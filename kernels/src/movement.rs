@@ -9,7 +9,7 @@ use crate::{resolve_axis, Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::{FloatPredicate, IntPredicate};
-use sparkc_ir::op::{AutoPad, PoolAttrs};
+use sparkc_ir::op::{channels_first, channels_last, AutoPad, Layout, PoolAttrs};
 use sparkc_ir::{Dim, Op};
 
 /// Threads per block.
@@ -744,8 +744,21 @@ enum Pooling {
 /// Max or average pooling over an N-D window with pads, strides and dilations.
 fn pool_kernel(cg: &mut Cg, req: &Request, pool: &PoolAttrs, pooling: Pooling) -> Gen<()> {
     let max = matches!(pooling, Pooling::Max { .. });
-    let x = req.input(0)?.clone();
-    let out = req.outputs[0].clone();
+    let mut x = req.input(0)?.clone();
+    let mut out = req.outputs[0].clone();
+    // Sizes and coordinates in channels-first order whatever the layout; only the loads and
+    // the output's flat index (which `each_output` walks in the stored order) differ.
+    let nhwc = pool.layout == Layout::Nhwc;
+    let stored_x = x.shape.clone();
+    if nhwc {
+        if matches!(pooling, Pooling::Max { indices: Some(_) }) {
+            return Err(KernelError::Unsupported(
+                "a channels-last MaxPool has no indices output".into(),
+            ));
+        }
+        x.shape = channels_first(&x.shape);
+        out.shape = channels_first(&out.shape);
+    }
     let spatial = x.shape.len().saturating_sub(2);
     let kernel = &pool.kernel_shape;
     if kernel.len() != spatial {
@@ -782,7 +795,15 @@ fn pool_kernel(cg: &mut Cg, req: &Request, pool: &PoolAttrs, pooling: Pooling) -
         .map(|k| get(&pool.pads, spatial + k, 0))
         .collect();
     let window: i64 = kernel.iter().product();
-    each_output(cg, &out.shape, |cg, idx, oc| {
+    let stored_out = req.outputs[0].shape.clone();
+    each_output(cg, &stored_out, |cg, idx, stored| {
+        let logical;
+        let oc = if nhwc {
+            logical = channels_first(stored);
+            &logical[..]
+        } else {
+            stored
+        };
         let mut acc = cg.f(if max { f64::NEG_INFINITY } else { 0.0 });
         let mut count = cg.c(0);
         let mut padded = cg.c(0);
@@ -816,7 +837,11 @@ fn pool_kernel(cg: &mut Cg, req: &Request, pool: &PoolAttrs, pooling: Pooling) -
                 in_padded = cg.and(in_padded, within_pads)?;
                 ic.push(cg.imin(cg.imax(at, cg.c(0))?, cg.sub(d, cg.c(1))?)?);
             }
-            let off = linear(cg, &ic, &x.shape)?;
+            let off = if nhwc {
+                linear(cg, &channels_last(&ic), &stored_x)?
+            } else {
+                linear(cg, &ic, &x.shape)?
+            };
             let v = cg
                 .load(x.dtype, cg.buffer(req.input_param(0)), off)?
                 .float(cg)?;

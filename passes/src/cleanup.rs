@@ -1,9 +1,10 @@
 //! Removal of ops that do nothing at inference: `Identity`, inference-mode `Dropout`, a `Cast`
-//! to the type a value already has, a `Reshape` or `Transpose` that keeps the shape and order.
+//! to the type a value already has, a `Reshape` or `Transpose` that keeps the shape and order, a
+//! `Sum`, `Mean`, `Max` or `Min` of one input; and a `Sum` of two written as the `Add` it is.
 
 use crate::edit::{has_output, readers, replace_uses};
 use crate::manager::{Pass, PassError};
-use sparkc_ir::op::Unary;
+use sparkc_ir::op::{Binary, Unary, Variadic};
 use sparkc_ir::{Graph, Known, NodeId, Op, ValueRef, ValueType};
 
 /// Bypasses no-op nodes.
@@ -43,6 +44,7 @@ fn passthrough(graph: &Graph, id: NodeId) -> Option<ValueRef> {
                     if t.shape.as_ref().is_some_and(|d| d.iter().all(|d| d.as_const().is_some())))
         }
         Op::Transpose { perm } => perm.iter().enumerate().all(|(i, &p)| p == i as i64) && same_type,
+        Op::Variadic(_) => inputs.len() == 1,
         _ => false,
     };
     (removable && same_type).then_some(x)
@@ -55,7 +57,14 @@ impl Pass for Cleanup {
 
     fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
         let mut removed = 0;
+        let mut sums = 0;
         for id in graph.topo_order()? {
+            // A sum of two is an Add, which the rules and fusion know.
+            let node = &mut graph.dag[id];
+            if matches!(node.op, Op::Variadic(Variadic::Sum)) && node.arity == 2 {
+                node.op = Op::Binary(Binary::Add);
+                sums += 1;
+            }
             let Some(x) = passthrough(graph, id) else {
                 continue;
             };
@@ -91,7 +100,9 @@ impl Pass for Cleanup {
                 removed += 1;
             }
         }
-        Ok(format!("removed {removed} no-op node(s)"))
+        Ok(format!(
+            "removed {removed} no-op node(s), rewrote {sums} two-input Sum(s) as Add"
+        ))
     }
 }
 
@@ -99,7 +110,7 @@ impl Pass for Cleanup {
 mod tests {
     use super::Cleanup;
     use crate::testing::{graph_of, ops, push, run_checked, X};
-    use sparkc_ir::op::Unary;
+    use sparkc_ir::op::{Unary, Variadic};
     use sparkc_ir::{Op, ValueRef};
 
     #[test]
@@ -135,5 +146,25 @@ mod tests {
         g.outputs = vec![out];
         let after = run_checked(&mut Cleanup, &g);
         assert_eq!(ops(&after), ["Exp", "Relu", "Transpose"]);
+    }
+
+    #[test]
+    fn a_sum_of_two_is_an_add_and_a_sum_of_one_goes() {
+        let mut g = graph_of("(Relu x)", &[X]);
+        let relu = g.outputs[0];
+        let one = push(&mut g, Op::Variadic(Variadic::Sum), &[Some(relu)]);
+        let two = push(
+            &mut g,
+            Op::Variadic(Variadic::Sum),
+            &[Some(one), Some(relu)],
+        );
+        let three = push(
+            &mut g,
+            Op::Variadic(Variadic::Sum),
+            &[Some(two), Some(relu), Some(one)],
+        );
+        g.outputs = vec![three];
+        let after = run_checked(&mut Cleanup, &g);
+        assert_eq!(ops(&after), ["Add", "Relu", "Sum"]);
     }
 }

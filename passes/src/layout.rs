@@ -1,11 +1,12 @@
 //! Channels-last convolutions (`--layout nhwc`): each float `Conv` with constant weights runs
 //! in the NHWC layout between two transposes, then the transposes back to channels first sink
 //! through the elementwise ops after them (and global pooling becomes a reduction over the
-//! spatial axes) and inverse pairs cancel, so that chains of convolutions and their elementwise
-//! neighbours (activations, residual adds) run channels last, with transposes left only where
-//! the layout must change: graph inputs and outputs, and ops that need channels first (windowed
-//! pooling, resizing, reshapes). The model's own transposes are left alone. The transposed
-//! weights are folded by the constant folder after it.
+//! spatial axes; windowed pooling and concatenation run channels last too) and inverse pairs
+//! cancel, so that chains of convolutions and their neighbours (activations, residual adds,
+//! pooling, concatenations) run channels last, with transposes left only where the layout must
+//! change: graph inputs and outputs, and ops that need channels first (resizing, reshapes,
+//! LRN). The model's own transposes are left alone. The transposed weights are folded by the
+//! constant folder after it.
 
 use crate::edit::{fresh_name, readers, set_input};
 use crate::manager::{Pass, PassError};
@@ -25,10 +26,11 @@ impl Pass for ChannelsLast {
     fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
         let convs = convert(graph)?;
         let (sunk, cancelled) = if convs > 0 { sink(graph)? } else { (0, 0) };
+        let reshapes = unit_moves_as_reshapes(graph)?;
         sparkc_ir::infer_graph(graph)?;
         Ok(format!(
             "{convs} convolution(s) channels last, {sunk} transpose(s) sunk past elementwise \
-             ops, {cancelled} transpose pair(s) cancelled"
+             ops, {cancelled} transpose pair(s) cancelled, {reshapes} left as reshapes"
         ))
     }
 }
@@ -130,9 +132,22 @@ fn convert(graph: &mut Graph) -> Result<usize, PassError> {
             let Some((mut ty, dims)) = shaped(graph, v) else {
                 continue;
             };
-            ty.shape = Some(channels_last(&dims));
-            let name = fresh_name(graph, &format!("{}_nhwc", graph.value(v).name));
-            let t = add_transpose(graph, v, to_channels_last(dims.len()), name, ty);
+            // An image or weights read by several convolutions is transposed once.
+            let forward = to_channels_last(dims.len());
+            let made = readers(graph, v).into_iter().find(|&(reader, _)| {
+                matches!(&graph.node(reader).op, Op::Transpose { perm } if *perm == forward)
+            });
+            let t = match made {
+                Some((reader, _)) => ValueRef {
+                    node: reader,
+                    output: 0,
+                },
+                None => {
+                    ty.shape = Some(channels_last(&dims));
+                    let name = fresh_name(graph, &format!("{}_nhwc", graph.value(v).name));
+                    add_transpose(graph, v, forward, name, ty)
+                }
+            };
             set_input(graph, id, slot, t);
         }
         if let Op::Conv(attrs) = &mut graph.dag[id].op {
@@ -166,7 +181,8 @@ enum Follow {
 /// known, no transpose at all).
 fn sinkable(graph: &Graph, id: NodeId) -> Option<(Vec<Option<Follow>>, Vec<i64>)> {
     let node = graph.node(id);
-    if !is_elementwise(&node.op) || node.outputs.len() != 1 {
+    let pointwise = is_elementwise(&node.op) || matches!(node.op, Op::Variadic(_));
+    if !pointwise || node.outputs.len() != 1 {
         return None;
     }
     let (_, out_dims) = shaped(
@@ -177,22 +193,10 @@ fn sinkable(graph: &Graph, id: NodeId) -> Option<(Vec<Option<Follow>>, Vec<i64>)
         },
     )?;
     let rank = out_dims.len();
-    let inputs = graph.inputs_of(id);
-    // The transposes that sink: back to channels first, of a value computed channels last
-    // (a transposed constant is one this pass made, and stays where it is).
     let perm = to_channels_first(rank);
-    let moving = |v: ValueRef| -> Option<ValueRef> {
-        let Op::Transpose { perm: p } = &graph.node(v.node).op else {
-            return None;
-        };
-        let source = graph.inputs_of(v.node).first().copied().flatten()?;
-        let constant = matches!(graph.node(source.node).op, Op::Const(_));
-        (*p == perm && !constant).then_some(source)
-    };
-    inputs.iter().flatten().find_map(|&v| moving(v))?;
-    let back = inverse(&perm);
+    let mut moved = false;
     let mut follows = Vec::new();
-    for input in inputs {
+    for input in graph.inputs_of(id) {
         let Some(v) = input else {
             follows.push(None);
             continue;
@@ -200,22 +204,18 @@ fn sinkable(graph: &Graph, id: NodeId) -> Option<(Vec<Option<Follow>>, Vec<i64>)
         let (_, dims) = shaped(graph, v)?;
         let follow = if dims.iter().all(|d| d.as_const() == Some(1)) {
             Follow::Scalar
-        } else if let Some(source) = moving(v) {
+        } else if let Some((source, transposed_back)) = channels_last_form(graph, v, rank) {
+            moved |= transposed_back;
             Follow::Source(source)
         } else if matches!(graph.node(v.node).op, Op::Const(_)) && dims.len() <= rank {
             Follow::Constant(v)
         } else {
-            // A value already transposed the other way for another reader (the skip connection
-            // of a residual block) is read in that form.
-            let other = readers(graph, v).into_iter().find(|&(reader, _)| {
-                matches!(&graph.node(reader).op, Op::Transpose { perm: q } if *q == back)
-            })?;
-            Follow::Source(ValueRef {
-                node: other.0,
-                output: 0,
-            })
+            return None;
         };
         follows.push(Some(follow));
+    }
+    if !moved {
+        return None;
     }
     Some((follows, perm))
 }
@@ -232,7 +232,10 @@ fn sink(graph: &mut Graph) -> Result<(usize, usize), PassError> {
                 move_below(graph, id, &follows, &perm);
                 sunk += 1;
                 changed = true;
-            } else if pool_channels_last(graph, id) {
+            } else if pool_channels_last(graph, id)
+                || window_pool_channels_last(graph, id)
+                || concat_channels_last(graph, id)
+            {
                 sunk += 1;
                 changed = true;
             } else if cancel(graph, id) {
@@ -333,6 +336,165 @@ fn pool_channels_last(graph: &mut Graph, id: NodeId) -> bool {
     true
 }
 
+/// Runs a `MaxPool` (whose indices nothing reads) or `AveragePool` of a value transposed back
+/// to channels first on the channels-last value instead; returns whether it did.
+fn window_pool_channels_last(graph: &mut Graph, id: NodeId) -> bool {
+    let node = graph.node(id);
+    let nchw = match &node.op {
+        Op::MaxPool { pool, .. } | Op::AveragePool { pool, .. } => pool.layout.is_nchw(),
+        _ => false,
+    };
+    let indices = ValueRef {
+        node: id,
+        output: 1,
+    };
+    let indices_read = node.outputs.len() > 1
+        && (!readers(graph, indices).is_empty() || graph.outputs.contains(&indices));
+    let out = ValueRef {
+        node: id,
+        output: 0,
+    };
+    let (Some(x), Some((mut ty, dims))) = (
+        graph.inputs_of(id).first().copied().flatten(),
+        shaped(graph, out),
+    ) else {
+        return false;
+    };
+    if !nchw || indices_read || dims.len() < 3 {
+        return false;
+    }
+    let Some((source, true)) = channels_last_form(graph, x, dims.len()) else {
+        return false;
+    };
+    set_input(graph, id, 0, source);
+    let node = &mut graph.dag[id];
+    node.outputs.truncate(1);
+    if let Op::MaxPool { pool, .. } | Op::AveragePool { pool, .. } = &mut node.op {
+        pool.layout = Layout::Nhwc;
+    }
+    ty.shape = Some(channels_last(&dims));
+    present(graph, out, ty, to_channels_first(dims.len()));
+    true
+}
+
+/// The channels-last value behind `v`: the input of a transpose back to channels first (not
+/// of a constant), or a transpose of `v` to channels last some other reader already made;
+/// with whether it is the former.
+fn channels_last_form(graph: &Graph, v: ValueRef, rank: usize) -> Option<(ValueRef, bool)> {
+    if let Op::Transpose { perm } = &graph.node(v.node).op {
+        let source = graph.inputs_of(v.node).first().copied().flatten()?;
+        let constant = matches!(graph.node(source.node).op, Op::Const(_));
+        if *perm == to_channels_first(rank) && !constant {
+            return Some((source, true));
+        }
+    }
+    let forward = to_channels_last(rank);
+    readers(graph, v)
+        .into_iter()
+        .find(|&(reader, _)| matches!(&graph.node(reader).op, Op::Transpose { perm } if *perm == forward))
+        .map(|(reader, _)| {
+            let made = ValueRef {
+                node: reader,
+                output: 0,
+            };
+            (made, false)
+        })
+}
+
+/// Concatenates channels-last values along the matching axis when every input has a
+/// channels-last form and one at least is a transpose back to channels first; returns whether
+/// it did.
+fn concat_channels_last(graph: &mut Graph, id: NodeId) -> bool {
+    let Op::Concat { axis } = graph.node(id).op else {
+        return false;
+    };
+    let out = ValueRef {
+        node: id,
+        output: 0,
+    };
+    let Some((mut ty, dims)) = shaped(graph, out) else {
+        return false;
+    };
+    let rank = dims.len();
+    let Ok(axis) = usize::try_from(if axis < 0 { axis + rank as i64 } else { axis }) else {
+        return false;
+    };
+    if rank < 3 || axis >= rank {
+        return false;
+    }
+    let forms: Option<Vec<(ValueRef, bool)>> = graph
+        .inputs_of(id)
+        .into_iter()
+        .map(|v| channels_last_form(graph, v?, rank))
+        .collect();
+    let Some(forms) = forms.filter(|f| f.iter().any(|&(_, moved)| moved)) else {
+        return false;
+    };
+    for (slot, (source, _)) in forms.into_iter().enumerate() {
+        set_input(graph, id, slot, source);
+    }
+    let back = to_channels_first(rank);
+    graph.dag[id].op = Op::Concat { axis: back[axis] };
+    ty.shape = Some(channels_last(&dims));
+    present(graph, out, ty, back);
+    true
+}
+
+/// Turns each transpose back to channels first that only moves axes of size 1 (after global
+/// pooling: `[N, 1, 1, C]` to `[N, C, 1, 1]`) into the reshape it is, which needs no kernel;
+/// returns how many.
+fn unit_moves_as_reshapes(graph: &mut Graph) -> Result<usize, PassError> {
+    let mut count = 0;
+    for id in graph.topo_order()? {
+        let Op::Transpose { perm } = &graph.node(id).op else {
+            continue;
+        };
+        let Some(x) = graph.inputs_of(id).first().copied().flatten() else {
+            continue;
+        };
+        let out = ValueRef {
+            node: id,
+            output: 0,
+        };
+        let (Some((_, from)), Some((_, to))) = (shaped(graph, x), shaped(graph, out)) else {
+            continue;
+        };
+        if *perm != to_channels_first(from.len()) {
+            continue;
+        }
+        let moved: Vec<usize> = perm
+            .iter()
+            .map(|&p| p as usize)
+            .filter(|&p| from[p].as_const() != Some(1))
+            .collect();
+        if !moved.windows(2).all(|w| w[0] < w[1]) {
+            continue;
+        }
+        // The target shape: known sizes as they are, an unknown one copied (0) from the same
+        // axis of the input.
+        let shape: Option<Vec<i64>> = to
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                d.as_const()
+                    .or_else(|| (from.get(i) == Some(d)).then_some(0))
+            })
+            .collect();
+        let Some(shape) = shape else { continue };
+        let Ok(tensor) = Tensor::from_i64s(vec![shape.len()], &shape) else {
+            continue;
+        };
+        let name = fresh_name(graph, &format!("{}_shape", graph.node(id).name));
+        let shape = graph.add_const(&name, tensor);
+        let node = &mut graph.dag[id];
+        node.op = Op::Reshape { allowzero: false };
+        node.arity = 2;
+        set_input(graph, id, 1, shape);
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// Replaces `Transpose(Transpose(x, p), q)` by `x` when `q` undoes `p` and the outer transpose is
 /// not a graph output; returns whether it did.
 fn cancel(graph: &mut Graph, id: NodeId) -> bool {
@@ -370,7 +532,7 @@ mod tests {
     use super::ChannelsLast;
     use crate::testing::{ops, push, run_checked, tensor_type};
     use crate::Pass;
-    use sparkc_ir::op::{AutoPad, Binary, ConvAttrs, Layout, PoolAttrs, Unary};
+    use sparkc_ir::op::{AutoPad, Binary, ConvAttrs, Layout, PoolAttrs, Unary, Variadic};
     use sparkc_ir::{DType, Graph, Op, Tensor, ValueRef};
 
     fn constant(g: &mut Graph, name: &str, shape: Vec<usize>) -> ValueRef {
@@ -448,8 +610,8 @@ mod tests {
         assert_eq!(after.value(after.outputs[0]).name, name);
     }
 
-    #[test]
-    fn transposes_stay_around_an_op_that_needs_channels_first() {
+    /// conv → MaxPool → conv, with the pool's indices also a graph output or not.
+    fn pooled(indices: bool) -> Graph {
         let mut g = Graph::new("g");
         let x = g.add_input("x", tensor_type("f32[2,3,8,8]"));
         let w1 = constant(&mut g, "w1", vec![5, 3, 3, 3]);
@@ -462,18 +624,48 @@ mod tests {
             kernel_shape: vec![2, 2],
             pads: vec![],
             strides: vec![2, 2],
+            layout: Layout::Nchw,
         };
-        let pooled = push(
-            &mut g,
-            Op::MaxPool {
-                pool,
-                storage_order: 0,
-            },
-            &[Some(c1)],
-        );
+        let op = Op::MaxPool {
+            pool,
+            storage_order: 0,
+        };
+        let n = g.node_count();
+        let outputs = ["values", "indices"].map(|name| sparkc_ir::Value {
+            name: format!("{name}{n}"),
+            ty: tensor_type("f32[]"),
+            known: None,
+        });
+        let node = g.add_node("pool".into(), op, &[Some(c1)], outputs.to_vec());
+        sparkc_ir::infer_graph(&mut g).unwrap();
+        let pooled = ValueRef { node, output: 0 };
         let c2 = conv(&mut g, pooled, w2, 1);
         g.outputs = vec![c2];
-        let after = channels_last(&g);
+        if indices {
+            g.outputs.push(ValueRef { node, output: 1 });
+        }
+        g
+    }
+
+    #[test]
+    fn pooling_between_convolutions_runs_channels_last() {
+        let after = channels_last(&pooled(false));
+        assert_eq!(layouts(&after), [Layout::Nhwc, Layout::Nhwc]);
+        assert_eq!(ops(&after).iter().filter(|o| *o == "Transpose").count(), 2);
+        let pool = after
+            .dag
+            .node_weights()
+            .find_map(|n| match &n.op {
+                Op::MaxPool { pool, .. } => Some(pool.layout),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(pool, Layout::Nhwc);
+    }
+
+    #[test]
+    fn transposes_stay_around_a_pool_whose_indices_are_read() {
+        let after = channels_last(&pooled(true));
         assert_eq!(layouts(&after), [Layout::Nhwc, Layout::Nhwc]);
         assert_eq!(ops(&after).iter().filter(|o| *o == "Transpose").count(), 4);
     }
@@ -512,5 +704,49 @@ mod tests {
         for &v in &after.outputs {
             assert!(matches!(after.node(v.node).op, Op::Transpose { .. }));
         }
+    }
+
+    #[test]
+    fn concatenations_and_sums_of_channels_last_values_stay_channels_last() {
+        let mut g = Graph::new("g");
+        let x = g.add_input("x", tensor_type("f32[N,3,7,5]"));
+        let w1 = constant(&mut g, "w1", vec![4, 3, 3, 3]);
+        let w2 = constant(&mut g, "w2", vec![2, 3, 3, 3]);
+        let w3 = constant(&mut g, "w3", vec![6, 6, 3, 3]);
+        let a = conv(&mut g, x, w1, 1);
+        let b = conv(&mut g, x, w2, 1);
+        let joined = push(&mut g, Op::Concat { axis: -3 }, &[Some(a), Some(b)]);
+        let c = conv(&mut g, joined, w3, 1);
+        let sum = push(
+            &mut g,
+            Op::Variadic(Variadic::Sum),
+            &[Some(c), Some(joined), Some(c)],
+        );
+        g.outputs = vec![sum];
+        let after = channels_last(&g);
+        assert_eq!(
+            ops(&after),
+            [
+                "Concat",
+                "Conv",
+                "Conv",
+                "Conv",
+                "Sum",
+                "Transpose",
+                "Transpose"
+            ]
+        );
+    }
+
+    #[test]
+    fn global_pooling_reduces_channels_last_and_reshapes_back() {
+        let mut g = Graph::new("g");
+        let x = g.add_input("x", tensor_type("f32[N,3,6,5]"));
+        let w = constant(&mut g, "w", vec![4, 3, 3, 3]);
+        let c = conv(&mut g, x, w, 1);
+        let pooled = push(&mut g, Op::GlobalAveragePool, &[Some(c)]);
+        g.outputs = vec![pooled];
+        let after = channels_last(&g);
+        assert_eq!(ops(&after), ["Conv", "ReduceMean", "Reshape", "Transpose"]);
     }
 }

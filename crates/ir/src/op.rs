@@ -347,7 +347,7 @@ pub struct ConvTransposeAttrs {
     pub output_shape: Vec<i64>,
 }
 
-/// Attributes of `AveragePool` and `MaxPool`.
+/// Attributes of `AveragePool`, `MaxPool` and `LpPool`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PoolAttrs {
     /// Padding mode.
@@ -362,6 +362,10 @@ pub struct PoolAttrs {
     pub pads: Vec<i64>,
     /// Stride per spatial axis (empty: all 1).
     pub strides: Vec<i64>,
+    /// Where the channels lie in the input and output (channels last only for `MaxPool`
+    /// without indices and `AveragePool`, which only the layout pass makes).
+    #[serde(skip_serializing_if = "Layout::is_nchw")]
+    pub layout: Layout,
 }
 
 /// Attributes of `Resize`.

@@ -1,6 +1,6 @@
 //! IR back to ONNX: `sparkc optimize` writes the optimized graph as a model that Netron and
 //! onnxruntime can read. Ops of the IR that ONNX lacks (fused nodes, transposed products,
-//! channels-last convolutions) are
+//! channels-last convolutions and pooling) are
 //! nodes of the `ai.sparkc` domain, each with a model-local function giving its body in
 //! standard ops; `RoundToBlocks` (block-scaled rounding of activations) has no function, so a
 //! model holding it is read back by sparkc only.
@@ -14,7 +14,7 @@ use onnx_protobuf::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use protobuf::{EnumOrUnknown, Message, MessageField};
-use sparkc_ir::op::{Binary, ConvAttrs, Layout};
+use sparkc_ir::op::{Binary, ConvAttrs, Layout, PoolAttrs};
 use sparkc_ir::{DType, Graph, Model, Op, Operand, Tensor, ValueRef, ValueType};
 use std::collections::HashMap;
 use std::path::Path;
@@ -224,8 +224,8 @@ impl Functions {
         }
         let base = match op {
             Op::Fused(_) => "Fused",
-            Op::Conv(_) => "ConvNhwc",
-            _ => "TransposedMatMul",
+            Op::TransposedMatMul { .. } => "TransposedMatMul",
+            other => &format!("{}Nhwc", other.name()),
         };
         let name = format!("{base}{}", self.protos.len());
         let inputs_names: Vec<String> = (0..inputs).map(|i| format!("x{i}")).collect();
@@ -271,19 +271,19 @@ impl Functions {
                 });
                 "y".to_string()
             }
-            Op::Conv(attrs) => {
-                // Channels last: the ONNX convolution between transposes (as Einsums, which
-                // need no rank).
-                let nchw = Op::Conv(ConvAttrs {
-                    layout: Layout::Nchw,
-                    ..attrs.clone()
-                });
-                nodes.push(einsum("n...c->nc...", &inputs_names[0], "xf", 0));
-                nodes.push(einsum("o...i->oi...", &inputs_names[1], "wf", 1));
-                let mut args = vec!["xf".to_string(), "wf".to_string()];
-                args.extend(inputs_names.get(2).cloned());
-                nodes.push(self.node(&format!("{name}_conv"), &nchw, args, vec!["yf".into()])?);
-                nodes.push(einsum("nc...->n...c", "yf", "y", 2));
+            Op::Conv(_) | Op::MaxPool { .. } | Op::AveragePool { .. } => {
+                // Channels last: the ONNX op between transposes (as Einsums, which need no
+                // rank) of its image (and a convolution's weights) and of its result.
+                let (nchw, transposed) = channels_first_twin(op)
+                    .ok_or_else(|| error(node, op, "has no ONNX function form"))?;
+                let mut args = inputs_names.clone();
+                let equations = ["n...c->nc...", "o...i->oi..."];
+                for (i, equation) in equations.iter().enumerate().take(transposed) {
+                    args[i] = format!("{}f", inputs_names[i]);
+                    nodes.push(einsum(equation, &inputs_names[i], &args[i], i));
+                }
+                nodes.push(self.node(&format!("{name}_op"), &nchw, args, vec!["yf".into()])?);
+                nodes.push(einsum("nc...->n...c", "yf", "y", transposed));
                 "y".to_string()
             }
             other => return Err(error(node, other, "has no ONNX function form")),
@@ -316,7 +316,7 @@ impl Functions {
             ..NodeProto::default()
         };
         match op {
-            Op::Conv(attrs) if !attrs.layout.is_nchw() => {
+            op if channels_first_twin(op).is_some() => {
                 proto.op_type = self.function(name, op, proto.input.len())?;
                 proto.domain = DOMAIN.to_string();
             }
@@ -368,6 +368,47 @@ impl Functions {
             }
         }
         Ok(proto)
+    }
+}
+
+/// The channels-first form of a channels-last op, and how many of its leading inputs (image,
+/// weights) are channels last; `None` for an op in ONNX's layout.
+fn channels_first_twin(op: &Op) -> Option<(Op, usize)> {
+    match op {
+        Op::Conv(a) if !a.layout.is_nchw() => Some((
+            Op::Conv(ConvAttrs {
+                layout: Layout::Nchw,
+                ..a.clone()
+            }),
+            2,
+        )),
+        Op::MaxPool {
+            pool,
+            storage_order,
+        } if !pool.layout.is_nchw() => Some((
+            Op::MaxPool {
+                pool: PoolAttrs {
+                    layout: Layout::Nchw,
+                    ..pool.clone()
+                },
+                storage_order: *storage_order,
+            },
+            1,
+        )),
+        Op::AveragePool {
+            pool,
+            count_include_pad,
+        } if !pool.layout.is_nchw() => Some((
+            Op::AveragePool {
+                pool: PoolAttrs {
+                    layout: Layout::Nchw,
+                    ..pool.clone()
+                },
+                count_include_pad: *count_include_pad,
+            },
+            1,
+        )),
+        _ => None,
     }
 }
 

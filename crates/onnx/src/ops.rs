@@ -292,6 +292,7 @@ fn pool_attrs(a: &Attrs) -> Result<PoolAttrs, String> {
         kernel_shape,
         pads: a.ints("pads")?,
         strides: a.ints("strides")?,
+        layout: Layout::Nchw,
     })
 }
 

@@ -2,10 +2,11 @@
 
 use super::conv::geometry;
 use super::elementwise::min_tasks;
+use super::shape::transpose;
 use super::R;
 use crate::array::{strides, Array, Data};
 use rayon::prelude::*;
-use sparkc_ir::op::PoolAttrs;
+use sparkc_ir::op::{to_channels_first, to_channels_last, Layout, PoolAttrs};
 
 /// What a window computes.
 #[derive(Clone, Copy, PartialEq)]
@@ -217,8 +218,25 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
     Ok(Some(Array::f32(shape, out)))
 }
 
-/// `AveragePool`.
+/// Runs a channels-last pool through a channels-first copy of its input.
+fn channels_last(
+    x: &Array,
+    attrs: &PoolAttrs,
+    pool: impl Fn(&Array, &PoolAttrs) -> R<Array>,
+) -> R<Array> {
+    let nchw = PoolAttrs {
+        layout: Layout::Nchw,
+        ..attrs.clone()
+    };
+    let y = pool(&transpose(x, &to_channels_first(x.rank()))?, &nchw)?;
+    transpose(&y, &to_channels_last(y.rank()))
+}
+
+/// `AveragePool`, in either layout.
 pub(crate) fn average_pool(x: &Array, attrs: &PoolAttrs, count_include_pad: bool) -> R<Array> {
+    if attrs.layout == Layout::Nhwc {
+        return channels_last(x, attrs, |x, a| average_pool(x, a, count_include_pad));
+    }
     let window = Window::Average { count_include_pad };
     if let Some(fast) = pool_2d_f32(x, attrs, window)? {
         return Ok(fast);
@@ -233,6 +251,17 @@ pub(crate) fn max_pool(
     storage_order: i64,
     outputs: usize,
 ) -> R<Vec<Array>> {
+    if attrs.layout == Layout::Nhwc {
+        if outputs > 1 {
+            return Err("a channels-last MaxPool has no indices output".into());
+        }
+        let values = channels_last(x, attrs, |x, a| {
+            max_pool(x, a, storage_order, 1)?
+                .pop()
+                .ok_or_else(|| "MaxPool gave no output".to_string())
+        })?;
+        return Ok(vec![values]);
+    }
     if outputs == 1 {
         if let Some(fast) = pool_2d_f32(x, attrs, Window::Max)? {
             return Ok(vec![fast]);

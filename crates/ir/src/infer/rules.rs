@@ -750,6 +750,17 @@ pub(super) fn pool_shape(ctx: &Ctx, pool: &PoolAttrs) -> Result<Shape> {
     let Some(x) = ctx.dims(0, 3)? else {
         return Ok(None);
     };
+    if pool.layout.is_nchw() {
+        return nchw_pool_shape(ctx, pool, x);
+    }
+    if !matches!(ctx.op, Op::MaxPool { .. } | Op::AveragePool { .. }) {
+        return Err(ctx.err("the NHWC layout is only for MaxPool and AveragePool"));
+    }
+    let out = nchw_pool_shape(ctx, pool, &channels_first(x))?;
+    Ok(out.map(|dims| channels_last(&dims)))
+}
+
+fn nchw_pool_shape(ctx: &Ctx, pool: &PoolAttrs, x: &[Dim]) -> Result<Shape> {
     let n = x.len() - 2;
     let kernel = spatial_attr(ctx, &pool.kernel_shape, "kernel_shape", n, 0)?;
     let strides = spatial_attr(ctx, &pool.strides, "strides", n, 1)?;
