@@ -61,18 +61,26 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
         sparkc_ir::infer_graph(&mut model.graph).ok()?;
     }
     let graph = &model.graph;
-    let computed: Vec<_> = graph
-        .dag
-        .node_indices()
-        .filter(|&id| !is_leaf(&graph.node(id).op))
-        .collect();
-    let [id] = computed[..] else { return None };
+    let id = single_node(graph)?;
     let node = graph.node(id);
     if is_view(&node.op) || matches!(node.op, Op::Fused(_)) {
         return None;
     }
     let case = read_case(graph, &names, &set, meta);
     run_kernel(graph, id, &case, meta)
+}
+
+/// The one computing node of a node test's graph, if it has exactly one.
+fn single_node(graph: &Graph) -> Option<NodeId> {
+    let computed: Vec<_> = graph
+        .dag
+        .node_indices()
+        .filter(|&id| !is_leaf(&graph.node(id).op))
+        .collect();
+    match computed[..] {
+        [id] => Some(id),
+        _ => None,
+    }
 }
 
 /// A node test's inputs by graph value, and its expected outputs by graph output position.
@@ -219,6 +227,18 @@ fn run_kernel(
     Some((family, result))
 }
 
+/// The output value of a node about to be typed by inference.
+fn untyped_output() -> IrValue {
+    IrValue {
+        name: "y".into(),
+        ty: ValueType::Tensor(TensorType {
+            dtype: DType::F32,
+            shape: None,
+        }),
+        known: None,
+    }
+}
+
 /// `a` with its axes permuted as `Transpose` permutes them.
 fn permute(a: &Array, perm: &[usize]) -> Array {
     let mut strides = vec![1; a.shape.len()];
@@ -238,12 +258,7 @@ fn channels_last_case(
 ) -> Option<(String, Result<(), String>)> {
     let model = sparkc_onnx::load(&dir.join("model.onnx")).ok()?;
     let graph = &model.graph;
-    let computed: Vec<_> = graph
-        .dag
-        .node_indices()
-        .filter(|&id| !is_leaf(&graph.node(id).op))
-        .collect();
-    let [id] = computed[..] else { return None };
+    let id = single_node(graph)?;
     let names: Vec<String> = graph
         .inputs
         .iter()
@@ -325,14 +340,7 @@ fn run_channels_last(
         twin_inputs.insert(input, a);
         args.push(Some(input));
     }
-    let out = IrValue {
-        name: "y".into(),
-        ty: ValueType::Tensor(TensorType {
-            dtype: DType::F32,
-            shape: None,
-        }),
-        known: None,
-    };
+    let out = untyped_output();
     let rebuilt = twin.add_node("nhwc".into(), op, &args, vec![out]);
     twin.outputs.push(ValueRef {
         node: rebuilt,
@@ -586,14 +594,7 @@ fn channels_last_conv_kernels_match_the_cpu_executor() {
             strides: strides.to_vec(),
             layout: Layout::Nchw,
         };
-        let out = IrValue {
-            name: "y".into(),
-            ty: ValueType::Tensor(TensorType {
-                dtype: DType::F32,
-                shape: None,
-            }),
-            known: None,
-        };
+        let out = untyped_output();
         let conv = graph.add_node("conv".into(), Op::Conv(attrs), &args, vec![out]);
         graph.outputs.push(ValueRef {
             node: conv,

@@ -8,7 +8,9 @@ use sparkc_cpu::{Array, Data, Executor, Value};
 use sparkc_ir::op::Layout;
 use sparkc_ir::{Op, ValueType};
 use sparkc_onnx::load;
-use sparkc_tests::{generated, generated_models, manifest_names, read_value};
+use sparkc_tests::{
+    channels_last_convolutions, generated, generated_models, manifest_names, read_value,
+};
 use std::path::Path;
 
 /// Max abs error, and cosine similarity, of `actual` against `expected`.
@@ -103,14 +105,7 @@ fn check_one(
         sparkc_passes::standard_with(sparkc_passes::Options { layout })
             .and_then(|mut passes| passes.run(&mut model.graph))
             .map_err(|e| format!("{name}: optimize: {e}"))?;
-        let channels_last = model.graph.dag.node_weights().any(|n| match &n.op {
-            Op::Conv(a) => !a.layout.is_nchw(),
-            Op::Fused(f) => f
-                .body
-                .iter()
-                .any(|b| matches!(&b.op, Op::Conv(a) if !a.layout.is_nchw())),
-            _ => false,
-        });
+        let channels_last = channels_last_convolutions(&model.graph) > 0;
         if channels_last != (layout == Layout::Nhwc) {
             return Err(format!("{name}: no convolution runs channels last"));
         }

@@ -8,12 +8,12 @@ use sparkc_artifact::{arrange, BufferKind};
 use sparkc_cli::execute_args;
 use sparkc_cli::quantize::{optimize_quantized, Request};
 use sparkc_ir::op::Layout;
-use sparkc_ir::{Graph, Op};
+use sparkc_ir::Graph;
 use sparkc_kernels::plan::{generate, request};
 use sparkc_kernels::{host, Precision, Target};
 use sparkc_passes::quantize::Scheme;
 use sparkc_runtime::{sample_inputs, Artifact, Device, Session, Tensor};
-use sparkc_tests::{generated, qdq_models, whole_models};
+use sparkc_tests::{channels_last_convolutions, generated, qdq_models, whole_models};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -185,19 +185,7 @@ fn channels_last_models_run_their_gpu_plans_on_host_kernels() {
         sparkc_passes::standard_with(options)
             .and_then(|mut p| p.run(&mut model.graph))
             .expect("optimizes");
-        let convolutions = model
-            .graph
-            .dag
-            .node_weights()
-            .filter(|n| match &n.op {
-                Op::Conv(a) => !a.layout.is_nchw(),
-                Op::Fused(f) => f
-                    .body
-                    .iter()
-                    .any(|b| matches!(&b.op, Op::Conv(a) if !a.layout.is_nchw())),
-                _ => false,
-            })
-            .count();
+        let convolutions = channels_last_convolutions(&model.graph);
         if convolutions == 0 {
             continue;
         }

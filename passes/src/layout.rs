@@ -158,9 +158,8 @@ fn convert(graph: &mut Graph) -> Result<usize, PassError> {
             node: id,
             output: 0,
         };
-        if let Some((mut ty, dims)) = shaped(graph, y) {
-            ty.shape = Some(channels_last(&dims));
-            present(graph, y, ty, to_channels_first(dims.len()));
+        if let Some((_, dims)) = shaped(graph, y) {
+            present_channels_last(graph, y, &dims);
         }
     }
     Ok(ids.len())
@@ -298,25 +297,9 @@ fn pool_channels_last(graph: &mut Graph, id: NodeId) -> bool {
         Op::GlobalMaxPool => Reduction::Max,
         _ => return false,
     };
-    let Some(t) = graph.inputs_of(id).first().copied().flatten() else {
+    let Some(Moved { source, out, dims }) = moved_image(graph, id) else {
         return false;
     };
-    let Op::Transpose { perm } = &graph.node(t.node).op else {
-        return false;
-    };
-    let Some(source) = graph.inputs_of(t.node).first().copied().flatten() else {
-        return false;
-    };
-    let out = ValueRef {
-        node: id,
-        output: 0,
-    };
-    let Some((mut ty, dims)) = shaped(graph, out) else {
-        return false;
-    };
-    if *perm != to_channels_first(dims.len()) {
-        return false;
-    }
     let spatial: Vec<i64> = (1..dims.len() as i64 - 1).collect();
     let Ok(axes) = Tensor::from_i64s(vec![spatial.len()], &spatial) else {
         return false;
@@ -331,8 +314,7 @@ fn pool_channels_last(graph: &mut Graph, id: NodeId) -> bool {
         keepdims: true,
         noop_with_empty_axes: false,
     };
-    ty.shape = Some(channels_last(&dims));
-    present(graph, out, ty, to_channels_first(dims.len()));
+    present_channels_last(graph, out, &dims);
     true
 }
 
@@ -350,20 +332,10 @@ fn window_pool_channels_last(graph: &mut Graph, id: NodeId) -> bool {
     };
     let indices_read = node.outputs.len() > 1
         && (!readers(graph, indices).is_empty() || graph.outputs.contains(&indices));
-    let out = ValueRef {
-        node: id,
-        output: 0,
-    };
-    let (Some(x), Some((mut ty, dims))) = (
-        graph.inputs_of(id).first().copied().flatten(),
-        shaped(graph, out),
-    ) else {
-        return false;
-    };
-    if !nchw || indices_read || dims.len() < 3 {
+    if !nchw || indices_read {
         return false;
     }
-    let Some((source, true)) = channels_last_form(graph, x, dims.len()) else {
+    let Some(Moved { source, out, dims }) = moved_image(graph, id) else {
         return false;
     };
     set_input(graph, id, 0, source);
@@ -372,9 +344,41 @@ fn window_pool_channels_last(graph: &mut Graph, id: NodeId) -> bool {
     if let Op::MaxPool { pool, .. } | Op::AveragePool { pool, .. } = &mut node.op {
         pool.layout = Layout::Nhwc;
     }
-    ty.shape = Some(channels_last(&dims));
-    present(graph, out, ty, to_channels_first(dims.len()));
+    present_channels_last(graph, out, &dims);
     true
+}
+
+/// A node whose image (first input) is a channels-last value transposed back.
+struct Moved {
+    /// The channels-last value.
+    source: ValueRef,
+    /// The node's first output.
+    out: ValueRef,
+    /// That output's channels-first dims.
+    dims: Vec<Dim>,
+}
+
+/// Node `id`'s image, when a transpose back to channels first makes it and the node's first
+/// output has a known shape of rank 3 or more.
+fn moved_image(graph: &Graph, id: NodeId) -> Option<Moved> {
+    let x = graph.inputs_of(id).first().copied().flatten()?;
+    let out = ValueRef {
+        node: id,
+        output: 0,
+    };
+    let (_, dims) = shaped(graph, out).filter(|(_, d)| d.len() >= 3)?;
+    match channels_last_form(graph, x, dims.len())? {
+        (source, true) => Some(Moved { source, out, dims }),
+        _ => None,
+    }
+}
+
+/// Makes output `out`, of channels-first `dims`, channels last, behind a transpose back.
+fn present_channels_last(graph: &mut Graph, out: ValueRef, dims: &[Dim]) {
+    if let Some((mut ty, _)) = shaped(graph, out) {
+        ty.shape = Some(channels_last(dims));
+        present(graph, out, ty, to_channels_first(dims.len()));
+    }
 }
 
 /// The channels-last value behind `v`: the input of a transpose back to channels first (not
@@ -412,7 +416,7 @@ fn concat_channels_last(graph: &mut Graph, id: NodeId) -> bool {
         node: id,
         output: 0,
     };
-    let Some((mut ty, dims)) = shaped(graph, out) else {
+    let Some((_, dims)) = shaped(graph, out) else {
         return false;
     };
     let rank = dims.len();
@@ -433,10 +437,10 @@ fn concat_channels_last(graph: &mut Graph, id: NodeId) -> bool {
     for (slot, (source, _)) in forms.into_iter().enumerate() {
         set_input(graph, id, slot, source);
     }
-    let back = to_channels_first(rank);
-    graph.dag[id].op = Op::Concat { axis: back[axis] };
-    ty.shape = Some(channels_last(&dims));
-    present(graph, out, ty, back);
+    graph.dag[id].op = Op::Concat {
+        axis: to_channels_first(rank)[axis],
+    };
+    present_channels_last(graph, out, &dims);
     true
 }
 

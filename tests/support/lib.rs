@@ -208,3 +208,17 @@ pub fn qdq_models() -> Vec<(String, PathBuf)> {
         })
         .collect()
 }
+
+/// How many convolutions of `graph` (bare or in fused nodes) run channels last.
+pub fn channels_last_convolutions(graph: &sparkc_ir::Graph) -> usize {
+    use sparkc_ir::Op;
+    let channels_last = |op: &Op| matches!(op, Op::Conv(a) if !a.layout.is_nchw());
+    graph
+        .dag
+        .node_weights()
+        .filter(|n| match &n.op {
+            Op::Fused(f) => f.body.iter().any(|b| channels_last(&b.op)),
+            op => channels_last(op),
+        })
+        .count()
+}
