@@ -13,7 +13,7 @@ use sparkc_kernels::plan::{generate, is_leaf, is_view, request};
 use sparkc_kernels::{host, Precision, Role, Target};
 use sparkc_tests::{generated, manifest_names, read_value};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The packed little-endian bytes of an array, as a kernel buffer holds them.
 fn bytes_of(a: &Array) -> Vec<u8> {
@@ -352,16 +352,23 @@ fn run_channels_last(
     run_kernel(&twin, rebuilt, &Ok((twin_inputs, vec![want])), meta)
 }
 
-#[test]
-fn host_kernels_match_onnx_node_tests() {
+/// Every ONNX node test: its name, folder and metadata.
+fn node_tests() -> impl Iterator<Item = (String, PathBuf, serde_json::Value)> {
     let root = generated().join("node");
-    let mut per_family: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let mut failures = Vec::new();
-    for name in manifest_names("node") {
+    manifest_names("node").into_iter().map(move |name| {
         let dir = root.join(&name);
-        let meta: serde_json::Value =
+        let meta =
             serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta"))
                 .expect("json");
+        (name, dir, meta)
+    })
+}
+
+#[test]
+fn host_kernels_match_onnx_node_tests() {
+    let mut per_family: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (name, dir, meta) in node_tests() {
         // SPARKC_TRACE=1 names each case first, to find one that crashes the JIT-run kernel.
         if std::env::var_os("SPARKC_TRACE").is_some() {
             eprintln!("{name}");
@@ -470,14 +477,9 @@ fn round_to_blocks_kernels_match_the_block_codec() {
 /// transposed.
 #[test]
 fn channels_last_kernels_match_onnx_node_tests() {
-    let root = generated().join("node");
     let mut per_family: BTreeMap<String, usize> = BTreeMap::new();
     let mut failures = Vec::new();
-    for name in manifest_names("node") {
-        let dir = root.join(&name);
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta"))
-                .expect("json");
+    for (name, dir, meta) in node_tests() {
         let Some((family, result)) = channels_last_case(&dir, &meta) else {
             continue;
         };
