@@ -9,6 +9,9 @@ Writes <out>/<name>/{model.onnx, input_<j>.pb, output_<j>.pb, meta.json} for:
                   Erf, attention with Reshape/Transpose/MatMul/Softmax and an additive mask
   gpt_decoder   - GPT-style decoder: token + position embeddings (Gather), causal additive mask,
                   pre-LayerNorm blocks, tanh-GELU, tied-free LM head
+  einsum_encoder - an encoder written with Einsum, as torch.einsum exports it: projections
+                  "bsd,de->bse", scores "bqhd,bkhd->bhqk", context "bhqk,bkhd->bqhd", a gated
+                  feed-forward with an elementwise "bsf,bsf->bsf" and a per-token gate "bsd,d->bs"
   mobilenet     - MobileNet-style CNN: depthwise convs, BatchNorm, HardSwish, squeeze-excite,
                   Resize, global pooling and a classifier
 and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole models):
@@ -158,6 +161,38 @@ def gpt_decoder(batch, seq, width, heads, layers, vocab, seed=2):
     return model, [rng.integers(0, vocab, (batch, seq)).astype(np.int64)]
 
 
+def einsum_encoder(batch, seq, width, heads, layers, seed=4):
+    b = Builder("einsum_encoder", seed)
+    head = width // heads
+    x = "hidden"
+
+    def project(x, n_in, n_out):
+        y = b.op("Einsum", x, b.weight(n_in, n_out), equation="bsd,de->bse")
+        return b.op("Add", y, b.const((0.01 * b.rng.standard_normal(n_out)).astype(np.float32)))
+
+    split = b.const(np.array([batch, seq, heads, head], np.int64))
+    for _ in range(layers):
+        q, k, v = (b.op("Reshape", project(x, width, width), split) for _ in range(3))
+        scores = b.op("Einsum", q, k, equation="bqhd,bkhd->bhqk")
+        probs = b.op("Softmax", b.op("Mul", scores, b.const(np.float32(1.0 / np.sqrt(head)))), axis=-1)
+        ctx = b.op("Einsum", probs, v, equation="bhqk,bkhd->bqhd")
+        merged = b.op("Reshape", ctx, b.const(np.array([batch, seq, width], np.int64)))
+        x = b.layer_norm(b.op("Add", x, project(merged, width, width)), width)
+        gate = b.op("Sigmoid", project(x, width, 2 * width))
+        up = project(x, width, 2 * width)
+        hidden = b.op("Einsum", gate, up, equation="bsf,bsf->bsf")
+        token_gate = b.op("Sigmoid", b.op("Einsum", x, b.weight(width), equation="bsd,d->bs"))
+        ff = b.op("Einsum", project(hidden, 2 * width, width), token_gate, equation="bsd,bs->bsd")
+        x = b.layer_norm(b.op("Add", x, ff), width)
+    b.nodes.append(helper.make_node("Identity", [x], ["output"]))
+    model = b.model(
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [batch, seq, width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, seq, width])],
+    )
+    rng = np.random.default_rng(seed + 100)
+    return model, [rng.standard_normal((batch, seq, width)).astype(np.float32)]
+
+
 def mobilenet(batch, size, width, seed=3):
     b = Builder("mobilenet", seed)
 
@@ -217,6 +252,7 @@ SCALES = {
         "bert_encoder": dict(batch=1, seq=32, width=64, heads=4, layers=2),
         "gpt_decoder": dict(batch=1, seq=32, width=64, heads=4, layers=2, vocab=500),
         "mobilenet": dict(batch=1, size=64, width=8),
+        "einsum_encoder": dict(batch=2, seq=16, width=32, heads=4, layers=2),
         # Deep rather than wide: the optimizer's compile-time benchmark (32 layers).
         "bert_deep32": dict(batch=1, seq=16, width=32, heads=2, layers=32),
     },
@@ -227,7 +263,13 @@ SCALES = {
         "mobilenet": dict(batch=1, size=160, width=16),
     },
 }
-BUILDERS = {"bert_deep32": bert_encoder, "bert_encoder": bert_encoder, "gpt_decoder": gpt_decoder, "mobilenet": mobilenet}
+BUILDERS = {
+    "bert_deep32": bert_encoder,
+    "bert_encoder": bert_encoder,
+    "einsum_encoder": einsum_encoder,
+    "gpt_decoder": gpt_decoder,
+    "mobilenet": mobilenet,
+}
 
 
 def write(out, name, model, inputs, outputs=None):

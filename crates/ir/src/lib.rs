@@ -7,6 +7,7 @@
 
 pub mod dim;
 pub mod dtype;
+pub mod einsum;
 pub mod error;
 pub mod formats;
 pub mod fused;

@@ -5,6 +5,7 @@ use super::R;
 use crate::array::{Array, Data};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use sparkc_ir::einsum::Equation;
 use sparkc_ir::DType;
 
 /// A strided view of a matrix.
@@ -452,57 +453,10 @@ fn batched<T: Copy + Send + Sync + 'static + num_one::One>(
 
 /// Einstein summation over any number of operands, with `...` and implicit outputs.
 pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
-    let equation: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
-    let (lhs, rhs) = match equation.split_once("->") {
-        Some((l, r)) => (l.to_string(), Some(r.to_string())),
-        None => (equation.clone(), None),
-    };
-    let terms: Vec<&str> = lhs.split(',').collect();
-    if terms.len() != inputs.len() {
-        return Err(format!(
-            "equation has {} operands, given {}",
-            terms.len(),
-            inputs.len()
-        ));
-    }
-    // Ellipsis dims become labels from a private range, aligned to the right.
-    let ellipsis_rank = terms
-        .iter()
-        .zip(inputs)
-        .filter(|(t, _)| t.contains("..."))
-        .map(|(t, x)| x.rank() + 3 - t.chars().count())
-        .max()
-        .unwrap_or(0);
-    let ellipsis: Vec<char> = (0..ellipsis_rank)
-        .map(|i| char::from_u32(0x100 + i as u32).unwrap_or('?'))
-        .collect();
-    let expand_term = |t: &str, rank: usize| -> Vec<char> {
-        match t.split_once("...") {
-            Some((before, after)) => {
-                let own = rank + 3 - t.chars().count();
-                let mut labels: Vec<char> = before.chars().collect();
-                labels.extend(&ellipsis[ellipsis_rank - own..]);
-                labels.extend(after.chars());
-                labels
-            }
-            None => t.chars().collect(),
-        }
-    };
-    let operands: Vec<Vec<char>> = terms
-        .iter()
-        .zip(inputs)
-        .map(|(t, x)| expand_term(t, x.rank()))
-        .collect();
+    let ranks: Vec<usize> = inputs.iter().map(|x| x.rank()).collect();
+    let Equation { operands, output } = Equation::parse(equation, &ranks)?;
     let mut sizes: std::collections::BTreeMap<char, usize> = std::collections::BTreeMap::new();
     for (labels, x) in operands.iter().zip(inputs) {
-        if labels.len() != x.rank() {
-            return Err(format!(
-                "operand {:?} has rank {} but its term has {} labels",
-                x.shape,
-                x.rank(),
-                labels.len()
-            ));
-        }
         for (&l, &d) in labels.iter().zip(&x.shape) {
             let e = sizes.entry(l).or_insert(d);
             if *e == 1 {
@@ -512,28 +466,6 @@ pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
             }
         }
     }
-    let output: Vec<char> = match rhs {
-        Some(r) => match r.split_once("...") {
-            Some((before, after)) => before
-                .chars()
-                .chain(ellipsis.iter().copied())
-                .chain(after.chars())
-                .collect(),
-            None => r.chars().collect(),
-        },
-        None => {
-            let mut once: Vec<char> = sizes
-                .keys()
-                .copied()
-                .filter(|l| {
-                    !ellipsis.contains(l)
-                        && operands.iter().flatten().filter(|&&c| c == *l).count() == 1
-                })
-                .collect();
-            once.sort_unstable();
-            ellipsis.iter().copied().chain(once).collect()
-        }
-    };
     let summed: Vec<char> = sizes
         .keys()
         .copied()

@@ -4,6 +4,7 @@ use super::fold;
 use super::{broadcast_shapes, Ctx, Inferred};
 use crate::dim::Dim;
 use crate::dtype::DType;
+use crate::einsum::{is_ellipsis_label, Equation};
 use crate::error::Result;
 use crate::op::{channels_first, channels_last, AutoPad, Binary, ConvAttrs, Op, PoolAttrs, Unary};
 use crate::types::{Known, Shape, TensorType, ValueType};
@@ -819,96 +820,35 @@ pub(super) fn matmul_shape(ctx: &Ctx) -> Result<Shape> {
 }
 
 fn einsum_shape(ctx: &Ctx, equation: &str) -> Result<Shape> {
-    let equation: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
-    let (lhs, rhs) = match equation.split_once("->") {
-        Some((l, r)) => (l.to_string(), Some(r.to_string())),
-        None => (equation.clone(), None),
-    };
-    let terms: Vec<&str> = lhs.split(',').collect();
-    if terms.len() != ctx.inputs.len() {
-        return Err(ctx.err(format!(
-            "equation has {} operands, node has {} inputs",
-            terms.len(),
-            ctx.inputs.len()
-        )));
-    }
-    let mut letters: std::collections::BTreeMap<char, Dim> = Default::default();
-    let mut counts: std::collections::BTreeMap<char, usize> = Default::default();
-    let mut ellipsis: Shape = Some(Vec::new());
-    for (i, term) in terms.iter().enumerate() {
+    let mut shapes = Vec::with_capacity(ctx.inputs.len());
+    for i in 0..ctx.inputs.len() {
         let Some(dims) = ctx.shape(i)? else {
             return Ok(None);
         };
-        let (before, after) = match term.split_once("...") {
-            Some((b, a)) => (b, Some(a)),
-            None => (*term, None),
-        };
-        let named = before.len() + after.map_or(0, str::len);
-        if named > dims.len() || (after.is_none() && named != dims.len()) {
-            return Err(ctx.err(format!(
-                "operand {i} '{term}' does not match its rank {}",
-                dims.len()
-            )));
-        }
-        let mut assign = |c: char, d: &Dim| -> Result<()> {
-            if !c.is_ascii_alphabetic() {
-                return Err(ctx.err(format!("'{c}' is not a valid subscript")));
-            }
-            *counts.entry(c).or_default() += 1;
-            let merged = match letters.get(&c) {
-                Some(prev) => super::broadcast_dim(prev, d)
-                    .ok_or_else(|| ctx.err(format!("subscript '{c}' has sizes {prev} and {d}")))?,
+        shapes.push(dims);
+    }
+    let ranks: Vec<usize> = shapes.iter().map(|d| d.len()).collect();
+    let equation = Equation::parse(equation, &ranks).map_err(|e| ctx.err(e))?;
+    let mut sizes: std::collections::BTreeMap<char, Dim> = Default::default();
+    for (labels, dims) in equation.operands.iter().zip(&shapes) {
+        for (&label, d) in labels.iter().zip(dims.iter()) {
+            let merged = match sizes.get(&label) {
+                Some(prev) => super::broadcast_dim(prev, d).ok_or_else(|| {
+                    let what = if is_ellipsis_label(label) {
+                        "an axis under '...'".to_string()
+                    } else {
+                        format!("subscript '{label}'")
+                    };
+                    ctx.err(format!("{what} has sizes {prev} and {d}"))
+                })?,
                 None => d.clone(),
             };
-            letters.insert(c, merged);
-            Ok(())
-        };
-        for (c, d) in before.chars().zip(dims) {
-            assign(c, d)?;
-        }
-        if let Some(after) = after {
-            let start = dims.len() - after.len();
-            for (c, d) in after.chars().zip(&dims[start..]) {
-                assign(c, d)?;
-            }
-            let middle: Shape = Some(dims[before.len()..start].to_vec());
-            ellipsis = broadcast_shapes(&[&ellipsis, &middle]).map_err(|e| ctx.err(e))?;
+            sizes.insert(label, merged);
         }
     }
-    let ellipsis = ellipsis.unwrap_or_default();
-    let rhs = rhs.unwrap_or_else(|| {
-        let single: String = counts
-            .iter()
-            .filter(|(_, &n)| n == 1)
-            .map(|(c, _)| *c)
-            .collect();
-        if lhs.contains("...") {
-            format!("...{single}")
-        } else {
-            single
-        }
-    });
-    let mut out = Vec::new();
-    let (before, after) = match rhs.split_once("...") {
-        Some((b, a)) => (b.to_string(), Some(a.to_string())),
-        None => (rhs.clone(), None),
-    };
-    let lookup = |c: char| {
-        letters
-            .get(&c)
-            .cloned()
-            .ok_or_else(|| ctx.err(format!("output subscript '{c}' is not in any operand")))
-    };
-    for c in before.chars() {
-        out.push(lookup(c)?);
-    }
-    if let Some(after) = after {
-        out.extend(ellipsis);
-        for c in after.chars() {
-            out.push(lookup(c)?);
-        }
-    }
-    Ok(Some(out))
+    Ok(Some(
+        equation.output.iter().map(|l| sizes[l].clone()).collect(),
+    ))
 }
 
 fn concat(ctx: &Ctx, axis: i64) -> Result<Vec<Inferred>> {
