@@ -252,7 +252,7 @@ SCALES = {
         "bert_encoder": dict(batch=1, seq=32, width=64, heads=4, layers=2),
         "gpt_decoder": dict(batch=1, seq=32, width=64, heads=4, layers=2, vocab=500),
         "mobilenet": dict(batch=1, size=64, width=8),
-        "einsum_encoder": dict(batch=2, seq=16, width=32, heads=4, layers=2),
+        "einsum_encoder": dict(batch=2, seq=16, width=64, heads=4, layers=2),
         # Deep rather than wide: the optimizer's compile-time benchmark (32 layers).
         "bert_deep32": dict(batch=1, seq=16, width=32, heads=2, layers=32),
     },

@@ -28,6 +28,7 @@ pub fn handles(op: &Op) -> bool {
             | Op::Resize(_)
             | Op::MaxPool { .. }
             | Op::AveragePool { .. }
+            | Op::LpPool { .. }
             | Op::Shape { .. }
             | Op::Trilu { .. }
             | Op::GatherElements { .. }
@@ -385,6 +386,15 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             )?;
             "avgpool"
         }
+        Op::LpPool { pool, p } => {
+            if *p < 1 {
+                return Err(KernelError::Unsupported(format!(
+                    "LpPool with p = {p}: the norm order must be at least 1"
+                )));
+            }
+            pool_kernel(&mut cg, req, pool, Pooling::Lp { p: *p as f64 })?;
+            "lppool"
+        }
         Op::GatherElements { axis } => {
             let a = resolve_axis(*axis, x.shape.len())?;
             let indices = req.input(1)?.clone();
@@ -739,9 +749,11 @@ enum Pooling {
     Max { indices: Option<i64> },
     /// The window's mean, over the padded window when `include_pad`.
     Average { include_pad: bool },
+    /// The window's `p`-norm, `(sum |x|^p)^(1/p)` (padding counts as zeros).
+    Lp { p: f64 },
 }
 
-/// Max or average pooling over an N-D window with pads, strides and dilations.
+/// Max, average or Lp pooling over an N-D window with pads, strides and dilations.
 fn pool_kernel(cg: &mut Cg, req: &Request, pool: &PoolAttrs, pooling: Pooling) -> Gen<()> {
     let max = matches!(pooling, Pooling::Max { .. });
     let mut x = req.input(0)?.clone();
@@ -865,7 +877,13 @@ fn pool_kernel(cg: &mut Cg, req: &Request, pool: &PoolAttrs, pooling: Pooling) -
                 }
                 acc = cg.fsel(better, v, acc)?;
             } else {
-                let s = cg.fadd(acc, v)?;
+                let term = match pooling {
+                    Pooling::Lp { p } if p == 1.0 => cg.fcall1("llvm.fabs.f32", v)?,
+                    Pooling::Lp { p } if p == 2.0 => cg.fmul(v, v)?,
+                    Pooling::Lp { p } => cg.pow(cg.fcall1("llvm.fabs.f32", v)?, cg.f(p))?,
+                    _ => v,
+                };
+                let s = cg.fadd(acc, term)?;
                 acc = cg.fsel(inside, s, acc)?;
             }
             let one = cg.b.build_int_z_extend(inside, cg.i64t(), "")?;
@@ -882,6 +900,9 @@ fn pool_kernel(cg: &mut Cg, req: &Request, pool: &PoolAttrs, pooling: Pooling) -
                 cg.store(req.outputs[1].dtype, cg.buffer(1), idx, Val::I(arg))?;
             }
             Pooling::Max { indices: None } => {}
+            Pooling::Lp { p } if p == 1.0 => {}
+            Pooling::Lp { p } if p == 2.0 => acc = cg.fcall1("llvm.sqrt.f32", acc)?,
+            Pooling::Lp { p } => acc = cg.pow(acc, cg.f(1.0 / p))?,
         }
         cg.store(out.dtype, cg.buffer(0), idx, Val::F(acc))
     })
