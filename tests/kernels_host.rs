@@ -617,3 +617,107 @@ fn channels_last_conv_kernels_match_the_cpu_executor() {
     }
     println!("host kernels, channels-last Conv: {passed} geometries match the CPU executor");
 }
+
+/// Scatters the node tests lack — index tuples of depth 2 and 3, duplicate indices under a
+/// reduction, negative indices, indices smaller than the data — on their host kernels, against
+/// the CPU executor.
+#[test]
+fn scatter_kernels_match_the_cpu_executor() {
+    let scatter_nd = |reduction: &str| Op::ScatterNd {
+        reduction: reduction.into(),
+    };
+    let scatter_elements = |axis: i64, reduction: &str| Op::ScatterElements {
+        axis,
+        reduction: reduction.into(),
+    };
+    // (op, data shape, indices shape, indices, updates shape)
+    type Case = (
+        Op,
+        &'static [usize],
+        &'static [usize],
+        &'static [i64],
+        &'static [usize],
+    );
+    let cases: [Case; 5] = [
+        (
+            scatter_nd("add"),
+            &[4, 5, 3],
+            &[3, 2],
+            &[0, 1, 3, -1, 0, 1],
+            &[3, 3],
+        ),
+        (
+            scatter_nd("none"),
+            &[4, 5, 3],
+            &[2, 2],
+            &[2, 4, 1, 0],
+            &[2, 3],
+        ),
+        (
+            scatter_nd("max"),
+            &[4, 5, 3],
+            &[2, 1, 3],
+            &[1, 2, 0, -1, -2, -1],
+            &[2, 1],
+        ),
+        (
+            scatter_elements(1, "mul"),
+            &[3, 4],
+            &[2, 2],
+            &[3, -1, 0, 1],
+            &[2, 2],
+        ),
+        (
+            scatter_elements(0, "none"),
+            &[3, 4, 2],
+            &[2, 4, 1],
+            &[0, 1, 2, 0, 2, 0, 1, 1],
+            &[2, 4, 1],
+        ),
+    ];
+    let meta = serde_json::json!({});
+    for (i, (op, data, index_shape, indices, updates)) in cases.into_iter().enumerate() {
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|k| ((k * 7 + seed * 13) % 23) as f32 / 5.0 - 2.0)
+                .collect()
+        };
+        let arrays = [
+            Array::f32(data.to_vec(), values(data.iter().product(), 1)),
+            Array::i64(index_shape.to_vec(), indices.to_vec()),
+            Array::f32(updates.to_vec(), values(updates.iter().product(), 2)),
+        ];
+        let mut graph = Graph::new("scatter");
+        let mut inputs = BTreeMap::new();
+        let mut args = Vec::new();
+        for (slot, a) in arrays.iter().enumerate() {
+            let dims = a.shape.iter().map(|&d| Dim::known(d as i64)).collect();
+            let dtype = if slot == 1 { DType::I64 } else { DType::F32 };
+            let ty = ValueType::Tensor(TensorType {
+                dtype,
+                shape: Some(dims),
+            });
+            let v = graph.add_input(&format!("in{slot}"), ty);
+            inputs.insert(v, a.clone());
+            args.push(Some(v));
+        }
+        let name = op.name();
+        let id = graph.add_node("scatter".into(), op, &args, vec![untyped_output()]);
+        graph.outputs.push(ValueRef {
+            node: id,
+            output: 0,
+        });
+        sparkc_ir::infer_graph(&mut graph).expect("a valid scatter");
+        let feeds = arrays.iter().cloned().map(Value::Tensor).collect();
+        let reference = sparkc_cpu::Executor::new(&graph)
+            .and_then(|e| e.run(feeds))
+            .expect("the CPU executor runs it");
+        let Value::Tensor(y) = &reference[0] else {
+            panic!("case {i}: a tensor output")
+        };
+        let case = Ok((inputs, vec![y.clone()]));
+        let (_, result) = run_kernel(&graph, id, &case, &meta)
+            .unwrap_or_else(|| panic!("case {i} ({name}): no kernel"));
+        result.unwrap_or_else(|e| panic!("case {i} ({name}, data {data:?}): {e}"));
+    }
+}

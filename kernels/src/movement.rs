@@ -33,6 +33,8 @@ pub fn handles(op: &Op) -> bool {
             | Op::Trilu { .. }
             | Op::GatherElements { .. }
             | Op::GatherNd { .. }
+            | Op::ScatterNd { .. }
+            | Op::ScatterElements { .. }
             | Op::SpaceToDepth { .. }
             | Op::EyeLike { .. }
             | Op::ReverseSequence { .. }
@@ -52,6 +54,186 @@ fn wrap_index<'ctx>(cg: &Cg<'ctx>, raw: Val<'ctx>, d: IntValue<'ctx>) -> Gen<Int
         cg.icmp(IntPredicate::SLT, fixed, d)?,
     )?;
     Ok(cg.select(ok, fixed, cg.c(0))?.into_int_value())
+}
+
+/// True when integer index `raw` (negative ones counted from the end of an axis of `d`) is
+/// `coord`; an index out of range is never any coordinate.
+fn index_is<'ctx>(
+    cg: &Cg<'ctx>,
+    raw: Val<'ctx>,
+    d: IntValue<'ctx>,
+    coord: IntValue<'ctx>,
+) -> Gen<IntValue<'ctx>> {
+    let Val::I(raw) = raw else {
+        return Err(KernelError::Unsupported("indices must be integers".into()));
+    };
+    let neg = cg.icmp(IntPredicate::SLT, raw, cg.c(0))?;
+    let fixed = cg.select(neg, cg.add(raw, d)?, raw)?.into_int_value();
+    cg.icmp(IntPredicate::EQ, fixed, coord)
+}
+
+/// A scatter's `reduction`, checked.
+fn scatter_reduction(reduction: &str) -> Gen<&str> {
+    match reduction {
+        "" | "none" | "add" | "mul" | "max" | "min" => Ok(reduction),
+        other => Err(KernelError::Unsupported(format!(
+            "scatter reduction '{other}' (none, add, mul, max or min)"
+        ))),
+    }
+}
+
+/// `acc` combined with `update` as a scatter with `reduction` writes it, where `hit`.
+fn scatter_combine<'ctx>(
+    cg: &Cg<'ctx>,
+    reduction: &str,
+    acc: Val<'ctx>,
+    update: Val<'ctx>,
+    hit: IntValue<'ctx>,
+) -> Gen<Val<'ctx>> {
+    Ok(match (acc, update) {
+        (Val::F(a), Val::F(u)) => {
+            let v = match reduction {
+                "add" => cg.fadd(a, u)?,
+                "mul" => cg.fmul(a, u)?,
+                "max" => cg.fmax(a, u)?,
+                "min" => cg.fmin(a, u)?,
+                _ => u,
+            };
+            Val::F(cg.fsel(hit, v, a)?)
+        }
+        (Val::I(a), Val::I(u)) => {
+            let v = match reduction {
+                "add" => cg.add(a, u)?,
+                "mul" => cg.mul(a, u)?,
+                "max" => cg.imax(a, u)?,
+                "min" => cg.imin(a, u)?,
+                _ => u,
+            };
+            Val::I(cg.select(hit, v, a)?.into_int_value())
+        }
+        _ => {
+            return Err(KernelError::Unsupported(
+                "scatter data and updates of different types".into(),
+            ))
+        }
+    })
+}
+
+/// Each output element of a scatter: the data's element, then every update whose index
+/// `writes` names it, in the updates' order, combined by `reduction` (the last one wins without
+/// a reduction). No element is written by two threads, so the result is deterministic and the
+/// order is ONNX's. `candidates` gives, for an output element, the range of update positions
+/// to visit and `writes` whether update `j` lands there, with the update's offset.
+fn scatter_each<'ctx>(
+    cg: &mut Cg<'ctx>,
+    req: &Request,
+    reduction: &str,
+    candidates: impl Fn(&Cg<'ctx>, &[IntValue<'ctx>]) -> Gen<IntValue<'ctx>>,
+    writes: impl Fn(
+        &Cg<'ctx>,
+        IntValue<'ctx>,
+        &[IntValue<'ctx>],
+    ) -> Gen<(IntValue<'ctx>, IntValue<'ctx>)>,
+) -> Gen<()> {
+    let reduction = scatter_reduction(reduction)?;
+    let (data, updates) = (req.input(0)?.clone(), req.input(2)?.clone());
+    let out = req.outputs[0].clone();
+    each_output(cg, &out.shape, |cg, idx, oc| {
+        let init = cg.load(data.dtype, cg.buffer(req.input_param(0)), idx)?;
+        let float = matches!(init, Val::F(_));
+        let basic = |v: Val<'ctx>| -> inkwell::values::BasicValueEnum<'ctx> {
+            match v {
+                Val::F(f) => f.into(),
+                Val::I(i) => i.into(),
+            }
+        };
+        let val = |b: inkwell::values::BasicValueEnum<'ctx>| {
+            if float {
+                Val::F(b.into_float_value())
+            } else {
+                Val::I(b.into_int_value())
+            }
+        };
+        let n = candidates(cg, oc)?;
+        let last = cg.fold_range(cg.c(0), n, cg.c(1), vec![basic(init)], |cg, j, state| {
+            let (hit, at) = writes(cg, j, oc)?;
+            let u = cg.load(updates.dtype, cg.buffer(req.input_param(2)), at)?;
+            let next = scatter_combine(cg, reduction, val(state[0]), u, hit)?;
+            Ok(vec![basic(next)])
+        })?;
+        cg.store(out.dtype, cg.buffer(0), idx, val(last[0]))
+    })
+}
+
+/// ScatterND: update `j` is the slice at index tuple `j` of the indices' last axis.
+fn scatter_nd(cg: &mut Cg, req: &Request, reduction: &str) -> Gen<()> {
+    let (data, indices) = (req.input(0)?.clone(), req.input(1)?.clone());
+    let q = indices.shape.len();
+    let depth = q
+        .checked_sub(1)
+        .and_then(|last| indices.shape[last].as_const())
+        .filter(|&d| d >= 0 && d as usize <= data.shape.len())
+        .ok_or_else(|| {
+            KernelError::Unsupported(
+                "ScatterND needs a static index depth no larger than the data's rank".into(),
+            )
+        })? as usize;
+    let tuples = indices.shape[..q - 1].to_vec();
+    let tail = data.shape[depth..].to_vec();
+    scatter_each(
+        cg,
+        req,
+        reduction,
+        |cg, _| cg.product(&tuples),
+        |cg, j, oc| {
+            let mut hit = cg.icmp(IntPredicate::EQ, cg.c(0), cg.c(0))?;
+            for (t, &coord) in oc.iter().enumerate().take(depth) {
+                let at = cg.add(cg.mul(j, cg.c(depth as i64))?, cg.c(t as i64))?;
+                let raw = cg.load(indices.dtype, cg.buffer(req.input_param(1)), at)?;
+                let d = cg.dim(&data.shape[t])?;
+                hit = cg.and(hit, index_is(cg, raw, d, coord)?)?;
+            }
+            let within = linear(cg, &oc[depth..], &tail)?;
+            let at = cg.add(cg.mul(j, cg.product(&tail)?)?, within)?;
+            Ok((hit, at))
+        },
+    )
+}
+
+/// ScatterElements: the updates that can land on an output element are those at its own
+/// coordinates on every axis but `axis` (inside the indices' shape), one per index along it.
+fn scatter_elements(cg: &mut Cg, req: &Request, axis: i64, reduction: &str) -> Gen<()> {
+    let (data, indices) = (req.input(0)?.clone(), req.input(1)?.clone());
+    let a = resolve_axis(axis, data.shape.len())?;
+    if indices.shape.len() != data.shape.len() {
+        return Err(KernelError::Unsupported(
+            "ScatterElements indices must have the data's rank".into(),
+        ));
+    }
+    scatter_each(
+        cg,
+        req,
+        reduction,
+        |cg, oc| {
+            let mut inside = cg.icmp(IntPredicate::EQ, cg.c(0), cg.c(0))?;
+            for (k, &coord) in oc.iter().enumerate() {
+                if k != a {
+                    let d = cg.dim(&indices.shape[k])?;
+                    inside = cg.and(inside, cg.icmp(IntPredicate::SLT, coord, d)?)?;
+                }
+            }
+            let along = cg.dim(&indices.shape[a])?;
+            Ok(cg.select(inside, along, cg.c(0))?.into_int_value())
+        },
+        |cg, j, oc| {
+            let mut at = oc.to_vec();
+            at[a] = j;
+            let off = linear(cg, &at, &indices.shape)?;
+            let raw = cg.load(indices.dtype, cg.buffer(req.input_param(1)), off)?;
+            let hit = index_is(cg, raw, cg.dim(&data.shape[a])?, oc[a])?;
+            Ok((hit, off))
+        },
+    )
 }
 
 /// Row-major coordinates of `idx` in `dims`.
@@ -394,6 +576,14 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             }
             pool_kernel(&mut cg, req, pool, Pooling::Lp { p: *p as f64 })?;
             "lppool"
+        }
+        Op::ScatterNd { reduction } => {
+            scatter_nd(&mut cg, req, reduction)?;
+            "scatternd"
+        }
+        Op::ScatterElements { axis, reduction } => {
+            scatter_elements(&mut cg, req, *axis, reduction)?;
+            "scatter elements"
         }
         Op::GatherElements { axis } => {
             let a = resolve_axis(*axis, x.shape.len())?;
