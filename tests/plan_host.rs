@@ -260,3 +260,35 @@ fn outputs_that_are_views_of_inputs_or_constants_are_read_from_their_buffers() {
     }
     print!("{report}");
 }
+
+#[test]
+fn unrolled_recurrent_layers_run_their_gpu_plans_on_host_kernels() {
+    let mut report = String::new();
+    for name in [
+        "test_lstm_defaults",
+        "test_lstm_bidirectional",
+        "test_lstm_batchwise",
+        "test_lstm_reverse",
+        "test_lstm_with_initial_bias",
+        "test_gru_defaults",
+        "test_gru_bidirectional",
+        "test_gru_batchwise",
+        "test_gru_reverse",
+        "test_gru_seq_length",
+        "test_gru_with_initial_bias",
+    ] {
+        let path = generated().join("node").join(name).join("model.onnx");
+        let mut model = sparkc_onnx::load(&path).expect("imports");
+        sparkc_passes::standard()
+            .and_then(|mut p| p.run(&mut model.graph))
+            .expect("optimizes");
+        let recurrent = model
+            .graph
+            .dag
+            .node_weights()
+            .any(|n| matches!(n.op, sparkc_ir::Op::Lstm(_) | sparkc_ir::Op::Gru(_)));
+        assert!(!recurrent, "{name}: the layer is unrolled");
+        report.push_str(&check_plan(name, &path, &[], &model.graph, 1e-4));
+    }
+    print!("{report}");
+}

@@ -574,7 +574,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                     "LpPool with p = {p}: the norm order must be at least 1"
                 )));
             }
-            pool_kernel(&mut cg, req, pool, Pooling::Lp { p: *p as f64 })?;
+            pool_kernel(&mut cg, req, pool, Pooling::Lp { p: *p })?;
             "lppool"
         }
         Op::ScatterNd { reduction } => {
@@ -940,7 +940,7 @@ enum Pooling {
     /// The window's mean, over the padded window when `include_pad`.
     Average { include_pad: bool },
     /// The window's `p`-norm, `(sum |x|^p)^(1/p)` (padding counts as zeros).
-    Lp { p: f64 },
+    Lp { p: i64 },
 }
 
 /// Max, average or Lp pooling over an N-D window with pads, strides and dilations.
@@ -1068,9 +1068,9 @@ fn pool_kernel(cg: &mut Cg, req: &Request, pool: &PoolAttrs, pooling: Pooling) -
                 acc = cg.fsel(better, v, acc)?;
             } else {
                 let term = match pooling {
-                    Pooling::Lp { p } if p == 1.0 => cg.fcall1("llvm.fabs.f32", v)?,
-                    Pooling::Lp { p } if p == 2.0 => cg.fmul(v, v)?,
-                    Pooling::Lp { p } => cg.pow(cg.fcall1("llvm.fabs.f32", v)?, cg.f(p))?,
+                    Pooling::Lp { p: 1 } => cg.fcall1("llvm.fabs.f32", v)?,
+                    Pooling::Lp { p: 2 } => cg.fmul(v, v)?,
+                    Pooling::Lp { p } => cg.pow(cg.fcall1("llvm.fabs.f32", v)?, cg.f(p as f64))?,
                     _ => v,
                 };
                 let s = cg.fadd(acc, term)?;
@@ -1090,9 +1090,9 @@ fn pool_kernel(cg: &mut Cg, req: &Request, pool: &PoolAttrs, pooling: Pooling) -
                 cg.store(req.outputs[1].dtype, cg.buffer(1), idx, Val::I(arg))?;
             }
             Pooling::Max { indices: None } => {}
-            Pooling::Lp { p } if p == 1.0 => {}
-            Pooling::Lp { p } if p == 2.0 => acc = cg.fcall1("llvm.sqrt.f32", acc)?,
-            Pooling::Lp { p } => acc = cg.pow(acc, cg.f(1.0 / p))?,
+            Pooling::Lp { p: 1 } => {}
+            Pooling::Lp { p: 2 } => acc = cg.fcall1("llvm.sqrt.f32", acc)?,
+            Pooling::Lp { p } => acc = cg.pow(acc, cg.f(1.0 / p as f64))?,
         }
         cg.store(out.dtype, cg.buffer(0), idx, Val::F(acc))
     })

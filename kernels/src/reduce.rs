@@ -179,29 +179,46 @@ impl Cut {
 }
 
 /// The body after anchor `a` on its own: the anchor's value becomes pseudo-input `inputs`
-/// (the fused node's input count), later nodes are renumbered from 0.
+/// (the fused node's input count), later nodes are renumbered after the nodes before the
+/// anchor that they read without going through it (side computations on the fused node's
+/// inputs, which the fusion may order before the anchor), which come first.
 pub(crate) fn epilogue(body: &[BodyNode], a: usize, inputs: usize) -> Gen<Vec<BodyNode>> {
-    body[a + 1..]
+    let mut side = vec![false; a];
+    for node in &body[a + 1..] {
+        for arg in node.args.iter().flatten() {
+            if let Operand::Node(k) = *arg {
+                if k < a {
+                    side[k] = true;
+                }
+            }
+        }
+    }
+    for k in (0..a).rev() {
+        if side[k] {
+            for arg in body[k].args.iter().flatten() {
+                if let Operand::Node(j) = *arg {
+                    side[j] = true;
+                }
+            }
+        }
+    }
+    let order: Vec<usize> = (0..a).filter(|&k| side[k]).collect();
+    let first_after = order.len();
+    let remap = |arg: &Option<Operand>| match arg {
+        Some(Operand::Node(k)) if *k == a => Some(Operand::Input(inputs)),
+        Some(Operand::Node(k)) if *k > a => Some(Operand::Node(first_after + k - a - 1)),
+        Some(Operand::Node(k)) => order.iter().position(|j| j == k).map(Operand::Node),
+        other => *other,
+    };
+    Ok(order
         .iter()
-        .map(|node| {
-            let args = node
-                .args
-                .iter()
-                .map(|arg| match arg {
-                    Some(Operand::Node(k)) if *k == a => Ok(Some(Operand::Input(inputs))),
-                    Some(Operand::Node(k)) if *k > a => Ok(Some(Operand::Node(k - a - 1))),
-                    Some(Operand::Node(_)) => Err(KernelError::Unsupported(
-                        "an epilogue reading the prologue".into(),
-                    )),
-                    other => Ok(*other),
-                })
-                .collect::<Gen<Vec<_>>>()?;
-            Ok(BodyNode {
-                op: node.op.clone(),
-                args,
-            })
+        .map(|&k| &body[k])
+        .chain(&body[a + 1..])
+        .map(|node| BodyNode {
+            op: node.op.clone(),
+            args: node.args.iter().map(remap).collect(),
         })
-        .collect()
+        .collect())
 }
 
 pub(crate) fn cut(req: &Request, body: &[BodyNode], is_anchor: fn(&Op) -> bool) -> Gen<Cut> {

@@ -1,8 +1,9 @@
 //! Graph editing shared by the passes: readers of a value, rewiring uses, graph outputs.
 
+use crate::manager::PassError;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
-use sparkc_ir::{Edge, Graph, NodeId, Op, Tensor, TensorType, Value, ValueRef, ValueType};
+use sparkc_ir::{DType, Edge, Graph, NodeId, Op, Tensor, TensorType, Value, ValueRef, ValueType};
 
 /// The `(node, input slot)` pairs reading `v`.
 pub fn readers(graph: &Graph, v: ValueRef) -> Vec<(NodeId, usize)> {
@@ -119,4 +120,73 @@ pub fn fresh_name(graph: &Graph, base: &str) -> String {
         k += 1;
     }
     name
+}
+
+/// Makes `new` take `old`'s place: its readers, its place among the graph outputs, its name and
+/// its type. `old`'s node is left for the caller to remove.
+pub fn take_place(graph: &mut Graph, old: ValueRef, new: ValueRef) {
+    for (reader, slot) in readers(graph, old) {
+        set_input(graph, reader, slot, new);
+    }
+    for out in &mut graph.outputs {
+        if *out == old {
+            *out = new;
+        }
+    }
+    let value = graph.value(old).clone();
+    let slot = &mut graph.dag[new.node].outputs[new.output];
+    slot.name = value.name;
+    slot.ty = value.ty;
+}
+
+/// Adds the nodes that replace one node (a lowering), named after it and marked with the rule
+/// that built them; their types are left to inference.
+pub struct Builder<'g> {
+    /// The graph being edited.
+    pub graph: &'g mut Graph,
+    /// The replaced node's name, which new names start with.
+    pub base: String,
+    /// The element type of the values added.
+    pub dtype: DType,
+    /// The rule recorded on every node added.
+    pub rule: &'static str,
+}
+
+impl Builder<'_> {
+    /// Adds `op` on `inputs`, with one output of the builder's element type.
+    pub fn add(&mut self, op: Op, suffix: &str, inputs: &[Option<ValueRef>]) -> ValueRef {
+        let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));
+        let out = Value {
+            name: name.clone(),
+            ty: ValueType::Tensor(TensorType {
+                dtype: self.dtype,
+                shape: None,
+            }),
+            known: None,
+        };
+        let node = self.graph.add_node(name, op, inputs, vec![out]);
+        self.graph.dag[node].rules = vec![self.rule.to_string()];
+        ValueRef { node, output: 0 }
+    }
+
+    /// An `i64` vector constant.
+    pub fn ints(&mut self, values: &[i64], suffix: &str) -> Result<ValueRef, PassError> {
+        let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));
+        let tensor = Tensor::from_i64s(vec![values.len()], values)?;
+        Ok(self.graph.add_const(&name, tensor))
+    }
+
+    /// An `i64` scalar constant.
+    pub fn int(&mut self, value: i64, suffix: &str) -> Result<ValueRef, PassError> {
+        let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));
+        let tensor = Tensor::from_i64s(Vec::new(), &[value])?;
+        Ok(self.graph.add_const(&name, tensor))
+    }
+
+    /// A scalar constant of the builder's element type.
+    pub fn scalar(&mut self, value: f64, suffix: &str) -> Result<ValueRef, PassError> {
+        let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));
+        let tensor = Tensor::from_f64s(self.dtype, Vec::new(), &[value])?;
+        Ok(self.graph.add_const(&name, tensor))
+    }
 }

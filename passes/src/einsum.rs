@@ -7,11 +7,11 @@
 //! reads a diagonal (a label repeated in one operand), whose operand shapes are unknown, or
 //! whose summed axes disagree in size stays as it is.
 
-use crate::edit::{fresh_name, readers, set_input};
+use crate::edit::{take_place, Builder};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::einsum::Equation;
 use sparkc_ir::op::{Binary, Reduction, Unary};
-use sparkc_ir::{DType, Dim, Graph, NodeId, Op, Tensor, TensorType, Value, ValueRef, ValueType};
+use sparkc_ir::{DType, Dim, Graph, NodeId, Op, ValueRef};
 use std::collections::BTreeSet;
 
 /// Rewrites every `Einsum` it can into products, reductions and axis moves.
@@ -31,7 +31,7 @@ impl Pass for LowerEinsum {
         let (mut lowered, mut kept) = (0, 0);
         for id in ids {
             match plan(graph, id)? {
-                Some((operands, output)) => {
+                Some(Plan { operands, output }) => {
                     lower(graph, id, operands, &output)?;
                     lowered += 1;
                 }
@@ -105,8 +105,14 @@ fn known_size(x: &Labelled, labels: &[char]) -> Option<i64> {
         .product()
 }
 
-/// The operands and the equation's result labels, when `id` can be lowered.
-fn plan(graph: &Graph, id: NodeId) -> Result<Option<(Vec<Labelled>, Vec<char>)>, PassError> {
+/// An `Einsum` ready to lower: its operands, labelled, and its result's labels.
+struct Plan {
+    operands: Vec<Labelled>,
+    output: Vec<char>,
+}
+
+/// The plan of `id`, when it can be lowered.
+fn plan(graph: &Graph, id: NodeId) -> Result<Option<Plan>, PassError> {
     let node = graph.node(id);
     let Op::Einsum { equation } = &node.op else {
         return Ok(None);
@@ -164,7 +170,10 @@ fn plan(graph: &Graph, id: NodeId) -> Result<Option<(Vec<Labelled>, Vec<char>)>,
                 .collect(),
         };
     }
-    Ok(Some((operands, parsed.output)))
+    Ok(Some(Plan {
+        operands,
+        output: parsed.output,
+    }))
 }
 
 /// The labels still needed after the operands before `rest`: the result's and `rest`'s.
@@ -186,37 +195,8 @@ fn broadcast(a: &Labelled, b: &Labelled, l: char) -> Dim {
     }
 }
 
-/// Adds the nodes of one `Einsum` lowering, named after it.
-struct Builder<'g> {
-    graph: &'g mut Graph,
-    base: String,
-    dtype: DType,
-}
-
+/// The steps of an `Einsum` lowering.
 impl Builder<'_> {
-    /// Adds `op` on `inputs`, its type left to inference.
-    fn add(&mut self, op: Op, suffix: &str, inputs: &[Option<ValueRef>]) -> ValueRef {
-        let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));
-        let out = Value {
-            name: name.clone(),
-            ty: ValueType::Tensor(TensorType {
-                dtype: self.dtype,
-                shape: None,
-            }),
-            known: None,
-        };
-        let node = self.graph.add_node(name, op, inputs, vec![out]);
-        self.graph.dag[node].rules = vec!["lower-einsum".to_string()];
-        ValueRef { node, output: 0 }
-    }
-
-    /// An `i64` vector constant.
-    fn ints(&mut self, values: &[i64], suffix: &str) -> Result<ValueRef, PassError> {
-        let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));
-        let tensor = Tensor::from_i64s(vec![values.len()], values)?;
-        Ok(self.graph.add_const(&name, tensor))
-    }
-
     /// `x` with its axes in the order of `order`, where `None` is a new axis of size 1, and the
     /// rank that results. New axes before the first label are left out (broadcasting supplies
     /// them) unless they are among the last `matrix_axes`, which a product needs.
@@ -423,16 +403,19 @@ fn lower(
     output: &[char],
 ) -> Result<(), PassError> {
     let node = graph.node(id);
-    let old = node.outputs[0].clone();
     let einsum_out = ValueRef {
         node: id,
         output: 0,
     };
-    let dtype = old.ty.as_tensor().map_or(DType::F32, |t| t.dtype);
+    let dtype = node.outputs[0]
+        .ty
+        .as_tensor()
+        .map_or(DType::F32, |t| t.dtype);
     let mut builder = Builder {
         base: node.name.clone(),
         graph,
         dtype,
+        rule: "lower-einsum",
     };
     let mut summed_first = Vec::with_capacity(operands.len());
     for (k, x) in operands.iter().enumerate() {
@@ -465,21 +448,8 @@ fn lower(
     } else {
         left.value
     };
-    // The last node takes the einsum's place: its output name, its readers, its place among
-    // the graph outputs.
-    let graph = builder.graph;
-    for (reader, slot) in readers(graph, einsum_out) {
-        set_input(graph, reader, slot, last);
-    }
-    for out in &mut graph.outputs {
-        if *out == einsum_out {
-            *out = last;
-        }
-    }
-    graph.dag.remove_node(id);
-    let slot = &mut graph.dag[last.node].outputs[last.output];
-    slot.name = old.name;
-    slot.ty = old.ty;
+    take_place(builder.graph, einsum_out, last);
+    builder.graph.dag.remove_node(id);
     Ok(())
 }
 
@@ -487,6 +457,7 @@ fn lower(
 mod tests {
     use super::*;
     use crate::testing::{ops, push, run_checked, tensor_type};
+    use sparkc_ir::{TensorType, ValueType};
 
     /// A graph of one `Einsum` over inputs of the given types.
     fn einsum(equation: &str, types: &[&str]) -> Graph {

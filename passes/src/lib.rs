@@ -21,6 +21,7 @@ pub mod layout;
 pub mod manager;
 pub mod qfold;
 pub mod quantize;
+pub mod recurrent;
 pub mod stats;
 #[cfg(test)]
 mod testing;
@@ -44,11 +45,12 @@ pub fn standard_with(options: Options) -> Result<PassManager, PassError> {
     Ok(prepare().append(finish_with(options)?))
 }
 
-/// The cleanup half of the pipeline: `Einsum` lowering, no-op removal, folding, batch-norm
-/// folding, CSE, DCE. Quantization ([`quantize::quantize`]) runs on the graph it leaves.
+/// The cleanup half of the pipeline: `Einsum` lowering, recurrent layers unrolled, no-op
+/// removal, folding, batch-norm folding, CSE, DCE. Quantization ([`quantize::quantize`]) runs on the graph it leaves.
 pub fn prepare() -> PassManager {
     PassManager::new()
         .then(einsum::LowerEinsum)
+        .then(recurrent::UnrollRecurrent)
         .then(cleanup::Cleanup)
         .then(fold::ConstantFold)
         .then(batchnorm::FoldBatchNorm)
