@@ -675,49 +675,101 @@ fn scatter_kernels_match_the_cpu_executor() {
             &[2, 4, 1],
         ),
     ];
-    let meta = serde_json::json!({});
     for (i, (op, data, index_shape, indices, updates)) in cases.into_iter().enumerate() {
-        let values = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n)
-                .map(|k| ((k * 7 + seed * 13) % 23) as f32 / 5.0 - 2.0)
-                .collect()
-        };
-        let arrays = [
-            Array::f32(data.to_vec(), values(data.iter().product(), 1)),
-            Array::i64(index_shape.to_vec(), indices.to_vec()),
-            Array::f32(updates.to_vec(), values(updates.iter().product(), 2)),
-        ];
-        let mut graph = Graph::new("scatter");
-        let mut inputs = BTreeMap::new();
-        let mut args = Vec::new();
-        for (slot, a) in arrays.iter().enumerate() {
-            let dims = a.shape.iter().map(|&d| Dim::known(d as i64)).collect();
-            let dtype = if slot == 1 { DType::I64 } else { DType::F32 };
-            let ty = ValueType::Tensor(TensorType {
-                dtype,
-                shape: Some(dims),
-            });
-            let v = graph.add_input(&format!("in{slot}"), ty);
-            inputs.insert(v, a.clone());
-            args.push(Some(v));
-        }
         let name = op.name();
-        let id = graph.add_node("scatter".into(), op, &args, vec![untyped_output()]);
-        graph.outputs.push(ValueRef {
-            node: id,
-            output: 0,
-        });
-        sparkc_ir::infer_graph(&mut graph).expect("a valid scatter");
-        let feeds = arrays.iter().cloned().map(Value::Tensor).collect();
-        let reference = sparkc_cpu::Executor::new(&graph)
-            .and_then(|e| e.run(feeds))
-            .expect("the CPU executor runs it");
-        let Value::Tensor(y) = &reference[0] else {
-            panic!("case {i}: a tensor output")
-        };
-        let case = Ok((inputs, vec![y.clone()]));
-        let (_, result) = run_kernel(&graph, id, &case, &meta)
-            .unwrap_or_else(|| panic!("case {i} ({name}): no kernel"));
-        result.unwrap_or_else(|e| panic!("case {i} ({name}, data {data:?}): {e}"));
+        let arrays = [
+            Array::f32(data.to_vec(), ramp(data.iter().product(), 1)),
+            Array::i64(index_shape.to_vec(), indices.to_vec()),
+            Array::f32(updates.to_vec(), ramp(updates.iter().product(), 2)),
+        ];
+        matches_the_cpu_executor(op, &arrays)
+            .unwrap_or_else(|e| panic!("case {i} ({name}, data {data:?}): {e}"));
     }
+}
+
+/// `n` values in [-2, 2], varied by `seed`.
+fn ramp(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|k| ((k * 7 + seed * 13) % 23) as f32 / 5.0 - 2.0)
+        .collect()
+}
+
+/// Runs `op` on `arrays` (its inputs, in order) through its host kernel and through the CPU
+/// executor, and compares.
+fn matches_the_cpu_executor(op: Op, arrays: &[Array]) -> Result<(), String> {
+    let mut graph = Graph::new("single");
+    let mut inputs = BTreeMap::new();
+    let mut args = Vec::new();
+    for (slot, a) in arrays.iter().enumerate() {
+        let dims = a.shape.iter().map(|&d| Dim::known(d as i64)).collect();
+        let ty = ValueType::Tensor(TensorType {
+            dtype: a.dtype(),
+            shape: Some(dims),
+        });
+        let v = graph.add_input(&format!("in{slot}"), ty);
+        inputs.insert(v, a.clone());
+        args.push(Some(v));
+    }
+    let id = graph.add_node("node".into(), op, &args, vec![untyped_output()]);
+    graph.outputs.push(ValueRef {
+        node: id,
+        output: 0,
+    });
+    sparkc_ir::infer_graph(&mut graph).map_err(|e| e.to_string())?;
+    let feeds = arrays.iter().cloned().map(Value::Tensor).collect();
+    let reference = sparkc_cpu::Executor::new(&graph)
+        .and_then(|e| e.run(feeds))
+        .map_err(|e| format!("the CPU executor: {e}"))?;
+    let Value::Tensor(y) = &reference[0] else {
+        return Err("a non-tensor output".into());
+    };
+    let case = Ok((inputs, vec![y.clone()]));
+    let (_, result) =
+        run_kernel(&graph, id, &case, &serde_json::json!({})).ok_or("no host kernel")?;
+    result
+}
+
+/// GridSample in combinations the node tests lack — cubic and nearest taps with reflection
+/// and border padding, points far outside the input (several reflections), three spatial
+/// axes — on host kernels, against the CPU executor.
+#[test]
+fn grid_sample_kernels_match_the_cpu_executor() {
+    let mut checked = 0;
+    for (x, grid) in [
+        (vec![1, 2, 5, 4], vec![1, 3, 6, 2]),
+        (vec![2, 1, 3, 4, 5], vec![2, 2, 3, 2, 3]),
+    ] {
+        let points: usize = grid.iter().product();
+        // Coordinates from -3.31 to 3.07: inside, just outside, and several ranges beyond,
+        // none a float rounding away from a half-way mark (where f32 and the CPU's f64 may
+        // round to different taps).
+        let coords: Vec<f32> = (0..points)
+            .map(|k| ((k * 11) % 23) as f32 * 0.29 - 3.31)
+            .collect();
+        let arrays = [
+            Array::f32(x.clone(), ramp(x.iter().product(), 3)),
+            Array::f32(grid.clone(), coords),
+        ];
+        let modes: &[&str] = if x.len() == 4 {
+            &["nearest", "linear", "cubic"]
+        } else {
+            &["nearest", "linear"]
+        };
+        for &mode in modes {
+            for padding in ["zeros", "border", "reflection"] {
+                for align_corners in [false, true] {
+                    let op = Op::GridSample {
+                        align_corners,
+                        mode: mode.into(),
+                        padding_mode: padding.into(),
+                    };
+                    matches_the_cpu_executor(op, &arrays).unwrap_or_else(|e| {
+                        panic!("{x:?}, {mode}, {padding}, align_corners {align_corners}: {e}")
+                    });
+                    checked += 1;
+                }
+            }
+        }
+    }
+    println!("host kernels, GridSample: {checked} extra combinations match the CPU executor");
 }

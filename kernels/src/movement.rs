@@ -26,6 +26,7 @@ pub fn handles(op: &Op) -> bool {
             | Op::Gather { .. }
             | Op::Pad { .. }
             | Op::Resize(_)
+            | Op::GridSample { .. }
             | Op::MaxPool { .. }
             | Op::AveragePool { .. }
             | Op::LpPool { .. }
@@ -577,6 +578,18 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             pool_kernel(&mut cg, req, pool, Pooling::Lp { p: *p })?;
             "lppool"
         }
+        Op::GridSample {
+            align_corners,
+            mode,
+            padding_mode,
+        } => {
+            grid_sample(&mut cg, req, *align_corners, mode, padding_mode)?;
+            match mode.as_str() {
+                "nearest" => "grid-sample-nearest",
+                "cubic" | "bicubic" => "grid-sample-cubic",
+                _ => "grid-sample-linear",
+            }
+        }
         Op::ScatterNd { reduction } => {
             scatter_nd(&mut cg, req, reduction)?;
             "scatternd"
@@ -828,6 +841,179 @@ fn copy<'ctx>(
     cg.store(req.outputs[0].dtype, cg.buffer(0), to, v)
 }
 
+/// The weights of the four taps at offsets -1, 0, 1, 2 from the sample below a point at
+/// fraction `t` past it, under the cubic kernel with coefficient `a`.
+fn cubic_weights<'ctx>(cg: &Cg<'ctx>, t: FloatValue<'ctx>, a: f64) -> Gen<[FloatValue<'ctx>; 4]> {
+    let mut out = [t; 4];
+    for (k, i) in (-1i64..=2).enumerate() {
+        // |i - t| lies in [1, 2] for the outer taps and [0, 1] for the inner ones.
+        let d = cg.fcall1("llvm.fabs.f32", cg.fsub(cg.f(i as f64), t)?)?;
+        out[k] = if (0..=1).contains(&i) {
+            let inner = cg.fmul(cg.fsub(cg.fmul(cg.f(a + 2.0), d)?, cg.f(a + 3.0))?, d)?;
+            cg.fma(inner, d, cg.f(1.0))?
+        } else {
+            let p = cg.fma(cg.f(a), d, cg.f(-5.0 * a))?;
+            let p = cg.fma(p, d, cg.f(8.0 * a))?;
+            cg.fma(p, d, cg.f(-4.0 * a))?
+        };
+    }
+    Ok(out)
+}
+
+/// `x` folded back into `[lo, hi]` by reflecting at its ends as often as needed (`lo` when the
+/// range is empty), as GridSample's reflection padding does.
+fn reflect<'ctx>(
+    cg: &Cg<'ctx>,
+    x: FloatValue<'ctx>,
+    lo: FloatValue<'ctx>,
+    hi: FloatValue<'ctx>,
+) -> Gen<FloatValue<'ctx>> {
+    let range = cg.fsub(hi, lo)?;
+    // Distance past the end it crossed, whole ranges of it, and what is left.
+    let fold = |past: FloatValue<'ctx>,
+                near: FloatValue<'ctx>,
+                far: FloatValue<'ctx>,
+                toward_far: bool|
+     -> Gen<FloatValue<'ctx>> {
+        let n =
+            cg.b.build_float_to_signed_int(cg.fdiv(past, range)?, cg.i64t(), "")?;
+        let r = cg.fsub(past, cg.fmul(cg.itof(n)?, range)?)?;
+        let even = cg.icmp(IntPredicate::EQ, cg.b.build_and(n, cg.c(1), "")?, cg.c(0))?;
+        let (into_near, into_far) = if toward_far {
+            (cg.fadd(near, r)?, cg.fsub(far, r)?)
+        } else {
+            (cg.fsub(near, r)?, cg.fadd(far, r)?)
+        };
+        cg.fsel(even, into_near, into_far)
+    };
+    let below = fold(cg.fsub(lo, x)?, lo, hi, true)?;
+    let above = fold(cg.fsub(x, hi)?, hi, lo, false)?;
+    let v = cg.fsel(cg.fcmp(FloatPredicate::OLT, x, lo)?, below, x)?;
+    let v = cg.fsel(cg.fcmp(FloatPredicate::OGT, x, hi)?, above, v)?;
+    cg.fsel(cg.fcmp(FloatPredicate::OLE, range, cg.f(0.0))?, lo, v)
+}
+
+/// GridSample: each output element interpolates its channel of the input at the grid's point
+/// (the grid lists the last spatial axis first), with its taps outside the input read as zeros
+/// or moved inside by the padding mode.
+fn grid_sample(
+    cg: &mut Cg,
+    req: &Request,
+    align_corners: bool,
+    mode: &str,
+    padding: &str,
+) -> Gen<()> {
+    let (x, grid) = (req.input(0)?.clone(), req.input(1)?.clone());
+    let out = req.outputs[0].clone();
+    let rank = x.shape.len();
+    if rank < 3 || grid.shape.len() != rank || out.shape.len() != rank {
+        return Err(KernelError::Unsupported(
+            "GridSample's input, grid and output ranks do not agree".into(),
+        ));
+    }
+    if !matches!(padding, "zeros" | "border" | "reflection") {
+        return Err(KernelError::Unsupported(format!(
+            "GridSample padding '{padding}'"
+        )));
+    }
+    let spatial = rank - 2;
+    each_output(cg, &out.shape, |cg, idx, oc| {
+        let mut taps: Vec<Vec<(IntValue, FloatValue)>> = Vec::with_capacity(spatial);
+        for k in 0..spatial {
+            let len = cg.dim(&x.shape[2 + k])?;
+            let lenf = cg.itof(len)?;
+            // grid[n, o..., spatial - 1 - k]
+            let mut at = vec![oc[0]];
+            at.extend(&oc[2..]);
+            at.push(cg.c((spatial - 1 - k) as i64));
+            let off = linear(cg, &at, &grid.shape)?;
+            let v = cg
+                .load(grid.dtype, cg.buffer(req.input_param(1)), off)?
+                .float(cg)?;
+            let one = cg.f(1.0);
+            let (mut loc, lo, hi) = if align_corners {
+                let last = cg.fsub(lenf, one)?;
+                let loc = cg.fmul(cg.fmul(cg.fadd(v, one)?, cg.f(0.5))?, last)?;
+                (loc, cg.f(0.0), last)
+            } else {
+                // ((v + 1)·len − 1) / 2 with one rounding, so that points a hair from a
+                // half-way mark stay on their side of it.
+                let half = cg.fmul(lenf, cg.f(0.5))?;
+                let loc = cg.fma(cg.fadd(v, one)?, half, cg.f(-0.5))?;
+                (loc, cg.f(-0.5), cg.fsub(lenf, cg.f(0.5))?)
+            };
+            match padding {
+                "border" => {
+                    let last = cg.fsub(lenf, one)?;
+                    loc = cg.fmin(cg.fmax(loc, cg.f(0.0))?, last)?;
+                }
+                "reflection" => loc = reflect(cg, loc, lo, hi)?,
+                _ => {}
+            }
+            let floor = cg.fcall1("llvm.floor.f32", loc)?;
+            let base = cg.b.build_float_to_signed_int(floor, cg.i64t(), "")?;
+            let t = cg.fsub(loc, floor)?;
+            let raw: Vec<(IntValue, FloatValue)> = match mode {
+                "nearest" => {
+                    let r = cg.fcall1("llvm.roundeven.f32", loc)?;
+                    vec![(cg.b.build_float_to_signed_int(r, cg.i64t(), "")?, one)]
+                }
+                "cubic" | "bicubic" => {
+                    let w = cubic_weights(cg, t, -0.75)?;
+                    let mut v = Vec::with_capacity(4);
+                    for (i, w) in (-1i64..=2).zip(w) {
+                        v.push((cg.add(base, cg.c(i))?, w));
+                    }
+                    v
+                }
+                _ => vec![(base, cg.fsub(one, t)?), (cg.add(base, cg.c(1))?, t)],
+            };
+            // Each tap's index inside the axis, its weight zero where zeros padding reads
+            // outside it.
+            let last = cg.sub(len, cg.c(1))?;
+            let mut axis_taps = Vec::with_capacity(raw.len());
+            for (i, w) in raw {
+                let inside = cg.and(
+                    cg.icmp(IntPredicate::SGE, i, cg.c(0))?,
+                    cg.icmp(IntPredicate::SLE, i, last)?,
+                )?;
+                let (i, w) = match padding {
+                    "zeros" => (i, cg.fsel(inside, w, cg.f(0.0))?),
+                    "reflection" => {
+                        let r = reflect(cg, cg.itof(i)?, lo, hi)?;
+                        (cg.b.build_float_to_signed_int(r, cg.i64t(), "")?, w)
+                    }
+                    _ => (i, w),
+                };
+                axis_taps.push((cg.imin(cg.imax(i, cg.c(0))?, last)?, w));
+            }
+            taps.push(axis_taps);
+        }
+        let counts: Vec<usize> = taps.iter().map(Vec::len).collect();
+        let combinations: usize = counts.iter().product();
+        let mut sum = cg.f(0.0);
+        for mut combo in 0..combinations {
+            let mut at = vec![oc[0], oc[1]];
+            let mut weight = cg.f(1.0);
+            let mut pick = vec![0; spatial];
+            for k in (0..spatial).rev() {
+                pick[k] = combo % counts[k];
+                combo /= counts[k];
+            }
+            for (k, &j) in pick.iter().enumerate() {
+                at.push(taps[k][j].0);
+                weight = cg.fmul(weight, taps[k][j].1)?;
+            }
+            let off = linear(cg, &at, &x.shape)?;
+            let v = cg
+                .load(x.dtype, cg.buffer(req.input_param(0)), off)?
+                .float(cg)?;
+            sum = cg.fma(weight, v, sum)?;
+        }
+        cg.store(out.dtype, cg.buffer(0), idx, Val::F(sum))
+    })
+}
+
 /// The four taps of cubic interpolation at source coordinate `src` on an axis of `len`
 /// samples: clamped indices and weights of the cubic kernel with coefficient `a`; with
 /// `exclude_outside`, taps outside the axis weigh nothing and the rest are renormalized.
@@ -844,17 +1030,7 @@ fn cubic_taps<'ctx>(
     let last = cg.sub(len, cg.c(1))?;
     let mut taps = Vec::with_capacity(4);
     let mut sum = cg.f(0.0);
-    for i in -1i64..=2 {
-        // |i - t| lies in [1, 2] for the outer taps and [0, 1] for the inner ones.
-        let d = cg.fcall1("llvm.fabs.f32", cg.fsub(cg.f(i as f64), t)?)?;
-        let w = if (0..=1).contains(&i) {
-            let inner = cg.fmul(cg.fsub(cg.fmul(cg.f(a + 2.0), d)?, cg.f(a + 3.0))?, d)?;
-            cg.fma(inner, d, cg.f(1.0))?
-        } else {
-            let p = cg.fma(cg.f(a), d, cg.f(-5.0 * a))?;
-            let p = cg.fma(p, d, cg.f(8.0 * a))?;
-            cg.fma(p, d, cg.f(-4.0 * a))?
-        };
+    for (i, w) in (-1i64..=2).zip(cubic_weights(cg, t, a)?) {
         let at = cg.add(base, cg.c(i))?;
         let w = if exclude_outside {
             let inside = cg.and(
