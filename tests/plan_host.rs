@@ -270,6 +270,7 @@ fn unrolled_recurrent_layers_run_their_gpu_plans_on_host_kernels() {
         "test_lstm_batchwise",
         "test_lstm_reverse",
         "test_lstm_with_initial_bias",
+        "test_lstm_with_peepholes",
         "test_gru_defaults",
         "test_gru_bidirectional",
         "test_gru_batchwise",

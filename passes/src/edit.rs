@@ -169,6 +169,20 @@ impl Builder<'_> {
         ValueRef { node, output: 0 }
     }
 
+    /// Adds `op` on `inputs`, with one output of element type `dtype`.
+    pub fn add_as(
+        &mut self,
+        dtype: DType,
+        op: Op,
+        suffix: &str,
+        inputs: &[Option<ValueRef>],
+    ) -> ValueRef {
+        let own = std::mem::replace(&mut self.dtype, dtype);
+        let value = self.add(op, suffix, inputs);
+        self.dtype = own;
+        value
+    }
+
     /// An `i64` vector constant.
     pub fn ints(&mut self, values: &[i64], suffix: &str) -> Result<ValueRef, PassError> {
         let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));

@@ -2,9 +2,12 @@
 //! have kernels and fuse: the input's contribution to each gate is one product over the whole
 //! sequence (`[T, B, I] × [I, H]`, biases added), and each step adds the hidden state's product
 //! and applies the gates, whose elementwise ops the fusion rules put in the product's epilogue.
-//! Layers stay as they are when a sequence length is unknown, longer than [`MAX_STEPS`] (summed
-//! over directions), or cut short by `sequence_lens`; when an activation is not Sigmoid, Tanh or
-//! Relu; or when the input is not `f32`.
+//! With `sequence_lens` given at run time, each step keeps the state of the sequences that have
+//! ended and writes zeros for them, and the reverse direction runs forward over each sequence
+//! reversed within its length (`ReverseSequence`), its outputs reversed back. Layers stay as
+//! they are when the number of steps is unknown or more than [`MAX_STEPS`] (summed over
+//! directions), when an activation is not Sigmoid, Tanh or Relu, or when the input is not
+//! `f32`.
 
 use crate::edit::{readers, take_place, Builder};
 use crate::manager::{Pass, PassError};
@@ -83,6 +86,8 @@ struct Layer {
     activations: Vec<Vec<Unary>>,
     /// `X, W, R, B?, sequence_lens?, initial_h?, initial_c?, P?`.
     inputs: Vec<Option<ValueRef>>,
+    /// The sequence lengths, unless absent or a constant that cuts no sequence short.
+    lens: Option<ValueRef>,
 }
 
 /// The activation op an activation name stands for, among those unrolled.
@@ -132,18 +137,15 @@ fn layer(graph: &Graph, id: NodeId) -> Result<Option<Layer>, PassError> {
     {
         return Ok(None);
     }
-    // Sequence lengths only when they are a constant that cuts nothing short.
-    if let Some(lens) = inputs.get(4).copied().flatten() {
+    let lens = inputs.get(4).copied().flatten().filter(|lens| {
         let full = match &graph.node(lens.node).op {
             Op::Const(t) => t
                 .to_f64s()
                 .is_some_and(|v| v.iter().all(|&l| l == steps as f64)),
             _ => false,
         };
-        if !full {
-            return Ok(None);
-        }
-    }
+        !full
+    });
     let defaults = cell.default_activations();
     let mut activations = Vec::with_capacity(directions);
     for d in 0..directions {
@@ -170,6 +172,7 @@ fn layer(graph: &Graph, id: NodeId) -> Result<Option<Layer>, PassError> {
         directions,
         activations,
         inputs,
+        lens,
     }))
 }
 
@@ -450,10 +453,34 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
     } else {
         x
     };
+    let lens = match layer.lens {
+        Some(lens) => {
+            let cast = Op::Cast {
+                to: DType::I64,
+                saturate: true,
+                round_mode: "up".into(),
+            };
+            Some(b.add_as(DType::I64, cast, "lens", &[Some(lens)]))
+        }
+        None => None,
+    };
+    let within = |b: &mut Builder, lens: ValueRef, x: ValueRef| {
+        let op = Op::ReverseSequence {
+            batch_axis: 1,
+            time_axis: 0,
+        };
+        b.add(op, "reversed", &[Some(x), Some(lens)])
+    };
+    let zero = b.scalar(0.0, "zero")?;
     let (mut ys, mut last_h, mut last_c) = (Vec::new(), Vec::new(), Vec::new());
     for d in 0..layer.directions {
-        let reverse = layer.attrs.direction == "reverse" || d == 1;
-        let gates = b.gates(layer, x, d)?;
+        let backward = layer.attrs.direction == "reverse" || d == 1;
+        // With run-time lengths the reverse direction runs forward over the reversed sequences.
+        let (x_d, reverse) = match lens {
+            Some(lens) if backward => (within(&mut b, lens, x), false),
+            _ => (x, backward),
+        };
+        let gates = b.gates(layer, x_d, d)?;
         let acts = &layer.activations[d];
         let mut h = b.initial(layer, 5, d)?;
         let mut c = if layer.cell == Cell::Lstm {
@@ -468,22 +495,48 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
             } else {
                 step
             };
-            let h_new = match layer.cell {
+            let (h_new, c_new) = match layer.cell {
                 Cell::Lstm => {
                     let (h_new, c_new) = b.lstm_step(layer, acts, &gates, t, (h, c))?;
-                    c = Some(c_new);
-                    h_new
+                    (h_new, Some(c_new))
                 }
-                Cell::Gru => b.gru_step(layer, acts, &gates, t, h)?,
+                Cell::Gru => (b.gru_step(layer, acts, &gates, t, h)?, None),
             };
-            by_time[t] = Some(h_new);
-            h = Some(h_new);
+            match lens {
+                // Sequences that have ended keep their state and write zeros.
+                Some(lens) => {
+                    let step = b.int(t as i64, "time")?;
+                    let running = b.add_as(
+                        DType::Bool,
+                        Op::Binary(Binary::Less),
+                        "running",
+                        &[Some(step), Some(lens)],
+                    );
+                    let running = b.unsqueeze(running, &[1])?;
+                    let hold = |b: &mut Builder, new: ValueRef, old: Option<ValueRef>| {
+                        let inputs = [Some(running), Some(new), Some(old.unwrap_or(zero))];
+                        b.add(Op::Where, "hold", &inputs)
+                    };
+                    by_time[t] = Some(hold(&mut b, h_new, Some(zero)));
+                    h = Some(hold(&mut b, h_new, h));
+                    c = c_new.map(|c_new| hold(&mut b, c_new, c));
+                }
+                None => {
+                    by_time[t] = Some(h_new);
+                    h = Some(h_new);
+                    c = c_new;
+                }
+            }
         }
         let mut frames = Vec::with_capacity(layer.steps);
         for h_t in by_time.into_iter().flatten() {
-            frames.push(b.unsqueeze(h_t, &[0, 1])?);
+            frames.push(b.unsqueeze(h_t, &[0])?);
         }
-        ys.push(b.concat(&frames, 0));
+        let mut y = b.concat(&frames, 0);
+        if let Some(lens) = lens.filter(|_| backward) {
+            y = within(&mut b, lens, y);
+        }
+        ys.push(b.unsqueeze(y, &[1])?);
         if let Some(h) = h {
             last_h.push(b.unsqueeze(h, &[0])?);
         }
@@ -555,12 +608,32 @@ mod tests {
     /// A graph of one recurrent layer over inputs of the given types (`None`: omitted), all of
     /// whose outputs are graph outputs.
     fn layer_graph(op: Op, types: &[Option<&str>], outputs: usize) -> Graph {
+        layer_graph_with_lens(op, types, None, outputs)
+    }
+
+    /// [`layer_graph`] with constant sequence lengths.
+    fn layer_graph_with_lens(
+        op: Op,
+        types: &[Option<&str>],
+        lens: Option<&[i64]>,
+        outputs: usize,
+    ) -> Graph {
         let mut g = Graph::new("test");
-        let inputs: Vec<Option<ValueRef>> = types
+        let mut inputs: Vec<Option<ValueRef>> = types
             .iter()
             .enumerate()
             .map(|(i, ty)| ty.map(|ty| g.add_input(&format!("in{i}"), tensor_type(ty))))
             .collect();
+        if let Some(lens) = lens {
+            let bytes: Vec<u8> = lens
+                .iter()
+                .flat_map(|&l| (l as i32).to_le_bytes())
+                .collect();
+            let t = sparkc_ir::Tensor::new(DType::I32, vec![lens.len()], bytes.into())
+                .expect("lengths");
+            inputs.resize(inputs.len().max(5), None);
+            inputs[4] = Some(g.add_const("lens", t));
+        }
         let values = (0..outputs)
             .map(|k| Value {
                 name: format!("out{k}"),
@@ -580,7 +653,16 @@ mod tests {
     }
 
     fn unrolled(op: Op, types: &[Option<&str>], outputs: usize) -> Vec<String> {
-        let before = layer_graph(op, types, outputs);
+        unrolled_with_lens(op, types, None, outputs)
+    }
+
+    fn unrolled_with_lens(
+        op: Op,
+        types: &[Option<&str>],
+        lens: Option<&[i64]>,
+        outputs: usize,
+    ) -> Vec<String> {
+        let before = layer_graph_with_lens(op, types, lens, outputs);
         let after = run_checked(&mut UnrollRecurrent, &before);
         for (a, b) in before.outputs.iter().zip(&after.outputs) {
             assert_eq!(before.value(*a).name, after.value(*b).name);
@@ -660,6 +742,41 @@ mod tests {
     }
 
     #[test]
+    fn sequences_cut_short_keep_their_state_and_write_zeros() {
+        let after = unrolled_with_lens(
+            Op::Lstm(attrs("bidirectional", 2)),
+            &[
+                Some("f32[4,3,2]"),
+                Some("f32[2,8,2]"),
+                Some("f32[2,8,2]"),
+                Some("f32[2,16]"),
+                None,
+                Some("f32[2,3,2]"),
+                Some("f32[2,3,2]"),
+            ],
+            Some(&[4, 2, 1]),
+            3,
+        );
+        assert!(after.contains(&"ReverseSequence".to_string()));
+        let mut a = attrs("reverse", 2);
+        a.linear_before_reset = true;
+        a.layout = 1;
+        unrolled_with_lens(
+            Op::Gru(a),
+            &[
+                Some("f32[3,4,2]"),
+                Some("f32[1,6,2]"),
+                Some("f32[1,6,2]"),
+                Some("f32[1,12]"),
+                None,
+                Some("f32[3,1,2]"),
+            ],
+            Some(&[3, 0, 4]),
+            2,
+        );
+    }
+
+    #[test]
     fn layers_it_cannot_unroll_stay() {
         let mut a = attrs("forward", 2);
         a.activations = ["Sigmoid", "Softsign"].map(String::from).to_vec();
@@ -668,18 +785,6 @@ mod tests {
             layer_graph(
                 Op::Gru(a),
                 &[Some("f32[3,1,2]"), Some("f32[1,6,2]"), Some("f32[1,6,2]")],
-                2,
-            ),
-            // Sequence lengths known only at run time.
-            layer_graph(
-                Op::Gru(attrs("forward", 2)),
-                &[
-                    Some("f32[3,1,2]"),
-                    Some("f32[1,6,2]"),
-                    Some("f32[1,6,2]"),
-                    None,
-                    Some("i64[1]"),
-                ],
                 2,
             ),
             // An unknown number of steps.
