@@ -12,6 +12,8 @@ Writes <out>/<name>/{model.onnx, input_<j>.pb, output_<j>.pb, meta.json} for:
   einsum_encoder - an encoder written with Einsum, as torch.einsum exports it: projections
                   "bsd,de->bse", scores "bqhd,bkhd->bhqk", context "bhqk,bkhd->bqhd", a gated
                   feed-forward with an elementwise "bsf,bsf->bsf" and a per-token gate "bsd,d->bs"
+  lstm_tagger   - a sequence tagger: embeddings, a bidirectional LSTM and a GRU over sequences
+                  of different lengths (sequence_lens), a linear head per token
   mobilenet     - MobileNet-style CNN: depthwise convs, BatchNorm, HardSwish, squeeze-excite,
                   Resize, global pooling and a classifier
 and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole models):
@@ -193,6 +195,35 @@ def einsum_encoder(batch, seq, width, heads, layers, seed=4):
     return model, [rng.standard_normal((batch, seq, width)).astype(np.float32)]
 
 
+def lstm_tagger(batch, seq, vocab, width, hidden, tags, seed=5):
+    b = Builder("lstm_tagger", seed)
+    x = b.op("Gather", b.weight(vocab, width, scale=0.5), "input_ids")
+    x = b.op("Transpose", x, perm=[1, 0, 2])
+    lens = "lengths"
+    w = b.weight(2, 4 * hidden, width, scale=1.0 / np.sqrt(width))
+    r = b.weight(2, 4 * hidden, hidden, scale=1.0 / np.sqrt(hidden))
+    bias = b.const((0.1 * b.rng.standard_normal((2, 8 * hidden))).astype(np.float32))
+    y, _, _ = b.op("LSTM", x, w, r, bias, lens, outputs=3, direction="bidirectional", hidden_size=hidden)
+    y = b.op("Reshape", b.op("Transpose", y, perm=[0, 2, 1, 3]), b.const(np.array([seq, batch, 2 * hidden], np.int64)))
+    w2 = b.weight(1, 3 * hidden, 2 * hidden, scale=1.0 / np.sqrt(2 * hidden))
+    r2 = b.weight(1, 3 * hidden, hidden, scale=1.0 / np.sqrt(hidden))
+    bias2 = b.const((0.1 * b.rng.standard_normal((1, 6 * hidden))).astype(np.float32))
+    y2, _ = b.op("GRU", y, w2, r2, bias2, lens, outputs=2, hidden_size=hidden, linear_before_reset=1)
+    y2 = b.op("Squeeze", y2, b.const(np.array([1], np.int64)))
+    logits = b.linear(y2, hidden, tags)
+    b.nodes.append(helper.make_node("Transpose", [logits], ["logits"], perm=[1, 0, 2]))
+    model = b.model(
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, [batch, seq]),
+            helper.make_tensor_value_info("lengths", TensorProto.INT32, [batch]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, seq, tags])],
+    )
+    rng = np.random.default_rng(seed + 100)
+    lengths = np.array([seq] + [max(1, seq - 5 * k) for k in range(1, batch)], np.int32)
+    return model, [rng.integers(0, vocab, (batch, seq)).astype(np.int64), lengths]
+
+
 def mobilenet(batch, size, width, seed=3):
     b = Builder("mobilenet", seed)
 
@@ -253,6 +284,7 @@ SCALES = {
         "gpt_decoder": dict(batch=1, seq=32, width=64, heads=4, layers=2, vocab=500),
         "mobilenet": dict(batch=1, size=64, width=8),
         "einsum_encoder": dict(batch=2, seq=16, width=64, heads=4, layers=2),
+        "lstm_tagger": dict(batch=3, seq=12, vocab=50, width=16, hidden=24, tags=5),
         # Deep rather than wide: the optimizer's compile-time benchmark (32 layers).
         "bert_deep32": dict(batch=1, seq=16, width=32, heads=2, layers=32),
     },
@@ -268,6 +300,7 @@ BUILDERS = {
     "bert_encoder": bert_encoder,
     "einsum_encoder": einsum_encoder,
     "gpt_decoder": gpt_decoder,
+    "lstm_tagger": lstm_tagger,
     "mobilenet": mobilenet,
 }
 
