@@ -370,17 +370,19 @@ fn bad_quantization_requests_are_clear_errors() {
 #[test]
 fn a_model_without_gpu_kernels_compiles_for_the_cpu_with_target_none() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let dft = sparkc_tests::generated().join("node/test_dft/model.onnx");
-    let out = dir.path().join("dft.spark");
-    let (model, path) = (dft.display().to_string(), out.display().to_string());
+    let nms =
+        sparkc_tests::generated().join("node/test_nonmaxsuppression_suppress_by_IOU/model.onnx");
+    let out = dir.path().join("nms.spark");
+    let (model, path) = (nms.display().to_string(), out.display().to_string());
     let error = execute_args(["sparkc", "compile", &model, "-o", &path])
-        .expect_err("a DFT has no GPU kernel");
+        .expect_err("NonMaxSuppression's output size depends on the data");
     let text = format!("{error:#}");
     assert!(
-        text.contains("DFT has no GPU kernel") && text.contains("--target none"),
+        text.contains("(NonMaxSuppression): output 0 has a data-dependent size")
+            && text.contains("--target none"),
         "{text}"
     );
-    let summary = compile(&dft, &out, &["--target", "none"]);
+    let summary = compile(&nms, &out, &["--target", "none"]);
     assert!(summary.contains("no GPU kernels"), "{summary}");
     let artifact = Artifact::open(&out).expect("opens");
     assert!(artifact.header.plans.is_empty());

@@ -39,16 +39,21 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
         .iter()
         .map(|&id| model.graph.node(id).name.clone())
         .collect();
-    // Resize's roi, scales and sizes are constants in real models; bind them so the output
-    // size is known and the kernel exists.
-    let resize = model
-        .graph
-        .dag
-        .node_weights()
-        .any(|n| matches!(n.op, Op::Resize(_)));
-    if resize {
+    // Resize's roi, scales and sizes, DFT's length and axis and STFT's frame step and length
+    // are constants in real models; bind them so the output size is known and the kernel
+    // exists.
+    let constant: &[&str] = match model.graph.dag.node_weights().find_map(|n| match n.op {
+        Op::Resize(_) => Some(&["roi", "scales", "sizes"][..]),
+        Op::Dft { .. } => Some(&["dft_length", "axis"][..]),
+        Op::Stft { .. } => Some(&["frame_step", "frame_length"][..]),
+        _ => None,
+    }) {
+        Some(names) => names,
+        None => &[],
+    };
+    if !constant.is_empty() {
         for (j, name) in names.iter().enumerate() {
-            if !["roi", "scales", "sizes"].contains(&name.as_str()) {
+            if !constant.contains(&name.as_str()) {
                 continue;
             }
             let Ok(Value::Tensor(a)) =
@@ -697,10 +702,30 @@ fn ramp(n: usize, seed: usize) -> Vec<f32> {
 /// Runs `op` on `arrays` (its inputs, in order) through its host kernel and through the CPU
 /// executor, and compares.
 fn matches_the_cpu_executor(op: Op, arrays: &[Array]) -> Result<(), String> {
+    let fed: Vec<Option<Array>> = arrays.iter().cloned().map(Some).collect();
+    matches_the_cpu_executor_with(op, &fed, &[])
+}
+
+/// [`matches_the_cpu_executor`] with some inputs constants (`consts`, by slot) and some
+/// omitted (`None`).
+fn matches_the_cpu_executor_with(
+    op: Op,
+    arrays: &[Option<Array>],
+    consts: &[usize],
+) -> Result<(), String> {
     let mut graph = Graph::new("single");
     let mut inputs = BTreeMap::new();
     let mut args = Vec::new();
+    let mut feeds = Vec::new();
     for (slot, a) in arrays.iter().enumerate() {
+        let Some(a) = a else {
+            args.push(None);
+            continue;
+        };
+        if consts.contains(&slot) {
+            args.push(Some(graph.add_const(&format!("c{slot}"), a.to_tensor())));
+            continue;
+        }
         let dims = a.shape.iter().map(|&d| Dim::known(d as i64)).collect();
         let ty = ValueType::Tensor(TensorType {
             dtype: a.dtype(),
@@ -709,6 +734,7 @@ fn matches_the_cpu_executor(op: Op, arrays: &[Array]) -> Result<(), String> {
         let v = graph.add_input(&format!("in{slot}"), ty);
         inputs.insert(v, a.clone());
         args.push(Some(v));
+        feeds.push(Value::Tensor(a.clone()));
     }
     let id = graph.add_node("node".into(), op, &args, vec![untyped_output()]);
     graph.outputs.push(ValueRef {
@@ -716,7 +742,6 @@ fn matches_the_cpu_executor(op: Op, arrays: &[Array]) -> Result<(), String> {
         output: 0,
     });
     sparkc_ir::infer_graph(&mut graph).map_err(|e| e.to_string())?;
-    let feeds = arrays.iter().cloned().map(Value::Tensor).collect();
     let reference = sparkc_cpu::Executor::new(&graph)
         .and_then(|e| e.run(feeds))
         .map_err(|e| format!("the CPU executor: {e}"))?;
@@ -772,4 +797,37 @@ fn grid_sample_kernels_match_the_cpu_executor() {
         }
     }
     println!("host kernels, GridSample: {checked} extra combinations match the CPU executor");
+}
+
+/// DFTs and STFTs the node tests lack — complex input, padded and truncated lengths, the
+/// inverse of a complex spectrum, one-sided inverses of odd and even length, other axes, a
+/// complex signal in frames — on host kernels, against the CPU executor.
+#[test]
+fn fourier_kernels_match_the_cpu_executor() {
+    let scalar = |v: i64| Some(Array::i64(vec![], vec![v]));
+    let signal =
+        |shape: &[usize]| Some(Array::f32(shape.to_vec(), ramp(shape.iter().product(), 4)));
+    let dft = |inverse, onesided| Op::Dft { inverse, onesided };
+    // (op, x shape, dft_length, axis)
+    let cases: [(Op, &[usize], Option<i64>, i64); 7] = [
+        (dft(false, false), &[2, 7, 2], Some(11), 1),
+        (dft(false, false), &[3, 12, 2, 1], Some(5), 1),
+        (dft(true, false), &[2, 9, 3, 2], None, 1),
+        (dft(false, true), &[1, 3, 10, 1], Some(9), 2),
+        (dft(true, true), &[2, 6, 2], None, 1),
+        (dft(true, true), &[2, 6, 2], Some(11), 1),
+        (dft(false, false), &[4, 5, 2], None, 0),
+    ];
+    for (i, (op, x, length, axis)) in cases.into_iter().enumerate() {
+        let arrays = [signal(x), length.and_then(scalar), scalar(axis)];
+        matches_the_cpu_executor_with(op, &arrays, &[1, 2]).unwrap_or_else(|e| {
+            panic!("DFT case {i} ({x:?}, length {length:?}, axis {axis}): {e}")
+        });
+    }
+    for onesided in [false, true] {
+        let window = Some(Array::f32(vec![6], ramp(6, 5)));
+        let arrays = [signal(&[2, 20, 2]), scalar(3), window, scalar(6)];
+        matches_the_cpu_executor_with(Op::Stft { onesided }, &arrays, &[1, 3])
+            .unwrap_or_else(|e| panic!("STFT, onesided {onesided}: {e}"));
+    }
 }

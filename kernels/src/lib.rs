@@ -26,6 +26,7 @@ pub(crate) mod operand;
 pub mod plan;
 pub mod quant;
 pub mod reduce;
+pub mod signal;
 pub mod target;
 pub mod uniformity;
 

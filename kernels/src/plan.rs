@@ -3,8 +3,8 @@
 use crate::cg::Gen;
 use crate::target::{Sm, Target};
 use crate::{
-    attention, axis, conv, elementwise, emit, expr, gemm, movement, quant, reduce, Generated,
-    KernelError, KernelInfo, Request, TensorSig,
+    attention, axis, conv, elementwise, emit, expr, gemm, movement, quant, reduce, signal,
+    Generated, KernelError, KernelInfo, Request, TensorSig,
 };
 use inkwell::context::Context;
 use serde::Serialize;
@@ -168,6 +168,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         Op::Attention(_) => attention::generate(cx, req),
         op if movement::handles(op) => movement::generate(cx, req),
         op if quant::handles(op) => quant::generate(cx, req),
+        op if signal::handles(op) => signal::generate(cx, req),
         other => Err(KernelError::Unsupported(format!(
             "{} has no GPU kernel yet",
             other.name()
