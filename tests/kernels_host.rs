@@ -831,3 +831,40 @@ fn fourier_kernels_match_the_cpu_executor() {
             .unwrap_or_else(|e| panic!("STFT, onesided {onesided}: {e}"));
     }
 }
+
+/// TensorScatter (a KV cache written at each batch entry's position): wrapping around in
+/// circular mode, write indices per batch entry, no write indices, other axes — on host
+/// kernels, against the CPU executor.
+#[test]
+fn tensor_scatter_kernels_match_the_cpu_executor() {
+    // (cache shape, update shape, axis, mode, write indices)
+    type Case = (
+        &'static [usize],
+        &'static [usize],
+        i64,
+        &'static str,
+        Option<&'static [i64]>,
+    );
+    let cases: [Case; 4] = [
+        (&[2, 3, 8, 4], &[2, 3, 3, 4], 2, "circular", Some(&[6, 1])),
+        (&[3, 5, 2], &[3, 2, 2], 1, "linear", Some(&[0, 3, 1])),
+        (&[2, 6], &[2, 4], -1, "linear", None),
+        (&[2, 4, 3], &[2, 4, 3], -2, "circular", Some(&[3, 0])),
+    ];
+    for (i, (cache, update, axis, mode, writes)) in cases.into_iter().enumerate() {
+        let arrays = [
+            Some(Array::f32(cache.to_vec(), ramp(cache.iter().product(), 6))),
+            Some(Array::f32(
+                update.to_vec(),
+                ramp(update.iter().product(), 7),
+            )),
+            writes.map(|w| Array::i64(vec![w.len()], w.to_vec())),
+        ];
+        let op = Op::TensorScatter {
+            axis,
+            mode: mode.into(),
+        };
+        matches_the_cpu_executor_with(op, &arrays, &[])
+            .unwrap_or_else(|e| panic!("case {i} ({cache:?}, {mode}): {e}"));
+    }
+}

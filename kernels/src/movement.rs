@@ -36,6 +36,7 @@ pub fn handles(op: &Op) -> bool {
             | Op::GatherNd { .. }
             | Op::ScatterNd { .. }
             | Op::ScatterElements { .. }
+            | Op::TensorScatter { .. }
             | Op::SpaceToDepth { .. }
             | Op::EyeLike { .. }
             | Op::ReverseSequence { .. }
@@ -577,6 +578,46 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             }
             pool_kernel(&mut cg, req, pool, Pooling::Lp { p: *p })?;
             "lppool"
+        }
+        Op::TensorScatter { axis, mode } => {
+            // Each cache element comes from the update when its position, less the batch
+            // entry's write index (modulo the cache length when circular), falls in it.
+            let update = req.input(1)?.clone();
+            let a = resolve_axis(*axis, x.shape.len())?;
+            let writes = req.inputs.get(2).cloned().flatten();
+            let circular = mode == "circular";
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let w = match &writes {
+                    Some(t) => match cg.load(t.dtype, cg.buffer(req.input_param(2)), oc[0])? {
+                        Val::I(w) => w,
+                        Val::F(_) => {
+                            return Err(KernelError::Unsupported(
+                                "write indices must be integers".into(),
+                            ))
+                        }
+                    },
+                    None => cg.c(0),
+                };
+                let len = cg.dim(&out.shape[a])?;
+                let mut at = cg.sub(oc[a], w)?;
+                if circular {
+                    at = cg.rem(cg.add(cg.rem(at, len)?, len)?, len)?;
+                }
+                let inside = cg.and(
+                    cg.icmp(IntPredicate::SGE, at, cg.c(0))?,
+                    cg.icmp(IntPredicate::SLT, at, cg.dim(&update.shape[a])?)?,
+                )?;
+                copy(cg, req, 0, idx, idx)?;
+                let mut uc = oc.to_vec();
+                uc[a] = at;
+                let from = linear(cg, &uc, &update.shape)?;
+                cg.if_then(inside, |cg| copy(cg, req, 1, from, idx))
+            })?;
+            if circular {
+                "tensor scatter circular"
+            } else {
+                "tensor scatter"
+            }
         }
         Op::GridSample {
             align_corners,

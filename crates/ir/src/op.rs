@@ -802,6 +802,15 @@ pub enum Op {
         /// `none`, `add`, `mul`, `max` or `min`.
         reduction: String,
     },
+    /// A cache with `update` written along `axis` at each batch entry's write index (input 2,
+    /// zero when absent), wrapping around in `circular` mode; inputs `past_cache, update,
+    /// write_indices?`.
+    TensorScatter {
+        /// The cache's sequence axis.
+        axis: i64,
+        /// `linear` or `circular`.
+        mode: String,
+    },
     /// One-hot encoding; inputs `indices, depth, values`.
     OneHot {
         /// Axis of the new dimension.

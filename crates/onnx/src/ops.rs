@@ -208,9 +208,11 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Squeeze",
     "Sub",
     "Sum",
+    "SwiGLU",
     "Swish",
     "Tan",
     "Tanh",
+    "TensorScatter",
     "ThresholdedRelu",
     "Tile",
     "TopK",
@@ -435,6 +437,7 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
         "Swish" => Op::Unary(Unary::Swish {
             alpha: a.float("alpha", 1.0)?,
         }),
+        "SwiGLU" => return swiglu(name, inputs, outputs, a.float("alpha", 1.0)?),
         "IsNaN" => Op::Unary(Unary::IsNaN),
         "IsInf" => Op::Unary(Unary::IsInf {
             detect_negative: a.flag("detect_negative", true)?,
@@ -764,6 +767,10 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             axis: a.int("axis", 0)?,
             reduction: a.string("reduction", "none")?,
         },
+        "TensorScatter" => Op::TensorScatter {
+            axis: a.int("axis", -2)?,
+            mode: a.string("mode", "linear")?,
+        },
         "OneHot" => Op::OneHot {
             axis: a.int("axis", -1)?,
         },
@@ -963,6 +970,34 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
         inputs,
         outputs,
     }])
+}
+
+/// SwiGLU: `Swish_alpha(A) * B`, as the Swish op and a multiply (which fuse).
+fn swiglu(
+    name: &str,
+    inputs: Vec<Source>,
+    outputs: Vec<String>,
+    alpha: f32,
+) -> Result<Vec<Pending>, String> {
+    let mut inputs = inputs.into_iter();
+    let (Some(gate), Some(value)) = (inputs.next(), inputs.next()) else {
+        return Err("SwiGLU needs its gate A and its value B".into());
+    };
+    let swished = format!("{name}::swish");
+    Ok(vec![
+        Pending {
+            name: swished.clone(),
+            op: Op::Unary(Unary::Swish { alpha }),
+            inputs: vec![gate],
+            outputs: vec![swished.clone()],
+        },
+        Pending {
+            name: name.to_string(),
+            op: Op::Binary(Binary::Mul),
+            inputs: vec![Source::Name(swished), value],
+            outputs,
+        },
+    ])
 }
 
 /// Softmax before opset 13: flatten to 2-D at `axis`, normalize rows, restore the shape.

@@ -271,6 +271,61 @@ pub(crate) fn compress(x: &Array, condition: &Array, ax: Option<i64>) -> R<Array
     Ok(Array::new(shape, x.data.take(&picks)))
 }
 
+/// `TensorScatter`: `past` with `update` written along `axis` from each batch entry's write
+/// index, wrapping around when `circular`.
+pub(crate) fn tensor_scatter(
+    past: &Array,
+    update: &Array,
+    writes: Option<&Array>,
+    ax: i64,
+    circular: bool,
+) -> R<Array> {
+    let rank = past.rank();
+    let a = axis(ax, rank)?;
+    let fits = a > 0
+        && update.rank() == rank
+        && (0..rank).all(|k| k == a || update.shape[k] == past.shape[k])
+        && update.shape[a] <= past.shape[a];
+    if !fits {
+        return Err(format!(
+            "update {:?} does not fit cache {:?} along axis {a}",
+            update.shape, past.shape
+        ));
+    }
+    let writes = writes.map(|w| w.data.to_i64s()).unwrap_or_default();
+    if !writes.is_empty() && writes.len() != past.shape[0] {
+        return Err(format!(
+            "{} write indices for a batch of {}",
+            writes.len(),
+            past.shape[0]
+        ));
+    }
+    let (max, len) = (past.shape[a] as i64, update.shape[a] as i64);
+    let (from_past, from_update) = (strides(&past.shape), strides(&update.shape));
+    let base = past.len();
+    let picks = index_map(&past.shape, |ix| {
+        let w = writes.get(ix[0]).copied().unwrap_or(0);
+        let at = ix[a] as i64 - w;
+        let at = if circular && max > 0 {
+            at.rem_euclid(max)
+        } else {
+            at
+        };
+        if (0..len).contains(&at) {
+            let offset: usize = ix
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| if k == a { at as usize } else { i } * from_update[k])
+                .sum();
+            base + offset
+        } else {
+            ix.iter().zip(&from_past).map(|(i, s)| i * s).sum()
+        }
+    });
+    let both = Data::concat(past.dtype(), &[&past.data, &update.data]);
+    Ok(Array::new(past.shape.clone(), both.take(&picks)))
+}
+
 /// `ReverseSequence`: reverses the first `lens[b]` steps of each batch entry.
 pub(crate) fn reverse_sequence(
     x: &Array,

@@ -505,6 +505,13 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             *axis,
             reduction,
         )?),
+        Op::TensorScatter { axis, mode } => one(index::tensor_scatter(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            args.opt_tensor(2)?,
+            *axis,
+            mode == "circular",
+        )?),
         Op::OneHot { axis } => one(index::one_hot(
             args.tensor(0)?,
             args.tensor(1)?,

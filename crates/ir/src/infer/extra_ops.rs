@@ -152,6 +152,40 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
         | Op::CumProd { .. }
         | Op::ReverseSequence { .. } => vec![same(ctx, 0)?],
         Op::ScatterElements { .. } => vec![same(ctx, 0)?],
+        Op::TensorScatter { axis, mode } => {
+            if !matches!(mode.as_str(), "linear" | "circular") {
+                return Err(ctx.err(format!("mode '{mode}' is not linear or circular")));
+            }
+            if let (Some(cache), Some(update)) = (ctx.shape(0)?, ctx.shape(1)?) {
+                let rank = cache.len() as i64;
+                let a = if *axis < 0 { axis + rank } else { *axis };
+                if !(1..rank).contains(&a) {
+                    return Err(ctx.err(format!(
+                        "axis {axis} is not a sequence axis of a rank-{rank} cache"
+                    )));
+                }
+                let fits = update.len() == cache.len()
+                    && cache.iter().zip(update).enumerate().all(|(k, (c, u))| {
+                        k as i64 == a || c.as_const().is_none() || u.as_const().is_none() || c == u
+                    });
+                if !fits {
+                    return Err(ctx.err(format!(
+                        "update [{}] does not fit cache [{}] outside axis {a}",
+                        update
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        cache
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )));
+                }
+            }
+            vec![same(ctx, 0)?]
+        }
         Op::OneHot { axis } => {
             let depth = known_scalar(ctx, 1).map_or(Dim::Dynamic, Dim::known);
             let shape = ctx.shape(0)?.as_ref().map(|dims| {
