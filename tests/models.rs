@@ -1,6 +1,7 @@
 //! Whole models on the CPU executor: the `light_*` architectures of the onnx package against their
-//! reference outputs, and generated BERT-, GPT- and MobileNet-style models (and the MobileNet
-//! quantized by onnxruntime in QDQ form) against onnxruntime, each as imported, optimized, and
+//! reference outputs, and generated BERT-, GPT- and MobileNet-style models, an encoder written
+//! with Einsum and an LSTM/GRU tagger (and the MobileNet quantized by onnxruntime in QDQ form)
+//! against onnxruntime, each as imported, optimized, and
 //! optimized with convolutions channels last. Each prints its max abs error and cosine
 //! similarity.
 

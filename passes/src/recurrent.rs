@@ -12,7 +12,7 @@
 use crate::edit::{readers, take_place, Builder};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::op::{Binary, RnnAttrs, Unary};
-use sparkc_ir::{DType, Graph, NodeId, Op, ValueRef};
+use sparkc_ir::{DType, Graph, NodeId, Op, TensorType, Value, ValueRef, ValueType};
 
 /// The most time steps (times directions) a layer is unrolled over.
 pub const MAX_STEPS: usize = 256;
@@ -176,11 +176,12 @@ fn layer(graph: &Graph, id: NodeId) -> Result<Option<Layer>, PassError> {
     }))
 }
 
-/// One direction's per-gate operands: the input's contribution over the whole sequence
-/// (`[T, B, H]`, biases added), the recurrent weights (`[H, H]`, transposed) and, for GRU's
-/// candidate with `linear_before_reset`, the recurrent bias kept apart.
+/// One direction's per-gate operands: the input's contribution at each time step (`[B, H]`,
+/// biases added, from one product over the whole sequence split by time), the recurrent
+/// weights (`[H, H]`, transposed) and, for GRU's candidate with `linear_before_reset`, the
+/// recurrent bias kept apart.
 struct Gates {
-    input: Vec<ValueRef>,
+    input: Vec<Vec<ValueRef>>,
     recurrent: Vec<ValueRef>,
     candidate_bias: Option<ValueRef>,
     peepholes: Vec<ValueRef>,
@@ -287,7 +288,7 @@ impl Builder<'_> {
                     xg = self.binary(Binary::Add, xg, rb);
                 }
             }
-            out.input.push(xg);
+            out.input.push(self.split_steps(xg, layer.steps)?);
             let rg = self.rows(r, d, g * h, h)?;
             out.recurrent
                 .push(self.add(transpose.clone(), "transpose", &[Some(rg)]));
@@ -320,6 +321,43 @@ impl Builder<'_> {
         )))
     }
 
+    /// `x` (`[T, ...]`) as its `steps` slices along the first axis, that axis dropped: one
+    /// `Split` (one kernel) and a view per slice.
+    fn split_steps(&mut self, x: ValueRef, steps: usize) -> Result<Vec<ValueRef>, PassError> {
+        let parts: Vec<ValueRef> = if steps == 1 {
+            vec![x]
+        } else {
+            let name = crate::edit::fresh_name(self.graph, &format!("{}_steps", self.base));
+            let names: Vec<String> = (0..steps)
+                .map(|t| crate::edit::fresh_name(self.graph, &format!("{name}_{t}")))
+                .collect();
+            let outputs = names
+                .into_iter()
+                .map(|name| Value {
+                    name,
+                    ty: ValueType::Tensor(TensorType {
+                        dtype: DType::F32,
+                        shape: None,
+                    }),
+                    known: None,
+                })
+                .collect();
+            let op = Op::Split {
+                axis: 0,
+                num_outputs: steps as i64,
+            };
+            let node = self.graph.add_node(name, op, &[Some(x)], outputs);
+            self.graph.dag[node].rules = vec![self.rule.to_string()];
+            (0..steps).map(|output| ValueRef { node, output }).collect()
+        };
+        let mut out = Vec::with_capacity(steps);
+        for part in parts {
+            let axes = self.ints(&[0], "axes")?;
+            out.push(self.add(Op::Squeeze, "step", &[Some(part), Some(axes)]));
+        }
+        Ok(out)
+    }
+
     /// Gate `g`'s pre-activation at time `t`: its input part plus `h`'s product.
     fn pre(
         &mut self,
@@ -328,12 +366,7 @@ impl Builder<'_> {
         t: usize,
         h: Option<ValueRef>,
     ) -> Result<ValueRef, PassError> {
-        let at = self.int(t as i64, "step")?;
-        let xg = self.add(
-            Op::Gather { axis: 0 },
-            "step",
-            &[Some(gates.input[g]), Some(at)],
-        );
+        let xg = gates.input[g][t];
         Ok(match h {
             Some(h) => {
                 let hr = self.add(Op::MatMul, "matmul", &[Some(h), Some(gates.recurrent[g])]);
@@ -472,6 +505,33 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
         b.add(op, "reversed", &[Some(x), Some(lens)])
     };
     let zero = b.scalar(0.0, "zero")?;
+    // Which sequences are still running at each step: `[B, 1]` per step, from one comparison
+    // of the step numbers with the lengths.
+    let running = match lens {
+        Some(lens) => {
+            let steps: Vec<i64> = (0..layer.steps as i64).collect();
+            let steps = b.ints(&steps, "times")?;
+            let one = b.ints(&[1], "axes")?;
+            let column = b.add_as(
+                DType::I64,
+                Op::Unsqueeze,
+                "times",
+                &[Some(steps), Some(one)],
+            );
+            let all = b.add_as(
+                DType::Bool,
+                Op::Binary(Binary::Less),
+                "running",
+                &[Some(column), Some(lens)],
+            );
+            let mut masks = Vec::with_capacity(layer.steps);
+            for mask in b.split_steps(all, layer.steps)? {
+                masks.push(b.unsqueeze(mask, &[1])?);
+            }
+            masks
+        }
+        None => Vec::new(),
+    };
     let (mut ys, mut last_h, mut last_c) = (Vec::new(), Vec::new(), Vec::new());
     for d in 0..layer.directions {
         let backward = layer.attrs.direction == "reverse" || d == 1;
@@ -504,15 +564,8 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
             };
             match lens {
                 // Sequences that have ended keep their state and write zeros.
-                Some(lens) => {
-                    let step = b.int(t as i64, "time")?;
-                    let running = b.add_as(
-                        DType::Bool,
-                        Op::Binary(Binary::Less),
-                        "running",
-                        &[Some(step), Some(lens)],
-                    );
-                    let running = b.unsqueeze(running, &[1])?;
+                Some(_) => {
+                    let running = running[t];
                     let hold = |b: &mut Builder, new: ValueRef, old: Option<ValueRef>| {
                         let inputs = [Some(running), Some(new), Some(old.unwrap_or(zero))];
                         b.add(Op::Where, "hold", &inputs)
@@ -589,7 +642,6 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
 mod tests {
     use super::*;
     use crate::testing::{ops, run_checked, tensor_type};
-    use sparkc_ir::{TensorType, Value, ValueType};
 
     fn attrs(direction: &str, hidden: i64) -> RnnAttrs {
         RnnAttrs {
