@@ -8,7 +8,7 @@
 //! LRN). The model's own transposes are left alone. The transposed weights are folded by the
 //! constant folder after it.
 
-use crate::edit::{fresh_name, readers, set_input};
+use crate::edit::{const_input, fresh_name, readers, set_input};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::fused::is_elementwise;
 use sparkc_ir::op::{channels_last, to_channels_first, to_channels_last, Layout, Reduction};
@@ -76,7 +76,7 @@ fn add_transpose(
 
 /// Gives `value` the layout `ty` and a fresh name, and puts `Transpose(value, perm)` in its
 /// place: the transpose takes over its readers, its name and its place among the graph outputs.
-fn present(graph: &mut Graph, value: ValueRef, ty: TensorType, perm: Vec<i64>) -> ValueRef {
+fn present(graph: &mut Graph, value: ValueRef, ty: TensorType, perm: Vec<i64>) {
     let old = graph.value(value).clone();
     let users = readers(graph, value);
     let renamed = fresh_name(graph, &format!("{}_nhwc", old.name));
@@ -97,7 +97,6 @@ fn present(graph: &mut Graph, value: ValueRef, ty: TensorType, perm: Vec<i64>) -
             *out = t;
         }
     }
-    t
 }
 
 /// The convolutions to rewrite: NCHW `Conv` over floats with constant float weights.
@@ -106,15 +105,15 @@ fn convertible(graph: &Graph, id: NodeId) -> bool {
     let Op::Conv(attrs) = &node.op else {
         return false;
     };
-    let inputs = graph.inputs_of(id);
-    let float_const = inputs
-        .get(1)
+    let float_const = const_input(graph, id, 1).is_some_and(|t| t.dtype.is_float());
+    let x_float = graph
+        .inputs_of(id)
+        .first()
         .copied()
         .flatten()
-        .is_some_and(|w| matches!(&graph.node(w.node).op, Op::Const(t) if t.dtype.is_float()));
-    let x_float = inputs.first().copied().flatten().is_some_and(|x| {
-        shaped(graph, x).is_some_and(|(ty, dims)| ty.dtype.is_float() && dims.len() >= 3)
-    });
+        .is_some_and(|x| {
+            shaped(graph, x).is_some_and(|(ty, dims)| ty.dtype.is_float() && dims.len() >= 3)
+        });
     attrs.layout.is_nchw() && float_const && x_float && node.outputs.len() == 1
 }
 
