@@ -868,3 +868,40 @@ fn tensor_scatter_kernels_match_the_cpu_executor() {
             .unwrap_or_else(|e| panic!("case {i} ({cache:?}, {mode}): {e}"));
     }
 }
+
+/// RoiAlign over regions the node tests lack — partly outside the image, smaller than a pixel,
+/// from the second image — with adaptive and fixed sampling, both modes and both coordinate
+/// conventions, on host kernels, against the CPU executor.
+#[test]
+fn roi_align_kernels_match_the_cpu_executor() {
+    let x = Array::f32(vec![2, 3, 10, 8], ramp(2 * 3 * 10 * 8, 8));
+    let rois = Array::f32(
+        vec![4, 4],
+        vec![
+            0.0, 0.0, 7.0, 9.0, //
+            -3.0, 2.5, 4.2, 14.0, //
+            3.1, 3.3, 3.4, 3.5, //
+            1.5, 0.5, 9.5, 6.0,
+        ],
+    );
+    let batch = Array::i64(vec![4], vec![0, 1, 1, 0]);
+    let mut checked = 0;
+    for transform in ["half_pixel", "output_half_pixel"] {
+        for mode in ["avg", "max"] {
+            for sampling_ratio in [0, 2] {
+                let op = Op::RoiAlign {
+                    coordinate_transformation_mode: transform.into(),
+                    mode: mode.into(),
+                    output_height: 3,
+                    output_width: 2,
+                    sampling_ratio,
+                    spatial_scale: 0.75,
+                };
+                matches_the_cpu_executor(op, &[x.clone(), rois.clone(), batch.clone()])
+                    .unwrap_or_else(|e| panic!("{transform}, {mode}, ratio {sampling_ratio}: {e}"));
+                checked += 1;
+            }
+        }
+    }
+    println!("host kernels, RoiAlign: {checked} extra combinations match the CPU executor");
+}

@@ -27,6 +27,7 @@ pub fn handles(op: &Op) -> bool {
             | Op::Pad { .. }
             | Op::Resize(_)
             | Op::GridSample { .. }
+            | Op::RoiAlign { .. }
             | Op::MaxPool { .. }
             | Op::AveragePool { .. }
             | Op::LpPool { .. }
@@ -579,6 +580,29 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             pool_kernel(&mut cg, req, pool, Pooling::Lp { p: *p })?;
             "lppool"
         }
+        Op::RoiAlign {
+            coordinate_transformation_mode,
+            mode,
+            sampling_ratio,
+            spatial_scale,
+            ..
+        } => {
+            let half_pixel = coordinate_transformation_mode == "half_pixel";
+            let max = mode == "max";
+            roi_align(
+                &mut cg,
+                req,
+                half_pixel,
+                max,
+                *sampling_ratio,
+                *spatial_scale,
+            )?;
+            if max {
+                "roi-align max"
+            } else {
+                "roi-align avg"
+            }
+        }
         Op::TensorScatter { axis, mode } => {
             // Each cache element comes from the update when its position, less the batch
             // entry's write index (modulo the cache length when circular), falls in it.
@@ -1052,6 +1076,159 @@ fn grid_sample(
             sum = cg.fma(weight, v, sum)?;
         }
         cg.store(out.dtype, cg.buffer(0), idx, Val::F(sum))
+    })
+}
+
+/// The two taps of RoiAlign's bilinear sample at `v` on an axis of `len` samples: the indices
+/// below and above (both the last past it) and the weight of the upper one.
+fn roi_taps<'ctx>(
+    cg: &Cg<'ctx>,
+    v: FloatValue<'ctx>,
+    len: IntValue<'ctx>,
+) -> Gen<(IntValue<'ctx>, IntValue<'ctx>, FloatValue<'ctx>)> {
+    let v = cg.fmax(v, cg.f(0.0))?;
+    let lo = cg.b.build_float_to_signed_int(v, cg.i64t(), "")?;
+    let last = cg.sub(len, cg.c(1))?;
+    let past = cg.icmp(IntPredicate::SGE, lo, last)?;
+    let frac = cg.fsub(v, cg.itof(lo)?)?;
+    let lo = cg.select(past, last, lo)?.into_int_value();
+    let hi = cg
+        .select(past, last, cg.add(lo, cg.c(1))?)?
+        .into_int_value();
+    Ok((lo, hi, cg.fsel(past, cg.f(0.0), frac)?))
+}
+
+/// RoiAlign: each output `[roi, channel, y, x]` averages (or takes the largest of) bilinear
+/// samples on a grid over its bin of the region, the grid `sampling_ratio` points a side or,
+/// when that is 0, as many as the bin is wide in input pixels (rounded up).
+fn roi_align<'ctx>(
+    cg: &mut Cg<'ctx>,
+    req: &Request,
+    half_pixel: bool,
+    max: bool,
+    sampling_ratio: i64,
+    spatial_scale: f32,
+) -> Gen<()> {
+    let (x, rois, batch) = (
+        req.input(0)?.clone(),
+        req.input(1)?.clone(),
+        req.input(2)?.clone(),
+    );
+    let out = req.outputs[0].clone();
+    if x.shape.len() != 4 || out.shape.len() != 4 {
+        return Err(KernelError::Unsupported(
+            "RoiAlign input and output must be 4-D".into(),
+        ));
+    }
+    let offset = if half_pixel { 0.5 } else { 0.0 };
+    each_output(cg, &out.shape, |cg, idx, oc| {
+        let (i, ch, py, px) = (oc[0], oc[1], oc[2], oc[3]);
+        let (h, w) = (cg.dim(&x.shape[2])?, cg.dim(&x.shape[3])?);
+        let (pooled_h, pooled_w) = (
+            cg.itof(cg.dim(&out.shape[2])?)?,
+            cg.itof(cg.dim(&out.shape[3])?)?,
+        );
+        let corner = |cg: &Cg<'ctx>, k: i64| -> Gen<FloatValue<'ctx>> {
+            let at = cg.add(cg.mul(i, cg.c(4))?, cg.c(k))?;
+            let v = cg
+                .load(rois.dtype, cg.buffer(req.input_param(1)), at)?
+                .float(cg)?;
+            cg.fsub(cg.fmul(v, cg.f(f64::from(spatial_scale)))?, cg.f(offset))
+        };
+        let (start_x, start_y) = (corner(cg, 0)?, corner(cg, 1)?);
+        let (mut width, mut height) = (
+            cg.fsub(corner(cg, 2)?, start_x)?,
+            cg.fsub(corner(cg, 3)?, start_y)?,
+        );
+        if !half_pixel {
+            width = cg.fmax(width, cg.f(1.0))?;
+            height = cg.fmax(height, cg.f(1.0))?;
+        }
+        let (bin_h, bin_w) = (cg.fdiv(height, pooled_h)?, cg.fdiv(width, pooled_w)?);
+        let grid = |cg: &Cg<'ctx>, bin: FloatValue<'ctx>| -> Gen<IntValue<'ctx>> {
+            if sampling_ratio > 0 {
+                Ok(cg.c(sampling_ratio))
+            } else {
+                let up = cg.fcall1("llvm.ceil.f32", bin)?;
+                Ok(cg.b.build_float_to_signed_int(up, cg.i64t(), "")?)
+            }
+        };
+        let (grid_h, grid_w) = (grid(cg, bin_h)?, grid(cg, bin_w)?);
+        let image = match cg.load(batch.dtype, cg.buffer(req.input_param(2)), i)? {
+            Val::I(b) => {
+                let last = cg.sub(cg.dim(&x.shape[0])?, cg.c(1))?;
+                cg.imin(cg.imax(b, cg.c(0))?, last)?
+            }
+            Val::F(_) => {
+                return Err(KernelError::Unsupported(
+                    "RoiAlign batch indices must be integers".into(),
+                ))
+            }
+        };
+        let plane = cg.mul(
+            cg.add(cg.mul(image, cg.dim(&x.shape[1])?)?, ch)?,
+            cg.mul(h, w)?,
+        )?;
+        let (gh_f, gw_f) = (cg.itof(grid_h)?, cg.itof(grid_w)?);
+        let base_y = cg.fma(cg.itof(py)?, bin_h, start_y)?;
+        let base_x = cg.fma(cg.itof(px)?, bin_w, start_x)?;
+        let init = if max { f64::NEG_INFINITY } else { 0.0 };
+        let state = vec![cg.f(init).into(), cg.c(0).into()];
+        let done = cg.fold_range(cg.c(0), grid_h, cg.c(1), state, |cg, iy, state| {
+            let step = cg.fdiv(bin_h, gh_f)?;
+            let y = cg.fma(cg.fadd(cg.itof(iy)?, cg.f(0.5))?, step, base_y)?;
+            cg.fold_range(cg.c(0), grid_w, cg.c(1), state, |cg, ix, state| {
+                let step = cg.fdiv(bin_w, gw_f)?;
+                let xv = cg.fma(cg.fadd(cg.itof(ix)?, cg.f(0.5))?, step, base_x)?;
+                let outside = {
+                    let lo = cg.f(-1.0);
+                    let y_out = cg.b.build_or(
+                        cg.fcmp(FloatPredicate::OLT, y, lo)?,
+                        cg.fcmp(FloatPredicate::OGT, y, cg.itof(h)?)?,
+                        "",
+                    )?;
+                    let x_out = cg.b.build_or(
+                        cg.fcmp(FloatPredicate::OLT, xv, lo)?,
+                        cg.fcmp(FloatPredicate::OGT, xv, cg.itof(w)?)?,
+                        "",
+                    )?;
+                    cg.b.build_or(y_out, x_out, "")?
+                };
+                let (y0, y1, ly) = roi_taps(cg, y, h)?;
+                let (x0, x1, lx) = roi_taps(cg, xv, w)?;
+                let (hy, hx) = (cg.fsub(cg.f(1.0), ly)?, cg.fsub(cg.f(1.0), lx)?);
+                let mut terms = Vec::with_capacity(4);
+                for (row, wy) in [(y0, hy), (y1, ly)] {
+                    for (col, wx) in [(x0, hx), (x1, lx)] {
+                        let at = cg.add(plane, cg.add(cg.mul(row, w)?, col)?)?;
+                        let v = cg
+                            .load(x.dtype, cg.buffer(req.input_param(0)), at)?
+                            .float(cg)?;
+                        let t = cg.fmul(cg.fmul(wy, wx)?, v)?;
+                        terms.push(cg.fsel(outside, cg.f(0.0), t)?);
+                    }
+                }
+                let (acc, any) = (state[0].into_float_value(), state[1].into_int_value());
+                let next = if max {
+                    let m = terms[1..]
+                        .iter()
+                        .try_fold(terms[0], |m, &t| cg.fmax(m, t))?;
+                    let first = cg.icmp(IntPredicate::EQ, any, cg.c(0))?;
+                    cg.fsel(first, m, cg.fmax(acc, m)?)?
+                } else {
+                    terms.iter().try_fold(acc, |a, &t| cg.fadd(a, t))?
+                };
+                Ok(vec![next.into(), cg.c(1).into()])
+            })
+        })?;
+        let (acc, any) = (done[0].into_float_value(), done[1].into_int_value());
+        let value = if max {
+            cg.fsel(cg.icmp(IntPredicate::EQ, any, cg.c(0))?, cg.f(0.0), acc)?
+        } else {
+            let count = cg.imax(cg.mul(grid_h, grid_w)?, cg.c(1))?;
+            cg.fdiv(acc, cg.itof(count)?)?
+        };
+        cg.store(out.dtype, cg.buffer(0), idx, Val::F(value))
     })
 }
 
