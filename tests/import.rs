@@ -343,3 +343,25 @@ fn typed_fields_and_raw_data_decode_alike() {
     assert_eq!(a, b);
     assert_eq!(a.to_i64s(), Some(vec![3, -4]));
 }
+
+#[test]
+fn recurrent_weights_that_do_not_fit_the_hidden_size_are_rejected() {
+    let mut lstm = node("lstm", "LSTM", &["x", "w", "r"], &["y"]);
+    lstm.attribute.push(AttributeProto {
+        name: "hidden_size".into(),
+        type_: AttributeType::INT.into(),
+        i: 3,
+        ..Default::default()
+    });
+    // LSTM with hidden size 3 needs W [1, 12, 2]; this one has 8 rows (hidden size 2).
+    let inputs = vec![
+        value_info("x", &[5, 1, 2]),
+        value_info("w", &[1, 8, 2]),
+        value_info("r", &[1, 12, 3]),
+    ];
+    let m = model(vec![lstm], inputs, &["y"], vec![]);
+    assert_contains(
+        &import_error(&m),
+        &["node 'lstm'", "W is [1,8,2]", "need [1,12,2]"],
+    );
+}

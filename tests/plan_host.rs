@@ -277,17 +277,20 @@ fn unrolled_recurrent_layers_run_their_gpu_plans_on_host_kernels() {
         "test_gru_reverse",
         "test_gru_seq_length",
         "test_gru_with_initial_bias",
+        "test_rnn_seq_length",
+        "test_simple_rnn_batchwise",
+        "test_simple_rnn_defaults",
+        "test_simple_rnn_with_initial_bias",
     ] {
         let path = generated().join("node").join(name).join("model.onnx");
         let mut model = sparkc_onnx::load(&path).expect("imports");
         sparkc_passes::standard()
             .and_then(|mut p| p.run(&mut model.graph))
             .expect("optimizes");
-        let recurrent = model
-            .graph
-            .dag
-            .node_weights()
-            .any(|n| matches!(n.op, sparkc_ir::Op::Lstm(_) | sparkc_ir::Op::Gru(_)));
+        let recurrent = model.graph.dag.node_weights().any(|n| {
+            use sparkc_ir::Op::{Gru, Lstm, Rnn};
+            matches!(n.op, Lstm(_) | Gru(_) | Rnn(_))
+        });
         assert!(!recurrent, "{name}: the layer is unrolled");
         report.push_str(&check_plan(name, &path, &[], &model.graph, 1e-4));
     }

@@ -1,4 +1,4 @@
-//! `LSTM` and `GRU` unrolled over their time steps into products and elementwise ops, which
+//! `LSTM`, `GRU` and `RNN` unrolled over their time steps into products and elementwise ops, which
 //! have kernels and fuse: the input's contribution to each gate is one product over the whole
 //! sequence (`[T, B, I] × [I, H]`, biases added), and each step adds the hidden state's product
 //! and applies the gates, whose elementwise ops the fusion rules put in the product's epilogue.
@@ -17,7 +17,7 @@ use sparkc_ir::{DType, Graph, NodeId, Op, TensorType, Value, ValueRef, ValueType
 /// The most time steps (times directions) a layer is unrolled over.
 pub const MAX_STEPS: usize = 256;
 
-/// Unrolls every `LSTM` and `GRU` it can.
+/// Unrolls every `LSTM`, `GRU` and `RNN` it can.
 pub struct UnrollRecurrent;
 
 impl Pass for UnrollRecurrent {
@@ -29,7 +29,7 @@ impl Pass for UnrollRecurrent {
         let ids: Vec<NodeId> = graph
             .topo_order()?
             .into_iter()
-            .filter(|&id| matches!(graph.node(id).op, Op::Lstm(_) | Op::Gru(_)))
+            .filter(|&id| matches!(graph.node(id).op, Op::Lstm(_) | Op::Gru(_) | Op::Rnn(_)))
             .collect();
         let (mut unrolled, mut kept) = (0, 0);
         for id in ids {
@@ -55,6 +55,7 @@ impl Pass for UnrollRecurrent {
 enum Cell {
     Lstm,
     Gru,
+    Rnn,
 }
 
 impl Cell {
@@ -63,6 +64,7 @@ impl Cell {
         match self {
             Cell::Lstm => 4,
             Cell::Gru => 3,
+            Cell::Rnn => 1,
         }
     }
 
@@ -71,6 +73,7 @@ impl Cell {
         match self {
             Cell::Lstm => &["Sigmoid", "Tanh", "Tanh"],
             Cell::Gru => &["Sigmoid", "Tanh"],
+            Cell::Rnn => &["Tanh"],
         }
     }
 }
@@ -106,6 +109,7 @@ fn layer(graph: &Graph, id: NodeId) -> Result<Option<Layer>, PassError> {
     let (cell, attrs) = match &node.op {
         Op::Lstm(a) => (Cell::Lstm, a.clone()),
         Op::Gru(a) => (Cell::Gru, a.clone()),
+        Op::Rnn(a) => (Cell::Rnn, a.clone()),
         _ => return Ok(None),
     };
     let inputs = graph.inputs_of(id);
@@ -561,6 +565,10 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
                     (h_new, Some(c_new))
                 }
                 Cell::Gru => (b.gru_step(layer, acts, &gates, t, h)?, None),
+                Cell::Rnn => {
+                    let pre = b.pre(&gates, 0, t, h)?;
+                    (b.activate(&acts[0], pre, layer.attrs.clip)?, None)
+                }
             };
             match lens {
                 // Sequences that have ended keep their state and write zeros.
@@ -824,6 +832,26 @@ mod tests {
                 Some("f32[3,1,2]"),
             ],
             Some(&[3, 0, 4]),
+            2,
+        );
+    }
+
+    #[test]
+    fn plain_recurrences_in_both_directions() {
+        let mut a = attrs("bidirectional", 3);
+        a.activations = ["Relu", "Tanh"].map(String::from).to_vec();
+        a.clip = 2.5;
+        unrolled_with_lens(
+            Op::Rnn(a),
+            &[
+                Some("f32[4,3,2]"),
+                Some("f32[2,3,2]"),
+                Some("f32[2,3,3]"),
+                Some("f32[2,6]"),
+                None,
+                Some("f32[2,3,3]"),
+            ],
+            Some(&[4, 1, 3]),
             2,
         );
     }

@@ -228,7 +228,7 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             dtype.unwrap_or(ctx.dtype(0)?),
             ctx.shape(0)?.clone(),
         )],
-        Op::Rnn(attrs) => recurrent(ctx, attrs)?.into_iter().take(2).collect(),
+        Op::Rnn(attrs) => recurrent(ctx, attrs, 1)?.into_iter().take(2).collect(),
         Op::NonMaxSuppression { .. } => {
             vec![Inferred::tensor(
                 DType::I64,

@@ -479,7 +479,8 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 .with_known(ctx.known(0).cloned()),
             Inferred::tensor(DType::Bool, ctx.shape(0)?.clone()),
         ],
-        Op::Lstm(attrs) | Op::Gru(attrs) => recurrent(ctx, attrs)?,
+        Op::Lstm(attrs) => recurrent(ctx, attrs, 4)?,
+        Op::Gru(attrs) => recurrent(ctx, attrs, 3)?,
         Op::QuantizeLinear { output_dtype, .. } => {
             let dtype = match ctx.opt(2) {
                 Some(_) => ctx.dtype(2)?,
@@ -1276,13 +1277,76 @@ fn resize_shape(ctx: &Ctx, attrs: &crate::op::ResizeAttrs) -> Result<Shape> {
     Ok(Some(out))
 }
 
-pub(super) fn recurrent(ctx: &Ctx, attrs: &crate::op::RnnAttrs) -> Result<Vec<Inferred>> {
+/// The types of a recurrent layer's outputs (`Y`, `Y_h`, `Y_c`) with `gates` gates per hidden
+/// unit, after checking that its weights, biases, peepholes and initial states fit.
+pub(super) fn recurrent(
+    ctx: &Ctx,
+    attrs: &crate::op::RnnAttrs,
+    gates: i64,
+) -> Result<Vec<Inferred>> {
     let dtype = ctx.same_dtype(&[0, 1, 2])?;
     let directions = if attrs.direction == "bidirectional" {
         2
     } else {
         1
     };
+    if attrs.hidden_size <= 0 {
+        return Err(ctx.err(format!(
+            "hidden_size {} must be positive",
+            attrs.hidden_size
+        )));
+    }
+    let x = ctx.dims(0, 0)?;
+    let input_size = x.and_then(|x| x.get(2)).and_then(Dim::as_const);
+    let batch = x
+        .and_then(|x| x.get(if attrs.layout == 0 { 1 } else { 0 }))
+        .and_then(Dim::as_const);
+    let rows = gates * attrs.hidden_size;
+    let state = if attrs.layout == 0 {
+        [Some(directions), batch, Some(attrs.hidden_size)]
+    } else {
+        [batch, Some(directions), Some(attrs.hidden_size)]
+    };
+    let expected: [(usize, &str, Vec<Option<i64>>); 6] = [
+        (1, "W", vec![Some(directions), Some(rows), input_size]),
+        (
+            2,
+            "R",
+            vec![Some(directions), Some(rows), Some(attrs.hidden_size)],
+        ),
+        (3, "B", vec![Some(directions), Some(2 * rows)]),
+        (5, "initial_h", state.to_vec()),
+        (6, "initial_c", state.to_vec()),
+        (7, "P", vec![Some(directions), Some(3 * attrs.hidden_size)]),
+    ];
+    for (slot, name, want) in expected {
+        if slot >= ctx.inputs.len() || ctx.opt(slot).is_none() {
+            continue;
+        }
+        let Some(got) = ctx.dims(slot, 0)? else {
+            continue;
+        };
+        let fits = got.len() == want.len()
+            && got.iter().zip(&want).all(|(g, w)| match (g.as_const(), w) {
+                (Some(g), Some(w)) => g == *w,
+                _ => true,
+            });
+        if !fits {
+            let show = |v: &[Option<i64>]| {
+                v.iter()
+                    .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let got: Vec<Option<i64>> = got.iter().map(Dim::as_const).collect();
+            return Err(ctx.err(format!(
+                "{name} is [{}] but hidden_size {}, {directions} direction(s) and the input need [{}]",
+                show(&got),
+                attrs.hidden_size,
+                show(&want)
+            )));
+        }
+    }
     let hidden = Dim::known(attrs.hidden_size);
     let nd = Dim::known(directions);
     let shapes = match ctx.dims(0, 3)? {
