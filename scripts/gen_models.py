@@ -12,6 +12,9 @@ Writes <out>/<name>/{model.onnx, input_<j>.pb, output_<j>.pb, meta.json} for:
   einsum_encoder - an encoder written with Einsum, as torch.einsum exports it: projections
                   "bsd,de->bse", scores "bqhd,bkhd->bhqk", context "bhqk,bkhd->bqhd", a gated
                   feed-forward with an elementwise "bsf,bsf->bsf" and a per-token gate "bsd,d->bs"
+  gpt_decode_step - one decoding step of a GPT-style decoder as opset 24 exports it: fixed-size
+                  KV caches written at each sequence's position by TensorScatter, the Attention
+                  op over the whole cache with a boolean mask of the positions written so far
   lstm_tagger   - a sequence tagger: embeddings, a bidirectional LSTM and a GRU over sequences
                   of different lengths (sequence_lens), a linear head per token
   mobilenet     - MobileNet-style CNN: depthwise convs, BatchNorm, HardSwish, squeeze-excite,
@@ -70,10 +73,10 @@ class Builder:
         self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
         return names[0] if outputs == 1 else names
 
-    def model(self, inputs, outputs):
+    def model(self, inputs, outputs, opset=OPSET):
         graph = helper.make_graph(self.nodes, self.name, inputs, outputs, self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-        model.ir_version = 8
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 8 if opset <= 17 else 10
         onnx.checker.check_model(model)
         return model
 
@@ -195,6 +198,60 @@ def einsum_encoder(batch, seq, width, heads, layers, seed=4):
     return model, [rng.standard_normal((batch, seq, width)).astype(np.float32)]
 
 
+def gpt_decode_step(batch, cache, width, heads, layers, vocab, seed=6):
+    b = Builder("gpt_decode_step", seed)
+    head = width // heads
+    x = b.op("Gather", b.weight(vocab, width, scale=0.5), "input_ids")  # [B, 1, W]
+    where = b.op("Unsqueeze", "positions", b.const(np.array([1], np.int64)))  # [B, 1]
+    x = b.op("Add", x, b.op("Gather", b.weight(cache, width, scale=0.5), where))
+    # Cache slots written so far, this step's included: [B, 1, 1, cache] booleans.
+    slots = b.op("Unsqueeze", b.const(np.arange(cache, dtype=np.int64)), b.const(np.array([0], np.int64)))
+    mask = b.op("LessOrEqual", slots, where)
+    mask = b.op("Unsqueeze", mask, b.const(np.array([1, 2], np.int64)))
+    split = b.const(np.array([batch, 1, heads, head], np.int64))
+
+    def norm(y):
+        gamma = b.const((1.0 + 0.1 * b.rng.standard_normal(width)).astype(np.float32))
+        beta = b.const((0.1 * b.rng.standard_normal(width)).astype(np.float32))
+        return b.op("LayerNormalization", y, gamma, beta, axis=-1)
+
+    inputs, outputs, feeds = [], [], []
+    rng = np.random.default_rng(seed + 100)
+    for layer in range(layers):
+        h = norm(x)
+
+        def heads_of(y):
+            return b.op("Transpose", b.op("Reshape", y, split), perm=[0, 2, 1, 3])
+
+        q, k, v = (heads_of(b.linear(h, width, width)) for _ in range(3))
+        caches = []
+        for kind, new in (("key", k), ("value", v)):
+            past = f"past_{kind}_{layer}"
+            present = f"present_{kind}_{layer}"
+            b.nodes.append(helper.make_node("TensorScatter", [past, new, "positions"], [present], axis=2))
+            inputs.append(helper.make_tensor_value_info(past, TensorProto.FLOAT, [batch, heads, cache, head]))
+            outputs.append(helper.make_tensor_value_info(present, TensorProto.FLOAT, [batch, heads, cache, head]))
+            feeds.append(rng.standard_normal((batch, heads, cache, head)).astype(np.float32))
+            caches.append(present)
+        ctx = b.op("Attention", q, caches[0], caches[1], mask)
+        ctx = b.op("Reshape", b.op("Transpose", ctx, perm=[0, 2, 1, 3]), b.const(np.array([batch, 1, width], np.int64)))
+        x = b.op("Add", x, b.linear(ctx, width, width))
+        x = b.op("Add", x, b.linear(b.gelu_tanh(b.linear(norm(x), width, 4 * width)), 4 * width, width))
+    logits = b.op("MatMul", norm(x), b.weight(width, vocab))
+    b.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
+    model = b.model(
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, [batch, 1]),
+            helper.make_tensor_value_info("positions", TensorProto.INT64, [batch]),
+        ]
+        + inputs,
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 1, vocab])] + outputs,
+        opset=24,
+    )
+    positions = np.array([(5 + 7 * i) % cache for i in range(batch)], np.int64)
+    return model, [rng.integers(0, vocab, (batch, 1)).astype(np.int64), positions] + feeds
+
+
 def lstm_tagger(batch, seq, vocab, width, hidden, tags, seed=5):
     b = Builder("lstm_tagger", seed)
     x = b.op("Gather", b.weight(vocab, width, scale=0.5), "input_ids")
@@ -285,6 +342,7 @@ SCALES = {
         "mobilenet": dict(batch=1, size=64, width=8),
         "einsum_encoder": dict(batch=2, seq=16, width=64, heads=4, layers=2),
         "lstm_tagger": dict(batch=3, seq=12, vocab=50, width=16, hidden=24, tags=5),
+        "gpt_decode_step": dict(batch=2, cache=16, width=64, heads=4, layers=2, vocab=300),
         # Deep rather than wide: the optimizer's compile-time benchmark (32 layers).
         "bert_deep32": dict(batch=1, seq=16, width=32, heads=2, layers=32),
     },
@@ -300,6 +358,7 @@ BUILDERS = {
     "bert_encoder": bert_encoder,
     "einsum_encoder": einsum_encoder,
     "gpt_decoder": gpt_decoder,
+    "gpt_decode_step": gpt_decode_step,
     "lstm_tagger": lstm_tagger,
     "mobilenet": mobilenet,
 }
@@ -316,6 +375,7 @@ def write(out, name, model, inputs, outputs=None):
     if outputs is None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
         session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=["CPUExecutionProvider"])
         outputs = session.run(None, dict(zip(input_names, inputs)))
         reference = "onnxruntime " + ort.__version__

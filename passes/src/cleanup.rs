@@ -2,10 +2,10 @@
 //! to the type a value already has, a `Reshape` or `Transpose` that keeps the shape and order, a
 //! `Sum`, `Mean`, `Max` or `Min` of one input; and a `Sum` of two written as the `Add` it is.
 
-use crate::edit::{has_output, readers, replace_uses};
+use crate::edit::{fresh_name, has_output, readers, replace_uses, set_input};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::op::{Binary, Unary, Variadic};
-use sparkc_ir::{Graph, Known, NodeId, Op, ValueRef, ValueType};
+use sparkc_ir::{Graph, Known, NodeId, Op, Tensor, ValueRef, ValueType};
 
 /// Bypasses no-op nodes.
 pub struct Cleanup;
@@ -100,18 +100,76 @@ impl Pass for Cleanup {
                 removed += 1;
             }
         }
+        let reshapes = unit_moves_as_reshapes(graph)?;
         Ok(format!(
-            "removed {removed} no-op node(s), rewrote {sums} two-input Sum(s) as Add"
+            "removed {removed} no-op node(s), rewrote {sums} two-input Sum(s) as Add and \
+             {reshapes} transpose(s) of unit axes as Reshape"
         ))
     }
+}
+
+/// Turns each transpose that only moves axes of size 1 (`[B, 1, H, D]` to `[B, H, 1, D]` in a
+/// decoding step, `[N, 1, 1, C]` to `[N, C, 1, 1]` after global pooling channels last) into the
+/// reshape it is, which needs no kernel; returns how many.
+pub(crate) fn unit_moves_as_reshapes(graph: &mut Graph) -> Result<usize, PassError> {
+    let mut count = 0;
+    for id in graph.topo_order()? {
+        let Op::Transpose { perm } = &graph.node(id).op else {
+            continue;
+        };
+        let Some(x) = graph.inputs_of(id).first().copied().flatten() else {
+            continue;
+        };
+        let out = ValueRef {
+            node: id,
+            output: 0,
+        };
+        let dims = |v: ValueRef| graph.value(v).ty.as_tensor().and_then(|t| t.shape.clone());
+        let (Some(from), Some(to)) = (dims(x), dims(out)) else {
+            continue;
+        };
+        if perm.len() != from.len() {
+            continue;
+        }
+        let moved: Vec<usize> = perm
+            .iter()
+            .map(|&p| p as usize)
+            .filter(|&p| from[p].as_const() != Some(1))
+            .collect();
+        if !moved.windows(2).all(|w| w[0] < w[1]) {
+            continue;
+        }
+        // The target shape: known sizes as they are, an unknown one copied (0) from the same
+        // axis of the input.
+        let shape: Option<Vec<i64>> = to
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                d.as_const()
+                    .or_else(|| (from.get(i) == Some(d)).then_some(0))
+            })
+            .collect();
+        let Some(shape) = shape else { continue };
+        let Ok(tensor) = Tensor::from_i64s(vec![shape.len()], &shape) else {
+            continue;
+        };
+        let name = fresh_name(graph, &format!("{}_shape", graph.node(id).name));
+        let shape = graph.add_const(&name, tensor);
+        let node = &mut graph.dag[id];
+        node.op = Op::Reshape { allowzero: false };
+        node.arity = 2;
+        set_input(graph, id, 1, shape);
+        count += 1;
+    }
+    Ok(count)
 }
 
 #[cfg(test)]
 mod tests {
     use super::Cleanup;
-    use crate::testing::{graph_of, ops, push, run_checked, X};
+    use crate::testing::{graph_of, ops, push, run_checked, tensor_type, X};
     use sparkc_ir::op::{Unary, Variadic};
-    use sparkc_ir::{Op, ValueRef};
+    use sparkc_ir::{Graph, Op, ValueRef};
 
     #[test]
     fn identity_and_inference_dropout_are_bypassed() {
@@ -146,6 +204,21 @@ mod tests {
         g.outputs = vec![out];
         let after = run_checked(&mut Cleanup, &g);
         assert_eq!(ops(&after), ["Exp", "Relu", "Transpose"]);
+    }
+
+    #[test]
+    fn a_transpose_of_unit_axes_is_a_reshape() {
+        // [N, 1, 4, 3] to [N, 4, 1, 3]: the data's order is unchanged; to [N, 3, 1, 4] it is not.
+        for (perm, reshaped) in [(vec![0, 2, 1, 3], true), (vec![0, 3, 1, 2], false)] {
+            let mut g = Graph::new("test");
+            let x = g.add_input("x", tensor_type("f32[N,1,4,3]"));
+            let t = push(&mut g, Op::Transpose { perm }, &[Some(x)]);
+            let out = push(&mut g, Op::Unary(Unary::Exp), &[Some(t)]);
+            g.outputs = vec![out];
+            let after = run_checked(&mut Cleanup, &g);
+            let kept = if reshaped { "Reshape" } else { "Transpose" };
+            assert_eq!(ops(&after), ["Exp", kept]);
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl Pass for ChannelsLast {
     fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
         let convs = convert(graph)?;
         let (sunk, cancelled) = if convs > 0 { sink(graph)? } else { (0, 0) };
-        let reshapes = unit_moves_as_reshapes(graph)?;
+        let reshapes = crate::cleanup::unit_moves_as_reshapes(graph)?;
         sparkc_ir::infer_graph(graph)?;
         Ok(format!(
             "{convs} convolution(s) channels last, {sunk} transpose(s) sunk past elementwise \
@@ -441,61 +441,6 @@ fn concat_channels_last(graph: &mut Graph, id: NodeId) -> bool {
     };
     present_channels_last(graph, out, &dims);
     true
-}
-
-/// Turns each transpose back to channels first that only moves axes of size 1 (after global
-/// pooling: `[N, 1, 1, C]` to `[N, C, 1, 1]`) into the reshape it is, which needs no kernel;
-/// returns how many.
-fn unit_moves_as_reshapes(graph: &mut Graph) -> Result<usize, PassError> {
-    let mut count = 0;
-    for id in graph.topo_order()? {
-        let Op::Transpose { perm } = &graph.node(id).op else {
-            continue;
-        };
-        let Some(x) = graph.inputs_of(id).first().copied().flatten() else {
-            continue;
-        };
-        let out = ValueRef {
-            node: id,
-            output: 0,
-        };
-        let (Some((_, from)), Some((_, to))) = (shaped(graph, x), shaped(graph, out)) else {
-            continue;
-        };
-        if *perm != to_channels_first(from.len()) {
-            continue;
-        }
-        let moved: Vec<usize> = perm
-            .iter()
-            .map(|&p| p as usize)
-            .filter(|&p| from[p].as_const() != Some(1))
-            .collect();
-        if !moved.windows(2).all(|w| w[0] < w[1]) {
-            continue;
-        }
-        // The target shape: known sizes as they are, an unknown one copied (0) from the same
-        // axis of the input.
-        let shape: Option<Vec<i64>> = to
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                d.as_const()
-                    .or_else(|| (from.get(i) == Some(d)).then_some(0))
-            })
-            .collect();
-        let Some(shape) = shape else { continue };
-        let Ok(tensor) = Tensor::from_i64s(vec![shape.len()], &shape) else {
-            continue;
-        };
-        let name = fresh_name(graph, &format!("{}_shape", graph.node(id).name));
-        let shape = graph.add_const(&name, tensor);
-        let node = &mut graph.dag[id];
-        node.op = Op::Reshape { allowzero: false };
-        node.arity = 2;
-        set_input(graph, id, 1, shape);
-        count += 1;
-    }
-    Ok(count)
 }
 
 /// Replaces `Transpose(Transpose(x, p), q)` by `x` when `q` undoes `p` and the outer transpose is
