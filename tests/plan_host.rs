@@ -148,17 +148,26 @@ fn check_plan(name: &str, path: &Path, extra: &[&str], graph: &Graph, tolerance:
     report
 }
 
+/// The model at `path` through the standard pipeline: the graph its artifact is compiled from
+/// (the optimizer is deterministic), to build each node's kernel for the host.
+fn optimized(path: &Path) -> Graph {
+    let mut model = sparkc_onnx::load(path).expect("imports");
+    sparkc_passes::standard()
+        .and_then(|mut p| p.run(&mut model.graph))
+        .expect("optimizes");
+    model.graph
+}
+
+/// The model of ONNX node test `name`.
+fn node_test(name: &str) -> PathBuf {
+    generated().join("node").join(name).join("model.onnx")
+}
+
 #[test]
 fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
     let mut report = String::new();
     for (name, path) in whole_models() {
-        // The same optimized graph the artifact was compiled from (the optimizer is
-        // deterministic), to build each node's kernel for the host.
-        let mut model = sparkc_onnx::load(&path).expect("imports");
-        sparkc_passes::standard()
-            .and_then(|mut p| p.run(&mut model.graph))
-            .expect("optimizes");
-        report.push_str(&check_plan(&name, &path, &[], &model.graph, 2e-4));
+        report.push_str(&check_plan(&name, &path, &[], &optimized(&path), 2e-4));
     }
     print!("{report}");
 }
@@ -251,12 +260,8 @@ fn outputs_that_are_views_of_inputs_or_constants_are_read_from_their_buffers() {
         "test_dropout_default",
         "test_constant",
     ] {
-        let path = generated().join("node").join(name).join("model.onnx");
-        let mut model = sparkc_onnx::load(&path).expect("imports");
-        sparkc_passes::standard()
-            .and_then(|mut p| p.run(&mut model.graph))
-            .expect("optimizes");
-        report.push_str(&check_plan(name, &path, &[], &model.graph, 0.0));
+        let path = node_test(name);
+        report.push_str(&check_plan(name, &path, &[], &optimized(&path), 0.0));
     }
     print!("{report}");
 }
@@ -282,17 +287,14 @@ fn unrolled_recurrent_layers_run_their_gpu_plans_on_host_kernels() {
         "test_simple_rnn_defaults",
         "test_simple_rnn_with_initial_bias",
     ] {
-        let path = generated().join("node").join(name).join("model.onnx");
-        let mut model = sparkc_onnx::load(&path).expect("imports");
-        sparkc_passes::standard()
-            .and_then(|mut p| p.run(&mut model.graph))
-            .expect("optimizes");
-        let recurrent = model.graph.dag.node_weights().any(|n| {
+        let path = node_test(name);
+        let graph = optimized(&path);
+        let recurrent = graph.dag.node_weights().any(|n| {
             use sparkc_ir::Op::{Gru, Lstm, Rnn};
             matches!(n.op, Lstm(_) | Gru(_) | Rnn(_))
         });
         assert!(!recurrent, "{name}: the layer is unrolled");
-        report.push_str(&check_plan(name, &path, &[], &model.graph, 1e-4));
+        report.push_str(&check_plan(name, &path, &[], &graph, 1e-4));
     }
     print!("{report}");
 }
