@@ -34,7 +34,16 @@ fn models(root: &Path) -> Vec<(String, PathBuf)> {
             found.push((name, path));
         }
     }
-    for name in ["bert_encoder", "bert_deep32", "gpt_decoder", "mobilenet"] {
+    let generated = [
+        "bert_encoder",
+        "bert_deep32",
+        "gpt_decoder",
+        "gpt_decode_step",
+        "einsum_encoder",
+        "lstm_tagger",
+        "mobilenet",
+    ];
+    for name in generated {
         let path = root.join("models").join(name).join("model.onnx");
         if path.exists() {
             found.push((name.to_string(), path));
