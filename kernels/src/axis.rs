@@ -84,20 +84,6 @@ fn equal<'ctx>(cg: &Cg<'ctx>, a: Val<'ctx>, b: Val<'ctx>) -> Gen<IntValue<'ctx>>
     }
 }
 
-fn basic(v: Val<'_>) -> BasicValueEnum<'_> {
-    match v {
-        Val::F(f) => f.into(),
-        Val::I(i) => i.into(),
-    }
-}
-
-fn val(v: BasicValueEnum<'_>) -> Val<'_> {
-    match v {
-        BasicValueEnum::FloatValue(f) => Val::F(f),
-        other => Val::I(other.into_int_value()),
-    }
-}
-
 /// The index of the first (or, with `last`, the last) extreme of a row.
 fn extreme<'ctx>(
     cg: &mut Cg<'ctx>,
@@ -111,16 +97,16 @@ fn extreme<'ctx>(
         cg.load(x.dtype, cg.buffer(req.input_param(0)), rows.at(cg, row, k)?)
     };
     let first = load(cg, cg.c(0))?;
-    let init = vec![basic(first), cg.c(0).into()];
+    let init = vec![first.basic(), cg.c(0).into()];
     let state = cg.fold_range(cg.c(1), rows.len, cg.c(1), init, |cg, k, st| {
-        let (best, at) = (val(st[0]), st[1].into_int_value());
+        let (best, at) = (Val::of(st[0]), st[1].into_int_value());
         let v = load(cg, k)?;
         let mut take = beats(cg, max, v, best)?;
         if last {
             take = cg.b.build_or(take, equal(cg, v, best)?, "")?;
         }
         Ok(vec![
-            cg.select(take, basic(v), basic(best))?,
+            cg.select(take, v.basic(), best.basic())?,
             cg.select(take, k, at)?,
         ])
     })?;
@@ -196,7 +182,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                     };
                     let at = rows.at(cg, row, k)?;
                     let v = cg.load(x.dtype, cg.buffer(input), at)?;
-                    let acc = val(st[0]);
+                    let acc = Val::of(st[0]);
                     let next = match (acc, v) {
                         (Val::I(a), v) => {
                             let b = match v {
@@ -220,7 +206,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                     };
                     let written = if exclusive { acc } else { next };
                     cg.store(out.dtype, cg.buffer(0), at, written)?;
-                    Ok(vec![basic(next)])
+                    Ok(vec![next.basic()])
                 })?;
                 Ok(())
             })?;

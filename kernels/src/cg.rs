@@ -971,4 +971,20 @@ impl<'ctx> Val<'ctx> {
             Val::I(i) => cg.itof(i),
         }
     }
+
+    /// As an LLVM value, for loop state and selects.
+    pub fn basic(self) -> BasicValueEnum<'ctx> {
+        match self {
+            Val::F(f) => f.into(),
+            Val::I(i) => i.into(),
+        }
+    }
+
+    /// An LLVM value [`Val::basic`] made, back.
+    pub fn of(v: BasicValueEnum<'ctx>) -> Val<'ctx> {
+        match v {
+            BasicValueEnum::FloatValue(f) => Val::F(f),
+            other => Val::I(other.into_int_value()),
+        }
+    }
 }

@@ -47,16 +47,22 @@ pub fn handles(op: &Op) -> bool {
 /// Integer index `raw` into an axis of `d`, negative ones counted from the end; out-of-range
 /// ones read element 0 rather than outside the buffer.
 fn wrap_index<'ctx>(cg: &Cg<'ctx>, raw: Val<'ctx>, d: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
-    let Val::I(raw) = raw else {
-        return Err(KernelError::Unsupported("indices must be integers".into()));
-    };
-    let neg = cg.icmp(IntPredicate::SLT, raw, cg.c(0))?;
-    let fixed = cg.select(neg, cg.add(raw, d)?, raw)?.into_int_value();
+    let fixed = from_end(cg, raw, d)?;
     let ok = cg.and(
         cg.icmp(IntPredicate::SGE, fixed, cg.c(0))?,
         cg.icmp(IntPredicate::SLT, fixed, d)?,
     )?;
     Ok(cg.select(ok, fixed, cg.c(0))?.into_int_value())
+}
+
+/// Integer index `raw` into an axis of `d`, a negative one counted from the end (not yet
+/// checked against the axis).
+fn from_end<'ctx>(cg: &Cg<'ctx>, raw: Val<'ctx>, d: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
+    let Val::I(raw) = raw else {
+        return Err(KernelError::Unsupported("indices must be integers".into()));
+    };
+    let neg = cg.icmp(IntPredicate::SLT, raw, cg.c(0))?;
+    Ok(cg.select(neg, cg.add(raw, d)?, raw)?.into_int_value())
 }
 
 /// True when integer index `raw` (negative ones counted from the end of an axis of `d`) is
@@ -67,11 +73,7 @@ fn index_is<'ctx>(
     d: IntValue<'ctx>,
     coord: IntValue<'ctx>,
 ) -> Gen<IntValue<'ctx>> {
-    let Val::I(raw) = raw else {
-        return Err(KernelError::Unsupported("indices must be integers".into()));
-    };
-    let neg = cg.icmp(IntPredicate::SLT, raw, cg.c(0))?;
-    let fixed = cg.select(neg, cg.add(raw, d)?, raw)?.into_int_value();
+    let fixed = from_end(cg, raw, d)?;
     cg.icmp(IntPredicate::EQ, fixed, coord)
 }
 
@@ -143,28 +145,14 @@ fn scatter_each<'ctx>(
     let out = req.outputs[0].clone();
     each_output(cg, &out.shape, |cg, idx, oc| {
         let init = cg.load(data.dtype, cg.buffer(req.input_param(0)), idx)?;
-        let float = matches!(init, Val::F(_));
-        let basic = |v: Val<'ctx>| -> inkwell::values::BasicValueEnum<'ctx> {
-            match v {
-                Val::F(f) => f.into(),
-                Val::I(i) => i.into(),
-            }
-        };
-        let val = |b: inkwell::values::BasicValueEnum<'ctx>| {
-            if float {
-                Val::F(b.into_float_value())
-            } else {
-                Val::I(b.into_int_value())
-            }
-        };
         let n = candidates(cg, oc)?;
-        let last = cg.fold_range(cg.c(0), n, cg.c(1), vec![basic(init)], |cg, j, state| {
+        let last = cg.fold_range(cg.c(0), n, cg.c(1), vec![init.basic()], |cg, j, state| {
             let (hit, at) = writes(cg, j, oc)?;
             let u = cg.load(updates.dtype, cg.buffer(req.input_param(2)), at)?;
-            let next = scatter_combine(cg, reduction, val(state[0]), u, hit)?;
-            Ok(vec![basic(next)])
+            let next = scatter_combine(cg, reduction, Val::of(state[0]), u, hit)?;
+            Ok(vec![next.basic()])
         })?;
-        cg.store(out.dtype, cg.buffer(0), idx, val(last[0]))
+        cg.store(out.dtype, cg.buffer(0), idx, Val::of(last[0]))
     })
 }
 
@@ -1169,17 +1157,17 @@ fn roi_align<'ctx>(
             cg.add(cg.mul(image, cg.dim(&x.shape[1])?)?, ch)?,
             cg.mul(h, w)?,
         )?;
-        let (gh_f, gw_f) = (cg.itof(grid_h)?, cg.itof(grid_w)?);
+        // The distance between samples of the grid along each axis.
+        let step_y = cg.fdiv(bin_h, cg.itof(grid_h)?)?;
+        let step_x = cg.fdiv(bin_w, cg.itof(grid_w)?)?;
         let base_y = cg.fma(cg.itof(py)?, bin_h, start_y)?;
         let base_x = cg.fma(cg.itof(px)?, bin_w, start_x)?;
         let init = if max { f64::NEG_INFINITY } else { 0.0 };
         let state = vec![cg.f(init).into(), cg.c(0).into()];
         let done = cg.fold_range(cg.c(0), grid_h, cg.c(1), state, |cg, iy, state| {
-            let step = cg.fdiv(bin_h, gh_f)?;
-            let y = cg.fma(cg.fadd(cg.itof(iy)?, cg.f(0.5))?, step, base_y)?;
+            let y = cg.fma(cg.fadd(cg.itof(iy)?, cg.f(0.5))?, step_y, base_y)?;
             cg.fold_range(cg.c(0), grid_w, cg.c(1), state, |cg, ix, state| {
-                let step = cg.fdiv(bin_w, gw_f)?;
-                let xv = cg.fma(cg.fadd(cg.itof(ix)?, cg.f(0.5))?, step, base_x)?;
+                let xv = cg.fma(cg.fadd(cg.itof(ix)?, cg.f(0.5))?, step_x, base_x)?;
                 let outside = {
                     let lo = cg.f(-1.0);
                     let y_out = cg.b.build_or(

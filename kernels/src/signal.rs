@@ -261,11 +261,9 @@ fn stft<'ctx>(cg: &mut Cg<'ctx>, req: &Request) -> Gen<()> {
             "STFT frame_step {step} and frame_length {frame}"
         )));
     }
-    let (input, window_param) = (
-        req.input_param(0),
-        window.as_ref().map(|_| req.input_param(2)),
-    );
-    let window_dtype = window.as_ref().map(|w| w.dtype);
+    let input = req.input_param(0);
+    // The window's buffer and element type.
+    let window = window.map(|w| (req.input_param(2), w.dtype));
     let twiddles = Twiddles::new(cg, frame, -1.0)?;
     each_bin(cg, req, |cg, oc| {
         // Output [batch, frame, bin]: sample t of frame f is signal[start + t].
@@ -281,7 +279,7 @@ fn stft<'ctx>(cg: &mut Cg<'ctx>, req: &Request) -> Gen<()> {
             } else {
                 cg.f(0.0)
             };
-            if let (Some(param), Some(dtype)) = (window_param, window_dtype) {
+            if let Some((param, dtype)) = window {
                 let w = cg.load(dtype, cg.buffer(param), t)?.float(cg)?;
                 re = cg.fmul(re, w)?;
                 im = cg.fmul(im, w)?;

@@ -1,8 +1,9 @@
 //! Removal of ops that do nothing at inference: `Identity`, inference-mode `Dropout`, a `Cast`
 //! to the type a value already has, a `Reshape` or `Transpose` that keeps the shape and order, a
-//! `Sum`, `Mean`, `Max` or `Min` of one input; and a `Sum` of two written as the `Add` it is.
+//! `Sum`, `Mean`, `Max` or `Min` of one input; a `Sum` of two written as the `Add` it is; and a
+//! `Transpose` that only moves axes of size 1 written as the `Reshape` it is.
 
-use crate::edit::{fresh_name, has_output, readers, replace_uses, set_input};
+use crate::edit::{fresh_name, has_output, is_identity, readers, replace_uses, set_input};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::op::{Binary, Unary, Variadic};
 use sparkc_ir::{Graph, Known, NodeId, Op, Tensor, ValueRef, ValueType};
@@ -43,7 +44,7 @@ fn passthrough(graph: &Graph, id: NodeId) -> Option<ValueRef> {
                 && matches!(&node.outputs[0].ty, ValueType::Tensor(t)
                     if t.shape.as_ref().is_some_and(|d| d.iter().all(|d| d.as_const().is_some())))
         }
-        Op::Transpose { perm } => perm.iter().enumerate().all(|(i, &p)| p == i as i64) && same_type,
+        Op::Transpose { perm } => is_identity(perm) && same_type,
         Op::Variadic(_) => inputs.len() == 1,
         _ => false,
     };

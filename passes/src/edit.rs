@@ -122,6 +122,11 @@ pub fn fresh_name(graph: &Graph, base: &str) -> String {
     name
 }
 
+/// True for the permutation that leaves every axis where it is.
+pub fn is_identity(perm: &[i64]) -> bool {
+    perm.iter().enumerate().all(|(i, &p)| p == i as i64)
+}
+
 /// Makes `new` take `old`'s place: its readers, its place among the graph outputs, its name and
 /// its type. `old`'s node is left for the caller to remove.
 pub fn take_place(graph: &mut Graph, old: ValueRef, new: ValueRef) {
@@ -155,18 +160,38 @@ pub struct Builder<'g> {
 impl Builder<'_> {
     /// Adds `op` on `inputs`, with one output of the builder's element type.
     pub fn add(&mut self, op: Op, suffix: &str, inputs: &[Option<ValueRef>]) -> ValueRef {
+        self.add_outputs(op, suffix, inputs, 1)[0]
+    }
+
+    /// Adds `op` on `inputs`, with `count` outputs of the builder's element type.
+    pub fn add_outputs(
+        &mut self,
+        op: Op,
+        suffix: &str,
+        inputs: &[Option<ValueRef>],
+        count: usize,
+    ) -> Vec<ValueRef> {
         let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));
-        let out = Value {
-            name: name.clone(),
-            ty: ValueType::Tensor(TensorType {
-                dtype: self.dtype,
-                shape: None,
-            }),
-            known: None,
+        let names: Vec<String> = match count {
+            1 => vec![name.clone()],
+            _ => (0..count)
+                .map(|k| fresh_name(self.graph, &format!("{name}_{k}")))
+                .collect(),
         };
-        let node = self.graph.add_node(name, op, inputs, vec![out]);
+        let outputs = names
+            .into_iter()
+            .map(|name| Value {
+                name,
+                ty: ValueType::Tensor(TensorType {
+                    dtype: self.dtype,
+                    shape: None,
+                }),
+                known: None,
+            })
+            .collect();
+        let node = self.graph.add_node(name, op, inputs, outputs);
         self.graph.dag[node].rules = vec![self.rule.to_string()];
-        ValueRef { node, output: 0 }
+        (0..count).map(|output| ValueRef { node, output }).collect()
     }
 
     /// Adds `op` on `inputs`, with one output of element type `dtype`.
@@ -195,6 +220,12 @@ impl Builder<'_> {
         let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));
         let tensor = Tensor::from_i64s(Vec::new(), &[value])?;
         Ok(self.graph.add_const(&name, tensor))
+    }
+
+    /// `Unsqueeze(x, axes)`.
+    pub fn unsqueeze(&mut self, x: ValueRef, axes: &[i64]) -> Result<ValueRef, PassError> {
+        let axes = self.ints(axes, "axes")?;
+        Ok(self.add(Op::Unsqueeze, "unsqueeze", &[Some(x), Some(axes)]))
     }
 
     /// A scalar constant of the builder's element type.

@@ -7,7 +7,7 @@
 //! reads a diagonal (a label repeated in one operand), whose operand shapes are unknown, or
 //! whose summed axes disagree in size stays as it is.
 
-use crate::edit::{take_place, Builder};
+use crate::edit::{is_identity, take_place, Builder};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::einsum::Equation;
 use sparkc_ir::op::{Binary, Reduction, Unary};
@@ -219,7 +219,7 @@ impl Builder<'_> {
             .filter_map(|&l| x.labels.iter().position(|&m| m == l))
             .map(|i| i as i64)
             .collect();
-        if perm.iter().enumerate().any(|(i, &p)| p != i as i64) {
+        if !is_identity(&perm) {
             value = self.add(Op::Transpose { perm }, "transpose", &[Some(value)]);
         }
         let units: Vec<i64> = (0..order.len())
@@ -227,8 +227,7 @@ impl Builder<'_> {
             .map(|i| i as i64)
             .collect();
         if !units.is_empty() {
-            let axes = self.ints(&units, "axes")?;
-            value = self.add(Op::Unsqueeze, "unsqueeze", &[Some(value), Some(axes)]);
+            value = self.unsqueeze(value, &units)?;
         }
         Ok((value, order.len()))
     }
@@ -423,12 +422,8 @@ fn lower(
             .iter()
             .enumerate()
             .filter(|&(j, _)| j != k)
-            .map(|(_, y)| y.clone());
-        let keep: BTreeSet<char> = output
-            .iter()
-            .copied()
-            .chain(others.flat_map(|y| y.labels))
-            .collect();
+            .flat_map(|(_, y)| y.labels.iter().copied());
+        let keep: BTreeSet<char> = output.iter().copied().chain(others).collect();
         summed_first.push(builder.sum_alone(x.clone(), &keep)?);
     }
     let mut left = summed_first[0].clone();
@@ -441,7 +436,7 @@ fn lower(
         .filter_map(|&l| left.labels.iter().position(|&m| m == l))
         .map(|i| i as i64)
         .collect();
-    let last = if perm.iter().enumerate().any(|(i, &p)| p != i as i64) {
+    let last = if !is_identity(&perm) {
         builder.add(Op::Transpose { perm }, "transpose", &[Some(left.value)])
     } else if operands.iter().any(|x| x.value == left.value) {
         builder.add(Op::Unary(Unary::Identity), "identity", &[Some(left.value)])

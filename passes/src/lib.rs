@@ -1,11 +1,11 @@
 //! sparkc's optimizer: graph passes and the e-graph rewrites, run by a [`PassManager`].
 //!
 //! The standard pipeline ([`standard`]) cleans the imported graph up (`Einsum` lowered to
-//! products, no-op removal, constant folding, batch-norm folding, CSE, DCE), saturates it with
-//! the rule files of `passes/rules/` in stages (algebra, fusion, layout) and extracts the
-//! cheapest equivalent under the GB10 cost model, then groups what is left into fused nodes
-//! with expression bodies, and folds quantize/dequantize nodes into the products that read
-//! them.
+//! products, recurrent layers unrolled, no-op removal, constant folding, batch-norm folding,
+//! CSE, DCE), saturates it with the rule files of `passes/rules/` in stages (algebra, fusion,
+//! layout) and extracts the cheapest equivalent under the GB10 cost model, then groups what is
+//! left into fused nodes with expression bodies, and folds quantize/dequantize nodes into the
+//! products that read them.
 
 pub mod batchnorm;
 pub mod cleanup;
@@ -46,7 +46,8 @@ pub fn standard_with(options: Options) -> Result<PassManager, PassError> {
 }
 
 /// The cleanup half of the pipeline: `Einsum` lowering, recurrent layers unrolled, no-op
-/// removal, folding, batch-norm folding, CSE, DCE. Quantization ([`quantize::quantize`]) runs on the graph it leaves.
+/// removal, folding, batch-norm folding, CSE, DCE. Quantization ([`quantize::quantize`]) runs
+/// on the graph it leaves.
 pub fn prepare() -> PassManager {
     PassManager::new()
         .then(einsum::LowerEinsum)

@@ -12,7 +12,7 @@
 use crate::edit::{readers, take_place, Builder};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::op::{Binary, RnnAttrs, Unary};
-use sparkc_ir::{DType, Graph, NodeId, Op, TensorType, Value, ValueRef, ValueType};
+use sparkc_ir::{DType, Graph, NodeId, Op, ValueRef};
 
 /// The most time steps (times directions) a layer is unrolled over.
 pub const MAX_STEPS: usize = 256;
@@ -241,12 +241,6 @@ impl Builder<'_> {
         Ok(self.add(Op::Unary(op.clone()), &suffix, &[Some(x)]))
     }
 
-    /// `Unsqueeze(x, axes)`.
-    fn unsqueeze(&mut self, x: ValueRef, axes: &[i64]) -> Result<ValueRef, PassError> {
-        let axes = self.ints(axes, "axes")?;
-        Ok(self.add(Op::Unsqueeze, "unsqueeze", &[Some(x), Some(axes)]))
-    }
-
     /// `Concat(parts, axis)`, or the one part.
     fn concat(&mut self, parts: &[ValueRef], axis: i64) -> ValueRef {
         match parts {
@@ -331,28 +325,11 @@ impl Builder<'_> {
         let parts: Vec<ValueRef> = if steps == 1 {
             vec![x]
         } else {
-            let name = crate::edit::fresh_name(self.graph, &format!("{}_steps", self.base));
-            let names: Vec<String> = (0..steps)
-                .map(|t| crate::edit::fresh_name(self.graph, &format!("{name}_{t}")))
-                .collect();
-            let outputs = names
-                .into_iter()
-                .map(|name| Value {
-                    name,
-                    ty: ValueType::Tensor(TensorType {
-                        dtype: DType::F32,
-                        shape: None,
-                    }),
-                    known: None,
-                })
-                .collect();
             let op = Op::Split {
                 axis: 0,
                 num_outputs: steps as i64,
             };
-            let node = self.graph.add_node(name, op, &[Some(x)], outputs);
-            self.graph.dag[node].rules = vec![self.rule.to_string()];
-            (0..steps).map(|output| ValueRef { node, output }).collect()
+            self.add_outputs(op, "steps", &[Some(x)], steps)
         };
         let mut out = Vec::with_capacity(steps);
         for part in parts {
@@ -380,6 +357,24 @@ impl Builder<'_> {
         })
     }
 
+    /// `pre + p ⊙ c` with peephole `k` of `gates` when the layer has peepholes and a cell
+    /// state `c`, else `pre`.
+    fn peephole(
+        &mut self,
+        gates: &Gates,
+        k: usize,
+        pre: ValueRef,
+        c: Option<ValueRef>,
+    ) -> ValueRef {
+        match gates.peepholes.get(k).copied().zip(c) {
+            Some((p, c)) => {
+                let pc = self.binary(Binary::Mul, p, c);
+                self.binary(Binary::Add, pre, pc)
+            }
+            None => pre,
+        }
+    }
+
     /// One LSTM step (gates i, o, f, c; peepholes i, o, f): the new `(h, c)`.
     fn lstm_step(
         &mut self,
@@ -391,22 +386,15 @@ impl Builder<'_> {
     ) -> Result<(ValueRef, ValueRef), PassError> {
         let clip = layer.attrs.clip;
         let (f, g, hh) = (&acts[0], &acts[1], &acts[2]);
-        let peep = |k: usize, state: Option<ValueRef>| gates.peepholes.get(k).copied().zip(state);
-        let mut pre_i = self.pre(gates, 0, t, h)?;
-        if let Some((p, c)) = peep(0, c) {
-            let pc = self.binary(Binary::Mul, p, c);
-            pre_i = self.binary(Binary::Add, pre_i, pc);
-        }
+        let pre_i = self.pre(gates, 0, t, h)?;
+        let pre_i = self.peephole(gates, 0, pre_i, c);
         let i = self.activate(f, pre_i, clip)?;
         let forget = if layer.attrs.input_forget {
             let one = self.scalar(1.0, "one")?;
             self.binary(Binary::Sub, one, i)
         } else {
-            let mut pre_f = self.pre(gates, 2, t, h)?;
-            if let Some((p, c)) = peep(2, c) {
-                let pc = self.binary(Binary::Mul, p, c);
-                pre_f = self.binary(Binary::Add, pre_f, pc);
-            }
+            let pre_f = self.pre(gates, 2, t, h)?;
+            let pre_f = self.peephole(gates, 2, pre_f, c);
             self.activate(f, pre_f, clip)?
         };
         let pre_c = self.pre(gates, 3, t, h)?;
@@ -414,11 +402,8 @@ impl Builder<'_> {
         let fresh = self.binary(Binary::Mul, i, candidate);
         let kept = c.map(|c| self.binary(Binary::Mul, forget, c));
         let c_new = self.plus(fresh, kept);
-        let mut pre_o = self.pre(gates, 1, t, h)?;
-        if let Some((p, c)) = peep(1, Some(c_new)) {
-            let pc = self.binary(Binary::Mul, p, c);
-            pre_o = self.binary(Binary::Add, pre_o, pc);
-        }
+        let pre_o = self.pre(gates, 1, t, h)?;
+        let pre_o = self.peephole(gates, 1, pre_o, Some(c_new));
         let o = self.activate(f, pre_o, clip)?;
         let out = self.activate(hh, c_new, 0.0)?;
         Ok((self.binary(Binary::Mul, o, out), c_new))
@@ -508,11 +493,11 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
         };
         b.add(op, "reversed", &[Some(x), Some(lens)])
     };
-    let zero = b.scalar(0.0, "zero")?;
-    // Which sequences are still running at each step: `[B, 1]` per step, from one comparison
-    // of the step numbers with the lengths.
-    let running = match lens {
+    // With lengths: the zero ended sequences write, and which sequences are still running at
+    // each step (`[B, 1]` per step, from one comparison of the step numbers with the lengths).
+    let held = match lens {
         Some(lens) => {
+            let zero = b.scalar(0.0, "zero")?;
             let steps: Vec<i64> = (0..layer.steps as i64).collect();
             let steps = b.ints(&steps, "times")?;
             let one = b.ints(&[1], "axes")?;
@@ -532,9 +517,9 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
             for mask in b.split_steps(all, layer.steps)? {
                 masks.push(b.unsqueeze(mask, &[1])?);
             }
-            masks
+            Some((zero, masks))
         }
-        None => Vec::new(),
+        None => None,
     };
     let (mut ys, mut last_h, mut last_c) = (Vec::new(), Vec::new(), Vec::new());
     for d in 0..layer.directions {
@@ -570,10 +555,10 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
                     (b.activate(&acts[0], pre, layer.attrs.clip)?, None)
                 }
             };
-            match lens {
+            match &held {
                 // Sequences that have ended keep their state and write zeros.
-                Some(_) => {
-                    let running = running[t];
+                Some((zero, running)) => {
+                    let (zero, running) = (*zero, running[t]);
                     let hold = |b: &mut Builder, new: ValueRef, old: Option<ValueRef>| {
                         let inputs = [Some(running), Some(new), Some(old.unwrap_or(zero))];
                         b.add(Op::Where, "hold", &inputs)
@@ -650,6 +635,7 @@ fn unroll(graph: &mut Graph, id: NodeId, layer: &Layer) -> Result<(), PassError>
 mod tests {
     use super::*;
     use crate::testing::{ops, run_checked, tensor_type};
+    use sparkc_ir::{TensorType, Value, ValueType};
 
     fn attrs(direction: &str, hidden: i64) -> RnnAttrs {
         RnnAttrs {

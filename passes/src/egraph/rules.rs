@@ -159,7 +159,7 @@ fn check(egraph: &mut EGraph<Spark, Types>, condition: &Condition, subst: &mut S
         Condition::IdentityPerm(p) => data(egraph, p)
             .leaf
             .and_then(lang::parse_perm)
-            .is_some_and(|perm| perm.iter().enumerate().all(|(i, &q)| q == i as i64)),
+            .is_some_and(|perm| crate::edit::is_identity(&perm)),
         Condition::Compose(p, q, r) => {
             let (Some(p1), Some(q1)) = (
                 data(egraph, p).leaf.and_then(lang::parse_perm),

@@ -8,7 +8,7 @@ use crate::dim::Dim;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::op::Op;
-use crate::types::{Shape, TensorType, ValueType};
+use crate::types::{format_shape, Shape, TensorType, ValueType};
 
 fn dynamic(rank: usize) -> Shape {
     Some(vec![Dim::Dynamic; rank])
@@ -170,17 +170,9 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                     });
                 if !fits {
                     return Err(ctx.err(format!(
-                        "update [{}] does not fit cache [{}] outside axis {a}",
-                        update
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        cache
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(",")
+                        "update {} does not fit cache {} outside axis {a}",
+                        format_shape(&Some(update.clone())),
+                        format_shape(&Some(cache.clone()))
                     )));
                 }
             }

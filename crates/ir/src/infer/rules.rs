@@ -7,7 +7,7 @@ use crate::dtype::DType;
 use crate::einsum::{is_ellipsis_label, Equation};
 use crate::error::Result;
 use crate::op::{channels_first, channels_last, AutoPad, Binary, ConvAttrs, Op, PoolAttrs, Unary};
-use crate::types::{Known, Shape, TensorType, ValueType};
+use crate::types::{format_shape, Known, Shape, TensorType, ValueType};
 
 /// Values at or above this are "to the end" in `Slice` (exporters write `INT64_MAX` or `INT32_MAX`).
 const SLICE_TO_END: i64 = i32::MAX as i64;
@@ -1302,25 +1302,23 @@ pub(super) fn recurrent(
         .and_then(|x| x.get(if attrs.layout == 0 { 1 } else { 0 }))
         .and_then(Dim::as_const);
     let rows = gates * attrs.hidden_size;
+    let known = |d: Option<i64>| d.map_or(Dim::Dynamic, Dim::known);
+    let (d, h) = (Some(directions), Some(attrs.hidden_size));
     let state = if attrs.layout == 0 {
-        [Some(directions), batch, Some(attrs.hidden_size)]
+        [d, batch, h]
     } else {
-        [batch, Some(directions), Some(attrs.hidden_size)]
+        [batch, d, h]
     };
     let expected: [(usize, &str, Vec<Option<i64>>); 6] = [
-        (1, "W", vec![Some(directions), Some(rows), input_size]),
-        (
-            2,
-            "R",
-            vec![Some(directions), Some(rows), Some(attrs.hidden_size)],
-        ),
-        (3, "B", vec![Some(directions), Some(2 * rows)]),
+        (1, "W", vec![d, Some(rows), input_size]),
+        (2, "R", vec![d, Some(rows), h]),
+        (3, "B", vec![d, Some(2 * rows)]),
         (5, "initial_h", state.to_vec()),
         (6, "initial_c", state.to_vec()),
-        (7, "P", vec![Some(directions), Some(3 * attrs.hidden_size)]),
+        (7, "P", vec![d, Some(3 * attrs.hidden_size)]),
     ];
     for (slot, name, want) in expected {
-        if slot >= ctx.inputs.len() || ctx.opt(slot).is_none() {
+        if ctx.opt(slot).is_none() {
             continue;
         }
         let Some(got) = ctx.dims(slot, 0)? else {
@@ -1332,18 +1330,12 @@ pub(super) fn recurrent(
                 _ => true,
             });
         if !fits {
-            let show = |v: &[Option<i64>]| {
-                v.iter()
-                    .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let got: Vec<Option<i64>> = got.iter().map(Dim::as_const).collect();
+            let want: Vec<Dim> = want.into_iter().map(known).collect();
             return Err(ctx.err(format!(
-                "{name} is [{}] but hidden_size {}, {directions} direction(s) and the input need [{}]",
-                show(&got),
+                "{name} is {} but hidden_size {}, {directions} direction(s) and the input need {}",
+                format_shape(&Some(got.to_vec())),
                 attrs.hidden_size,
-                show(&want)
+                format_shape(&Some(want))
             )));
         }
     }
