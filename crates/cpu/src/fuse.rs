@@ -191,26 +191,14 @@ enum Src<'a> {
     Splat(f32),
 }
 
-impl Src<'_> {
-    fn at(&self, j: usize) -> f32 {
-        match self {
-            Src::Slice(s) => s[j],
-            Src::Splat(v) => *v,
-        }
-    }
-}
-
 fn eval(op: &ElemOp, a: Src, b: Option<Src>, out: &mut [f32]) -> R<()> {
     match (op, b) {
         (ElemOp::Unary(u), _) => {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = a.at(j);
+            match a {
+                Src::Slice(values) => out.copy_from_slice(&values[..out.len()]),
+                Src::Splat(v) => out.fill(v),
             }
-            if let Some(f) = elementwise::vector_unary(u) {
-                f(out);
-                return Ok(());
-            }
-            elementwise::unary_f32(u, out)
+            unary_in_place(u, out)
         }
         (ElemOp::Binary(bin), Some(b)) => {
             macro_rules! zip {
@@ -252,13 +240,171 @@ fn eval(op: &ElemOp, a: Src, b: Option<Src>, out: &mut [f32]) -> R<()> {
     }
 }
 
+/// Applies a unary op to `values` in place.
+fn unary_in_place(op: &Unary, values: &mut [f32]) -> R<()> {
+    match elementwise::vector_unary(op) {
+        Some(f) => {
+            f(values);
+            Ok(())
+        }
+        None => elementwise::unary_f32(op, values),
+    }
+}
+
 /// How an external input is read along the output's rows.
 struct Access<'a> {
     data: &'a [f32],
-    /// Offset of each output row's first element, from the row index.
+    /// Offset of each output row's first element, per outer axis of the (coalesced) shape.
     strides: Vec<usize>,
     /// 1 when the input varies along the row, 0 when it is constant along it.
     inner: usize,
+}
+
+/// A region bound to its inputs and its output's shape, evaluated over any flat range of the
+/// output; an input may be the output buffer itself, read in place.
+pub(crate) struct Bound<'a> {
+    program: &'a [Instr],
+    /// Outer axes of the coalesced output shape.
+    outer: Vec<usize>,
+    /// Length of a row (the coalesced innermost axis).
+    inner: usize,
+    access: Vec<Access<'a>>,
+    in_place: Option<usize>,
+}
+
+impl<'a> Bound<'a> {
+    /// Binds `region` to `inputs` for an output of `shape`; `in_place` names the input whose
+    /// values the output buffer holds when evaluation starts. `None` when an input is not f32
+    /// or does not broadcast to `shape`.
+    pub(crate) fn new(
+        region: &'a Region,
+        inputs: &[&'a Array],
+        shape: &[usize],
+        in_place: Option<usize>,
+    ) -> Option<Bound<'a>> {
+        let mut strides = Vec::with_capacity(inputs.len());
+        for a in inputs {
+            if a.dtype() != DType::F32 || !broadcasts_to(&a.shape, shape) {
+                return None;
+            }
+            strides.push(elementwise::broadcast_strides(&a.shape, shape));
+        }
+        let merged = elementwise::coalesce(shape, &mut strides);
+        let rank = merged.len();
+        let access = inputs
+            .iter()
+            .zip(strides)
+            .enumerate()
+            .map(|(i, (a, st))| Access {
+                data: match &a.data {
+                    Data::F32(v) if Some(i) != in_place => v,
+                    _ => &[],
+                },
+                inner: st[rank - 1],
+                strides: st[..rank - 1].to_vec(),
+            })
+            .collect();
+        Some(Bound {
+            program: &region.program,
+            outer: merged[..rank - 1].to_vec(),
+            inner: merged[rank - 1].max(1),
+            access,
+            in_place,
+        })
+    }
+
+    /// The ops, when the program is a chain of unary ops starting from the in-place input.
+    fn unary_chain(&self) -> Option<Vec<&Unary>> {
+        let own = self.in_place?;
+        self.program
+            .iter()
+            .enumerate()
+            .map(|(k, instr)| match (&instr.op, &instr.args[..]) {
+                (ElemOp::Unary(u), [Operand::Input(i)]) if k == 0 && *i == own => Some(u),
+                (ElemOp::Unary(u), [Operand::Local(j)]) if *j + 1 == k => Some(u),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Evaluates the output elements `start..start + out.len()` into `out`.
+    pub(crate) fn eval(&self, start: usize, out: &mut [f32]) -> R<()> {
+        self.eval_pieces(&mut [(start, out)])
+    }
+
+    /// Evaluates each piece `(start, out)`: the output elements `start..start + out.len()`.
+    pub(crate) fn eval_pieces(&self, pieces: &mut [(usize, &mut [f32])]) -> R<()> {
+        let steps = self.program.len();
+        let longest = pieces.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
+        let width = self.inner.min(longest);
+        let mut scratch = vec![vec![0f32; width]; steps];
+        let mut own = vec![0f32; if self.in_place.is_some() { width } else { 0 }];
+        if let Some(chain) = self.unary_chain() {
+            // Unary ops on the buffer's own values run in place, with no copies.
+            for (_, out) in pieces.iter_mut() {
+                for op in &chain {
+                    unary_in_place(op, out)?;
+                }
+            }
+            return Ok(());
+        }
+        for (start, out) in pieces.iter_mut() {
+            let start = *start;
+            let mut done = 0;
+            while done < out.len() {
+                let position = start + done;
+                let (row_index, column) = (position / self.inner, position % self.inner);
+                let len = (self.inner - column).min(out.len() - done).min(width);
+                let piece = &mut out[done..done + len];
+                if self.in_place.is_some() {
+                    own[..len].copy_from_slice(piece);
+                }
+                for k in 0..steps {
+                    let instr = &self.program[k];
+                    let (before, rest) = scratch.split_at_mut(k);
+                    let target = &mut rest[0][..len];
+                    let src = |operand: Operand| -> Src {
+                        match operand {
+                            Operand::Local(j) => Src::Slice(&before[j][..len]),
+                            Operand::Input(i) if Some(i) == self.in_place => {
+                                Src::Slice(&own[..len])
+                            }
+                            Operand::Input(i) => {
+                                let a = &self.access[i];
+                                let (mut offset, mut rest_index) = (0, row_index);
+                                for axis in (0..self.outer.len()).rev() {
+                                    offset += (rest_index % self.outer[axis]) * a.strides[axis];
+                                    rest_index /= self.outer[axis];
+                                }
+                                if a.inner == 0 {
+                                    Src::Splat(a.data[offset])
+                                } else {
+                                    offset += column;
+                                    Src::Slice(&a.data[offset..offset + len])
+                                }
+                            }
+                        }
+                    };
+                    let a = src(instr.args[0]);
+                    let b = instr.args.get(1).map(|&o| src(o));
+                    eval(&instr.op, a, b, target)?;
+                }
+                piece.copy_from_slice(&scratch[steps - 1][..len]);
+                done += len;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether numpy broadcasting takes `from` to exactly `to`.
+fn broadcasts_to(from: &[usize], to: &[usize]) -> bool {
+    from.len() <= to.len()
+        && from
+            .iter()
+            .rev()
+            .zip(to.iter().rev())
+            .all(|(&f, &t)| f == t || f == 1)
 }
 
 /// Runs a region on its external inputs, falling back to node-by-node execution when they are
@@ -274,8 +420,6 @@ pub(crate) fn run(region: &Region, mut inputs: Vec<Arg>) -> R<Value> {
         return fallback(region, &arrays);
     }
     let len: usize = shape.iter().product();
-    let rank = shape.len();
-    let inner = shape[rank - 1].max(1);
     // Reuse the buffer of an input that dies here and has the full shape.
     let reuse = inputs
         .iter()
@@ -283,7 +427,7 @@ pub(crate) fn run(region: &Region, mut inputs: Vec<Arg>) -> R<Value> {
     let mut out = match reuse {
         Some(i) => match std::mem::replace(
             &mut inputs[i],
-            Arg::Owned(Value::Tensor(Array::f32(vec![0], vec![]))),
+            Arg::Owned(Value::Tensor(Array::f32(shape.clone(), vec![]))),
         ) {
             Arg::Owned(Value::Tensor(Array {
                 data: Data::F32(v), ..
@@ -296,70 +440,15 @@ pub(crate) fn run(region: &Region, mut inputs: Vec<Arg>) -> R<Value> {
         .iter()
         .map(|a| a.value().as_tensor())
         .collect::<R<_>>()?;
-    let access: Vec<Access> = arrays
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let st = elementwise::broadcast_strides(&a.shape, &shape);
-            let data: &[f32] = match (&a.data, Some(i) == reuse) {
-                (_, true) => &[],
-                (Data::F32(v), false) => v,
-                _ => &[],
-            };
-            Access {
-                data,
-                strides: st[..rank - 1].to_vec(),
-                inner: st[rank - 1],
-            }
-        })
-        .collect();
-    let steps = region.program.len();
-    let rows_per_task = (8192 / inner).max(1);
-    let run_rows = |first_row: usize, chunk: &mut [f32]| -> R<()> {
-        let mut scratch = vec![vec![0f32; inner]; steps];
-        let mut own = vec![0f32; inner];
-        for (r, row) in chunk.chunks_mut(inner).enumerate() {
-            let row_index = first_row + r;
-            if reuse.is_some() {
-                own[..row.len()].copy_from_slice(row);
-            }
-            for k in 0..steps {
-                let instr = &region.program[k];
-                let (done, rest) = scratch.split_at_mut(k);
-                let target = &mut rest[0][..row.len()];
-                let src = |operand: Operand| -> Src {
-                    match operand {
-                        Operand::Local(j) => Src::Slice(&done[j][..row.len()]),
-                        Operand::Input(i) if Some(i) == reuse => Src::Slice(&own[..row.len()]),
-                        Operand::Input(i) => {
-                            let a = &access[i];
-                            let (mut offset, mut rest_index) = (0, row_index);
-                            for axis in (0..rank - 1).rev() {
-                                offset += (rest_index % shape[axis]) * a.strides[axis];
-                                rest_index /= shape[axis];
-                            }
-                            if a.inner == 0 {
-                                Src::Splat(a.data[offset])
-                            } else {
-                                Src::Slice(&a.data[offset..offset + row.len()])
-                            }
-                        }
-                    }
-                };
-                let a = src(instr.args[0]);
-                let b = instr.args.get(1).map(|&o| src(o));
-                eval(&instr.op, a, b, target)?;
-            }
-            row.copy_from_slice(&scratch[steps - 1][..row.len()]);
-        }
-        Ok(())
-    };
+    let bound = Bound::new(region, &arrays, &shape, reuse)
+        .ok_or_else(|| format!("the inputs do not broadcast to {shape:?}"))?;
+    let chunk = bound.inner * (8192 / bound.inner).max(1);
     if len >= elementwise::PARALLEL_MIN {
-        out.par_chunks_mut(inner * rows_per_task)
+        out.par_chunks_mut(chunk)
             .enumerate()
-            .try_for_each(|(t, chunk)| run_rows(t * rows_per_task, chunk))?;
+            .try_for_each(|(t, piece)| bound.eval(t * chunk, piece))?;
     } else {
-        run_rows(0, &mut out)?;
+        bound.eval(0, &mut out)?;
     }
     Ok(Value::Tensor(Array::f32(shape, out)))
 }

@@ -1,7 +1,7 @@
 //! Convolutions: N-d `Conv` as im2col + GEMM (depthwise direct), `ConvTranspose` as GEMM + col2im.
 
 use super::elementwise::min_tasks;
-use super::linalg::{matmul_into, Mat};
+use super::linalg::{gemm_block, matmul_into, Mat, SendPtr};
 use super::shape::transpose;
 use super::R;
 use crate::array::{strides, Array, Data};
@@ -132,7 +132,7 @@ impl Geometry {
 }
 
 /// The range of output positions whose tap `k` lands inside the input, per axis.
-fn valid_range(taps: &[Option<usize>]) -> (usize, usize) {
+pub(crate) fn valid_range(taps: &[Option<usize>]) -> (usize, usize) {
     let start = taps.iter().position(Option::is_some).unwrap_or(taps.len());
     let end = taps
         .iter()
@@ -141,86 +141,106 @@ fn valid_range(taps: &[Option<usize>]) -> (usize, usize) {
     (start, end)
 }
 
-/// `im2col` of a 2-D image: each row (channel, ky, kx) is copied output row by output row.
-fn im2col_2d(
+/// `im2col` of output positions `c0..c0 + width` of one image `[channels, in...]`: row
+/// `(channel, tap)` of `dst` (`channels·k × width`) holds the input each position reads at that
+/// tap, or zero in the padding.
+fn im2col_tile(
     image: &[f32],
-    channels: usize,
     g: &Geometry,
     taps: &[Vec<Vec<Option<usize>>>],
-) -> Vec<f32> {
-    let (ih, iw) = (g.input[0], g.input[1]);
-    let (oh, ow) = (g.output[0], g.output[1]);
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let mut col = vec![0f32; channels * kh * kw * oh * ow];
-    col.par_chunks_mut((oh * ow).max(1))
-        .with_min_len(min_tasks(oh * ow))
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (c, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw);
-            let src = &image[c * ih * iw..(c + 1) * ih * iw];
-            let (x0, x1) = valid_range(&taps[1][kx]);
-            let stride = g.strides[1];
-            for oy in 0..oh {
-                let Some(iy) = taps[0][ky][oy] else { continue };
-                let out_row = &mut dst[oy * ow..(oy + 1) * ow];
-                let Some(ix0) = taps[1][kx].get(x0).copied().flatten() else {
-                    continue;
-                };
+    c0: usize,
+    width: usize,
+    dst: &mut [f32],
+) {
+    let kernel_len: usize = g.kernel.iter().product();
+    let in_len: usize = g.input.iter().product();
+    for (row, dst) in dst.chunks_mut(width).enumerate() {
+        let (c, tap) = (row / kernel_len, row % kernel_len);
+        let src = &image[c * in_len..(c + 1) * in_len];
+        if g.input.len() == 2 {
+            im2col_row_2d(src, g, taps, tap, c0, dst);
+        } else {
+            im2col_row(src, g, taps, tap, c0, dst);
+        }
+    }
+}
+
+/// One `im2col` row of a 2-D convolution, output row by output row.
+fn im2col_row_2d(
+    src: &[f32],
+    g: &Geometry,
+    taps: &[Vec<Vec<Option<usize>>>],
+    tap: usize,
+    c0: usize,
+    dst: &mut [f32],
+) {
+    let (iw, ow, kw) = (g.input[1], g.output[1], g.kernel[1]);
+    let (ky, kx) = (tap / kw, tap % kw);
+    let (x0, x1) = valid_range(&taps[1][kx]);
+    let ix0 = taps[1][kx].get(x0).copied().flatten();
+    let stride = g.strides[1];
+    let c1 = c0 + dst.len();
+    let mut p = c0;
+    while p < c1 {
+        let (oy, xa) = (p / ow, p % ow);
+        let xb = ow.min(xa + (c1 - p));
+        let out = &mut dst[p - c0..p - c0 + (xb - xa)];
+        let (lo, hi) = (x0.clamp(xa, xb), x1.clamp(xa, xb));
+        match (taps[0][ky][oy], ix0) {
+            (Some(iy), Some(ix0)) if lo < hi => {
+                out[..lo - xa].fill(0.0);
+                out[hi - xa..].fill(0.0);
                 let in_row = &src[iy * iw..(iy + 1) * iw];
+                let first = ix0 + (lo - x0) * stride;
+                let inside = &mut out[lo - xa..hi - xa];
                 if stride == 1 {
-                    out_row[x0..x1].copy_from_slice(&in_row[ix0..ix0 + (x1 - x0)]);
+                    inside.copy_from_slice(&in_row[first..first + (hi - lo)]);
                 } else {
-                    for (j, o) in out_row[x0..x1].iter_mut().enumerate() {
-                        *o = in_row[ix0 + j * stride];
+                    for (j, o) in inside.iter_mut().enumerate() {
+                        *o = in_row[first + j * stride];
                     }
                 }
             }
-        });
-    col
+            _ => out.fill(0.0),
+        }
+        p += xb - xa;
+    }
 }
 
-/// Unrolls one image's channels `[channels, in...]` into `[channels·k..., out...]`.
-fn im2col(
-    image: &[f32],
-    channels: usize,
+/// One `im2col` row of an N-d convolution, element by element.
+fn im2col_row(
+    src: &[f32],
     g: &Geometry,
     taps: &[Vec<Vec<Option<usize>>>],
-) -> Vec<f32> {
-    if g.input.len() == 2 {
-        return im2col_2d(image, channels, g, taps);
-    }
-    let kernel_len: usize = g.kernel.iter().product();
-    let out_len: usize = g.output.iter().product();
-    let in_len: usize = g.input.iter().product();
+    tap: usize,
+    c0: usize,
+    dst: &mut [f32],
+) {
     let in_strides = strides(&g.input);
     let out_strides = strides(&g.output);
     let kernel_strides = strides(&g.kernel);
-    let mut col = vec![0f32; channels * kernel_len * out_len];
-    col.par_chunks_mut(out_len.max(1))
-        .with_min_len(min_tasks(out_len))
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (c, kidx) = (row / kernel_len, row % kernel_len);
-            let src = &image[c * in_len..(c + 1) * in_len];
-            for (o, v) in dst.iter_mut().enumerate() {
-                let mut offset = 0;
-                let mut inside = true;
-                for d in 0..g.input.len() {
-                    let k = (kidx / kernel_strides[d]) % g.kernel[d];
-                    let p = (o / out_strides[d]) % g.output[d];
-                    match taps[d][k][p] {
-                        Some(i) => offset += i * in_strides[d],
-                        None => {
-                            inside = false;
-                            break;
-                        }
-                    }
+    for (j, v) in dst.iter_mut().enumerate() {
+        let o = c0 + j;
+        let mut offset = 0;
+        let mut inside = true;
+        for d in 0..g.input.len() {
+            let k = (tap / kernel_strides[d]) % g.kernel[d];
+            let p = (o / out_strides[d]) % g.output[d];
+            match taps[d][k][p] {
+                Some(i) => offset += i * in_strides[d],
+                None => {
+                    inside = false;
+                    break;
                 }
-                *v = if inside { src[offset] } else { 0.0 };
             }
-        });
-    col
+        }
+        *v = if inside { src[offset] } else { 0.0 };
+    }
 }
+
+/// Work applied to the finished pieces of a convolution's output while they are in cache: each
+/// piece comes with the flat index of its first element.
+pub(crate) type Epilogue<'a> = &'a (dyn Fn(&mut [(usize, &mut [f32])]) -> R<()> + Sync);
 
 /// N-d convolution of f32 data; `x` is `[n, c, in...]`, `w` is `[m, c/group, k...]`.
 pub(crate) fn conv_f32(
@@ -230,6 +250,7 @@ pub(crate) fn conv_f32(
     w_shape: &[usize],
     bias: Option<&[f32]>,
     attrs: &ConvAttrs,
+    epilogue: Option<Epilogue>,
 ) -> R<(Vec<f32>, Vec<usize>)> {
     if x_shape.len() < 3 || w_shape.len() != x_shape.len() {
         return Err(format!(
@@ -259,45 +280,6 @@ pub(crate) fn conv_f32(
         false,
     )?;
     let (cg, mg) = (c / group, m / group);
-    let kernel_len: usize = kernel.iter().product();
-    let in_len: usize = g.input.iter().product();
-    let out_len: usize = g.output.iter().product();
-    let mut shape = vec![n, m];
-    shape.extend(&g.output);
-    let mut out = vec![0f32; n * m * out_len];
-    let taps = g.taps();
-    if group == c && mg == 1 && g.input.len() == 2 {
-        depthwise(x, w, &g, &taps, n, c, &mut out);
-    } else {
-        let pointwise = kernel_len == 1
-            && g.strides.iter().all(|&s| s == 1)
-            && g.pad_begin.iter().all(|&p| p == 0)
-            && g.output == g.input;
-        for b in 0..n {
-            for gi in 0..group {
-                let image = &x[(b * c + gi * cg) * in_len..(b * c + (gi + 1) * cg) * in_len];
-                let col_owned;
-                let col: &[f32] = if pointwise {
-                    image
-                } else {
-                    col_owned = im2col(image, cg, &g, &taps);
-                    &col_owned
-                };
-                let weights = &w[gi * mg * cg * kernel_len..(gi + 1) * mg * cg * kernel_len];
-                let dst = &mut out[(b * m + gi * mg) * out_len..(b * m + (gi + 1) * mg) * out_len];
-                matmul_into(
-                    mg,
-                    out_len,
-                    cg * kernel_len,
-                    Mat::rows(weights, cg * kernel_len),
-                    Mat::rows(col, out_len),
-                    dst,
-                    false,
-                    true,
-                );
-            }
-        }
-    }
     if let Some(bias) = bias {
         if bias.len() != m {
             return Err(format!(
@@ -305,62 +287,327 @@ pub(crate) fn conv_f32(
                 bias.len()
             ));
         }
-        out.par_chunks_mut(out_len.max(1))
-            .with_min_len(min_tasks(out_len))
-            .enumerate()
-            .for_each(|(row, chunk)| {
-                let b = bias[row % m];
-                chunk.iter_mut().for_each(|v| *v += b);
-            });
+    }
+    let out_len: usize = g.output.iter().product();
+    let mut shape = vec![n, m];
+    shape.extend(&g.output);
+    let mut out = vec![0f32; n * m * out_len];
+    let taps = g.taps();
+    if group == c && mg == 1 && g.input.len() == 2 {
+        depthwise(x, w, bias, &g, n, c, &mut out, epilogue)?;
+    } else {
+        let problem = Problem {
+            x,
+            w,
+            bias,
+            geometry: &g,
+            taps: &taps,
+            channels: cg,
+            maps: mg,
+            images: n * group,
+            group,
+        };
+        problem.run(&mut out, epilogue)?;
     }
     Ok((out, shape))
 }
 
+/// One grouped convolution as tiled GEMMs: `images` (batch × group) products of
+/// `maps × channels·k` weights by `channels·k × out` unrolled inputs.
+struct Problem<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    geometry: &'a Geometry,
+    taps: &'a [Vec<Vec<Option<usize>>>],
+    /// Input channels per group.
+    channels: usize,
+    /// Output channels per group.
+    maps: usize,
+    /// Batch × group.
+    images: usize,
+    group: usize,
+}
+
+/// Floats of unrolled input per tile: the tile stays in the core's L2 while its GEMM runs.
+const TILE_FLOATS: usize = 48 * 1024;
+
+impl Problem<'_> {
+    /// Fills `out` (`[images, maps, out...]`) tile by tile, each tile's unrolling, product, bias
+    /// and epilogue done by one task while the tile is in cache.
+    fn run(&self, out: &mut [f32], epilogue: Option<Epilogue>) -> R<()> {
+        let g = self.geometry;
+        let kernel_len: usize = g.kernel.iter().product();
+        let in_len: usize = g.input.iter().product();
+        let out_len: usize = g.output.iter().product();
+        let depth = self.channels * kernel_len;
+        if self.images == 0 || self.maps == 0 || out_len == 0 {
+            return Ok(());
+        }
+        let pointwise = kernel_len == 1
+            && g.strides.iter().all(|&s| s == 1)
+            && g.pad_begin.iter().all(|&p| p == 0)
+            && g.output == g.input;
+        let macs = self.images * self.maps * out_len * depth;
+        let wanted = if macs < super::linalg::PARALLEL_MACS {
+            1
+        } else {
+            4 * rayon::current_num_threads()
+        };
+        // Column tiles bounded by cache, then split further (columns, then rows) until there
+        // are enough tasks for the threads.
+        let mut col_tiles = out_len.div_ceil((TILE_FLOATS / depth.max(1)).max(64));
+        col_tiles = col_tiles.max(wanted.div_ceil(self.images).min(out_len.div_ceil(64)));
+        let width = out_len
+            .div_ceil(col_tiles)
+            .next_multiple_of(16)
+            .min(out_len);
+        let col_tiles = out_len.div_ceil(width);
+        let row_blocks = wanted
+            .div_ceil(self.images * col_tiles)
+            .clamp(1, self.maps.div_ceil(16));
+        let rows = self.maps.div_ceil(row_blocks);
+        let row_blocks = self.maps.div_ceil(rows);
+        let base = SendPtr(out.as_mut_ptr());
+        let task = |t: usize, col: &mut Vec<f32>| -> R<()> {
+            let (image, rest) = (t / (row_blocks * col_tiles), t % (row_blocks * col_tiles));
+            let (r0, c0) = ((rest / col_tiles) * rows, (rest % col_tiles) * width);
+            let (r1, c1) = ((r0 + rows).min(self.maps), (c0 + width).min(out_len));
+            let (b, gi) = (image / self.group, image % self.group);
+            let c = self.channels * self.group;
+            let first = (b * c + gi * self.channels) * in_len;
+            let source = &self.x[first..first + self.channels * in_len];
+            let b_mat = if pointwise {
+                Mat {
+                    data: &source[c0..],
+                    rs: in_len,
+                    cs: 1,
+                }
+            } else {
+                col.resize(depth * (c1 - c0), 0.0);
+                im2col_tile(source, g, self.taps, c0, c1 - c0, col);
+                Mat::rows(col, c1 - c0)
+            };
+            let weights = &self.w[(gi * self.maps + r0) * depth..(gi * self.maps + r1) * depth];
+            let tile = (image * self.maps + r0) * out_len + c0;
+            // SAFETY: tasks cover disjoint (rows, columns) tiles of `out`, and this tile's last
+            // element, `tile + (r1 - r0 - 1)·out_len + (c1 - c0)`, is inside it.
+            unsafe {
+                gemm_block(
+                    r1 - r0,
+                    c1 - c0,
+                    depth,
+                    Mat::rows(weights, depth),
+                    b_mat,
+                    base.at(tile),
+                    out_len,
+                    false,
+                )
+            };
+            let mut pieces = Vec::with_capacity(r1 - r0);
+            for r in r0..r1 {
+                let start = (image * self.maps + r) * out_len + c0;
+                // SAFETY: this row segment lies in this task's tile, which no other task touches.
+                let piece = unsafe { std::slice::from_raw_parts_mut(base.at(start), c1 - c0) };
+                if let Some(bias) = self.bias {
+                    let v = bias[gi * self.maps + r];
+                    piece.iter_mut().for_each(|p| *p += v);
+                }
+                pieces.push((start, piece));
+            }
+            match epilogue {
+                Some(epilogue) => epilogue(&mut pieces),
+                None => Ok(()),
+            }
+        };
+        let tasks = self.images * row_blocks * col_tiles;
+        if tasks == 1 {
+            return task(0, &mut Vec::new());
+        }
+        (0..tasks)
+            .into_par_iter()
+            .try_for_each_init(Vec::new, |col, t| task(t, col))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn depthwise(
     x: &[f32],
     w: &[f32],
+    bias: Option<&[f32]>,
     g: &Geometry,
-    taps: &[Vec<Vec<Option<usize>>>],
     n: usize,
     c: usize,
     out: &mut [f32],
-) {
-    let (ih, iw) = (g.input[0], g.input[1]);
+    epilogue: Option<Epilogue>,
+) -> R<()> {
     let (oh, ow) = (g.output[0], g.output[1]);
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    out.par_chunks_mut((oh * ow).max(1))
-        .with_min_len(min_tasks(oh * ow * kh * kw))
+    if oh * ow == 0 {
+        return Ok(());
+    }
+    let layout = PhaseLayout::new(g);
+    let plane_len = oh * ow;
+    let in_len = g.input[0] * g.input[1];
+    out.par_chunks_mut(plane_len)
+        .with_min_len(min_tasks(plane_len * kh * kw))
         .enumerate()
         .take(n * c)
-        .for_each(|(plane, dst)| {
-            let ch = plane % c;
-            let src = &x[plane * ih * iw..(plane + 1) * ih * iw];
-            let weights = &w[ch * kh * kw..(ch + 1) * kh * kw];
-            let stride = g.strides[1];
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let wv = weights[ky * kw + kx];
-                    let (x0, x1) = valid_range(&taps[1][kx]);
-                    let Some(ix0) = taps[1][kx].get(x0).copied().flatten() else {
-                        continue;
-                    };
-                    for oy in 0..oh {
-                        let Some(iy) = taps[0][ky][oy] else { continue };
-                        let row = &src[iy * iw..(iy + 1) * iw];
-                        let drow = &mut dst[oy * ow + x0..oy * ow + x1];
-                        if stride == 1 {
-                            for (d, &s) in drow.iter_mut().zip(&row[ix0..ix0 + (x1 - x0)]) {
-                                *d += wv * s;
-                            }
-                        } else {
-                            for (j, d) in drow.iter_mut().enumerate() {
-                                *d += wv * row[ix0 + j * stride];
-                            }
+        .try_for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(phases, acc), (plane, dst)| {
+                let ch = plane % c;
+                let src = &x[plane * in_len..(plane + 1) * in_len];
+                let weights = &w[ch * kh * kw..(ch + 1) * kh * kw];
+                layout.split(src, phases);
+                acc.clear();
+                acc.resize(oh * layout.width, 0.0);
+                accumulate_taps(&layout, phases, weights, acc);
+                let b = bias.map_or(0.0, |b| b[ch]);
+                for (drow, arow) in dst.chunks_mut(ow).zip(acc.chunks(layout.width)) {
+                    drow.iter_mut().zip(arow).for_each(|(d, &a)| *d = a + b);
+                }
+                match epilogue {
+                    Some(epilogue) => epilogue(&mut [(plane * plane_len, dst)]),
+                    None => Ok(()),
+                }
+            },
+        )
+}
+
+/// A 2-D input plane, zero-padded and split into its `sy × sx` stride phases (phase `(py, px)`
+/// holds the padded elements `[i·sy + py, j·sx + px]` as rows of `width`), so that each kernel
+/// tap of a depthwise convolution is one contiguous multiply-add over every output at once.
+struct PhaseLayout {
+    input: [usize; 2],
+    pad: [usize; 2],
+    strides: [usize; 2],
+    /// Row length of a phase, and of the accumulator (the columns past the output are unused).
+    width: usize,
+    /// Elements per phase, with room for the last tap's reads past the last row.
+    phase_len: usize,
+    /// Per tap, in weight order: the phase it reads and its offset there.
+    taps: Vec<(usize, usize)>,
+}
+
+impl PhaseLayout {
+    fn new(g: &Geometry) -> PhaseLayout {
+        let (oh, ow) = (g.output[0], g.output[1]);
+        let [sy, sx] = [g.strides[0], g.strides[1]];
+        let [dy, dx] = [g.dilations[0], g.dilations[1]];
+        let padded_h =
+            ((oh - 1) * sy + (g.kernel[0] - 1) * dy + 1).max(g.input[0] + g.pad_begin[0]);
+        let padded_w =
+            ((ow - 1) * sx + (g.kernel[1] - 1) * dx + 1).max(g.input[1] + g.pad_begin[1]);
+        let (height, width) = (padded_h.div_ceil(sy), padded_w.div_ceil(sx));
+        let mut taps = Vec::with_capacity(g.kernel[0] * g.kernel[1]);
+        for ky in 0..g.kernel[0] {
+            for kx in 0..g.kernel[1] {
+                let (y, x) = (ky * dy, kx * dx);
+                taps.push(((y % sy) * sx + x % sx, (y / sy) * width + x / sx));
+            }
+        }
+        let reach = taps.iter().map(|&(_, o)| o).max().unwrap_or(0) + oh * width;
+        PhaseLayout {
+            input: [g.input[0], g.input[1]],
+            pad: [g.pad_begin[0], g.pad_begin[1]],
+            strides: [sy, sx],
+            width,
+            phase_len: reach.max(height * width),
+            taps,
+        }
+    }
+
+    /// Writes the phases of `plane` (`ih × iw`) into `phases`.
+    fn split(&self, plane: &[f32], phases: &mut Vec<f32>) {
+        let [ih, iw] = self.input;
+        let [sy, sx] = self.strides;
+        let [pt, pl] = self.pad;
+        phases.clear();
+        phases.resize(sy * sx * self.phase_len, 0.0);
+        for (iy, row) in plane.chunks(iw).enumerate().take(ih) {
+            let y = iy + pt;
+            let (py, i) = (y % sy, y / sy);
+            for px in 0..sx {
+                // The first input column landing in phase px, and where it lands.
+                let first = (px + sx - pl % sx) % sx;
+                let Some(row) = row.get(first..) else {
+                    continue;
+                };
+                let start = (py * sx + px) * self.phase_len + i * self.width + (first + pl) / sx;
+                let dst = &mut phases[start..start + row.len().div_ceil(sx)];
+                match sx {
+                    1 => dst.copy_from_slice(row),
+                    2 => {
+                        let pairs = row.chunks_exact(2);
+                        if let [last] = pairs.remainder() {
+                            dst[row.len() / 2] = *last;
                         }
+                        dst.iter_mut().zip(pairs).for_each(|(d, pair)| *d = pair[0]);
                     }
+                    _ => dst
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(k, d)| *d = row[k * sx]),
                 }
             }
-        });
+        }
+    }
+}
+
+/// `acc += w[tap] · phase[tap]` over every tap, with AVX2 code when the CPU has it.
+fn accumulate_taps(layout: &PhaseLayout, phases: &[f32], weights: &[f32], acc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn wide(layout: &PhaseLayout, phases: &[f32], weights: &[f32], acc: &mut [f32]) {
+                accumulate_taps_body(layout, phases, weights, acc)
+            }
+            // SAFETY: the CPU was just checked to have AVX2 and FMA.
+            unsafe { wide(layout, phases, weights, acc) };
+            return;
+        }
+    }
+    accumulate_taps_body(layout, phases, weights, acc)
+}
+
+#[inline(always)]
+fn accumulate_taps_body(layout: &PhaseLayout, phases: &[f32], weights: &[f32], acc: &mut [f32]) {
+    let len = acc.len();
+    for (&(phase, offset), &wv) in layout.taps.iter().zip(weights) {
+        let start = phase * layout.phase_len + offset;
+        acc.iter_mut()
+            .zip(&phases[start..start + len])
+            .for_each(|(a, &v)| *a += wv * v);
+    }
+}
+
+/// The output shape of an NCHW convolution of `x` by `w`.
+pub(crate) fn output_shape(x: &[usize], w: &[usize], attrs: &ConvAttrs) -> R<Vec<usize>> {
+    if x.len() < 3 || w.len() != x.len() {
+        return Err(format!(
+            "input {x:?} and weight {w:?} must have equal rank ≥ 3"
+        ));
+    }
+    let kernel: Vec<usize> = if attrs.kernel_shape.is_empty() {
+        w[2..].to_vec()
+    } else {
+        attrs.kernel_shape.iter().map(|&k| k as usize).collect()
+    };
+    let g = geometry(
+        &x[2..],
+        &kernel,
+        attrs.auto_pad,
+        &attrs.pads,
+        &attrs.strides,
+        &attrs.dilations,
+        false,
+    )?;
+    let mut shape = vec![x[0], w[0]];
+    shape.extend(g.output);
+    Ok(shape)
 }
 
 /// ONNX `Conv`, in either layout (channels last: through channels-first copies).
@@ -382,6 +629,7 @@ pub(crate) fn conv(x: &Array, w: &Array, b: Option<&Array>, attrs: &ConvAttrs) -
         &w.shape,
         bias.as_deref(),
         attrs,
+        None,
     )?;
     Ok(Array::new(shape, Data::from_f32s(x.dtype(), out)))
 }
@@ -513,4 +761,177 @@ pub(crate) fn conv_transpose(
     let mut shape = vec![n, m];
     shape.extend(output);
     Ok(Array::new(shape, Data::from_f32s(x.dtype(), out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values in [-1, 1) from a fixed linear congruence, so cases need no data files.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Direct N-d convolution in f64, output element by output element: the definition.
+    fn direct(
+        x: &[f32],
+        xs: &[usize],
+        w: &[f32],
+        ws: &[usize],
+        bias: &[f32],
+        a: &ConvAttrs,
+    ) -> (Vec<f64>, Vec<usize>) {
+        let spatial = xs.len() - 2;
+        let (n, c, m) = (xs[0], xs[1], ws[0]);
+        let group = a.group as usize;
+        let (cg, mg) = (c / group, m / group);
+        let at = |v: &[i64], d: usize, default: i64| v.get(d).copied().unwrap_or(default) as usize;
+        let out: Vec<usize> = (0..spatial)
+            .map(|d| {
+                let span = xs[2 + d] + at(&a.pads, d, 0) + at(&a.pads, d + spatial, 0);
+                let eff = (ws[2 + d] - 1) * at(&a.dilations, d, 1) + 1;
+                (span - eff) / at(&a.strides, d, 1) + 1
+            })
+            .collect();
+        let out_len: usize = out.iter().product();
+        let kernel_len: usize = ws[2..].iter().product();
+        let in_len: usize = xs[2..].iter().product();
+        let mut y = vec![0f64; n * m * out_len];
+        for b in 0..n {
+            for oc in 0..m {
+                let gi = oc / mg;
+                for o in 0..out_len {
+                    let mut acc = f64::from(bias.get(oc).copied().unwrap_or(0.0));
+                    for ic in 0..cg {
+                        for k in 0..kernel_len {
+                            let (mut rest_o, mut rest_k, mut offset) = (o, k, 0usize);
+                            let mut inside = true;
+                            for d in (0..spatial).rev() {
+                                let (od, kd) = (rest_o % out[d], rest_k % ws[2 + d]);
+                                rest_o /= out[d];
+                                rest_k /= ws[2 + d];
+                                let i = (od * at(&a.strides, d, 1) + kd * at(&a.dilations, d, 1))
+                                    as i64
+                                    - at(&a.pads, d, 0) as i64;
+                                if i < 0 || i as usize >= xs[2 + d] {
+                                    inside = false;
+                                }
+                                let below: usize = xs[3 + d..].iter().product();
+                                offset += i.max(0) as usize * below;
+                            }
+                            if inside {
+                                let xv = x[(b * c + gi * cg + ic) * in_len + offset];
+                                let wv = w[(oc * cg + ic) * kernel_len + k];
+                                acc += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    y[(b * m + oc) * out_len + o] = acc;
+                }
+            }
+        }
+        let mut shape = vec![n, m];
+        shape.extend(out);
+        (y, shape)
+    }
+
+    fn attrs(group: i64, pads: &[i64], strides: &[i64], dilations: &[i64]) -> ConvAttrs {
+        ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: dilations.to_vec(),
+            group,
+            kernel_shape: Vec::new(),
+            pads: pads.to_vec(),
+            strides: strides.to_vec(),
+            layout: Layout::Nchw,
+        }
+    }
+
+    /// Checks `conv_f32` against the direct definition; the epilogue adds each element's flat
+    /// index, so a piece reported at the wrong place, or twice, or not at all, shows.
+    fn check(xs: &[usize], ws: &[usize], a: &ConvAttrs) {
+        let x = values(xs.iter().product(), 1);
+        let w = values(ws.iter().product(), 2);
+        let bias = values(ws[0], 3);
+        let (want, want_shape) = direct(&x, xs, &w, ws, &bias, a);
+        let mark = |pieces: &mut [(usize, &mut [f32])]| -> R<()> {
+            for (start, piece) in pieces.iter_mut() {
+                for (k, v) in piece.iter_mut().enumerate() {
+                    *v += (*start + k) as f32;
+                }
+            }
+            Ok(())
+        };
+        let (got, shape) = conv_f32(&x, xs, &w, ws, Some(&bias), a, Some(&mark)).expect("conv");
+        assert_eq!(shape, want_shape, "{xs:?} * {ws:?}");
+        for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+            let e = e + i as f64;
+            assert!(
+                (f64::from(g) - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                "{xs:?} * {ws:?} {a:?}: element {i}: got {g}, expected {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn tiled_convolutions_match_the_definition() {
+        // Large enough to be split into column tiles and row blocks on several threads.
+        check(
+            &[2, 8, 30, 30],
+            &[24, 8, 3, 3],
+            &attrs(1, &[1, 1, 1, 1], &[], &[]),
+        );
+        check(&[1, 64, 20, 21], &[72, 64, 1, 1], &attrs(1, &[], &[], &[]));
+        check(
+            &[3, 6, 17, 19],
+            &[10, 3, 3, 2],
+            &attrs(2, &[2, 0, 1, 1], &[2, 1], &[1, 2]),
+        );
+        check(
+            &[1, 4, 9, 7],
+            &[5, 4, 2, 3],
+            &attrs(1, &[0, 1, 0, 2], &[3, 2], &[]),
+        );
+        check(&[2, 3, 40], &[7, 3, 5], &attrs(1, &[2, 1], &[2], &[2]));
+        check(
+            &[1, 4, 6, 7, 5],
+            &[6, 2, 3, 2, 3],
+            &attrs(2, &[1, 0, 1, 1, 1, 0], &[1, 2, 1], &[]),
+        );
+    }
+
+    #[test]
+    fn depthwise_convolutions_match_the_definition() {
+        check(
+            &[2, 16, 23, 21],
+            &[16, 1, 3, 3],
+            &attrs(16, &[1, 1, 1, 1], &[1, 1], &[]),
+        );
+        check(
+            &[1, 12, 20, 20],
+            &[12, 1, 3, 3],
+            &attrs(12, &[1, 1, 1, 1], &[2, 2], &[]),
+        );
+        check(
+            &[1, 8, 15, 17],
+            &[8, 1, 5, 5],
+            &attrs(8, &[2, 1, 0, 2], &[2, 3], &[]),
+        );
+        check(
+            &[1, 6, 14, 13],
+            &[6, 1, 3, 3],
+            &attrs(6, &[2, 2, 2, 2], &[1, 2], &[2, 2]),
+        );
+        check(&[3, 5, 8, 9], &[5, 1, 2, 4], &attrs(5, &[], &[3, 1], &[]));
+    }
 }

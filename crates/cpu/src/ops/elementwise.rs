@@ -50,6 +50,43 @@ pub(crate) fn broadcast_strides(from: &[usize], to: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// Merges adjacent axes of `shape` that every operand (by its `strides`, rewritten in place)
+/// steps through as one, and drops axes of size 1, so loops run over longer rows; never empty.
+pub(crate) fn coalesce(shape: &[usize], strides: &mut [Vec<usize>]) -> Vec<usize> {
+    let mut merged: Vec<usize> = Vec::with_capacity(shape.len());
+    let mut kept: Vec<Vec<usize>> = vec![Vec::with_capacity(shape.len()); strides.len()];
+    for (axis, &size) in shape.iter().enumerate() {
+        if size == 1 {
+            continue;
+        }
+        let joins = merged.last().is_some_and(|_| {
+            strides
+                .iter()
+                .zip(&kept)
+                .all(|(st, k)| k.last() == Some(&(st[axis] * size)))
+        });
+        if joins {
+            *merged.last_mut().expect("checked non-empty") *= size;
+            for (st, k) in strides.iter().zip(kept.iter_mut()) {
+                *k.last_mut().expect("as long as merged") = st[axis];
+            }
+        } else {
+            merged.push(size);
+            for (st, k) in strides.iter().zip(kept.iter_mut()) {
+                k.push(st[axis]);
+            }
+        }
+    }
+    if merged.is_empty() {
+        merged.push(shape.iter().product());
+        kept.iter_mut().for_each(|k| k.push(0));
+    }
+    for (st, k) in strides.iter_mut().zip(kept) {
+        *st = k;
+    }
+    merged
+}
+
 /// Source index of every element of `shape` read with `strides` (broadcast, permuted or sliced).
 pub(crate) fn strided_indices(shape: &[usize], strides: &[usize], offset: usize) -> Vec<usize> {
     let mut out = Vec::with_capacity(shape.iter().product());
@@ -93,26 +130,55 @@ where
         let x = a[0];
         return b.iter().map(|&y| f(x, y)).collect();
     }
-    let rank = out_shape.len();
-    let sa = broadcast_strides(a_shape, out_shape);
-    let sb = broadcast_strides(b_shape, out_shape);
-    let inner = out_shape[rank - 1].max(1);
+    let mut strides = [
+        broadcast_strides(a_shape, out_shape),
+        broadcast_strides(b_shape, out_shape),
+    ];
+    let shape = coalesce(out_shape, &mut strides);
+    let [sa, sb] = &strides;
+    let rank = shape.len();
+    let inner = shape[rank - 1].max(1);
     let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
     let mut out = vec![O::default(); len];
     let fill_row = |row: usize, chunk: &mut [O]| {
         let (mut oa, mut ob, mut rest) = (0, 0, row);
         for axis in (0..rank - 1).rev() {
-            let i = rest % out_shape[axis];
-            rest /= out_shape[axis];
+            let i = rest % shape[axis];
+            rest /= shape[axis];
             oa += i * sa[axis];
             ob += i * sb[axis];
         }
-        for (j, o) in chunk.iter_mut().enumerate() {
-            *o = f(a[oa + j * ia], b[ob + j * ib]);
+        let n = chunk.len();
+        // The common patterns get loops the compiler vectorizes.
+        match (ia, ib) {
+            (1, 1) => chunk
+                .iter_mut()
+                .zip(a[oa..oa + n].iter().zip(&b[ob..ob + n]))
+                .for_each(|(o, (&x, &y))| *o = f(x, y)),
+            (1, 0) => {
+                let y = b[ob];
+                chunk
+                    .iter_mut()
+                    .zip(&a[oa..oa + n])
+                    .for_each(|(o, &x)| *o = f(x, y))
+            }
+            (0, 1) => {
+                let x = a[oa];
+                chunk
+                    .iter_mut()
+                    .zip(&b[ob..ob + n])
+                    .for_each(|(o, &y)| *o = f(x, y))
+            }
+            _ => {
+                for (j, o) in chunk.iter_mut().enumerate() {
+                    *o = f(a[oa + j * ia], b[ob + j * ib]);
+                }
+            }
         }
     };
     if len >= PARALLEL_MIN {
         out.par_chunks_mut(inner)
+            .with_min_len(min_tasks(inner))
             .enumerate()
             .for_each(|(row, chunk)| fill_row(row, chunk));
     } else {
@@ -371,11 +437,28 @@ pub(crate) fn vector_unary(op: &Unary) -> Option<fn(&mut [f32])> {
 /// Applies `f` to every element in place, in parallel for large slices.
 fn apply<T: Copy + Send + Sync, F: Fn(T) -> T + Sync>(f: F, v: &mut [T]) {
     if v.len() >= PARALLEL_MIN {
-        v.par_chunks_mut(4096)
-            .for_each(|c| c.iter_mut().for_each(|x| *x = f(*x)));
+        v.par_chunks_mut(4096).for_each(|c| map_in_place(&f, c));
     } else {
-        v.iter_mut().for_each(|x| *x = f(*x));
+        map_in_place(&f, v);
     }
+}
+
+/// `x = f(x)` for every element, with AVX2 and FMA code when the CPU has them.
+fn map_in_place<T: Copy, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn wide<T: Copy, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
+                v.iter_mut().for_each(|x| *x = f(*x));
+            }
+            // SAFETY: the CPU was just checked to have AVX2 and FMA.
+            unsafe { wide(f, v) };
+            return;
+        }
+    }
+    v.iter_mut().for_each(|x| *x = f(*x));
 }
 
 macro_rules! float_unary {
@@ -1018,67 +1101,144 @@ pub(crate) fn binary_owned(op: &Binary, mut a: Array, b: &Array) -> R<Array> {
     let fits =
         super::elementwise::broadcast_shape(&[&a.shape, &b.shape]).is_ok_and(|s| s == a.shape);
     if let (true, true, Data::F32(x), Data::F32(y)) = (arithmetic, fits, &mut a.data, &b.data) {
-        let f: fn(f32, f32) -> f32 = match op {
-            Binary::Add => |p, q| p + q,
-            Binary::Sub => |p, q| p - q,
-            Binary::Mul => |p, q| p * q,
-            _ => |p, q| p / q,
-        };
-        zip_in_place(x, &a.shape, y, &b.shape, f);
+        match op {
+            Binary::Add => zip_in_place(x, &a.shape, y, &b.shape, |p, q| p + q),
+            Binary::Sub => zip_in_place(x, &a.shape, y, &b.shape, |p, q| p - q),
+            Binary::Mul => zip_in_place(x, &a.shape, y, &b.shape, |p, q| p * q),
+            _ => zip_in_place(x, &a.shape, y, &b.shape, |p, q| p / q),
+        }
         return Ok(a);
     }
     binary(op, &a, b)
 }
 
 /// `a[i] = f(a[i], b[broadcast i])` where `a` has the full shape.
-fn zip_in_place(
+fn zip_in_place<F: Fn(f32, f32) -> f32 + Sync>(
     a: &mut [f32],
     shape: &[usize],
     b: &[f32],
     b_shape: &[usize],
-    f: fn(f32, f32) -> f32,
+    f: F,
 ) {
-    let len = a.len();
-    if b.len() == len {
-        let run =
-            |(x, y): (&mut [f32], &[f32])| x.iter_mut().zip(y).for_each(|(p, &q)| *p = f(*p, q));
-        if len >= PARALLEL_MIN {
-            a.par_chunks_mut(4096).zip(b.par_chunks(4096)).for_each(run);
-        } else {
-            run((a, b));
-        }
-        return;
-    }
-    if b.len() == 1 {
-        apply(|x| f(x, b[0]), a);
-        return;
-    }
+    let mut strides = [broadcast_strides(b_shape, shape)];
+    let shape = coalesce(shape, &mut strides);
+    let [sb] = &strides;
     let rank = shape.len();
-    let sb = broadcast_strides(b_shape, shape);
     let inner = shape[rank - 1].max(1);
     let ib = sb[rank - 1];
-    let row = |r: usize, chunk: &mut [f32]| {
-        let (mut ob, mut rest) = (0, r);
-        for axis in (0..rank - 1).rev() {
-            ob += (rest % shape[axis]) * sb[axis];
-            rest /= shape[axis];
-        }
-        for (j, p) in chunk.iter_mut().enumerate() {
-            *p = f(*p, b[ob + j * ib]);
+    // Elements `start..start + chunk.len()`, cut where rows end.
+    let range = |start: usize, chunk: &mut [f32]| {
+        let mut done = 0;
+        while done < chunk.len() {
+            let (row, column) = ((start + done) / inner, (start + done) % inner);
+            let n = (inner - column).min(chunk.len() - done);
+            let (mut ob, mut rest) = (column * ib, row);
+            for axis in (0..rank - 1).rev() {
+                ob += (rest % shape[axis]) * sb[axis];
+                rest /= shape[axis];
+            }
+            let piece = &mut chunk[done..done + n];
+            if ib == 0 {
+                let q = b[ob];
+                piece.iter_mut().for_each(|p| *p = f(*p, q));
+            } else {
+                piece
+                    .iter_mut()
+                    .zip(&b[ob..ob + n])
+                    .for_each(|(p, &q)| *p = f(*p, q));
+            }
+            done += n;
         }
     };
-    if len >= PARALLEL_MIN {
-        a.par_chunks_mut(inner)
+    if a.len() >= PARALLEL_MIN {
+        let chunk = inner.clamp(1, 4096);
+        a.par_chunks_mut(chunk)
+            .with_min_len(min_tasks(chunk))
             .enumerate()
-            .for_each(|(r, c)| row(r, c));
+            .for_each(|(t, c)| range(t * chunk, c));
     } else {
-        a.chunks_mut(inner).enumerate().for_each(|(r, c)| row(r, c));
+        range(0, a);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Broadcast element by element from the index arithmetic alone, as the reference.
+    fn broadcast_by_index(a: &Array, b: &Array, f: fn(f32, f32) -> f32) -> Vec<f32> {
+        let out = broadcast_shape(&[&a.shape, &b.shape]).expect("broadcast");
+        let (sa, sb) = (
+            broadcast_strides(&a.shape, &out),
+            broadcast_strides(&b.shape, &out),
+        );
+        let (x, y) = (a.data.to_f32s(), b.data.to_f32s());
+        let len: usize = out.iter().product();
+        (0..len)
+            .map(|flat| {
+                let (mut rest, mut ia, mut ib) = (flat, 0, 0);
+                for axis in (0..out.len()).rev() {
+                    let i = rest % out[axis];
+                    rest /= out[axis];
+                    ia += i * sa[axis];
+                    ib += i * sb[axis];
+                }
+                f(x[ia], y[ib])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn broadcasting_binaries_match_index_arithmetic() {
+        let ramp = |shape: &[usize], scale: f32| {
+            let len: usize = shape.iter().product();
+            Array::f32(
+                shape.to_vec(),
+                (0..len).map(|i| (i % 97) as f32 * scale - 3.0).collect(),
+            )
+        };
+        let pairs: [(&[usize], &[usize]); 7] = [
+            (&[2, 256, 20, 20], &[1, 256, 1, 1]),
+            (&[2, 3, 70, 300], &[3, 1, 300]),
+            (&[4, 1, 5, 6], &[4, 9, 1, 6]),
+            (&[300, 200], &[200]),
+            (&[64, 1, 700], &[64, 1, 1]),
+            (&[1, 1, 1], &[1]),
+            (&[5, 1, 7000], &[1, 3, 1]),
+        ];
+        for (ash, bsh) in pairs {
+            let (a, b) = (ramp(ash, 0.5), ramp(bsh, 0.25));
+            for (op, f) in [
+                (Binary::Add, (|p, q| p + q) as fn(f32, f32) -> f32),
+                (Binary::Mul, |p, q| p * q),
+                (Binary::Sub, |p, q| p - q),
+            ] {
+                let want = broadcast_by_index(&a, &b, f);
+                let got = binary(&op, &a, &b).expect("binary");
+                assert_eq!(got.data.to_f32s(), want, "{op:?} {ash:?} {bsh:?}");
+                let owned = binary_owned(&op, a.clone(), &b).expect("in place");
+                assert_eq!(
+                    owned.data.to_f32s(),
+                    want,
+                    "{op:?} in place, {ash:?} {bsh:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn coalescing_merges_axes_read_alike() {
+        let shape = [2, 3, 4, 5];
+        let mut strides = [
+            broadcast_strides(&[2, 3, 4, 5], &shape),
+            broadcast_strides(&[3, 1, 1], &shape),
+        ];
+        assert_eq!(coalesce(&shape, &mut strides), vec![2, 3, 20]);
+        assert_eq!(strides, [vec![60, 20, 1], vec![0, 1, 0]]);
+        let mut scalar = [vec![0, 0]];
+        assert_eq!(coalesce(&[1, 1], &mut scalar), vec![1]);
+        assert_eq!(scalar, [vec![0]]);
+    }
 
     #[test]
     fn fast_tanh_is_within_a_few_ulp() {

@@ -1,11 +1,13 @@
 //! Fused nodes: the body's leading ops run one by one, its trailing elementwise ops as one
 //! row-by-row region, so an epilogue reads the product once and writes the result once.
 
-use super::{run, Arg, Args, R};
+use super::{conv, run, Arg, Args, R};
+use crate::array::Array;
 use crate::exec::Executor;
 use crate::fuse::{self, Operand as Step, Region};
 use crate::value::Value;
-use sparkc_ir::{Fused, Node, NodeId, Operand};
+use sparkc_ir::op::{ConvAttrs, Layout};
+use sparkc_ir::{BodyNode, DType, Fused, Node, NodeId, Op, Operand};
 
 /// The fewest trailing elementwise ops worth a row-by-row region.
 const REGION_MIN_OPS: usize = 2;
@@ -30,6 +32,13 @@ pub(crate) fn fused(
     } else {
         body.len()
     };
+    if let (1, Op::Conv(attrs)) = (fusable_from, &body[0].op) {
+        if body.len() > 1 {
+            if let Some(value) = conv_with_tail(&args, fused, attrs)? {
+                return Ok(vec![value]);
+            }
+        }
+    }
     let mut locals: Vec<Option<Value>> = Vec::with_capacity(body.len());
     let last_reader = last_readers(fused);
     for (k, body_node) in body[..tail].iter().enumerate() {
@@ -65,15 +74,29 @@ pub(crate) fn fused(
     }
     // The elementwise tail: its operands become the region's inputs, in first-use order.
     let mut sources: Vec<Operand> = Vec::new();
+    let region = tail_region(&body[tail..], tail, &mut sources)?;
+    let inputs = sources
+        .iter()
+        .map(|&s| operand(&args, &mut locals, &last_reader, Some(s), body.len()))
+        .collect::<R<Vec<_>>>()?
+        .into_iter()
+        .map(|a| a.ok_or_else(|| "an omitted operand in the tail".to_string()))
+        .collect::<R<Vec<_>>>()?;
+    Ok(vec![fuse::run(&region, inputs)?])
+}
+
+/// The region running `tail` (the body's nodes from index `first` on), its operands from outside
+/// the tail numbered by their place in `sources`, which gains those not yet listed.
+fn tail_region(tail: &[BodyNode], first: usize, sources: &mut Vec<Operand>) -> R<Region> {
     let mut steps = Vec::new();
-    for body_node in &body[tail..] {
+    for body_node in tail {
         let elem = fuse::fusable(&body_node.op).ok_or("an unfusable op in the tail")?;
         let operands = body_node
             .args
             .iter()
             .flatten()
             .map(|&a| match a {
-                Operand::Node(j) if j >= tail => Step::Local(j - tail),
+                Operand::Node(j) if j >= first => Step::Local(j - first),
                 other => {
                     Step::Input(sources.iter().position(|s| *s == other).unwrap_or_else(|| {
                         sources.push(other);
@@ -84,14 +107,53 @@ pub(crate) fn fused(
             .collect();
         steps.push((elem, operands));
     }
-    let inputs = sources
-        .iter()
-        .map(|&s| operand(&args, &mut locals, &last_reader, Some(s), body.len()))
-        .collect::<R<Vec<_>>>()?
-        .into_iter()
-        .map(|a| a.ok_or_else(|| "an omitted operand in the tail".to_string()))
-        .collect::<R<Vec<_>>>()?;
-    Ok(vec![fuse::run(&Region::from_program(steps), inputs)?])
+    Ok(Region::from_program(steps))
+}
+
+/// A convolution followed by elementwise ops, the ops run on each piece of the output as the
+/// convolution finishes it; `None` where the layout, types or shapes need the general path.
+fn conv_with_tail(args: &Args, fused: &Fused, attrs: &ConvAttrs) -> R<Option<Value>> {
+    if attrs.layout != Layout::Nchw {
+        return Ok(None);
+    }
+    let outer = |a: Option<Operand>| -> R<Option<&Array>> {
+        match a {
+            None => Ok(None),
+            Some(Operand::Input(i)) => args.tensor(i).map(Some),
+            Some(Operand::Node(j)) => Err(format!("the convolution reads body node {j}")),
+        }
+    };
+    let conv_args = &fused.body[0].args;
+    let operand = |slot: usize| outer(conv_args.get(slot).copied().flatten());
+    let (Some(x), Some(w)) = (operand(0)?, operand(1)?) else {
+        return Err("the convolution lacks its input or weights".into());
+    };
+    let bias = operand(2)?;
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let shape = conv::output_shape(&x.shape, &w.shape, attrs)?;
+    let mut sources = vec![Operand::Node(0)];
+    let region = tail_region(&fused.body[1..], 1, &mut sources)?;
+    let placeholder = Array::f32(shape.clone(), Vec::new());
+    let mut inputs = vec![&placeholder];
+    for &source in &sources[1..] {
+        inputs.push(outer(Some(source))?.ok_or("an omitted operand in the tail")?);
+    }
+    let Some(bound) = fuse::Bound::new(&region, &inputs, &shape, Some(0)) else {
+        return Ok(None);
+    };
+    let bias = bias.map(|b| b.data.to_f32s());
+    let (out, shape) = conv::conv_f32(
+        &x.data.f32s(),
+        &x.shape,
+        &w.data.f32s(),
+        &w.shape,
+        bias.as_deref(),
+        attrs,
+        Some(&|pieces| bound.eval_pieces(pieces)),
+    )?;
+    Ok(Some(Value::Tensor(Array::f32(shape, out))))
 }
 
 /// For each body node, the index of the last body node reading it (`body.len()` for the tail).

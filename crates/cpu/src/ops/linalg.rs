@@ -53,7 +53,7 @@ impl<'a, T> Mat<'a, T> {
 }
 
 /// Products smaller than this many multiply-adds run on one thread.
-const PARALLEL_MACS: usize = 1 << 20;
+pub(crate) const PARALLEL_MACS: usize = 1 << 20;
 
 /// `c[m×n] = a[m×k]·b[k×n]` (added to `c` when `accumulate`), through the `gemm` crate.
 ///
@@ -135,7 +135,18 @@ pub(crate) fn matmul_into<T: Copy + Send + Sync + 'static + num_one::One>(
 }
 
 /// A pointer that tasks writing disjoint parts of one buffer may share.
-struct SendPtr<T>(*mut T);
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+
+impl<T> SendPtr<T> {
+    /// The pointer `offset` elements on.
+    ///
+    /// # Safety
+    /// As for `pointer::add`: the result must stay inside the buffer.
+    pub(crate) unsafe fn at(&self, offset: usize) -> *mut T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.0.add(offset) }
+    }
+}
 // SAFETY: only used for writes to disjoint regions, one region per task.
 unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above.
@@ -147,7 +158,7 @@ unsafe impl<T> Sync for SendPtr<T> {}
 /// `a` and `b` must hold the `m×k` and `k×n` strided extents, and `c` must be valid for writes at
 /// every `i·ldc + j` with `i < m`, `j < n`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_block<T: Copy + 'static + num_one::One>(
+pub(crate) unsafe fn gemm_block<T: Copy + 'static + num_one::One>(
     m: usize,
     n: usize,
     k: usize,

@@ -1,6 +1,6 @@
 //! Pooling: average, max (with indices), Lp and global pools, `MaxUnpool`, `MaxRoiPool`.
 
-use super::conv::geometry;
+use super::conv::{geometry, valid_range};
 use super::elementwise::min_tasks;
 use super::shape::transpose;
 use super::R;
@@ -156,61 +156,75 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
     };
     let (kernel, g) = window_geometry(x, attrs)?;
     let (ih, iw, oh, ow) = (g.input[0], g.input[1], g.output[0], g.output[1]);
-    // Per axis and output position: the input positions the window covers, and how many
-    // positions it covers inside the padded extent (the count_include_pad divisor).
-    let axis = |d: usize| -> Vec<(Vec<usize>, usize)> {
+    let (kh, kw) = (kernel[0], kernel[1]);
+    let taps = g.taps();
+    // Per axis and output position: how many taps land inside the input, and how many inside
+    // the padded extent (the count_include_pad divisor).
+    let counts = |d: usize| -> Vec<(usize, usize)> {
         (0..g.output[d])
             .map(|o| {
-                let mut inside = Vec::new();
-                let mut padded = 0;
-                for k in 0..kernel[d] {
-                    let i = (o * g.strides[d] + k * g.dilations[d]) as i64 - g.pad_begin[d] as i64;
-                    if i >= -(g.pad_begin[d] as i64) && i < (g.input[d] + g.pad_end[d]) as i64 {
-                        padded += 1;
-                    }
-                    if i >= 0 && (i as usize) < g.input[d] {
-                        inside.push(i as usize);
-                    }
-                }
+                let padded = (0..kernel[d])
+                    .filter(|&k| {
+                        let i = o * g.strides[d] + k * g.dilations[d];
+                        i < g.input[d] + g.pad_begin[d] + g.pad_end[d]
+                    })
+                    .count();
+                let inside = (0..kernel[d]).filter(|&k| taps[d][k][o].is_some()).count();
                 (inside, padded)
             })
             .collect()
     };
-    let (rows, cols) = (axis(0), axis(1));
+    let (rows, cols) = (counts(0), counts(1));
+    let x_ranges: Vec<(usize, usize)> = taps[1].iter().map(|t| valid_range(t)).collect();
+    let stride = g.strides[1];
     let mut out = vec![0f32; x.shape[0] * x.shape[1] * oh * ow];
     out.par_chunks_mut((oh * ow).max(1))
-        .with_min_len(min_tasks(oh * ow * kernel[0] * kernel[1]))
+        .with_min_len(min_tasks(oh * ow * kh * kw))
         .enumerate()
         .for_each(|(plane, dst)| {
             let src = &values[plane * ih * iw..(plane + 1) * ih * iw];
-            for (oy, (ys, y_padded)) in rows.iter().enumerate() {
-                for (ox, (xs, x_padded)) in cols.iter().enumerate() {
-                    let value = match average {
-                        None => {
-                            let mut m = f32::NEG_INFINITY;
-                            for &iy in ys {
-                                for &ix in xs {
-                                    m = m.max(src[iy * iw + ix]);
-                                }
-                            }
-                            m
+            dst.fill(if average.is_some() {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            });
+            // Tap by tap, each output row takes in one input row: loops the compiler vectorizes.
+            for (oy, drow) in dst.chunks_mut(ow.max(1)).enumerate() {
+                for tap_rows in &taps[0] {
+                    let Some(iy) = tap_rows[oy] else { continue };
+                    let srow = &src[iy * iw..(iy + 1) * iw];
+                    for (kx, &(x0, x1)) in x_ranges.iter().enumerate() {
+                        let Some(ix0) = taps[1][kx].get(x0).copied().flatten() else {
+                            continue;
+                        };
+                        let d = &mut drow[x0..x1];
+                        match (average.is_some(), stride) {
+                            (false, 1) => d
+                                .iter_mut()
+                                .zip(&srow[ix0..])
+                                .for_each(|(o, &v)| *o = o.max(v)),
+                            (true, 1) => d.iter_mut().zip(&srow[ix0..]).for_each(|(o, &v)| *o += v),
+                            (false, _) => d
+                                .iter_mut()
+                                .zip(srow[ix0..].iter().step_by(stride))
+                                .for_each(|(o, &v)| *o = o.max(v)),
+                            (true, _) => d
+                                .iter_mut()
+                                .zip(srow[ix0..].iter().step_by(stride))
+                                .for_each(|(o, &v)| *o += v),
                         }
-                        Some(count_include_pad) => {
-                            let mut sum = 0f32;
-                            for &iy in ys {
-                                for &ix in xs {
-                                    sum += src[iy * iw + ix];
-                                }
-                            }
-                            let count = if count_include_pad {
-                                y_padded * x_padded
-                            } else {
-                                ys.len() * xs.len()
-                            };
-                            sum / count.max(1) as f32
-                        }
-                    };
-                    dst[oy * ow + ox] = value;
+                    }
+                }
+                if let Some(count_include_pad) = average {
+                    let (y_inside, y_padded) = rows[oy];
+                    for (o, &(x_inside, x_padded)) in drow.iter_mut().zip(&cols) {
+                        let count = if count_include_pad {
+                            y_padded * x_padded
+                        } else {
+                            y_inside * x_inside
+                        };
+                        *o /= count.max(1) as f32;
+                    }
                 }
             }
         });
@@ -344,5 +358,76 @@ pub(crate) fn max_unpool(
             super::shape::pad(&unpooled, &pads, None, None, "constant")
         }
         None => Ok(unpooled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparkc_ir::op::AutoPad;
+
+    fn attrs(
+        kernel: &[i64],
+        pads: &[i64],
+        strides: &[i64],
+        dilations: &[i64],
+        ceil: bool,
+    ) -> PoolAttrs {
+        PoolAttrs {
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: ceil,
+            dilations: dilations.to_vec(),
+            kernel_shape: kernel.to_vec(),
+            pads: pads.to_vec(),
+            strides: strides.to_vec(),
+            layout: Layout::Nchw,
+        }
+    }
+
+    /// The 2-D f32 path against the general N-d path, which walks every window in f64.
+    #[test]
+    fn the_planar_pool_matches_the_general_one() {
+        let shape = vec![2, 3, 13, 11];
+        let len: usize = shape.iter().product();
+        let x = Array::f32(
+            shape,
+            (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect(),
+        );
+        let cases = [
+            attrs(&[2, 2], &[], &[2, 2], &[], false),
+            attrs(&[3, 3], &[1, 1, 1, 1], &[1, 1], &[], false),
+            attrs(&[3, 2], &[1, 0, 2, 1], &[2, 3], &[], true),
+            attrs(&[2, 3], &[0, 1, 1, 0], &[1, 2], &[2, 2], false),
+            attrs(&[5, 5], &[2, 2, 2, 2], &[3, 2], &[], true),
+        ];
+        for a in &cases {
+            for window in [
+                Window::Max,
+                Window::Average {
+                    count_include_pad: false,
+                },
+                Window::Average {
+                    count_include_pad: true,
+                },
+            ] {
+                let fast = pool_2d_f32(&x, a, window).expect("fast").expect("taken");
+                let general = pool(&x, a, window, 0).expect("general").0;
+                assert_eq!(fast.shape, general.shape, "{a:?}");
+                for (i, (f, g)) in fast
+                    .data
+                    .to_f32s()
+                    .iter()
+                    .zip(general.data.to_f32s())
+                    .enumerate()
+                {
+                    assert!(
+                        (f - g).abs() <= 1e-5 * (1.0 + g.abs()),
+                        "{a:?}: element {i}: {f} vs {g}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -311,7 +311,7 @@ fn integer_conv(
         .into_iter()
         .map(|v| v as f32)
         .collect();
-    super::conv::conv_f32(&xf, &x.shape, &wf, &w.shape, bias.as_deref(), attrs)
+    super::conv::conv_f32(&xf, &x.shape, &wf, &w.shape, bias.as_deref(), attrs, None)
 }
 
 /// Per-output-channel zero point subtraction for weights `[m, ...]`.
