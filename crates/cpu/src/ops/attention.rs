@@ -22,10 +22,10 @@ struct Heads {
 impl Heads {
     /// Reads a 4-D input as is, or a 3-D `[batch, seq, heads·size]` one split into `heads`.
     fn read(x: &Array, heads: i64, what: &str) -> R<Heads> {
-        let values = x.data.to_f32s();
+        let values = x.data.f32s();
         match x.shape[..] {
             [batch, h, seq, size] => Ok(Heads {
-                data: values,
+                data: values.into_owned(),
                 batch,
                 heads: h,
                 seq,

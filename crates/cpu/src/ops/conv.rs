@@ -141,100 +141,117 @@ pub(crate) fn valid_range(taps: &[Option<usize>]) -> (usize, usize) {
     (start, end)
 }
 
-/// `im2col` of output positions `c0..c0 + width` of one image `[channels, in...]`: row
-/// `(channel, tap)` of `dst` (`channels·k × width`) holds the input each position reads at that
-/// tap, or zero in the padding.
-fn im2col_tile(
-    image: &[f32],
-    g: &Geometry,
-    taps: &[Vec<Vec<Option<usize>>>],
-    c0: usize,
-    width: usize,
-    dst: &mut [f32],
-) {
-    let kernel_len: usize = g.kernel.iter().product();
-    let in_len: usize = g.input.iter().product();
-    for (row, dst) in dst.chunks_mut(width).enumerate() {
-        let (c, tap) = (row / kernel_len, row % kernel_len);
-        let src = &image[c * in_len..(c + 1) * in_len];
-        if g.input.len() == 2 {
-            im2col_row_2d(src, g, taps, tap, c0, dst);
-        } else {
-            im2col_row(src, g, taps, tap, c0, dst);
-        }
-    }
+/// `im2col` over one convolution's geometry, with what every tile needs worked out once.
+struct Unroller<'a> {
+    geometry: &'a Geometry,
+    taps: &'a [Vec<Vec<Option<usize>>>],
+    /// 2-D only, per horizontal tap: the output columns it reaches and the input column the
+    /// first of them reads.
+    columns: Vec<Option<(usize, usize, usize)>>,
+    in_strides: Vec<usize>,
+    out_strides: Vec<usize>,
+    kernel_strides: Vec<usize>,
 }
 
-/// One `im2col` row of a 2-D convolution, output row by output row.
-fn im2col_row_2d(
-    src: &[f32],
-    g: &Geometry,
-    taps: &[Vec<Vec<Option<usize>>>],
-    tap: usize,
-    c0: usize,
-    dst: &mut [f32],
-) {
-    let (iw, ow, kw) = (g.input[1], g.output[1], g.kernel[1]);
-    let (ky, kx) = (tap / kw, tap % kw);
-    let (x0, x1) = valid_range(&taps[1][kx]);
-    let ix0 = taps[1][kx].get(x0).copied().flatten();
-    let stride = g.strides[1];
-    let c1 = c0 + dst.len();
-    let mut p = c0;
-    while p < c1 {
-        let (oy, xa) = (p / ow, p % ow);
-        let xb = ow.min(xa + (c1 - p));
-        let out = &mut dst[p - c0..p - c0 + (xb - xa)];
-        let (lo, hi) = (x0.clamp(xa, xb), x1.clamp(xa, xb));
-        match (taps[0][ky][oy], ix0) {
-            (Some(iy), Some(ix0)) if lo < hi => {
-                out[..lo - xa].fill(0.0);
-                out[hi - xa..].fill(0.0);
-                let in_row = &src[iy * iw..(iy + 1) * iw];
-                let first = ix0 + (lo - x0) * stride;
-                let inside = &mut out[lo - xa..hi - xa];
-                if stride == 1 {
-                    inside.copy_from_slice(&in_row[first..first + (hi - lo)]);
-                } else {
-                    for (j, o) in inside.iter_mut().enumerate() {
-                        *o = in_row[first + j * stride];
+impl<'a> Unroller<'a> {
+    fn new(g: &'a Geometry, taps: &'a [Vec<Vec<Option<usize>>>]) -> Unroller<'a> {
+        let columns = if g.input.len() == 2 {
+            taps[1]
+                .iter()
+                .map(|t| {
+                    let (x0, x1) = valid_range(t);
+                    Some((x0, x1, t.get(x0).copied().flatten()?))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Unroller {
+            geometry: g,
+            taps,
+            columns,
+            in_strides: strides(&g.input),
+            out_strides: strides(&g.output),
+            kernel_strides: strides(&g.kernel),
+        }
+    }
+
+    /// Unrolls output positions `c0..c0 + width` of one image `[channels, in...]`: row
+    /// `(channel, tap)` of `dst` (`channels·k × width`) holds the input each position reads at
+    /// that tap, or zero in the padding.
+    fn tile(&self, image: &[f32], c0: usize, width: usize, dst: &mut [f32]) {
+        let g = self.geometry;
+        let kernel_len: usize = g.kernel.iter().product();
+        let in_len: usize = g.input.iter().product();
+        for (row, dst) in dst.chunks_mut(width).enumerate() {
+            let (c, tap) = (row / kernel_len, row % kernel_len);
+            let src = &image[c * in_len..(c + 1) * in_len];
+            if g.input.len() == 2 {
+                self.row_2d(src, tap, c0, dst);
+            } else {
+                self.row(src, tap, c0, dst);
+            }
+        }
+    }
+
+    /// One row of a 2-D convolution, output row by output row.
+    fn row_2d(&self, src: &[f32], tap: usize, c0: usize, dst: &mut [f32]) {
+        let g = self.geometry;
+        let (iw, ow, kw) = (g.input[1], g.output[1], g.kernel[1]);
+        let (ky, kx) = (tap / kw, tap % kw);
+        let Some((x0, x1, ix0)) = self.columns[kx] else {
+            dst.fill(0.0);
+            return;
+        };
+        let stride = g.strides[1];
+        let c1 = c0 + dst.len();
+        let mut p = c0;
+        while p < c1 {
+            let (oy, xa) = (p / ow, p % ow);
+            let xb = ow.min(xa + (c1 - p));
+            let out = &mut dst[p - c0..p - c0 + (xb - xa)];
+            let (lo, hi) = (x0.clamp(xa, xb), x1.clamp(xa, xb));
+            match self.taps[0][ky][oy] {
+                Some(iy) if lo < hi => {
+                    out[..lo - xa].fill(0.0);
+                    out[hi - xa..].fill(0.0);
+                    let in_row = &src[iy * iw..(iy + 1) * iw];
+                    let first = ix0 + (lo - x0) * stride;
+                    let inside = &mut out[lo - xa..hi - xa];
+                    if stride == 1 {
+                        inside.copy_from_slice(&in_row[first..first + (hi - lo)]);
+                    } else {
+                        for (j, o) in inside.iter_mut().enumerate() {
+                            *o = in_row[first + j * stride];
+                        }
+                    }
+                }
+                _ => out.fill(0.0),
+            }
+            p = xb + oy * ow;
+        }
+    }
+
+    /// One row of an N-d convolution, element by element.
+    fn row(&self, src: &[f32], tap: usize, c0: usize, dst: &mut [f32]) {
+        let g = self.geometry;
+        for (j, v) in dst.iter_mut().enumerate() {
+            let o = c0 + j;
+            let mut offset = 0;
+            let mut inside = true;
+            for d in 0..g.input.len() {
+                let k = (tap / self.kernel_strides[d]) % g.kernel[d];
+                let p = (o / self.out_strides[d]) % g.output[d];
+                match self.taps[d][k][p] {
+                    Some(i) => offset += i * self.in_strides[d],
+                    None => {
+                        inside = false;
+                        break;
                     }
                 }
             }
-            _ => out.fill(0.0),
+            *v = if inside { src[offset] } else { 0.0 };
         }
-        p += xb - xa;
-    }
-}
-
-/// One `im2col` row of an N-d convolution, element by element.
-fn im2col_row(
-    src: &[f32],
-    g: &Geometry,
-    taps: &[Vec<Vec<Option<usize>>>],
-    tap: usize,
-    c0: usize,
-    dst: &mut [f32],
-) {
-    let in_strides = strides(&g.input);
-    let out_strides = strides(&g.output);
-    let kernel_strides = strides(&g.kernel);
-    for (j, v) in dst.iter_mut().enumerate() {
-        let o = c0 + j;
-        let mut offset = 0;
-        let mut inside = true;
-        for d in 0..g.input.len() {
-            let k = (tap / kernel_strides[d]) % g.kernel[d];
-            let p = (o / out_strides[d]) % g.output[d];
-            match taps[d][k][p] {
-                Some(i) => offset += i * in_strides[d],
-                None => {
-                    inside = false;
-                    break;
-                }
-            }
-        }
-        *v = if inside { src[offset] } else { 0.0 };
     }
 }
 
@@ -368,6 +385,7 @@ impl Problem<'_> {
             .clamp(1, self.maps.div_ceil(16));
         let rows = self.maps.div_ceil(row_blocks);
         let row_blocks = self.maps.div_ceil(rows);
+        let unroller = Unroller::new(g, self.taps);
         let base = SendPtr(out.as_mut_ptr());
         let task = |t: usize, col: &mut Vec<f32>| -> R<()> {
             let (image, rest) = (t / (row_blocks * col_tiles), t % (row_blocks * col_tiles));
@@ -385,7 +403,7 @@ impl Problem<'_> {
                 }
             } else {
                 col.resize(depth * (c1 - c0), 0.0);
-                im2col_tile(source, g, self.taps, c0, c1 - c0, col);
+                unroller.tile(source, c0, c1 - c0, col);
                 Mat::rows(col, c1 - c0)
             };
             let weights = &self.w[(gi * self.maps + r0) * depth..(gi * self.maps + r1) * depth];
@@ -459,7 +477,7 @@ fn depthwise(
                 let ch = plane % c;
                 let src = &x[plane * in_len..(plane + 1) * in_len];
                 let weights = &w[ch * kh * kw..(ch + 1) * kh * kw];
-                layout.split(src, phases);
+                layout.split(src, 0.0, phases);
                 acc.clear();
                 acc.resize(oh * layout.width, 0.0);
                 accumulate_taps(&layout, phases, weights, acc);
@@ -478,20 +496,21 @@ fn depthwise(
 /// A 2-D input plane, zero-padded and split into its `sy × sx` stride phases (phase `(py, px)`
 /// holds the padded elements `[i·sy + py, j·sx + px]` as rows of `width`), so that each kernel
 /// tap of a depthwise convolution is one contiguous multiply-add over every output at once.
-struct PhaseLayout {
+pub(crate) struct PhaseLayout {
     input: [usize; 2],
     pad: [usize; 2],
     strides: [usize; 2],
     /// Row length of a phase, and of the accumulator (the columns past the output are unused).
-    width: usize,
+    pub width: usize,
     /// Elements per phase, with room for the last tap's reads past the last row.
     phase_len: usize,
     /// Per tap, in weight order: the phase it reads and its offset there.
-    taps: Vec<(usize, usize)>,
+    pub taps: Vec<(usize, usize)>,
 }
 
 impl PhaseLayout {
-    fn new(g: &Geometry) -> PhaseLayout {
+    /// The layout for a window sliding over `g`.
+    pub(crate) fn new(g: &Geometry) -> PhaseLayout {
         let (oh, ow) = (g.output[0], g.output[1]);
         let [sy, sx] = [g.strides[0], g.strides[1]];
         let [dy, dx] = [g.dilations[0], g.dilations[1]];
@@ -518,13 +537,18 @@ impl PhaseLayout {
         }
     }
 
-    /// Writes the phases of `plane` (`ih × iw`) into `phases`.
-    fn split(&self, plane: &[f32], phases: &mut Vec<f32>) {
+    /// Where a tap's reads begin in the phases.
+    pub(crate) fn start(&self, (phase, offset): (usize, usize)) -> usize {
+        phase * self.phase_len + offset
+    }
+
+    /// Writes the phases of `plane` (`ih × iw`) into `phases`, `pad` outside the input.
+    pub(crate) fn split(&self, plane: &[f32], pad: f32, phases: &mut Vec<f32>) {
         let [ih, iw] = self.input;
         let [sy, sx] = self.strides;
         let [pt, pl] = self.pad;
         phases.clear();
-        phases.resize(sy * sx * self.phase_len, 0.0);
+        phases.resize(sy * sx * self.phase_len, pad);
         for (iy, row) in plane.chunks(iw).enumerate().take(ih) {
             let y = iy + pt;
             let (py, i) = (y % sy, y / sy);
@@ -576,8 +600,8 @@ fn accumulate_taps(layout: &PhaseLayout, phases: &[f32], weights: &[f32], acc: &
 #[inline(always)]
 fn accumulate_taps_body(layout: &PhaseLayout, phases: &[f32], weights: &[f32], acc: &mut [f32]) {
     let len = acc.len();
-    for (&(phase, offset), &wv) in layout.taps.iter().zip(weights) {
-        let start = phase * layout.phase_len + offset;
+    for (&tap, &wv) in layout.taps.iter().zip(weights) {
+        let start = layout.start(tap);
         acc.iter_mut()
             .zip(&phases[start..start + len])
             .for_each(|(a, &v)| *a += wv * v);

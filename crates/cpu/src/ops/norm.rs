@@ -190,7 +190,7 @@ pub(crate) fn layer_norm(
     let a = axis(ax, x.rank())?;
     let norm_shape = &x.shape[a..];
     let row: usize = norm_shape.iter().product();
-    let (mut y, means, inv) = normalize_rows(&x.data.to_f32s(), row, epsilon, false);
+    let (mut y, means, inv) = normalize_rows(&x.data.f32s(), row, epsilon, false);
     apply_affine(&mut y, norm_shape, scale, bias)?;
     let mut stat_shape = x.shape[..a].to_vec();
     stat_shape.extend(std::iter::repeat_n(1, x.rank() - a));
@@ -209,7 +209,7 @@ pub(crate) fn rms_norm(x: &Array, scale: &Array, ax: i64, epsilon: f32) -> R<Arr
     let a = axis(ax, x.rank())?;
     let norm_shape = &x.shape[a..];
     let row: usize = norm_shape.iter().product();
-    let (mut y, _, _) = normalize_rows(&x.data.to_f32s(), row, epsilon, true);
+    let (mut y, _, _) = normalize_rows(&x.data.f32s(), row, epsilon, true);
     apply_affine(&mut y, norm_shape, scale, None)?;
     Ok(Array::new(x.shape.clone(), Data::from_f32s(x.dtype(), y)))
 }
@@ -254,7 +254,7 @@ pub(crate) fn group_norm(
     }
     let inner: usize = x.shape[2..].iter().product();
     let row = c / groups * inner;
-    let (mut y, _, _) = normalize_rows(&x.data.to_f32s(), row, epsilon, false);
+    let (mut y, _, _) = normalize_rows(&x.data.f32s(), row, epsilon, false);
     let (s, b) = (scale.data.to_f32s(), bias.data.to_f32s());
     let per_group = s.len() == groups && groups != c;
     if !per_group && s.len() != c {

@@ -1,6 +1,6 @@
 //! Pooling: average, max (with indices), Lp and global pools, `MaxUnpool`, `MaxRoiPool`.
 
-use super::conv::{geometry, valid_range};
+use super::conv::{geometry, PhaseLayout};
 use super::elementwise::min_tasks;
 use super::shape::transpose;
 use super::R;
@@ -175,59 +175,55 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
             .collect()
     };
     let (rows, cols) = (counts(0), counts(1));
-    let x_ranges: Vec<(usize, usize)> = taps[1].iter().map(|t| valid_range(t)).collect();
-    let stride = g.strides[1];
+    let layout = PhaseLayout::new(&g);
+    let width = layout.width;
     let mut out = vec![0f32; x.shape[0] * x.shape[1] * oh * ow];
-    out.par_chunks_mut((oh * ow).max(1))
+    if oh * ow == 0 {
+        let shape = vec![x.shape[0], x.shape[1], oh, ow];
+        return Ok(Some(Array::f32(shape, out)));
+    }
+    out.par_chunks_mut(oh * ow)
         .with_min_len(min_tasks(oh * ow * kh * kw))
         .enumerate()
-        .for_each(|(plane, dst)| {
-            let src = &values[plane * ih * iw..(plane + 1) * ih * iw];
-            dst.fill(if average.is_some() {
-                0.0
-            } else {
-                f32::NEG_INFINITY
-            });
-            // Tap by tap, each output row takes in one input row: loops the compiler vectorizes.
-            for (oy, drow) in dst.chunks_mut(ow.max(1)).enumerate() {
-                for tap_rows in &taps[0] {
-                    let Some(iy) = tap_rows[oy] else { continue };
-                    let srow = &src[iy * iw..(iy + 1) * iw];
-                    for (kx, &(x0, x1)) in x_ranges.iter().enumerate() {
-                        let Some(ix0) = taps[1][kx].get(x0).copied().flatten() else {
-                            continue;
-                        };
-                        let d = &mut drow[x0..x1];
-                        match (average.is_some(), stride) {
-                            (false, 1) => d
-                                .iter_mut()
-                                .zip(&srow[ix0..])
-                                .for_each(|(o, &v)| *o = o.max(v)),
-                            (true, 1) => d.iter_mut().zip(&srow[ix0..]).for_each(|(o, &v)| *o += v),
-                            (false, _) => d
-                                .iter_mut()
-                                .zip(srow[ix0..].iter().step_by(stride))
-                                .for_each(|(o, &v)| *o = o.max(v)),
-                            (true, _) => d
-                                .iter_mut()
-                                .zip(srow[ix0..].iter().step_by(stride))
-                                .for_each(|(o, &v)| *o += v),
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(phases, acc), (plane, dst)| {
+                let src = &values[plane * ih * iw..(plane + 1) * ih * iw];
+                // Padding never wins a max and adds nothing to a sum.
+                let pad = if average.is_some() {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                };
+                layout.split(src, pad, phases);
+                acc.clear();
+                acc.resize(oh * width, pad);
+                // Tap by tap over every output at once: loops the compiler vectorizes.
+                for &tap in &layout.taps {
+                    let start = layout.start(tap);
+                    let lanes = &phases[start..start + acc.len()];
+                    if average.is_some() {
+                        acc.iter_mut().zip(lanes).for_each(|(a, &v)| *a += v);
+                    } else {
+                        acc.iter_mut().zip(lanes).for_each(|(a, &v)| *a = a.max(v));
+                    }
+                }
+                for (oy, (drow, arow)) in dst.chunks_mut(ow).zip(acc.chunks(width)).enumerate() {
+                    drow.copy_from_slice(&arow[..ow]);
+                    if let Some(count_include_pad) = average {
+                        let (y_inside, y_padded) = rows[oy];
+                        for (o, &(x_inside, x_padded)) in drow.iter_mut().zip(&cols) {
+                            let count = if count_include_pad {
+                                y_padded * x_padded
+                            } else {
+                                y_inside * x_inside
+                            };
+                            *o /= count.max(1) as f32;
                         }
                     }
                 }
-                if let Some(count_include_pad) = average {
-                    let (y_inside, y_padded) = rows[oy];
-                    for (o, &(x_inside, x_padded)) in drow.iter_mut().zip(&cols) {
-                        let count = if count_include_pad {
-                            y_padded * x_padded
-                        } else {
-                            y_inside * x_inside
-                        };
-                        *o /= count.max(1) as f32;
-                    }
-                }
-            }
-        });
+            },
+        );
     let shape = vec![x.shape[0], x.shape[1], oh, ow];
     Ok(Some(Array::f32(shape, out)))
 }
