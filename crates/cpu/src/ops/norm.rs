@@ -142,6 +142,19 @@ pub(crate) fn instance_norm(x: &Array, scale: &Array, bias: &Array, epsilon: f32
 }
 
 /// Normalizes each row of `values` (rows of `row` elements) by mean and variance, or by RMS.
+/// The f64 sum of `f(v)` over `values`, kept in eight independent lanes so the loop vectorizes.
+fn lane_sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&v| f(f64::from(v))).sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(f64::from(v));
+        }
+    }
+    lanes.iter().sum::<f64>() + rest
+}
+
 fn normalize_rows(
     values: &[f32],
     row: usize,
@@ -161,13 +174,9 @@ fn normalize_rows(
             let mean = if rms {
                 0.0
             } else {
-                src.iter().map(|&v| f64::from(v)).sum::<f64>() / row as f64
+                lane_sum(src, |v| v) / row as f64
             };
-            let var = src
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / row as f64;
+            let var = lane_sum(src, |v| (v - mean) * (v - mean)) / row as f64;
             let inv = 1.0 / (var + f64::from(epsilon)).sqrt();
             for (d, &v) in dst.iter_mut().zip(src) {
                 *d = ((f64::from(v) - mean) * inv) as f32;
@@ -231,10 +240,12 @@ fn apply_affine(y: &mut [f32], row_shape: &[usize], scale: &Array, bias: Option<
     let b = bias.map(fit).transpose()?;
     y.par_chunks_mut(row.max(1))
         .with_min_len(min_tasks(row))
-        .for_each(|chunk| {
-            for (i, v) in chunk.iter_mut().enumerate() {
-                *v = *v * s[i] + b.as_ref().map_or(0.0, |b| b[i]);
-            }
+        .for_each(|chunk| match &b {
+            Some(b) => chunk
+                .iter_mut()
+                .zip(s.iter().zip(b))
+                .for_each(|(v, (&s, &b))| *v = *v * s + b),
+            None => chunk.iter_mut().zip(&s).for_each(|(v, &s)| *v *= s),
         });
     Ok(())
 }

@@ -221,6 +221,24 @@ pub(crate) fn arg(max: bool, x: &Array, ax: i64, keepdims: bool, last: bool) -> 
 
 /// Softmax of one contiguous row, written so the exponentials vectorize.
 pub(crate) fn softmax_row(row: &mut [f32], log: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn wide(row: &mut [f32], log: bool) {
+                softmax_row_body(row, log)
+            }
+            // SAFETY: the CPU was just checked to have AVX2 and FMA.
+            unsafe { wide(row, log) };
+            return;
+        }
+    }
+    softmax_row_body(row, log)
+}
+
+#[inline(always)]
+fn softmax_row_body(row: &mut [f32], log: bool) {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if log {
         let sum: f32 = row

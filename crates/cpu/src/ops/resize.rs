@@ -1,9 +1,11 @@
 //! `Resize` (nearest, linear, cubic; every coordinate mode; antialiasing), applied axis by axis.
 
+use super::elementwise::min_tasks;
 use super::reduce::split_at_axis;
 use super::shape::index_map;
 use super::{axis, Args, R};
 use crate::array::{Array, Data};
+use rayon::prelude::*;
 use sparkc_ir::op::ResizeAttrs;
 
 /// Taps of one output position along one axis, and whether it falls outside the crop.
@@ -229,29 +231,35 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
         let (outer, n, inner) = split_at_axis(&shape, a);
         let m = out_sizes[a];
         let mut next = vec![0.0; outer * m * inner];
+        let values_ref = &values;
         if inner == 1 {
             // The last axis: one multiply-add per tap, no row slices.
-            for (o, row) in next.chunks_mut(m.max(1)).enumerate() {
-                let src = &values[o * n..(o + 1) * n];
-                for (d, t) in row.iter_mut().zip(&taps) {
-                    *d = t.taps.iter().map(|&(i, w)| w * src[i]).sum();
-                }
-            }
+            next.par_chunks_mut(m.max(1))
+                .with_min_len(min_tasks(m * 2))
+                .enumerate()
+                .for_each(|(o, row)| {
+                    let src = &values_ref[o * n..(o + 1) * n];
+                    for (d, t) in row.iter_mut().zip(&taps) {
+                        *d = t.taps.iter().map(|&(i, w)| w * src[i]).sum();
+                    }
+                });
         } else {
-            for o in 0..outer {
-                for (j, t) in taps.iter().enumerate() {
-                    let dst = &mut next[(o * m + j) * inner..(o * m + j + 1) * inner];
-                    for &(i, w) in &t.taps {
-                        if w == 0.0 {
-                            continue;
-                        }
-                        let src = &values[(o * n + i) * inner..(o * n + i + 1) * inner];
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d += w * s;
+            next.par_chunks_mut((m * inner).max(1))
+                .with_min_len(min_tasks(m * inner * 2))
+                .enumerate()
+                .for_each(|(o, block)| {
+                    for (t, dst) in taps.iter().zip(block.chunks_mut(inner)) {
+                        for &(i, w) in &t.taps {
+                            if w == 0.0 {
+                                continue;
+                            }
+                            let src = &values_ref[(o * n + i) * inner..(o * n + i + 1) * inner];
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d += w * s;
+                            }
                         }
                     }
-                }
-            }
+                });
         }
         values = next;
         shape[a] = m;
