@@ -123,8 +123,17 @@ def main():
             "see `docs/cpu-backend.md`, section *Against onnxruntime*.",
             "",
         ]
-        with open(os.path.join(ROOT, "docs", "benchmarks.md"), "w") as f:
-            f.write("\n".join(lines))
+        # Only the CPU section is generated: the sections after it (GPU figures) are kept.
+        path = os.path.join(ROOT, "docs", "benchmarks.md")
+        kept = ""
+        if os.path.exists(path):
+            with open(path) as f:
+                old = f.read()
+            cut = old.find("\n## ")
+            if cut >= 0:
+                kept = old[cut + 1:]
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + ("\n" + kept if kept else ""))
         print("wrote docs/benchmarks.md")
 
 

@@ -289,6 +289,31 @@ fn bench_reports_percentiles_and_profile() {
     ])
     .unwrap();
     assert!(raw.contains("\nConv "), "{raw}");
+    // Per node, with the bare flag still usable just before the model.
+    let nodes = sparkc(&[
+        "bench",
+        "--profile=nodes",
+        &example().display().to_string(),
+        "--dim",
+        "N=2",
+        "--iters",
+        "2",
+    ])
+    .unwrap();
+    assert!(nodes.contains("\nnode "), "{nodes}");
+    assert!(nodes.contains("f32[2, 16, 32, 32]"), "{nodes}");
+    assert!(nodes.contains("Fused(Conv+Relu)"), "{nodes}");
+    let bare = sparkc(&[
+        "bench",
+        "--profile",
+        &example().display().to_string(),
+        "--dim",
+        "N=1",
+        "--iters",
+        "1",
+    ])
+    .unwrap();
+    assert!(bare.contains("\nop "), "{bare}");
     let json = sparkc(&[
         "bench",
         &example().display().to_string(),

@@ -25,9 +25,9 @@ pub struct Args {
     /// Timed runs.
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
-    /// Print time per op kind.
-    #[arg(long)]
-    pub profile: bool,
+    /// Print time per op kind (`--profile`), or per node, slowest first (`--profile=nodes`).
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "ops")]
+    pub profile: Option<ProfileBy>,
     /// Run the graph as imported, without the optimizer.
     #[arg(long)]
     pub no_opt: bool,
@@ -37,6 +37,15 @@ pub struct Args {
     /// Print one JSON object instead of the table (for scripts).
     #[arg(long)]
     pub json: bool,
+}
+
+/// How `--profile` groups the time on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProfileBy {
+    /// One row per op kind.
+    Ops,
+    /// One row per node (fused regions under their last node), with its output.
+    Nodes,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -65,7 +74,9 @@ pub fn run(args: &Args) -> Result<String> {
     }
     // On a GPU: one run with CUDA events around every kernel; on the CPU: per-op timing.
     let kernels = match &runnable {
-        Runnable::Artifact(session) if args.profile => session.profile_kernels(inputs.clone())?,
+        Runnable::Artifact(session) if args.profile.is_some() => {
+            session.profile_kernels(inputs.clone())?
+        }
         _ => None,
     };
     let mut samples = Vec::with_capacity(args.iters);
@@ -73,7 +84,7 @@ pub fn run(args: &Args) -> Result<String> {
     for _ in 0..args.iters {
         let batch = inputs.clone();
         let start = Instant::now();
-        if args.profile && kernels.is_none() {
+        if args.profile.is_some() && kernels.is_none() {
             runnable.run_profiled(batch, &mut profile)?;
         } else {
             runnable.run(batch)?;
@@ -144,7 +155,28 @@ pub fn run(args: &Args) -> Result<String> {
             )?;
         }
         writeln!(text, "(one run, CUDA events around each kernel, no graph)")?;
-    } else if args.profile {
+    } else if args.profile == Some(ProfileBy::Nodes) {
+        let sum: Duration = profile.nodes.iter().map(|t| t.total).sum();
+        let mut rows: Vec<_> = profile.nodes.iter().collect();
+        rows.sort_by_key(|row| std::cmp::Reverse(row.total));
+        writeln!(
+            text,
+            "\n{:<28} {:<28} {:<34} {:>9} {:>7}",
+            "node", "op", "output", "ms", "share"
+        )?;
+        for node in rows {
+            writeln!(
+                text,
+                "{:<28} {:<28} {:<34} {:>9.3} {:>6.1}%",
+                node.name,
+                node.op,
+                node.output.trim_start_matches("a tensor "),
+                millis(node.total) / args.iters as f64,
+                100.0 * node.total.as_secs_f64() / sum.as_secs_f64().max(1e-12)
+            )?;
+        }
+        writeln!(text, "(time per run)")?;
+    } else if args.profile.is_some() {
         let sum: Duration = profile.ops.values().map(|t| t.total).sum();
         let mut rows: Vec<_> = profile.ops.iter().collect();
         rows.sort_by_key(|row| std::cmp::Reverse(row.1.total));

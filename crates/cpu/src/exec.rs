@@ -108,11 +108,28 @@ pub struct OpTiming {
     pub total: Duration,
 }
 
-/// Per-op timings gathered over one or more runs.
+/// Time spent in one node, or in one fused region under its last node's name.
+#[derive(Clone, Debug, Default)]
+pub struct NodeTiming {
+    /// Node name.
+    pub name: String,
+    /// What it runs, as in the per-op table.
+    pub op: String,
+    /// Its first output, as `a tensor f32[1, 64, 80, 80]`.
+    pub output: String,
+    /// Number of runs.
+    pub count: usize,
+    /// Total time.
+    pub total: Duration,
+}
+
+/// Per-op and per-node timings gathered over one or more runs.
 #[derive(Clone, Debug, Default)]
 pub struct Profile {
     /// Timing per op name.
     pub ops: BTreeMap<String, OpTiming>,
+    /// Timing per node, in execution order.
+    pub nodes: Vec<NodeTiming>,
 }
 
 /// A graph prepared for repeated execution on the CPU.
@@ -435,7 +452,7 @@ impl Executor {
                 slots[slot] = Some(value);
             }
         }
-        for step in &self.steps {
+        for (index, step) in self.steps.iter().enumerate() {
             let node = self.graph.node(step.node);
             let started = profile.as_ref().map(|_| Instant::now());
             let mut owned: Vec<Option<Value>> = step
@@ -501,10 +518,8 @@ impl Executor {
             for (&slot, value) in step.outputs.iter().zip(results) {
                 slots[slot] = Some(value);
             }
-            for &slot in &step.frees {
-                slots[slot] = None;
-            }
             if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
+                let elapsed = started.elapsed();
                 let label = match step.work {
                     Work::Node => match &node.op {
                         Op::Fused(fused) => format!("Fused({})", fused.label()),
@@ -512,9 +527,25 @@ impl Executor {
                     },
                     Work::Fused(r) => self.regions[r].label(&self.graph),
                 };
+                if profile.nodes.len() <= index {
+                    let output = step.outputs.first().and_then(|&s| slots[s].as_ref());
+                    profile.nodes.push(NodeTiming {
+                        name: node.name.clone(),
+                        op: label.clone(),
+                        output: output.map_or_else(String::new, |v| v.to_string()),
+                        ..NodeTiming::default()
+                    });
+                }
                 let timing = profile.ops.entry(label).or_default();
                 timing.count += 1;
-                timing.total += started.elapsed();
+                timing.total += elapsed;
+                if let Some(node_timing) = profile.nodes.get_mut(index) {
+                    node_timing.count += 1;
+                    node_timing.total += elapsed;
+                }
+            }
+            for &slot in &step.frees {
+                slots[slot] = None;
             }
         }
         self.outputs

@@ -15,5 +15,5 @@ mod value;
 
 pub use array::{Array, Data, Elem};
 pub use exec::{set_threads, threads};
-pub use exec::{ExecError, Executor, OpTiming, Profile};
+pub use exec::{ExecError, Executor, NodeTiming, OpTiming, Profile};
 pub use value::Value;
