@@ -1,8 +1,8 @@
-//! `cargo bench -p sparkc-cpu`: the executor's MatMul, Softmax and Erf against plain reference
+//! `cargo bench -p sparkc-cpu`: the executor's MatMul, Softmax, Erf and convolutions against plain reference
 //! loops run in the same process, reported as speed-up ratios (no absolute thresholds).
 
 use sparkc_cpu::{Array, Executor, Value};
-use sparkc_ir::op::Unary;
+use sparkc_ir::op::{AutoPad, ConvAttrs, Layout, Unary};
 use sparkc_ir::{DType, Dim, Graph, Op, TensorType, Value as IrValue, ValueRef, ValueType};
 use std::time::Instant;
 
@@ -124,4 +124,59 @@ fn main() {
         std::hint::black_box(&y);
     });
     report("Erf 512x1024", ours, reference);
+
+    // Convolutions of MobileNet's sizes against the direct loop over every output and tap.
+    for (name, c, m, group, hw, k) in [
+        ("Conv depthwise 3x3 96x40x40", 96, 96, 96, 40, 3),
+        ("Conv 3x3 32->32 40x40", 32, 32, 1, 40, 3),
+        ("Conv 1x1 64->128 20x20", 64, 128, 1, 20, 1),
+    ] {
+        let cg = c / group;
+        let pad = (k / 2) as i64;
+        let attrs = ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: Vec::new(),
+            group: group as i64,
+            kernel_shape: Vec::new(),
+            pads: vec![pad; 4],
+            strides: Vec::new(),
+            layout: Layout::Nchw,
+        };
+        let (xs, ws) = ([1, c, hw, hw], [m, cg, k, k]);
+        let exec = single(Op::Conv(attrs), &[&xs, &ws], &[1, m, hw, hw]);
+        let (x, w) = (values(c * hw * hw), values(m * cg * k * k));
+        let inputs = vec![
+            Value::Tensor(Array::f32(xs.to_vec(), x.clone())),
+            Value::Tensor(Array::f32(ws.to_vec(), w.clone())),
+        ];
+        let ours = time(20, || {
+            exec.run(inputs.clone()).expect("Conv runs");
+        });
+        let reference = time(3, || {
+            let mut y = vec![0f32; m * hw * hw];
+            for oc in 0..m {
+                let first = (oc / (m / group)) * cg;
+                for oy in 0..hw {
+                    for ox in 0..hw {
+                        let mut acc = 0f32;
+                        for ic in 0..cg {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = ((oy + ky) as i64 - pad, (ox + kx) as i64 - pad);
+                                    if iy >= 0 && ix >= 0 && iy < hw as i64 && ix < hw as i64 {
+                                        let xi =
+                                            ((first + ic) * hw + iy as usize) * hw + ix as usize;
+                                        acc += x[xi] * w[((oc * cg + ic) * k + ky) * k + kx];
+                                    }
+                                }
+                            }
+                        }
+                        y[(oc * hw + oy) * hw + ox] = acc;
+                    }
+                }
+            }
+            std::hint::black_box(&y);
+        });
+        report(name, ours, reference);
+    }
 }
