@@ -269,11 +269,7 @@ pub(crate) fn conv_f32(
     attrs: &ConvAttrs,
     epilogue: Option<Epilogue>,
 ) -> R<(Vec<f32>, Vec<usize>)> {
-    if x_shape.len() < 3 || w_shape.len() != x_shape.len() {
-        return Err(format!(
-            "input {x_shape:?} and weight {w_shape:?} must have equal rank ≥ 3"
-        ));
-    }
+    let g = conv_geometry(x_shape, w_shape, attrs)?;
     let (n, c) = (x_shape[0], x_shape[1]);
     let m = w_shape[0];
     let group = attrs.group.max(1) as usize;
@@ -282,20 +278,6 @@ pub(crate) fn conv_f32(
             "input channels {c}, weight {w_shape:?} and group {group} do not agree"
         ));
     }
-    let kernel: Vec<usize> = if attrs.kernel_shape.is_empty() {
-        w_shape[2..].to_vec()
-    } else {
-        attrs.kernel_shape.iter().map(|&k| k as usize).collect()
-    };
-    let g = geometry(
-        &x_shape[2..],
-        &kernel,
-        attrs.auto_pad,
-        &attrs.pads,
-        &attrs.strides,
-        &attrs.dilations,
-        false,
-    )?;
     let (cg, mg) = (c / group, m / group);
     if let Some(bias) = bias {
         if bias.len() != m {
@@ -608,8 +590,8 @@ fn accumulate_taps_body(layout: &PhaseLayout, phases: &[f32], weights: &[f32], a
     }
 }
 
-/// The output shape of an NCHW convolution of `x` by `w`.
-pub(crate) fn output_shape(x: &[usize], w: &[usize], attrs: &ConvAttrs) -> R<Vec<usize>> {
+/// The sliding-window geometry of an NCHW convolution of `x` by `w`.
+fn conv_geometry(x: &[usize], w: &[usize], attrs: &ConvAttrs) -> R<Geometry> {
     if x.len() < 3 || w.len() != x.len() {
         return Err(format!(
             "input {x:?} and weight {w:?} must have equal rank ≥ 3"
@@ -620,7 +602,7 @@ pub(crate) fn output_shape(x: &[usize], w: &[usize], attrs: &ConvAttrs) -> R<Vec
     } else {
         attrs.kernel_shape.iter().map(|&k| k as usize).collect()
     };
-    let g = geometry(
+    geometry(
         &x[2..],
         &kernel,
         attrs.auto_pad,
@@ -628,7 +610,12 @@ pub(crate) fn output_shape(x: &[usize], w: &[usize], attrs: &ConvAttrs) -> R<Vec
         &attrs.strides,
         &attrs.dilations,
         false,
-    )?;
+    )
+}
+
+/// The output shape of an NCHW convolution of `x` by `w`.
+pub(crate) fn output_shape(x: &[usize], w: &[usize], attrs: &ConvAttrs) -> R<Vec<usize>> {
+    let g = conv_geometry(x, w, attrs)?;
     let mut shape = vec![x[0], w[0]];
     shape.extend(g.output);
     Ok(shape)
@@ -645,6 +632,17 @@ pub(crate) fn conv(x: &Array, w: &Array, b: Option<&Array>, attrs: &ConvAttrs) -
         let y = conv(&first(x)?, &first(w)?, b, &nchw)?;
         return transpose(&y, &to_channels_last(y.rank()));
     }
+    conv_nchw(x, w, b, attrs, None)
+}
+
+/// An NCHW `Conv` of arrays, with `epilogue` run on each finished piece of the output.
+pub(crate) fn conv_nchw(
+    x: &Array,
+    w: &Array,
+    b: Option<&Array>,
+    attrs: &ConvAttrs,
+    epilogue: Option<Epilogue>,
+) -> R<Array> {
     let bias = b.map(|b| b.data.to_f32s());
     let (out, shape) = conv_f32(
         &x.data.f32s(),
@@ -653,7 +651,7 @@ pub(crate) fn conv(x: &Array, w: &Array, b: Option<&Array>, attrs: &ConvAttrs) -
         &w.shape,
         bias.as_deref(),
         attrs,
-        None,
+        epilogue,
     )?;
     Ok(Array::new(shape, Data::from_f32s(x.dtype(), out)))
 }

@@ -143,17 +143,9 @@ fn conv_with_tail(args: &Args, fused: &Fused, attrs: &ConvAttrs) -> R<Option<Val
     let Some(bound) = fuse::Bound::new(&region, &inputs, &shape, Some(0)) else {
         return Ok(None);
     };
-    let bias = bias.map(|b| b.data.to_f32s());
-    let (out, shape) = conv::conv_f32(
-        &x.data.f32s(),
-        &x.shape,
-        &w.data.f32s(),
-        &w.shape,
-        bias.as_deref(),
-        attrs,
-        Some(&|pieces| bound.eval_pieces(pieces)),
-    )?;
-    Ok(Some(Value::Tensor(Array::f32(shape, out))))
+    let epilogue = |pieces: &mut [(usize, &mut [f32])]| bound.eval_pieces(pieces);
+    let y = conv::conv_nchw(x, w, bias, attrs, Some(&epilogue))?;
+    Ok(Some(Value::Tensor(y)))
 }
 
 /// For each body node, the index of the last body node reading it (`body.len()` for the tail).
