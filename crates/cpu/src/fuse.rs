@@ -274,8 +274,8 @@ pub(crate) struct Bound<'a> {
 
 impl<'a> Bound<'a> {
     /// Binds `region` to `inputs` for an output of `shape`; `in_place` names the input whose
-    /// values the output buffer holds when evaluation starts. `None` when an input is not f32
-    /// or does not broadcast to `shape`.
+    /// values the output buffer holds when evaluation starts (its array is not read). `None`
+    /// when another input is not f32 or does not broadcast to `shape`.
     pub(crate) fn new(
         region: &'a Region,
         inputs: &[&'a Array],
@@ -283,7 +283,12 @@ impl<'a> Bound<'a> {
         in_place: Option<usize>,
     ) -> Option<Bound<'a>> {
         let mut strides = Vec::with_capacity(inputs.len());
-        for a in inputs {
+        for (i, a) in inputs.iter().enumerate() {
+            if Some(i) == in_place {
+                // The output buffer itself: its values are in place, read at the output's index.
+                strides.push(elementwise::broadcast_strides(shape, shape));
+                continue;
+            }
             if a.dtype() != DType::F32 || !broadcasts_to(&a.shape, shape) {
                 return None;
             }
@@ -427,7 +432,7 @@ pub(crate) fn run(region: &Region, mut inputs: Vec<Arg>) -> R<Value> {
     let mut out = match reuse {
         Some(i) => match std::mem::replace(
             &mut inputs[i],
-            Arg::Owned(Value::Tensor(Array::f32(shape.clone(), vec![]))),
+            Arg::Owned(Value::Tensor(Array::f32(vec![0], vec![]))),
         ) {
             Arg::Owned(Value::Tensor(Array {
                 data: Data::F32(v), ..

@@ -135,7 +135,8 @@ fn conv_with_tail(args: &Args, fused: &Fused, attrs: &ConvAttrs) -> R<Option<Val
     let shape = conv::output_shape(&x.shape, &w.shape, attrs)?;
     let mut sources = vec![Operand::Node(0)];
     let region = tail_region(&fused.body[1..], 1, &mut sources)?;
-    let placeholder = Array::f32(shape.clone(), Vec::new());
+    // The convolution's output, which the tail reads in place.
+    let placeholder = Array::f32(vec![0], Vec::new());
     let mut inputs = vec![&placeholder];
     for &source in &sources[1..] {
         inputs.push(outer(Some(source))?.ok_or("an omitted operand in the tail")?);
