@@ -291,10 +291,11 @@ pub(crate) fn conv_f32(
     let mut shape = vec![n, m];
     shape.extend(&g.output);
     let mut out = vec![0f32; n * m * out_len];
-    let taps = g.taps();
     if group == c && mg == 1 && g.input.len() == 2 {
         depthwise(x, w, bias, &g, n, c, &mut out, epilogue)?;
     } else {
+        // Only the unrolling needs the per-position taps; depthwise reads its phase layout.
+        let taps = g.taps();
         let problem = Problem {
             x,
             w,
