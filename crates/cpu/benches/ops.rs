@@ -129,6 +129,7 @@ fn main() {
     for (name, c, m, group, hw, k) in [
         ("Conv depthwise 3x3 96x40x40", 96, 96, 96, 40, 3),
         ("Conv 3x3 32->32 40x40", 32, 32, 1, 40, 3),
+        ("Conv 3x3 3->16 32x32", 3, 16, 1, 32, 3),
         ("Conv 1x1 64->128 20x20", 64, 128, 1, 20, 1),
     ] {
         let cg = c / group;

@@ -294,39 +294,39 @@ pub(crate) fn conv_f32(
     if group == c && mg == 1 && g.input.len() == 2 {
         depthwise(x, w, bias, &g, n, c, &mut out, epilogue)?;
     } else {
-        // Only the unrolling needs the per-position taps; depthwise reads its phase layout.
-        let taps = g.taps();
         let problem = Problem {
             x,
             w,
             bias,
             geometry: &g,
-            taps: &taps,
             channels: cg,
             maps: mg,
             images: n * group,
             group,
         };
-        problem.run(&mut out, epilogue)?;
+        if problem.direct_suits() {
+            problem.run_direct(&mut out, epilogue)?;
+        } else {
+            problem.run(&mut out, epilogue)?;
+        }
     }
     Ok((out, shape))
 }
 
-/// One grouped convolution as tiled GEMMs: `images` (batch × group) products of
-/// `maps × channels·k` weights by `channels·k × out` unrolled inputs.
-struct Problem<'a> {
-    x: &'a [f32],
-    w: &'a [f32],
-    bias: Option<&'a [f32]>,
-    geometry: &'a Geometry,
-    taps: &'a [Vec<Vec<Option<usize>>>],
+/// One grouped convolution: `images` (batch × group) products of `maps × channels·k` weights
+/// by `channels·k × out` unrolled inputs, as tiled GEMMs here or directly (`conv_direct`).
+pub(super) struct Problem<'a> {
+    pub x: &'a [f32],
+    pub w: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub geometry: &'a Geometry,
     /// Input channels per group.
-    channels: usize,
+    pub channels: usize,
     /// Output channels per group.
-    maps: usize,
+    pub maps: usize,
     /// Batch × group.
-    images: usize,
-    group: usize,
+    pub images: usize,
+    pub group: usize,
 }
 
 /// Floats of unrolled input per tile: the tile stays in the core's L2 while its GEMM runs.
@@ -356,7 +356,7 @@ impl Problem<'_> {
         };
         // Column tiles bounded by cache, then split further (columns, then rows) until there
         // are enough tasks for the threads.
-        let mut col_tiles = out_len.div_ceil((TILE_FLOATS / depth.max(1)).max(64));
+        let mut col_tiles = out_len.div_ceil((TILE_FLOATS / depth.max(self.maps)).max(64));
         col_tiles = col_tiles.max(wanted.div_ceil(self.images).min(out_len.div_ceil(64)));
         let width = out_len
             .div_ceil(col_tiles)
@@ -368,7 +368,8 @@ impl Problem<'_> {
             .clamp(1, self.maps.div_ceil(16));
         let rows = self.maps.div_ceil(row_blocks);
         let row_blocks = self.maps.div_ceil(rows);
-        let unroller = Unroller::new(g, self.taps);
+        let taps = g.taps();
+        let unroller = Unroller::new(g, &taps);
         let base = SendPtr(out.as_mut_ptr());
         let task = |t: usize, col: &mut Vec<f32>| -> R<()> {
             let (image, rest) = (t / (row_blocks * col_tiles), t % (row_blocks * col_tiles));
@@ -460,6 +461,7 @@ fn depthwise(
                 let ch = plane % c;
                 let src = &x[plane * in_len..(plane + 1) * in_len];
                 let weights = &w[ch * kh * kw..(ch + 1) * kh * kw];
+                phases.resize(layout.len(), 0.0);
                 layout.split(src, 0.0, phases);
                 acc.clear();
                 acc.resize(oh * layout.width, 0.0);
@@ -525,38 +527,62 @@ impl PhaseLayout {
         phase * self.phase_len + offset
     }
 
-    /// Writes the phases of `plane` (`ih × iw`) into `phases`, `pad` outside the input.
-    pub(crate) fn split(&self, plane: &[f32], pad: f32, phases: &mut Vec<f32>) {
+    /// Floats in the phases of one plane.
+    pub(crate) fn len(&self) -> usize {
+        self.strides[0] * self.strides[1] * self.phase_len
+    }
+
+    /// Writes the phases of `plane` (`ih × iw`) into `phases` (`len()` floats), `pad` outside
+    /// the input.
+    pub(crate) fn split(&self, plane: &[f32], pad: f32, phases: &mut [f32]) {
         let [ih, iw] = self.input;
         let [sy, sx] = self.strides;
         let [pt, pl] = self.pad;
-        phases.clear();
-        phases.resize(sy * sx * self.phase_len, pad);
+        phases.fill(pad);
+        // Per column phase: the first input column landing in it, and where in a phase row.
+        let columns: Vec<(usize, usize)> = (0..sx)
+            .map(|px| {
+                let first = (px + sx - pl % sx) % sx;
+                (first, (first + pl) / sx)
+            })
+            .collect();
         for (iy, row) in plane.chunks(iw).enumerate().take(ih) {
             let y = iy + pt;
-            let (py, i) = (y % sy, y / sy);
-            for px in 0..sx {
-                // The first input column landing in phase px, and where it lands.
-                let first = (px + sx - pl % sx) % sx;
+            let row_start = (y % sy) * sx * self.phase_len + (y / sy) * self.width;
+            if sx == 1 {
+                let start = row_start + pl;
+                phases[start..start + iw].copy_from_slice(row);
+                continue;
+            }
+            if sx == 2 {
+                // Even input columns go to one phase and odd ones to the other, in one pass.
+                let even = row_start + (pl % 2) * self.phase_len + pl / 2;
+                let odd = row_start + ((pl + 1) % 2) * self.phase_len + (pl + 1) / 2;
+                let (head, tail) = phases.split_at_mut(even.max(odd));
+                let (low, high) = (&mut head[even.min(odd)..], tail);
+                let (evens, odds) = if even < odd { (low, high) } else { (high, low) };
+                for ((e, o), pair) in evens
+                    .iter_mut()
+                    .zip(odds.iter_mut())
+                    .zip(row.chunks_exact(2))
+                {
+                    *e = pair[0];
+                    *o = pair[1];
+                }
+                if iw % 2 == 1 {
+                    evens[iw / 2] = row[iw - 1];
+                }
+                continue;
+            }
+            for (px, &(first, column)) in columns.iter().enumerate() {
                 let Some(row) = row.get(first..) else {
                     continue;
                 };
-                let start = (py * sx + px) * self.phase_len + i * self.width + (first + pl) / sx;
+                let start = row_start + px * self.phase_len + column;
                 let dst = &mut phases[start..start + row.len().div_ceil(sx)];
-                match sx {
-                    1 => dst.copy_from_slice(row),
-                    2 => {
-                        let pairs = row.chunks_exact(2);
-                        if let [last] = pairs.remainder() {
-                            dst[row.len() / 2] = *last;
-                        }
-                        dst.iter_mut().zip(pairs).for_each(|(d, pair)| *d = pair[0]);
-                    }
-                    _ => dst
-                        .iter_mut()
-                        .enumerate()
-                        .for_each(|(k, d)| *d = row[k * sx]),
-                }
+                dst.iter_mut()
+                    .zip(row.iter().step_by(sx))
+                    .for_each(|(d, &v)| *d = v);
             }
         }
     }
@@ -880,8 +906,9 @@ mod tests {
         }
     }
 
-    /// Checks `conv_f32` against the direct definition; the epilogue adds each element's flat
-    /// index, so a piece reported at the wrong place, or twice, or not at all, shows.
+    /// Checks `conv_f32`, and each way a `Problem` can be computed, against the definition; the
+    /// epilogue adds each element's flat index, so a piece reported at the wrong place, or
+    /// twice, or not at all, shows.
     fn check(xs: &[usize], ws: &[usize], a: &ConvAttrs) {
         let x = values(xs.iter().product(), 1);
         let w = values(ws.iter().product(), 2);
@@ -895,14 +922,39 @@ mod tests {
             }
             Ok(())
         };
+        let compare = |path: &str, got: &[f32]| {
+            assert_eq!(got.len(), want.len(), "{path}: {xs:?} * {ws:?}");
+            for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                let e = e + i as f64;
+                assert!(
+                    (f64::from(g) - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                    "{path}: {xs:?} * {ws:?} {a:?}: element {i}: got {g}, expected {e}"
+                );
+            }
+        };
         let (got, shape) = conv_f32(&x, xs, &w, ws, Some(&bias), a, Some(&mark)).expect("conv");
         assert_eq!(shape, want_shape, "{xs:?} * {ws:?}");
-        for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
-            let e = e + i as f64;
-            assert!(
-                (f64::from(g) - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                "{xs:?} * {ws:?} {a:?}: element {i}: got {g}, expected {e}"
-            );
+        compare("conv_f32", &got);
+
+        let g = conv_geometry(xs, ws, a).expect("geometry");
+        let group = a.group as usize;
+        let problem = Problem {
+            x: &x,
+            w: &w,
+            bias: Some(&bias),
+            geometry: &g,
+            channels: xs[1] / group,
+            maps: ws[0] / group,
+            images: xs[0] * group,
+            group,
+        };
+        let mut got = vec![0f32; want.len()];
+        problem.run(&mut got, Some(&mark)).expect("im2col");
+        compare("im2col + GEMM", &got);
+        if g.input.len() == 2 {
+            let mut got = vec![0f32; want.len()];
+            problem.run_direct(&mut got, Some(&mark)).expect("direct");
+            compare("direct", &got);
         }
     }
 
@@ -915,6 +967,17 @@ mod tests {
             &attrs(1, &[1, 1, 1, 1], &[], &[]),
         );
         check(&[1, 64, 20, 21], &[72, 64, 1, 1], &attrs(1, &[], &[], &[]));
+        // Enough maps that the direct path's weights come in several blocks per image.
+        check(
+            &[1, 64, 12, 13],
+            &[70, 64, 3, 3],
+            &attrs(1, &[1, 1, 1, 1], &[], &[]),
+        );
+        check(
+            &[2, 3, 33, 31],
+            &[16, 3, 3, 3],
+            &attrs(1, &[1, 1, 1, 1], &[2, 2], &[]),
+        );
         check(
             &[3, 6, 17, 19],
             &[10, 3, 3, 2],

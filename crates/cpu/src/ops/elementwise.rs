@@ -435,7 +435,7 @@ pub(crate) fn vector_unary(op: &Unary) -> Option<fn(&mut [f32])> {
 }
 
 /// Applies `f` to every element in place, in parallel for large slices.
-fn apply<T: Copy + Send + Sync, F: Fn(T) -> T + Sync>(f: F, v: &mut [T]) {
+fn apply<T: Copy + Default + Send + Sync, F: Fn(T) -> T + Sync>(f: F, v: &mut [T]) {
     if v.len() >= PARALLEL_MIN {
         v.par_chunks_mut(4096).for_each(|c| map_in_place(&f, c));
     } else {
@@ -444,21 +444,37 @@ fn apply<T: Copy + Send + Sync, F: Fn(T) -> T + Sync>(f: F, v: &mut [T]) {
 }
 
 /// `x = f(x)` for every element, with AVX2 and FMA code when the CPU has them.
-fn map_in_place<T: Copy, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
+fn map_in_place<T: Copy + Default, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             #[target_feature(enable = "avx2,fma")]
-            fn wide<T: Copy, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
-                v.iter_mut().for_each(|x| *x = f(*x));
+            fn wide<T: Copy + Default, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
+                map_through_buffer(f, v)
             }
             // SAFETY: the CPU was just checked to have AVX2 and FMA.
             unsafe { wide(f, v) };
             return;
         }
     }
-    v.iter_mut().for_each(|x| *x = f(*x));
+    map_through_buffer(f, v)
+}
+
+/// `x = f(x)` a block at a time through a local buffer. Written straight back, an `f` that
+/// keeps some elements as they are (Relu, a threshold) compiles to masked stores of the others,
+/// which are slow on AMD cores.
+#[inline(always)]
+fn map_through_buffer<T: Copy + Default, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
+    let mut buffer = [T::default(); 64];
+    for block in v.chunks_mut(64) {
+        let mapped = &mut buffer[..block.len()];
+        mapped
+            .iter_mut()
+            .zip(block.iter())
+            .for_each(|(m, &x)| *m = f(x));
+        block.copy_from_slice(mapped);
+    }
 }
 
 macro_rules! float_unary {

@@ -3,6 +3,7 @@
 mod attention;
 mod control;
 mod conv;
+mod conv_direct;
 pub(crate) mod elementwise;
 mod fused;
 mod index;

@@ -195,6 +195,7 @@ fn pool_2d_f32(x: &Array, attrs: &PoolAttrs, window: Window) -> R<Option<Array>>
                 } else {
                     f32::NEG_INFINITY
                 };
+                phases.resize(layout.len(), 0.0);
                 layout.split(src, pad, phases);
                 acc.clear();
                 acc.resize(oh * width, pad);
