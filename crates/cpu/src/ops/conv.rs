@@ -463,9 +463,8 @@ fn depthwise(
                 let weights = &w[ch * kh * kw..(ch + 1) * kh * kw];
                 phases.resize(layout.len(), 0.0);
                 layout.split(src, 0.0, phases);
-                acc.clear();
                 acc.resize(oh * layout.width, 0.0);
-                accumulate_taps(&layout, phases, weights, acc);
+                sum_taps(&layout, phases, weights, acc);
                 let b = bias.map_or(0.0, |b| b[ch]);
                 for (drow, arow) in dst.chunks_mut(ow).zip(acc.chunks(layout.width)) {
                     drow.iter_mut().zip(arow).for_each(|(d, &a)| *d = a + b);
@@ -491,6 +490,8 @@ pub(crate) struct PhaseLayout {
     phase_len: usize,
     /// Per tap, in weight order: the phase it reads and its offset there.
     pub taps: Vec<(usize, usize)>,
+    /// Per column phase: the first input column landing in it, and where in a phase row.
+    columns: Vec<(usize, usize)>,
 }
 
 impl PhaseLayout {
@@ -512,6 +513,13 @@ impl PhaseLayout {
             }
         }
         let reach = taps.iter().map(|&(_, o)| o).max().unwrap_or(0) + oh * width;
+        let pl = g.pad_begin[1];
+        let columns = (0..sx)
+            .map(|px| {
+                let first = (px + sx - pl % sx) % sx;
+                (first, (first + pl) / sx)
+            })
+            .collect();
         PhaseLayout {
             input: [g.input[0], g.input[1]],
             pad: [g.pad_begin[0], g.pad_begin[1]],
@@ -519,6 +527,7 @@ impl PhaseLayout {
             width,
             phase_len: reach.max(height * width),
             taps,
+            columns,
         }
     }
 
@@ -539,13 +548,6 @@ impl PhaseLayout {
         let [sy, sx] = self.strides;
         let [pt, pl] = self.pad;
         phases.fill(pad);
-        // Per column phase: the first input column landing in it, and where in a phase row.
-        let columns: Vec<(usize, usize)> = (0..sx)
-            .map(|px| {
-                let first = (px + sx - pl % sx) % sx;
-                (first, (first + pl) / sx)
-            })
-            .collect();
         for (iy, row) in plane.chunks(iw).enumerate().take(ih) {
             let y = iy + pt;
             let row_start = (y % sy) * sx * self.phase_len + (y / sy) * self.width;
@@ -574,7 +576,7 @@ impl PhaseLayout {
                 }
                 continue;
             }
-            for (px, &(first, column)) in columns.iter().enumerate() {
+            for (px, &(first, column)) in self.columns.iter().enumerate() {
                 let Some(row) = row.get(first..) else {
                     continue;
                 };
@@ -588,32 +590,56 @@ impl PhaseLayout {
     }
 }
 
-/// `acc += w[tap] · phase[tap]` over every tap, with AVX2 code when the CPU has it.
-fn accumulate_taps(layout: &PhaseLayout, phases: &[f32], weights: &[f32], acc: &mut [f32]) {
+/// `acc = Σ w[tap] · phase[tap]` over every tap, with AVX2+FMA code when the CPU has them.
+fn sum_taps(layout: &PhaseLayout, phases: &[f32], weights: &[f32], acc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             #[target_feature(enable = "avx2,fma")]
             fn wide(layout: &PhaseLayout, phases: &[f32], weights: &[f32], acc: &mut [f32]) {
-                accumulate_taps_body(layout, phases, weights, acc)
+                sum_taps_body::<true>(layout, phases, weights, acc)
             }
             // SAFETY: the CPU was just checked to have AVX2 and FMA.
             unsafe { wide(layout, phases, weights, acc) };
             return;
         }
     }
-    accumulate_taps_body(layout, phases, weights, acc)
+    sum_taps_body::<false>(layout, phases, weights, acc)
 }
 
+/// Outputs per block of `sum_taps`: eight 8-lane vectors, summed over every tap in registers.
+const TAP_BLOCK: usize = 64;
+
 #[inline(always)]
-fn accumulate_taps_body(layout: &PhaseLayout, phases: &[f32], weights: &[f32], acc: &mut [f32]) {
-    let len = acc.len();
-    for (&tap, &wv) in layout.taps.iter().zip(weights) {
-        let start = layout.start(tap);
-        acc.iter_mut()
-            .zip(&phases[start..start + len])
-            .for_each(|(a, &v)| *a += wv * v);
+fn sum_taps_body<const FMA: bool>(
+    layout: &PhaseLayout,
+    phases: &[f32],
+    weights: &[f32],
+    acc: &mut [f32],
+) {
+    let full = acc.len() / TAP_BLOCK * TAP_BLOCK;
+    let (blocks, rest) = acc.split_at_mut(full);
+    for (b, out) in blocks.chunks_exact_mut(TAP_BLOCK).enumerate() {
+        let mut sum = [0f32; TAP_BLOCK];
+        for (&tap, &w) in layout.taps.iter().zip(weights) {
+            let start = layout.start(tap) + b * TAP_BLOCK;
+            let lanes: &[f32; TAP_BLOCK] = phases[start..start + TAP_BLOCK]
+                .try_into()
+                .expect("a block of lanes");
+            for (a, &v) in sum.iter_mut().zip(lanes) {
+                *a = if FMA { w.mul_add(v, *a) } else { *a + w * v };
+            }
+        }
+        out.copy_from_slice(&sum);
+    }
+    rest.fill(0.0);
+    let left = rest.len();
+    for (&tap, &w) in layout.taps.iter().zip(weights) {
+        let start = layout.start(tap) + full;
+        rest.iter_mut()
+            .zip(&phases[start..start + left])
+            .for_each(|(a, &v)| *a += w * v);
     }
 }
 

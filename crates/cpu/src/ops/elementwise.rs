@@ -466,15 +466,22 @@ fn map_in_place<T: Copy + Default, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
 /// which are slow on AMD cores.
 #[inline(always)]
 fn map_through_buffer<T: Copy + Default, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
-    let mut buffer = [T::default(); 64];
-    for block in v.chunks_mut(64) {
-        let mapped = &mut buffer[..block.len()];
-        mapped
+    let mut buffer = [T::default(); 32];
+    let mut blocks = v.chunks_exact_mut(32);
+    for block in &mut blocks {
+        buffer
             .iter_mut()
             .zip(block.iter())
             .for_each(|(m, &x)| *m = f(x));
-        block.copy_from_slice(mapped);
+        block.copy_from_slice(&buffer);
     }
+    let rest = blocks.into_remainder();
+    let mapped = &mut buffer[..rest.len()];
+    mapped
+        .iter_mut()
+        .zip(rest.iter())
+        .for_each(|(m, &x)| *m = f(x));
+    rest.copy_from_slice(mapped);
 }
 
 macro_rules! float_unary {
@@ -551,7 +558,7 @@ macro_rules! float_unary {
                     },
                     v,
                 ),
-                Unary::HardSwish => apply(|x: $t| x * (x / 6.0 + 0.5).clamp(0.0, 1.0), v),
+                Unary::HardSwish => apply(|x: $t| x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0), v),
                 Unary::Elu { alpha } => {
                     let alpha = *alpha as $t;
                     apply(|x: $t| if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }, v)
