@@ -559,7 +559,7 @@ impl PhaseLayout {
             if sx == 2 {
                 // Even input columns go to one phase and odd ones to the other, in one pass.
                 let even = row_start + (pl % 2) * self.phase_len + pl / 2;
-                let odd = row_start + ((pl + 1) % 2) * self.phase_len + (pl + 1) / 2;
+                let odd = row_start + ((pl + 1) % 2) * self.phase_len + pl.div_ceil(2);
                 let (head, tail) = phases.split_at_mut(even.max(odd));
                 let (low, high) = (&mut head[even.min(odd)..], tail);
                 let (evens, odds) = if even < odd { (low, high) } else { (high, low) };
