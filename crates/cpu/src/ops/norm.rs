@@ -141,9 +141,8 @@ pub(crate) fn instance_norm(x: &Array, scale: &Array, bias: &Array, epsilon: f32
     ))
 }
 
-/// Normalizes each row of `values` (rows of `row` elements) by mean and variance, or by RMS.
 /// The f64 sum of `f(v)` over `values`, kept in eight independent lanes so the loop vectorizes.
-fn lane_sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+pub(crate) fn lane_sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let mut lanes = [0f64; 8];
     let chunks = values.chunks_exact(8);
     let rest: f64 = chunks.remainder().iter().map(|&v| f(f64::from(v))).sum();
@@ -155,6 +154,7 @@ fn lane_sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     lanes.iter().sum::<f64>() + rest
 }
 
+/// Normalizes each row of `values` (rows of `row` elements) by mean and variance, or by RMS.
 fn normalize_rows(
     values: &[f32],
     row: usize,

@@ -302,7 +302,7 @@ pub(crate) fn global(x: &Array, max: bool) -> R<Array> {
             if max {
                 plane.iter().copied().fold(f32::NEG_INFINITY, f32::max)
             } else {
-                (plane.iter().map(|&v| f64::from(v)).sum::<f64>() / len as f64) as f32
+                (super::norm::lane_sum(plane, |v| v) / len as f64) as f32
             }
         })
         .collect();

@@ -151,7 +151,7 @@ pub(crate) fn reduce(
             let slice = &values[r * row..(r + 1) * row];
             match kind {
                 Reduction::Sum | Reduction::Mean => {
-                    let s: f64 = slice.iter().map(|&v| f64::from(v)).sum();
+                    let s = super::norm::lane_sum(slice, |v| v);
                     (if kind == Reduction::Mean {
                         s / row as f64
                     } else {

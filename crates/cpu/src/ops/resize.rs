@@ -217,8 +217,8 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
             _ => (0.0, 1.0),
         }
     };
-    let mut values = x.data.to_f64s();
     let mut shape = x.shape.clone();
+    let mut passes = Vec::new();
     let mut outside: Vec<(usize, Vec<bool>)> = Vec::new();
     for (k, &a) in axes.iter().enumerate() {
         if out_sizes[a] == shape[a]
@@ -228,9 +228,90 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
             continue;
         }
         let taps = axis_taps(attrs, shape[a], out_sizes[a], axis_scales[a], roi_of(a, k))?;
-        let (outer, n, inner) = split_at_axis(&shape, a);
-        let m = out_sizes[a];
-        let mut next = vec![0.0; outer * m * inner];
+        if taps.iter().any(|t| t.outside) {
+            outside.push((a, taps.iter().map(|t| t.outside).collect::<Vec<bool>>()));
+        }
+        passes.push(Pass {
+            axis: a,
+            shape: shape.clone(),
+            taps,
+        });
+        shape[a] = out_sizes[a];
+    }
+    let mask = (!outside.is_empty())
+        .then(|| index_map(&shape, |ix| outside.iter().any(|(a, flags)| flags[ix[*a]])));
+    let data = match &x.data {
+        // f32 data interpolates in f32, as onnxruntime does: a few taps per output and axis.
+        Data::F32(values) => {
+            let mut values = interpolate(values.to_vec(), &passes);
+            if let Some(mask) = &mask {
+                fill_outside(&mut values, mask, attrs.extrapolation_value);
+            }
+            Data::F32(values)
+        }
+        _ => {
+            let mut values = interpolate(x.data.to_f64s(), &passes);
+            if let Some(mask) = &mask {
+                fill_outside(&mut values, mask, f64::from(attrs.extrapolation_value));
+            }
+            if x.dtype().is_integer() {
+                Data::from_f64s(
+                    x.dtype(),
+                    values.into_iter().map(f64::round).collect(),
+                    true,
+                )
+            } else {
+                Data::from_f64s(x.dtype(), values, false)
+            }
+        }
+    };
+    Ok(Array::new(shape, data))
+}
+
+/// One axis of a resize: the shape before it and the taps of each output position along it.
+struct Pass {
+    axis: usize,
+    shape: Vec<usize>,
+    taps: Vec<Taps>,
+}
+
+/// A type resize interpolates in.
+trait Sample:
+    Copy + Default + Send + Sync + std::iter::Sum + std::ops::Mul<Output = Self> + std::ops::AddAssign
+{
+    /// A tap's weight in this type.
+    fn weight(w: f64) -> Self;
+}
+
+impl Sample for f32 {
+    fn weight(w: f64) -> f32 {
+        w as f32
+    }
+}
+
+impl Sample for f64 {
+    fn weight(w: f64) -> f64 {
+        w
+    }
+}
+
+/// Applies each pass in turn to `values`.
+fn interpolate<T: Sample>(mut values: Vec<T>, passes: &[Pass]) -> Vec<T> {
+    for pass in passes {
+        let (outer, n, inner) = split_at_axis(&pass.shape, pass.axis);
+        let taps: Vec<Vec<(usize, T)>> = pass
+            .taps
+            .iter()
+            .map(|t| {
+                t.taps
+                    .iter()
+                    .filter(|&&(_, w)| w != 0.0)
+                    .map(|&(i, w)| (i, T::weight(w)))
+                    .collect()
+            })
+            .collect();
+        let m = taps.len();
+        let mut next = vec![T::default(); outer * m * inner];
         let values_ref = &values;
         if inner == 1 {
             // The last axis: one multiply-add per tap, no row slices.
@@ -240,7 +321,7 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
                 .for_each(|(o, row)| {
                     let src = &values_ref[o * n..(o + 1) * n];
                     for (d, t) in row.iter_mut().zip(&taps) {
-                        *d = t.taps.iter().map(|&(i, w)| w * src[i]).sum();
+                        *d = t.iter().map(|&(i, w)| w * src[i]).sum();
                     }
                 });
         } else {
@@ -249,10 +330,7 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
                 .enumerate()
                 .for_each(|(o, block)| {
                     for (t, dst) in taps.iter().zip(block.chunks_mut(inner)) {
-                        for &(i, w) in &t.taps {
-                            if w == 0.0 {
-                                continue;
-                            }
+                        for &(i, w) in t {
                             let src = &values_ref[(o * n + i) * inner..(o * n + i + 1) * inner];
                             for (d, &s) in dst.iter_mut().zip(src) {
                                 *d += w * s;
@@ -262,28 +340,15 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
                 });
         }
         values = next;
-        shape[a] = m;
-        if taps.iter().any(|t| t.outside) {
-            outside.push((a, taps.iter().map(|t| t.outside).collect::<Vec<bool>>()));
-        }
     }
-    if !outside.is_empty() {
-        let fill = f64::from(attrs.extrapolation_value);
-        let mask = index_map(&shape, |ix| outside.iter().any(|(a, flags)| flags[ix[*a]]));
-        values
-            .iter_mut()
-            .zip(mask)
-            .filter(|(_, o)| *o)
-            .for_each(|(v, _)| *v = fill);
-    }
-    let data = if x.dtype().is_integer() {
-        Data::from_f64s(
-            x.dtype(),
-            values.into_iter().map(|v| v.round()).collect(),
-            true,
-        )
-    } else {
-        Data::from_f64s(x.dtype(), values, false)
-    };
-    Ok(Array::new(shape, data))
+    values
+}
+
+/// Sets the positions outside a `tf_crop_and_resize` crop to the extrapolation value.
+fn fill_outside<T: Copy>(values: &mut [T], outside: &[bool], fill: T) {
+    values
+        .iter_mut()
+        .zip(outside)
+        .filter(|(_, &o)| o)
+        .for_each(|(v, _)| *v = fill);
 }
