@@ -329,10 +329,34 @@ pub(super) struct Problem<'a> {
     pub group: usize,
 }
 
-/// Floats of unrolled input per tile: the tile stays in the core's L2 while its GEMM runs.
+/// Floats of unrolled input, and of output, per tile: the tile stays in the core's L2 while
+/// its GEMM and epilogue run.
 const TILE_FLOATS: usize = 48 * 1024;
 
 impl Problem<'_> {
+    /// How many tasks a convolution of `macs` multiply-adds should be cut into.
+    pub(super) fn wanted_tasks(macs: usize) -> usize {
+        if macs < super::linalg::PARALLEL_MACS {
+            1
+        } else {
+            4 * rayon::current_num_threads()
+        }
+    }
+
+    /// Runs `task` for `0..tasks`, in parallel when there is more than one, each worker
+    /// keeping its own scratch.
+    pub(super) fn run_tasks<S: Default + Send>(
+        tasks: usize,
+        task: impl Fn(usize, &mut S) -> R<()> + Sync + Send,
+    ) -> R<()> {
+        if tasks == 1 {
+            return task(0, &mut S::default());
+        }
+        (0..tasks)
+            .into_par_iter()
+            .try_for_each_init(S::default, |scratch, t| task(t, scratch))
+    }
+
     /// Fills `out` (`[images, maps, out...]`) tile by tile, each tile's unrolling, product, bias
     /// and epilogue done by one task while the tile is in cache.
     fn run(&self, out: &mut [f32], epilogue: Option<Epilogue>) -> R<()> {
@@ -348,12 +372,7 @@ impl Problem<'_> {
             && g.strides.iter().all(|&s| s == 1)
             && g.pad_begin.iter().all(|&p| p == 0)
             && g.output == g.input;
-        let macs = self.images * self.maps * out_len * depth;
-        let wanted = if macs < super::linalg::PARALLEL_MACS {
-            1
-        } else {
-            4 * rayon::current_num_threads()
-        };
+        let wanted = Self::wanted_tasks(self.images * self.maps * out_len * depth);
         // Column tiles bounded by cache, then split further (columns, then rows) until there
         // are enough tasks for the threads.
         let mut col_tiles = out_len.div_ceil((TILE_FLOATS / depth.max(self.maps)).max(64));
@@ -417,18 +436,9 @@ impl Problem<'_> {
                 }
                 pieces.push((start, piece));
             }
-            match epilogue {
-                Some(epilogue) => epilogue(&mut pieces),
-                None => Ok(()),
-            }
+            epilogue.map_or(Ok(()), |epilogue| epilogue(&mut pieces))
         };
-        let tasks = self.images * row_blocks * col_tiles;
-        if tasks == 1 {
-            return task(0, &mut Vec::new());
-        }
-        (0..tasks)
-            .into_par_iter()
-            .try_for_each_init(Vec::new, |col, t| task(t, col))
+        Self::run_tasks(self.images * row_blocks * col_tiles, task)
     }
 }
 
@@ -469,10 +479,7 @@ fn depthwise(
                 for (drow, arow) in dst.chunks_mut(ow).zip(acc.chunks(layout.width)) {
                     drow.iter_mut().zip(arow).for_each(|(d, &a)| *d = a + b);
                 }
-                match epilogue {
-                    Some(epilogue) => epilogue(&mut [(plane * plane_len, dst)]),
-                    None => Ok(()),
-                }
+                epilogue.map_or(Ok(()), |epilogue| epilogue(&mut [(plane * plane_len, dst)]))
             },
         )
 }

@@ -65,12 +65,7 @@ impl Problem<'_> {
             }
         }
 
-        let macs = self.images * self.maps * oh * width * depth;
-        let wanted = if macs < super::linalg::PARALLEL_MACS {
-            1
-        } else {
-            4 * rayon::current_num_threads()
-        };
+        let wanted = Self::wanted_tasks(self.images * self.maps * oh * width * depth);
         // Tiles of whole rows and blocks of maps that stay in the core's L2 with their weights,
         // split further (rows first) until there are enough tasks for the threads.
         let mut group_blocks = blocks
@@ -103,7 +98,7 @@ impl Problem<'_> {
             }
             let span = (y1 - y0) * width;
             let stride = span.next_multiple_of(LANES);
-            tile.clear();
+            // Every element is written by `register_tiles`: no need to clear what is reused.
             tile.resize((b1 - b0) * MAPS * stride, 0.0);
             let weights =
                 &packed[(gi * blocks + b0) * depth * MAPS..(gi * blocks + b1) * depth * MAPS];
@@ -124,18 +119,9 @@ impl Problem<'_> {
                 }
                 pieces.push((start, piece));
             }
-            match epilogue {
-                Some(epilogue) => epilogue(&mut pieces),
-                None => Ok(()),
-            }
+            epilogue.map_or(Ok(()), |epilogue| epilogue(&mut pieces))
         };
-        let tasks = self.images * row_blocks * map_groups;
-        if tasks == 1 {
-            return task(0, &mut Default::default());
-        }
-        (0..tasks)
-            .into_par_iter()
-            .try_for_each_init(Default::default, |scratch, t| task(t, scratch))
+        Self::run_tasks(self.images * row_blocks * map_groups, task)
     }
 }
 

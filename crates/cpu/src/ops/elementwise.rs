@@ -467,21 +467,17 @@ fn map_in_place<T: Copy + Default, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
 #[inline(always)]
 fn map_through_buffer<T: Copy + Default, F: Fn(T) -> T>(f: &F, v: &mut [T]) {
     let mut buffer = [T::default(); 32];
-    let mut blocks = v.chunks_exact_mut(32);
-    for block in &mut blocks {
-        buffer
+    let mut through = |block: &mut [T]| {
+        let mapped = &mut buffer[..block.len()];
+        mapped
             .iter_mut()
             .zip(block.iter())
             .for_each(|(m, &x)| *m = f(x));
-        block.copy_from_slice(&buffer);
-    }
-    let rest = blocks.into_remainder();
-    let mapped = &mut buffer[..rest.len()];
-    mapped
-        .iter_mut()
-        .zip(rest.iter())
-        .for_each(|(m, &x)| *m = f(x));
-    rest.copy_from_slice(mapped);
+        block.copy_from_slice(mapped);
+    };
+    let mut blocks = v.chunks_exact_mut(32);
+    (&mut blocks).for_each(&mut through);
+    through(blocks.into_remainder());
 }
 
 macro_rules! float_unary {

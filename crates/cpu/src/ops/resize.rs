@@ -243,14 +243,14 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
     let data = match &x.data {
         // f32 data interpolates in f32, as onnxruntime does: a few taps per output and axis.
         Data::F32(values) => {
-            let mut values = interpolate(values.to_vec(), &passes);
+            let mut values = interpolate(values, &passes);
             if let Some(mask) = &mask {
                 fill_outside(&mut values, mask, attrs.extrapolation_value);
             }
             Data::F32(values)
         }
         _ => {
-            let mut values = interpolate(x.data.to_f64s(), &passes);
+            let mut values = interpolate(&x.data.to_f64s(), &passes);
             if let Some(mask) = &mask {
                 fill_outside(&mut values, mask, f64::from(attrs.extrapolation_value));
             }
@@ -295,8 +295,9 @@ impl Sample for f64 {
     }
 }
 
-/// Applies each pass in turn to `values`.
-fn interpolate<T: Sample>(mut values: Vec<T>, passes: &[Pass]) -> Vec<T> {
+/// Applies each pass in turn to `input`.
+fn interpolate<T: Sample>(input: &[T], passes: &[Pass]) -> Vec<T> {
+    let mut values: Option<Vec<T>> = None;
     for pass in passes {
         let (outer, n, inner) = split_at_axis(&pass.shape, pass.axis);
         let taps: Vec<Vec<(usize, T)>> = pass
@@ -312,7 +313,7 @@ fn interpolate<T: Sample>(mut values: Vec<T>, passes: &[Pass]) -> Vec<T> {
             .collect();
         let m = taps.len();
         let mut next = vec![T::default(); outer * m * inner];
-        let values_ref = &values;
+        let values_ref = values.as_deref().unwrap_or(input);
         if inner == 1 {
             // The last axis: one multiply-add per tap, no row slices.
             next.par_chunks_mut(m.max(1))
@@ -339,9 +340,9 @@ fn interpolate<T: Sample>(mut values: Vec<T>, passes: &[Pass]) -> Vec<T> {
                     }
                 });
         }
-        values = next;
+        values = Some(next);
     }
-    values
+    values.unwrap_or_else(|| input.to_vec())
 }
 
 /// Sets the positions outside a `tf_crop_and_resize` crop to the extrapolation value.
