@@ -4,7 +4,10 @@ correctness suite, and the 4096x4096x4096 products that docs/benchmarks.md times
   check/matmul_f32_odd      - FP32 MatMul, M, N, K no multiple of any tile (TF32 and exact FP32)
   check/bmm_bf16_odd        - batched BF16 MatMul on odd sizes
   check/matmul_f16_odd      - FP16 MatMul on odd sizes
+  check/*_kmajor*           - BF16/FP16 products whose [K, N] B is copied as it is (N % 8 == 0)
+  check/bmm_*_large         - larger batched products (204 blocks), every dim ragged
   check/gemm_fp8_odd        - FP8 E4M3 QDQ Gemm (per-channel weight scales) on odd sizes
+  check/gemm_fp8_wide*      - the same with 300 columns: activations quantized by their own kernel
   bench/gemm_bf16           - BF16 [4096,4096] x [4096,4096], both operands inputs
   bench/gemm_fp32           - the same in FP32 (TF32 tensor cores by default)
   bench/gemm_fp8            - FP8 E4M3 activations times FP8 E4M3 weights, 4096 cubed, QDQ form
@@ -71,7 +74,17 @@ def main():
     matmul(check("matmul_f32_odd"), f32, [77, 133], [133, 91])
     matmul(check("bmm_bf16_odd"), bf16, [3, 65, 200], [3, 200, 47])
     matmul(check("matmul_f16_odd"), f16, [129, 72], [72, 257])
+    # N a multiple of 8: B copied k-major and read by ldmatrix.trans; K no multiple of 32.
+    matmul(check("bmm_bf16_kmajor"), bf16, [3, 65, 200], [3, 200, 72])
+    matmul(check("matmul_f16_kmajor"), f16, [77, 133], [133, 264])
+    matmul(check("bmm_bf16_kmajor_bcast"), bf16, [2, 3, 33, 40], [40, 24])
+    # Many blocks, every dim ragged.
+    matmul(check("bmm_bf16_large"), bf16, [4, 520, 200], [4, 200, 2056])
+    matmul(check("bmm_f32_large"), f32, [4, 520, 200], [4, 200, 2056])
     fp8_gemm(check("gemm_fp8_odd"), 70, 160, 90, rng)
+    # Wide enough that the activation is quantized by its own kernel; K aligned and not.
+    fp8_gemm(check("gemm_fp8_wide"), 70, 160, 300, rng)
+    fp8_gemm(check("gemm_fp8_wide_odd_k"), 70, 150, 300, rng)
     n = 4096
     matmul(bench("gemm_bf16"), bf16, [n, n], [n, n])
     matmul(bench("gemm_fp32"), f32, [n, n], [n, n])

@@ -399,3 +399,68 @@ fn a_model_without_gpu_kernels_compiles_for_the_cpu_with_target_none() {
     ]);
     assert!(format!("{:#}", bad.expect_err("none is alone")).contains("cannot be combined"));
 }
+
+#[test]
+fn packed_sub_byte_tensors_are_sized_as_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // NVFP4 weights, two codes to a byte: the memory plan's weight buffer must lie inside the
+    // weight section, which `Artifact::open` checks.
+    let nvfp4 = sparkc_tests::generated_models().join("qdq/matmul_nvfp4/model.onnx");
+    let spark = dir.path().join("nvfp4.spark");
+    compile(&nvfp4, &spark, &["--target", "sm_90a"]);
+    Artifact::open(&spark).expect("every weight lies inside the weight section");
+    // An INT4 input of three elements takes two bytes, as the test's own data holds it.
+    let int4 = sparkc_tests::generated().join("node/test_quantizelinear_int4/model.onnx");
+    let spark = dir.path().join("int4.spark");
+    compile(&int4, &spark, &["--target", "sm_90a"]);
+    let artifact = Artifact::open(&spark).expect("opens");
+    let memory = artifact.header.memory.as_ref().expect("a memory plan");
+    let zero_point = memory
+        .buffers
+        .iter()
+        .find(|b| b.name == "y_zero_point")
+        .expect("the zero point's buffer");
+    let bytes = zero_point.bytes.as_ref().expect("a size");
+    assert_eq!(
+        (
+            bytes.terms.len(),
+            bytes.terms.first().map(|t| t.coefficient)
+        ),
+        (1, Some(2))
+    );
+}
+
+#[test]
+fn views_a_gpu_plan_cannot_size_are_refused_at_compile_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("x.spark").display().to_string();
+    for (test, expected) in [
+        (
+            "test_unsqueeze_axis_0",
+            "(Unsqueeze): its output's shape depends on tensor data",
+        ),
+        (
+            "test_reshape_one_dim",
+            "(Reshape): its output's shape depends on tensor data",
+        ),
+        (
+            "test_dropout_default_mask",
+            "(Dropout): Dropout's mask output has no GPU kernel",
+        ),
+        ("test_training_dropout", "(Dropout): training-mode Dropout"),
+    ] {
+        let model = sparkc_tests::generated().join(format!("node/{test}/model.onnx"));
+        let model = model.display().to_string();
+        let args = [
+            "sparkc", "compile", &model, "-o", &out, "--target", "sm_90a",
+        ];
+        let text = format!("{:#}", execute_args(args).expect_err(test));
+        assert!(
+            text.contains(expected) && text.contains("--target none"),
+            "{test}: {text}"
+        );
+    }
+    // Inference Dropout with its mask unread stays a view of its input.
+    let model = sparkc_tests::generated().join("node/test_dropout_default/model.onnx");
+    compile(&model, Path::new(&out), &["--target", "sm_90a"]);
+}

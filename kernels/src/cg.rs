@@ -115,6 +115,18 @@ impl<'ctx> Cg<'ctx> {
         }
     }
 
+    /// Asks `ptxas` to fit `blocks` blocks on each multiprocessor (it caps the registers per
+    /// thread to match); no effect on the host.
+    pub fn min_blocks_per_sm(&self, blocks: u32) {
+        if matches!(self.target, Target::Gpu(_)) {
+            let attr = self
+                .cx
+                .create_string_attribute("nvvm.minctasm", &blocks.to_string());
+            self.func
+                .add_attribute(inkwell::attributes::AttributeLoc::Function, attr);
+        }
+    }
+
     /// Ends the kernel with `ret void`.
     pub fn finish(self) -> Gen<Module<'ctx>> {
         self.b.build_return(None)?;

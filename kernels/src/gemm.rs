@@ -458,17 +458,31 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 }),
             k_contiguous: !trans_a,
         };
+        // A plain [K, N] B is copied as it is when its rows are whole chunks.
+        let k_major = !trans_b
+            && kind.reads_k_major()
+            && n_dim
+                .as_const()
+                .is_some_and(|n| n % kind.chunk_elems() == 0);
+        let b_rows = if trans_b {
+            aligned.then_some(mma::Rows::Strided {
+                row_stride: k,
+                unit_offset: &b_offset,
+            })
+        } else {
+            k_major.then_some(mma::Rows::KMajor {
+                row_stride: n,
+                unit_offset: &b_offset,
+            })
+        };
         let b_op = mma::Operand {
             load: &load_b,
             fp4: blocks.then_some(&chunk_b as &mma::Fp4Chunk),
             direct: stages_as_is(kind, b.plain)
-                .filter(|_| aligned && trans_b)
-                .map(|slot| mma::Direct {
+                .zip(b_rows)
+                .map(|(slot, rows)| mma::Direct {
                     base: cg.buffer(req.input_param(slot)),
-                    rows: mma::Rows::Strided {
-                        row_stride: k,
-                        unit_offset: &b_offset,
-                    },
+                    rows,
                 }),
             k_contiguous: trans_b,
         };
@@ -492,7 +506,12 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             shared_bytes: 0,
             dynamic_shared_bytes: tile.shared_bytes(kind),
         };
-        (tile.describe(kind), launch)
+        let b_reads = if k_major && b_op.direct.is_some() {
+            ", B k-major by ldmatrix.trans"
+        } else {
+            ""
+        };
+        (format!("{}{b_reads}", tile.describe(kind)), launch)
     } else {
         tiled(&mut cg, units, m, n, k, &value_a, &value_b, &store)?;
         let tiles = m_dim.ceil_div(&Dim::known(TILE_M)) * n_dim.ceil_div(&Dim::known(TILE_N));

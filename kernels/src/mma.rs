@@ -8,8 +8,11 @@
 //! `c ^ ((r >> 1) & 3)`, so the eight row addresses of every `ldmatrix` hit distinct banks.
 //!
 //! Operands whose k-slices are contiguous and 16-byte aligned in memory are copied with
-//! `cp.async` (zero-filled past the edges); any other operand (transposed, fused prologue,
-//! gathered conv patches, other dtypes) goes through registers with the same layout.
+//! `cp.async` (zero-filled past the edges), and so is a 16-bit B stored `[K, N]` (k-major),
+//! kept k-major in shared memory and read with `ldmatrix.trans`; any other operand
+//! (transposed, fused prologue, gathered conv patches, other dtypes) goes through registers
+//! with the A/B layout. `step` k-slices are multiplied between two barriers, each k-step's
+//! fragments loaded before the previous step's products issue.
 //! Reference: the SIMT core in `gemm.rs` and the CPU executor's MatMul.
 
 use crate::cg::{Cg, Gen, Val};
@@ -30,8 +33,12 @@ pub const BLOCK_N: i64 = 128;
 const ROW_BYTES: i64 = 64;
 /// Bytes of one `cp.async` copy and one `ldmatrix` row.
 const CHUNK: i64 = 16;
+/// Warps along N.
+const WARPS_N: i64 = 4;
+/// Warps along M.
+const WARPS_M: i64 = 2;
 /// Output columns of one warp's tile.
-const WARP_N: i64 = 32;
+const WARP_N: i64 = BLOCK_N / WARPS_N;
 
 /// The element type the tensor cores multiply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +141,12 @@ impl Kind {
         }
     }
 
+    /// True when a B stored k-major (a plain `[K, N]` matrix) can be copied as it is and read
+    /// with `ldmatrix.trans`: the 16-bit kinds.
+    pub fn reads_k_major(self) -> bool {
+        matches!(self, Kind::Bf16 | Kind::F16)
+    }
+
     /// True when the tensor cores multiply 8-bit codes rather than values.
     pub fn codes(self) -> bool {
         matches!(self, Kind::Int8 { .. } | Kind::Fp8 { .. })
@@ -233,6 +246,8 @@ pub struct Tile {
     pub block_m: i64,
     /// k-slices in flight.
     pub stages: i64,
+    /// k-slices multiplied between two barriers (a divisor of `stages`).
+    pub step: i64,
 }
 
 impl Tile {
@@ -251,7 +266,13 @@ impl Tile {
         Tile {
             block_m: if small { 64 } else { 128 },
             stages: i64::from(info.mma_stages),
+            step: i64::from(info.mma_step),
         }
+    }
+
+    /// Output rows of one warp's tile.
+    fn warp_m(self) -> i64 {
+        self.block_m / WARPS_M
     }
 
     /// Dynamic shared memory of the pipeline for `kind`, in bytes.
@@ -261,8 +282,13 @@ impl Tile {
 
     /// The variant name `--dump kernels` shows.
     pub fn describe(self, kind: Kind) -> String {
+        let per_barrier = if self.step > 1 {
+            format!(", {} per barrier", self.step)
+        } else {
+            String::new()
+        };
         format!(
-            "mma.{} {}x{}x{} {}-stage",
+            "mma.{} {}x{}x{} {}-stage{per_barrier}",
             kind.name(),
             self.block_m,
             BLOCK_N,
@@ -297,6 +323,15 @@ pub enum Rows<'a, 'ctx> {
     /// Each chunk at its own offset (a channels-last image patch: a chunk is consecutive
     /// channels of one pixel).
     Gathered(&'a Gather<'a, 'ctx>),
+    /// B stored k-major, as a plain `[K, N]` matrix per work unit: its k rows `row_stride`
+    /// elements apart, consecutive output columns adjacent, N a multiple of a chunk's
+    /// elements. Kinds that [`Kind::reads_k_major`] only.
+    KMajor {
+        /// Elements between consecutive k rows.
+        row_stride: IntValue<'ctx>,
+        /// Element offset of a work unit's matrix.
+        unit_offset: &'a UnitOffset<'a, 'ctx>,
+    },
 }
 
 /// An operand's buffer read straight into shared memory with `cp.async`: each 16-byte chunk of
@@ -408,10 +443,83 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             base,
             cg.add(cg.mul(row, cg.c(ROW_BYTES))?, cg.mul(chunk, cg.c(CHUNK))?)?,
         )?;
-        // SAFETY: tile rows and chunks stay within the stage the launch sized.
-        Ok(unsafe {
-            cg.b.build_in_bounds_gep(cg.cx.i8_type(), self.smem, &[at], "")?
-        })
+        self.byte(cg, at)
+    }
+
+    /// True when B is staged k-major: `block_k` rows of `BLOCK_N` columns.
+    fn b_k_major(&self) -> bool {
+        matches!(
+            self.b.direct,
+            Some(Direct {
+                rows: Rows::KMajor { .. },
+                ..
+            })
+        )
+    }
+
+    /// The shared address of chunk `nc` (columns `8·nc..8·nc + 8`) of k row `krow` in a
+    /// k-major B tile at byte offset `base`. Chunk `nc` of row `krow` is stored at chunk
+    /// `nc ^ (krow & 7)`, so the eight k rows of every `ldmatrix.trans` hit distinct banks.
+    fn k_major_slot(
+        &self,
+        cg: &Cg<'ctx>,
+        base: IntValue<'ctx>,
+        krow: IntValue<'ctx>,
+        nc: IntValue<'ctx>,
+    ) -> Gen<PointerValue<'ctx>> {
+        let chunk = cg.b.build_xor(nc, cg.b.build_and(krow, cg.c(7), "")?, "")?;
+        self.k_major_stored(cg, base, krow, chunk)
+    }
+
+    /// The shared address of stored chunk `chunk` of k row `krow` in a k-major B tile.
+    fn k_major_stored(
+        &self,
+        cg: &Cg<'ctx>,
+        base: IntValue<'ctx>,
+        krow: IntValue<'ctx>,
+        chunk: IntValue<'ctx>,
+    ) -> Gen<PointerValue<'ctx>> {
+        let at = cg.add(
+            base,
+            cg.add(
+                cg.mul(krow, cg.c(BLOCK_N * self.kind.bits() / 8))?,
+                cg.mul(chunk, cg.c(CHUNK))?,
+            )?,
+        )?;
+        self.byte(cg, at)
+    }
+
+    /// Issues the copies of k-slice `k0..k0 + block_k` of a k-major B into the tile at byte
+    /// offset `base`.
+    fn load_k_major(
+        &self,
+        cg: &Cg<'ctx>,
+        (unit, n0): (IntValue<'ctx>, IntValue<'ctx>),
+        (row_stride, unit_offset): (IntValue<'ctx>, &UnitOffset<'_, 'ctx>),
+        base: IntValue<'ctx>,
+        k0: IntValue<'ctx>,
+    ) -> Gen<()> {
+        let Some(d) = &self.b.direct else {
+            return Ok(());
+        };
+        let chunks_per_row = BLOCK_N / self.kind.chunk_elems();
+        for i in 0..self.kind.block_k() * chunks_per_row / i64::from(THREADS) {
+            let c = cg.add(self.tid, cg.c(i * i64::from(THREADS)))?;
+            let (krow, nc) = (
+                cg.div(c, cg.c(chunks_per_row))?,
+                cg.rem(c, cg.c(chunks_per_row))?,
+            );
+            let dst = self.k_major_slot(cg, base, krow, nc)?;
+            let gk = cg.add(k0, krow)?;
+            let gn = cg.add(n0, cg.mul(nc, cg.c(self.kind.chunk_elems()))?)?;
+            let ok = cg.and(
+                cg.icmp(IntPredicate::SLT, gk, self.k)?,
+                cg.icmp(IntPredicate::SLT, gn, self.n)?,
+            )?;
+            let at = cg.add(unit_offset(cg, unit)?, cg.add(cg.mul(gk, row_stride)?, gn)?)?;
+            self.issue_copy(cg, d.base, dst, ok, at)?;
+        }
+        Ok(())
     }
 
     /// Issues the copies of k-slice `kt` of both operands into stage `stage`.
@@ -426,6 +534,22 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         let stage_base = cg.mul(stage, cg.c(self.stage_bytes()))?;
         let k0 = cg.mul(kt, cg.c(self.kind.block_k()))?;
         for side in [Side::A, Side::B] {
+            if let (
+                Side::B,
+                Some(Direct {
+                    rows:
+                        Rows::KMajor {
+                            row_stride,
+                            unit_offset,
+                        },
+                    ..
+                }),
+            ) = (side, &self.b.direct)
+            {
+                let base = cg.add(stage_base, cg.c(self.tile.block_m * ROW_BYTES))?;
+                self.load_k_major(cg, (unit, origin.1), (*row_stride, *unit_offset), base, k0)?;
+                continue;
+            }
             let (op, rows, row0, tile_rows, base) = match side {
                 Side::A => (self.a, self.m, origin.0, self.tile.block_m, stage_base),
                 Side::B => (
@@ -543,7 +667,25 @@ impl<'ctx> Pipeline<'_, 'ctx> {
                 let (inside, at) = gather(cg, unit, row, k)?;
                 (cg.and(ok, inside)?, at)
             }
+            Rows::KMajor { .. } => {
+                return Err(crate::KernelError::Unsupported(
+                    "a k-major operand other than a 16-bit B".into(),
+                ))
+            }
         };
+        self.issue_copy(cg, d.base, dst, ok, at)
+    }
+
+    /// One 16-byte `cp.async` of the chunk at element offset `at` of `base` into `dst`, or
+    /// sixteen zero bytes where `ok` is false.
+    fn issue_copy(
+        &self,
+        cg: &Cg<'ctx>,
+        base: PointerValue<'ctx>,
+        dst: PointerValue<'ctx>,
+        ok: IntValue<'ctx>,
+        at: IntValue<'ctx>,
+    ) -> Gen<()> {
         let at = cg.select(ok, at, cg.c(0))?.into_int_value();
         // Element offset to byte offset (FP4 codes are two to a byte).
         let at = if self.kind.bits() < 8 {
@@ -551,7 +693,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         } else {
             at
         };
-        let src = cg.gep(self.kind.dtype(), d.base, at)?;
+        let src = cg.gep(self.kind.dtype(), base, at)?;
         let global =
             cg.b.build_address_space_cast(src, cg.cx.ptr_type(AddressSpace::from(1u16)), "")?;
         let bytes = cg.select(ok, cg.c(CHUNK), cg.c(0))?.into_int_value();
@@ -655,23 +797,31 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         row: IntValue<'ctx>,
         kc: IntValue<'ctx>,
     ) -> Gen<[BasicValueEnum<'ctx>; 4]> {
-        let i32t = cg.cx.i32_type();
-        let ret = cg
-            .cx
-            .struct_type(&[i32t.into(), i32t.into(), i32t.into(), i32t.into()], false);
         let ptr = self.slot(cg, base, row, kc)?;
-        let r = cg
-            .call(
-                "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.b16.p3",
-                ret.into(),
-                &[ptr.into()],
-            )?
-            .into_struct_value();
-        let mut out = [i32t.const_zero().into(); 4];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = cg.b.build_extract_value(r, i as u32, "")?;
-        }
-        Ok(out)
+        load_matrices(cg, ptr, false)
+    }
+
+    /// The B fragments of k-step `ks` for the warp's columns `16·nj..16·nj + 16`, from a
+    /// k-major tile by `ldmatrix.x4.trans`: lane group `q` addresses k rows `8·(q & 1)..+8`
+    /// of columns `8·(q >> 1)..+8` of those, so matrices 0 and 1 make the first 8 columns'
+    /// fragment and 2 and 3 the next.
+    fn ldmatrix_k_major(
+        &self,
+        cg: &Cg<'ctx>,
+        base: IntValue<'ctx>,
+        warp_n: IntValue<'ctx>,
+        (q_lo, q_hi, r): (IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+        (ks, nj): (i64, i64),
+    ) -> Gen<[BasicValueEnum<'ctx>; 4]> {
+        let krow = cg.add(cg.c(ks * 16), cg.add(cg.mul(q_lo, cg.c(8))?, r)?)?;
+        // The warp's first chunk, q_hi and nj's two chunks occupy disjoint bits of the chunk
+        // index, and the swizzle (krow & 7 = r) only the low three: swizzling the lane's
+        // chunk once leaves one xor per fragment.
+        let lane_chunk = cg.add(cg.mul(warp_n, cg.c(WARP_N / 8))?, q_hi)?;
+        let lane_chunk = cg.b.build_xor(lane_chunk, r, "")?;
+        let chunk = cg.b.build_xor(lane_chunk, cg.c(nj * 2), "")?;
+        let ptr = self.k_major_stored(cg, base, krow, chunk)?;
+        load_matrices(cg, ptr, true)
     }
 
     /// One `mma.sync`: `c += a × b` on a 16×8 accumulator fragment (with the block scales'
@@ -715,23 +865,21 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             .collect()
     }
 
-    /// Multiplies the staged k-slice in stage `stage` into the accumulators, and, for a zero
-    /// point's correction, the other operand's codes into their sums over k (`sums`: four per
-    /// 16×8 fragment of B's columns or A's rows).
-    fn compute(
+    /// The fragments of k-step `ks` (k16 for 16-bit types, k8 for TF32, k32 for codes, two
+    /// chunks) of the slice staged in `stage`, for this lane of warp `warp`.
+    fn fragments(
         &self,
         cg: &Cg<'ctx>,
         stage: IntValue<'ctx>,
+        ks: i64,
         warp: (IntValue<'ctx>, IntValue<'ctx>),
         lane: IntValue<'ctx>,
-        (acc, sums): (Vec<BasicValueEnum<'ctx>>, Vec<BasicValueEnum<'ctx>>),
-        correct: Option<Side>,
-    ) -> Gen<(Vec<BasicValueEnum<'ctx>>, Vec<BasicValueEnum<'ctx>>)> {
+    ) -> Gen<Fragments<'ctx>> {
         let a_base = cg.mul(stage, cg.c(self.stage_bytes()))?;
         let b_base = cg.add(a_base, cg.c(self.tile.block_m * ROW_BYTES))?;
         let (q, r) = (cg.div(lane, cg.c(8))?, cg.rem(lane, cg.c(8))?);
         let (q_lo, q_hi) = (cg.rem(q, cg.c(2))?, cg.div(q, cg.c(2))?);
-        let warp_m = self.tile.block_m / 2;
+        let warp_m = self.tile.warp_m();
         let tiles_m = warp_m / 16;
         let a_row0 = cg.add(
             cg.mul(warp.0, cg.c(warp_m))?,
@@ -741,70 +889,124 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             cg.mul(warp.1, cg.c(WARP_N))?,
             cg.add(cg.mul(q_hi, cg.c(8))?, r)?,
         )?;
+        let a_kc = cg.add(cg.c(2 * ks), q_hi)?;
+        let b_kc = cg.add(cg.c(2 * ks), q_lo)?;
+        let mut a = Vec::with_capacity(tiles_m as usize);
+        for mi in 0..tiles_m {
+            let row = cg.add(a_row0, cg.c(mi * 16))?;
+            a.push(self.ldmatrix(cg, a_base, row, a_kc)?);
+        }
+        let mut b = Vec::with_capacity(4);
+        for nj in 0..WARP_N / 16 {
+            let x = if self.b_k_major() {
+                self.ldmatrix_k_major(cg, b_base, warp.1, (q_lo, q_hi, r), (ks, nj))?
+            } else {
+                let row = cg.add(b_row0, cg.c(nj * 16))?;
+                self.ldmatrix(cg, b_base, row, b_kc)?
+            };
+            b.push([x[0], x[1]]);
+            b.push([x[2], x[3]]);
+        }
+        let (mut a_scales, mut b_scales) = (Vec::new(), Vec::new());
+        if self.kind.blocks() {
+            let quad = cg.rem(lane, cg.c(4))?;
+            let g = cg.div(lane, cg.c(4))?;
+            for mi in 0..tiles_m {
+                // Lane 4g + 0 gives row g's scales, lane 4g + 1 row g + 8's.
+                let half = cg.mul(cg.rem(quad, cg.c(2))?, cg.c(8))?;
+                let row = cg.add(
+                    cg.mul(warp.0, cg.c(warp_m))?,
+                    cg.add(cg.c(mi * 16), cg.add(half, g)?)?,
+                )?;
+                a_scales.push(self.scale_register(cg, stage, Side::A, row, ks)?);
+            }
+            for ni in 0..(WARP_N / 8) {
+                let col = cg.add(cg.mul(warp.1, cg.c(WARP_N))?, cg.add(cg.c(ni * 8), g)?)?;
+                b_scales.push(self.scale_register(cg, stage, Side::B, col, ks)?);
+            }
+        }
+        Ok(Fragments {
+            a,
+            b,
+            a_scales,
+            b_scales,
+        })
+    }
+
+    /// Multiplies one k-step's fragments into the accumulators, and, for a zero point's
+    /// correction, the other operand's codes into their sums over k (`sums`: four per 16×8
+    /// fragment of B's columns or A's rows).
+    fn multiply(
+        &self,
+        cg: &Cg<'ctx>,
+        f: &Fragments<'ctx>,
+        (mut acc, mut sums): (Vec<BasicValueEnum<'ctx>>, Vec<BasicValueEnum<'ctx>>),
+        correct: Option<Side>,
+    ) -> Gen<(Vec<BasicValueEnum<'ctx>>, Vec<BasicValueEnum<'ctx>>)> {
         // Four bytes of ones: the other side of the sums' products.
         let ones: BasicValueEnum = cg.cx.i32_type().const_int(0x0101_0101, false).into();
-        let (mut acc, mut sums) = (acc, sums);
-        // Two k-steps (k16 for 16-bit types, k8 for TF32, k32 for codes) of two chunks each.
-        for ks in 0..2 {
-            let a_kc = cg.add(cg.c(2 * ks), q_hi)?;
-            let b_kc = cg.add(cg.c(2 * ks), q_lo)?;
-            let mut a_frags = Vec::with_capacity(tiles_m as usize);
-            for mi in 0..tiles_m {
-                let row = cg.add(a_row0, cg.c(mi * 16))?;
-                a_frags.push(self.ldmatrix(cg, a_base, row, a_kc)?);
+        let scales_of = |mi: usize, ni: usize| {
+            (!f.a_scales.is_empty()).then(|| (f.a_scales[mi], f.b_scales[ni]))
+        };
+        for (mi, a) in f.a.iter().enumerate() {
+            for (ni, b) in f.b.iter().enumerate() {
+                let at = (mi * f.b.len() + ni) * 4;
+                let out = self.mma(cg, a, *b, &acc[at..at + 4], scales_of(mi, ni))?;
+                acc.splice(at..at + 4, out);
             }
-            let mut b_frags = Vec::with_capacity(4);
-            for nj in 0..WARP_N / 16 {
-                let row = cg.add(b_row0, cg.c(nj * 16))?;
-                let x = self.ldmatrix(cg, b_base, row, b_kc)?;
-                b_frags.push([x[0], x[1]]);
-                b_frags.push([x[2], x[3]]);
-            }
-            let (mut a_scales, mut b_scales) = (Vec::new(), Vec::new());
-            if self.kind.blocks() {
-                let quad = cg.rem(lane, cg.c(4))?;
-                let g = cg.div(lane, cg.c(4))?;
-                for mi in 0..tiles_m {
-                    // Lane 4g + 0 gives row g's scales, lane 4g + 1 row g + 8's.
-                    let half = cg.mul(cg.rem(quad, cg.c(2))?, cg.c(8))?;
-                    let row = cg.add(
-                        cg.mul(warp.0, cg.c(warp_m))?,
-                        cg.add(cg.c(mi * 16), cg.add(half, g)?)?,
-                    )?;
-                    a_scales.push(self.scale_register(cg, stage, Side::A, row, ks)?);
-                }
-                for ni in 0..(WARP_N / 8) {
-                    let col = cg.add(cg.mul(warp.1, cg.c(WARP_N))?, cg.add(cg.c(ni * 8), g)?)?;
-                    b_scales.push(self.scale_register(cg, stage, Side::B, col, ks)?);
+        }
+        match correct {
+            Some(Side::A) => {
+                for (ni, b) in f.b.iter().enumerate() {
+                    let out = self.mma(cg, &[ones; 4], *b, &sums[ni * 4..ni * 4 + 4], None)?;
+                    sums.splice(ni * 4..ni * 4 + 4, out);
                 }
             }
-            let scales_of =
-                |mi: usize, ni: usize| (!a_scales.is_empty()).then(|| (a_scales[mi], b_scales[ni]));
-            for (mi, a) in a_frags.iter().enumerate() {
-                for (ni, b) in b_frags.iter().enumerate() {
-                    let at = (mi * b_frags.len() + ni) * 4;
-                    let out = self.mma(cg, a, *b, &acc[at..at + 4], scales_of(mi, ni))?;
-                    acc.splice(at..at + 4, out);
+            Some(Side::B) => {
+                for (mi, a) in f.a.iter().enumerate() {
+                    let out = self.mma(cg, a, [ones; 2], &sums[mi * 4..mi * 4 + 4], None)?;
+                    sums.splice(mi * 4..mi * 4 + 4, out);
                 }
             }
-            match correct {
-                Some(Side::A) => {
-                    for (ni, b) in b_frags.iter().enumerate() {
-                        let out = self.mma(cg, &[ones; 4], *b, &sums[ni * 4..ni * 4 + 4], None)?;
-                        sums.splice(ni * 4..ni * 4 + 4, out);
-                    }
-                }
-                Some(Side::B) => {
-                    for (mi, a) in a_frags.iter().enumerate() {
-                        let out = self.mma(cg, a, [ones; 2], &sums[mi * 4..mi * 4 + 4], None)?;
-                        sums.splice(mi * 4..mi * 4 + 4, out);
-                    }
-                }
-                None => {}
-            }
+            None => {}
         }
         Ok((acc, sums))
     }
+}
+
+/// One warp's operand fragments for one k-step: A's per 16 rows, B's per 8 columns, and the
+/// block scales' registers of the block-scaled kinds.
+struct Fragments<'ctx> {
+    a: Vec<[BasicValueEnum<'ctx>; 4]>,
+    b: Vec<[BasicValueEnum<'ctx>; 2]>,
+    a_scales: Vec<BasicValueEnum<'ctx>>,
+    b_scales: Vec<BasicValueEnum<'ctx>>,
+}
+
+/// Four 8×8 matrices of 16-bit elements by `ldmatrix.x4` (`.trans` when `trans`) from this
+/// lane's row address `ptr`.
+fn load_matrices<'ctx>(
+    cg: &Cg<'ctx>,
+    ptr: PointerValue<'ctx>,
+    trans: bool,
+) -> Gen<[BasicValueEnum<'ctx>; 4]> {
+    let i32t = cg.cx.i32_type();
+    let ret = cg
+        .cx
+        .struct_type(&[i32t.into(), i32t.into(), i32t.into(), i32t.into()], false);
+    let name = if trans {
+        "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.trans.b16.p3"
+    } else {
+        "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.b16.p3"
+    };
+    let r = cg
+        .call(name, ret.into(), &[ptr.into()])?
+        .into_struct_value();
+    let mut out = [i32t.const_zero().into(); 4];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = cg.b.build_extract_value(r, i as u32, "")?;
+    }
+    Ok(out)
 }
 
 /// The tensor-core tiled product: for each of `units` independent `m×k` by `k×n` products,
@@ -827,6 +1029,24 @@ pub fn tiled<'ctx>(
             "a zero point needs integer tensor cores".into(),
         ));
     }
+    let k_major = |op: &Operand| {
+        matches!(
+            op.direct,
+            Some(Direct {
+                rows: Rows::KMajor { .. },
+                ..
+            })
+        )
+    };
+    if k_major(a) || (k_major(b) && !kind.reads_k_major()) {
+        return Err(crate::KernelError::Unsupported(format!(
+            "a k-major operand other than B, or for {} tensor cores",
+            kind.name()
+        )));
+    }
+    // Two blocks per multiprocessor (128 registers a thread): one block's barrier waits hide
+    // behind the other's work.
+    cg.min_blocks_per_sm(2);
     let smem = cg.dynamic_shared()?;
     let tid = cg.tid()?;
     let p = Pipeline {
@@ -842,7 +1062,10 @@ pub fn tiled<'ctx>(
     };
     let warp_id = cg.div(tid, cg.c(32))?;
     let lane = cg.rem(tid, cg.c(32))?;
-    let warp = (cg.div(warp_id, cg.c(4))?, cg.rem(warp_id, cg.c(4))?);
+    let warp = (
+        cg.div(warp_id, cg.c(WARPS_N))?,
+        cg.rem(warp_id, cg.c(WARPS_N))?,
+    );
     let block_m = tile.block_m;
     let tiles_m = cg.div(cg.add(m, cg.c(block_m - 1))?, cg.c(block_m))?;
     let tiles_n = cg.div(cg.add(n, cg.c(BLOCK_N - 1))?, cg.c(BLOCK_N))?;
@@ -852,11 +1075,12 @@ pub fn tiled<'ctx>(
     let k_tiles = cg.div(cg.add(k, cg.c(block_k - 1))?, cg.c(block_k))?;
     let stages = tile.stages;
     let per_row = (WARP_N / 8) as usize;
-    let frags = (block_m / 32) as usize * per_row * 4;
+    let tiles_m = (tile.warp_m() / 16) as usize;
+    let frags = tiles_m * per_row * 4;
     let side = correction.as_ref().map(|c| c.side);
     let sums = match side {
         Some(Side::A) => per_row * 4,
-        Some(Side::B) => (block_m / 32) as usize * 4,
+        Some(Side::B) => tiles_m * 4,
         None => 0,
     };
     let zero: BasicValueEnum = if kind.integer() {
@@ -869,25 +1093,51 @@ pub fn tiled<'ctx>(
         let t = cg.rem(w, per_unit)?;
         let m0 = cg.mul(cg.div(t, tiles_n)?, cg.c(block_m))?;
         let n0 = cg.mul(cg.rem(t, tiles_n)?, cg.c(BLOCK_N))?;
-        for s in 0..stages - 1 {
+        // Each commit group holds `step` k-slices; `groups - 1` groups are in flight while one
+        // is multiplied. Slices past k are zero-filled, so a last partial step adds zeros.
+        let step = tile.step;
+        let groups = stages / step;
+        for s in 0..(groups - 1) * step {
             p.load_stage(cg, unit, (m0, n0), cg.c(s), cg.c(s))?;
-            cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
+            if s % step == step - 1 {
+                cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
+            }
         }
         let state = cg.fold_range(
             cg.c(0),
             k_tiles,
-            cg.c(1),
+            cg.c(step),
             vec![zero; frags + sums],
             |cg, kt, mut state| {
-                let pending = cg.cx.i32_type().const_int((stages - 2) as u64, false);
+                let pending = cg.cx.i32_type().const_int((groups - 2) as u64, false);
                 cg.call_void("llvm.nvvm.cp.async.wait.group", &[pending.into()])?;
                 cg.barrier()?;
-                let next = cg.add(kt, cg.c(stages - 1))?;
-                p.load_stage(cg, unit, (m0, n0), cg.rem(next, cg.c(stages))?, next)?;
+                for s in 0..step {
+                    let next = cg.add(kt, cg.c((groups - 1) * step + s))?;
+                    p.load_stage(cg, unit, (m0, n0), cg.rem(next, cg.c(stages))?, next)?;
+                }
                 cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
-                let sums = state.split_off(frags);
-                let stage = cg.rem(kt, cg.c(stages))?;
-                let (mut acc, sums) = p.compute(cg, stage, warp, lane, (state, sums), side)?;
+                let mut sums = state.split_off(frags);
+                let mut acc = state;
+                // Each k-step's fragments are loaded before the previous step's products
+                // issue, so shared-memory latency hides behind tensor-core work.
+                let mut steps = Vec::with_capacity(step as usize * 2);
+                for s in 0..step {
+                    let stage = cg.rem(cg.add(kt, cg.c(s))?, cg.c(stages))?;
+                    steps.extend([(stage, 0), (stage, 1)]);
+                }
+                let mut current = p.fragments(cg, steps[0].0, steps[0].1, warp, lane)?;
+                for i in 0..steps.len() {
+                    let next = match steps.get(i + 1) {
+                        Some(&(stage, ks)) => Some(p.fragments(cg, stage, ks, warp, lane)?),
+                        None => None,
+                    };
+                    (acc, sums) = p.multiply(cg, &current, (acc, sums), side)?;
+                    match next {
+                        Some(f) => current = f,
+                        None => break,
+                    }
+                }
                 acc.extend(sums);
                 Ok(acc)
             },
@@ -898,7 +1148,7 @@ pub fn tiled<'ctx>(
         cg.barrier()?;
         let g = cg.div(lane, cg.c(4))?;
         let t2 = cg.mul(cg.rem(lane, cg.c(4))?, cg.c(2))?;
-        let row0 = cg.add(m0, cg.add(cg.mul(warp.0, cg.c(block_m / 2))?, g)?)?;
+        let row0 = cg.add(m0, cg.add(cg.mul(warp.0, cg.c(tile.warp_m()))?, g)?)?;
         let col0 = cg.add(n0, cg.add(cg.mul(warp.1, cg.c(WARP_N))?, t2)?)?;
         for (i, v) in state[..frags].iter().enumerate() {
             let (frag, e) = (i / 4, i % 4);

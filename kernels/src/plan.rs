@@ -46,6 +46,53 @@ pub fn is_view(op: &Op) -> bool {
     )
 }
 
+/// Why view node `id` cannot be planned as a view of its input's buffer, if it cannot: its
+/// output's shape must follow from the input shapes alone, and a Dropout must be the
+/// identity (inference) with its mask unread.
+fn view_problem(graph: &Graph, id: NodeId) -> Option<String> {
+    let node = graph.node(id);
+    let static_shape = node.outputs.first().is_some_and(|v| match &v.ty {
+        ValueType::Tensor(t) => t
+            .shape
+            .as_ref()
+            .is_some_and(|dims| dims.iter().all(|d| !d.is_dynamic())),
+        _ => false,
+    });
+    if !static_shape {
+        return Some(
+            "its output's shape depends on tensor data (an input's values, such as a shape or \
+             axes given at run time); a GPU plan needs shapes that follow from the input shapes"
+                .into(),
+        );
+    }
+    if !matches!(node.op, Op::Dropout { .. }) {
+        return None;
+    }
+    let inputs = graph.inputs_of(id);
+    // An absent input, or a constant of zeros: no training, or a ratio of zero.
+    let zero = |slot: usize| {
+        inputs
+            .get(slot)
+            .copied()
+            .flatten()
+            .is_none_or(|v| match &graph.node(v.node).op {
+                Op::Const(c) => c.to_f64s().is_some_and(|v| v.iter().all(|&x| x == 0.0)),
+                _ => false,
+            })
+    };
+    let present = |slot: usize| inputs.get(slot).copied().flatten().is_some();
+    let identity = zero(2) || (present(1) && zero(1));
+    if !identity {
+        return Some("training-mode Dropout (random masks) has no GPU kernel".into());
+    }
+    let mask_read = graph.outputs.iter().any(|v| v.node == id && v.output == 1)
+        || graph
+            .dag
+            .edges_directed(id, petgraph::Direction::Outgoing)
+            .any(|e| e.weight().output == 1);
+    mask_read.then(|| "Dropout's mask output has no GPU kernel".into())
+}
+
 /// True for nodes that are not computed: inputs and constants.
 pub fn is_leaf(op: &Op) -> bool {
     matches!(op, Op::Input | Op::Const(_))
@@ -248,6 +295,13 @@ pub fn lower_graph(
             found = true;
         }
         if is_view(&node.op) {
+            if let Some(problem) = view_problem(graph, id) {
+                return Err(KernelError::Node {
+                    node: node.name.clone(),
+                    op: node.op.name(),
+                    cause: Box::new(KernelError::Unsupported(problem)),
+                });
+            }
             views.push(Skipped {
                 node: node.name.clone(),
                 op: node.op.name(),

@@ -43,6 +43,8 @@ pub struct TargetInfo {
     pub max_shared_per_block: u32,
     /// `cp.async` pipeline depth of the tensor-core GEMM (k-slices in flight per block).
     pub mma_stages: u32,
+    /// k-slices the tensor-core GEMM multiplies between two barriers (divides `mma_stages`).
+    pub mma_step: u32,
 }
 
 impl Sm {
@@ -103,6 +105,7 @@ impl Sm {
             registers_per_sm: 65536,
             max_shared_per_block: smem,
             mma_stages: stages,
+            mma_step: if stages % 2 == 0 { 2 } else { 1 },
         }
     }
 }

@@ -124,9 +124,21 @@ struct Link {
     inputs: Vec<Option<ValueRef>>,
 }
 
+/// Output columns above which a product's activation is quantized once, by its own kernel,
+/// rather than by the product as it loads it: a tensor-core product reads each activation row
+/// once per block of 128 output columns, so past two blocks one pass writing the codes (which
+/// the product then copies as they are) costs less than converting them again in every block.
+const QUANTIZE_IN_PRODUCT_MAX_COLUMNS: i64 = 256;
+
 /// A `DequantizeLinear` whose scale and zero point the product's kernel can apply: per tensor,
-/// per output channel, or per block along the reduced axis.
-fn dequantize(graph: &Graph, id: NodeId, role: Role) -> Option<Vec<Link>> {
+/// per output channel, or per block along the reduced axis; a quantize–dequantize pair's
+/// `QuantizeLinear` too when `quantize_in_product`.
+fn dequantize(
+    graph: &Graph,
+    id: NodeId,
+    role: Role,
+    quantize_in_product: bool,
+) -> Option<Vec<Link>> {
     let Op::DequantizeLinear {
         axis, block_size, ..
     } = graph.node(id).op.clone()
@@ -197,7 +209,7 @@ fn dequantize(graph: &Graph, id: NodeId, role: Role) -> Option<Vec<Link>> {
             let q_inputs = graph.inputs_of(codes.node);
             let same = q_inputs.get(1).copied().flatten() == Some(scale)
                 && q_inputs.get(2).copied().flatten() == zero;
-            if same && numel(&scale_shape) == 1 {
+            if same && numel(&scale_shape) == 1 && quantize_in_product {
                 let mut q_inputs = q_inputs;
                 q_inputs.truncate(inputs.len());
                 // An elementwise op whose value only this quantization reads is computed as
@@ -283,12 +295,17 @@ fn rounded(graph: &Graph, id: NodeId, role: Role) -> Option<Vec<Link>> {
 }
 
 /// The chain computing operand `v` of a product that its kernel can take in.
-fn operand_chain(graph: &Graph, v: ValueRef, role: Role) -> Option<Vec<Link>> {
+fn operand_chain(
+    graph: &Graph,
+    v: ValueRef,
+    role: Role,
+    quantize_in_product: bool,
+) -> Option<Vec<Link>> {
     if v.output != 0 {
         return None;
     }
     match graph.node(v.node).op {
-        Op::DequantizeLinear { .. } => dequantize(graph, v.node, role),
+        Op::DequantizeLinear { .. } => dequantize(graph, v.node, role, quantize_in_product),
         Op::Cast { .. } => widen(graph, v.node),
         Op::RoundToBlocks { .. } => rounded(graph, v.node, role),
         _ => None,
@@ -476,6 +493,16 @@ fn fold(graph: &mut Graph, id: NodeId) -> Result<bool, PassError> {
         return Ok(false);
     };
     let mut anchor_op = body[a].op.clone();
+    // The product's output columns, known even where a batch dim is symbolic.
+    let output = graph
+        .value(ValueRef {
+            node: id,
+            output: 0,
+        })
+        .ty
+        .as_tensor();
+    let columns = output.and_then(|t| t.shape.as_ref()?.last()?.as_const());
+    let quantize_in_product = columns.is_none_or(|n| n <= QUANTIZE_IN_PRODUCT_MAX_COLUMNS);
     let mut chains: [Option<Vec<Link>>; 2] = [None, None];
     let mut replaced: HashMap<ValueRef, ValueRef> = HashMap::new();
     for (k, chain) in chains.iter_mut().enumerate() {
@@ -489,7 +516,7 @@ fn fold(graph: &mut Graph, id: NodeId) -> Result<bool, PassError> {
         let Some(role) = role(&anchor_op, k, rank) else {
             continue;
         };
-        let Some(mut found) = operand_chain(graph, v, role) else {
+        let Some(mut found) = operand_chain(graph, v, role, quantize_in_product) else {
             continue;
         };
         if k == 1 && rank == 2 {
@@ -813,6 +840,11 @@ mod tests {
     /// `x: f32[N,5,40]` through a uint8 quantize–dequantize pair, times int8 weights `[40, 24]`
     /// with a per-channel scale (and a zero point of zeros), plus a bias.
     fn int8_matmul(activation_scale: &[usize], weight_zero: i8) -> Graph {
+        int8_product(activation_scale, weight_zero, 24)
+    }
+
+    /// `int8_matmul` with `columns` output columns.
+    fn int8_product(activation_scale: &[usize], weight_zero: i8, columns: usize) -> Graph {
         let mut rng = StdRng::seed_from_u64(3);
         let mut g = Graph::new("q");
         let x = g.add_input("x", tensor_type("f32[N,5,40]"));
@@ -821,16 +853,24 @@ mod tests {
         let xz = constant(&mut g, "xz", DType::U8, activation_scale, vec![128; n]);
         let q = push(&mut g, quantize(-1), &[Some(x), Some(xs), Some(xz)]);
         let xd = push(&mut g, dequantize(-1, 0), &[Some(q), Some(xs), Some(xz)]);
-        let codes: Vec<u8> = (0..40 * 24)
+        let codes: Vec<u8> = (0..40 * columns)
             .map(|_| rng.random_range(-127i8..=127) as u8)
             .collect();
-        let w = constant(&mut g, "w", DType::I8, &[40, 24], codes);
-        let scales: Vec<f32> = (0..24).map(|_| rng.random_range(0.001..0.01)).collect();
-        let ws = f32s(&mut g, "ws", &[24], &scales);
-        let wz = constant(&mut g, "wz", DType::I8, &[24], vec![weight_zero as u8; 24]);
+        let w = constant(&mut g, "w", DType::I8, &[40, columns], codes);
+        let scales: Vec<f32> = (0..columns)
+            .map(|_| rng.random_range(0.001..0.01))
+            .collect();
+        let ws = f32s(&mut g, "ws", &[columns], &scales);
+        let wz = constant(
+            &mut g,
+            "wz",
+            DType::I8,
+            &[columns],
+            vec![weight_zero as u8; columns],
+        );
         let wd = push(&mut g, dequantize(1, 0), &[Some(w), Some(ws), Some(wz)]);
         let p = push(&mut g, Op::MatMul, &[Some(xd), Some(wd)]);
-        let bias = f32s(&mut g, "b", &[24], &[0.5; 24]);
+        let bias = f32s(&mut g, "b", &[columns], &vec![0.5; columns]);
         let y = push(
             &mut g,
             Op::Binary(sparkc_ir::op::Binary::Add),
@@ -866,6 +906,20 @@ mod tests {
         );
         // The weight is stored [N, K]; its zero point of zeros is gone.
         assert_eq!(constant_shape(&after, DType::I8), [vec![24, 40]]);
+    }
+
+    #[test]
+    fn a_wide_product_reads_codes_its_own_kernel_quantized() {
+        let after = folded(&int8_product(&[], 0, 300));
+        let mut names = ops(&after);
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "Fused(DequantizeLinear+DequantizeLinear+TransposedMatMul+Add)",
+                "QuantizeLinear"
+            ]
+        );
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl Artifact {
             ));
         }
         let header = Header::decode(header_bytes)?;
+        check_weights(&header, weights.len() as u64)?;
         Ok(Artifact { header, weights })
     }
 
@@ -209,6 +210,23 @@ impl Artifact {
         out.write_all(weights)?;
         Ok(weights_at + weights.len() as u64)
     }
+}
+
+/// Checks that every weight buffer of the memory plan lies inside a weight section of
+/// `section_len` bytes.
+fn check_weights(header: &Header, section_len: u64) -> Result<(), ArtifactError> {
+    let buffers = header.memory.iter().flat_map(|m| &m.buffers);
+    for b in buffers.filter(|b| b.kind() == BufferKind::Weight) {
+        let bytes = b.bytes.as_ref().and_then(|e| plan::eval(e, &|_| None).ok());
+        let end = bytes.and_then(|n| b.weight_offset.checked_add(u64::try_from(n).ok()?));
+        if end.is_none_or(|end| end > section_len) {
+            return Err(ArtifactError::Corrupt(format!(
+                "weight '{}' lies outside the weight section",
+                b.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Appends `bytes` to a weight section at the next aligned offset; returns that offset.

@@ -244,7 +244,8 @@ fn memory_plan(
             .as_ref()
             .with_context(|| format!("value '{}' has no known rank", value.name))?;
         let elems = shape.iter().fold(Dim::known(1), |acc, d| acc * d.clone());
-        let bytes = elems * Dim::known(t.dtype.bits().div_ceil(8) as i64);
+        // Sub-byte types are packed, as ONNX stores them: two 4-bit elements to a byte.
+        let bytes = (elems * Dim::known(t.dtype.bits() as i64)).ceil_div(&Dim::known(8));
         let node = graph.node(v.node);
         let mut b = Buffer {
             name: value.name.clone(),

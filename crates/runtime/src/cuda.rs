@@ -179,16 +179,6 @@ impl CudaBackend {
                 symbols: k.symbols.clone(),
             });
         }
-        for b in buffers.iter().filter(|b| b.kind() == BufferKind::Weight) {
-            let bytes = b.bytes.as_ref().and_then(|e| eval(e, &|_| None).ok());
-            let end = bytes.and_then(|n| b.weight_offset.checked_add(n as u64));
-            if end.is_none_or(|end| end > weights.len() as u64) {
-                return Err(RuntimeError::Device(format!(
-                    "weight '{}' lies outside the weight section",
-                    b.name
-                )));
-            }
-        }
         let weights = if gpu.coherent_host_memory {
             Weights::Mapped(weights.clone())
         } else {

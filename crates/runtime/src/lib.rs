@@ -27,6 +27,7 @@ pub use cuda::KernelTiming;
 pub use gpu::{detect, pick_target, GpuInfo};
 pub use session::{Device, Session};
 pub use sparkc_artifact::{Artifact, ArtifactError, SizeExpr, TensorSpec};
+pub use sparkc_ir::DType;
 pub use tensor::{sample_inputs, Tensor};
 
 /// Why loading or running failed.
