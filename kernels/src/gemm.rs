@@ -506,7 +506,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             shared_bytes: 0,
             dynamic_shared_bytes: tile.shared_bytes(kind),
         };
-        let b_reads = if k_major && b_op.direct.is_some() {
+        let b_reads = if b_op.k_major().is_some() {
             ", B k-major by ldmatrix.trans"
         } else {
             ""

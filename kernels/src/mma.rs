@@ -266,7 +266,7 @@ impl Tile {
         Tile {
             block_m: if small { 64 } else { 128 },
             stages: i64::from(info.mma_stages),
-            step: i64::from(info.mma_step),
+            step: i64::from(info.mma_step()),
         }
     }
 
@@ -373,6 +373,25 @@ pub struct Operand<'a, 'ctx> {
     pub k_contiguous: bool,
 }
 
+impl<'a, 'ctx> Operand<'a, 'ctx> {
+    /// The buffer, k-row stride and unit offset of an operand copied k-major.
+    pub fn k_major(
+        &self,
+    ) -> Option<(PointerValue<'ctx>, IntValue<'ctx>, &'a UnitOffset<'a, 'ctx>)> {
+        match &self.direct {
+            Some(Direct {
+                base,
+                rows:
+                    Rows::KMajor {
+                        row_stride,
+                        unit_offset,
+                    },
+            }) => Some((*base, *row_stride, *unit_offset)),
+            _ => None,
+        }
+    }
+}
+
 /// The zero point of one operand's codes, subtracted in the epilogue through the sums of the
 /// other operand's codes over k (computed by the tensor cores against a matrix of ones).
 pub struct Correction<'ctx> {
@@ -446,17 +465,6 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         self.byte(cg, at)
     }
 
-    /// True when B is staged k-major: `block_k` rows of `BLOCK_N` columns.
-    fn b_k_major(&self) -> bool {
-        matches!(
-            self.b.direct,
-            Some(Direct {
-                rows: Rows::KMajor { .. },
-                ..
-            })
-        )
-    }
-
     /// The shared address of chunk `nc` (columns `8·nc..8·nc + 8`) of k row `krow` in a
     /// k-major B tile at byte offset `base`. Chunk `nc` of row `krow` is stored at chunk
     /// `nc ^ (krow & 7)`, so the eight k rows of every `ldmatrix.trans` hit distinct banks.
@@ -495,13 +503,14 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         &self,
         cg: &Cg<'ctx>,
         (unit, n0): (IntValue<'ctx>, IntValue<'ctx>),
-        (row_stride, unit_offset): (IntValue<'ctx>, &UnitOffset<'_, 'ctx>),
+        (buffer, row_stride, unit_offset): (
+            PointerValue<'ctx>,
+            IntValue<'ctx>,
+            &UnitOffset<'_, 'ctx>,
+        ),
         base: IntValue<'ctx>,
         k0: IntValue<'ctx>,
     ) -> Gen<()> {
-        let Some(d) = &self.b.direct else {
-            return Ok(());
-        };
         let chunks_per_row = BLOCK_N / self.kind.chunk_elems();
         for i in 0..self.kind.block_k() * chunks_per_row / i64::from(THREADS) {
             let c = cg.add(self.tid, cg.c(i * i64::from(THREADS)))?;
@@ -517,7 +526,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
                 cg.icmp(IntPredicate::SLT, gn, self.n)?,
             )?;
             let at = cg.add(unit_offset(cg, unit)?, cg.add(cg.mul(gk, row_stride)?, gn)?)?;
-            self.issue_copy(cg, d.base, dst, ok, at)?;
+            self.issue_copy(cg, buffer, dst, ok, at)?;
         }
         Ok(())
     }
@@ -534,20 +543,9 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         let stage_base = cg.mul(stage, cg.c(self.stage_bytes()))?;
         let k0 = cg.mul(kt, cg.c(self.kind.block_k()))?;
         for side in [Side::A, Side::B] {
-            if let (
-                Side::B,
-                Some(Direct {
-                    rows:
-                        Rows::KMajor {
-                            row_stride,
-                            unit_offset,
-                        },
-                    ..
-                }),
-            ) = (side, &self.b.direct)
-            {
+            if let (Side::B, Some(layout)) = (side, self.b.k_major()) {
                 let base = cg.add(stage_base, cg.c(self.tile.block_m * ROW_BYTES))?;
-                self.load_k_major(cg, (unit, origin.1), (*row_stride, *unit_offset), base, k0)?;
+                self.load_k_major(cg, (unit, origin.1), layout, base, k0)?;
                 continue;
             }
             let (op, rows, row0, tile_rows, base) = match side {
@@ -898,7 +896,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         }
         let mut b = Vec::with_capacity(4);
         for nj in 0..WARP_N / 16 {
-            let x = if self.b_k_major() {
+            let x = if self.b.k_major().is_some() {
                 self.ldmatrix_k_major(cg, b_base, warp.1, (q_lo, q_hi, r), (ks, nj))?
             } else {
                 let row = cg.add(b_row0, cg.c(nj * 16))?;
@@ -1029,16 +1027,7 @@ pub fn tiled<'ctx>(
             "a zero point needs integer tensor cores".into(),
         ));
     }
-    let k_major = |op: &Operand| {
-        matches!(
-            op.direct,
-            Some(Direct {
-                rows: Rows::KMajor { .. },
-                ..
-            })
-        )
-    };
-    if k_major(a) || (k_major(b) && !kind.reads_k_major()) {
+    if a.k_major().is_some() || (b.k_major().is_some() && !kind.reads_k_major()) {
         return Err(crate::KernelError::Unsupported(format!(
             "a k-major operand other than B, or for {} tensor cores",
             kind.name()

@@ -43,8 +43,18 @@ pub struct TargetInfo {
     pub max_shared_per_block: u32,
     /// `cp.async` pipeline depth of the tensor-core GEMM (k-slices in flight per block).
     pub mma_stages: u32,
-    /// k-slices the tensor-core GEMM multiplies between two barriers (divides `mma_stages`).
-    pub mma_step: u32,
+}
+
+impl TargetInfo {
+    /// k-slices the tensor-core GEMM multiplies between two barriers: two where the depth is
+    /// even, else one (it divides `mma_stages`).
+    pub fn mma_step(&self) -> u32 {
+        if self.mma_stages % 2 == 0 {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 impl Sm {
@@ -105,7 +115,6 @@ impl Sm {
             registers_per_sm: 65536,
             max_shared_per_block: smem,
             mma_stages: stages,
-            mma_step: if stages % 2 == 0 { 2 } else { 1 },
         }
     }
 }
