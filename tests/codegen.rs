@@ -4,6 +4,7 @@
 //! `ptxas` comes from the `nvidia-cuda-nvcc` PyPI package (the test command installs it); set
 //! `PTXAS` to use another. The count of kernels assembled per target is printed.
 
+use sparkc_cli::compile::pass_options;
 use sparkc_cli::quantize::{optimize_quantized, Request};
 use sparkc_ir::op::{AutoPad, ConvAttrs, Layout};
 use sparkc_ir::{infer_graph, DType, Dim, Graph, Op, TensorType, Value, ValueRef, ValueType};
@@ -117,7 +118,7 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
     let mut models = Vec::new();
     for (name, path) in whole_models() {
         let mut model = sparkc_onnx::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-        sparkc_passes::standard()
+        sparkc_passes::standard_with(pass_options(Layout::Nchw, true, Precision::Tf32))
             .and_then(|mut passes| passes.run(&mut model.graph))
             .unwrap_or_else(|e| panic!("{name}: optimize: {e}"));
         models.push((name, model));
@@ -137,11 +138,9 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
             continue;
         }
         let mut model = sparkc_onnx::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-        sparkc_passes::standard_with(sparkc_passes::Options {
-            layout: Layout::Nhwc,
-        })
-        .and_then(|mut passes| passes.run(&mut model.graph))
-        .unwrap_or_else(|e| panic!("{name}: optimize: {e}"));
+        sparkc_passes::standard_with(pass_options(Layout::Nhwc, true, Precision::Tf32))
+            .and_then(|mut passes| passes.run(&mut model.graph))
+            .unwrap_or_else(|e| panic!("{name}: optimize: {e}"));
         models.push((format!("{name}_nhwc"), model));
     }
     // Quantized models: every format's quantized products (and FP4 activations), quantize and
@@ -170,6 +169,7 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
     for (name, path, scheme, block_activations) in sources {
         let mut request = Request::seeded(scheme);
         request.block_activations = block_activations;
+        request.options = pass_options(Layout::Nchw, true, Precision::Tf32);
         let (model, _) = optimize_quantized(&path, &request)
             .unwrap_or_else(|e| panic!("{name}: quantize: {e:#}"));
         models.push((name, model));

@@ -103,9 +103,12 @@ fn check_one(
 ) -> Result<String, String> {
     let mut model = load(model).map_err(|e| format!("{name}: {e}"))?;
     if let Some(layout) = layout {
-        sparkc_passes::standard_with(sparkc_passes::Options { layout })
-            .and_then(|mut passes| passes.run(&mut model.graph))
-            .map_err(|e| format!("{name}: optimize: {e}"))?;
+        sparkc_passes::standard_with(sparkc_passes::Options {
+            layout,
+            ..sparkc_passes::Options::default()
+        })
+        .and_then(|mut passes| passes.run(&mut model.graph))
+        .map_err(|e| format!("{name}: optimize: {e}"))?;
         let channels_last = channels_last_convolutions(&model.graph) > 0;
         if channels_last != (layout == Layout::Nhwc) {
             return Err(format!("{name}: no convolution runs channels last"));

@@ -5,6 +5,7 @@
 //! checks the plan, the bindings, the parameter ABI and the fused kernels' code, with no GPU.
 
 use sparkc_artifact::{arrange, BufferKind};
+use sparkc_cli::compile::pass_options;
 use sparkc_cli::execute_args;
 use sparkc_cli::quantize::{optimize_quantized, Request};
 use sparkc_ir::op::Layout;
@@ -148,11 +149,16 @@ fn check_plan(name: &str, path: &Path, extra: &[&str], graph: &Graph, tolerance:
     report
 }
 
+/// The optimizer's options for an artifact with GPU kernels, convolutions in `layout`.
+fn gpu_options(layout: Layout) -> sparkc_passes::Options {
+    pass_options(layout, true, Precision::Tf32)
+}
+
 /// The model at `path` through the standard pipeline: the graph its artifact is compiled from
 /// (the optimizer is deterministic), to build each node's kernel for the host.
 fn optimized(path: &Path) -> Graph {
     let mut model = sparkc_onnx::load(path).expect("imports");
-    sparkc_passes::standard()
+    sparkc_passes::standard_with(gpu_options(Layout::Nchw))
         .and_then(|mut p| p.run(&mut model.graph))
         .expect("optimizes");
     model.graph
@@ -175,9 +181,7 @@ fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
 #[test]
 fn channels_last_models_run_their_gpu_plans_on_host_kernels() {
     let mut report = String::new();
-    let options = sparkc_passes::Options {
-        layout: Layout::Nhwc,
-    };
+    let options = gpu_options(Layout::Nhwc);
     // Residual blocks, concatenations, depthwise and grouped convolutions, global pooling.
     let models = [
         "tiny_cnn",
@@ -232,6 +236,7 @@ fn quantized_models_run_their_gpu_plans_on_host_kernels() {
         let path = &models[name];
         let mut request = Request::seeded(Some(scheme));
         request.block_activations = block_activations;
+        request.options = gpu_options(Layout::Nchw);
         let (model, _) = optimize_quantized(path, &request).expect("quantizes");
         let mut args = vec!["--quantize", scheme.name()];
         let mut label = format!("{name}/{scheme}");
@@ -242,7 +247,8 @@ fn quantized_models_run_their_gpu_plans_on_host_kernels() {
         report.push_str(&check_plan(&label, path, &args, &model.graph, 1e-3));
     }
     for (name, path) in qdq_models() {
-        let request = Request::seeded(None);
+        let mut request = Request::seeded(None);
+        request.options = gpu_options(Layout::Nchw);
         let (model, _) = optimize_quantized(&path, &request).expect("optimizes");
         report.push_str(&check_plan(&name, &path, &[], &model.graph, 1e-3));
     }

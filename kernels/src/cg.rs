@@ -13,8 +13,8 @@ use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicType, BasicTypeEnum, FloatType, FunctionType, IntType};
 use inkwell::values::{
-    BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue,
-    PointerValue,
+    BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue,
+    InstructionValue, IntValue, PointerValue,
 };
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
 use sparkc_ir::{Atom, DType, Dim, Poly};
@@ -455,6 +455,38 @@ impl<'ctx> Cg<'ctx> {
         let ty = self.storage_type(dtype)?;
         // SAFETY: generated kernels index within the bounds their launch checks.
         Ok(unsafe { self.b.build_in_bounds_gep(ty, base, &[index], "")? })
+    }
+
+    /// The four `f32`s from element `index` (a multiple of 4) of a 16-byte aligned `f32`
+    /// buffer, read with one 128-bit load.
+    pub fn load_f32x4(
+        &self,
+        base: PointerValue<'ctx>,
+        index: IntValue<'ctx>,
+    ) -> Gen<[FloatValue<'ctx>; 4]> {
+        let ptr = self.gep(DType::F32, base, index)?;
+        let load = self.b.build_load(self.f32t().vec_type(4), ptr, "")?;
+        aligned(load.as_instruction_value(), 16)?;
+        let vector = load.into_vector_value();
+        let lane = |l: u64| -> Gen<FloatValue<'ctx>> {
+            let i = self.cx.i32_type().const_int(l, false);
+            Ok(self
+                .b
+                .build_extract_element(vector, i, "")?
+                .into_float_value())
+        };
+        Ok([lane(0)?, lane(1)?, lane(2)?, lane(3)?])
+    }
+
+    /// Stores `value` at `ptr` as one access of `bytes` alignment.
+    pub fn store_aligned(
+        &self,
+        ptr: PointerValue<'ctx>,
+        value: impl BasicValue<'ctx>,
+        bytes: u32,
+    ) -> Gen<()> {
+        let store = self.b.build_store(ptr, value)?;
+        aligned(Some(store), bytes)
     }
 
     /// Loads element `index` as a compute value: floats as `f32`, integers and bools as `i64`.
@@ -964,6 +996,14 @@ impl<'ctx> Cg<'ctx> {
         let step = self.ntid()?;
         self.for_range(start, n, step, body)
     }
+}
+
+/// Sets the alignment of a load or store `access` to `bytes`.
+fn aligned(access: Option<InstructionValue<'_>>, bytes: u32) -> Gen<()> {
+    access
+        .ok_or_else(|| KernelError::Llvm("a memory access is not an instruction".into()))?
+        .set_alignment(bytes)
+        .map_err(|e| KernelError::Llvm(e.to_string()))
 }
 
 /// A value being computed: floats in `f32`, integers and bools in `i64`.

@@ -7,7 +7,6 @@ use crate::cg::{Cg, Gen, Val};
 use crate::expr::eval_body;
 use crate::{Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
-use inkwell::values::BasicValue;
 use sparkc_ir::{BodyNode, DType, Dim, Op, Operand};
 
 /// Threads per block.
@@ -172,20 +171,9 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                     lanes.iter_mut().for_each(|l| l.push(Some(v)));
                     continue;
                 }
-                let ptr = cg.gep(DType::F32, cg.buffer(req.input_param(slot)), base)?;
-                let load = cg.b.build_load(v4, ptr, "")?;
-                load.as_instruction_value()
-                    .ok_or_else(|| KernelError::Llvm("a load is not an instruction".into()))?
-                    .set_alignment(16)
-                    .map_err(|e| KernelError::Llvm(e.to_string()))?;
-                let vector = load.into_vector_value();
-                for (lane, l) in lanes.iter_mut().enumerate() {
-                    let x = cg.b.build_extract_element(
-                        vector,
-                        cg.cx.i32_type().const_int(lane as u64, false),
-                        "",
-                    )?;
-                    l.push(Some(Val::F(x.into_float_value())));
+                let values = cg.load_f32x4(cg.buffer(req.input_param(slot)), base)?;
+                for (l, x) in lanes.iter_mut().zip(values) {
+                    l.push(Some(Val::F(x)));
                 }
             }
             let mut result = v4.get_undef();
@@ -205,11 +193,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 )?;
             }
             let ptr = cg.gep(DType::F32, cg.buffer(0), base)?;
-            let store = cg.b.build_store(ptr, result)?;
-            store
-                .set_alignment(16)
-                .map_err(|e| KernelError::Llvm(e.to_string()))?;
-            Ok(())
+            cg.store_aligned(ptr, result, 16)
         })?;
         cg.mul(n4, cg.c(4))?
     } else {

@@ -617,10 +617,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
                     let at = cg.cx.i32_type().const_int(e as u64, false);
                     v = cg.b.build_insert_element(v, byte, at, "")?;
                 }
-                let store = cg.b.build_store(dst, v)?;
-                store
-                    .set_alignment(CHUNK as u32)
-                    .map_err(|e| crate::KernelError::Llvm(e.to_string()))?;
+                cg.store_aligned(dst, v, CHUNK as u32)?;
             }
         }
         let per_chunk = scale_codes.len() as i64;
@@ -745,11 +742,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             v =
                 cg.b.build_insert_element(v, x, cg.cx.i32_type().const_int(e as u64, false), "")?;
         }
-        let store = cg.b.build_store(dst, v)?;
-        store
-            .set_alignment(CHUNK as u32)
-            .map_err(|e| crate::KernelError::Llvm(e.to_string()))?;
-        Ok(())
+        cg.store_aligned(dst, v, CHUNK as u32)
     }
 
     /// The scale register of tile row `row` (A's row, B's column) for k-step `ks` of a staged

@@ -514,20 +514,23 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         .as_ref()
         .map(|z| Codes::new(&mut cg, z.dtype, req.input_param(2)));
     let n = cg.product(&x.shape)?;
-    let value = |cg: &Cg<'ctx>,
-                 i: IntValue<'ctx>|
-     -> Gen<(FloatValue<'ctx>, FloatValue<'ctx>, Option<FloatValue<'ctx>>)> {
-        let s = index.at(cg, i)?;
-        let z = match &zero_read {
-            Some(r) => Some(r.read(cg, s)?),
-            None => None,
+    // The scale and zero point of element `i`.
+    let scaling =
+        |cg: &Cg<'ctx>, i: IntValue<'ctx>| -> Gen<(FloatValue<'ctx>, Option<FloatValue<'ctx>>)> {
+            let s = index.at(cg, i)?;
+            let z = match &zero_read {
+                Some(r) => Some(r.read(cg, s)?),
+                None => None,
+            };
+            Ok((scale_read.read(cg, s)?, z))
         };
-        Ok((x_read.read(cg, i)?, scale_read.read(cg, s)?, z))
-    };
+    // Elements each thread takes per loop step (4 where one load reads four).
+    let mut per_thread = 1;
     let variant = match req.op {
         Op::DequantizeLinear { .. } => {
             cg.for_each_thread_item(cg.c(0), n, |cg, i| {
-                let (v, s, z) = value(cg, i)?;
+                let v = x_read.read(cg, i)?;
+                let (s, z) = scaling(cg, i)?;
                 let centered = match z {
                     Some(z) => cg.fsub(v, z)?,
                     None => v,
@@ -538,19 +541,22 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         }
         Op::QuantizeLinear { saturate, .. } => {
             let saturate = *saturate;
-            let code = |cg: &Cg<'ctx>, i: IntValue<'ctx>| -> Gen<IntValue<'ctx>> {
-                let (v, s, z) = value(cg, i)?;
-                let q = cg.fdiv(v, s)?;
-                if is_minifloat(out.dtype) {
-                    let q = match z {
-                        Some(z) => cg.fadd(q, z)?,
-                        None => q,
-                    };
-                    encode_minifloat(cg, out.dtype, q, saturate)
-                } else {
-                    encode_int(cg, out.dtype, q, z)
-                }
-            };
+            // The code of element `i`, whose value is `v`.
+            let code_of =
+                |cg: &Cg<'ctx>, i: IntValue<'ctx>, v: FloatValue<'ctx>| -> Gen<IntValue<'ctx>> {
+                    let (s, z) = scaling(cg, i)?;
+                    let q = cg.fdiv(v, s)?;
+                    if is_minifloat(out.dtype) {
+                        let q = match z {
+                            Some(z) => cg.fadd(q, z)?,
+                            None => q,
+                        };
+                        encode_minifloat(cg, out.dtype, q, saturate)
+                    } else {
+                        encode_int(cg, out.dtype, q, z)
+                    }
+                };
+            let code = |cg: &Cg<'ctx>, i: IntValue<'ctx>| code_of(cg, i, x_read.read(cg, i)?);
             let i8t = cg.cx.i8_type();
             if is_packed(out.dtype) {
                 // One thread per byte, so no two threads write the same one.
@@ -568,7 +574,30 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                     cg.store_raw(i8t.into(), cg.buffer(0), b, byte.into())
                 })?;
             } else if out.dtype.bits() == 8 {
-                cg.for_each_thread_item(cg.c(0), n, |cg, i| {
+                // From f32, four values a thread: one 128-bit load, one 32-bit store of their
+                // codes; the scalar loop takes the rest.
+                let start = if x.dtype == DType::F32 {
+                    per_thread = 4;
+                    let n4 = cg.div(n, cg.c(4))?;
+                    cg.for_each_thread_item(cg.c(0), n4, |cg, j| {
+                        let base = cg.mul(j, cg.c(4))?;
+                        let values = cg.load_f32x4(cg.buffer(req.input_param(0)), base)?;
+                        let mut word = cg.c(0);
+                        for (lane, v) in (0i64..).zip(values) {
+                            let code = code_of(cg, cg.add(base, cg.c(lane))?, v)?;
+                            let code = cg.b.build_and(code, cg.c(0xFF), "")?;
+                            let code = cg.b.build_left_shift(code, cg.c(8 * lane), "")?;
+                            word = cg.b.build_or(word, code, "")?;
+                        }
+                        let word = cg.b.build_int_truncate(word, cg.cx.i32_type(), "")?;
+                        let ptr = cg.gep(DType::U8, cg.buffer(0), base)?;
+                        cg.store_aligned(ptr, word, 4)
+                    })?;
+                    cg.mul(n4, cg.c(4))?
+                } else {
+                    cg.c(0)
+                };
+                cg.for_each_thread_item(start, n, |cg, i| {
                     let byte = cg.b.build_int_truncate(code(cg, i)?, i8t, "")?;
                     cg.store_raw(i8t.into(), cg.buffer(0), i, byte.into())
                 })?;
@@ -577,12 +606,15 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                     cg.store(out.dtype, cg.buffer(0), i, Val::I(code(cg, i)?))
                 })?;
             }
-            format!("quantize {}->{}", x.dtype, out.dtype)
+            let vec4 = if per_thread == 4 { " vec4" } else { "" };
+            format!("quantize {}->{}{vec4}", x.dtype, out.dtype)
         }
         _ => unreachable!("plan dispatches only quantization ops here"),
     };
     let launch = Launch {
-        grid: x.numel().ceil_div(&Dim::known(i64::from(BLOCK))),
+        grid: x
+            .numel()
+            .ceil_div(&Dim::known(per_thread * i64::from(BLOCK))),
         block: BLOCK,
         shared_bytes: 0,
         dynamic_shared_bytes: 0,

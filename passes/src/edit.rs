@@ -1,6 +1,7 @@
 //! Graph editing shared by the passes: readers of a value, rewiring uses, graph outputs.
 
 use crate::manager::PassError;
+use bytes::Bytes;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use sparkc_ir::{DType, Edge, Graph, NodeId, Op, Tensor, TensorType, Value, ValueRef, ValueType};
@@ -233,5 +234,72 @@ impl Builder<'_> {
         let name = fresh_name(self.graph, &format!("{}_{suffix}", self.base));
         let tensor = Tensor::from_f64s(self.dtype, Vec::new(), &[value])?;
         Ok(self.graph.add_const(&name, tensor))
+    }
+}
+
+/// A 2-D tensor transposed (any element width, 4-bit codes included).
+pub fn transpose_2d(t: &Tensor) -> Option<Tensor> {
+    let [rows, cols] = t.shape[..] else {
+        return None;
+    };
+    let bits = t.dtype.bits();
+    let get = |i: usize| -> u64 {
+        match bits {
+            4 => u64::from((t.data[i / 2] >> ((i % 2) * 4)) & 0xF),
+            8 | 16 | 32 | 64 => {
+                let w = bits / 8;
+                let mut b = [0u8; 8];
+                b[..w].copy_from_slice(&t.data[i * w..(i + 1) * w]);
+                u64::from_le_bytes(b)
+            }
+            _ => 0,
+        }
+    };
+    if !matches!(bits, 4 | 8 | 16 | 32 | 64) {
+        return None;
+    }
+    let mut out = vec![0u8; t.data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let (from, to) = (r * cols + c, c * rows + r);
+            let v = get(from);
+            match bits {
+                4 => out[to / 2] |= (v as u8) << ((to % 2) * 4),
+                _ => {
+                    let w = bits / 8;
+                    out[to * w..(to + 1) * w].copy_from_slice(&v.to_le_bytes()[..w]);
+                }
+            }
+        }
+    }
+    Tensor::new(t.dtype, vec![cols, rows], Bytes::from(out)).ok()
+}
+
+/// The product op reading its B operand transposed, when B is read `[K, N]` today.
+pub fn with_b_transposed(op: &Op) -> Option<Op> {
+    match op {
+        Op::MatMul => Some(Op::TransposedMatMul {
+            trans_a: false,
+            trans_b: true,
+        }),
+        Op::TransposedMatMul {
+            trans_a,
+            trans_b: false,
+        } => Some(Op::TransposedMatMul {
+            trans_a: *trans_a,
+            trans_b: true,
+        }),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b: false,
+        } => Some(Op::Gemm {
+            alpha: *alpha,
+            beta: *beta,
+            trans_a: *trans_a,
+            trans_b: true,
+        }),
+        _ => None,
     }
 }

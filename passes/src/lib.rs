@@ -25,6 +25,7 @@ pub mod recurrent;
 pub mod stats;
 #[cfg(test)]
 mod testing;
+pub mod weights;
 
 pub use manager::{Pass, PassError, PassManager, PassReport};
 
@@ -33,6 +34,9 @@ pub use manager::{Pass, PassError, PassManager, PassReport};
 pub struct Options {
     /// The layout convolutions run in (channels first, as ONNX has them, by default).
     pub layout: sparkc_ir::op::Layout,
+    /// Store products' constant FP32 weights `[N, K]`, as GPU tensor-core kernels copy them
+    /// ([`weights`]); off for the CPU.
+    pub transposed_weights: bool,
 }
 
 /// The standard optimization pipeline: [`prepare`], then [`finish`].
@@ -65,7 +69,8 @@ pub fn finish() -> Result<PassManager, PassError> {
 }
 
 /// The optimizing half: the layout change when asked for, e-graph saturation and extraction,
-/// folding, fusion into bodies, quantization folded into products, DCE.
+/// folding, FP32 weights stored `[N, K]` when asked for, fusion into bodies, quantization
+/// folded into products, DCE.
 pub fn finish_with(options: Options) -> Result<PassManager, PassError> {
     let mut passes = PassManager::new();
     if options.layout == sparkc_ir::op::Layout::Nhwc {
@@ -74,9 +79,13 @@ pub fn finish_with(options: Options) -> Result<PassManager, PassError> {
             .then(fold::ConstantFold)
             .then(dce::DeadCode);
     }
-    Ok(passes
+    passes = passes
         .then(egraph::Saturate::new()?)
-        .then(fold::ConstantFold)
+        .then(fold::ConstantFold);
+    if options.transposed_weights {
+        passes = passes.then(weights::TransposeWeights);
+    }
+    Ok(passes
         .then(fuse::FuseBodies)
         .then(qfold::FoldQuantized)
         .then(dce::DeadCode))

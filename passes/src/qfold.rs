@@ -13,9 +13,8 @@
 //! The body is the reference: the CPU executor runs its nodes one by one, exactly as the graph
 //! ran them before.
 
-use crate::edit::{readers, replace_uses};
+use crate::edit::{readers, replace_uses, transpose_2d, with_b_transposed};
 use crate::manager::{Pass, PassError};
-use bytes::Bytes;
 use sparkc_ir::infer::normalize_axis;
 use sparkc_ir::{BodyNode, DType, Fused, Graph, NodeId, Op, Operand, Tensor, ValueRef};
 use std::collections::HashMap;
@@ -312,73 +311,6 @@ fn operand_chain(
     }
 }
 
-/// A 2-D tensor transposed (any element width, 4-bit codes included).
-fn transpose(t: &Tensor) -> Option<Tensor> {
-    let [rows, cols] = t.shape[..] else {
-        return None;
-    };
-    let bits = t.dtype.bits();
-    let get = |i: usize| -> u64 {
-        match bits {
-            4 => u64::from((t.data[i / 2] >> ((i % 2) * 4)) & 0xF),
-            8 | 16 | 32 | 64 => {
-                let w = bits / 8;
-                let mut b = [0u8; 8];
-                b[..w].copy_from_slice(&t.data[i * w..(i + 1) * w]);
-                u64::from_le_bytes(b)
-            }
-            _ => 0,
-        }
-    };
-    if !matches!(bits, 4 | 8 | 16 | 32 | 64) {
-        return None;
-    }
-    let mut out = vec![0u8; t.data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            let (from, to) = (r * cols + c, c * rows + r);
-            let v = get(from);
-            match bits {
-                4 => out[to / 2] |= (v as u8) << ((to % 2) * 4),
-                _ => {
-                    let w = bits / 8;
-                    out[to * w..(to + 1) * w].copy_from_slice(&v.to_le_bytes()[..w]);
-                }
-            }
-        }
-    }
-    Tensor::new(t.dtype, vec![cols, rows], Bytes::from(out)).ok()
-}
-
-/// The product op reading its B operand transposed, when B is read `[K, N]` today.
-fn with_b_transposed(op: &Op) -> Option<Op> {
-    match op {
-        Op::MatMul => Some(Op::TransposedMatMul {
-            trans_a: false,
-            trans_b: true,
-        }),
-        Op::TransposedMatMul {
-            trans_a,
-            trans_b: false,
-        } => Some(Op::TransposedMatMul {
-            trans_a: *trans_a,
-            trans_b: true,
-        }),
-        Op::Gemm {
-            alpha,
-            beta,
-            trans_a,
-            trans_b: false,
-        } => Some(Op::Gemm {
-            alpha: *alpha,
-            beta: *beta,
-            trans_a: *trans_a,
-            trans_b: true,
-        }),
-        _ => None,
-    }
-}
-
 /// A weight chain rewritten to read its 2-D constants transposed, and the transposed constants
 /// (each with the value it replaces).
 struct Transposed {
@@ -400,7 +332,7 @@ fn transposed_chain(graph: &Graph, chain: &[Link]) -> Option<Transposed> {
             if readers(graph, *v).len() != 1 || t.shape.len() != 2 {
                 return None;
             }
-            constants.push((*v, transpose(t)?));
+            constants.push((*v, transpose_2d(t)?));
         }
     }
     // Every link's value is read only inside the chain (or by the product), so no other
@@ -795,7 +727,8 @@ impl Pass for FoldQuantized {
 
 #[cfg(test)]
 mod tests {
-    use super::{transpose, FoldQuantized};
+    use super::FoldQuantized;
+    use crate::edit::transpose_2d;
     use crate::fuse::FuseBodies;
     use crate::testing::{ops, push, run_checked, tensor_type};
     use bytes::Bytes;
@@ -1042,7 +975,7 @@ mod tests {
             packed[i / 2] |= c << ((i % 2) * 4);
         }
         let t = Tensor::new(DType::F4E2M1, vec![rows, cols], Bytes::from(packed)).expect("fp4");
-        let u = transpose(&t).expect("transposes");
+        let u = transpose_2d(&t).expect("transposes");
         assert_eq!(u.shape, [cols, rows]);
         for r in 0..rows {
             for c in 0..cols {

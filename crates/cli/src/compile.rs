@@ -69,6 +69,15 @@ pub struct Args {
     pub activations: Option<String>,
 }
 
+/// The optimizer's options for an artifact with kernels for GPUs (`gpu`) or for the CPU only.
+pub fn pass_options(layout: Layout, gpu: bool, precision: Precision) -> sparkc_passes::Options {
+    sparkc_passes::Options {
+        layout,
+        // Exact FP32 products run on CUDA cores, whose kernel reads `[K, N]` weights as they are.
+        transposed_weights: gpu && precision == Precision::Tf32,
+    }
+}
+
 fn targets(names: &[String]) -> Result<Vec<Sm>> {
     if names.iter().any(|n| n == "all") {
         return Ok(Sm::ALL.to_vec());
@@ -380,7 +389,7 @@ pub fn run(args: &Args) -> Result<String> {
         bounds: bounds.iter().map(|b| (b.symbol.clone(), b.max)).collect(),
         min_cosine: args.min_cosine,
         block_activations,
-        layout: args.layout,
+        options: pass_options(args.layout, !sms.is_empty(), args.precision),
     };
     let (model, quantized) = crate::quantize::optimize_quantized(&args.model, &request)?;
     bar.inc(1);

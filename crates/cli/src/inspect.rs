@@ -92,14 +92,16 @@ pub fn run(args: &Args) -> Result<String> {
         || args.explain
         || codegen
         || !args.layout.is_nchw();
+    // The graph `sparkc compile --target T` builds for the target shown.
+    let options = crate::compile::pass_options(args.layout, true, args.precision);
     let model = if let Some(scheme) = args.quantize {
         let mut request = crate::quantize::Request::seeded(Some(scheme));
         request.block_activations =
             crate::quantize::block_activations(Some(scheme), args.activations.as_deref())?;
-        request.layout = args.layout;
+        request.options = options;
         crate::quantize::optimize_quantized(&args.model, &request)?.0
     } else if optimizing {
-        let optimized = crate::optimize::optimize(&args.model, args.after.as_deref(), args.layout)?;
+        let optimized = crate::optimize::optimize(&args.model, args.after.as_deref(), options)?;
         if args.verbose {
             eprint!("{}", crate::optimize::timings(&optimized.passes));
             eprint!("{}", crate::optimize::summary(&optimized));

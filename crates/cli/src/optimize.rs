@@ -29,7 +29,11 @@ pub struct Args {
 
 /// Runs `sparkc optimize`, returning its summary line.
 pub fn run(args: &Args) -> Result<String> {
-    let optimized = optimize(&args.model, None, args.layout)?;
+    let options = sparkc_passes::Options {
+        layout: args.layout,
+        ..sparkc_passes::Options::default()
+    };
+    let optimized = optimize(&args.model, None, options)?;
     if args.verbose {
         eprint!("{}", timings(&optimized.passes));
     }
@@ -55,13 +59,16 @@ pub struct Optimized {
     pub time: Duration,
 }
 
-/// Imports `path` and runs the standard pipeline on it with convolutions in `layout`, up to
-/// and including pass `after` (every pass when `None`).
-pub fn optimize(path: &Path, after: Option<&str>, layout: Layout) -> Result<Optimized> {
+/// Imports `path` and runs the standard pipeline on it with `options`, up to and including
+/// pass `after` (every pass when `None`).
+pub fn optimize(
+    path: &Path,
+    after: Option<&str>,
+    options: sparkc_passes::Options,
+) -> Result<Optimized> {
     let mut model = sparkc_onnx::load(path)?;
     let before = stats(&model.graph);
     let start = Instant::now();
-    let options = sparkc_passes::Options { layout };
     let passes = sparkc_passes::standard_with(options)?.run_until(&mut model.graph, after)?;
     Ok(Optimized {
         after: stats(&model.graph),
@@ -77,7 +84,7 @@ pub fn load(path: &Path, raw: bool) -> Result<Model> {
     if raw {
         Ok(sparkc_onnx::load(path)?)
     } else {
-        Ok(optimize(path, None, Layout::Nchw)?.model)
+        Ok(optimize(path, None, sparkc_passes::Options::default())?.model)
     }
 }
 

@@ -191,8 +191,8 @@ pub struct Request<'a> {
     pub min_cosine: Option<f64>,
     /// NVFP4/MXFP4: round MatMul and Gemm inputs to the block format instead of BF16.
     pub block_activations: bool,
-    /// The layout convolutions run in.
-    pub layout: sparkc_ir::op::Layout,
+    /// The optimizer's choices (convolution layout, weight layout).
+    pub options: sparkc_passes::Options,
 }
 
 /// Whether `--activations FORMAT` asks for block-scaled activations, or why it cannot be had.
@@ -215,8 +215,9 @@ pub fn block_activations(scheme: Option<Scheme>, activations: Option<&str>) -> R
 }
 
 impl Request<'static> {
-    /// A request for `scheme` with no calibration folder, no `--keep`, no bounds and the
-    /// format's default target: what `sparkc compile --quantize FORMAT` asks.
+    /// A request for `scheme` with no calibration folder, no `--keep`, no bounds, the
+    /// format's default target and the CPU's pass options: what `sparkc compile --quantize
+    /// FORMAT --target none` asks.
     pub fn seeded(scheme: Option<Scheme>) -> Request<'static> {
         Request {
             scheme,
@@ -225,7 +226,7 @@ impl Request<'static> {
             bounds: BTreeMap::new(),
             min_cosine: None,
             block_activations: false,
-            layout: sparkc_ir::op::Layout::Nchw,
+            options: sparkc_passes::Options::default(),
         }
     }
 }
@@ -267,10 +268,7 @@ pub fn optimize_quantized(path: &Path, request: &Request) -> Result<(Model, Opti
             (!imported.decisions.is_empty()).then_some((imported, Vec::new()))
         }
     };
-    let options = sparkc_passes::Options {
-        layout: request.layout,
-    };
-    sparkc_passes::finish_with(options)?.run(&mut model.graph)?;
+    sparkc_passes::finish_with(request.options)?.run(&mut model.graph)?;
     let Some((report, sets)) = report else {
         return Ok((model, None));
     };

@@ -282,7 +282,7 @@ impl Executor {
                 .unwrap_or(usize::MAX)
             })
             .collect();
-        Ok(Executor {
+        let mut executor = Executor {
             graph,
             steps,
             consts,
@@ -291,7 +291,110 @@ impl Executor {
             outputs,
             subgraphs,
             regions,
-        })
+        };
+        executor.fold_constant_steps();
+        Ok(executor)
+    }
+
+    /// Runs now, once, every node whose inputs are all constants and whose results are no
+    /// larger than its largest input (a weight transposed or reshaped, say): runs read its
+    /// results as constants. Constants nothing reads any more are dropped.
+    fn fold_constant_steps(&mut self) {
+        let mut folded: HashMap<usize, usize> = HashMap::new();
+        let as_const = |source: Source, folded: &HashMap<usize, usize>| match source {
+            Source::Slot(s) => folded.get(&s).map_or(source, |&c| Source::Const(c)),
+            other => other,
+        };
+        let mut kept = Vec::with_capacity(self.steps.len());
+        for mut step in std::mem::take(&mut self.steps) {
+            for input in step.inputs.iter_mut().flatten() {
+                *input = as_const(*input, &folded);
+            }
+            match self.constant_results(&step) {
+                Some(values) => {
+                    for (&slot, value) in step.outputs.iter().zip(values) {
+                        folded.insert(slot, self.consts.len());
+                        self.consts.push(value);
+                    }
+                }
+                None => kept.push(step),
+            }
+        }
+        self.steps = kept;
+        for output in &mut self.outputs {
+            *output = as_const(*output, &folded);
+        }
+        if folded.is_empty() {
+            return;
+        }
+        // Renumber the constants still read.
+        let mut renumbered: HashMap<usize, usize> = HashMap::new();
+        let reads = self
+            .steps
+            .iter_mut()
+            .flat_map(|s| s.inputs.iter_mut().flatten())
+            .chain(self.outputs.iter_mut());
+        for source in reads {
+            if let Source::Const(c) = source {
+                let next = renumbered.len();
+                *c = *renumbered.entry(*c).or_insert(next);
+            }
+        }
+        let mut consts: Vec<Option<Value>> = std::mem::take(&mut self.consts)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut order: Vec<(usize, usize)> = renumbered.into_iter().collect();
+        order.sort_by_key(|&(_, new)| new);
+        self.consts = order
+            .into_iter()
+            .filter_map(|(old, _)| consts[old].take())
+            .collect();
+    }
+
+    /// The results of `step`, computed from constants alone, when it may be folded.
+    fn constant_results(&self, step: &Step) -> Option<Vec<Value>> {
+        let node = self.graph.node(step.node);
+        let all_const = step
+            .inputs
+            .iter()
+            .flatten()
+            .all(|s| matches!(s, Source::Const(_)));
+        let foldable = matches!(step.work, Work::Node)
+            && all_const
+            && step.inputs.iter().flatten().next().is_some()
+            && step.outputs.len() == node.outputs.len()
+            && !matches!(node.op, Op::Dropout { .. })
+            && node.op.subgraphs().is_empty();
+        if !foldable {
+            return None;
+        }
+        let size = |v: &Value| match v {
+            Value::Tensor(t) => Some(t.len() * t.dtype().bits()),
+            _ => None,
+        };
+        let args: Vec<Option<ops::Arg>> = step
+            .inputs
+            .iter()
+            .map(|s| match s {
+                Some(Source::Const(c)) => Some(ops::Arg::Borrowed(&self.consts[*c])),
+                _ => None,
+            })
+            .collect();
+        let largest = args
+            .iter()
+            .flatten()
+            .map(|a| size(a.value()))
+            .max()
+            .flatten()?;
+        let run =
+            std::panic::AssertUnwindSafe(|| ops::run(self, step.node, node, ops::Args::new(args)));
+        let results = std::panic::catch_unwind(run).ok()?.ok()?;
+        let small = results.len() == step.outputs.len()
+            && results
+                .iter()
+                .all(|v| size(v).is_some_and(|b| b <= largest));
+        small.then_some(results)
     }
 
     /// The graph this executor runs.
@@ -627,6 +730,76 @@ mod tests {
         let z: Vec<f32> = xs.iter().map(|&v| v.max(0.0) * 2.0).collect();
         assert_eq!(outputs[0], Value::Tensor(Array::f32(vec![2, 3], y)));
         assert_eq!(outputs[1], Value::Tensor(Array::f32(vec![2, 3], z)));
+    }
+
+    #[test]
+    fn a_transposed_weight_is_computed_once_and_a_growing_one_every_run() {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", f32_value("x", &[1, 2]).ty);
+        let w = g.add_const(
+            "w",
+            Array::f32(vec![3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).to_tensor(),
+        );
+        let wt = ValueRef {
+            node: g.add_node(
+                "wt".into(),
+                Op::Transpose { perm: vec![1, 0] },
+                &[Some(w)],
+                vec![f32_value("wt", &[2, 3])],
+            ),
+            output: 0,
+        };
+        let y = ValueRef {
+            node: g.add_node(
+                "y".into(),
+                Op::MatMul,
+                &[Some(x), Some(wt)],
+                vec![f32_value("y", &[1, 3])],
+            ),
+            output: 0,
+        };
+        let repeats = g.add_const("repeats", Array::i64(vec![2], vec![2, 1]).to_tensor());
+        let tiled = ValueRef {
+            node: g.add_node(
+                "tiled".into(),
+                Op::Tile,
+                &[Some(w), Some(repeats)],
+                vec![f32_value("tiled", &[6, 2])],
+            ),
+            output: 0,
+        };
+        g.outputs = vec![y, tiled];
+        let exec = Executor::new(&g).unwrap();
+        let mut run: Vec<String> = exec
+            .steps
+            .iter()
+            .map(|s| exec.graph.node(s.node).name.clone())
+            .collect();
+        run.sort();
+        assert_eq!(
+            run,
+            ["tiled", "y"],
+            "the transpose ran once, when the executor was built"
+        );
+        assert_eq!(
+            exec.consts.len(),
+            3,
+            "w (read by the Tile), repeats and the transposed w"
+        );
+        let outputs = exec
+            .run(vec![Value::Tensor(Array::f32(vec![1, 2], vec![1.0, 10.0]))])
+            .unwrap();
+        assert_eq!(
+            outputs[0],
+            Value::Tensor(Array::f32(vec![1, 3], vec![21.0, 43.0, 65.0]))
+        );
+        assert_eq!(
+            outputs[1],
+            Value::Tensor(Array::f32(
+                vec![6, 2],
+                [1.0, 2.0, 3.0, 4.0, 5.0, 6.0].repeat(2)
+            ))
+        );
     }
 
     #[test]
