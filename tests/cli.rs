@@ -353,15 +353,18 @@ fn explain_names_the_rules_behind_each_fused_node() {
     assert!(line(" Attention ").contains("attention-heads"), "{text}");
     assert!(line("LayerNormalization").ends_with("layernorm"), "{text}");
     assert!(
-        line("Fused(MatMul+Add+Gelu)").contains("gelu-erf"),
+        line("Fused(TransposedMatMul+Add+Gelu)").contains("gelu-erf"),
         "{text}"
     );
     assert!(
-        line("Fused(MatMul+Add+Gelu)").contains("fuse-epilogue"),
+        line("Fused(TransposedMatMul+Add+Gelu)").contains("fuse-epilogue"),
         "{text}"
     );
     let dot = inspect(&bert(), &["--stage", "opt", "--dump", "dot"]);
-    assert!(dot.contains("Fused\\nMatMul+Add+Gelu\\n"), "{dot}");
+    assert!(
+        dot.contains("Fused\\nTransposedMatMul+Add+Gelu\\n"),
+        "{dot}"
+    );
     let summary = text.lines().last().unwrap();
     assert!(
         summary.starts_with("nodes 107 -> 21, kernels 97 -> 20, "),
