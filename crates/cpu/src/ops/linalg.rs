@@ -466,6 +466,20 @@ fn batched<T: Copy + Send + Sync + 'static + num_one::One>(
 pub(crate) fn einsum(equation: &str, inputs: &[&Array]) -> R<Array> {
     let ranks: Vec<usize> = inputs.iter().map(|x| x.rank()).collect();
     let Equation { operands, output } = Equation::parse(equation, &ranks)?;
+    if let ([x], [labels]) = (inputs, &operands[..]) {
+        // One operand, each label once, all kept: the axes permuted, any dtype as it is.
+        let perm: Option<Vec<i64>> = output
+            .iter()
+            .map(|l| labels.iter().position(|m| m == l).map(|p| p as i64))
+            .collect();
+        let distinct = labels
+            .iter()
+            .enumerate()
+            .all(|(i, l)| !labels[..i].contains(l));
+        if let Some(perm) = perm.filter(|p| distinct && p.len() == labels.len()) {
+            return super::shape::transpose(x, &perm);
+        }
+    }
     let mut sizes: std::collections::BTreeMap<char, usize> = std::collections::BTreeMap::new();
     for (labels, x) in operands.iter().zip(inputs) {
         for (&l, &d) in labels.iter().zip(&x.shape) {
@@ -582,4 +596,37 @@ pub(crate) fn det(x: &Array) -> R<Array> {
         x.shape[..rank - 2].to_vec(),
         Data::from_f64s(x.dtype(), out, false),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::einsum;
+    use crate::array::Array;
+
+    #[test]
+    fn an_einsum_that_only_permutes_keeps_every_bit_of_its_values() {
+        // Above 2^53, where a trip through f64 would round.
+        let values: Vec<i64> = (0..24).map(|i| (1i64 << 60) + i).collect();
+        let x = Array::i64(vec![2, 3, 4], values.clone());
+        let y = einsum("ijk->kij", &[&x]).expect("permutes");
+        assert_eq!(y.shape, [4, 2, 3]);
+        let got = y.data.to_i64s();
+        for (i, j, k) in
+            (0..2).flat_map(|i| (0..3).flat_map(move |j| (0..4).map(move |k| (i, j, k))))
+        {
+            assert_eq!(got[k * 6 + i * 3 + j], values[i * 12 + j * 4 + k]);
+        }
+        let swapped = einsum("...ij->...ji", &[&x]).expect("swaps");
+        assert_eq!(swapped.shape, [2, 4, 3]);
+        assert_eq!(swapped.data.to_i64s()[1], values[4]);
+    }
+
+    #[test]
+    fn an_einsum_that_sums_or_repeats_a_label_is_not_a_permutation() {
+        let x = Array::f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let rows = einsum("ij->i", &[&x]).expect("sums");
+        assert_eq!(rows.data.f32s().as_ref(), [3.0, 7.0]);
+        let trace = einsum("ii->", &[&x]).expect("a trace");
+        assert_eq!(trace.data.f32s().as_ref(), [5.0]);
+    }
 }
