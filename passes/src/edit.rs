@@ -42,6 +42,11 @@ pub fn replace_uses(graph: &mut Graph, from: ValueRef, to: ValueRef) {
     }
 }
 
+/// The rank of `v`, when known.
+pub fn rank_of(graph: &Graph, v: ValueRef) -> Option<usize> {
+    Some(graph.value(v).ty.as_tensor()?.shape.as_ref()?.len())
+}
+
 /// The constant tensor feeding input `slot` of `id`, if that input is a constant.
 pub fn const_input(graph: &Graph, id: NodeId, slot: usize) -> Option<&Tensor> {
     let v = graph.inputs_of(id).get(slot).copied().flatten()?;

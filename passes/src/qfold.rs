@@ -13,7 +13,7 @@
 //! The body is the reference: the CPU executor runs its nodes one by one, exactly as the graph
 //! ran them before.
 
-use crate::edit::{readers, replace_uses, transpose_2d, with_b_transposed};
+use crate::edit::{rank_of, readers, replace_uses, transpose_2d, with_b_transposed};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::infer::normalize_axis;
 use sparkc_ir::{BodyNode, DType, Fused, Graph, NodeId, Op, Operand, Tensor, ValueRef};
@@ -75,11 +75,6 @@ fn dtype_of(graph: &Graph, v: ValueRef) -> Option<DType> {
 fn shape_of(graph: &Graph, v: ValueRef) -> Option<Vec<i64>> {
     let t = graph.value(v).ty.as_tensor()?;
     t.shape.as_ref()?.iter().map(|d| d.as_const()).collect()
-}
-
-/// The rank of `v`, when known.
-fn rank_of(graph: &Graph, v: ValueRef) -> Option<usize> {
-    Some(graph.value(v).ty.as_tensor()?.shape.as_ref()?.len())
 }
 
 fn numel(shape: &[i64]) -> i64 {

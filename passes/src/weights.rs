@@ -8,7 +8,7 @@
 //! Only GPU compiles ask for it (`Options::transposed_weights`): the CPU executor's products
 //! read either layout, and runs of the CPU pipeline keep the model's own.
 
-use crate::edit::{fresh_name, readers, set_input, transpose_2d, with_b_transposed};
+use crate::edit::{fresh_name, rank_of, readers, set_input, transpose_2d, with_b_transposed};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::{DType, Graph, NodeId, Op, ValueRef};
 
@@ -18,11 +18,6 @@ const CHUNK_ELEMENTS: usize = 4;
 
 /// Stores the constant FP32 `[K, N]` weights of products `[N, K]`.
 pub struct TransposeWeights;
-
-/// The rank of `v`, when known.
-fn rank_of(graph: &Graph, v: ValueRef) -> Option<usize> {
-    Some(graph.value(v).ty.as_tensor()?.shape.as_ref()?.len())
-}
 
 /// The products reading constant `v` as their B operand, with their ops reading it
 /// transposed, when every reader is such a product and can.

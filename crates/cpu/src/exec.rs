@@ -296,8 +296,8 @@ impl Executor {
         Ok(executor)
     }
 
-    /// Runs now, once, every node whose inputs are all constants and whose results are no
-    /// larger than its largest input (a weight transposed or reshaped, say): runs read its
+    /// Runs now, once, every node whose inputs are all constants and whose declared results are
+    /// no larger than its largest input (a weight transposed or reshaped, say): runs read its
     /// results as constants. Constants nothing reads any more are dropped.
     fn fold_constant_steps(&mut self) {
         let mut folded: HashMap<usize, usize> = HashMap::new();
@@ -369,10 +369,18 @@ impl Executor {
         if !foldable {
             return None;
         }
-        let size = |v: &Value| match v {
-            Value::Tensor(t) => Some(t.len() * t.dtype().bits()),
-            _ => None,
-        };
+        // Bits of each declared output; a node whose output sizes are not known is left to run.
+        let declared = node
+            .outputs
+            .iter()
+            .map(|v| {
+                let t = v.ty.as_tensor()?;
+                let dims = t.shape.as_ref()?;
+                dims.iter().try_fold(t.dtype.bits(), |bits, d| {
+                    usize::try_from(d.as_const()?).ok().map(|d| bits * d)
+                })
+            })
+            .collect::<Option<Vec<usize>>>()?;
         let args: Vec<Option<ops::Arg>> = step
             .inputs
             .iter()
@@ -384,17 +392,19 @@ impl Executor {
         let largest = args
             .iter()
             .flatten()
-            .map(|a| size(a.value()))
+            .map(|a| match a.value() {
+                Value::Tensor(t) => Some(t.len() * t.dtype().bits()),
+                _ => None,
+            })
             .max()
             .flatten()?;
+        if declared.iter().any(|&bits| bits > largest) {
+            return None;
+        }
         let run =
             std::panic::AssertUnwindSafe(|| ops::run(self, step.node, node, ops::Args::new(args)));
         let results = std::panic::catch_unwind(run).ok()?.ok()?;
-        let small = results.len() == step.outputs.len()
-            && results
-                .iter()
-                .all(|v| size(v).is_some_and(|b| b <= largest));
-        small.then_some(results)
+        (results.len() == step.outputs.len()).then_some(results)
     }
 
     /// The graph this executor runs.
