@@ -5,8 +5,93 @@
 use super::shape::index_map;
 use super::{axis, R};
 use crate::array::{strides, Array, Data};
-use sparkc_ir::formats::{self as minifloat, round_half_even};
+use rayon::prelude::*;
+use sparkc_ir::formats::{self as minifloat, round_half_even, F32Encoder};
 use sparkc_ir::DType;
+
+/// Elements per task when a quantization runs in parallel.
+const PIECE: usize = 1 << 15;
+
+/// How per-tensor or per-axis scales lie over `x`: element `p` takes scale
+/// `(p / inner) % channels`.
+#[derive(Clone, Copy)]
+struct Channels {
+    channels: usize,
+    inner: usize,
+}
+
+impl Channels {
+    /// The layout of `scale` over `x`; `None` for blocked scales.
+    fn of(x: &Array, scale: &Array, ax: i64, block_size: i64) -> R<Option<Channels>> {
+        if scale.len() == 1 {
+            return Ok(Some(Channels {
+                channels: 1,
+                inner: x.len().max(1),
+            }));
+        }
+        if block_size > 0 {
+            return Ok(None);
+        }
+        let a = axis(ax, x.rank())?;
+        check_per_axis(x, scale, a)?;
+        let (_, channels, inner) = super::reduce::split_at_axis(&x.shape, a);
+        Ok(Some(Channels {
+            channels,
+            inner: inner.max(1),
+        }))
+    }
+
+    /// `f(element, channel)` for every element of `x`, in parallel for large tensors.
+    fn map<S: Copy + Sync, T: Copy + Default + Send>(
+        self,
+        x: &[S],
+        f: impl Fn(S, usize) -> T + Sync,
+    ) -> Vec<T> {
+        let mut out = vec![T::default(); x.len()];
+        let fill = |start: usize, dst: &mut [T]| {
+            let end = start + dst.len();
+            let mut p = start;
+            while p < end {
+                let row = p / self.inner;
+                let stop = ((row + 1) * self.inner).min(end);
+                let channel = row % self.channels;
+                for (d, &v) in dst[p - start..stop - start].iter_mut().zip(&x[p..stop]) {
+                    *d = f(v, channel);
+                }
+                p = stop;
+            }
+        };
+        if x.len() < 2 * PIECE {
+            fill(0, &mut out);
+        } else {
+            out.par_chunks_mut(PIECE)
+                .enumerate()
+                .for_each(|(i, dst)| fill(i * PIECE, dst));
+        }
+        out
+    }
+}
+
+/// Checks that a per-axis `scale` has one value per index of axis `a` of `x`.
+fn check_per_axis(x: &Array, scale: &Array, a: usize) -> R<()> {
+    if scale.rank() != 1 || scale.len() != x.shape[a] {
+        return Err(format!(
+            "per-axis scale {:?} must have {} values (axis {a} of {:?})",
+            scale.shape, x.shape[a], x.shape
+        ));
+    }
+    Ok(())
+}
+
+/// The zero point's values, one per scale (zeros where there is none); `None` where its
+/// shape does not match the scale's.
+fn zeros_per_scale(zero_point: Option<&Array>, scales: usize) -> Option<Vec<f64>> {
+    match zero_point {
+        None => Some(vec![0.0; scales]),
+        Some(z) if z.len() == scales => Some(z.data.to_f64s()),
+        Some(_) => None,
+    }
+}
 
 /// For each element of `x`, the index of its scale (per tensor, per axis or per block).
 fn scale_index(x: &Array, scale: &Array, ax: i64, block_size: i64) -> R<Vec<usize>> {
@@ -30,12 +115,7 @@ fn scale_index(x: &Array, scale: &Array, ax: i64, block_size: i64) -> R<Vec<usiz
                 .sum()
         }));
     }
-    if scale.rank() != 1 || scale.len() != x.shape[a] {
-        return Err(format!(
-            "per-axis scale {:?} must have {} values (axis {a} of {:?})",
-            scale.shape, x.shape[a], x.shape
-        ));
-    }
+    check_per_axis(x, scale, a)?;
     let (_, n, inner) = super::reduce::split_at_axis(&x.shape, a);
     Ok((0..x.len()).map(|p| (p / inner.max(1)) % n).collect())
 }
@@ -100,6 +180,26 @@ pub(crate) fn quantize(
         .map(|z| z.dtype())
         .or(output_dtype)
         .unwrap_or(DType::U8);
+    if let (Data::F32(values), Some(layout)) = (&x.data, Channels::of(x, scale, ax, block_size)?) {
+        let scales = scale.data.to_f32s();
+        if let Some(data) = quantize_f32(values, layout, &scales, zero_point, dtype, saturate) {
+            return Ok(Array::new(x.shape.clone(), data));
+        }
+    }
+    quantize_general(x, scale, zero_point, ax, block_size, dtype, saturate)
+}
+
+/// `QuantizeLinear` into `dtype` for any input type and scale layout, computed in f64.
+#[allow(clippy::too_many_arguments)]
+fn quantize_general(
+    x: &Array,
+    scale: &Array,
+    zero_point: Option<&Array>,
+    ax: i64,
+    block_size: i64,
+    dtype: DType,
+    saturate: bool,
+) -> R<Array> {
     let index = scale_index(x, scale, ax, block_size)?;
     let scales = scale.data.to_f64s();
     let zeros = zero_point.map(|z| z.data.to_f64s());
@@ -130,6 +230,64 @@ pub(crate) fn quantize(
     ))
 }
 
+/// `QuantizeLinear` of f32 values into 8-bit integers, or into FP8/FP4 with a zero zero point,
+/// per tensor or per axis; `None` for the other cases. Rounds exactly as the general path.
+fn quantize_f32(
+    values: &[f32],
+    layout: Channels,
+    scales: &[f32],
+    zero_point: Option<&Array>,
+    dtype: DType,
+    saturate: bool,
+) -> Option<Data> {
+    let zeros = zeros_per_scale(zero_point, scales.len())?;
+    let (lo, hi) = int_limits(dtype);
+    let integer = |v: f32, c: usize| {
+        // Values beyond ±1024 clamp alike; within, adding and taking back 1.5·2^23 rounds half
+        // to even in f32 arithmetic (no libm call where SSE4.1 is not assumed).
+        const ROUNDER: f32 = 12_582_912.0;
+        let q = (v / scales[c]).clamp(-1024.0, 1024.0);
+        (f64::from((q + ROUNDER) - ROUNDER) + zeros[c]).clamp(lo, hi)
+    };
+    match dtype {
+        DType::I8 => Some(Data::I8(layout.map(values, |v, c| integer(v, c) as i8))),
+        DType::U8 => Some(Data::U8(layout.map(values, |v, c| integer(v, c) as u8))),
+        _ => {
+            let encoder = F32Encoder::new(dtype, saturate)?;
+            // A zero of either sign adds to an f32 exactly as to its f64 widening.
+            let zeros = zeros
+                .iter()
+                .map(|&z| (z == 0.0).then_some(z as f32))
+                .collect::<Option<Vec<f32>>>()?;
+            let codes = layout.map(values, |v, c| encoder.encode(v / scales[c] + zeros[c]));
+            Some(Data::Bits(dtype, codes))
+        }
+    }
+}
+
+/// `DequantizeLinear` of 8-bit (or narrower) codes into f32, per tensor or per axis; `None` for
+/// the other cases. Computes exactly as the general path.
+fn dequantize_codes(
+    x: &Array,
+    layout: Channels,
+    scales: &[f32],
+    zero_point: Option<&Array>,
+) -> Option<Vec<f32>> {
+    let zeros = zeros_per_scale(zero_point, scales.len())?;
+    let table: Vec<f64> = match &x.data {
+        Data::I8(_) => (0..=255u8).map(|b| f64::from(b as i8)).collect(),
+        Data::U8(_) => (0..=255u8).map(f64::from).collect(),
+        Data::Bits(dtype, _) => (0..=255u8).map(|b| minifloat::decode(*dtype, b)).collect(),
+        _ => return None,
+    };
+    let value = |code: u8, c: usize| ((table[usize::from(code)] - zeros[c]) as f32) * scales[c];
+    Some(match &x.data {
+        Data::I8(codes) => layout.map(codes, |b, c| value(b as u8, c)),
+        Data::U8(codes) | Data::Bits(_, codes) => layout.map(codes, value),
+        _ => return None,
+    })
+}
+
 /// `DequantizeLinear`.
 pub(crate) fn dequantize(
     x: &Array,
@@ -140,6 +298,23 @@ pub(crate) fn dequantize(
     output_dtype: Option<DType>,
 ) -> R<Array> {
     let dtype = output_dtype.unwrap_or(scale.dtype());
+    if let (DType::F32, Some(layout)) = (dtype, Channels::of(x, scale, ax, block_size)?) {
+        if let Some(out) = dequantize_codes(x, layout, &scale.data.to_f32s(), zero_point) {
+            return Ok(Array::f32(x.shape.clone(), out));
+        }
+    }
+    dequantize_general(x, scale, zero_point, ax, block_size, dtype)
+}
+
+/// `DequantizeLinear` into `dtype` for any code type and scale layout.
+fn dequantize_general(
+    x: &Array,
+    scale: &Array,
+    zero_point: Option<&Array>,
+    ax: i64,
+    block_size: i64,
+    dtype: DType,
+) -> R<Array> {
     let index = scale_index(x, scale, ax, block_size)?;
     let scales = scale.data.to_f64s();
     let zeros = zero_point.map(|z| z.data.to_f64s());
@@ -362,4 +537,105 @@ pub(crate) fn qlinear_conv(args: &super::Args, attrs: &sparkc_ir::op::ConvAttrs)
         dtype,
         shape,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values around every rounding case: ties at several scales, the formats' limits, signed
+    /// zeros, subnormals, infinities and NaN.
+    fn awkward_values(len: usize) -> Vec<f32> {
+        let special = [
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-30,
+            -1e-30,
+            f32::MAX,
+            f32::MIN_POSITIVE / 4.0,
+        ];
+        (0..len)
+            .map(|i| match i % 4 {
+                0 => special[(i / 4) % special.len()],
+                1 => (i as f32 - len as f32 / 2.0) * 0.25,
+                2 => ((i * 7919) % 2003) as f32 * 0.37 - 370.0,
+                _ => 2f32.powi((i % 40) as i32 - 20) * if i % 8 == 3 { -1.0 } else { 1.0 },
+            })
+            .collect()
+    }
+
+    fn bits(data: &Data) -> Vec<u64> {
+        data.to_f64s().iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn fast_quantize_matches_the_general_path() {
+        // Large enough to run in parallel, with channel rows across the tasks' borders.
+        let x = Array::f32(vec![3, 8, 3000], awkward_values(72_000));
+        let layouts = [
+            (Array::f32(vec![], vec![0.5]), 1),
+            (
+                Array::f32(vec![8], (1..=8).map(|k| k as f32 * 0.3).collect()),
+                1,
+            ),
+            (Array::f32(vec![3], vec![0.25, 1.0, 7.5]), 0),
+        ];
+        let zero = |dtype: DType, channels: usize, value: f64| {
+            Array::new(
+                if channels == 1 {
+                    vec![]
+                } else {
+                    vec![channels]
+                },
+                Data::from_f64s(dtype, vec![value; channels], true),
+            )
+        };
+        let formats = [
+            (DType::I8, -3.0),
+            (DType::U8, 128.0),
+            (DType::F8E4M3FN, 0.0),
+            (DType::F8E4M3FNUZ, 0.0),
+            (DType::F8E5M2, 0.0),
+            (DType::F4E2M1, 0.0),
+        ];
+        for (scale, ax) in &layouts {
+            for &(dtype, z) in &formats {
+                for saturate in [true, false] {
+                    let zp = zero(dtype, scale.len(), z);
+                    let fast = quantize(&x, scale, Some(&zp), *ax, 0, None, saturate).unwrap();
+                    let general =
+                        quantize_general(&x, scale, Some(&zp), *ax, 0, dtype, saturate).unwrap();
+                    assert_eq!(fast, general, "{dtype:?} per {:?}", scale.shape);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_dequantize_matches_the_general_path() {
+        let codes: Vec<u8> = (0..4 * 256).map(|i| (i % 256) as u8).collect();
+        let inputs = [
+            (
+                Data::U8(codes.clone()),
+                Some(Data::U8(vec![0, 3, 128, 255])),
+            ),
+            (
+                Data::I8(codes.iter().map(|&c| c as i8).collect()),
+                Some(Data::I8(vec![-128, -1, 0, 127])),
+            ),
+            (Data::Bits(DType::F8E4M3FN, codes.clone()), None),
+            (Data::Bits(DType::F8E5M2FNUZ, codes.clone()), None),
+        ];
+        let scale = Array::f32(vec![4], vec![0.5, 3.0e-3, 1.0, 7.25]);
+        for (data, zero) in inputs {
+            let x = Array::new(vec![4, 256], data);
+            let zp = zero.map(|z| Array::new(vec![4], z));
+            let fast = dequantize(&x, &scale, zp.as_ref(), 0, 0, None).unwrap();
+            let general = dequantize_general(&x, &scale, zp.as_ref(), 0, 0, DType::F32).unwrap();
+            assert_eq!(bits(&fast.data), bits(&general.data), "{:?}", x.dtype());
+        }
+    }
 }

@@ -156,6 +156,66 @@ impl Format {
     }
 }
 
+/// Rounds f32 values to one FP8 or FP4 type, as [`encode`] does, without leaving f32's bits
+/// and without branches on the value.
+#[derive(Clone, Copy)]
+pub struct F32Encoder {
+    format: Format,
+    /// The codes of a positive and a negative value beyond the largest finite one.
+    overflow: [u8; 2],
+    nan: u8,
+}
+
+impl F32Encoder {
+    /// The encoder for `dtype`, or `None` where it is not an FP8/FP4 type.
+    pub fn new(dtype: DType, saturate: bool) -> Option<F32Encoder> {
+        Format::of(dtype).map(|format| F32Encoder {
+            format,
+            overflow: [
+                format.overflow(0, saturate),
+                format.overflow(format.sign_bit(), saturate),
+            ],
+            nan: format.nan(),
+        })
+    }
+
+    /// The bit pattern nearest to `x` (ties to even); out-of-range values saturate or become
+    /// inf/NaN.
+    #[inline]
+    pub fn encode(&self, x: f32) -> u8 {
+        let f = self.format;
+        let bits = x.to_bits();
+        let negative = (bits >> 31) as usize;
+        let magnitude = bits & 0x7FFF_FFFF;
+        let biased = (magnitude >> 23) as i32;
+        // |x| = significand · 2^(exponent - 23), subnormals included.
+        let exponent = biased.max(1) - 127;
+        let significand = (magnitude & 0x7F_FFFF) | (u32::from(biased != 0) << 23);
+        let binade = exponent.max(f.min_exponent());
+        // Steps of the binade's quantum 2^(binade - m): the significand shifted right, rounded
+        // half to even on the bits shifted out (a shift of 31 leaves nothing, as a longer one).
+        let shift = ((binade - f.mantissa_bits as i32) - (exponent - 23)).clamp(1, 31) as u32;
+        let kept = significand >> shift;
+        let rest = significand & ((1u32 << shift) - 1);
+        let half = 1u32 << (shift - 1);
+        let up = (rest > half) | ((rest == half) & (kept & 1 == 1));
+        let code = (((binade - f.min_exponent()) as u32) << f.mantissa_bits) + kept + u32::from(up);
+        let sign = (negative as u8) << (f.exponent_bits + f.mantissa_bits);
+        let finite = if code > u32::from(f.max_code()) {
+            self.overflow[negative]
+        } else if code == 0 && f.specials == Specials::NegativeZeroNan {
+            0
+        } else {
+            sign | code as u8
+        };
+        match magnitude {
+            m if m > 0x7F80_0000 => self.nan,
+            0x7F80_0000 => self.overflow[negative],
+            _ => finite,
+        }
+    }
+}
+
 /// The range of the sub-byte integer types.
 pub fn int_range(dtype: DType) -> (i64, i64) {
     match dtype {
@@ -260,6 +320,33 @@ mod tests {
         assert!(decode(DType::F8E4M3FN, overflowed).is_nan());
         let e5m2 = encode(DType::F8E5M2, 1e6, false, Rounding::Nearest);
         assert_eq!(decode(DType::F8E5M2, e5m2), f64::INFINITY);
+    }
+
+    #[test]
+    fn f32_encoder_matches_encode() {
+        // Every sign and exponent with the top nine fraction bits (the rounding bit of every
+        // format and binade is among them), each with no, low, middle and all sticky bits below.
+        let low = [0u32, 1, 0x2000, 0x3FFF];
+        let dtypes = [
+            DType::F8E4M3FN,
+            DType::F8E4M3FNUZ,
+            DType::F8E5M2,
+            DType::F8E5M2FNUZ,
+            DType::F4E2M1,
+        ];
+        for dtype in dtypes {
+            for saturate in [false, true] {
+                let fast = F32Encoder::new(dtype, saturate).expect("an FP8/FP4 type");
+                for high in 0..(1u32 << 18) {
+                    for &l in &low {
+                        let x = f32::from_bits((high << 14) | l);
+                        let want = encode(dtype, f64::from(x), saturate, Rounding::Nearest);
+                        assert_eq!(fast.encode(x), want, "{dtype:?} {x:e}");
+                    }
+                }
+            }
+        }
+        assert!(F32Encoder::new(DType::I8, true).is_none());
     }
 
     #[test]

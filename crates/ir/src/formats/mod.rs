@@ -10,4 +10,4 @@ mod minifloat;
 
 pub use block::{BlockFormat, BlockQuantized};
 pub use channel::{quantize_channels, ChannelQuantized};
-pub use minifloat::{decode, encode, int_range, max_finite, round_half_even, Rounding};
+pub use minifloat::{decode, encode, int_range, max_finite, round_half_even, F32Encoder, Rounding};
