@@ -464,3 +464,92 @@ fn views_a_gpu_plan_cannot_size_are_refused_at_compile_time() {
     let model = sparkc_tests::generated().join("node/test_dropout_default/model.onnx");
     compile(&model, Path::new(&out), &["--target", "sm_90a"]);
 }
+
+fn inspect(model: &Path, extra: &[&str]) -> anyhow::Result<String> {
+    let mut args = vec![
+        "sparkc".to_string(),
+        "inspect".into(),
+        model.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    execute_args(args)
+}
+
+#[test]
+fn inspect_reads_an_artifact_without_the_onnx_model() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let onnx = repo_root().join("examples/models/tiny_cnn.onnx");
+    let spark = dir.path().join("tiny_cnn.spark");
+    compile(&onnx, &spark, &["--target", "sm_90a,sm_80", "--max", "N=8"]);
+    let kernels = Artifact::open(&spark).expect("artifact").header.plans[0]
+        .kernels
+        .len();
+
+    let summary = inspect(&spark, &[]).expect("summary");
+    for line in [
+        "model     tiny_cnn".to_string(),
+        format!("targets   sm_90a ({kernels} kernels), sm_80 ({kernels} kernels)"),
+        "bounds    N <= 8".to_string(),
+        "  image                    f32[N,3,32,32]".to_string(),
+    ] {
+        assert!(summary.contains(&line), "no `{line}` in:\n{summary}");
+    }
+    assert!(summary.contains("peak activation memory"), "{summary}");
+
+    // Kernels of the first target unless one is named; the stored PTX is what `inspect` makes
+    // from the ONNX model for that target.
+    let table = inspect(&spark, &["--dump", "kernels"]).expect("kernel table");
+    assert!(
+        table.starts_with(&format!("{kernels} kernels for sm_90a\n")),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), kernels + 1, "{table}");
+    let sm80 = inspect(&spark, &["--dump", "kernels", "--target", "sm_80"]).expect("sm_80");
+    assert!(
+        sm80.starts_with(&format!("{kernels} kernels for sm_80\n")),
+        "{sm80}"
+    );
+    let (stored, fresh) = (dir.path().join("stored"), dir.path().join("fresh"));
+    for (model, to) in [(&spark, &stored), (&onnx, &fresh)] {
+        let to = to.display().to_string();
+        inspect(model, &["--dump", "ptx", "--target", "sm_80", "-o", &to]).expect("ptx");
+    }
+    let files = |d: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(d)
+            .expect("ptx folder")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read_to_string(p).expect("ptx file"))
+            .collect::<Vec<_>>()
+    };
+    let stored_ptx = files(&stored);
+    assert_eq!(stored_ptx.len(), kernels);
+    assert!(stored_ptx.iter().all(|p| p.contains(".target sm_80")));
+    assert_eq!(stored_ptx, files(&fresh));
+
+    let ir = inspect(&spark, &["--dump", "ir"]).expect("embedded graph");
+    assert!(ir.contains("= input \"image\""), "{ir}");
+
+    let refused = |extra: &[&str], why: &str| {
+        let error = format!("{:#}", inspect(&spark, extra).expect_err("refused"));
+        assert!(error.contains(why), "{extra:?}: {error}");
+    };
+    refused(&["--explain"], "`--explain` applies to ONNX models");
+    refused(&["--dump", "llvm"], "holds PTX, not LLVM IR");
+    refused(
+        &["--dump", "kernels", "--target", "sm_121a"],
+        "no kernels for sm_121a; it has kernels for sm_90a, sm_80",
+    );
+    let cpu_only = dir.path().join("cpu.spark");
+    compile(&onnx, &cpu_only, &["--target", "none"]);
+    let summary = inspect(&cpu_only, &[]).expect("summary");
+    assert!(summary.contains("targets   none"), "{summary}");
+    let error = format!(
+        "{:#}",
+        inspect(&cpu_only, &["--dump", "ptx"]).expect_err("no PTX")
+    );
+    assert!(error.contains("no GPU kernels"), "{error}");
+}

@@ -30,6 +30,37 @@ pub fn eval(expr: &SizeExpr, bind: &dyn Fn(&str) -> Option<i64>) -> Result<i64, 
     Ok(sum)
 }
 
+impl std::fmt::Display for SizeExpr {
+    /// The size as a formula: `2·batch·seq + 16`, `floor((seq + 1) / 2)`, `?` when data decides.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.dynamic {
+            return f.write_str("?");
+        }
+        if self.terms.is_empty() {
+            return f.write_str("0");
+        }
+        for (i, term) in self.terms.iter().enumerate() {
+            let mut coefficient = term.coefficient;
+            if i > 0 {
+                f.write_str(if coefficient < 0 { " - " } else { " + " })?;
+                coefficient = coefficient.abs();
+            }
+            let mut parts = Vec::with_capacity(term.factors.len() + 1);
+            if coefficient != 1 || term.factors.is_empty() {
+                parts.push(coefficient.to_string());
+            }
+            for factor in &term.factors {
+                parts.push(match &factor.numerator {
+                    Some(num) => format!("floor(({num}) / {})", factor.divisor),
+                    None => factor.symbol.clone(),
+                });
+            }
+            f.write_str(&parts.join("·"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Where each buffer of a plan lives for one binding of the symbolic dims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Arrangement {
@@ -103,6 +134,46 @@ pub fn arrange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_expressions_print_as_formulas() {
+        let mut half = size(1, Some("seq"));
+        half.terms.push(Term {
+            coefficient: 1,
+            factors: Vec::new(),
+        });
+        let expr = SizeExpr {
+            terms: vec![
+                Term {
+                    coefficient: 2,
+                    factors: vec![
+                        Factor {
+                            symbol: "batch".into(),
+                            ..Factor::default()
+                        },
+                        Factor {
+                            numerator: Some(Box::new(half)),
+                            divisor: 2,
+                            ..Factor::default()
+                        },
+                    ],
+                },
+                Term {
+                    coefficient: -16,
+                    factors: Vec::new(),
+                },
+            ],
+            dynamic: false,
+        };
+        assert_eq!(expr.to_string(), "2·batch·floor((seq + 1) / 2) - 16");
+        assert_eq!(size(64, None).to_string(), "64");
+        assert_eq!(size(1, Some("n")).to_string(), "n");
+        let data = SizeExpr {
+            terms: Vec::new(),
+            dynamic: true,
+        };
+        assert_eq!(data.to_string(), "?");
+    }
     use crate::proto::{Factor, Term};
 
     fn size(coefficient: i64, symbol: Option<&str>) -> SizeExpr {

@@ -8,19 +8,20 @@ use std::fmt::Write;
 
 /// One line per kernel: name, family and variant, launch, shared memory, the nodes it covers.
 pub fn kernel_table(model: &Model, args: &Args) -> Result<String> {
+    let target = args.target_or_default();
     let lowering = lower_graph(
         &model.graph,
-        Output::Info(args.target),
+        Output::Info(target),
         args.precision,
         args.node.as_deref(),
     )?;
-    let info = args.target.info();
+    let info = target.info();
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{} kernels for {} ({} SMs, {} KiB shared memory per block; registers: run ptxas -v on `--dump ptx -o DIR`)",
         lowering.kernels.len(),
-        args.target,
+        target,
         info.sm_count,
         info.max_shared_per_block / 1024
     );
@@ -62,10 +63,11 @@ pub fn kernel_table(model: &Model, args: &Args) -> Result<String> {
 /// PTX or LLVM IR of every kernel: concatenated on standard output, or one file per kernel in
 /// the folder given by `-o`.
 pub fn dump_code(model: &Model, args: &Args, llvm: bool) -> Result<String> {
+    let target = args.target_or_default();
     let output = if llvm {
-        Output::Llvm(args.target)
+        Output::Llvm(target)
     } else {
-        Output::Ptx(args.target)
+        Output::Ptx(target)
     };
     let lowering = lower_graph(&model.graph, output, args.precision, args.node.as_deref())?;
     let ext = if llvm { "ll" } else { "ptx" };
@@ -81,7 +83,7 @@ pub fn dump_code(model: &Model, args: &Args, llvm: bool) -> Result<String> {
             eprintln!(
                 "wrote {} .{ext} files for {} to {}",
                 lowering.kernels.len(),
-                args.target,
+                target,
                 dir.display()
             );
             Ok(String::new())

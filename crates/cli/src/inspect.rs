@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Arguments of `sparkc inspect`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The ONNX model to inspect.
+    /// The ONNX model or `.spark` artifact to inspect.
     pub model: PathBuf,
     /// Dump the IR instead of the summary.
     #[arg(long, value_enum)]
@@ -32,9 +32,10 @@ pub struct Args {
     /// Write the output to this file instead of standard output (a folder for `--dump ptx|llvm`).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// GPU architecture of `--dump ptx|llvm|kernels`: sm_121a (DGX Spark), sm_120a, sm_100a, sm_90a, sm_80.
-    #[arg(long, default_value = "sm_121a")]
-    pub target: sparkc_kernels::Sm,
+    /// GPU architecture of `--dump ptx|llvm|kernels`: sm_121a (DGX Spark), sm_120a, sm_100a, sm_90a, sm_80
+    /// (default: sm_121a for an ONNX model, the artifact's first target for a `.spark`).
+    #[arg(long)]
+    pub target: Option<sparkc_kernels::Sm>,
     /// Only this node's kernel, for `--dump ptx|llvm|kernels`.
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
@@ -81,8 +82,18 @@ pub enum Dump {
     Llvm,
 }
 
+impl Args {
+    /// The architecture kernels are generated for from an ONNX model.
+    pub fn target_or_default(&self) -> sparkc_kernels::Sm {
+        self.target.unwrap_or(sparkc_kernels::Sm::ALL[0])
+    }
+}
+
 /// Runs `sparkc inspect`, returning what goes to standard output (nothing when `-o` is given).
 pub fn run(args: &Args) -> Result<String> {
+    if crate::run::is_artifact(&args.model) {
+        return crate::inspect_artifact::run(args);
+    }
     if args.unsupported {
         return unsupported(args);
     }
@@ -127,7 +138,8 @@ pub fn run(args: &Args) -> Result<String> {
     emit(args, &text)
 }
 
-fn emit(args: &Args, text: &str) -> Result<String> {
+/// `text` written to the `-o` file, or returned for standard output.
+pub(crate) fn emit(args: &Args, text: &str) -> Result<String> {
     match &args.output {
         Some(path) => {
             std::fs::write(path, text)

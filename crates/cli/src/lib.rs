@@ -5,6 +5,7 @@ pub mod codegen;
 pub mod compile;
 pub mod inputs;
 pub mod inspect;
+pub mod inspect_artifact;
 pub mod npy;
 pub mod optimize;
 pub mod quantize;
@@ -22,7 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Summarize a model, or dump its IR (text, DOT, JSON) or its kernels (list, PTX, LLVM IR).
+    /// Summarize a model or artifact, or dump its IR (text, DOT, JSON) or its kernels (list, PTX,
+    /// LLVM IR).
     Inspect(inspect::Args),
     /// Compile a model into one self-contained .spark artifact (kernels for each target,
     /// weights, memory plan).
