@@ -994,6 +994,22 @@ pub enum Op {
     },
     /// Determinant of the trailing square matrices.
     Det,
+    /// Negative log-likelihood of the `target` class; inputs `input [N, C, d...]` (log
+    /// probabilities), `target [N, d...]`, `weight [C]?`.
+    NegativeLogLikelihoodLoss {
+        /// A target value that adds nothing to the loss (`None`: every target counts).
+        ignore_index: Option<i64>,
+        /// `none` (one loss per target), `sum` or `mean` (weighted by the targets' weights).
+        reduction: String,
+    },
+    /// Log-softmax over axis 1, then [`Op::NegativeLogLikelihoodLoss`]; inputs `scores`,
+    /// `labels`, `weights?`; outputs the loss and, optionally, the log-probabilities.
+    SoftmaxCrossEntropyLoss {
+        /// A label that adds nothing to the loss (`None`: every label counts).
+        ignore_index: Option<i64>,
+        /// `none`, `sum` or `mean`.
+        reduction: String,
+    },
     /// Wraps a value in an optional, or makes an empty one of a type.
     Optional {
         /// The type of an empty optional.

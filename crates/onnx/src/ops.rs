@@ -142,6 +142,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Mod",
     "Mul",
     "Neg",
+    "NegativeLogLikelihoodLoss",
     "NonMaxSuppression",
     "NonZero",
     "Not",
@@ -199,6 +200,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Size",
     "Slice",
     "Softmax",
+    "SoftmaxCrossEntropyLoss",
     "Softplus",
     "Softsign",
     "SpaceToDepth",
@@ -310,6 +312,17 @@ fn rnn_attrs(a: &Attrs) -> Result<RnnAttrs, String> {
         layout: a.int("layout", 0)?,
         linear_before_reset: a.flag("linear_before_reset", false)?,
     })
+}
+
+/// A loss's `reduction`: `none`, `sum` or `mean` (the default).
+fn loss_reduction(a: &Attrs) -> Result<String, String> {
+    let reduction = a.string("reduction", "mean")?;
+    match reduction.as_str() {
+        "none" | "sum" | "mean" => Ok(reduction),
+        other => Err(format!(
+            "reduction '{other}' is not one of none, sum and mean"
+        )),
+    }
 }
 
 fn dtype_attr(a: &Attrs, name: &str) -> Result<Option<DType>, String> {
@@ -907,6 +920,20 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             align_corners: a.flag("align_corners", false)?,
         },
         "Det" => Op::Det,
+        "NegativeLogLikelihoodLoss" => Op::NegativeLogLikelihoodLoss {
+            ignore_index: a
+                .has("ignore_index")
+                .then(|| a.int("ignore_index", 0))
+                .transpose()?,
+            reduction: loss_reduction(&a)?,
+        },
+        "SoftmaxCrossEntropyLoss" => Op::SoftmaxCrossEntropyLoss {
+            ignore_index: a
+                .has("ignore_index")
+                .then(|| a.int("ignore_index", 0))
+                .transpose()?,
+            reduction: loss_reduction(&a)?,
+        },
         "Optional" => {
             let ty = match node.attribute.iter().find(|x| x.name == "type") {
                 Some(attr) => match attr.tp.as_ref() {

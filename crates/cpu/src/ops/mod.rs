@@ -8,6 +8,7 @@ pub(crate) mod elementwise;
 mod fused;
 mod index;
 mod linalg;
+mod loss;
 mod norm;
 mod pool;
 mod quant;
@@ -455,6 +456,26 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
                 .unwrap_or(0);
             one(shape::trilu(args.take_tensor(0)?, k, *upper)?)
         }
+        Op::NegativeLogLikelihoodLoss {
+            ignore_index,
+            reduction,
+        } => one(loss::negative_log_likelihood(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            args.opt_tensor(2)?,
+            *ignore_index,
+            reduction,
+        )?),
+        Op::SoftmaxCrossEntropyLoss {
+            ignore_index,
+            reduction,
+        } => many(loss::softmax_cross_entropy(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            args.opt_tensor(2)?,
+            *ignore_index,
+            reduction,
+        )?),
         Op::Dropout { seed } => {
             let ratio = args
                 .opt_tensor(1)?

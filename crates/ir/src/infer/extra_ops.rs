@@ -22,6 +22,31 @@ fn scalar(dtype: DType) -> Inferred {
     Inferred::tensor(dtype, Some(Vec::new()))
 }
 
+/// The loss of `NegativeLogLikelihoodLoss` and `SoftmaxCrossEntropyLoss`: one per target with
+/// reduction `none`, else a scalar, of the input's type.
+fn loss(ctx: &Ctx, reduction: &str) -> Result<Inferred> {
+    let (dtype, target) = (ctx.dtype(0)?, ctx.dtype(1)?);
+    if !dtype.is_float() || !matches!(target, DType::I32 | DType::I64) {
+        return Err(ctx.err(format!(
+            "needs float scores and int32/int64 targets, found {dtype} and {target}"
+        )));
+    }
+    if let (Some(scores), Some(targets)) = (ctx.dims(0, 2)?, ctx.shape(1)?) {
+        if targets.len() + 1 != scores.len() {
+            return Err(ctx.err(format!(
+                "targets of rank {} for scores of rank {}: targets drop the class axis 1",
+                targets.len(),
+                scores.len()
+            )));
+        }
+    }
+    Ok(if reduction == "none" {
+        Inferred::tensor(dtype, ctx.shape(1)?.clone())
+    } else {
+        scalar(dtype)
+    })
+}
+
 fn known_scalar(ctx: &Ctx, i: usize) -> Option<i64> {
     ctx.known_i64s(i).and_then(|v| v.first().copied())
 }
@@ -390,6 +415,15 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 },
             };
             vec![Inferred::tensor(ctx.dtype(0)?, shape)]
+        }
+        Op::NegativeLogLikelihoodLoss { reduction, .. } => {
+            vec![loss(ctx, reduction)?]
+        }
+        Op::SoftmaxCrossEntropyLoss { reduction, .. } => {
+            vec![
+                loss(ctx, reduction)?,
+                Inferred::tensor(ctx.dtype(0)?, ctx.shape(0)?.clone()),
+            ]
         }
         Op::Det => {
             let shape = ctx.dims(0, 2)?.map(|d| d[..d.len() - 2].to_vec());
