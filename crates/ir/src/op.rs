@@ -468,6 +468,11 @@ pub enum Op {
         /// Rounding for float targets: `up` or `nearest`.
         round_mode: String,
     },
+    /// Reinterprets each element's bits as another type of the same width.
+    BitCast {
+        /// Target element type.
+        to: DType,
+    },
     /// `Reduce*` over `axes` (input 1; absent: all axes unless `noop_with_empty_axes`).
     Reduce {
         /// Which reduction.

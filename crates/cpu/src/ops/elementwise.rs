@@ -1067,6 +1067,21 @@ pub(crate) fn clip(x: Array, lo: Option<&Array>, hi: Option<&Array>) -> R<Array>
     Ok(out)
 }
 
+/// ONNX `BitCast`: each element's little-endian bytes read as `to`, of the same width.
+pub(crate) fn bit_cast(x: &Array, to: DType) -> R<Array> {
+    if x.dtype().bits() != to.bits() {
+        return Err(format!(
+            "cannot reinterpret {} ({} bits) as {to} ({} bits)",
+            x.dtype(),
+            x.dtype().bits(),
+            to.bits()
+        ));
+    }
+    let mut tensor = x.to_tensor();
+    tensor.dtype = to;
+    Ok(Array::from_tensor(&tensor))
+}
+
 /// ONNX `Cast`.
 pub(crate) fn cast(x: &Array, to: DType, saturate: bool, round_mode: &str) -> Array {
     let rounding = match round_mode {
@@ -1183,6 +1198,15 @@ fn zip_in_place<F: Fn(f32, f32) -> f32 + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bit_cast_keeps_bits_and_refuses_other_widths() {
+        let x = Array::f32(vec![2], vec![1.0, -0.0]);
+        let y = bit_cast(&x, DType::I32).expect("same width");
+        assert_eq!(y.data, Data::I32(vec![0x3F80_0000, i32::MIN]));
+        let error = bit_cast(&x, DType::F64).expect_err("wider");
+        assert!(error.contains("f32 (32 bits) as f64 (64 bits)"), "{error}");
+    }
 
     /// Broadcast element by element from the index arithmetic alone, as the reference.
     fn broadcast_by_index(a: &Array, b: &Array, f: fn(f32, f32) -> f32) -> Vec<f32> {

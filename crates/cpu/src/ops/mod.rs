@@ -213,6 +213,7 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
             *saturate,
             round_mode,
         )),
+        Op::BitCast { to } => one(elementwise::bit_cast(args.tensor(0)?, *to)?),
         Op::Reduce {
             kind,
             keepdims,

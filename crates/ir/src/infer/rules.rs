@@ -96,6 +96,17 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             let known = fold::cast(ctx.known(0), *to);
             vec![Inferred::tensor(*to, ctx.shape(0)?.clone()).with_known(known)]
         }
+        Op::BitCast { to } => {
+            let from = ctx.dtype(0)?;
+            if from.bits() != to.bits() {
+                return Err(ctx.err(format!(
+                    "cannot reinterpret {from} ({} bits) as {to} ({} bits): BitCast keeps the width",
+                    from.bits(),
+                    to.bits()
+                )));
+            }
+            vec![Inferred::tensor(*to, ctx.shape(0)?.clone())]
+        }
         Op::Reduce {
             keepdims,
             noop_with_empty_axes,
