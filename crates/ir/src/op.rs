@@ -999,6 +999,28 @@ pub enum Op {
     },
     /// Determinant of the trailing square matrices.
     Det,
+    /// Causal depthwise 1-D convolution that carries its last `k - 1` input positions between
+    /// calls; inputs `input [B, C, L], weight [C, 1, k], bias [C]?, past_state [B, C, k-1]?`;
+    /// outputs `output [B, C, L], present_state [B, C, k-1]`.
+    CausalConvWithState {
+        /// `none`, or `silu` (also spelled `swish`) applied to the output.
+        activation: String,
+    },
+    /// Recurrent linear attention (prefill or decode) with a `[B, H_kv, d_k, d_v]` state;
+    /// inputs `query [B, T, H_q·d_k], key [B, T, H_kv·d_k], value [B, T, H_kv·d_v],
+    /// past_state?, decay?, beta?`; outputs `output [B, T, H_q·d_v], present_state`.
+    LinearAttention {
+        /// Chunk length of chunk-parallel implementations (no effect on the result).
+        chunk_size: i64,
+        /// Key/value heads (each shared by `q_num_heads / kv_num_heads` query heads).
+        kv_num_heads: i64,
+        /// Query heads.
+        q_num_heads: i64,
+        /// Output scale (0: `1/sqrt(d_k)`).
+        scale: f32,
+        /// `linear`, `gated`, `delta` or `gated_delta`.
+        update_rule: String,
+    },
     /// Negative log-likelihood of the `target` class; inputs `input [N, C, d...]` (log
     /// probabilities), `target [N, d...]`, `weight [C]?`.
     NegativeLogLikelihoodLoss {

@@ -62,6 +62,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "BitwiseXor",
     "BlackmanWindow",
     "Cast",
+    "CausalConvWithState",
     "CastLike",
     "Ceil",
     "Celu",
@@ -124,6 +125,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "LeakyRelu",
     "Less",
     "LessOrEqual",
+    "LinearAttention",
     "Log",
     "LogSoftmax",
     "Loop",
@@ -924,6 +926,47 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             align_corners: a.flag("align_corners", false)?,
         },
         "Det" => Op::Det,
+        "CausalConvWithState" => Op::CausalConvWithState {
+            activation: match a.string("activation", "none")?.as_str() {
+                "none" => "none".to_string(),
+                "silu" | "swish" => "silu".to_string(),
+                other => {
+                    return Err(format!(
+                        "activation '{other}' is not one of none, silu and swish"
+                    ))
+                }
+            },
+        },
+        "LinearAttention" => {
+            let heads = |name: &str| -> Result<i64, String> {
+                if !a.has(name) {
+                    return Err(format!("required attribute '{name}' is missing"));
+                }
+                a.int(name, 0)
+            };
+            let (q_num_heads, kv_num_heads) = (heads("q_num_heads")?, heads("kv_num_heads")?);
+            if q_num_heads <= 0 || kv_num_heads <= 0 || q_num_heads % kv_num_heads != 0 {
+                return Err(format!(
+                    "q_num_heads {q_num_heads} must be a positive multiple of kv_num_heads {kv_num_heads}"
+                ));
+            }
+            let update_rule = a.string("update_rule", "gated_delta")?;
+            if !matches!(
+                update_rule.as_str(),
+                "linear" | "gated" | "delta" | "gated_delta"
+            ) {
+                return Err(format!(
+                    "update_rule '{update_rule}' is not one of linear, gated, delta and gated_delta"
+                ));
+            }
+            Op::LinearAttention {
+                chunk_size: a.int("chunk_size", 64)?,
+                kv_num_heads,
+                q_num_heads,
+                scale: a.float("scale", 0.0)?,
+                update_rule,
+            }
+        }
         "NegativeLogLikelihoodLoss" => Op::NegativeLogLikelihoodLoss {
             ignore_index: a
                 .has("ignore_index")

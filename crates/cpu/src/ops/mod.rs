@@ -19,6 +19,7 @@ mod sampling;
 mod sequence;
 mod shape;
 mod signal;
+mod stateful;
 
 use crate::array::{Array, Data};
 use crate::exec::Executor;
@@ -456,6 +457,37 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
                 .and_then(|k| k.first().copied())
                 .unwrap_or(0);
             one(shape::trilu(args.take_tensor(0)?, k, *upper)?)
+        }
+        Op::CausalConvWithState { activation } => many(stateful::causal_conv(
+            args.tensor(0)?,
+            args.tensor(1)?,
+            args.opt_tensor(2)?,
+            args.opt_tensor(3)?,
+            activation == "silu",
+        )?),
+        Op::LinearAttention {
+            q_num_heads,
+            kv_num_heads,
+            scale,
+            update_rule,
+            ..
+        } => {
+            let heads = |n: i64| usize::try_from(n).map_err(|_| format!("{n} heads"));
+            let attrs = stateful::LinearAttention {
+                q_heads: heads(*q_num_heads)?,
+                kv_heads: heads(*kv_num_heads)?,
+                scale: *scale,
+                update_rule,
+            };
+            let inputs = [
+                args.opt_tensor(0)?,
+                args.opt_tensor(1)?,
+                args.opt_tensor(2)?,
+                args.opt_tensor(3)?,
+                args.opt_tensor(4)?,
+                args.opt_tensor(5)?,
+            ];
+            many(stateful::linear_attention(inputs, &attrs)?)
         }
         Op::NegativeLogLikelihoodLoss {
             ignore_index,

@@ -22,6 +22,17 @@ fn scalar(dtype: DType) -> Inferred {
     Inferred::tensor(dtype, Some(Vec::new()))
 }
 
+/// Input `i`'s dims when its rank is known, which must be 3.
+fn rank3<'a>(ctx: &Ctx<'a>, i: usize) -> Result<Option<&'a [Dim]>> {
+    match ctx.dims(i, 3)? {
+        Some(dims) if dims.len() != 3 => Err(ctx.err(format!(
+            "input {i} must have rank 3, found shape {}",
+            format_shape(&Some(dims.to_vec()))
+        ))),
+        dims => Ok(dims),
+    }
+}
+
 /// The loss of `NegativeLogLikelihoodLoss` and `SoftmaxCrossEntropyLoss`: one per target with
 /// reduction `none`, else a scalar, of the input's type.
 fn loss(ctx: &Ctx, reduction: &str) -> Result<Inferred> {
@@ -415,6 +426,69 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
                 },
             };
             vec![Inferred::tensor(ctx.dtype(0)?, shape)]
+        }
+        Op::CausalConvWithState { .. } => {
+            let dtype = ctx.dtype(0)?;
+            let state = match (rank3(ctx, 0)?, rank3(ctx, 1)?) {
+                (Some(x), Some(w)) => Some(vec![
+                    x[0].clone(),
+                    x[1].clone(),
+                    w[2].clone() - Dim::known(1),
+                ]),
+                _ => None,
+            };
+            vec![
+                Inferred::tensor(dtype, ctx.shape(0)?.clone()),
+                Inferred::tensor(dtype, state),
+            ]
+        }
+        Op::LinearAttention {
+            q_num_heads,
+            kv_num_heads,
+            ..
+        } => {
+            let dtype = ctx.dtype(0)?;
+            let state_dtype = match ctx.opt(3) {
+                Some(_) => ctx.dtype(3)?,
+                None => dtype,
+            };
+            let per_head = |dims: &[Dim], heads: i64, what: &str| -> Result<Option<Dim>> {
+                let last = &dims[2];
+                match last.div_exact(&Dim::known(heads)) {
+                    Some(d) => Ok(Some(d)),
+                    None if last.is_const() => Err(ctx.err(format!(
+                        "{what}'s last dim {last} is not a multiple of its {heads} heads"
+                    ))),
+                    None => Ok(None),
+                }
+            };
+            let (q, v) = (rank3(ctx, 0)?, rank3(ctx, 2)?);
+            let d_k = q
+                .map(|q| per_head(q, *q_num_heads, "query"))
+                .transpose()?
+                .flatten();
+            let d_v = v
+                .map(|v| per_head(v, *kv_num_heads, "value"))
+                .transpose()?
+                .flatten();
+            let output = match (q, &d_v) {
+                (Some(q), Some(d_v)) => Some(vec![
+                    q[0].clone(),
+                    q[1].clone(),
+                    d_v.clone() * Dim::known(*q_num_heads),
+                ]),
+                _ => None,
+            };
+            let state = match (q, d_k, d_v) {
+                (Some(q), Some(d_k), Some(d_v)) => {
+                    Some(vec![q[0].clone(), Dim::known(*kv_num_heads), d_k, d_v])
+                }
+                _ => None,
+            };
+            vec![
+                Inferred::tensor(dtype, output),
+                Inferred::tensor(state_dtype, state),
+            ]
         }
         Op::NegativeLogLikelihoodLoss { reduction, .. } => {
             vec![loss(ctx, reduction)?]
