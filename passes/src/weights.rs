@@ -72,6 +72,7 @@ impl Pass for TransposeWeights {
             let new = graph.add_const(&name, transposed);
             for (reader, op) in readers {
                 graph.dag[reader].op = op;
+                graph.dag[reader].rules.push("weights".to_string());
                 set_input(graph, reader, 1, new);
                 products += 1;
             }
@@ -113,6 +114,11 @@ mod tests {
         g.outputs = vec![y, z];
         let after = run_checked(&mut TransposeWeights, &g);
         assert_eq!(ops(&after), ["TransposedMatMul", "TransposedMatMul"]);
+        assert!(after
+            .dag
+            .node_weights()
+            .filter(|n| matches!(n.op, Op::TransposedMatMul { .. }))
+            .all(|n| n.rules == ["weights"]));
         let weight = after
             .dag
             .node_weights()
