@@ -66,6 +66,11 @@ impl<'a> Attrs<'a> {
         Ok(self.int(name, i64::from(default))? != 0)
     }
 
+    /// An `int` attribute, or `None` when absent.
+    pub fn opt_int(&self, name: &str) -> Result<Option<i64>, String> {
+        Ok(self.get(name, AttributeType::INT)?.map(|a| a.i))
+    }
+
     /// A required `int` attribute.
     pub fn req_int(&self, name: &str) -> Result<i64, String> {
         self.get(name, AttributeType::INT)?

@@ -670,7 +670,7 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
         },
         "Shape" => Op::Shape {
             start: a.int("start", 0)?,
-            end: a.has("end").then(|| a.int("end", 0)).transpose()?,
+            end: a.opt_int("end")?,
         },
         "Size" => Op::Size,
         "ConstantOfShape" => {
@@ -741,7 +741,7 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
                 set_input(&mut inputs, 1, f32_scalar(a.float("ratio", 0.5)?));
             }
             Op::Dropout {
-                seed: a.has("seed").then(|| a.int("seed", 0)).transpose()?,
+                seed: a.opt_int("seed")?,
             }
         }
         "LSTM" => Op::Lstm(rnn_attrs(&a)?),
@@ -811,7 +811,7 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
         },
         "NonZero" => Op::NonZero,
         "Compress" => Op::Compress {
-            axis: a.has("axis").then(|| a.int("axis", 0)).transpose()?,
+            axis: a.opt_int("axis")?,
         },
         "EyeLike" => Op::EyeLike {
             dtype: dtype_attr(&a, "dtype")?,
@@ -907,7 +907,7 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             })
         }
         "Unique" => Op::Unique {
-            axis: a.has("axis").then(|| a.int("axis", 0)).transpose()?,
+            axis: a.opt_int("axis")?,
             sorted: a.flag("sorted", true)?,
         },
         "ReverseSequence" => Op::ReverseSequence {
@@ -938,13 +938,8 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             },
         },
         "LinearAttention" => {
-            let heads = |name: &str| -> Result<i64, String> {
-                if !a.has(name) {
-                    return Err(format!("required attribute '{name}' is missing"));
-                }
-                a.int(name, 0)
-            };
-            let (q_num_heads, kv_num_heads) = (heads("q_num_heads")?, heads("kv_num_heads")?);
+            let (q_num_heads, kv_num_heads) =
+                (a.req_int("q_num_heads")?, a.req_int("kv_num_heads")?);
             if q_num_heads <= 0 || kv_num_heads <= 0 || q_num_heads % kv_num_heads != 0 {
                 return Err(format!(
                     "q_num_heads {q_num_heads} must be a positive multiple of kv_num_heads {kv_num_heads}"
@@ -968,17 +963,11 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             }
         }
         "NegativeLogLikelihoodLoss" => Op::NegativeLogLikelihoodLoss {
-            ignore_index: a
-                .has("ignore_index")
-                .then(|| a.int("ignore_index", 0))
-                .transpose()?,
+            ignore_index: a.opt_int("ignore_index")?,
             reduction: loss_reduction(&a)?,
         },
         "SoftmaxCrossEntropyLoss" => Op::SoftmaxCrossEntropyLoss {
-            ignore_index: a
-                .has("ignore_index")
-                .then(|| a.int("ignore_index", 0))
-                .transpose()?,
+            ignore_index: a.opt_int("ignore_index")?,
             reduction: loss_reduction(&a)?,
         },
         "Optional" => {
