@@ -335,6 +335,38 @@ pub struct ConvAttrs {
     pub layout: Layout,
 }
 
+/// Attributes of `DeformConv` (2-D, channels first).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeformConvAttrs {
+    /// Dilation per spatial axis (empty: all 1).
+    pub dilations: Vec<i64>,
+    /// Number of groups of input and output channels.
+    pub group: i64,
+    /// Kernel spatial shape (empty: taken from the weight).
+    pub kernel_shape: Vec<i64>,
+    /// Number of groups of input channels that share one set of offsets and masks.
+    pub offset_group: i64,
+    /// Begin then end padding per spatial axis (empty: all 0).
+    pub pads: Vec<i64>,
+    /// Stride per spatial axis (empty: all 1).
+    pub strides: Vec<i64>,
+}
+
+impl DeformConvAttrs {
+    /// The attributes of the regular convolution with the same output geometry.
+    pub fn conv(&self) -> ConvAttrs {
+        ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: self.dilations.clone(),
+            group: self.group,
+            kernel_shape: self.kernel_shape.clone(),
+            pads: self.pads.clone(),
+            strides: self.strides.clone(),
+            layout: Layout::Nchw,
+        }
+    }
+}
+
 /// Attributes of `ConvTranspose`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConvTransposeAttrs {
@@ -999,6 +1031,9 @@ pub enum Op {
     },
     /// Determinant of the trailing square matrices.
     Det,
+    /// Convolution sampling its input at learned offsets (bilinear, zero outside), each tap
+    /// weighted by a mask; inputs `x [N, C, H, W], w, offset [N, 2·G·kh·kw, oh, ow], b?, mask?`.
+    DeformConv(DeformConvAttrs),
     /// Causal depthwise 1-D convolution that carries its last `k - 1` input positions between
     /// calls; inputs `input [B, C, L], weight [C, 1, k], bias [C]?, past_state [B, C, k-1]?`;
     /// outputs `output [B, C, L], present_state [B, C, k-1]`.

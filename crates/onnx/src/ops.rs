@@ -8,8 +8,9 @@ use crate::attrs::Attrs;
 use crate::tensor::{dtype_from_onnx, value_type};
 use onnx_protobuf::NodeProto;
 use sparkc_ir::op::{
-    AttentionAttrs, AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, GeluApproximation, Layout,
-    PoolAttrs, Reduction, ResizeAttrs, RnnAttrs, Unary, Variadic, WindowKind,
+    AttentionAttrs, AutoPad, Binary, ConvAttrs, ConvTransposeAttrs, DeformConvAttrs,
+    GeluApproximation, Layout, PoolAttrs, Reduction, ResizeAttrs, RnnAttrs, Unary, Variadic,
+    WindowKind,
 };
 use sparkc_ir::{DType, Op, Tensor};
 
@@ -82,6 +83,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "CumProd",
     "CumSum",
     "DFT",
+    "DeformConv",
     "DepthToSpace",
     "DequantizeLinear",
     "Det",
@@ -926,6 +928,14 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             align_corners: a.flag("align_corners", false)?,
         },
         "Det" => Op::Det,
+        "DeformConv" => Op::DeformConv(DeformConvAttrs {
+            dilations: a.ints("dilations")?,
+            group: a.int("group", 1)?,
+            kernel_shape: a.ints("kernel_shape")?,
+            offset_group: a.int("offset_group", 1)?,
+            pads: a.ints("pads")?,
+            strides: a.ints("strides")?,
+        }),
         "CausalConvWithState" => Op::CausalConvWithState {
             activation: match a.string("activation", "none")?.as_str() {
                 "none" => "none".to_string(),

@@ -651,7 +651,8 @@ fn sum_taps_body<const FMA: bool>(
 }
 
 /// The sliding-window geometry of an NCHW convolution of `x` by `w`.
-fn conv_geometry(x: &[usize], w: &[usize], attrs: &ConvAttrs) -> R<Geometry> {
+/// The output geometry of a convolution of `x` by `w`.
+pub(crate) fn conv_geometry(x: &[usize], w: &[usize], attrs: &ConvAttrs) -> R<Geometry> {
     if x.len() < 3 || w.len() != x.len() {
         return Err(format!(
             "input {x:?} and weight {w:?} must have equal rank ≥ 3"

@@ -458,6 +458,7 @@ pub(crate) fn run(exec: &Executor, id: NodeId, node: &Node, mut args: Args) -> R
                 .unwrap_or(0);
             one(shape::trilu(args.take_tensor(0)?, k, *upper)?)
         }
+        Op::DeformConv(attrs) => one(sampling::deform_conv(&args, attrs)?),
         Op::CausalConvWithState { activation } => many(stateful::causal_conv(
             args.tensor(0)?,
             args.tensor(1)?,

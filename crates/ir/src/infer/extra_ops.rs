@@ -427,6 +427,19 @@ pub(super) fn infer(ctx: &Ctx) -> Result<Vec<Inferred>> {
             };
             vec![Inferred::tensor(ctx.dtype(0)?, shape)]
         }
+        Op::DeformConv(attrs) => {
+            let (x, offset) = (ctx.dims(0, 4)?, ctx.dims(2, 4)?);
+            if let (Some(x), Some(offset)) = (x, offset) {
+                if x.len() != 4 || offset.len() != 4 {
+                    return Err(ctx.err("only 2-D deformable convolutions are defined"));
+                }
+            }
+            let inputs = [ctx.opt(0).cloned(), ctx.opt(1).cloned()];
+            vec![Inferred::tensor(
+                ctx.dtype(0)?,
+                conv_shape(&remap(ctx, &inputs), &attrs.conv())?,
+            )]
+        }
         Op::CausalConvWithState { .. } => {
             let dtype = ctx.dtype(0)?;
             let state = match (rank3(ctx, 0)?, rank3(ctx, 1)?) {
