@@ -42,6 +42,7 @@ pub fn is_view(op: &Op) -> bool {
             | Op::Squeeze
             | Op::Unsqueeze
             | Op::Dropout { .. }
+            | Op::BitCast { .. }
             | Op::Unary(sparkc_ir::op::Unary::Identity)
     )
 }

@@ -90,6 +90,7 @@ pub fn is_view(op: &Op) -> bool {
             | Op::Squeeze
             | Op::Unsqueeze
             | Op::Flatten { .. }
+            | Op::BitCast { .. }
             | Op::Input
             | Op::Const(_)
             | Op::Unary(sparkc_ir::op::Unary::Identity)
