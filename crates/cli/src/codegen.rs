@@ -27,24 +27,18 @@ pub fn kernel_table(model: &Model, args: &Args) -> Result<String> {
     );
     for k in &lowering.kernels {
         let i = &k.info;
-        let syms = if i.symbols.is_empty() {
-            String::new()
-        } else {
-            format!(" symbols={}", i.symbols.join(","))
-        };
-        let dynamic = match i.launch.dynamic_shared_bytes {
-            0 => String::new(),
-            bytes => format!("+{bytes}B dynamic"),
-        };
         let _ = writeln!(
             out,
-            "  {}  {:?} [{}]  grid={} block={} smem={}B{dynamic}{syms}  node {} = {}",
+            "  {}  {:?} [{}]  {}  node {} = {}",
             i.name,
             i.family,
             i.variant,
-            i.launch.grid,
-            i.launch.block,
-            i.launch.shared_bytes,
+            launch_text(
+                &i.launch.grid.to_string(),
+                i.launch.block,
+                (i.launch.shared_bytes, i.launch.dynamic_shared_bytes),
+                &i.symbols
+            ),
             i.node,
             i.covers.join("+"),
         );
@@ -71,23 +65,53 @@ pub fn dump_code(model: &Model, args: &Args, llvm: bool) -> Result<String> {
     };
     let lowering = lower_graph(&model.graph, output, args.precision, args.node.as_deref())?;
     let ext = if llvm { "ll" } else { "ptx" };
-    match &args.output {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            for k in &lowering.kernels {
-                let path = dir.join(format!("{}.{ext}", k.info.name));
-                std::fs::write(&path, &k.text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            eprintln!(
-                "wrote {} .{ext} files for {} to {}",
-                lowering.kernels.len(),
-                target,
-                dir.display()
-            );
-            Ok(String::new())
-        }
-        None => Ok(lowering.kernels.iter().map(|k| k.text.as_str()).collect()),
+    let files = lowering
+        .kernels
+        .iter()
+        .map(|k| (k.info.name.as_str(), k.text.as_str()));
+    write_kernel_code(args, ext, &target.to_string(), files)
+}
+
+/// A kernel's launch as `--dump kernels` shows it: grid, block, shared memory, symbols.
+pub(crate) fn launch_text(
+    grid: &str,
+    block: u32,
+    (shared, dynamic): (u32, u32),
+    symbols: &[String],
+) -> String {
+    let dynamic = match dynamic {
+        0 => String::new(),
+        bytes => format!("+{bytes}B dynamic"),
+    };
+    let symbols = if symbols.is_empty() {
+        String::new()
+    } else {
+        format!(" symbols={}", symbols.join(","))
+    };
+    format!("grid={grid} block={block} smem={shared}B{dynamic}{symbols}")
+}
+
+/// Kernels' code, `(name, text)`: concatenated for standard output, or written one `NAME.ext`
+/// file each into the folder given by `-o`.
+pub(crate) fn write_kernel_code<'a>(
+    args: &Args,
+    ext: &str,
+    target: &str,
+    files: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<String> {
+    let Some(dir) = &args.output else {
+        return Ok(files.map(|(_, text)| text).collect());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = 0;
+    for (name, text) in files {
+        let path = dir.join(format!("{name}.{ext}"));
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        written += 1;
     }
+    eprintln!(
+        "wrote {written} .{ext} files for {target} to {}",
+        dir.display()
+    );
+    Ok(String::new())
 }

@@ -174,6 +174,23 @@ fn spec(graph: &Graph, v: ValueRef) -> TensorSpec {
     }
 }
 
+/// The activation arena `buffers` need with each symbolic dim at its bound (1 where it has
+/// none), and those dims in words.
+pub fn peak_memory(buffers: &[Buffer], bounds: &[DimBound]) -> Result<(u64, String), String> {
+    let bind = |s: &str| Some(bounds.iter().find(|b| b.symbol == s).map_or(1, |b| b.max));
+    let peak = arrange(buffers, &bind)?.arena_bytes;
+    let at = if bounds.is_empty() {
+        "every symbolic dim at 1".to_string()
+    } else {
+        bounds
+            .iter()
+            .map(|b| format!("{}={}", b.symbol, b.max))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok((peak, at))
+}
+
 /// The value a view chain reads in the end.
 fn root(graph: &Graph, mut v: ValueRef) -> ValueRef {
     while is_view(&graph.node(v.node).op) {
@@ -435,8 +452,7 @@ pub fn run(args: &Args) -> Result<String> {
     }
     bar.finish_and_clear();
     let memory = memory.unwrap_or_default();
-    let bind = |s: &str| Some(bounds.iter().find(|b| b.symbol == s).map_or(1, |b| b.max));
-    let peak = arrange(&memory.buffers, &bind).map_err(anyhow::Error::msg)?;
+    let (peak, at) = peak_memory(&memory.buffers, &bounds).map_err(anyhow::Error::msg)?;
     let header = Header {
         producer: format!("sparkc {}", env!("CARGO_PKG_VERSION")),
         model_name: graph.name.clone(),
@@ -462,15 +478,6 @@ pub fn run(args: &Args) -> Result<String> {
         }
         text.push_str(&q.describe());
     }
-    let at = if bounds.is_empty() {
-        "every symbolic dim at 1".to_string()
-    } else {
-        bounds
-            .iter()
-            .map(|b| format!("{}={}", b.symbol, b.max))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let size = written as f64 / (1 << 20) as f64;
     if header.targets.is_empty() {
         writeln!(
@@ -496,7 +503,7 @@ pub fn run(args: &Args) -> Result<String> {
         text,
         "weights {:.2} MiB, peak activation memory {:.2} MiB ({at}), compiled in {:.2} s",
         weights.len() as f64 / (1 << 20) as f64,
-        peak.arena_bytes as f64 / (1 << 20) as f64,
+        peak as f64 / (1 << 20) as f64,
         start.elapsed().as_secs_f64()
     )?;
     Ok(text)

@@ -186,7 +186,8 @@ fn unsupported(args: &Args) -> Result<String> {
     anyhow::bail!("{text}{} unsupported op(s)", ops.len())
 }
 
-fn human_bytes(bytes: u64) -> String {
+/// `bytes` in the largest binary unit that keeps the value at 1 or more (`13.5 MiB`).
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

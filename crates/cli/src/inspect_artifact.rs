@@ -1,9 +1,10 @@
 //! `sparkc inspect MODEL.spark`: what a compiled artifact holds (its header, its embedded
 //! graph, its kernels and their PTX), read without compiling anything again.
 
-use crate::inspect::{Args, Dump, Stage};
+use crate::codegen::{launch_text, write_kernel_code};
+use crate::inspect::{human_bytes, Args, Dump, Stage};
 use anyhow::{bail, Context, Result};
-use sparkc_artifact::{arrange, Artifact, BufferKind, KernelPlan, TensorSpec, WEIGHTS_LOCATION};
+use sparkc_artifact::{Artifact, BufferKind, KernelPlan, TensorSpec, WEIGHTS_LOCATION};
 use sparkc_ir::print;
 use std::fmt::Write;
 
@@ -89,19 +90,16 @@ fn kernel_table(args: &Args, plan: &KernelPlan) -> String {
     let _ = writeln!(out, "{} kernels for {}", kernels.len(), plan.target);
     for k in kernels {
         let grid = k.grid.as_ref().map_or("?".to_string(), ToString::to_string);
-        let dynamic = match k.dynamic_shared_bytes {
-            0 => String::new(),
-            bytes => format!("+{bytes}B dynamic"),
-        };
-        let symbols = if k.symbols.is_empty() {
-            String::new()
-        } else {
-            format!(" symbols={}", k.symbols.join(","))
-        };
+        let launch = launch_text(
+            &grid,
+            k.block,
+            (k.shared_bytes, k.dynamic_shared_bytes),
+            &k.symbols,
+        );
         let _ = writeln!(
             out,
-            "  {}  [{}]  grid={grid} block={} smem={}B{dynamic}{symbols}  node {}",
-            k.name, k.variant, k.block, k.shared_bytes, k.node
+            "  {}  [{}]  {launch}  node {}",
+            k.name, k.variant, k.node
         );
     }
     out
@@ -109,27 +107,12 @@ fn kernel_table(args: &Args, plan: &KernelPlan) -> String {
 
 /// The stored PTX: concatenated on standard output, or one file per kernel in the `-o` folder.
 fn write_ptx(args: &Args, plan: &KernelPlan) -> Result<String> {
-    let kernels = plan
+    let files = plan
         .kernels
         .iter()
-        .filter(|k| args.node.as_deref().is_none_or(|n| k.node == n));
-    let Some(dir) = &args.output else {
-        return Ok(kernels.map(|k| k.ptx.as_str()).collect());
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut written = 0;
-    for k in kernels {
-        let path = dir.join(format!("{}.ptx", k.name));
-        std::fs::write(&path, &k.ptx)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        written += 1;
-    }
-    eprintln!(
-        "wrote {written} .ptx files for {} to {}",
-        plan.target,
-        dir.display()
-    );
-    Ok(String::new())
+        .filter(|k| args.node.as_deref().is_none_or(|n| k.node == n))
+        .map(|k| (k.name.as_str(), k.ptx.as_str()));
+    write_kernel_code(args, "ptx", &plan.target, files)
 }
 
 /// A signature entry: `name  dtype[dims]`.
@@ -149,7 +132,7 @@ fn summary(args: &Args, artifact: &Artifact) -> Result<String> {
         out,
         "artifact  {} ({}, format {})",
         args.model.display(),
-        mib(file_bytes),
+        human_bytes(file_bytes),
         sparkc_artifact::FORMAT_VERSION
     );
     let _ = writeln!(out, "model     {}", header.model_name);
@@ -184,44 +167,26 @@ fn summary(args: &Args, artifact: &Artifact) -> Result<String> {
             .collect();
         let _ = writeln!(out, "targets   {}", targets.join(", "));
     }
-    let _ = writeln!(out, "weights   {}", mib(artifact.weights().len() as u64));
+    let _ = writeln!(
+        out,
+        "weights   {}",
+        human_bytes(artifact.weights().len() as u64)
+    );
     if let Some(memory) = header.memory.as_ref().filter(|m| !m.buffers.is_empty()) {
-        let bind = |s: &str| {
-            Some(
-                header
-                    .bounds
-                    .iter()
-                    .find(|b| b.symbol == s)
-                    .map_or(1, |b| b.max),
-            )
-        };
-        let at = if header.bounds.is_empty() {
-            "every symbolic dim at 1"
-        } else {
-            "at the bounds"
-        };
         let activations = memory
             .buffers
             .iter()
             .filter(|b| b.kind == BufferKind::Activation as i32)
             .count();
-        match arrange(&memory.buffers, &bind) {
-            Ok(arrangement) => {
-                let _ = writeln!(
-                    out,
-                    "memory    {} buffers ({activations} activations), peak activation memory {} ({at})",
-                    memory.buffers.len(),
-                    mib(arrangement.arena_bytes)
-                );
-            }
-            Err(why) => {
-                let _ = writeln!(
-                    out,
-                    "memory    {} buffers; peak not computable: {why}",
-                    memory.buffers.len()
-                );
-            }
-        }
+        let peak = match crate::compile::peak_memory(&memory.buffers, &header.bounds) {
+            Ok((bytes, at)) => format!("peak activation memory {} ({at})", human_bytes(bytes)),
+            Err(why) => format!("peak not computable: {why}"),
+        };
+        let _ = writeln!(
+            out,
+            "memory    {} buffers ({activations} activations), {peak}",
+            memory.buffers.len()
+        );
     }
     if let Some(q) = &header.quantization {
         let kept = q
@@ -239,8 +204,8 @@ fn summary(args: &Args, artifact: &Artifact) -> Result<String> {
             "quantized {scheme}: {} of {} products, weights {} -> {}",
             q.products.len() - kept,
             q.products.len(),
-            mib(q.weight_bytes_before),
-            mib(q.weight_bytes_after)
+            human_bytes(q.weight_bytes_before),
+            human_bytes(q.weight_bytes_after)
         );
         for o in &q.outputs {
             let _ = writeln!(
@@ -251,8 +216,4 @@ fn summary(args: &Args, artifact: &Artifact) -> Result<String> {
         }
     }
     Ok(out)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64)
 }

@@ -274,16 +274,18 @@ fn dequantize_codes(
     zero_point: Option<&Array>,
 ) -> Option<Vec<f32>> {
     let zeros = zeros_per_scale(zero_point, scales.len())?;
-    let table: Vec<f64> = match &x.data {
-        Data::I8(_) => (0..=255u8).map(|b| f64::from(b as i8)).collect(),
-        Data::U8(_) => (0..=255u8).map(f64::from).collect(),
-        Data::Bits(dtype, _) => (0..=255u8).map(|b| minifloat::decode(*dtype, b)).collect(),
-        _ => return None,
+    // Each code's value, from a table of the 256 bit patterns.
+    let decoder = |decode: &dyn Fn(u8) -> f64| {
+        let table: Vec<f64> = (0..=255u8).map(decode).collect();
+        move |code: u8, c: usize| ((table[usize::from(code)] - zeros[c]) as f32) * scales[c]
     };
-    let value = |code: u8, c: usize| ((table[usize::from(code)] - zeros[c]) as f32) * scales[c];
     Some(match &x.data {
-        Data::I8(codes) => layout.map(codes, |b, c| value(b as u8, c)),
-        Data::U8(codes) | Data::Bits(_, codes) => layout.map(codes, value),
+        Data::I8(codes) => {
+            let value = decoder(&|b| f64::from(b as i8));
+            layout.map(codes, |b, c| value(b as u8, c))
+        }
+        Data::U8(codes) => layout.map(codes, decoder(&f64::from)),
+        Data::Bits(dtype, codes) => layout.map(codes, decoder(&|b| minifloat::decode(*dtype, b))),
         _ => return None,
     })
 }
