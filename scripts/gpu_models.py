@@ -6,6 +6,8 @@ correctness suite, and the 4096x4096x4096 products that docs/benchmarks.md times
   check/matmul_f16_odd      - FP16 MatMul on odd sizes
   check/*_kmajor*           - BF16/FP16 products whose [K, N] B is copied as it is (N % 8 == 0)
   check/bmm_*_large         - larger batched products (204 blocks), every dim ragged
+  check/conv_bf16_large     - BF16 3x3 convolution with 256 output channels over 4 images (248
+                              blocks of 128 rows), channels first and (gpu_prepare) channels last
   check/gemm_fp8_odd        - FP8 E4M3 QDQ Gemm (per-channel weight scales) on odd sizes
   check/gemm_fp8_wide*      - the same with 300 columns: activations quantized by their own kernel
   bench/gemm_bf16           - BF16 [4096,4096] x [4096,4096], both operands inputs
@@ -40,6 +42,20 @@ def matmul(path, dtype, a, b):
     out = list(a[:-1]) + [b[-1]]
     save(path, [helper.make_node("MatMul", ["a", "b"], ["c"])],
          [info("a", dtype, a), info("b", dtype, b)], [info("c", dtype, out)])
+
+
+def conv(path, dtype, x, w, rng):
+    """A 3x3 convolution, padding 1, with constant weights and bias, then a Relu (opset 22:
+    BF16 convolutions)."""
+    np_type = ml_dtypes.bfloat16 if dtype == TensorProto.BFLOAT16 else np.float16
+    weights = (rng.standard_normal(w) / np.sqrt(np.prod(w[1:]))).astype(np_type)
+    bias = rng.standard_normal(w[0]).astype(np_type)
+    inits = [helper.make_tensor("w", dtype, w, weights.view(np.uint16).tobytes(), raw=True),
+             helper.make_tensor("bias", dtype, [w[0]], bias.view(np.uint16).tobytes(), raw=True)]
+    nodes = [helper.make_node("Conv", ["x", "w", "bias"], ["z"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["z"], ["y"])]
+    out = [x[0], w[0]] + list(x[2:])
+    save(path, nodes, [info("x", dtype, x)], [info("y", dtype, out)], inits, opset=22)
 
 
 def fp8_gemm(path, m, k, n, rng):
@@ -81,6 +97,7 @@ def main():
     # Many blocks, every dim ragged.
     matmul(check("bmm_bf16_large"), bf16, [4, 520, 200], [4, 200, 2056])
     matmul(check("bmm_f32_large"), f32, [4, 520, 200], [4, 200, 2056])
+    conv(check("conv_bf16_large"), bf16, [4, 64, 62, 62], [256, 64, 3, 3], rng)
     fp8_gemm(check("gemm_fp8_odd"), 70, 160, 90, rng)
     # Wide enough that the activation is quantized by its own kernel; K aligned and not.
     fp8_gemm(check("gemm_fp8_wide"), 70, 160, 300, rng)

@@ -89,6 +89,9 @@ for f in "$dest"/onnx/check/*.onnx; do
     compile "$dest/check/$name" "$f" - --target "$target"
     compile "$dest/check/$name.sm_80" "$f" - --target sm_80
     compile "$dest/check/$name.fp32" "$f" - --target "$target" --precision fp32
+    case "$name" in
+    conv_*) compile "$dest/check/$name.nhwc" "$f" - --target "$target" --layout nhwc ;;
+    esac
 done
 for f in "$dest"/onnx/bench/*.onnx; do
     MAX_BYTES=$((32 << 20)) compile "$dest/bench/$(basename "$f" .onnx)" "$f" - --target "$target"

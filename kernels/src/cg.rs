@@ -127,6 +127,22 @@ impl<'ctx> Cg<'ctx> {
         }
     }
 
+    /// Declares the most threads a block of this kernel is launched with (`.maxntid`), which
+    /// with [`Cg::min_blocks_per_sm`] bounds the registers a thread may use.
+    pub fn max_threads_per_block(&self, threads: u32) {
+        if matches!(self.target, Target::Gpu(_)) {
+            self.func.remove_string_attribute(
+                inkwell::attributes::AttributeLoc::Function,
+                "nvvm.maxntid",
+            );
+            let attr = self
+                .cx
+                .create_string_attribute("nvvm.maxntid", &threads.to_string());
+            self.func
+                .add_attribute(inkwell::attributes::AttributeLoc::Function, attr);
+        }
+    }
+
     /// Ends the kernel with `ret void`.
     pub fn finish(self) -> Gen<Module<'ctx>> {
         self.b.build_return(None)?;

@@ -226,7 +226,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         };
         cg.store(out_dtype, cg.buffer(0), q, v)
     };
-    let (variant, grid, shared) = if depthwise {
+    let (variant, grid, block, shared) = if depthwise {
         // One output element per item: its channel's window.
         let total = cg.mul(cg.mul(batch, cout)?, out_pixels)?;
         let per_channel = cg.div(cout, groups)?;
@@ -260,6 +260,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         (
             "depthwise-direct".to_string(),
             total.ceil_div(&Dim::known(THREADS as i64)),
+            THREADS,
             (0, 0),
         )
     } else {
@@ -327,6 +328,8 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             Target::Gpu(sm) => kind.map(|kind| {
                 let tile = mma::Tile::choose(
                     sm,
+                    kind,
+                    true,
                     m_dim.as_const(),
                     pixels.as_const(),
                     units_dim.as_const(),
@@ -394,10 +397,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             )?;
             let grid = units_dim
                 * m_dim.ceil_div(&Dim::known(tile.block_m))
-                * pixels.ceil_div(&Dim::known(mma::BLOCK_N));
+                * pixels.ceil_div(&Dim::known(tile.block_n));
             (
                 format!("implicit-gemm{layout} {}", tile.describe(kind)),
                 grid,
+                tile.threads() as u32,
                 (0, tile.shared_bytes(kind)),
             )
         } else {
@@ -408,13 +412,14 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             (
                 format!("implicit-gemm simt-fp32 {TILE_M}x{TILE_N}x{TILE_K}"),
                 grid,
+                THREADS,
                 (((TILE_M + TILE_N) * TILE_K * 4) as u32, 0),
             )
         }
     };
     let launch = Launch {
         grid,
-        block: THREADS,
+        block,
         shared_bytes: shared.0,
         dynamic_shared_bytes: shared.1,
     };

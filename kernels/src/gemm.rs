@@ -431,8 +431,14 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
     };
     let tensor_cores = match req.target {
         Target::Gpu(sm) => kind.map(|kind| {
-            let tile =
-                mma::Tile::choose(sm, m_dim.as_const(), n_dim.as_const(), units_dim.as_const());
+            let tile = mma::Tile::choose(
+                sm,
+                kind,
+                false,
+                m_dim.as_const(),
+                n_dim.as_const(),
+                units_dim.as_const(),
+            );
             (kind, tile)
         }),
         Target::Host => None,
@@ -499,10 +505,10 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             &store,
         )?;
         let tiles =
-            m_dim.ceil_div(&Dim::known(tile.block_m)) * n_dim.ceil_div(&Dim::known(mma::BLOCK_N));
+            m_dim.ceil_div(&Dim::known(tile.block_m)) * n_dim.ceil_div(&Dim::known(tile.block_n));
         let launch = Launch {
             grid: units_dim * tiles,
-            block: mma::THREADS,
+            block: tile.threads() as u32,
             shared_bytes: 0,
             dynamic_shared_bytes: tile.shared_bytes(kind),
         };

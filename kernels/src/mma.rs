@@ -2,7 +2,8 @@
 //! BF16, FP16 or TF32 operands with FP32 accumulation, fragments read with `ldmatrix` from a
 //! swizzled shared-memory layout, filled by a multi-stage `cp.async` pipeline.
 //!
-//! A block of eight warps (2 along M, 4 along N) computes a `block_m`×128 output tile. Each
+//! A block of eight warps (2 along M, 4 along N; four warps of 64×64 for large 16-bit
+//! products, see [`Tile::choose`]) computes a `block_m`×128 output tile. Each
 //! shared-memory tile row holds one output row's (A) or column's (B) 64-byte k-slice: 32
 //! BF16/FP16 or 16 TF32 elements, four 16-byte chunks. Chunk `c` of row `r` is stored at chunk
 //! `c ^ ((r >> 1) & 3)`, so the eight row addresses of every `ldmatrix` hit distinct banks.
@@ -12,7 +13,8 @@
 //! kept k-major in shared memory and read with `ldmatrix.trans`; any other operand
 //! (transposed, fused prologue, gathered conv patches, other dtypes) goes through registers
 //! with the A/B layout. `step` k-slices are multiplied between two barriers, each k-step's
-//! fragments loaded before the previous step's products issue.
+//! fragments loaded before the previous step's products issue (with
+//! [`Tile::carry_fragments`], across the barrier too).
 //! Reference: the SIMT core in `gemm.rs` and the CPU executor's MatMul.
 
 use crate::cg::{Cg, Gen, Val};
@@ -25,20 +27,10 @@ use inkwell::values::{BasicValueEnum, IntValue, PointerValue};
 use inkwell::{AddressSpace, IntPredicate};
 use sparkc_ir::DType;
 
-/// Threads per block: eight warps.
-pub const THREADS: u32 = 256;
-/// Block tile columns.
-pub const BLOCK_N: i64 = 128;
 /// Bytes of one shared-memory tile row (a k-slice).
 const ROW_BYTES: i64 = 64;
 /// Bytes of one `cp.async` copy and one `ldmatrix` row.
 const CHUNK: i64 = 16;
-/// Warps along N.
-const WARPS_N: i64 = 4;
-/// Warps along M.
-const WARPS_M: i64 = 2;
-/// Output columns of one warp's tile.
-const WARP_N: i64 = BLOCK_N / WARPS_N;
 
 /// The element type the tensor cores multiply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,45 +231,87 @@ impl Kind {
     }
 }
 
-/// The block tile and pipeline depth of one kernel.
+/// The block tile, warp layout and pipeline depth of one kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {
     /// Block tile rows: 128, or 64 when M is small.
     pub block_m: i64,
+    /// Block tile columns.
+    pub block_n: i64,
+    /// Warps along M.
+    pub warps_m: i64,
+    /// Warps along N.
+    pub warps_n: i64,
     /// k-slices in flight.
     pub stages: i64,
     /// k-slices multiplied between two barriers (a divisor of `stages`).
     pub step: i64,
+    /// Blocks `ptxas` is asked to fit on one multiprocessor (which caps registers a thread).
+    pub blocks_per_sm: u32,
+    /// Each iteration's first fragments are loaded before the previous one's last products
+    /// (registers for a second set of fragments across the barrier).
+    pub carry_fragments: bool,
 }
 
 impl Tile {
     /// The tile for a product with `rows` output rows (when known) on `sm`: the target
-    /// table's depth, and 64-row tiles when 128-row ones would leave most SMs idle.
-    pub fn choose(sm: Sm, rows: Option<i64>, columns: Option<i64>, units: Option<i64>) -> Tile {
+    /// table's depth, and 64-row tiles when 128-row ones would leave most SMs idle. A
+    /// convolution's (`conv`) patch addressing needs registers that four-warp tiles lack.
+    pub fn choose(
+        sm: Sm,
+        kind: Kind,
+        conv: bool,
+        rows: Option<i64>,
+        columns: Option<i64>,
+        units: Option<i64>,
+    ) -> Tile {
         let info = sm.info();
+        let block_n = 128;
         let blocks = |bm: i64| match (rows, columns, units) {
             (Some(m), Some(n), Some(u)) => {
-                Some(u * ((m + bm - 1) / bm) * ((n + BLOCK_N - 1) / BLOCK_N))
+                Some(u * ((m + bm - 1) / bm) * ((n + block_n - 1) / block_n))
             }
             _ => None,
         };
         let small = rows.is_some_and(|m| m <= 64)
             || blocks(128).is_some_and(|b| b < i64::from(info.sm_count));
+        // 16-bit products: four warps of 64x64 (fewer `ldmatrix` per `mma` than eight of
+        // 64x32), one k-slice per barrier; measured on an H200 (docs/codegen.md, Targets).
+        let wide_warps = !small && !conv && matches!(kind, Kind::Bf16 | Kind::F16);
         Tile {
             block_m: if small { 64 } else { 128 },
+            block_n,
+            warps_m: 2,
+            warps_n: if wide_warps { 2 } else { 4 },
             stages: i64::from(info.mma_stages),
-            step: i64::from(info.mma_step()),
+            step: if wide_warps {
+                1
+            } else {
+                i64::from(info.mma_step())
+            },
+            blocks_per_sm: 2,
+            carry_fragments: wide_warps,
         }
+    }
+
+    /// Threads per block.
+    pub fn threads(self) -> i64 {
+        self.warps_m * self.warps_n * 32
     }
 
     /// Output rows of one warp's tile.
     fn warp_m(self) -> i64 {
-        self.block_m / WARPS_M
+        self.block_m / self.warps_m
+    }
+
+    /// Output columns of one warp's tile.
+    fn warp_n(self) -> i64 {
+        self.block_n / self.warps_n
     }
 
     /// Dynamic shared memory of the pipeline for `kind`, in bytes.
     pub fn shared_bytes(self, kind: Kind) -> u32 {
-        (self.stages * (self.block_m + BLOCK_N) * (ROW_BYTES + kind.scale_row_bytes())) as u32
+        (self.stages * (self.block_m + self.block_n) * (ROW_BYTES + kind.scale_row_bytes())) as u32
     }
 
     /// The variant name `--dump kernels` shows.
@@ -288,12 +322,15 @@ impl Tile {
             String::new()
         };
         format!(
-            "mma.{} {}x{}x{} {}-stage{per_barrier}",
+            "mma.{} {}x{}x{} {}-stage{per_barrier}, {} warps of {}x{}",
             kind.name(),
             self.block_m,
-            BLOCK_N,
+            self.block_n,
             kind.block_k(),
-            self.stages
+            self.stages,
+            self.warps_m * self.warps_n,
+            self.warp_m(),
+            self.warp_n(),
         )
     }
 }
@@ -424,12 +461,12 @@ struct Pipeline<'a, 'ctx> {
 
 impl<'ctx> Pipeline<'_, 'ctx> {
     fn stage_bytes(&self) -> i64 {
-        (self.tile.block_m + BLOCK_N) * (ROW_BYTES + self.kind.scale_row_bytes())
+        (self.tile.block_m + self.tile.block_n) * (ROW_BYTES + self.kind.scale_row_bytes())
     }
 
     /// Byte offset, within a stage, of A's (`Side::A`) or B's block scales.
     fn scales_at(&self, side: Side) -> i64 {
-        let tiles = (self.tile.block_m + BLOCK_N) * ROW_BYTES;
+        let tiles = (self.tile.block_m + self.tile.block_n) * ROW_BYTES;
         match side {
             Side::A => tiles,
             Side::B => tiles + self.tile.block_m * self.kind.scale_row_bytes(),
@@ -490,7 +527,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         let at = cg.add(
             base,
             cg.add(
-                cg.mul(krow, cg.c(BLOCK_N * self.kind.bits() / 8))?,
+                cg.mul(krow, cg.c(self.tile.block_n * self.kind.bits() / 8))?,
                 cg.mul(chunk, cg.c(CHUNK))?,
             )?,
         )?;
@@ -511,9 +548,9 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         base: IntValue<'ctx>,
         k0: IntValue<'ctx>,
     ) -> Gen<()> {
-        let chunks_per_row = BLOCK_N / self.kind.chunk_elems();
-        for i in 0..self.kind.block_k() * chunks_per_row / i64::from(THREADS) {
-            let c = cg.add(self.tid, cg.c(i * i64::from(THREADS)))?;
+        let chunks_per_row = self.tile.block_n / self.kind.chunk_elems();
+        for i in 0..self.kind.block_k() * chunks_per_row / self.tile.threads() {
+            let c = cg.add(self.tid, cg.c(i * self.tile.threads()))?;
             let (krow, nc) = (
                 cg.div(c, cg.c(chunks_per_row))?,
                 cg.rem(c, cg.c(chunks_per_row))?,
@@ -554,13 +591,13 @@ impl<'ctx> Pipeline<'_, 'ctx> {
                     self.b,
                     self.n,
                     origin.1,
-                    BLOCK_N,
+                    self.tile.block_n,
                     cg.add(stage_base, cg.c(self.tile.block_m * ROW_BYTES))?,
                 ),
             };
             let chunks_per_row = ROW_BYTES / CHUNK;
-            for i in 0..tile_rows * chunks_per_row / i64::from(THREADS) {
-                let c = cg.add(self.tid, cg.c(i * i64::from(THREADS)))?;
+            for i in 0..tile_rows * chunks_per_row / self.tile.threads() {
+                let c = cg.add(self.tid, cg.c(i * self.tile.threads()))?;
                 let (row, kc) = if op.k_contiguous {
                     (
                         cg.div(c, cg.c(chunks_per_row))?,
@@ -681,14 +718,29 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         ok: IntValue<'ctx>,
         at: IntValue<'ctx>,
     ) -> Gen<()> {
-        let at = cg.select(ok, at, cg.c(0))?.into_int_value();
+        // A copy of zero bytes reads nothing, so its address may lie outside the buffer. Left
+        // unclamped, addresses advance by a constant each k-slice, with no arithmetic per
+        // copy; that was measured faster with `carry_fragments` and slower without it.
+        let unclamped = self.tile.carry_fragments;
+        let at = if unclamped {
+            at
+        } else {
+            cg.select(ok, at, cg.c(0))?.into_int_value()
+        };
         // Element offset to byte offset (FP4 codes are two to a byte).
         let at = if self.kind.bits() < 8 {
             cg.div(cg.mul(at, cg.c(self.kind.bits()))?, cg.c(8))?
         } else {
             at
         };
-        let src = cg.gep(self.kind.dtype(), base, at)?;
+        let src = if unclamped {
+            let ty = cg.storage_type(self.kind.dtype())?;
+            // SAFETY: `cp.async` reads the address only where `ok` holds, and there it lies
+            // inside the buffer.
+            unsafe { cg.b.build_gep(ty, base, &[at], "")? }
+        } else {
+            cg.gep(self.kind.dtype(), base, at)?
+        };
         let global =
             cg.b.build_address_space_cast(src, cg.cx.ptr_type(AddressSpace::from(1u16)), "")?;
         let bytes = cg.select(ok, cg.c(CHUNK), cg.c(0))?.into_int_value();
@@ -808,7 +860,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         // The warp's first chunk, q_hi and nj's two chunks occupy disjoint bits of the chunk
         // index, and the swizzle (krow & 7 = r) only the low three: swizzling the lane's
         // chunk once leaves one xor per fragment.
-        let lane_chunk = cg.add(cg.mul(warp_n, cg.c(WARP_N / 8))?, q_hi)?;
+        let lane_chunk = cg.add(cg.mul(warp_n, cg.c(self.tile.warp_n() / 8))?, q_hi)?;
         let lane_chunk = cg.b.build_xor(lane_chunk, r, "")?;
         let chunk = cg.b.build_xor(lane_chunk, cg.c(nj * 2), "")?;
         let ptr = self.k_major_stored(cg, base, krow, chunk)?;
@@ -877,7 +929,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             cg.add(cg.mul(q_lo, cg.c(8))?, r)?,
         )?;
         let b_row0 = cg.add(
-            cg.mul(warp.1, cg.c(WARP_N))?,
+            cg.mul(warp.1, cg.c(self.tile.warp_n()))?,
             cg.add(cg.mul(q_hi, cg.c(8))?, r)?,
         )?;
         let a_kc = cg.add(cg.c(2 * ks), q_hi)?;
@@ -888,7 +940,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
             a.push(self.ldmatrix(cg, a_base, row, a_kc)?);
         }
         let mut b = Vec::with_capacity(4);
-        for nj in 0..WARP_N / 16 {
+        for nj in 0..self.tile.warp_n() / 16 {
             let x = if self.b.k_major().is_some() {
                 self.ldmatrix_k_major(cg, b_base, warp.1, (q_lo, q_hi, r), (ks, nj))?
             } else {
@@ -911,8 +963,11 @@ impl<'ctx> Pipeline<'_, 'ctx> {
                 )?;
                 a_scales.push(self.scale_register(cg, stage, Side::A, row, ks)?);
             }
-            for ni in 0..(WARP_N / 8) {
-                let col = cg.add(cg.mul(warp.1, cg.c(WARP_N))?, cg.add(cg.c(ni * 8), g)?)?;
+            for ni in 0..(self.tile.warp_n() / 8) {
+                let col = cg.add(
+                    cg.mul(warp.1, cg.c(self.tile.warp_n()))?,
+                    cg.add(cg.c(ni * 8), g)?,
+                )?;
                 b_scales.push(self.scale_register(cg, stage, Side::B, col, ks)?);
             }
         }
@@ -974,6 +1029,32 @@ struct Fragments<'ctx> {
     b_scales: Vec<BasicValueEnum<'ctx>>,
 }
 
+impl<'ctx> Fragments<'ctx> {
+    /// The registers in one list, as a loop carries them.
+    fn flatten(&self) -> Vec<BasicValueEnum<'ctx>> {
+        let a = self.a.iter().flatten();
+        let b = self.b.iter().flatten();
+        a.chain(b)
+            .chain(&self.a_scales)
+            .chain(&self.b_scales)
+            .copied()
+            .collect()
+    }
+
+    /// Fragments laid out like `like` from the registers [`Fragments::flatten`] listed.
+    fn unflatten(values: &[BasicValueEnum<'ctx>], like: &Fragments<'ctx>) -> Fragments<'ctx> {
+        let (a, rest) = values.split_at(like.a.len() * 4);
+        let (b, rest) = rest.split_at(like.b.len() * 2);
+        let (a_scales, b_scales) = rest.split_at(like.a_scales.len());
+        Fragments {
+            a: a.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(),
+            b: b.chunks(2).map(|c| [c[0], c[1]]).collect(),
+            a_scales: a_scales.to_vec(),
+            b_scales: b_scales.to_vec(),
+        }
+    }
+}
+
 /// Four 8×8 matrices of 16-bit elements by `ldmatrix.x4` (`.trans` when `trans`) from this
 /// lane's row address `ptr`.
 fn load_matrices<'ctx>(
@@ -1026,9 +1107,10 @@ pub fn tiled<'ctx>(
             kind.name()
         )));
     }
-    // Two blocks per multiprocessor (128 registers a thread): one block's barrier waits hide
-    // behind the other's work.
-    cg.min_blocks_per_sm(2);
+    // With two or more blocks per multiprocessor, one block's barrier waits hide behind
+    // another's work.
+    cg.min_blocks_per_sm(tile.blocks_per_sm);
+    cg.max_threads_per_block(tile.threads() as u32);
     let smem = cg.dynamic_shared()?;
     let tid = cg.tid()?;
     let p = Pipeline {
@@ -1045,24 +1127,24 @@ pub fn tiled<'ctx>(
     let warp_id = cg.div(tid, cg.c(32))?;
     let lane = cg.rem(tid, cg.c(32))?;
     let warp = (
-        cg.div(warp_id, cg.c(WARPS_N))?,
-        cg.rem(warp_id, cg.c(WARPS_N))?,
+        cg.div(warp_id, cg.c(tile.warps_n))?,
+        cg.rem(warp_id, cg.c(tile.warps_n))?,
     );
     let block_m = tile.block_m;
     let tiles_m = cg.div(cg.add(m, cg.c(block_m - 1))?, cg.c(block_m))?;
-    let tiles_n = cg.div(cg.add(n, cg.c(BLOCK_N - 1))?, cg.c(BLOCK_N))?;
+    let tiles_n = cg.div(cg.add(n, cg.c(tile.block_n - 1))?, cg.c(tile.block_n))?;
     let per_unit = cg.mul(tiles_m, tiles_n)?;
     let work = cg.mul(units, per_unit)?;
     let block_k = kind.block_k();
     let k_tiles = cg.div(cg.add(k, cg.c(block_k - 1))?, cg.c(block_k))?;
     let stages = tile.stages;
-    let per_row = (WARP_N / 8) as usize;
-    let tiles_m = (tile.warp_m() / 16) as usize;
-    let frags = tiles_m * per_row * 4;
+    let per_row = (tile.warp_n() / 8) as usize;
+    let per_column = (tile.warp_m() / 16) as usize;
+    let frags = per_column * per_row * 4;
     let side = correction.as_ref().map(|c| c.side);
     let sums = match side {
         Some(Side::A) => per_row * 4,
-        Some(Side::B) => tiles_m * 4,
+        Some(Side::B) => per_column * 4,
         None => 0,
     };
     let zero: BasicValueEnum = if kind.integer() {
@@ -1074,56 +1156,75 @@ pub fn tiled<'ctx>(
         let unit = cg.div(w, per_unit)?;
         let t = cg.rem(w, per_unit)?;
         let m0 = cg.mul(cg.div(t, tiles_n)?, cg.c(block_m))?;
-        let n0 = cg.mul(cg.rem(t, tiles_n)?, cg.c(BLOCK_N))?;
+        let n0 = cg.mul(cg.rem(t, tiles_n)?, cg.c(tile.block_n))?;
         // Each commit group holds `step` k-slices; `groups - 1` groups are in flight while one
         // is multiplied. Slices past k are zero-filled, so a last partial step adds zeros.
         let step = tile.step;
         let groups = stages / step;
+        let pending = cg.cx.i32_type().const_int((groups - 2) as u64, false);
+        let wait_for_slice = |cg: &mut Cg<'ctx>| -> Gen<()> {
+            cg.call_void("llvm.nvvm.cp.async.wait.group", &[pending.into()])?;
+            cg.barrier()
+        };
         for s in 0..(groups - 1) * step {
             p.load_stage(cg, unit, (m0, n0), cg.c(s), cg.c(s))?;
             if s % step == step - 1 {
                 cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
             }
         }
-        let state = cg.fold_range(
-            cg.c(0),
-            k_tiles,
-            cg.c(step),
-            vec![zero; frags + sums],
-            |cg, kt, mut state| {
-                let pending = cg.cx.i32_type().const_int((groups - 2) as u64, false);
-                cg.call_void("llvm.nvvm.cp.async.wait.group", &[pending.into()])?;
-                cg.barrier()?;
-                for s in 0..step {
-                    let next = cg.add(kt, cg.c((groups - 1) * step + s))?;
-                    p.load_stage(cg, unit, (m0, n0), cg.rem(next, cg.c(stages))?, next)?;
+        // With `carry_fragments`, each iteration's first k-step fragments are loaded by the
+        // one before, after its barrier and before its last products issue, so the tensor
+        // cores stay busy across the barrier.
+        let mut init = vec![zero; frags + sums];
+        let first = if tile.carry_fragments {
+            wait_for_slice(cg)?;
+            let first = p.fragments(cg, cg.c(0), 0, warp, lane)?;
+            init.extend(first.flatten());
+            Some(first)
+        } else {
+            None
+        };
+        let state = cg.fold_range(cg.c(0), k_tiles, cg.c(step), init, |cg, kt, mut state| {
+            let carried = state.split_off(frags + sums);
+            let mut sums = state.split_off(frags);
+            let mut acc = state;
+            if first.is_none() {
+                wait_for_slice(cg)?;
+            }
+            for s in 0..step {
+                let next = cg.add(kt, cg.c((groups - 1) * step + s))?;
+                p.load_stage(cg, unit, (m0, n0), cg.rem(next, cg.c(stages))?, next)?;
+            }
+            cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
+            // Each k-step's fragments are loaded before the previous step's products issue,
+            // so shared-memory latency hides behind tensor-core work.
+            let mut steps = Vec::with_capacity(step as usize * 2);
+            for s in 0..step {
+                let stage = cg.rem(cg.add(kt, cg.c(s))?, cg.c(stages))?;
+                steps.extend([(stage, 0), (stage, 1)]);
+            }
+            let mut current = match &first {
+                Some(like) => Fragments::unflatten(&carried, like),
+                None => p.fragments(cg, steps[0].0, steps[0].1, warp, lane)?,
+            };
+            for &(stage, ks) in &steps[1..] {
+                let next = p.fragments(cg, stage, ks, warp, lane)?;
+                (acc, sums) = p.multiply(cg, &current, (acc, sums), side)?;
+                current = next;
+            }
+            let following = match first {
+                Some(_) => {
+                    wait_for_slice(cg)?;
+                    let stage = cg.rem(cg.add(kt, cg.c(step))?, cg.c(stages))?;
+                    Some(p.fragments(cg, stage, 0, warp, lane)?)
                 }
-                cg.call_void("llvm.nvvm.cp.async.commit.group", &[])?;
-                let mut sums = state.split_off(frags);
-                let mut acc = state;
-                // Each k-step's fragments are loaded before the previous step's products
-                // issue, so shared-memory latency hides behind tensor-core work.
-                let mut steps = Vec::with_capacity(step as usize * 2);
-                for s in 0..step {
-                    let stage = cg.rem(cg.add(kt, cg.c(s))?, cg.c(stages))?;
-                    steps.extend([(stage, 0), (stage, 1)]);
-                }
-                let mut current = p.fragments(cg, steps[0].0, steps[0].1, warp, lane)?;
-                for i in 0..steps.len() {
-                    let next = match steps.get(i + 1) {
-                        Some(&(stage, ks)) => Some(p.fragments(cg, stage, ks, warp, lane)?),
-                        None => None,
-                    };
-                    (acc, sums) = p.multiply(cg, &current, (acc, sums), side)?;
-                    match next {
-                        Some(f) => current = f,
-                        None => break,
-                    }
-                }
-                acc.extend(sums);
-                Ok(acc)
-            },
-        )?;
+                None => None,
+            };
+            (acc, sums) = p.multiply(cg, &current, (acc, sums), side)?;
+            acc.extend(sums);
+            acc.extend(following.iter().flat_map(Fragments::flatten));
+            Ok(acc)
+        })?;
         // Empty the pipeline before the next unit's first copies reuse the stages.
         let none = cg.cx.i32_type().const_zero();
         cg.call_void("llvm.nvvm.cp.async.wait.group", &[none.into()])?;
@@ -1131,7 +1232,7 @@ pub fn tiled<'ctx>(
         let g = cg.div(lane, cg.c(4))?;
         let t2 = cg.mul(cg.rem(lane, cg.c(4))?, cg.c(2))?;
         let row0 = cg.add(m0, cg.add(cg.mul(warp.0, cg.c(tile.warp_m()))?, g)?)?;
-        let col0 = cg.add(n0, cg.add(cg.mul(warp.1, cg.c(WARP_N))?, t2)?)?;
+        let col0 = cg.add(n0, cg.add(cg.mul(warp.1, cg.c(tile.warp_n()))?, t2)?)?;
         for (i, v) in state[..frags].iter().enumerate() {
             let (frag, e) = (i / 4, i % 4);
             let (mi, ni) = (frag / per_row, frag % per_row);
@@ -1161,4 +1262,73 @@ pub fn tiled<'ctx>(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [Kind; 4] = [
+        Kind::Bf16,
+        Kind::F16,
+        Kind::Tf32,
+        Kind::Int8 {
+            a_signed: true,
+            b_signed: true,
+        },
+    ];
+
+    /// Every tile the table gives splits its copies evenly over the block's threads, its
+    /// warps' tiles into whole fragments, and fits the target's shared memory.
+    #[test]
+    fn every_tile_is_consistent() {
+        for sm in Sm::ALL {
+            for kind in KINDS {
+                for conv in [false, true] {
+                    for rows in [Some(16), Some(4096), None] {
+                        let tile = Tile::choose(sm, kind, conv, rows, Some(4096), Some(1));
+                        let threads = tile.threads();
+                        let what = format!("{sm} {kind:?} conv={conv} rows={rows:?}: {tile:?}");
+                        for tile_rows in [tile.block_m, tile.block_n] {
+                            assert_eq!(tile_rows * (ROW_BYTES / CHUNK) % threads, 0, "{what}");
+                        }
+                        let k_major_chunks = kind.block_k() * tile.block_n / kind.chunk_elems();
+                        assert_eq!(k_major_chunks % threads, 0, "{what}");
+                        assert_eq!(tile.warp_m() % 16, 0, "{what}");
+                        assert_eq!(tile.warp_n() % 16, 0, "{what}");
+                        assert_eq!(tile.stages % tile.step, 0, "{what}");
+                        assert!(tile.stages / tile.step >= 2, "{what}");
+                        let shared = tile.shared_bytes(kind) * tile.blocks_per_sm;
+                        assert!(shared <= sm.info().max_shared_per_block, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Large 16-bit products get 64x64 warp tiles; convolutions, small products and other
+    /// kinds keep eight warps of 64x32 or 32x32.
+    #[test]
+    fn warp_tiles_follow_the_kind_and_the_product() {
+        let tile =
+            |kind, conv, rows| Tile::choose(Sm::Sm90a, kind, conv, rows, Some(4096), Some(1));
+        let wide = tile(Kind::Bf16, false, Some(4096));
+        assert_eq!((wide.warp_m(), wide.warp_n()), (64, 64));
+        assert!(wide.carry_fragments);
+        for narrow in [
+            tile(Kind::Bf16, true, Some(4096)),
+            tile(Kind::Tf32, false, Some(4096)),
+        ] {
+            assert_eq!(
+                (narrow.warp_m(), narrow.warp_n(), narrow.threads()),
+                (64, 32, 256)
+            );
+            assert!(!narrow.carry_fragments);
+        }
+        let small = tile(Kind::Bf16, false, Some(64));
+        assert_eq!(
+            (small.block_m, small.warp_m(), small.warp_n()),
+            (64, 32, 32)
+        );
+    }
 }
