@@ -329,7 +329,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 let tile = mma::Tile::choose(
                     sm,
                     kind,
-                    true,
+                    false,
                     m_dim.as_const(),
                     pixels.as_const(),
                     units_dim.as_const(),

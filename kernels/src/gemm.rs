@@ -430,20 +430,10 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         cg.store(out_dtype, cg.buffer(0), q, v)
     };
     let tensor_cores = match req.target {
-        Target::Gpu(sm) => kind.map(|kind| {
-            let tile = mma::Tile::choose(
-                sm,
-                kind,
-                false,
-                m_dim.as_const(),
-                n_dim.as_const(),
-                units_dim.as_const(),
-            );
-            (kind, tile)
-        }),
+        Target::Gpu(sm) => kind.map(|kind| (kind, sm)),
         Target::Host => None,
     };
-    let (variant, launch) = if let Some((kind, tile)) = tensor_cores {
+    let (variant, launch) = if let Some((kind, sm)) = tensor_cores {
         let aligned = k_dim
             .as_const()
             .is_some_and(|k| k % kind.chunk_elems() == 0);
@@ -492,6 +482,14 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 }),
             k_contiguous: trans_b,
         };
+        let tile = mma::Tile::choose(
+            sm,
+            kind,
+            a_op.direct.is_some() && b_op.direct.is_some(),
+            m_dim.as_const(),
+            n_dim.as_const(),
+            units_dim.as_const(),
+        );
         let fix = correction(&cg, Some(kind), &a, &b)?;
         mma::tiled(
             &mut cg,

@@ -255,12 +255,13 @@ pub struct Tile {
 
 impl Tile {
     /// The tile for a product with `rows` output rows (when known) on `sm`: the target
-    /// table's depth, and 64-row tiles when 128-row ones would leave most SMs idle. A
-    /// convolution's (`conv`) patch addressing needs registers that four-warp tiles lack.
+    /// table's depth, and 64-row tiles when 128-row ones would leave most SMs idle.
+    /// `copied` says both operands are copied as stored (by `cp.async`, no gathering or
+    /// conversion in registers, which needs registers that four-warp tiles lack).
     pub fn choose(
         sm: Sm,
         kind: Kind,
-        conv: bool,
+        copied: bool,
         rows: Option<i64>,
         columns: Option<i64>,
         units: Option<i64>,
@@ -275,9 +276,10 @@ impl Tile {
         };
         let small = rows.is_some_and(|m| m <= 64)
             || blocks(128).is_some_and(|b| b < i64::from(info.sm_count));
-        // 16-bit products: four warps of 64x64 (fewer `ldmatrix` per `mma` than eight of
-        // 64x32), one k-slice per barrier; measured on an H200 (docs/codegen.md, Targets).
-        let wide_warps = !small && !conv && matches!(kind, Kind::Bf16 | Kind::F16);
+        // 16-bit products copied as stored: four warps of 64x64 (fewer `ldmatrix` per `mma`
+        // than eight of 64x32), one k-slice per barrier; measured on an H200
+        // (docs/codegen.md, Targets).
+        let wide_warps = !small && copied && matches!(kind, Kind::Bf16 | Kind::F16);
         Tile {
             block_m: if small { 64 } else { 128 },
             block_n,
@@ -1284,11 +1286,11 @@ mod tests {
     fn every_tile_is_consistent() {
         for sm in Sm::ALL {
             for kind in KINDS {
-                for conv in [false, true] {
+                for copied in [false, true] {
                     for rows in [Some(16), Some(4096), None] {
-                        let tile = Tile::choose(sm, kind, conv, rows, Some(4096), Some(1));
+                        let tile = Tile::choose(sm, kind, copied, rows, Some(4096), Some(1));
                         let threads = tile.threads();
-                        let what = format!("{sm} {kind:?} conv={conv} rows={rows:?}: {tile:?}");
+                        let what = format!("{sm} {kind:?} copied={copied} rows={rows:?}: {tile:?}");
                         for tile_rows in [tile.block_m, tile.block_n] {
                             assert_eq!(tile_rows * (ROW_BYTES / CHUNK) % threads, 0, "{what}");
                         }
@@ -1306,18 +1308,19 @@ mod tests {
         }
     }
 
-    /// Large 16-bit products get 64x64 warp tiles; convolutions, small products and other
-    /// kinds keep eight warps of 64x32 or 32x32.
+    /// Large 16-bit products with both operands copied get 64x64 warp tiles; others (a
+    /// convolution, an operand through registers), small products and other kinds keep
+    /// eight warps of 64x32 or 32x32.
     #[test]
     fn warp_tiles_follow_the_kind_and_the_product() {
         let tile =
-            |kind, conv, rows| Tile::choose(Sm::Sm90a, kind, conv, rows, Some(4096), Some(1));
-        let wide = tile(Kind::Bf16, false, Some(4096));
+            |kind, copied, rows| Tile::choose(Sm::Sm90a, kind, copied, rows, Some(4096), Some(1));
+        let wide = tile(Kind::Bf16, true, Some(4096));
         assert_eq!((wide.warp_m(), wide.warp_n()), (64, 64));
         assert!(wide.carry_fragments);
         for narrow in [
-            tile(Kind::Bf16, true, Some(4096)),
-            tile(Kind::Tf32, false, Some(4096)),
+            tile(Kind::Bf16, false, Some(4096)),
+            tile(Kind::Tf32, true, Some(4096)),
         ] {
             assert_eq!(
                 (narrow.warp_m(), narrow.warp_n(), narrow.threads()),
@@ -1325,7 +1328,7 @@ mod tests {
             );
             assert!(!narrow.carry_fragments);
         }
-        let small = tile(Kind::Bf16, false, Some(64));
+        let small = tile(Kind::Bf16, true, Some(64));
         assert_eq!(
             (small.block_m, small.warp_m(), small.warp_n()),
             (64, 32, 32)
