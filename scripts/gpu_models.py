@@ -44,18 +44,18 @@ def matmul(path, dtype, a, b):
          [info("a", dtype, a), info("b", dtype, b)], [info("c", dtype, out)])
 
 
-def conv(path, dtype, x, w, rng):
-    """A 3x3 convolution, padding 1, with constant weights and bias, then a Relu (opset 22:
-    BF16 convolutions)."""
-    np_type = ml_dtypes.bfloat16 if dtype == TensorProto.BFLOAT16 else np.float16
-    weights = (rng.standard_normal(w) / np.sqrt(np.prod(w[1:]))).astype(np_type)
-    bias = rng.standard_normal(w[0]).astype(np_type)
-    inits = [helper.make_tensor("w", dtype, w, weights.view(np.uint16).tobytes(), raw=True),
-             helper.make_tensor("bias", dtype, [w[0]], bias.view(np.uint16).tobytes(), raw=True)]
+def conv_bf16(path, x, w, rng):
+    """A BF16 3x3 convolution, padding 1, with constant weights and bias, then a Relu (opset
+    22: BF16 convolutions)."""
+    bf16 = TensorProto.BFLOAT16
+    weights = (rng.standard_normal(w) / np.sqrt(np.prod(w[1:]))).astype(ml_dtypes.bfloat16)
+    bias = rng.standard_normal(w[0]).astype(ml_dtypes.bfloat16)
+    inits = [helper.make_tensor("w", bf16, w, weights.view(np.uint16).tobytes(), raw=True),
+             helper.make_tensor("bias", bf16, [w[0]], bias.view(np.uint16).tobytes(), raw=True)]
     nodes = [helper.make_node("Conv", ["x", "w", "bias"], ["z"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["z"], ["y"])]
     out = [x[0], w[0]] + list(x[2:])
-    save(path, nodes, [info("x", dtype, x)], [info("y", dtype, out)], inits, opset=22)
+    save(path, nodes, [info("x", bf16, x)], [info("y", bf16, out)], inits, opset=22)
 
 
 def fp8_gemm(path, m, k, n, rng):
@@ -97,7 +97,7 @@ def main():
     # Many blocks, every dim ragged.
     matmul(check("bmm_bf16_large"), bf16, [4, 520, 200], [4, 200, 2056])
     matmul(check("bmm_f32_large"), f32, [4, 520, 200], [4, 200, 2056])
-    conv(check("conv_bf16_large"), bf16, [4, 64, 62, 62], [256, 64, 3, 3], rng)
+    conv_bf16(check("conv_bf16_large"), [4, 64, 62, 62], [256, 64, 3, 3], rng)
     fp8_gemm(check("gemm_fp8_odd"), 70, 160, 90, rng)
     # Wide enough that the activation is quantized by its own kernel; K aligned and not.
     fp8_gemm(check("gemm_fp8_wide"), 70, 160, 300, rng)

@@ -89,8 +89,6 @@ impl<'ctx> Cg<'ctx> {
         let func = module.add_function(name, cx.void_type().fn_type(&params, false), None);
         if matches!(target, Target::Gpu(_)) {
             func.set_call_conventions(PTX_KERNEL_CC);
-            let attr = cx.create_string_attribute("nvvm.maxntid", &max_threads.to_string());
-            func.add_attribute(inkwell::attributes::AttributeLoc::Function, attr);
         }
         for i in 0..buffers {
             let noalias = cx.create_enum_attribute(
@@ -102,7 +100,7 @@ impl<'ctx> Cg<'ctx> {
         let b = cx.create_builder();
         let entry = cx.append_basic_block(func, "entry");
         b.position_at_end(entry);
-        Cg {
+        let cg = Cg {
             cx,
             module,
             b,
@@ -112,7 +110,9 @@ impl<'ctx> Cg<'ctx> {
             symbols: symbols.to_vec(),
             shared_count: 0,
             reduce_scratch: None,
-        }
+        };
+        cg.max_threads_per_block(max_threads);
+        cg
     }
 
     /// Asks `ptxas` to fit `blocks` blocks on each multiprocessor (it caps the registers per
@@ -127,8 +127,9 @@ impl<'ctx> Cg<'ctx> {
         }
     }
 
-    /// Declares the most threads a block of this kernel is launched with (`.maxntid`), which
-    /// with [`Cg::min_blocks_per_sm`] bounds the registers a thread may use.
+    /// Declares the most threads a block of this kernel is launched with (`.maxntid`,
+    /// replacing what [`Cg::new`] declared), which with [`Cg::min_blocks_per_sm`] bounds the
+    /// registers a thread may use; no effect on the host.
     pub fn max_threads_per_block(&self, threads: u32) {
         if matches!(self.target, Target::Gpu(_)) {
             self.func.remove_string_attribute(

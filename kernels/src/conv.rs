@@ -397,11 +397,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             )?;
             let grid = units_dim
                 * m_dim.ceil_div(&Dim::known(tile.block_m))
-                * pixels.ceil_div(&Dim::known(tile.block_n));
+                * pixels.ceil_div(&Dim::known(tile.block_n()));
             (
                 format!("implicit-gemm{layout} {}", tile.describe(kind)),
                 grid,
-                tile.threads() as u32,
+                tile.threads(),
                 (0, tile.shared_bytes(kind)),
             )
         } else {

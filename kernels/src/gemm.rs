@@ -503,10 +503,10 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
             &store,
         )?;
         let tiles =
-            m_dim.ceil_div(&Dim::known(tile.block_m)) * n_dim.ceil_div(&Dim::known(tile.block_n));
+            m_dim.ceil_div(&Dim::known(tile.block_m)) * n_dim.ceil_div(&Dim::known(tile.block_n()));
         let launch = Launch {
             grid: units_dim * tiles,
-            block: tile.threads() as u32,
+            block: tile.threads(),
             shared_bytes: 0,
             dynamic_shared_bytes: tile.shared_bytes(kind),
         };

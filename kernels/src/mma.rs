@@ -31,6 +31,13 @@ use sparkc_ir::DType;
 const ROW_BYTES: i64 = 64;
 /// Bytes of one `cp.async` copy and one `ldmatrix` row.
 const CHUNK: i64 = 16;
+/// Block tile columns.
+const BLOCK_N: i64 = 128;
+/// Warps along M.
+const WARPS_M: i64 = 2;
+/// Blocks `ptxas` is asked to fit on one multiprocessor (which caps registers a thread): one
+/// block's barrier waits hide behind the other's work.
+const BLOCKS_PER_SM: u32 = 2;
 
 /// The element type the tensor cores multiply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,21 +243,12 @@ impl Kind {
 pub struct Tile {
     /// Block tile rows: 128, or 64 when M is small.
     pub block_m: i64,
-    /// Block tile columns.
-    pub block_n: i64,
-    /// Warps along M.
-    pub warps_m: i64,
-    /// Warps along N.
+    /// Warps along N: four, or two (warp tiles of 64x64) for large 16-bit products.
     pub warps_n: i64,
     /// k-slices in flight.
     pub stages: i64,
     /// k-slices multiplied between two barriers (a divisor of `stages`).
     pub step: i64,
-    /// Blocks `ptxas` is asked to fit on one multiprocessor (which caps registers a thread).
-    pub blocks_per_sm: u32,
-    /// Each iteration's first fragments are loaded before the previous one's last products
-    /// (registers for a second set of fragments across the barrier).
-    pub carry_fragments: bool,
 }
 
 impl Tile {
@@ -267,10 +265,9 @@ impl Tile {
         units: Option<i64>,
     ) -> Tile {
         let info = sm.info();
-        let block_n = 128;
         let blocks = |bm: i64| match (rows, columns, units) {
             (Some(m), Some(n), Some(u)) => {
-                Some(u * ((m + bm - 1) / bm) * ((n + block_n - 1) / block_n))
+                Some(u * ((m + bm - 1) / bm) * ((n + BLOCK_N - 1) / BLOCK_N))
             }
             _ => None,
         };
@@ -282,8 +279,6 @@ impl Tile {
         let wide_warps = !small && copied && matches!(kind, Kind::Bf16 | Kind::F16);
         Tile {
             block_m: if small { 64 } else { 128 },
-            block_n,
-            warps_m: 2,
             warps_n: if wide_warps { 2 } else { 4 },
             stages: i64::from(info.mma_stages),
             step: if wide_warps {
@@ -291,29 +286,39 @@ impl Tile {
             } else {
                 i64::from(info.mma_step())
             },
-            blocks_per_sm: 2,
-            carry_fragments: wide_warps,
         }
     }
 
+    /// Block tile columns.
+    pub fn block_n(self) -> i64 {
+        BLOCK_N
+    }
+
     /// Threads per block.
-    pub fn threads(self) -> i64 {
-        self.warps_m * self.warps_n * 32
+    pub fn threads(self) -> u32 {
+        (WARPS_M * self.warps_n * 32) as u32
     }
 
     /// Output rows of one warp's tile.
     fn warp_m(self) -> i64 {
-        self.block_m / self.warps_m
+        self.block_m / WARPS_M
     }
 
     /// Output columns of one warp's tile.
     fn warp_n(self) -> i64 {
-        self.block_n / self.warps_n
+        BLOCK_N / self.warps_n
+    }
+
+    /// True when each iteration's first fragments are loaded before the previous one's last
+    /// products: the four-warp layout, whose 255 registers a thread hold a second set of
+    /// fragments across the barrier.
+    pub fn carry_fragments(self) -> bool {
+        self.warps_n == 2
     }
 
     /// Dynamic shared memory of the pipeline for `kind`, in bytes.
     pub fn shared_bytes(self, kind: Kind) -> u32 {
-        (self.stages * (self.block_m + self.block_n) * (ROW_BYTES + kind.scale_row_bytes())) as u32
+        (self.stages * (self.block_m + BLOCK_N) * (ROW_BYTES + kind.scale_row_bytes())) as u32
     }
 
     /// The variant name `--dump kernels` shows.
@@ -327,10 +332,10 @@ impl Tile {
             "mma.{} {}x{}x{} {}-stage{per_barrier}, {} warps of {}x{}",
             kind.name(),
             self.block_m,
-            self.block_n,
+            BLOCK_N,
             kind.block_k(),
             self.stages,
-            self.warps_m * self.warps_n,
+            WARPS_M * self.warps_n,
             self.warp_m(),
             self.warp_n(),
         )
@@ -463,12 +468,12 @@ struct Pipeline<'a, 'ctx> {
 
 impl<'ctx> Pipeline<'_, 'ctx> {
     fn stage_bytes(&self) -> i64 {
-        (self.tile.block_m + self.tile.block_n) * (ROW_BYTES + self.kind.scale_row_bytes())
+        (self.tile.block_m + BLOCK_N) * (ROW_BYTES + self.kind.scale_row_bytes())
     }
 
     /// Byte offset, within a stage, of A's (`Side::A`) or B's block scales.
     fn scales_at(&self, side: Side) -> i64 {
-        let tiles = (self.tile.block_m + self.tile.block_n) * ROW_BYTES;
+        let tiles = (self.tile.block_m + BLOCK_N) * ROW_BYTES;
         match side {
             Side::A => tiles,
             Side::B => tiles + self.tile.block_m * self.kind.scale_row_bytes(),
@@ -529,7 +534,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         let at = cg.add(
             base,
             cg.add(
-                cg.mul(krow, cg.c(self.tile.block_n * self.kind.bits() / 8))?,
+                cg.mul(krow, cg.c(BLOCK_N * self.kind.bits() / 8))?,
                 cg.mul(chunk, cg.c(CHUNK))?,
             )?,
         )?;
@@ -550,9 +555,9 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         base: IntValue<'ctx>,
         k0: IntValue<'ctx>,
     ) -> Gen<()> {
-        let chunks_per_row = self.tile.block_n / self.kind.chunk_elems();
-        for i in 0..self.kind.block_k() * chunks_per_row / self.tile.threads() {
-            let c = cg.add(self.tid, cg.c(i * self.tile.threads()))?;
+        let chunks_per_row = BLOCK_N / self.kind.chunk_elems();
+        for i in 0..self.kind.block_k() * chunks_per_row / i64::from(self.tile.threads()) {
+            let c = cg.add(self.tid, cg.c(i * i64::from(self.tile.threads())))?;
             let (krow, nc) = (
                 cg.div(c, cg.c(chunks_per_row))?,
                 cg.rem(c, cg.c(chunks_per_row))?,
@@ -593,13 +598,13 @@ impl<'ctx> Pipeline<'_, 'ctx> {
                     self.b,
                     self.n,
                     origin.1,
-                    self.tile.block_n,
+                    BLOCK_N,
                     cg.add(stage_base, cg.c(self.tile.block_m * ROW_BYTES))?,
                 ),
             };
             let chunks_per_row = ROW_BYTES / CHUNK;
-            for i in 0..tile_rows * chunks_per_row / self.tile.threads() {
-                let c = cg.add(self.tid, cg.c(i * self.tile.threads()))?;
+            for i in 0..tile_rows * chunks_per_row / i64::from(self.tile.threads()) {
+                let c = cg.add(self.tid, cg.c(i * i64::from(self.tile.threads())))?;
                 let (row, kc) = if op.k_contiguous {
                     (
                         cg.div(c, cg.c(chunks_per_row))?,
@@ -723,7 +728,7 @@ impl<'ctx> Pipeline<'_, 'ctx> {
         // A copy of zero bytes reads nothing, so its address may lie outside the buffer. Left
         // unclamped, addresses advance by a constant each k-slice, with no arithmetic per
         // copy; that was measured faster with `carry_fragments` and slower without it.
-        let unclamped = self.tile.carry_fragments;
+        let unclamped = self.tile.carry_fragments();
         let at = if unclamped {
             at
         } else {
@@ -1109,10 +1114,8 @@ pub fn tiled<'ctx>(
             kind.name()
         )));
     }
-    // With two or more blocks per multiprocessor, one block's barrier waits hide behind
-    // another's work.
-    cg.min_blocks_per_sm(tile.blocks_per_sm);
-    cg.max_threads_per_block(tile.threads() as u32);
+    cg.min_blocks_per_sm(BLOCKS_PER_SM);
+    cg.max_threads_per_block(tile.threads());
     let smem = cg.dynamic_shared()?;
     let tid = cg.tid()?;
     let p = Pipeline {
@@ -1134,7 +1137,7 @@ pub fn tiled<'ctx>(
     );
     let block_m = tile.block_m;
     let tiles_m = cg.div(cg.add(m, cg.c(block_m - 1))?, cg.c(block_m))?;
-    let tiles_n = cg.div(cg.add(n, cg.c(tile.block_n - 1))?, cg.c(tile.block_n))?;
+    let tiles_n = cg.div(cg.add(n, cg.c(BLOCK_N - 1))?, cg.c(BLOCK_N))?;
     let per_unit = cg.mul(tiles_m, tiles_n)?;
     let work = cg.mul(units, per_unit)?;
     let block_k = kind.block_k();
@@ -1158,7 +1161,7 @@ pub fn tiled<'ctx>(
         let unit = cg.div(w, per_unit)?;
         let t = cg.rem(w, per_unit)?;
         let m0 = cg.mul(cg.div(t, tiles_n)?, cg.c(block_m))?;
-        let n0 = cg.mul(cg.rem(t, tiles_n)?, cg.c(tile.block_n))?;
+        let n0 = cg.mul(cg.rem(t, tiles_n)?, cg.c(BLOCK_N))?;
         // Each commit group holds `step` k-slices; `groups - 1` groups are in flight while one
         // is multiplied. Slices past k are zero-filled, so a last partial step adds zeros.
         let step = tile.step;
@@ -1178,7 +1181,7 @@ pub fn tiled<'ctx>(
         // one before, after its barrier and before its last products issue, so the tensor
         // cores stay busy across the barrier.
         let mut init = vec![zero; frags + sums];
-        let first = if tile.carry_fragments {
+        let first = if tile.carry_fragments() {
             wait_for_slice(cg)?;
             let first = p.fragments(cg, cg.c(0), 0, warp, lane)?;
             init.extend(first.flatten());
@@ -1289,18 +1292,18 @@ mod tests {
                 for copied in [false, true] {
                     for rows in [Some(16), Some(4096), None] {
                         let tile = Tile::choose(sm, kind, copied, rows, Some(4096), Some(1));
-                        let threads = tile.threads();
+                        let threads = i64::from(tile.threads());
                         let what = format!("{sm} {kind:?} copied={copied} rows={rows:?}: {tile:?}");
-                        for tile_rows in [tile.block_m, tile.block_n] {
+                        for tile_rows in [tile.block_m, BLOCK_N] {
                             assert_eq!(tile_rows * (ROW_BYTES / CHUNK) % threads, 0, "{what}");
                         }
-                        let k_major_chunks = kind.block_k() * tile.block_n / kind.chunk_elems();
+                        let k_major_chunks = kind.block_k() * BLOCK_N / kind.chunk_elems();
                         assert_eq!(k_major_chunks % threads, 0, "{what}");
                         assert_eq!(tile.warp_m() % 16, 0, "{what}");
                         assert_eq!(tile.warp_n() % 16, 0, "{what}");
                         assert_eq!(tile.stages % tile.step, 0, "{what}");
                         assert!(tile.stages / tile.step >= 2, "{what}");
-                        let shared = tile.shared_bytes(kind) * tile.blocks_per_sm;
+                        let shared = tile.shared_bytes(kind) * BLOCKS_PER_SM;
                         assert!(shared <= sm.info().max_shared_per_block, "{what}");
                     }
                 }
@@ -1317,7 +1320,7 @@ mod tests {
             |kind, copied, rows| Tile::choose(Sm::Sm90a, kind, copied, rows, Some(4096), Some(1));
         let wide = tile(Kind::Bf16, true, Some(4096));
         assert_eq!((wide.warp_m(), wide.warp_n()), (64, 64));
-        assert!(wide.carry_fragments);
+        assert!(wide.carry_fragments());
         for narrow in [
             tile(Kind::Bf16, false, Some(4096)),
             tile(Kind::Tf32, true, Some(4096)),
@@ -1326,7 +1329,7 @@ mod tests {
                 (narrow.warp_m(), narrow.warp_n(), narrow.threads()),
                 (64, 32, 256)
             );
-            assert!(!narrow.carry_fragments);
+            assert!(!narrow.carry_fragments());
         }
         let small = tile(Kind::Bf16, true, Some(64));
         assert_eq!(
