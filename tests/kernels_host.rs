@@ -219,9 +219,12 @@ fn run_kernel(
                     want.len()
                 ));
             }
+            // `exact`: the same value and sign (codes of narrow types compared as their values).
+            let exact = meta["exact"].as_bool() == Some(true);
             for (i, (&x, &y)) in actual.iter().zip(&want).enumerate() {
-                let ok =
-                    (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * y.abs();
+                let ok = (x.is_nan() && y.is_nan())
+                    || (x == y && x.is_sign_negative() == y.is_sign_negative())
+                    || (!exact && (x - y).abs() <= atol + rtol * y.abs());
                 if !ok {
                     return Err(format!("output {j} element {i}: got {x}, expected {y}"));
                 }
@@ -396,10 +399,10 @@ fn host_kernels_match_onnx_node_tests() {
     let expected = [
         ("Attention", 95),
         ("Conv", 17),
-        ("Elementwise", 300),
+        ("Elementwise", 388),
         ("Gemm", 15),
         ("Movement", 179),
-        ("Quantization", 12),
+        ("Quantization", 14),
         ("Reduction", 127),
     ];
     let run: Vec<(&str, usize)> = per_family
@@ -703,6 +706,89 @@ fn scatter_kernels_match_the_cpu_executor() {
     }
 }
 
+/// Casts to and from the narrow types — every code of each FP8, FP4, E8M0 and 2- and 4-bit
+/// type decoded; f32 values of every exponent with fractions at and around each rounding
+/// point, NaN, infinities and subnormals encoded, saturating or not, E8M0 by each rounding
+/// mode; integers wrapped to sub-byte ones; odd lengths, so a packed last byte is partial — on
+/// host kernels against the CPU executor, value for value and sign for sign.
+#[test]
+fn narrow_cast_kernels_match_the_cpu_executor() {
+    let narrow = [
+        DType::F8E4M3FN,
+        DType::F8E4M3FNUZ,
+        DType::F8E5M2,
+        DType::F8E5M2FNUZ,
+        DType::F8E8M0,
+        DType::F4E2M1,
+        DType::I4,
+        DType::U4,
+        DType::I2,
+        DType::U2,
+    ];
+    // Every sign and exponent with the top ten fraction bits, each with no, low, middle and all
+    // lower bits: values at, just past and between every format's rounding points.
+    let mut values: Vec<f32> = (0..1u32 << 19)
+        .step_by(3)
+        .flat_map(|high| {
+            [0u32, 1, 0x800, 0x1FFF].map(move |low| f32::from_bits((high << 13) | low))
+        })
+        .collect();
+    values.extend([
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+    ]);
+    let floats = Array::f32(vec![values.len()], values);
+    let integers = Array::i64(vec![41], (-20..=20).map(|v| v * 3).collect());
+    let cast = |to, saturate, round_mode: &str| Op::Cast {
+        to,
+        saturate,
+        round_mode: round_mode.into(),
+    };
+    let exact = serde_json::json!({ "exact": true });
+    let check = |op: Op, x: &Array| {
+        let what = format!("{op:?} from {}", x.dtype());
+        matches_the_cpu_executor_meta(op, &[Some(x.clone())], &[], &exact)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    };
+    let mut checked = 0;
+    for &dtype in &narrow {
+        // Every code, and once more the first, for an odd count.
+        let codes = 1u16 << dtype.bits().min(8);
+        let mut all: Vec<u8> = (0..codes).map(|c| c as u8).collect();
+        all.push(0);
+        let coded = Array::new(vec![all.len()], sparkc_cpu::Data::Bits(dtype, all));
+        for to in [DType::F32, DType::I32, DType::F8E5M2, DType::I4] {
+            // Not float codes to integers: their NaNs have no integer (ONNX leaves it undefined).
+            if to != dtype && (to.is_float() || !dtype.is_float()) {
+                check(cast(to, true, "up"), &coded);
+                checked += 1;
+            }
+        }
+        let saturations: &[bool] = if dtype.is_float() {
+            &[true, false]
+        } else {
+            &[true]
+        };
+        let modes: &[&str] = if dtype == DType::F8E8M0 {
+            &["up", "down", "nearest"]
+        } else {
+            &["up"]
+        };
+        for &saturate in saturations {
+            for &mode in modes {
+                check(cast(dtype, saturate, mode), &floats);
+                check(cast(dtype, saturate, mode), &integers);
+                checked += 2;
+            }
+        }
+    }
+    println!("host kernels, Cast: {checked} casts to and from narrow types match the CPU executor");
+}
+
 /// `n` values in [-2, 2], varied by `seed`.
 fn ramp(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
@@ -723,6 +809,17 @@ fn matches_the_cpu_executor_with(
     op: Op,
     arrays: &[Option<Array>],
     consts: &[usize],
+) -> Result<(), String> {
+    matches_the_cpu_executor_meta(op, arrays, consts, &serde_json::json!({}))
+}
+
+/// [`matches_the_cpu_executor_with`], compared as a node test's `meta` says (tolerances, or
+/// `exact`).
+fn matches_the_cpu_executor_meta(
+    op: Op,
+    arrays: &[Option<Array>],
+    consts: &[usize],
+    meta: &serde_json::Value,
 ) -> Result<(), String> {
     let mut graph = Graph::new("single");
     let mut inputs = BTreeMap::new();
@@ -760,8 +857,7 @@ fn matches_the_cpu_executor_with(
         return Err("a non-tensor output".into());
     };
     let case = Ok((inputs, vec![y.clone()]));
-    let (_, result) =
-        run_kernel(&graph, id, &case, &serde_json::json!({})).ok_or("no host kernel")?;
+    let (_, result) = run_kernel(&graph, id, &case, meta).ok_or("no host kernel")?;
     result
 }
 

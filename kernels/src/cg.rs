@@ -6,6 +6,7 @@
 //! kernel asks for, and on the host ([`Target::Host`]) with one thread in one block, which is how
 //! the tests run generated IR against the CPU reference without a GPU.
 
+use crate::narrow;
 use crate::target::Target;
 use crate::KernelError;
 use inkwell::builder::Builder;
@@ -453,6 +454,8 @@ impl<'ctx> Cg<'ctx> {
             DType::I32 | DType::U32 => self.cx.i32_type().into(),
             DType::I16 | DType::U16 => self.cx.i16_type().into(),
             DType::I8 | DType::U8 | DType::Bool => self.cx.i8_type().into(),
+            // Codes, decoded and encoded by `load` and `store`.
+            d if narrow::is_minifloat(d) && !narrow::is_packed(d) => self.cx.i8_type().into(),
             other => {
                 return Err(KernelError::Unsupported(format!(
                     "{} tensors have no GPU kernels yet",
@@ -513,6 +516,10 @@ impl<'ctx> Cg<'ctx> {
         base: PointerValue<'ctx>,
         index: IntValue<'ctx>,
     ) -> Gen<Val<'ctx>> {
+        if narrow::is_packed(dtype) {
+            let code = narrow::load_packed_code(self, dtype, base, index)?;
+            return narrow::widen_code(self, dtype, code);
+        }
         let ty = self.storage_type(dtype)?;
         let ptr = self.gep(dtype, base, index)?;
         let raw = self.b.build_load(ty, ptr, "")?;
@@ -524,6 +531,12 @@ impl<'ctx> Cg<'ctx> {
         Ok(match dtype {
             DType::F32 => Val::F(raw.into_float_value()),
             DType::BF16 if self.target == Target::Host => Val::F(self.bf16_to_f32(raw)?),
+            d if narrow::is_minifloat(d) => {
+                let code = self
+                    .b
+                    .build_int_z_extend(raw.into_int_value(), self.i64t(), "")?;
+                Val::F(narrow::decode_minifloat(self, d, code)?)
+            }
             DType::F16 | DType::BF16 => Val::F(self.b.build_float_ext(
                 raw.into_float_value(),
                 self.f32t(),
@@ -593,7 +606,21 @@ impl<'ctx> Cg<'ctx> {
 
     /// A compute value converted to the storage type of `dtype`.
     pub fn narrow(&self, dtype: DType, value: Val<'ctx>) -> Gen<BasicValueEnum<'ctx>> {
+        if narrow::is_packed(dtype) {
+            return Err(KernelError::Unsupported(format!(
+                "{dtype} elements are packed {} to a byte, and this kernel writes one element a \
+                 thread",
+                narrow::per_byte(dtype)
+            )));
+        }
         let ty = self.storage_type(dtype)?;
+        if narrow::is_minifloat(dtype) {
+            let code = narrow::store_code(self, dtype, value)?;
+            return Ok(self
+                .b
+                .build_int_truncate(code, ty.into_int_type(), "")?
+                .into());
+        }
         Ok(match (dtype.is_float(), value) {
             (true, Val::F(f)) if dtype == DType::F32 => f.into(),
             (true, Val::F(f)) if dtype == DType::BF16 && self.target == Target::Host => {

@@ -5,6 +5,7 @@
 
 use crate::cg::{Cg, Gen, Val};
 use crate::expr::eval_body;
+use crate::narrow;
 use crate::{Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
 use sparkc_ir::{BodyNode, DType, Dim, Op, Operand};
@@ -199,8 +200,8 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
     } else {
         cg.c(0)
     };
-    // The scalar loop: everything, or the tail after the vector loop.
-    cg.for_each_thread_item(start, n, |cg, idx| {
+    // Output element `idx`, computed.
+    let value_at = |cg: &Cg<'ctx>, idx| -> Gen<Val<'ctx>> {
         let offsets = offsets(cg, &lay, idx)?;
         let mut inputs = Vec::with_capacity(lay.inputs.len());
         for (slot, off) in offsets.iter().enumerate() {
@@ -209,16 +210,32 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
                 None => None,
             });
         }
-        let v = eval_body(cg, body, |i| {
+        eval_body(cg, body, |i| {
             inputs
                 .get(i)
                 .copied()
                 .flatten()
                 .ok_or_else(|| KernelError::Unsupported(format!("input {i} is missing")))
+        })
+    };
+    let out_buffer = cg.buffer(0);
+    if narrow::is_packed(out.dtype) {
+        narrow::store_packed(&mut cg, out.dtype, out_buffer, n, |cg, idx| {
+            let v = value_at(cg, idx)?;
+            narrow::store_code(cg, out.dtype, v)
         })?;
-        cg.store(out.dtype, cg.buffer(0), idx, v)
-    })?;
-    let per_block = if vectorize { 4 * BLOCK } else { BLOCK } as i64;
+    } else {
+        // The scalar loop: everything, or the tail after the vector loop.
+        cg.for_each_thread_item(start, n, |cg, idx| {
+            let v = value_at(cg, idx)?;
+            cg.store(out.dtype, out_buffer, idx, v)
+        })?;
+    }
+    let per_block = if vectorize {
+        4 * i64::from(BLOCK)
+    } else {
+        narrow::per_byte(out.dtype) * i64::from(BLOCK)
+    };
     let launch = Launch {
         grid: out.numel().ceil_div(&Dim::known(per_block)),
         block: BLOCK,
@@ -226,7 +243,13 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request, body: &[BodyNode]) -> Ge
         dynamic_shared_bytes: 0,
     };
     let covers = body.iter().map(|n| n.op.name()).collect();
-    let variant = if vectorize { "vec4" } else { "scalar" };
+    let variant = if vectorize {
+        "vec4"
+    } else if narrow::is_packed(out.dtype) {
+        "packed"
+    } else {
+        "scalar"
+    };
     let info = req.describe(Family::Elementwise, variant, covers, launch);
     Ok(Generated {
         info,

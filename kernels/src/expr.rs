@@ -2,9 +2,11 @@
 //! (elementwise kernels, GEMM and convolution epilogues, normalization consumers).
 
 use crate::cg::{Cg, Gen, Val};
+use crate::narrow;
 use crate::KernelError;
 use inkwell::values::FloatValue;
 use inkwell::{FloatPredicate, IntPredicate};
+use sparkc_ir::formats::Rounding;
 use sparkc_ir::op::{Binary, GeluApproximation, Unary, Variadic};
 use sparkc_ir::{BodyNode, DType, Op, Operand};
 
@@ -113,7 +115,11 @@ pub fn eval_op<'ctx>(cg: &Cg<'ctx>, op: &Op, args: &[Option<Val<'ctx>>]) -> Gen<
             }
             Ok(Val::F(acc))
         }
-        Op::Cast { to, .. } => cast(cg, arg(args, 0, op)?, *to),
+        Op::Cast {
+            to,
+            saturate,
+            round_mode,
+        } => cast(cg, arg(args, 0, op)?, *to, *saturate, round_mode),
         Op::QuantizeLinear {
             block_size: 0,
             output_dtype: Some(dtype),
@@ -142,9 +148,14 @@ pub fn eval_op<'ctx>(cg: &Cg<'ctx>, op: &Op, args: &[Option<Val<'ctx>>]) -> Gen<
                     cg.fmul(cg.itof(centered)?, arg(args, 1, op)?.float(cg)?)?,
                 ))
             }
-            Val::F(_) => Err(KernelError::Unsupported(
-                "dequantizing float codes in a fused body".into(),
-            )),
+            // FP8 and FP4 codes, already decoded (as is their zero point).
+            Val::F(code) => {
+                let centered = match args.get(2).copied().flatten() {
+                    Some(z) => cg.fsub(code, z.float(cg)?)?,
+                    None => code,
+                };
+                Ok(Val::F(cg.fmul(centered, arg(args, 1, op)?.float(cg)?)?))
+            }
         },
         other => Err(KernelError::Unsupported(format!(
             "{} is not an elementwise op",
@@ -160,7 +171,16 @@ fn truthy<'ctx>(cg: &Cg<'ctx>, v: Val<'ctx>) -> Gen<inkwell::values::IntValue<'c
     }
 }
 
-fn cast<'ctx>(cg: &Cg<'ctx>, v: Val<'ctx>, to: DType) -> Gen<Val<'ctx>> {
+/// `v` converted to `to` as ONNX's `Cast` converts, as the compute value the stored result
+/// holds: FP8 and FP4 targets round (and saturate, or not) as the CPU executor does, E8M0 by
+/// `round_mode` (`up`, the default, `down` or `nearest`).
+fn cast<'ctx>(
+    cg: &Cg<'ctx>,
+    v: Val<'ctx>,
+    to: DType,
+    saturate: bool,
+    round_mode: &str,
+) -> Gen<Val<'ctx>> {
     if to == DType::Bool {
         let t = truthy(cg, v)?;
         return Ok(Val::I(cg.b.build_int_z_extend(t, cg.i64t(), "")?));
@@ -173,9 +193,20 @@ fn cast<'ctx>(cg: &Cg<'ctx>, v: Val<'ctx>, to: DType) -> Gen<Val<'ctx>> {
                 let stored = cg.narrow(to, Val::F(f))?;
                 cg.widen(to, stored)?.float(cg)?
             }
+            d if narrow::is_minifloat(d) => {
+                let rounding = match round_mode {
+                    "down" => Rounding::Down,
+                    "nearest" => Rounding::Nearest,
+                    _ => Rounding::Up,
+                };
+                narrow::round_to_minifloat(cg, d, f, saturate, rounding)?
+            }
             _ => f,
         };
         return Ok(Val::F(f));
+    }
+    if narrow::is_packed(to) {
+        return Ok(Val::I(narrow::wrap_packed_int(cg, to, v)?));
     }
     let wide = match v {
         Val::F(f) => cg.b.build_float_to_signed_int(f, cg.i64t(), "")?,

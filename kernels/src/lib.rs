@@ -22,6 +22,7 @@ pub mod host;
 mod math;
 pub mod mma;
 pub mod movement;
+mod narrow;
 pub(crate) mod operand;
 pub mod plan;
 pub mod quant;

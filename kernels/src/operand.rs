@@ -11,10 +11,8 @@
 
 use crate::cg::{Cg, Gen};
 use crate::expr::is_scalar_op;
-use crate::quant::{
-    encode_int, encode_minifloat, encode_saturated, is_minifloat, BlockScale, BlockTables, Codes,
-    ScaleIndex,
-};
+use crate::narrow::{encode_minifloat, is_minifloat};
+use crate::quant::{encode_int, encode_saturated, BlockScale, BlockTables, Codes, ScaleIndex};
 use crate::reduce::Reader;
 use crate::{resolve_axis, KernelError, Request, TensorSig};
 use inkwell::values::{FloatValue, IntValue, PointerValue};

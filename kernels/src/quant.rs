@@ -10,12 +10,13 @@
 
 use crate::cg::{Cg, Gen, Val};
 use crate::movement::{coords, linear};
+use crate::narrow::{encode_minifloat, is_minifloat, is_packed, load_packed_code, store_packed};
 use crate::target::{Sm, Target};
 use crate::{resolve_axis, Family, Generated, KernelError, Launch, Request, TensorSig};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
-use sparkc_ir::formats::{decode, encode, int_range, max_finite, BlockFormat, Rounding};
+use sparkc_ir::formats::{decode, int_range, BlockFormat};
 use sparkc_ir::{DType, Dim, Op};
 
 const BLOCK: u32 = 256;
@@ -195,16 +196,6 @@ fn generate_round<'ctx>(
     })
 }
 
-/// True for the types stored as bytes of codes that decode through a table.
-pub(crate) fn is_minifloat(dtype: DType) -> bool {
-    dtype.is_float() && dtype.bits() <= 8
-}
-
-/// True for the types packed two to a byte.
-fn is_packed(dtype: DType) -> bool {
-    dtype.bits() == 4
-}
-
 /// The integer range of a quantized integer type.
 fn int_limits(dtype: DType) -> Option<(i64, i64)> {
     Some(match dtype {
@@ -214,7 +205,7 @@ fn int_limits(dtype: DType) -> Option<(i64, i64)> {
         DType::I16 => (-32768, 32767),
         DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
         DType::U32 => (0, i64::from(u32::MAX)),
-        DType::I4 | DType::U4 => int_range(dtype),
+        DType::I4 | DType::U4 | DType::I2 | DType::U2 => int_range(dtype),
         _ => return None,
     })
 }
@@ -243,22 +234,12 @@ impl<'ctx> Codes<'ctx> {
         self.dtype
     }
 
-    /// The raw code of element `index` of a byte-coded buffer, as i64 in 0..256.
+    /// The raw code of element `index` of a byte-coded or packed buffer, as i64 in 0..256.
     pub(crate) fn code(&self, cg: &Cg<'ctx>, index: IntValue<'ctx>) -> Gen<IntValue<'ctx>> {
-        let i8t = cg.cx.i8_type();
         if is_packed(self.dtype) {
-            let byte = cg.load_raw(
-                i8t.into(),
-                self.base,
-                cg.b.build_right_shift(index, cg.c(1), false, "")?,
-            )?;
-            let byte =
-                cg.b.build_int_z_extend(byte.into_int_value(), cg.i64t(), "")?;
-            let shift = cg.mul(cg.b.build_and(index, cg.c(1), "")?, cg.c(4))?;
-            let nibble = cg.b.build_right_shift(byte, shift, false, "")?;
-            Ok(cg.b.build_and(nibble, cg.c(0xF), "")?)
+            load_packed_code(cg, self.dtype, self.base, index)
         } else {
-            let byte = cg.load_raw(i8t.into(), self.base, index)?;
+            let byte = cg.load_raw(cg.cx.i8_type().into(), self.base, index)?;
             Ok(cg
                 .b
                 .build_int_z_extend(byte.into_int_value(), cg.i64t(), "")?)
@@ -273,16 +254,7 @@ impl<'ctx> Codes<'ctx> {
                 .load_raw(cg.f32t().into(), table, code)?
                 .into_float_value());
         }
-        match self.dtype {
-            DType::I4 => {
-                let nibble = self.code(cg, index)?;
-                // Sign-extend the low four bits.
-                let wide = cg.b.build_left_shift(nibble, cg.c(60), "")?;
-                cg.itof(cg.b.build_right_shift(wide, cg.c(60), true, "")?)
-            }
-            DType::U4 => cg.itof(self.code(cg, index)?),
-            dtype => cg.load(dtype, self.base, index)?.float(cg),
-        }
+        cg.load(self.dtype, self.base, index)?.float(cg)
     }
 }
 
@@ -337,87 +309,6 @@ impl ScaleIndex {
         c[self.axis] = cg.div(c[self.axis], cg.c(self.block))?;
         linear(cg, &c, &self.scale_shape)
     }
-}
-
-/// The code nearest `x` in the minifloat `dtype` (as `formats::encode` rounds), as i64.
-pub(crate) fn encode_minifloat<'ctx>(
-    cg: &Cg<'ctx>,
-    dtype: DType,
-    x: FloatValue<'ctx>,
-    saturate: bool,
-) -> Gen<IntValue<'ctx>> {
-    let (mantissa_bits, exponent_bits) = match dtype {
-        DType::F8E4M3FN | DType::F8E4M3FNUZ => (3, 4),
-        DType::F8E5M2 | DType::F8E5M2FNUZ => (2, 5),
-        DType::F4E2M1 => (1, 2),
-        other => {
-            return Err(KernelError::Unsupported(format!(
-                "quantizing to {other} has no GPU kernel"
-            )))
-        }
-    };
-    let top = max_finite(dtype).unwrap_or(1.0);
-    // The codes the reference gives the special cases, read back from it.
-    let code = |v: f64, sat: bool| cg.c(i64::from(encode(dtype, v, sat, Rounding::Nearest)));
-    let max_code = code(top, true);
-    let sign_bit = cg.c(1 << (exponent_bits + mantissa_bits));
-    // The smallest normal exponent: the binade of the lowest code with a nonzero exponent.
-    let min_exponent = decode(dtype, 1 << mantissa_bits).log2().round() as i64;
-    let i32t = cg.cx.i32_type();
-    let bits = cg.b.build_bit_cast(x, i32t, "")?.into_int_value();
-    let bits = cg.b.build_int_z_extend(bits, cg.i64t(), "")?;
-    let negative = cg.b.build_right_shift(bits, cg.c(31), false, "")?;
-    let magnitude = cg.fcall1("llvm.fabs.f32", x)?;
-    let field = cg.b.build_and(
-        cg.b.build_right_shift(bits, cg.c(23), false, "")?,
-        cg.c(0xFF),
-        "",
-    )?;
-    let binade = cg.imax(cg.sub(field, cg.c(127))?, cg.c(min_exponent))?;
-    // quantum = 2^(binade - m), built from its exponent bits (always a normal f32 here).
-    let quantum_bits = cg.b.build_left_shift(
-        cg.add(cg.sub(binade, cg.c(mantissa_bits))?, cg.c(127))?,
-        cg.c(23),
-        "",
-    )?;
-    let quantum_bits = cg.b.build_int_truncate(quantum_bits, i32t, "")?;
-    let quantum =
-        cg.b.build_bit_cast(quantum_bits, cg.f32t(), "")?
-            .into_float_value();
-    let limit = cg.f(f64::from(2u32 << mantissa_bits) + 1.0);
-    let steps = cg.fmin(
-        cg.fcall1("llvm.rint.f32", cg.fdiv(magnitude, quantum)?)?,
-        limit,
-    )?;
-    let steps = cg.b.build_float_to_signed_int(steps, cg.i64t(), "")?;
-    let magnitude_code = cg.add(
-        cg.b.build_left_shift(cg.sub(binade, cg.c(min_exponent))?, cg.c(mantissa_bits), "")?,
-        steps,
-    )?;
-    let infinite = cg.fcmp(FloatPredicate::OEQ, magnitude, cg.f(f64::INFINITY))?;
-    let overflow = cg.b.build_or(
-        infinite,
-        cg.icmp(IntPredicate::SGT, magnitude_code, max_code)?,
-        "",
-    )?;
-    let sign = cg.mul(negative, sign_bit)?;
-    let saturated = cg.b.build_or(sign, max_code, "")?;
-    let overflowed = match (saturate, dtype) {
-        (true, _) | (_, DType::F4E2M1) => saturated,
-        (false, DType::F8E4M3FNUZ | DType::F8E5M2FNUZ) => code(f64::NAN, false),
-        (false, _) => cg.b.build_or(sign, code(f64::INFINITY, false), "")?,
-    };
-    let mut result = cg.b.build_or(sign, magnitude_code, "")?;
-    if matches!(dtype, DType::F8E4M3FNUZ | DType::F8E5M2FNUZ) {
-        // No negative zero: -0 is the NaN code.
-        let zero = cg.icmp(IntPredicate::EQ, magnitude_code, cg.c(0))?;
-        result = cg.select(zero, cg.c(0), result)?.into_int_value();
-    }
-    let result = cg.select(overflow, overflowed, result)?.into_int_value();
-    let nan = cg.fcmp(FloatPredicate::UNO, x, x)?;
-    Ok(cg
-        .select(nan, code(f64::NAN, saturate), result)?
-        .into_int_value())
 }
 
 /// The saturating code of `x` in the minifloat `dtype`, by the GPU's conversion instruction
@@ -559,20 +450,8 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             let code = |cg: &Cg<'ctx>, i: IntValue<'ctx>| code_of(cg, i, x_read.read(cg, i)?);
             let i8t = cg.cx.i8_type();
             if is_packed(out.dtype) {
-                // One thread per byte, so no two threads write the same one.
-                let bytes = cg.div(cg.add(n, cg.c(1))?, cg.c(2))?;
-                cg.for_each_thread_item(cg.c(0), bytes, |cg, b| {
-                    let first = cg.mul(b, cg.c(2))?;
-                    let low = code(cg, first)?;
-                    let second = cg.add(first, cg.c(1))?;
-                    let inside = cg.icmp(IntPredicate::SLT, second, n)?;
-                    let high = code(cg, cg.imin(second, cg.sub(n, cg.c(1))?)?)?;
-                    let high = cg.select(inside, high, cg.c(0))?.into_int_value();
-                    let byte =
-                        cg.b.build_or(low, cg.b.build_left_shift(high, cg.c(4), "")?, "")?;
-                    let byte = cg.b.build_int_truncate(byte, i8t, "")?;
-                    cg.store_raw(i8t.into(), cg.buffer(0), b, byte.into())
-                })?;
+                let out_buffer = cg.buffer(0);
+                store_packed(&mut cg, out.dtype, out_buffer, n, |cg, i| code(cg, i))?;
             } else if out.dtype.bits() == 8 {
                 // From f32, four values a thread: one 128-bit load, one 32-bit store of their
                 // codes; the scalar loop takes the rest.
