@@ -403,7 +403,7 @@ fn host_kernels_match_onnx_node_tests() {
         ("Gemm", 15),
         ("Movement", 179),
         ("Quantization", 14),
-        ("Reduction", 127),
+        ("Reduction", 179),
     ];
     let run: Vec<(&str, usize)> = per_family
         .iter()

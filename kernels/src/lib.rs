@@ -19,6 +19,7 @@ pub mod emit;
 pub mod expr;
 pub mod gemm;
 pub mod host;
+pub mod loss;
 mod math;
 pub mod mma;
 pub mod movement;
