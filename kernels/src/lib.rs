@@ -29,6 +29,7 @@ pub mod plan;
 pub mod quant;
 pub mod reduce;
 pub mod signal;
+pub mod stateful;
 pub mod target;
 pub mod uniformity;
 

@@ -4,7 +4,7 @@ use crate::cg::Gen;
 use crate::target::{Sm, Target};
 use crate::{
     attention, axis, conv, elementwise, emit, expr, gemm, loss, movement, quant, reduce, signal,
-    Generated, KernelError, KernelInfo, Request, TensorSig,
+    stateful, Generated, KernelError, KernelInfo, Request, TensorSig,
 };
 use inkwell::context::Context;
 use serde::Serialize;
@@ -218,6 +218,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         op if quant::handles(op) => quant::generate(cx, req),
         op if signal::handles(op) => signal::generate(cx, req),
         op if loss::handles(op) => loss::generate(cx, req),
+        op if stateful::handles(op) => stateful::generate(cx, req),
         other => Err(KernelError::Unsupported(format!(
             "{} has no GPU kernel yet",
             other.name()

@@ -285,9 +285,12 @@ fn memory_plan(
             b.first = 0;
             BufferKind::Input
         } else if matches!(node.op, Op::Const(_)) {
-            b.weight_offset = *weights.get(&value.name).with_context(|| {
-                format!("constant '{}' is not in the weight section", value.name)
-            })?;
+            b.weight_offset = match weights.get(&value.name) {
+                Some(&at) => at,
+                // An empty constant has no bytes in the section, and nothing reads it.
+                None if bytes.as_const() == Some(0) => 0,
+                None => anyhow::bail!("constant '{}' is not in the weight section", value.name),
+            };
             BufferKind::Weight
         } else if let Some(pos) = outputs.iter().position(|&o| o == v) {
             b.position = pos as u32;
