@@ -401,7 +401,7 @@ fn host_kernels_match_onnx_node_tests() {
         ("Conv", 28),
         ("Elementwise", 388),
         ("Gemm", 15),
-        ("Movement", 179),
+        ("Movement", 181),
         ("Quantization", 14),
         ("Reduction", 179),
     ];
@@ -787,6 +787,39 @@ fn narrow_cast_kernels_match_the_cpu_executor() {
         }
     }
     println!("host kernels, Cast: {checked} casts to and from narrow types match the CPU executor");
+}
+
+/// DepthToSpace and SpaceToDepth in both channel orders with block sizes 2 and 3 on odd,
+/// non-square images and two batch entries (the node tests have one 2×2 example), on host
+/// kernels against the CPU executor.
+#[test]
+fn depth_and_space_kernels_match_the_cpu_executor() {
+    let mut checked = 0;
+    for b in [2i64, 3] {
+        let bb = (b * b) as usize;
+        let deep = Array::f32(vec![2, 2 * bb, 3, 5], ramp(2 * 2 * bb * 15, 5));
+        let wide = Array::f32(
+            vec![2, 2, 3 * b as usize, 5 * b as usize],
+            ramp(2 * 2 * 15 * bb, 6),
+        );
+        for mode in ["DCR", "CRD"] {
+            let d2s = Op::DepthToSpace {
+                blocksize: b,
+                mode: mode.into(),
+            };
+            let s2d = Op::SpaceToDepth {
+                blocksize: b,
+                mode: mode.into(),
+            };
+            for (op, x) in [(d2s, &deep), (s2d, &wide)] {
+                let what = format!("{op:?}");
+                matches_the_cpu_executor(op, std::slice::from_ref(x))
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                checked += 1;
+            }
+        }
+    }
+    println!("host kernels, DepthToSpace/SpaceToDepth: {checked} cases match the CPU executor");
 }
 
 /// `n` values in [-2, 2], varied by `seed`.

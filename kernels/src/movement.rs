@@ -39,6 +39,7 @@ pub fn handles(op: &Op) -> bool {
             | Op::ScatterElements { .. }
             | Op::TensorScatter { .. }
             | Op::SpaceToDepth { .. }
+            | Op::DepthToSpace { .. }
             | Op::EyeLike { .. }
             | Op::ReverseSequence { .. }
     )
@@ -706,6 +707,26 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 copy(cg, req, 0, off, idx)
             })?;
             "space to depth"
+        }
+        Op::DepthToSpace { blocksize, mode } => {
+            // Output pixel (y, x) of channel `oc` comes from input pixel (y/b, x/b) of channel
+            // `(dy·b + dx)·C_out + oc` (DCR) or `oc·b² + dy·b + dx` (CRD), dy = y mod b.
+            let b = *blocksize;
+            let crd = mode == "CRD";
+            let c_out = cg.dim(&out.shape[1])?;
+            each_output(&mut cg, &out.shape, |cg, idx, oc| {
+                let (dy, dx) = (cg.rem(oc[2], cg.c(b))?, cg.rem(oc[3], cg.c(b))?);
+                let block = cg.add(cg.mul(dy, cg.c(b))?, dx)?;
+                let c = if crd {
+                    cg.add(cg.mul(oc[1], cg.c(b * b))?, block)?
+                } else {
+                    cg.add(cg.mul(block, c_out)?, oc[1])?
+                };
+                let (y, xx) = (cg.div(oc[2], cg.c(b))?, cg.div(oc[3], cg.c(b))?);
+                let off = linear(cg, &[oc[0], c, y, xx], &x.shape)?;
+                copy(cg, req, 0, off, idx)
+            })?;
+            "depth to space"
         }
         Op::EyeLike { k, .. } => {
             let k = *k;
