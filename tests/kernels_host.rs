@@ -11,7 +11,7 @@ use sparkc_ir::{
 };
 use sparkc_kernels::plan::{generate, is_leaf, is_view, request};
 use sparkc_kernels::{host, Precision, Role, Target};
-use sparkc_tests::{generated, manifest_names, read_value};
+use sparkc_tests::{bind_constant_inputs, generated, manifest_names, read_value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -39,32 +39,7 @@ fn run_case(dir: &Path, meta: &serde_json::Value) -> Option<(String, Result<(), 
         .iter()
         .map(|&id| model.graph.node(id).name.clone())
         .collect();
-    // Resize's roi, scales and sizes, DFT's length and axis and STFT's frame step and length
-    // are constants in real models; bind them so the output size is known and the kernel
-    // exists.
-    let constant: &[&str] = match model.graph.dag.node_weights().find_map(|n| match n.op {
-        Op::Resize(_) => Some(&["roi", "scales", "sizes"][..]),
-        Op::Dft { .. } => Some(&["dft_length", "axis"][..]),
-        Op::Stft { .. } => Some(&["frame_step", "frame_length"][..]),
-        _ => None,
-    }) {
-        Some(names) => names,
-        None => &[],
-    };
-    if !constant.is_empty() {
-        for (j, name) in names.iter().enumerate() {
-            if !constant.contains(&name.as_str()) {
-                continue;
-            }
-            let Ok(Value::Tensor(a)) =
-                read_value(&set.join(format!("input_{j}.pb")), &meta["inputs"][j])
-            else {
-                return None;
-            };
-            model.graph.bind_input(name, a.to_tensor()).ok()?;
-        }
-        sparkc_ir::infer_graph(&mut model.graph).ok()?;
-    }
+    bind_constant_inputs(&mut model.graph, dir, meta).ok()?;
     let graph = &model.graph;
     let id = single_node(graph)?;
     let node = graph.node(id);
@@ -401,7 +376,7 @@ fn host_kernels_match_onnx_node_tests() {
         ("Conv", 28),
         ("Elementwise", 388),
         ("Gemm", 15),
-        ("Movement", 181),
+        ("Movement", 191),
         ("Quantization", 14),
         ("Reduction", 179),
     ];
@@ -820,6 +795,83 @@ fn depth_and_space_kernels_match_the_cpu_executor() {
         }
     }
     println!("host kernels, DepthToSpace/SpaceToDepth: {checked} cases match the CPU executor");
+}
+
+/// Resizes the node tests lack: antialiased linear and cubic downscaling by several factors
+/// (with and without `exclude_outside`, on one axis and on two), `tf_crop_and_resize` crops
+/// reaching outside the image on two axes, `half_pixel_symmetric` both ways, and sizes that
+/// keep the aspect ratio (`not_larger`, `not_smaller`) under linear interpolation, whose
+/// common scale is not each axis's size ratio — on host kernels, against the CPU executor.
+#[test]
+fn resize_kernels_match_the_cpu_executor() {
+    let x = Array::f32(vec![1, 2, 9, 13], ramp(2 * 9 * 13, 8));
+    let attrs = |mode: &str, ctm: &str, antialias: bool| sparkc_ir::op::ResizeAttrs {
+        antialias,
+        axes: Vec::new(),
+        coordinate_transformation_mode: ctm.into(),
+        cubic_coeff_a: -0.75,
+        exclude_outside: false,
+        extrapolation_value: -7.5,
+        keep_aspect_ratio_policy: "stretch".into(),
+        mode: mode.into(),
+        nearest_mode: "round_prefer_floor".into(),
+    };
+    let scales = |s: [f32; 4]| Some(Array::f32(vec![4], s.to_vec()));
+    let sizes = |s: [i64; 4]| Some(Array::i64(vec![4], s.to_vec()));
+    let mut cases: Vec<(sparkc_ir::op::ResizeAttrs, [Option<Array>; 4])> = Vec::new();
+    for mode in ["linear", "cubic"] {
+        for exclude_outside in [false, true] {
+            for s in [
+                [1.0, 1.0, 0.6, 0.6],
+                [1.0, 1.0, 0.3, 1.0],
+                [1.0, 1.0, 0.45, 1.5],
+            ] {
+                let mut a = attrs(mode, "half_pixel", true);
+                a.exclude_outside = exclude_outside;
+                cases.push((a, [Some(x.clone()), None, scales(s), None]));
+            }
+        }
+        cases.push((
+            attrs(mode, "pytorch_half_pixel", true),
+            [Some(x.clone()), None, None, sizes([1, 2, 4, 5])],
+        ));
+    }
+    for mode in ["nearest", "linear", "cubic"] {
+        let roi = Array::f32(vec![8], vec![0.0, 0.0, -0.2, 0.3, 1.0, 1.0, 0.9, 1.25]);
+        cases.push((
+            attrs(mode, "tf_crop_and_resize", false),
+            [Some(x.clone()), Some(roi), None, sizes([1, 2, 7, 6])],
+        ));
+        for s in [[1.0, 1.0, 0.7, 1.8], [1.0, 1.0, 2.5, 0.4]] {
+            cases.push((
+                attrs(mode, "half_pixel_symmetric", false),
+                [Some(x.clone()), None, scales(s), None],
+            ));
+        }
+    }
+    for policy in ["not_larger", "not_smaller"] {
+        let mut a = attrs("linear", "half_pixel", false);
+        a.keep_aspect_ratio_policy = policy.into();
+        a.axes = vec![2, 3];
+        let two = Some(Array::i64(vec![2], vec![5, 20]));
+        cases.push((a, [Some(x.clone()), None, None, two]));
+    }
+    for (i, (attrs, arrays)) in cases.iter().enumerate() {
+        let what = format!(
+            "case {i}: {} {} antialias {} exclude_outside {} {}",
+            attrs.mode,
+            attrs.coordinate_transformation_mode,
+            attrs.antialias,
+            attrs.exclude_outside,
+            attrs.keep_aspect_ratio_policy
+        );
+        matches_the_cpu_executor_with(Op::Resize(attrs.clone()), arrays, &[1, 2, 3])
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    println!(
+        "host kernels, Resize: {} extra cases match the CPU executor",
+        cases.len()
+    );
 }
 
 /// `n` values in [-2, 2], varied by `seed`.

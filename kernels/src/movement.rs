@@ -423,17 +423,37 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             let mode = attrs.mode.clone();
             let ctm = attrs.coordinate_transformation_mode.clone();
             let nearest = attrs.nearest_mode.clone();
-            if attrs.antialias || ctm == "tf_crop_and_resize" || ctm == "half_pixel_symmetric" {
-                return Err(KernelError::Unsupported(format!(
-                    "Resize with {} has no GPU kernel yet",
-                    if attrs.antialias {
-                        "antialias".to_string()
-                    } else {
-                        ctm.clone()
+            let listed = resized_axes(&attrs.axes, rank)?;
+            let scales = resize_scales(req, attrs, &x.shape, rank)?;
+            let crop = ctm == "tf_crop_and_resize";
+            let roi = if crop {
+                resize_roi(req, &attrs.axes, rank)?
+            } else {
+                Vec::new()
+            };
+            // Antialiasing widens the filter of each downscaled axis by 1/scale: such an axis
+            // gets every tap of the widened filter, the others their usual two or four.
+            let filtered = attrs.antialias && mode != "nearest";
+            let widths: Vec<Option<f64>> = (0..rank)
+                .map(|k| -> Gen<Option<f64>> {
+                    if !filtered {
+                        return Ok(None);
                     }
-                )));
-            }
-            let scales = resize_scales(req, &attrs.axes, rank)?;
+                    let scale = match &scales {
+                        Some(s) => s[k],
+                        None => match (x.shape[k].as_const(), out.shape[k].as_const()) {
+                            (Some(i), Some(o)) => o as f64 / i as f64,
+                            _ => {
+                                return Err(KernelError::Unsupported(
+                                    "an antialiased Resize needs static sizes".into(),
+                                ))
+                            }
+                        },
+                    };
+                    Ok((scale < 1.0).then_some(scale))
+                })
+                .collect::<Gen<_>>()?;
+            let a = f64::from(attrs.cubic_coeff_a);
             each_output(&mut cg, &out.shape, |cg, idx, oc| {
                 // Per axis: the source coordinate as a float. Given scales are used as given
                 // (the output size is their rounded product); sizes give the ratio.
@@ -441,6 +461,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                 let mut hi = Vec::with_capacity(rank);
                 let mut frac = Vec::with_capacity(rank);
                 let mut taps = Vec::with_capacity(rank);
+                let mut outside = None;
                 for (k, &o_k) in oc.iter().enumerate() {
                     let (din, dout) = (cg.dim(&x.shape[k])?, cg.dim(&out.shape[k])?);
                     let fin = cg.itof(din)?;
@@ -452,7 +473,9 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                         }
                     };
                     let o = cg.itof(o_k)?;
+                    let past_one = cg.fcmp(FloatPredicate::OGT, fout, cg.f(1.0))?;
                     let src = match ctm.as_str() {
+                        _ if !listed[k] => o,
                         "asymmetric" => cg.fdiv(o, scale)?,
                         "align_corners" => {
                             let num = cg.fmul(o, cg.fsub(fin, cg.f(1.0))?)?;
@@ -462,26 +485,61 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                         }
                         "pytorch_half_pixel" => {
                             let s = cg.fsub(cg.fdiv(cg.fadd(o, cg.f(0.5))?, scale)?, cg.f(0.5))?;
-                            let one = cg.fcmp(FloatPredicate::OGT, fout, cg.f(1.0))?;
-                            cg.fsel(one, s, cg.f(0.0))?
+                            cg.fsel(past_one, s, cg.f(0.0))?
+                        }
+                        "half_pixel_symmetric" => {
+                            // The output's centre maps to the input's, whatever the rounding of
+                            // the output length.
+                            let adjustment = cg.fdiv(cg.itof(dout)?, fout)?;
+                            let offset =
+                                cg.fmul(cg.fmul(fin, cg.f(0.5))?, cg.fsub(cg.f(1.0), adjustment)?)?;
+                            let s = cg.fsub(cg.fdiv(cg.fadd(o, cg.f(0.5))?, scale)?, cg.f(0.5))?;
+                            cg.fadd(offset, s)?
+                        }
+                        "tf_crop_and_resize" => {
+                            let (start, end) = roi[k];
+                            let span = cg.fsub(fin, cg.f(1.0))?;
+                            let step = cg.fdiv(
+                                cg.fmul(cg.f(end - start), span)?,
+                                cg.fsub(fout, cg.f(1.0))?,
+                            )?;
+                            let s = cg.fma(o, step, cg.fmul(cg.f(start), span)?)?;
+                            let centre = cg.fmul(cg.f(0.5 * (start + end)), span)?;
+                            let s = cg.fsel(past_one, s, centre)?;
+                            // Outside the input: the extrapolation value.
+                            let out_k = cg.b.build_or(
+                                cg.fcmp(FloatPredicate::OLT, s, cg.f(0.0))?,
+                                cg.fcmp(FloatPredicate::OGT, s, span)?,
+                                "",
+                            )?;
+                            outside = Some(match outside {
+                                Some(before) => cg.b.build_or(before, out_k, "")?,
+                                None => out_k,
+                            });
+                            s
                         }
                         _ => cg.fsub(cg.fdiv(cg.fadd(o, cg.f(0.5))?, scale)?, cg.f(0.5))?,
                     };
                     let last = cg.sub(din, cg.c(1))?;
                     let clamp =
                         |cg: &Cg<'ctx>, v: IntValue<'ctx>| cg.imin(cg.imax(v, cg.c(0))?, last);
-                    let unchanged =
-                        x.shape[k] == out.shape[k] && scales.as_ref().is_none_or(|s| s[k] == 1.0);
-                    if mode == "cubic" && unchanged {
-                        taps.push(vec![(o_k, cg.f(1.0))]);
-                    } else if mode == "cubic" {
-                        taps.push(cubic_taps(
+                    let unchanged = !crop
+                        && x.shape[k] == out.shape[k]
+                        && scales.as_ref().is_none_or(|s| s[k] == 1.0);
+                    if let Some(scale) = widths[k] {
+                        taps.push(filter_taps(
                             cg,
                             src,
                             din,
-                            f64::from(attrs.cubic_coeff_a),
+                            &mode,
+                            scale,
+                            a,
                             attrs.exclude_outside,
                         )?);
+                    } else if mode == "cubic" && unchanged {
+                        taps.push(vec![(o_k, cg.f(1.0))]);
+                    } else if mode == "cubic" {
+                        taps.push(cubic_taps(cg, src, din, a, attrs.exclude_outside)?);
                     } else if mode == "nearest" {
                         let r = match nearest.as_str() {
                             "floor" => cg.fcall1("llvm.floor.f32", src)?,
@@ -500,12 +558,16 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                         let i1 = clamp(cg, cg.add(i0, cg.c(1))?)?;
                         let beyond = cg.icmp(IntPredicate::SGE, i0, last)?;
                         let t = cg.fsel(beyond, cg.f(0.0), cg.fsub(src, f0)?)?;
-                        lo.push(i0c);
-                        hi.push(i1);
-                        frac.push(t);
+                        if filtered {
+                            taps.push(vec![(i0c, cg.fsub(cg.f(1.0), t)?), (i1, t)]);
+                        } else {
+                            lo.push(i0c);
+                            hi.push(i1);
+                            frac.push(t);
+                        }
                     }
                 }
-                let v = if mode == "cubic" {
+                let v = if mode == "cubic" || filtered {
                     Val::F(weighted_taps(
                         cg,
                         req,
@@ -530,11 +592,23 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                         &mut lo.clone(),
                     )?)
                 };
+                let v = match (outside, v) {
+                    (Some(out_k), Val::F(f)) => {
+                        Val::F(cg.fsel(out_k, cg.f(f64::from(attrs.extrapolation_value)), f)?)
+                    }
+                    (Some(out_k), Val::I(i)) => {
+                        let fill = cg.c(f64::from(attrs.extrapolation_value).round() as i64);
+                        Val::I(cg.select(out_k, fill, i)?.into_int_value())
+                    }
+                    (None, v) => v,
+                };
                 cg.store(out.dtype, cg.buffer(0), idx, v)
             })?;
-            match mode.as_str() {
-                "nearest" => "resize-nearest",
-                "cubic" => "resize-cubic",
+            match (mode.as_str(), filtered) {
+                ("nearest", _) => "resize-nearest",
+                ("cubic", false) => "resize-cubic",
+                ("cubic", true) => "resize-cubic-antialias",
+                (_, true) => "resize-linear-antialias",
                 _ => "resize-linear",
             }
         }
@@ -846,12 +920,60 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
     })
 }
 
-/// Resize's scales per axis when its `scales` input is given (it must be constant), `None`
-/// when `sizes` decides the output instead.
-fn resize_scales(req: &Request, axes: &[i64], rank: usize) -> Gen<Option<Vec<f64>>> {
+/// The axes `scales`, `sizes` and `roi` list values for, in their order (`axes`, or all).
+fn axes_in_order(axes: &[i64], rank: usize) -> Gen<Vec<usize>> {
+    if axes.is_empty() {
+        return Ok((0..rank).collect());
+    }
+    axes.iter().map(|&a| crate::resolve_axis(a, rank)).collect()
+}
+
+/// Which axes a Resize resizes (`axes`, or all of them).
+fn resized_axes(axes: &[i64], rank: usize) -> Gen<Vec<bool>> {
+    let mut listed = vec![axes.is_empty(); rank];
+    for &a in axes {
+        listed[crate::resolve_axis(a, rank)?] = true;
+    }
+    Ok(listed)
+}
+
+/// Resize's scale per axis when its `scales` input is given (it must be constant), or when
+/// `sizes` keeps the aspect ratio (one scale for every resized axis, from static sizes);
+/// `None` when `sizes` stretches each axis (its ratio, computed in the kernel).
+fn resize_scales(
+    req: &Request,
+    attrs: &sparkc_ir::op::ResizeAttrs,
+    shape: &[Dim],
+    rank: usize,
+) -> Gen<Option<Vec<f64>>> {
+    let listed = resized_axes(&attrs.axes, rank)?;
+    let positions = axes_in_order(&attrs.axes, rank)?;
     let given = matches!(req.inputs.get(2), Some(Some(t)) if t.numel().as_const() != Some(0));
     if !given {
-        return Ok(None);
+        let policy = attrs.keep_aspect_ratio_policy.as_str();
+        if !matches!(policy, "not_larger" | "not_smaller") {
+            return Ok(None);
+        }
+        let sizes = req.known_ints(3)?;
+        let mut ratios = Vec::with_capacity(positions.len());
+        for (&k, &size) in positions.iter().zip(sizes) {
+            let input = shape[k].as_const().ok_or_else(|| {
+                KernelError::Unsupported(
+                    "a Resize keeping its aspect ratio needs static input sizes".into(),
+                )
+            })?;
+            ratios.push(size as f64 / input as f64);
+        }
+        let common = if policy == "not_larger" {
+            ratios.iter().copied().fold(f64::INFINITY, f64::min)
+        } else {
+            ratios.iter().copied().fold(0.0, f64::max)
+        };
+        return Ok(Some(
+            (0..rank)
+                .map(|k| if listed[k] { common } else { 1.0 })
+                .collect(),
+        ));
     }
     let values = req
         .known_floats
@@ -859,21 +981,51 @@ fn resize_scales(req: &Request, axes: &[i64], rank: usize) -> Gen<Option<Vec<f64
         .cloned()
         .flatten()
         .ok_or_else(|| KernelError::Unsupported("Resize scales must be constant".into()))?;
+    if values.len() != positions.len() {
+        return Err(KernelError::Unsupported(format!(
+            "{} Resize scales for {} axes",
+            values.len(),
+            positions.len()
+        )));
+    }
     let mut scales = vec![1.0; rank];
-    if axes.is_empty() {
-        if values.len() != rank {
-            return Err(KernelError::Unsupported(format!(
-                "{} Resize scales for rank {rank}",
-                values.len()
-            )));
-        }
-        scales = values;
-    } else {
-        for (&a, &v) in axes.iter().zip(&values) {
-            scales[crate::resolve_axis(a, rank)?] = v;
-        }
+    for (&k, &v) in positions.iter().zip(&values) {
+        scales[k] = v;
     }
     Ok(Some(scales))
+}
+
+/// The `tf_crop_and_resize` region of each axis, `(start, end)` as fractions of its extent:
+/// from the constant `roi` input (one pair per resized axis, or per axis), or the whole axis.
+fn resize_roi(req: &Request, axes: &[i64], rank: usize) -> Gen<Vec<(f64, f64)>> {
+    let given = matches!(req.inputs.get(1), Some(Some(t)) if t.numel().as_const() != Some(0));
+    if !given {
+        return Ok(vec![(0.0, 1.0); rank]);
+    }
+    let roi = req
+        .known_floats
+        .get(1)
+        .cloned()
+        .flatten()
+        .ok_or_else(|| KernelError::Unsupported("Resize's roi must be constant".into()))?;
+    let positions = axes_in_order(axes, rank)?;
+    let n = positions.len();
+    let mut regions = vec![(0.0, 1.0); rank];
+    if roi.len() == 2 * n {
+        for (j, &k) in positions.iter().enumerate() {
+            regions[k] = (roi[j], roi[j + n]);
+        }
+    } else if roi.len() == 2 * rank {
+        for (k, region) in regions.iter_mut().enumerate() {
+            *region = (roi[k], roi[k + rank]);
+        }
+    } else {
+        return Err(KernelError::Unsupported(format!(
+            "Resize's roi has {} values for {n} axes",
+            roi.len()
+        )));
+    }
+    Ok(regions)
 }
 
 /// The axes given by optional input `slot` (known at compile time), or the first `default`
@@ -1278,6 +1430,83 @@ fn cubic_taps<'ctx>(
         }
     }
     Ok(taps)
+}
+
+/// The taps of an antialiased linear or cubic filter at source coordinate `src` of an axis of
+/// `len` samples downscaled by `scale` (< 1): the filter widened by `1/scale`, its weights
+/// normalized to sum to one, then those outside the axis zeroed (and the rest renormalized)
+/// with `exclude_outside`; indices clamped to the axis.
+fn filter_taps<'ctx>(
+    cg: &Cg<'ctx>,
+    src: FloatValue<'ctx>,
+    len: IntValue<'ctx>,
+    mode: &str,
+    scale: f64,
+    a: f64,
+    exclude_outside: bool,
+) -> Gen<Vec<(IntValue<'ctx>, FloatValue<'ctx>)>> {
+    let radius = if mode == "cubic" { 2.0 } else { 1.0 };
+    let first = (-radius / scale).floor() as i64 + 1;
+    let base = cg.fcall1("llvm.floor.f32", src)?;
+    let ratio = cg.fsub(src, base)?;
+    let base = cg.b.build_float_to_signed_int(base, cg.i64t(), "")?;
+    let last = cg.sub(len, cg.c(1))?;
+    let mut taps = Vec::with_capacity((2 - 2 * first) as usize);
+    for i in first..=1 - first {
+        let t = cg.fmul(cg.f(scale), cg.fsub(cg.f(i as f64), ratio)?)?;
+        let w = if mode == "cubic" {
+            cubic_kernel(cg, t, a)?
+        } else {
+            let d = cg.fsub(cg.f(1.0), cg.fcall1("llvm.fabs.f32", t)?)?;
+            cg.fcall2("llvm.maxnum.f32", d, cg.f(0.0))?
+        };
+        taps.push((cg.add(base, cg.c(i))?, w));
+    }
+    let normalize = |cg: &Cg<'ctx>, taps: &mut [(IntValue<'ctx>, FloatValue<'ctx>)], guard| {
+        let mut sum = cg.f(0.0);
+        for tap in taps.iter() {
+            sum = cg.fadd(sum, tap.1)?;
+        }
+        let nonzero = cg.fcmp(FloatPredicate::UNE, sum, cg.f(0.0))?;
+        for tap in taps.iter_mut() {
+            let scaled = cg.fdiv(tap.1, sum)?;
+            tap.1 = if guard {
+                cg.fsel(nonzero, scaled, tap.1)?
+            } else {
+                scaled
+            };
+        }
+        Gen::Ok(())
+    };
+    normalize(cg, &mut taps, false)?;
+    if exclude_outside {
+        for tap in &mut taps {
+            let inside = cg.and(
+                cg.icmp(IntPredicate::SGE, tap.0, cg.c(0))?,
+                cg.icmp(IntPredicate::SLE, tap.0, last)?,
+            )?;
+            tap.1 = cg.fsel(inside, tap.1, cg.f(0.0))?;
+        }
+        normalize(cg, &mut taps, true)?;
+    }
+    for tap in &mut taps {
+        tap.0 = cg.imin(cg.imax(tap.0, cg.c(0))?, last)?;
+    }
+    Ok(taps)
+}
+
+/// The cubic convolution kernel with coefficient `a` at distance `x`.
+fn cubic_kernel<'ctx>(cg: &Cg<'ctx>, x: FloatValue<'ctx>, a: f64) -> Gen<FloatValue<'ctx>> {
+    let d = cg.fcall1("llvm.fabs.f32", x)?;
+    let inner = cg.fmul(cg.fsub(cg.fmul(cg.f(a + 2.0), d)?, cg.f(a + 3.0))?, d)?;
+    let inner = cg.fma(inner, d, cg.f(1.0))?;
+    let outer = cg.fma(cg.f(a), d, cg.f(-5.0 * a))?;
+    let outer = cg.fma(outer, d, cg.f(8.0 * a))?;
+    let outer = cg.fma(outer, d, cg.f(-4.0 * a))?;
+    let near = cg.fcmp(FloatPredicate::OLE, d, cg.f(1.0))?;
+    let within = cg.fcmp(FloatPredicate::OLT, d, cg.f(2.0))?;
+    let w = cg.fsel(within, outer, cg.f(0.0))?;
+    cg.fsel(near, inner, w)
 }
 
 /// The weighted sum over every combination of per-axis taps, recursively by axis.

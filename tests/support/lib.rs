@@ -222,3 +222,43 @@ pub fn channels_last_convolutions(graph: &sparkc_ir::Graph) -> usize {
         })
         .count()
 }
+
+/// Binds the inputs of a node test that real models hold as constants — Resize's roi, scales
+/// and sizes, DFT's length and axis, STFT's frame step and length — to the values of its first
+/// test set, and types the graph again, so their outputs get static sizes (and kernels).
+pub fn bind_constant_inputs(
+    graph: &mut sparkc_ir::Graph,
+    dir: &Path,
+    meta: &serde_json::Value,
+) -> Result<(), String> {
+    use sparkc_ir::Op;
+    let constant: &[&str] = match graph.dag.node_weights().find_map(|n| match n.op {
+        Op::Resize(_) => Some(&["roi", "scales", "sizes"][..]),
+        Op::Dft { .. } => Some(&["dft_length", "axis"][..]),
+        Op::Stft { .. } => Some(&["frame_step", "frame_length"][..]),
+        _ => None,
+    }) {
+        Some(names) => names,
+        None => return Ok(()),
+    };
+    let names: Vec<String> = graph
+        .inputs
+        .iter()
+        .map(|&id| graph.node(id).name.clone())
+        .collect();
+    let set = dir.join("test_data_set_0");
+    for (j, name) in names.iter().enumerate() {
+        if !constant.contains(&name.as_str()) {
+            continue;
+        }
+        let sparkc_cpu::Value::Tensor(a) =
+            read_value(&set.join(format!("input_{j}.pb")), &meta["inputs"][j])?
+        else {
+            return Err(format!("input {name} is not a tensor"));
+        };
+        graph
+            .bind_input(name, a.to_tensor())
+            .map_err(|e| e.to_string())?;
+    }
+    sparkc_ir::infer_graph(graph).map_err(|e| e.to_string())
+}
