@@ -22,6 +22,8 @@ Writes <out>/<name>/{model.onnx, input_<j>.pb, output_<j>.pb, meta.json} for:
 and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole models):
   mobilenet_int8 - the MobileNet-style CNN quantized by onnxruntime.quantization.quantize_static
                   in QDQ format (int8 weights per channel, uint8 activations), as users ship them
+  bert_dynamic_int8 - the BERT-style encoder quantized by quantize_dynamic, as Optimum and
+                  transformers.js ship it: DynamicQuantizeLinear, MatMulInteger, Cast, scales
   matmul_u8      - uint8 activations with a zero point (symbolic batch, K=100) times int8 weights
                   per channel, bias and Relu
   conv_u8        - uint8 activations with a zero point through a padded 3x3 convolution and a
@@ -420,6 +422,24 @@ def quantized_mobilenet(out, params):
     os.remove(qdq)
 
 
+def dynamic_bert(out, params):
+    """The BERT-style encoder quantized by onnxruntime's dynamic quantization, as HF Optimum
+    and transformers.js ship `model_quantized.onnx`: DynamicQuantizeLinear on the activations,
+    MatMulInteger against int8 weights, a Cast and the product of the scales."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model, inputs = bert_encoder(**params)
+    folder = os.path.join(out, "qdq")
+    os.makedirs(folder, exist_ok=True)
+    fp32 = os.path.join(folder, "bert_fp32.onnx")
+    onnx.save(model, fp32)
+    quantized = os.path.join(folder, "bert_dynamic_int8.onnx")
+    quantize_dynamic(fp32, quantized, weight_type=QuantType.QInt8)
+    os.remove(fp32)
+    write(folder, "bert_dynamic_int8", onnx.load(quantized), inputs)
+    os.remove(quantized)
+
+
 def raw(name, dtype, values, shape):
     """An initializer of a narrow type from its codes (one per byte, or FP4 packed two a byte)."""
     codes = np.asarray(values).reshape(-1).astype(np.uint8)
@@ -539,7 +559,8 @@ def main():
         model, inputs = BUILDERS[name](**params)
         write(args.out, name, model, inputs)
     quantized_mobilenet(args.out, SCALES[args.scale]["mobilenet"])
-    qdq = ["mobilenet_int8"] + qdq_products(args.out)
+    dynamic_bert(args.out, SCALES[args.scale]["bert_encoder"])
+    qdq = ["mobilenet_int8", "bert_dynamic_int8"] + qdq_products(args.out)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump({"scale": args.scale, "models": sorted(SCALES[args.scale]), "qdq": qdq}, f)
     print(f"gen_models: {len(SCALES[args.scale])} models ({args.scale} scale) in {args.out}")

@@ -377,7 +377,7 @@ fn host_kernels_match_onnx_node_tests() {
         ("Elementwise", 388),
         ("Gemm", 15),
         ("Movement", 191),
-        ("Quantization", 14),
+        ("Quantization", 17),
         ("Reduction", 179),
     ];
     let run: Vec<(&str, usize)> = per_family

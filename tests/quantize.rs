@@ -90,6 +90,7 @@ fn qdq_models_keep_their_weights_quantized() {
         let summary = summary.expect("the imported products are reported");
         // Products reading a dequantized weight too large to fold (small ones become f32).
         let graph = &fp32.graph;
+        let large = |op: &Op| matches!(op, Op::Const(t) if t.len() > MAX_KNOWN_ELEMENTS);
         let products = graph
             .dag
             .node_indices()
@@ -105,12 +106,19 @@ fn qdq_models_keep_their_weights_quantized() {
                 };
                 let codes = graph.inputs_of(w.node).first().copied().flatten();
                 matches!(graph.node(w.node).op, Op::DequantizeLinear { .. })
-                    && codes.is_some_and(|c| match &graph.node(c.node).op {
-                        Op::Const(t) => t.len() > MAX_KNOWN_ELEMENTS,
-                        _ => false,
-                    })
+                    && codes.is_some_and(|c| large(&graph.node(c.node).op))
             })
-            .count();
+            .count()
+            // Integer products (dynamic quantization) read their codes directly.
+            + graph
+                .dag
+                .node_indices()
+                .filter(|&id| matches!(graph.node(id).op, Op::MatMulInteger))
+                .filter(|&id| {
+                    let w = graph.inputs_of(id).get(1).copied().flatten();
+                    w.is_some_and(|w| large(&graph.node(w.node).op))
+                })
+                .count();
         let stored = summary
             .report
             .decisions

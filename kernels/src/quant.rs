@@ -8,7 +8,7 @@
 //! dequantize-to-BF16/FP32 kernel runs on every target, the FP4 path included. Reference: the
 //! CPU executor's `QuantizeLinear` and `DequantizeLinear`.
 
-use crate::cg::{Cg, Gen, Val};
+use crate::cg::{Cg, Combine, Gen, Val};
 use crate::movement::{coords, linear};
 use crate::narrow::{encode_minifloat, is_minifloat, is_packed, load_packed_code, store_packed};
 use crate::target::{Sm, Target};
@@ -25,7 +25,10 @@ const BLOCK: u32 = 256;
 pub fn handles(op: &Op) -> bool {
     matches!(
         op,
-        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundToBlocks { .. }
+        Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::RoundToBlocks { .. }
+            | Op::DynamicQuantizeLinear
     )
 }
 
@@ -381,8 +384,10 @@ pub(crate) fn encode_int<'ctx>(
 
 /// Generates a `QuantizeLinear`, `DequantizeLinear` or `RoundToBlocks` kernel.
 pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> {
-    if let Op::RoundToBlocks { format } = req.op {
-        return generate_round(cx, req, *format);
+    match req.op {
+        Op::RoundToBlocks { format } => return generate_round(cx, req, *format),
+        Op::DynamicQuantizeLinear => return generate_dynamic(cx, req),
+        _ => {}
     }
     let mut cg = req.begin(cx, BLOCK);
     let x = req.input(0)?.clone();
@@ -500,6 +505,88 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
     };
     let covers = vec![req.op.name()];
     let info = req.describe(Family::Quantization, variant, covers, launch);
+    Ok(Generated {
+        info,
+        module: cg.finish()?,
+    })
+}
+
+/// Threads of the one block that quantizes a tensor by its own range.
+const DYNAMIC_BLOCK: u32 = 1024;
+
+/// `DynamicQuantizeLinear`: the range of the whole tensor (with zero) gives a u8 scale and
+/// zero point, by which every element is then quantized. One block: its threads find the
+/// range together (a block reduction), then each quantizes its share, so no second kernel
+/// waits on a grid-wide result. Reference: the CPU executor's `dynamic_quantize`.
+fn generate_dynamic<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> {
+    let x = req.input(0)?.clone();
+    let mut cg = req.begin(cx, DYNAMIC_BLOCK);
+    let n = cg.product(&x.shape)?;
+    let x_at = cg.buffer(req.input_param(0));
+    let (start, step) = (cg.tid()?, cg.ntid()?);
+    let zero = cg.f(0.0);
+    // NaNs are skipped, as f32::min and f32::max skip them.
+    let range = cg.fold_range(
+        start,
+        n,
+        step,
+        vec![zero.into(), zero.into()],
+        |cg, i, r| {
+            let v = cg.load(x.dtype, x_at, i)?.float(cg)?;
+            let lo = cg.fcall2("llvm.minnum.f32", r[0].into_float_value(), v)?;
+            let hi = cg.fcall2("llvm.maxnum.f32", r[1].into_float_value(), v)?;
+            Ok(vec![lo.into(), hi.into()])
+        },
+    )?;
+    let lo = cg.block_reduce(range[0].into_float_value(), Combine::Min)?;
+    let hi = cg.block_reduce(range[1].into_float_value(), Combine::Max)?;
+    let scale = cg.fdiv(cg.fsub(hi, lo)?, cg.f(255.0))?;
+    let flat = cg.fcmp(FloatPredicate::OEQ, scale, cg.f(0.0))?;
+    let u8_range = |cg: &Cg<'ctx>, v: FloatValue<'ctx>| -> Gen<FloatValue<'ctx>> {
+        let clamped = cg.fcall2(
+            "llvm.minnum.f32",
+            cg.fcall2("llvm.maxnum.f32", v, cg.f(0.0))?,
+            cg.f(255.0),
+        )?;
+        // NaN becomes 0, as a float-to-u8 conversion makes it on the CPU.
+        let nan = cg.fcmp(FloatPredicate::UNO, v, v)?;
+        cg.fsel(nan, cg.f(0.0), clamped)
+    };
+    let point = cg.fcall1("llvm.rint.f32", cg.fdiv(cg.fneg(lo)?, scale)?)?;
+    let point = cg.fsel(flat, cg.f(0.0), u8_range(&cg, point)?)?;
+    let (y_dtype, scale_dtype, point_dtype) = (
+        req.outputs[0].dtype,
+        req.outputs[1].dtype,
+        req.outputs[2].dtype,
+    );
+    let (y_at, scale_at, point_at) = (cg.buffer(0), cg.buffer(1), cg.buffer(2));
+    cg.for_range(start, n, step, |cg, i| {
+        let v = cg.load(x.dtype, x_at, i)?.float(cg)?;
+        let q = cg.fcall1("llvm.rint.f32", cg.fdiv(v, scale)?)?;
+        let q = cg.fsel(flat, cg.f(0.0), q)?;
+        let q = u8_range(cg, cg.fadd(q, point)?)?;
+        let code = cg.b.build_float_to_signed_int(q, cg.i64t(), "")?;
+        cg.store(y_dtype, y_at, i, Val::I(code))
+    })?;
+    let first = cg.icmp(IntPredicate::EQ, start, cg.c(0))?;
+    cg.if_then(first, |cg| {
+        cg.store(scale_dtype, scale_at, cg.c(0), Val::F(scale))?;
+        let code = cg.b.build_float_to_signed_int(point, cg.i64t(), "")?;
+        cg.store(point_dtype, point_at, cg.c(0), Val::I(code))
+    })?;
+    let launch = Launch {
+        grid: Dim::known(1),
+        block: DYNAMIC_BLOCK,
+        // The block reduction's scratch (one f32 per warp, and one).
+        shared_bytes: 33 * 4,
+        dynamic_shared_bytes: 0,
+    };
+    let info = req.describe(
+        Family::Quantization,
+        "dynamic u8, one block",
+        vec![req.op.name()],
+        launch,
+    );
     Ok(Generated {
         info,
         module: cg.finish()?,

@@ -1,7 +1,8 @@
 //! sparkc's optimizer: graph passes and the e-graph rewrites, run by a [`PassManager`].
 //!
 //! The standard pipeline ([`standard`]) cleans the imported graph up (`Einsum` lowered to
-//! products, recurrent layers unrolled, no-op removal, constant folding, batch-norm folding,
+//! products, recurrent layers unrolled, no-op removal, integer products read as floats
+//! rewritten as products of dequantized codes, constant folding, batch-norm folding,
 //! CSE, DCE), saturates it with the rule files of `passes/rules/` in stages (algebra, fusion,
 //! layout) and extracts the cheapest equivalent under the GB10 cost model, then groups what is
 //! left into fused nodes with expression bodies, and folds quantize/dequantize nodes into the
@@ -17,6 +18,7 @@ pub mod egraph;
 pub mod einsum;
 pub mod fold;
 pub mod fuse;
+pub mod integer;
 pub mod layout;
 pub mod manager;
 pub mod qfold;
@@ -50,13 +52,14 @@ pub fn standard_with(options: Options) -> Result<PassManager, PassError> {
 }
 
 /// The cleanup half of the pipeline: `Einsum` lowering, recurrent layers unrolled, no-op
-/// removal, folding, batch-norm folding, CSE, DCE. Quantization ([`quantize::quantize`]) runs
+/// removal, integer products read as floats, folding, batch-norm folding, CSE, DCE. Quantization ([`quantize::quantize`]) runs
 /// on the graph it leaves.
 pub fn prepare() -> PassManager {
     PassManager::new()
         .then(einsum::LowerEinsum)
         .then(recurrent::UnrollRecurrent)
         .then(cleanup::Cleanup)
+        .then(integer::IntegerProducts)
         .then(fold::ConstantFold)
         .then(batchnorm::FoldBatchNorm)
         .then(cse::CommonSubexpressions)

@@ -140,8 +140,15 @@ pub fn random_inputs(graph: &Graph, rng: &mut StdRng) -> Vec<Value> {
                 })
                 .collect();
             let n = shape.iter().product();
-            let values = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
-            Value::Tensor(Array::f32(shape, values))
+            // 8-bit codes over their whole range; everything else as f32 in [-2, 2).
+            let data = match t.dtype {
+                DType::U8 => sparkc_cpu::Data::U8((0..n).map(|_| rng.random()).collect()),
+                DType::I8 => sparkc_cpu::Data::I8((0..n).map(|_| rng.random()).collect()),
+                _ => {
+                    sparkc_cpu::Data::F32((0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect())
+                }
+            };
+            Value::Tensor(Array::new(shape, data))
         })
         .collect()
 }
