@@ -24,6 +24,7 @@ and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole mode
                   in QDQ format (int8 weights per channel, uint8 activations), as users ship them
   bert_dynamic_int8 - the BERT-style encoder quantized by quantize_dynamic, as Optimum and
                   transformers.js ship it: DynamicQuantizeLinear, MatMulInteger, Cast, scales
+  mobilenet_dynamic_int8 - the MobileNet-style CNN the same way (ConvInteger)
   matmul_u8      - uint8 activations with a zero point (symbolic batch, K=100) times int8 weights
                   per channel, bias and Relu
   conv_u8        - uint8 activations with a zero point through a padded 3x3 convolution and a
@@ -422,21 +423,21 @@ def quantized_mobilenet(out, params):
     os.remove(qdq)
 
 
-def dynamic_bert(out, params):
-    """The BERT-style encoder quantized by onnxruntime's dynamic quantization, as HF Optimum
-    and transformers.js ship `model_quantized.onnx`: DynamicQuantizeLinear on the activations,
-    MatMulInteger against int8 weights, a Cast and the product of the scales."""
+def dynamically_quantized(out, source, params, name):
+    """A model quantized by onnxruntime's dynamic quantization, as Hugging Face Optimum and
+    transformers.js ship `model_quantized.onnx`: DynamicQuantizeLinear on the activations,
+    MatMulInteger (ConvInteger) against int8 weights, a Cast and the product of the scales."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model, inputs = bert_encoder(**params)
+    model, inputs = BUILDERS[source](**params)
     folder = os.path.join(out, "qdq")
     os.makedirs(folder, exist_ok=True)
-    fp32 = os.path.join(folder, "bert_fp32.onnx")
+    fp32 = os.path.join(folder, f"{source}_fp32.onnx")
     onnx.save(model, fp32)
-    quantized = os.path.join(folder, "bert_dynamic_int8.onnx")
+    quantized = os.path.join(folder, f"{name}.onnx")
     quantize_dynamic(fp32, quantized, weight_type=QuantType.QInt8)
     os.remove(fp32)
-    write(folder, "bert_dynamic_int8", onnx.load(quantized), inputs)
+    write(folder, name, onnx.load(quantized), inputs)
     os.remove(quantized)
 
 
@@ -559,8 +560,10 @@ def main():
         model, inputs = BUILDERS[name](**params)
         write(args.out, name, model, inputs)
     quantized_mobilenet(args.out, SCALES[args.scale]["mobilenet"])
-    dynamic_bert(args.out, SCALES[args.scale]["bert_encoder"])
-    qdq = ["mobilenet_int8", "bert_dynamic_int8"] + qdq_products(args.out)
+    dynamic = [("bert_encoder", "bert_dynamic_int8"), ("mobilenet", "mobilenet_dynamic_int8")]
+    for source, name in dynamic:
+        dynamically_quantized(args.out, source, SCALES[args.scale][source], name)
+    qdq = ["mobilenet_int8"] + [name for _, name in dynamic] + qdq_products(args.out)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump({"scale": args.scale, "models": sorted(SCALES[args.scale]), "qdq": qdq}, f)
     print(f"gen_models: {len(SCALES[args.scale])} models ({args.scale} scale) in {args.out}")

@@ -113,7 +113,7 @@ fn qdq_models_keep_their_weights_quantized() {
             + graph
                 .dag
                 .node_indices()
-                .filter(|&id| matches!(graph.node(id).op, Op::MatMulInteger))
+                .filter(|&id| matches!(graph.node(id).op, Op::MatMulInteger | Op::ConvInteger(_)))
                 .filter(|&id| {
                     let w = graph.inputs_of(id).get(1).copied().flatten();
                     w.is_some_and(|w| large(&graph.node(w.node).op))

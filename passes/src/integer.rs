@@ -1,16 +1,17 @@
-//! Integer products read only as floats — `Cast(MatMulInteger(a, b, a_zero, b_zero), to=float)`,
-//! as onnxruntime's dynamic quantization writes every linear layer — rewritten as
-//! `MatMul(DequantizeLinear(a, 1, a_zero), DequantizeLinear(b, 1, b_zero))`: the form the
-//! quantized products fold (`qfold`) and the GPU's integer tensor cores read. The codes minus
-//! their zero points are the same integers, so the product is the cast integer product; a
-//! product summed in f32 rather than in integers (the CPU, or a GPU without an integer `mma`)
-//! rounds only partial sums beyond 2^24.
+//! Integer products read only as floats — `Cast(MatMulInteger(a, b, a_zero, b_zero), to=float)`
+//! and `Cast(ConvInteger(x, w, x_zero, w_zero), to=float)`, as onnxruntime's dynamic
+//! quantization writes every linear layer and convolution — rewritten as the float product of
+//! `DequantizeLinear(codes, 1, zero)` operands: the form the quantized products fold (`qfold`)
+//! and the GPU's integer tensor cores read. The codes minus their zero points are the same
+//! integers, so the product is the cast integer product; one summed in f32 rather than in
+//! integers (the CPU, or a GPU without an integer `mma`) rounds only partial sums beyond 2^24.
 
 use crate::edit::{add_tensor_node, fresh_name, has_output, readers, take_place};
 use crate::manager::{Pass, PassError};
 use sparkc_ir::{DType, Dim, Graph, NodeId, Op, Tensor, TensorType, ValueRef};
 
-/// Rewrites `MatMulInteger` read only through casts to f32 as a product of dequantized codes.
+/// Rewrites `MatMulInteger` and `ConvInteger` read only through casts to f32 as products of
+/// dequantized codes.
 pub struct IntegerProducts;
 
 impl Pass for IntegerProducts {
@@ -23,7 +24,7 @@ impl Pass for IntegerProducts {
         let products: Vec<NodeId> = graph
             .topo_order()?
             .into_iter()
-            .filter(|&id| matches!(graph.node(id).op, Op::MatMulInteger))
+            .filter(|&id| float_form(&graph.node(id).op).is_some())
             .collect();
         for id in products {
             if rewrite(graph, id).is_some() {
@@ -33,6 +34,26 @@ impl Pass for IntegerProducts {
         Ok(format!(
             "{rewritten} integer products read as floats became products of dequantized codes"
         ))
+    }
+}
+
+/// How a zero point may vary over its operand.
+#[derive(Clone, Copy)]
+enum Zero {
+    /// One for the whole operand.
+    Single,
+    /// One for the whole operand, or one per index of `axis` of a plain matrix.
+    PerMatrixAxis(i64),
+    /// One for the whole operand, or one per index of axis 0 (a convolution's output channel).
+    PerChannel,
+}
+
+/// The float product an integer product becomes, and how each operand's zero point may vary.
+fn float_form(op: &Op) -> Option<(Op, [Zero; 2])> {
+    match op {
+        Op::MatMulInteger => Some((Op::MatMul, [Zero::PerMatrixAxis(0), Zero::PerMatrixAxis(1)])),
+        Op::ConvInteger(attrs) => Some((Op::Conv(attrs.clone()), [Zero::Single, Zero::PerChannel])),
+        _ => None,
     }
 }
 
@@ -49,15 +70,27 @@ fn static_shape(graph: &Graph, v: ValueRef) -> Option<Vec<usize>> {
         .collect()
 }
 
-/// True when `zero` is one zero point, or one per row of A or column of B of a plain matrix
-/// (`None` when a shape is unknown).
-fn expressible(graph: &Graph, codes: ValueRef, zero: Option<ValueRef>) -> Option<bool> {
+/// The axis along which `zero` gives one zero point per index (`Some(None)`: one for the whole
+/// operand), or `None` when it varies in a way `how` does not allow or its shape is unknown.
+fn zero_axis(
+    graph: &Graph,
+    codes: ValueRef,
+    zero: Option<ValueRef>,
+    how: Zero,
+) -> Option<Option<i64>> {
     let Some(z) = zero else {
-        return Some(true);
+        return Some(None);
     };
     let rank = graph.value(codes).ty.as_tensor()?.shape.as_ref()?.len();
     let z_shape = static_shape(graph, z)?;
-    Some(z_shape.iter().product::<usize>() <= 1 || (rank == 2 && z_shape.len() == 1))
+    if z_shape.iter().product::<usize>() <= 1 {
+        return Some(None);
+    }
+    match how {
+        Zero::PerMatrixAxis(axis) if rank == 2 && z_shape.len() == 1 => Some(Some(axis)),
+        Zero::PerChannel if z_shape.len() == 1 => Some(Some(0)),
+        _ => None,
+    }
 }
 
 /// `DequantizeLinear(codes, 1, zero)`: the codes minus their zero point (one for the tensor,
@@ -66,13 +99,12 @@ fn centered(
     graph: &mut Graph,
     codes: ValueRef,
     zero: Option<ValueRef>,
-    axis: i64,
+    axis: Option<i64>,
 ) -> Option<ValueRef> {
     let zero_shape = match zero {
         Some(z) => static_shape(graph, z)?,
         None => Vec::new(),
     };
-    let per_axis = zero_shape.iter().product::<usize>() > 1;
     let shape = graph.value(codes).ty.as_tensor()?.shape.clone()?;
     let ones = vec![1.0; zero_shape.iter().product()];
     let scale = Tensor::from_f64s(DType::F32, zero_shape, &ones).ok()?;
@@ -83,7 +115,7 @@ fn centered(
     );
     let name = fresh_name(graph, &format!("{codes_name}_centered"));
     let op = Op::DequantizeLinear {
-        axis: if per_axis { axis } else { 1 },
+        axis: axis.unwrap_or(1),
         block_size: 0,
         output_dtype: None,
     };
@@ -96,9 +128,10 @@ fn centered(
     ))
 }
 
-/// Rewrites one `MatMulInteger` whose every reader casts it to f32; `None` when it has another
-/// reader, is a graph output, or has zero points it cannot express.
+/// Rewrites one integer product whose every reader casts it to f32; `None` when it has another
+/// reader, is a graph output, or has zero points a `DequantizeLinear` cannot express.
 fn rewrite(graph: &mut Graph, id: NodeId) -> Option<()> {
+    let (op, zeros) = float_form(&graph.node(id).op)?;
     let product = ValueRef {
         node: id,
         output: 0,
@@ -111,25 +144,21 @@ fn rewrite(graph: &mut Graph, id: NodeId) -> Option<()> {
         return None;
     }
     let inputs = graph.inputs_of(id);
-    let (a, b) = (inputs.first().copied()??, inputs.get(1).copied()??);
-    let zero = |slot: usize| inputs.get(slot).copied().flatten();
+    let operands = [inputs.first().copied()??, inputs.get(1).copied()??];
+    let zero_points = [2, 3].map(|slot| inputs.get(slot).copied().flatten());
     let shape: Vec<Dim> = graph.value(product).ty.as_tensor()?.shape.clone()?;
-    let a_rank = graph.value(a).ty.as_tensor()?.shape.as_ref()?.len() as i64;
-    let b_rank = graph.value(b).ty.as_tensor()?.shape.as_ref()?.len() as i64;
-    // Checked before anything is added, so a refusal leaves the graph as it was.
-    if !expressible(graph, a, zero(2))? || !expressible(graph, b, zero(3))? {
-        return None;
+    // Decided before anything is added, so a refusal leaves the graph as it was.
+    let axes = [
+        zero_axis(graph, operands[0], zero_points[0], zeros[0])?,
+        zero_axis(graph, operands[1], zero_points[1], zeros[1])?,
+    ];
+    let mut floats = Vec::with_capacity(2);
+    for k in 0..2 {
+        floats.push(Some(centered(graph, operands[k], zero_points[k], axes[k])?));
     }
-    let a_centered = centered(graph, a, zero(2), a_rank - 2)?;
-    let b_centered = centered(graph, b, zero(3), b_rank - 1)?;
     let name = fresh_name(graph, &format!("{}_as_float", graph.node(id).name));
-    let float_product = add_tensor_node(
-        graph,
-        name,
-        Op::MatMul,
-        &[Some(a_centered), Some(b_centered)],
-        TensorType::new(DType::F32, shape),
-    );
+    let float_product =
+        add_tensor_node(graph, name, op, &floats, TensorType::new(DType::F32, shape));
     for (cast, _) in casts {
         let cast_out = ValueRef {
             node: cast,
@@ -146,6 +175,7 @@ fn rewrite(graph: &mut Graph, id: NodeId) -> Option<()> {
 mod tests {
     use super::IntegerProducts;
     use crate::testing::{ops, push, run_checked};
+    use sparkc_ir::op::{AutoPad, ConvAttrs, Layout};
     use sparkc_ir::{DType, Dim, Graph, Op, Tensor, TensorType, ValueType};
 
     fn input(g: &mut Graph, name: &str, dtype: DType, dims: &[i64]) -> sparkc_ir::ValueRef {
@@ -185,6 +215,45 @@ mod tests {
         assert_eq!(
             ops(&after),
             ["DequantizeLinear", "DequantizeLinear", "MatMul"]
+        );
+    }
+
+    #[test]
+    fn cast_integer_convolutions_become_convolutions_of_centered_codes() {
+        let mut g = Graph::new("g");
+        let x = input(&mut g, "x", DType::U8, &[1, 2, 5, 5]);
+        let x_zero = input(&mut g, "x_zero", DType::U8, &[]);
+        let i8s = |values: Vec<i8>| {
+            let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
+            bytes::Bytes::from(bytes)
+        };
+        let codes: Vec<i8> = (0..54).map(|i| ((i * 53 % 255) as u8) as i8).collect();
+        let w = g.add_const(
+            "w",
+            Tensor::new(DType::I8, vec![3, 2, 3, 3], i8s(codes)).unwrap(),
+        );
+        let per_channel = Tensor::new(DType::I8, vec![3], i8s(vec![2, 0, -5])).unwrap();
+        let w_zero = g.add_const("w_zero", per_channel);
+        let attrs = ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![],
+            group: 1,
+            kernel_shape: vec![3, 3],
+            pads: vec![1, 0, 1, 2],
+            strides: vec![2, 1],
+            layout: Layout::Nchw,
+        };
+        let product = push(
+            &mut g,
+            Op::ConvInteger(attrs),
+            &[Some(x), Some(w), Some(x_zero), Some(w_zero)],
+        );
+        let float = push(&mut g, cast_to_f32(), &[Some(product)]);
+        g.outputs.push(float);
+        let after = run_checked(&mut IntegerProducts, &g);
+        assert_eq!(
+            ops(&after),
+            ["Conv", "DequantizeLinear", "DequantizeLinear"]
         );
     }
 
