@@ -183,6 +183,11 @@ mod tests {
         g.add_input(name, ValueType::Tensor(TensorType::new(dtype, dims)))
     }
 
+    fn i8_tensor(shape: Vec<usize>, values: Vec<i8>) -> Tensor {
+        let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
+        Tensor::new(DType::I8, shape, bytes::Bytes::from(bytes)).expect("a whole tensor")
+    }
+
     fn cast_to_f32() -> Op {
         Op::Cast {
             to: DType::F32,
@@ -196,13 +201,9 @@ mod tests {
         let mut g = Graph::new("g");
         let a = input(&mut g, "a", DType::U8, &[3, 5]);
         let a_zero = input(&mut g, "a_zero", DType::U8, &[]);
-        let i8s = |values: Vec<i8>| {
-            let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
-            bytes::Bytes::from(bytes)
-        };
         let codes: Vec<i8> = (0..20).map(|i| ((i * 37 % 255) as u8) as i8).collect();
-        let b = g.add_const("b", Tensor::new(DType::I8, vec![5, 4], i8s(codes)).unwrap());
-        let per_column = Tensor::new(DType::I8, vec![4], i8s(vec![1, -2, 0, 3])).unwrap();
+        let b = g.add_const("b", i8_tensor(vec![5, 4], codes));
+        let per_column = i8_tensor(vec![4], vec![1, -2, 0, 3]);
         let b_zero = g.add_const("b_zero", per_column);
         let product = push(
             &mut g,
@@ -223,16 +224,9 @@ mod tests {
         let mut g = Graph::new("g");
         let x = input(&mut g, "x", DType::U8, &[1, 2, 5, 5]);
         let x_zero = input(&mut g, "x_zero", DType::U8, &[]);
-        let i8s = |values: Vec<i8>| {
-            let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
-            bytes::Bytes::from(bytes)
-        };
         let codes: Vec<i8> = (0..54).map(|i| ((i * 53 % 255) as u8) as i8).collect();
-        let w = g.add_const(
-            "w",
-            Tensor::new(DType::I8, vec![3, 2, 3, 3], i8s(codes)).unwrap(),
-        );
-        let per_channel = Tensor::new(DType::I8, vec![3], i8s(vec![2, 0, -5])).unwrap();
+        let w = g.add_const("w", i8_tensor(vec![3, 2, 3, 3], codes));
+        let per_channel = i8_tensor(vec![3], vec![2, 0, -5]);
         let w_zero = g.add_const("w_zero", per_channel);
         let attrs = ConvAttrs {
             auto_pad: AutoPad::NotSet,
