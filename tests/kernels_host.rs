@@ -801,7 +801,8 @@ fn depth_and_space_kernels_match_the_cpu_executor() {
 /// (with and without `exclude_outside`, on one axis and on two), `tf_crop_and_resize` crops
 /// reaching outside the image on two axes, `half_pixel_symmetric` both ways, and sizes that
 /// keep the aspect ratio (`not_larger`, `not_smaller`) under linear interpolation, whose
-/// common scale is not each axis's size ratio — on host kernels, against the CPU executor.
+/// common scale is not each axis's size ratio, and 8-bit images (rounded and saturated, not
+/// truncated) — on host kernels, against the CPU executor.
 #[test]
 fn resize_kernels_match_the_cpu_executor() {
     let x = Array::f32(vec![1, 2, 9, 13], ramp(2 * 9 * 13, 8));
@@ -849,6 +850,26 @@ fn resize_kernels_match_the_cpu_executor() {
             ));
         }
     }
+    // 8-bit images: interpolated values rounded and saturated (cubic overshoots the range),
+    // the extrapolation value of a crop saturated too.
+    let bytes: Vec<u8> = (0..2 * 9 * 13).map(|i| ((i * 97) % 256) as u8).collect();
+    let image = Array::new(vec![1, 2, 9, 13], sparkc_cpu::Data::U8(bytes));
+    for mode in ["linear", "cubic"] {
+        cases.push((
+            attrs(mode, "half_pixel", false),
+            [
+                Some(image.clone()),
+                None,
+                scales([1.0, 1.0, 1.7, 0.8]),
+                None,
+            ],
+        ));
+    }
+    let roi = Array::f32(vec![8], vec![0.0, 0.0, -0.2, 0.3, 1.0, 1.0, 0.9, 1.25]);
+    cases.push((
+        attrs("linear", "tf_crop_and_resize", false),
+        [Some(image.clone()), Some(roi), None, sizes([1, 2, 7, 6])],
+    ));
     for policy in ["not_larger", "not_smaller"] {
         let mut a = attrs("linear", "half_pixel", false);
         a.keep_aspect_ratio_policy = policy.into();

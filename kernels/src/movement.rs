@@ -592,15 +592,24 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                         &mut lo.clone(),
                     )?)
                 };
-                let v = match (outside, v) {
-                    (Some(out_k), Val::F(f)) => {
-                        Val::F(cg.fsel(out_k, cg.f(f64::from(attrs.extrapolation_value)), f)?)
+                let fill = f64::from(attrs.extrapolation_value);
+                let v = match (v, outside) {
+                    // Interpolated integers are rounded and saturated, as the CPU executor
+                    // stores them (a conversion would truncate and wrap).
+                    (Val::F(f), outside) if out.dtype.is_integer() => {
+                        let f = match outside {
+                            Some(out_k) => cg.fsel(out_k, cg.f(fill), f)?,
+                            None => f,
+                        };
+                        Val::I(round_to_integer(cg, out.dtype, f)?)
                     }
-                    (Some(out_k), Val::I(i)) => {
-                        let fill = cg.c(f64::from(attrs.extrapolation_value).round() as i64);
+                    (Val::F(f), Some(out_k)) => Val::F(cg.fsel(out_k, cg.f(fill), f)?),
+                    (Val::I(i), Some(out_k)) => {
+                        let (lo, hi) = integer_limits(out.dtype);
+                        let fill = cg.c((fill.round() as i64).clamp(lo, hi));
                         Val::I(cg.select(out_k, fill, i)?.into_int_value())
                     }
-                    (None, v) => v,
+                    (v, None) => v,
                 };
                 cg.store(out.dtype, cg.buffer(0), idx, v)
             })?;
@@ -1430,6 +1439,46 @@ fn cubic_taps<'ctx>(
         }
     }
     Ok(taps)
+}
+
+/// The range of integer `dtype`, within i64.
+fn integer_limits(dtype: sparkc_ir::DType) -> (i64, i64) {
+    let bits = dtype.bits().min(64) as u32;
+    let signed = !matches!(
+        dtype,
+        sparkc_ir::DType::U64
+            | sparkc_ir::DType::U32
+            | sparkc_ir::DType::U16
+            | sparkc_ir::DType::U8
+            | sparkc_ir::DType::U4
+            | sparkc_ir::DType::U2
+            | sparkc_ir::DType::Bool
+    );
+    match (signed, bits) {
+        (_, 64) if signed => (i64::MIN, i64::MAX),
+        (_, 64) => (0, i64::MAX),
+        (true, b) => (-(1i64 << (b - 1)), (1i64 << (b - 1)) - 1),
+        (false, b) => (0, (1i64 << b) - 1),
+    }
+}
+
+/// `f` as integer `dtype`: rounded half away from zero and saturated to the type's range
+/// (NaN as 0), as the CPU executor stores an interpolated integer.
+fn round_to_integer<'ctx>(
+    cg: &Cg<'ctx>,
+    dtype: sparkc_ir::DType,
+    f: FloatValue<'ctx>,
+) -> Gen<IntValue<'ctx>> {
+    let rounded = cg.fcall1("llvm.round.f32", f)?;
+    let wide = cg
+        .call(
+            "llvm.fptosi.sat.i64.f32",
+            cg.i64t().into(),
+            &[rounded.into()],
+        )?
+        .into_int_value();
+    let (lo, hi) = integer_limits(dtype);
+    cg.imin(cg.imax(wide, cg.c(lo))?, cg.c(hi))
 }
 
 /// The taps of an antialiased linear or cubic filter at source coordinate `src` of an axis of

@@ -120,7 +120,8 @@ fn scale_index(x: &Array, scale: &Array, ax: i64, block_size: i64) -> R<Vec<usiz
     Ok((0..x.len()).map(|p| (p / inner.max(1)) % n).collect())
 }
 
-fn int_limits(dtype: DType) -> (f64, f64) {
+/// The range of an integer type, as floats.
+pub(crate) fn int_limits(dtype: DType) -> (f64, f64) {
     match dtype {
         DType::U8 => (0.0, 255.0),
         DType::I8 => (-128.0, 127.0),

@@ -1,4 +1,5 @@
-//! `Resize` (nearest, linear, cubic; every coordinate mode; antialiasing), applied axis by axis.
+//! `Resize` (nearest, linear, cubic; every coordinate mode; antialiasing), applied axis by axis;
+//! integers are rounded and saturated to their type.
 
 use super::elementwise::min_tasks;
 use super::reduce::split_at_axis;
@@ -255,9 +256,15 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
                 fill_outside(&mut values, mask, f64::from(attrs.extrapolation_value));
             }
             if x.dtype().is_integer() {
+                // Rounded and saturated: a cubic overshoot of a u8 image stops at 0 and 255
+                // (numpy's astype would wrap it around).
+                let (lo, hi) = super::quant::int_limits(x.dtype());
                 Data::from_f64s(
                     x.dtype(),
-                    values.into_iter().map(f64::round).collect(),
+                    values
+                        .into_iter()
+                        .map(|v| v.round().clamp(lo, hi))
+                        .collect(),
                     true,
                 )
             } else {
