@@ -377,7 +377,7 @@ fn host_kernels_match_onnx_node_tests() {
         ("Elementwise", 388),
         ("Gemm", 15),
         ("Movement", 191),
-        ("Quantization", 17),
+        ("Quantization", 18),
         ("Reduction", 179),
     ];
     let run: Vec<(&str, usize)> = per_family
@@ -893,6 +893,47 @@ fn resize_kernels_match_the_cpu_executor() {
         "host kernels, Resize: {} extra cases match the CPU executor",
         cases.len()
     );
+}
+
+/// Quantizing and dequantizing with a scale per index of an axis that is not the last, where
+/// the last axis has as many entries (so numpy broadcasting would silently scale along the
+/// wrong one), on host kernels, against the CPU executor.
+#[test]
+fn per_axis_quantization_kernels_match_the_cpu_executor() {
+    let codes: Vec<u8> = (0..18).map(|i| (i * 37 % 256) as u8).collect();
+    let x_codes = Array::new(vec![2, 3, 3], sparkc_cpu::Data::U8(codes));
+    let x = Array::f32(vec![2, 3, 3], ramp(18, 9));
+    let scale = Array::f32(vec![3], vec![0.5, 0.125, 2.0]);
+    let zero = Array::new(vec![3], sparkc_cpu::Data::U8(vec![3, 128, 250]));
+    let mut checked = 0;
+    for axis in [1i64, 0] {
+        let (scale, zero) = if axis == 0 {
+            (
+                Array::f32(vec![2], vec![0.5, 2.0]),
+                Array::new(vec![2], sparkc_cpu::Data::U8(vec![3, 250])),
+            )
+        } else {
+            (scale.clone(), zero.clone())
+        };
+        let dequantize = Op::DequantizeLinear {
+            axis,
+            block_size: 0,
+            output_dtype: None,
+        };
+        let quantize = Op::QuantizeLinear {
+            axis,
+            block_size: 0,
+            output_dtype: Some(DType::U8),
+            saturate: true,
+        };
+        for (op, input) in [(dequantize, &x_codes), (quantize, &x)] {
+            let what = format!("{op:?}");
+            let arrays = [input.clone(), scale.clone(), zero.clone()];
+            matches_the_cpu_executor(op, &arrays).unwrap_or_else(|e| panic!("{what}: {e}"));
+            checked += 1;
+        }
+    }
+    println!("host kernels, per-axis quantization: {checked} cases match the CPU executor");
 }
 
 /// `n` values in [-2, 2], varied by `seed`.

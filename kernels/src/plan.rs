@@ -204,6 +204,11 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
         }
         op if axis::handles(op) => axis::generate(cx, req),
         Op::RotaryEmbedding { .. } => attention::generate_rotary(cx, req),
+        // A scale (and zero point) per index of `axis` does not broadcast as numpy aligns
+        // shapes: the quantization kernel indexes it along its axis.
+        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } if per_axis_scale(req) => {
+            quant::generate(cx, req)
+        }
         op if expr::is_scalar_op(op) => {
             let body =
                 elementwise::single_op_body(op, req.inputs.len(), |i| req.inputs[i].is_some());
@@ -224,6 +229,14 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             other.name()
         ))),
     }
+}
+
+/// True when a quantize or dequantize node's scale may hold more than one value.
+fn per_axis_scale(req: &Request) -> bool {
+    req.inputs
+        .get(1)
+        .and_then(|t| t.as_ref())
+        .is_some_and(|scale| scale.numel().as_const() != Some(1))
 }
 
 fn single(req: &Request) -> Vec<sparkc_ir::BodyNode> {
