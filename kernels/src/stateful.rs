@@ -131,16 +131,12 @@ fn causal_conv<'ctx>(cx: &'ctx Context, req: &Request, activation: &str) -> Gen<
                 cg.imax(cg.sub(i, cg.c(carried))?, cg.c(0))?,
             )?;
             let xv = cg.load(x.dtype, x_at, from_x)?.float(cg)?;
+            // A zero-width state has nothing to read; the select below never takes it then.
             let pv = match (&past, past_at) {
-                (Some(p), Some(at)) => {
-                    let within = cg.imin(i, cg.c((carried - 1).max(0)))?;
+                (Some(p), Some(at)) if carried > 0 => {
+                    let within = cg.imin(i, cg.c(carried - 1))?;
                     let from_past = cg.add(cg.mul(row, cg.c(carried))?, within)?;
-                    // A zero-width state has nothing to read; the select below never takes it.
-                    if carried == 0 {
-                        cg.f(0.0)
-                    } else {
-                        cg.load(p.dtype, at, from_past)?.float(cg)?
-                    }
+                    cg.load(p.dtype, at, from_past)?.float(cg)?
                 }
                 _ => cg.f(0.0),
             };
