@@ -22,6 +22,9 @@ Writes <out>/<name>/{model.onnx, input_<j>.pb, output_<j>.pb, meta.json} for:
 and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole models):
   mobilenet_int8 - the MobileNet-style CNN quantized by onnxruntime.quantization.quantize_static
                   in QDQ format (int8 weights per channel, uint8 activations), as users ship them
+  mobilenet_qop_int8, bert_qop_int8 - the CNN and the BERT-style encoder quantized the same way
+                  in QOperator format: QLinearConv, QLinearMatMul, and onnxruntime's QLinearAdd,
+                  QLinearMul, QLinearAveragePool, QGemm and QLinearSoftmax (domain com.microsoft)
   bert_dynamic_int8 - the BERT-style encoder quantized by quantize_dynamic, as Optimum and
                   transformers.js ship it: DynamicQuantizeLinear, MatMulInteger, Cast, scales
   mobilenet_dynamic_int8 - the MobileNet-style CNN the same way (ConvInteger)
@@ -394,33 +397,45 @@ def write(out, name, model, inputs, outputs=None):
         json.dump(meta, f, indent=1)
 
 
-class RandomReader:
-    """Calibration inputs for onnxruntime's quantizer: seeded random sets."""
+class CalibrationReader:
+    """Calibration inputs for onnxruntime's quantizer: the model's own inputs with seeded noise
+    on the float ones (integer inputs, such as masks, as they are)."""
 
-    def __init__(self, name, shape, sets, seed):
+    def __init__(self, model, inputs, sets, seed):
         rng = np.random.default_rng(seed)
-        self.feeds = iter([{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(sets)])
+        names = [i.name for i in model.graph.input]
+        self.feeds = iter([
+            {n: (x + rng.standard_normal(x.shape).astype(x.dtype)) if x.dtype.kind == "f" else x
+             for n, x in zip(names, inputs)}
+            for _ in range(sets)
+        ])
 
     def get_next(self):
         return next(self.feeds, None)
 
 
-def quantized_mobilenet(out, params):
-    """The MobileNet-style model in onnxruntime's static QDQ form."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def statically_quantized(out, source, params, name, quant_format):
+    """A model quantized by onnxruntime's static quantization: int8 weights per channel, uint8
+    activations. QDQ format writes QuantizeLinear/DequantizeLinear pairs around float ops;
+    QOperator format writes QLinearConv, QLinearMatMul and onnxruntime's own quantized ops
+    (QLinearAdd, QLinearMul, QLinearAveragePool, QGemm, QLinearSoftmax of domain com.microsoft)."""
+    from onnxruntime.quantization import QuantType, quantize_static
 
-    model, inputs = mobilenet(**params)
+    model, inputs = BUILDERS[source](**params)
     folder = os.path.join(out, "qdq")
     os.makedirs(folder, exist_ok=True)
-    fp32 = os.path.join(folder, "mobilenet_fp32.onnx")
+    fp32 = os.path.join(folder, f"{source}_fp32.onnx")
     onnx.save(model, fp32)
-    qdq = os.path.join(folder, "mobilenet_int8.onnx")
-    shape = inputs[0].shape
-    quantize_static(fp32, qdq, RandomReader("image", shape, 8, 11), quant_format=QuantFormat.QDQ,
-                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    quantized = os.path.join(folder, f"{name}.onnx")
+    # reduce_range: 7-bit weights. onnxruntime's uint8 x int8 kernels on x86 without VNNI add
+    # pairs of products in saturating int16, so full-range weights would make its reference
+    # outputs, not sparkc's, wrong (by up to 90 codes of a convolution's output).
+    quantize_static(fp32, quantized, CalibrationReader(model, inputs, 8, 11), quant_format=quant_format,
+                    per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8)
     os.remove(fp32)
-    write(folder, "mobilenet_int8", onnx.load(qdq), inputs)
-    os.remove(qdq)
+    write(folder, name, onnx.load(quantized), inputs)
+    os.remove(quantized)
 
 
 def dynamically_quantized(out, source, params, name):
@@ -559,11 +574,19 @@ def main():
     for name, params in SCALES[args.scale].items():
         model, inputs = BUILDERS[name](**params)
         write(args.out, name, model, inputs)
-    quantized_mobilenet(args.out, SCALES[args.scale]["mobilenet"])
+    from onnxruntime.quantization import QuantFormat
+
+    static = [
+        ("mobilenet", "mobilenet_int8", QuantFormat.QDQ),
+        ("mobilenet", "mobilenet_qop_int8", QuantFormat.QOperator),
+        ("bert_encoder", "bert_qop_int8", QuantFormat.QOperator),
+    ]
+    for source, name, quant_format in static:
+        statically_quantized(args.out, source, SCALES[args.scale][source], name, quant_format)
     dynamic = [("bert_encoder", "bert_dynamic_int8"), ("mobilenet", "mobilenet_dynamic_int8")]
     for source, name in dynamic:
         dynamically_quantized(args.out, source, SCALES[args.scale][source], name)
-    qdq = ["mobilenet_int8"] + [name for _, name in dynamic] + qdq_products(args.out)
+    qdq = [name for _, name, _ in static] + [name for _, name in dynamic] + qdq_products(args.out)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump({"scale": args.scale, "models": sorted(SCALES[args.scale]), "qdq": qdq}, f)
     print(f"gen_models: {len(SCALES[args.scale])} models ({args.scale} scale) in {args.out}")

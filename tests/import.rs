@@ -365,3 +365,122 @@ fn recurrent_weights_that_do_not_fit_the_hidden_size_are_rejected() {
         &["node 'lstm'", "W is [1,8,2]", "need [1,12,2]"],
     );
 }
+
+/// A scalar initializer of ONNX element type `elem_type` from its little-endian bytes.
+fn scalar(name: &str, elem_type: i32, raw: &[u8]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        data_type: elem_type,
+        raw_data: raw.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// The scales (f32) and zero points (u8) of `names`, as initializers.
+fn quantization_parameters(names: &[&str]) -> Vec<TensorProto> {
+    names
+        .iter()
+        .flat_map(|n| {
+            [
+                scalar(&format!("{n}_scale"), 1, &0.05f32.to_le_bytes()),
+                scalar(&format!("{n}_zero"), 2, &[128]),
+            ]
+        })
+        .collect()
+}
+
+fn contributed(name: &str, op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        domain: "com.microsoft".into(),
+        ..node(name, op, inputs, outputs)
+    }
+}
+
+fn int_attribute(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        type_: AttributeType::INT.into(),
+        i: value,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn onnxruntime_quantized_ops_import_as_their_defining_ops() {
+    let mut inits = quantization_parameters(&["a", "b", "c"]);
+    inits.push(scalar("a", 2, &[7]));
+    inits.push(scalar("b", 2, &[200]));
+    let add = contributed(
+        "add",
+        "QLinearAdd",
+        &[
+            "a", "a_scale", "a_zero", "b", "b_scale", "b_zero", "c_scale", "c_zero",
+        ],
+        &["c"],
+    );
+    let mut m = model(vec![add], vec![], &["c"], inits);
+    m.graph.as_mut().unwrap().output[0].type_ = None.into();
+    let bytes = m.write_to_bytes().unwrap();
+    let graph = load_bytes(&bytes, None).expect("imports").graph;
+    let mut ops: Vec<String> = graph
+        .dag
+        .node_weights()
+        .filter(|n| !matches!(n.op, sparkc_ir::Op::Const(_)))
+        .map(|n| n.op.name())
+        .collect();
+    ops.sort();
+    assert_eq!(
+        ops,
+        [
+            "Add",
+            "DequantizeLinear",
+            "DequantizeLinear",
+            "QuantizeLinear"
+        ]
+    );
+    let output = graph.value(graph.outputs[0]);
+    assert_eq!(output.name, "c");
+    assert_eq!(
+        output.ty.as_tensor().map(|t| t.dtype),
+        Some(sparkc_ir::DType::U8)
+    );
+}
+
+#[test]
+fn malformed_onnxruntime_quantized_ops_are_rejected_by_name() {
+    let params = || quantization_parameters(&["x", "y"]);
+    let input = || vec![value_info("x", &[1, 2, 4, 4])];
+    let concat = contributed("cat", "QLinearConcat", &["y_scale", "y_zero", "x"], &["y"]);
+    assert_contains(
+        &import_error(&model(vec![concat], input(), &["y"], params())),
+        &["node 'cat' (QLinearConcat", "(codes, scale, zero point)"],
+    );
+    let mut pool = contributed(
+        "pool",
+        "QLinearGlobalAveragePool",
+        &["x", "x_scale", "x_zero", "y_scale", "y_zero"],
+        &["y"],
+    );
+    pool.attribute.push(int_attribute("channels_last", 1));
+    assert_contains(
+        &import_error(&model(vec![pool], input(), &["y"], params())),
+        &["node 'pool'", "channels_last"],
+    );
+    let gemm = contributed(
+        "gemm",
+        "QGemm",
+        &[
+            "x", "x_scale", "x_zero", "x", "x_scale", "x_zero", "", "y_scale",
+        ],
+        &["y"],
+    );
+    assert_contains(
+        &import_error(&model(vec![gemm], input(), &["y"], params())),
+        &["node 'gemm' (QGemm", "scale and zero point"],
+    );
+    let other = contributed("fused", "FusedConv", &["x"], &["y"]);
+    assert_contains(
+        &import_error(&model(vec![other], input(), &["y"], params())),
+        &["node 'fused'", "domain 'com.microsoft' is not supported"],
+    );
+}

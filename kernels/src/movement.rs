@@ -9,6 +9,7 @@ use crate::{resolve_axis, Family, Generated, KernelError, Launch, Request};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::{FloatPredicate, IntPredicate};
+use sparkc_ir::formats::int_range;
 use sparkc_ir::op::{channels_first, channels_last, AutoPad, Layout, PoolAttrs};
 use sparkc_ir::{Dim, Op};
 
@@ -601,12 +602,12 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                             Some(out_k) => cg.fsel(out_k, cg.f(fill), f)?,
                             None => f,
                         };
-                        Val::I(round_to_integer(cg, out.dtype, f)?)
+                        Val::I(truncate_to_integer(cg, out.dtype, f)?)
                     }
                     (Val::F(f), Some(out_k)) => Val::F(cg.fsel(out_k, cg.f(fill), f)?),
                     (Val::I(i), Some(out_k)) => {
-                        let (lo, hi) = integer_limits(out.dtype);
-                        let fill = cg.c((fill.round() as i64).clamp(lo, hi));
+                        let (lo, hi) = int_range(out.dtype);
+                        let fill = cg.c((fill.trunc() as i64).clamp(lo, hi));
                         Val::I(cg.select(out_k, fill, i)?.into_int_value())
                     }
                     (v, None) => v,
@@ -1441,43 +1442,17 @@ fn cubic_taps<'ctx>(
     Ok(taps)
 }
 
-/// The range of integer `dtype`, within i64.
-fn integer_limits(dtype: sparkc_ir::DType) -> (i64, i64) {
-    let bits = dtype.bits().min(64) as u32;
-    let signed = !matches!(
-        dtype,
-        sparkc_ir::DType::U64
-            | sparkc_ir::DType::U32
-            | sparkc_ir::DType::U16
-            | sparkc_ir::DType::U8
-            | sparkc_ir::DType::U4
-            | sparkc_ir::DType::U2
-            | sparkc_ir::DType::Bool
-    );
-    match (signed, bits) {
-        (_, 64) if signed => (i64::MIN, i64::MAX),
-        (_, 64) => (0, i64::MAX),
-        (true, b) => (-(1i64 << (b - 1)), (1i64 << (b - 1)) - 1),
-        (false, b) => (0, (1i64 << b) - 1),
-    }
-}
-
-/// `f` as integer `dtype`: rounded half away from zero and saturated to the type's range
-/// (NaN as 0), as the CPU executor stores an interpolated integer.
-fn round_to_integer<'ctx>(
+/// `f` as integer `dtype`: truncated toward zero, as onnxruntime and the ONNX reference store an
+/// interpolated integer, and saturated to the type's range (NaN as 0).
+fn truncate_to_integer<'ctx>(
     cg: &Cg<'ctx>,
     dtype: sparkc_ir::DType,
     f: FloatValue<'ctx>,
 ) -> Gen<IntValue<'ctx>> {
-    let rounded = cg.fcall1("llvm.round.f32", f)?;
     let wide = cg
-        .call(
-            "llvm.fptosi.sat.i64.f32",
-            cg.i64t().into(),
-            &[rounded.into()],
-        )?
+        .call("llvm.fptosi.sat.i64.f32", cg.i64t().into(), &[f.into()])?
         .into_int_value();
-    let (lo, hi) = integer_limits(dtype);
+    let (lo, hi) = int_range(dtype);
     cg.imin(cg.imax(wide, cg.c(lo))?, cg.c(hi))
 }
 

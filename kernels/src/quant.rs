@@ -201,16 +201,7 @@ fn generate_round<'ctx>(
 
 /// The integer range of a quantized integer type.
 fn int_limits(dtype: DType) -> Option<(i64, i64)> {
-    Some(match dtype {
-        DType::U8 => (0, 255),
-        DType::I8 => (-128, 127),
-        DType::U16 => (0, 65535),
-        DType::I16 => (-32768, 32767),
-        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
-        DType::U32 => (0, i64::from(u32::MAX)),
-        DType::I4 | DType::U4 | DType::I2 | DType::U2 => int_range(dtype),
-        _ => return None,
-    })
+    (dtype.is_integer() && dtype.bits() <= 32).then(|| int_range(dtype))
 }
 
 /// Reads element `index` of a buffer of quantized `dtype`: its code, or its value as a float.

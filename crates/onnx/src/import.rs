@@ -128,6 +128,12 @@ impl Importer<'_> {
                 pending.extend(converted.into_iter().map(|p| (index, p)));
                 continue;
             }
+            if node.domain == crate::contrib::DOMAIN {
+                let converted = crate::contrib::convert(node, &label)
+                    .map_err(|m| self.node_error(&label, node, m))?;
+                pending.extend(converted.into_iter().map(|p| (index, p)));
+                continue;
+            }
             if !(node.domain.is_empty() || node.domain == "ai.onnx") {
                 return Err(self.node_error(
                     &label,

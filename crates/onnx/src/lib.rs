@@ -4,6 +4,7 @@
 //! without a second copy, and external data files are memory-mapped and shared.
 
 mod attrs;
+pub mod contrib;
 mod error;
 pub mod export;
 mod import;
@@ -226,7 +227,11 @@ pub struct Unsupported {
 fn survey(graph: &GraphProto, found: &mut BTreeMap<(String, String), Vec<String>>) {
     for (index, node) in graph.node.iter().enumerate() {
         let default = node.domain.is_empty() || node.domain == "ai.onnx";
-        if !default || !SUPPORTED_OPS.contains(&node.op_type.as_str()) {
+        let supported = match node.domain.as_str() {
+            contrib::DOMAIN => contrib::SUPPORTED_OPS.contains(&node.op_type.as_str()),
+            _ => default && SUPPORTED_OPS.contains(&node.op_type.as_str()),
+        };
+        if !supported {
             let domain = if default {
                 "ai.onnx".to_string()
             } else {

@@ -122,18 +122,8 @@ fn scale_index(x: &Array, scale: &Array, ax: i64, block_size: i64) -> R<Vec<usiz
 
 /// The range of an integer type, as floats.
 pub(crate) fn int_limits(dtype: DType) -> (f64, f64) {
-    match dtype {
-        DType::U8 => (0.0, 255.0),
-        DType::I8 => (-128.0, 127.0),
-        DType::U16 => (0.0, 65535.0),
-        DType::I16 => (-32768.0, 32767.0),
-        DType::I32 => (i32::MIN as f64, i32::MAX as f64),
-        DType::U32 => (0.0, u32::MAX as f64),
-        d => {
-            let (lo, hi) = minifloat::int_range(d);
-            (lo as f64, hi as f64)
-        }
-    }
+    let (lo, hi) = minifloat::int_range(dtype);
+    (lo as f64, hi as f64)
 }
 
 /// `RoundToBlocks`: each block along the last axis rounded to `format` (the IR's block codec,

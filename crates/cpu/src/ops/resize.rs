@@ -1,5 +1,6 @@
 //! `Resize` (nearest, linear, cubic; every coordinate mode; antialiasing), applied axis by axis;
-//! integers are rounded and saturated to their type.
+//! integers are truncated toward zero, as onnxruntime and the ONNX reference store them, and
+//! saturated to their type.
 
 use super::elementwise::min_tasks;
 use super::reduce::split_at_axis;
@@ -256,14 +257,14 @@ pub(crate) fn resize(args: &Args, attrs: &ResizeAttrs) -> R<Array> {
                 fill_outside(&mut values, mask, f64::from(attrs.extrapolation_value));
             }
             if x.dtype().is_integer() {
-                // Rounded and saturated: a cubic overshoot of a u8 image stops at 0 and 255
-                // (numpy's astype would wrap it around).
+                // Truncated (onnxruntime's and the reference's `astype`) and saturated: a cubic
+                // overshoot of a u8 image stops at 0 and 255, where `astype` would wrap it.
                 let (lo, hi) = super::quant::int_limits(x.dtype());
                 Data::from_f64s(
                     x.dtype(),
                     values
                         .into_iter()
-                        .map(|v| v.round().clamp(lo, hi))
+                        .map(|v| v.trunc().clamp(lo, hi))
                         .collect(),
                     true,
                 )

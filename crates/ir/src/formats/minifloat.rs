@@ -216,13 +216,22 @@ impl F32Encoder {
     }
 }
 
-/// The range of the sub-byte integer types.
+/// The range of an integer type, within i64 (`u64` stops at `i64::MAX`); the whole of i64 for
+/// other types.
 pub fn int_range(dtype: DType) -> (i64, i64) {
     match dtype {
-        DType::I4 => (-8, 7),
-        DType::U4 => (0, 15),
         DType::I2 => (-2, 1),
         DType::U2 => (0, 3),
+        DType::I4 => (-8, 7),
+        DType::U4 => (0, 15),
+        DType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+        DType::U8 => (0, i64::from(u8::MAX)),
+        DType::I16 => (i64::from(i16::MIN), i64::from(i16::MAX)),
+        DType::U16 => (0, i64::from(u16::MAX)),
+        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        DType::U32 => (0, i64::from(u32::MAX)),
+        DType::U64 => (0, i64::MAX),
+        DType::Bool => (0, 1),
         _ => (i64::MIN, i64::MAX),
     }
 }
