@@ -109,13 +109,18 @@ fn qdq_models_keep_their_weights_quantized() {
                     && codes.is_some_and(|c| large(&graph.node(c.node).op))
             })
             .count()
-            // Integer products (dynamic quantization) read their codes directly.
+            // Integer products (dynamic quantization) and QOperator products read their codes
+            // directly: the weight is input 1 of the former, input 3 of the latter.
             + graph
                 .dag
                 .node_indices()
-                .filter(|&id| matches!(graph.node(id).op, Op::MatMulInteger | Op::ConvInteger(_)))
-                .filter(|&id| {
-                    let w = graph.inputs_of(id).get(1).copied().flatten();
+                .filter_map(|id| match graph.node(id).op {
+                    Op::MatMulInteger | Op::ConvInteger(_) => Some((id, 1)),
+                    Op::QLinearMatMul | Op::QLinearConv(_) => Some((id, 3)),
+                    _ => None,
+                })
+                .filter(|&(id, slot)| {
+                    let w = graph.inputs_of(id).get(slot).copied().flatten();
                     w.is_some_and(|w| large(&graph.node(w.node).op))
                 })
                 .count();
