@@ -737,8 +737,7 @@ fn narrow_cast_kernels_match_the_cpu_executor() {
         all.push(0);
         let coded = Array::new(vec![all.len()], sparkc_cpu::Data::Bits(dtype, all));
         for to in [DType::F32, DType::I32, DType::F8E5M2, DType::I4] {
-            // Not float codes to integers: their NaNs have no integer (ONNX leaves it undefined).
-            if to != dtype && (to.is_float() || !dtype.is_float()) {
+            if to != dtype {
                 check(cast(to, true, "up"), &coded);
                 checked += 1;
             }
@@ -761,7 +760,21 @@ fn narrow_cast_kernels_match_the_cpu_executor() {
             }
         }
     }
-    println!("host kernels, Cast: {checked} casts to and from narrow types match the CPU executor");
+    // Floats to every integer width: truncated toward zero, saturated to i64 (NaN as 0; ONNX
+    // leaves both undefined) and wrapped to the width, as the CPU executor's casts do.
+    for to in [
+        DType::I8,
+        DType::U8,
+        DType::I16,
+        DType::U16,
+        DType::I32,
+        DType::U32,
+        DType::I64,
+    ] {
+        check(cast(to, true, "up"), &floats);
+        checked += 1;
+    }
+    println!("host kernels, Cast: {checked} casts to and from narrow types and of floats to integers match the CPU executor");
 }
 
 /// DepthToSpace and SpaceToDepth in both channel orders with block sizes 2 and 3 on odd,

@@ -191,7 +191,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             Some(t) => Ok(Some(
                 match cg.load(t.dtype, cg.buffer(req.input_param(6)), b)? {
                     Val::I(l) => l,
-                    Val::F(f) => cg.b.build_float_to_signed_int(f, cg.i64t(), "")?,
+                    Val::F(f) => cg.ftoi(f)?,
                 },
             )),
             None => Ok(None),
@@ -439,7 +439,7 @@ pub fn generate_rotary<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<
                 let at = cg.add(cg.mul(b, seq_v)?, s)?;
                 match cg.load(p.dtype, cg.buffer(req.input_param(3)), at)? {
                     Val::I(v) => cg.imax(v, cg.c(0))?,
-                    Val::F(f) => cg.b.build_float_to_signed_int(f, cg.i64t(), "")?,
+                    Val::F(f) => cg.ftoi(f)?,
                 }
             }
             None => cg.add(cg.mul(b, seq_v)?, s)?,

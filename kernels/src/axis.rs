@@ -187,7 +187,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                         (Val::I(a), v) => {
                             let b = match v {
                                 Val::I(b) => b,
-                                Val::F(f) => cg.b.build_float_to_signed_int(f, cg.i64t(), "")?,
+                                Val::F(f) => cg.ftoi(f)?,
                             };
                             Val::I(if product {
                                 cg.mul(a, b)?

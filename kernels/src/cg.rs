@@ -442,6 +442,26 @@ impl<'ctx> Cg<'ctx> {
         Ok(self.b.build_signed_int_to_float(a, self.f32t(), "")?)
     }
 
+    /// `f32` to `i64`, truncated toward zero and saturated (NaN as 0), as Rust's `as` and the
+    /// CPU executor convert; a plain `fptosi` of NaN or of a value out of range is poison.
+    pub fn ftoi(&self, a: FloatValue<'ctx>) -> Gen<IntValue<'ctx>> {
+        Ok(self
+            .call("llvm.fptosi.sat.i64.f32", self.i64t().into(), &[a.into()])?
+            .into_int_value())
+    }
+
+    /// `f32` to integer `dtype`, held in an `i64` to be wrapped to its width: truncated toward
+    /// zero within i64's range, saturated to `dtype`'s range beyond it (NaN as 0), as the CPU
+    /// executor casts (numpy's `astype` where that is defined).
+    pub fn ftoi_as(&self, dtype: DType, a: FloatValue<'ctx>) -> Gen<IntValue<'ctx>> {
+        let wide = self.ftoi(a)?;
+        let (lo, hi) = sparkc_ir::formats::int_range(dtype);
+        let saturated = self.imin(self.imax(wide, self.c(lo))?, self.c(hi))?;
+        let magnitude = self.fcall1("llvm.fabs.f32", a)?;
+        let beyond = self.fcmp(FloatPredicate::OGE, magnitude, self.f(9.2e18))?;
+        Ok(self.select(beyond, saturated, wide)?.into_int_value())
+    }
+
     // ---- memory ---------------------------------------------------------------------------
 
     /// The LLVM type a dtype is stored as.
@@ -649,10 +669,16 @@ impl<'ctx> Cg<'ctx> {
                     .build_int_z_extend(nz, ty.into_int_type(), "")?
                     .into()
             }
-            (false, Val::F(f)) => self
-                .b
-                .build_float_to_signed_int(f, ty.into_int_type(), "")?
-                .into(),
+            (false, Val::F(f)) => {
+                let wide = self.ftoi_as(dtype, f)?;
+                if ty.into_int_type().get_bit_width() == 64 {
+                    wide.into()
+                } else {
+                    self.b
+                        .build_int_truncate(wide, ty.into_int_type(), "")?
+                        .into()
+                }
+            }
             (false, Val::I(i)) => {
                 if ty.into_int_type().get_bit_width() == 64 {
                     i.into()

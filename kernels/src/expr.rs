@@ -80,11 +80,7 @@ pub fn eval_op<'ctx>(cg: &Cg<'ctx>, op: &Op, args: &[Option<Val<'ctx>>]) -> Gen<
                 v = Val::F(cg.fcall2("llvm.minnum.f32", v.float(cg)?, hi.float(cg)?)?);
             }
             match x {
-                Val::I(_) => Ok(Val::I(cg.b.build_float_to_signed_int(
-                    v.float(cg)?,
-                    cg.i64t(),
-                    "",
-                )?)),
+                Val::I(_) => Ok(Val::I(cg.ftoi(v.float(cg)?)?)),
                 Val::F(_) => Ok(v),
             }
         }
@@ -209,7 +205,7 @@ fn cast<'ctx>(
         return Ok(Val::I(narrow::wrap_packed_int(cg, to, v)?));
     }
     let wide = match v {
-        Val::F(f) => cg.b.build_float_to_signed_int(f, cg.i64t(), "")?,
+        Val::F(f) => cg.ftoi_as(to, f)?,
         Val::I(i) => i,
     };
     // Wrap to the target width as a store would.

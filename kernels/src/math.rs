@@ -209,7 +209,7 @@ impl<'ctx> Cg<'ctx> {
         let r = self.exp(self.fmul(y, self.log(ax)?)?)?;
         let yf = self.fcall1("llvm.floor.f32", y)?;
         let integral = self.fcmp(FloatPredicate::OEQ, yf, y)?;
-        let yi = self.b.build_float_to_signed_int(y, self.i64t(), "")?;
+        let yi = self.ftoi(y)?;
         let odd = self.b.build_and(yi, self.c(1), "")?;
         let odd = self.icmp(IntPredicate::EQ, odd, self.c(1))?;
         let odd = self.and(odd, integral)?;
@@ -274,7 +274,7 @@ impl<'ctx> Cg<'ctx> {
                 1.0,
             ],
         )?;
-        let q = self.b.build_float_to_signed_int(k, self.i64t(), "")?;
+        let q = self.ftoi(k)?;
         let q = self.b.build_and(q, self.c(3), "")?;
         let is = |n: i64| self.icmp(IntPredicate::EQ, q, self.c(n));
         let neg_sin = self.fneg(sin_r)?;

@@ -549,12 +549,12 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
                             // round_prefer_floor: halves go down.
                             _ => cg.fcall1("llvm.ceil.f32", cg.fsub(src, cg.f(0.5))?)?,
                         };
-                        let i = cg.b.build_float_to_signed_int(r, cg.i64t(), "")?;
+                        let i = cg.ftoi(r)?;
                         lo.push(clamp(cg, i)?);
                     } else {
                         let src = cg.fcall2("llvm.maxnum.f32", src, cg.f(0.0))?;
                         let f0 = cg.fcall1("llvm.floor.f32", src)?;
-                        let i0 = cg.b.build_float_to_signed_int(f0, cg.i64t(), "")?;
+                        let i0 = cg.ftoi(f0)?;
                         let i0c = clamp(cg, i0)?;
                         let i1 = clamp(cg, cg.add(i0, cg.c(1))?)?;
                         let beyond = cg.icmp(IntPredicate::SGE, i0, last)?;
@@ -835,7 +835,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             each_output(&mut cg, &out.shape, |cg, idx, oc| {
                 let len = match cg.load(lens.dtype, cg.buffer(req.input_param(1)), oc[ba])? {
                     Val::I(l) => l,
-                    Val::F(f) => cg.b.build_float_to_signed_int(f, cg.i64t(), "")?,
+                    Val::F(f) => cg.ftoi(f)?,
                 };
                 let t = oc[ta];
                 let inside = cg.icmp(IntPredicate::SLT, t, len)?;
@@ -1111,8 +1111,7 @@ fn reflect<'ctx>(
                 far: FloatValue<'ctx>,
                 toward_far: bool|
      -> Gen<FloatValue<'ctx>> {
-        let n =
-            cg.b.build_float_to_signed_int(cg.fdiv(past, range)?, cg.i64t(), "")?;
+        let n = cg.ftoi(cg.fdiv(past, range)?)?;
         let r = cg.fsub(past, cg.fmul(cg.itof(n)?, range)?)?;
         let even = cg.icmp(IntPredicate::EQ, cg.b.build_and(n, cg.c(1), "")?, cg.c(0))?;
         let (into_near, into_far) = if toward_far {
@@ -1187,12 +1186,12 @@ fn grid_sample(
                 _ => {}
             }
             let floor = cg.fcall1("llvm.floor.f32", loc)?;
-            let base = cg.b.build_float_to_signed_int(floor, cg.i64t(), "")?;
+            let base = cg.ftoi(floor)?;
             let t = cg.fsub(loc, floor)?;
             let raw: Vec<(IntValue, FloatValue)> = match mode {
                 "nearest" => {
                     let r = cg.fcall1("llvm.roundeven.f32", loc)?;
-                    vec![(cg.b.build_float_to_signed_int(r, cg.i64t(), "")?, one)]
+                    vec![(cg.ftoi(r)?, one)]
                 }
                 "cubic" | "bicubic" => {
                     let w = cubic_weights(cg, t, -0.75)?;
@@ -1217,7 +1216,7 @@ fn grid_sample(
                     "zeros" => (i, cg.fsel(inside, w, cg.f(0.0))?),
                     "reflection" => {
                         let r = reflect(cg, cg.itof(i)?, lo, hi)?;
-                        (cg.b.build_float_to_signed_int(r, cg.i64t(), "")?, w)
+                        (cg.ftoi(r)?, w)
                     }
                     _ => (i, w),
                 };
@@ -1258,7 +1257,7 @@ fn roi_taps<'ctx>(
     len: IntValue<'ctx>,
 ) -> Gen<(IntValue<'ctx>, IntValue<'ctx>, FloatValue<'ctx>)> {
     let v = cg.fmax(v, cg.f(0.0))?;
-    let lo = cg.b.build_float_to_signed_int(v, cg.i64t(), "")?;
+    let lo = cg.ftoi(v)?;
     let last = cg.sub(len, cg.c(1))?;
     let past = cg.icmp(IntPredicate::SGE, lo, last)?;
     let frac = cg.fsub(v, cg.itof(lo)?)?;
@@ -1321,7 +1320,7 @@ fn roi_align<'ctx>(
                 Ok(cg.c(sampling_ratio))
             } else {
                 let up = cg.fcall1("llvm.ceil.f32", bin)?;
-                Ok(cg.b.build_float_to_signed_int(up, cg.i64t(), "")?)
+                Ok(cg.ftoi(up)?)
             }
         };
         let (grid_h, grid_w) = (grid(cg, bin_h)?, grid(cg, bin_w)?);
@@ -1415,7 +1414,7 @@ fn cubic_taps<'ctx>(
 ) -> Gen<Vec<(IntValue<'ctx>, FloatValue<'ctx>)>> {
     let base = cg.fcall1("llvm.floor.f32", src)?;
     let t = cg.fsub(src, base)?;
-    let base = cg.b.build_float_to_signed_int(base, cg.i64t(), "")?;
+    let base = cg.ftoi(base)?;
     let last = cg.sub(len, cg.c(1))?;
     let mut taps = Vec::with_capacity(4);
     let mut sum = cg.f(0.0);
@@ -1449,9 +1448,7 @@ fn truncate_to_integer<'ctx>(
     dtype: sparkc_ir::DType,
     f: FloatValue<'ctx>,
 ) -> Gen<IntValue<'ctx>> {
-    let wide = cg
-        .call("llvm.fptosi.sat.i64.f32", cg.i64t().into(), &[f.into()])?
-        .into_int_value();
+    let wide = cg.ftoi(f)?;
     let (lo, hi) = int_range(dtype);
     cg.imin(cg.imax(wide, cg.c(lo))?, cg.c(hi))
 }
@@ -1473,7 +1470,7 @@ fn filter_taps<'ctx>(
     let first = (-radius / scale).floor() as i64 + 1;
     let base = cg.fcall1("llvm.floor.f32", src)?;
     let ratio = cg.fsub(src, base)?;
-    let base = cg.b.build_float_to_signed_int(base, cg.i64t(), "")?;
+    let base = cg.ftoi(base)?;
     let last = cg.sub(len, cg.c(1))?;
     let mut taps = Vec::with_capacity((2 - 2 * first) as usize);
     for i in first..=1 - first {

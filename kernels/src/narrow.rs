@@ -11,6 +11,15 @@ use inkwell::{FloatPredicate, IntPredicate};
 use sparkc_ir::formats::{decode, encode, max_finite, Rounding};
 use sparkc_ir::DType;
 
+/// A constant table of the f32 value of every code of the minifloat `dtype`, as the CPU
+/// executor decodes them (`sparkc_ir::formats::decode`), for kernels that decode by lookup.
+pub(crate) fn value_table<'ctx>(cg: &mut Cg<'ctx>, dtype: DType) -> PointerValue<'ctx> {
+    let values: Vec<f32> = (0..1u16 << dtype.bits())
+        .map(|c| decode(dtype, c as u8) as f32)
+        .collect();
+    cg.f32_table(&values)
+}
+
 /// True for the float types coded in at most a byte (decoded, not converted by LLVM).
 pub(crate) fn is_minifloat(dtype: DType) -> bool {
     dtype.is_float() && dtype.bits() <= 8
@@ -152,7 +161,7 @@ pub(crate) fn encode_minifloat<'ctx>(
         cg.fcall1("llvm.rint.f32", cg.fdiv(magnitude, quantum)?)?,
         limit,
     )?;
-    let steps = cg.b.build_float_to_signed_int(steps, cg.i64t(), "")?;
+    let steps = cg.ftoi(steps)?;
     let magnitude_code = cg.add(
         cg.b.build_left_shift(cg.sub(binade, cg.c(min_exponent))?, cg.c(mantissa_bits), "")?,
         steps,

@@ -11,13 +11,13 @@
 
 use crate::cg::{Cg, Gen};
 use crate::expr::is_scalar_op;
-use crate::narrow::{encode_minifloat, is_minifloat};
+use crate::narrow::{encode_minifloat, is_minifloat, value_table};
 use crate::quant::{encode_int, encode_saturated, BlockScale, BlockTables, Codes, ScaleIndex};
 use crate::reduce::Reader;
 use crate::{resolve_axis, KernelError, Request, TensorSig};
 use inkwell::values::{FloatValue, IntValue, PointerValue};
 use inkwell::IntPredicate;
-use sparkc_ir::formats::{decode, BlockFormat};
+use sparkc_ir::formats::BlockFormat;
 use sparkc_ir::op::Unary;
 use sparkc_ir::{BodyNode, DType, Dim, Op, Operand as Arg};
 
@@ -368,7 +368,7 @@ impl<'ctx> Factor<'ctx> {
                 let dtype = output_dtype.or(zero_dtype).unwrap_or(DType::U8);
                 let x = chain_of(chain, chain[q].args.first().copied().flatten())?;
                 let reader = Reader::new(req, &x, &chain_shape(req, &x)?)?;
-                let table = is_minifloat(dtype).then(|| table_of(cg, dtype));
+                let table = is_minifloat(dtype).then(|| value_table(cg, dtype));
                 (
                     Source::Computed {
                         reader,
@@ -831,13 +831,6 @@ impl<'ctx> Factor<'ctx> {
         }
         Ok(out)
     }
-}
-
-/// A table of the values of every code of the minifloat `dtype`.
-fn table_of<'ctx>(cg: &mut Cg<'ctx>, dtype: DType) -> PointerValue<'ctx> {
-    let codes = 1u16 << dtype.bits();
-    let values: Vec<f32> = (0..codes).map(|c| decode(dtype, c as u8) as f32).collect();
-    cg.f32_table(&values)
 }
 
 /// An integer code (i64 holding its low byte) as its signed value when `dtype` is signed.

@@ -10,13 +10,15 @@
 
 use crate::cg::{Cg, Combine, Gen, Val};
 use crate::movement::{coords, linear};
-use crate::narrow::{encode_minifloat, is_minifloat, is_packed, load_packed_code, store_packed};
+use crate::narrow::{
+    encode_minifloat, is_minifloat, is_packed, load_packed_code, store_packed, value_table,
+};
 use crate::target::{Sm, Target};
 use crate::{resolve_axis, Family, Generated, KernelError, Launch, Request, TensorSig};
 use inkwell::context::Context;
 use inkwell::values::{FloatValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
-use sparkc_ir::formats::{decode, int_range, BlockFormat};
+use sparkc_ir::formats::{int_range, BlockFormat};
 use sparkc_ir::{DType, Dim, Op};
 
 const BLOCK: u32 = 256;
@@ -53,16 +55,10 @@ pub(crate) struct BlockScale<'ctx> {
 impl<'ctx> BlockTables<'ctx> {
     /// The tables for `format`.
     pub(crate) fn new(cg: &mut Cg<'ctx>, format: BlockFormat) -> BlockTables<'ctx> {
-        let table = |cg: &mut Cg<'ctx>, dtype: DType| {
-            let values: Vec<f32> = (0..1u16 << dtype.bits())
-                .map(|c| decode(dtype, c as u8) as f32)
-                .collect();
-            cg.f32_table(&values)
-        };
         BlockTables {
             format,
-            e2m1: table(cg, DType::F4E2M1),
-            scales: table(cg, format.scale_dtype()),
+            e2m1: value_table(cg, DType::F4E2M1),
+            scales: value_table(cg, format.scale_dtype()),
         }
     }
 
@@ -215,11 +211,7 @@ impl<'ctx> Codes<'ctx> {
     /// A reader of the buffer parameter `param`.
     pub(crate) fn new(cg: &mut Cg<'ctx>, dtype: DType, param: usize) -> Codes<'ctx> {
         let base = cg.buffer(param);
-        let table = is_minifloat(dtype).then(|| {
-            let codes = 1u16 << dtype.bits();
-            let values: Vec<f32> = (0..codes).map(|c| decode(dtype, c as u8) as f32).collect();
-            cg.f32_table(&values)
-        });
+        let table = is_minifloat(dtype).then(|| value_table(cg, dtype));
         Codes { dtype, base, table }
     }
 
@@ -350,7 +342,7 @@ pub(crate) fn quantize_int<'ctx>(
         r = cg.fadd(r, z)?;
     }
     let r = cg.fmin(cg.fmax(r, cg.f(lo as f64))?, cg.f(hi as f64))?;
-    Ok(cg.b.build_float_to_signed_int(r, cg.i64t(), "")?)
+    Ok(cg.ftoi(r)?)
 }
 
 /// The integer code of `q` (already scaled) for integer `dtype`: rounded half to even, plus
@@ -556,13 +548,13 @@ fn generate_dynamic<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ct
         let q = cg.fcall1("llvm.rint.f32", cg.fdiv(v, scale)?)?;
         let q = cg.fsel(flat, cg.f(0.0), q)?;
         let q = u8_range(cg, cg.fadd(q, point)?)?;
-        let code = cg.b.build_float_to_signed_int(q, cg.i64t(), "")?;
+        let code = cg.ftoi(q)?;
         cg.store(y_dtype, y_at, i, Val::I(code))
     })?;
     let first = cg.icmp(IntPredicate::EQ, start, cg.c(0))?;
     cg.if_then(first, |cg| {
         cg.store(scale_dtype, scale_at, cg.c(0), Val::F(scale))?;
-        let code = cg.b.build_float_to_signed_int(point, cg.i64t(), "")?;
+        let code = cg.ftoi(point)?;
         cg.store(point_dtype, point_at, cg.c(0), Val::I(code))
     })?;
     let launch = Launch {
