@@ -342,7 +342,7 @@ pub(crate) fn quantize_int<'ctx>(
         r = cg.fadd(r, z)?;
     }
     let r = cg.fmin(cg.fmax(r, cg.f(lo as f64))?, cg.f(hi as f64))?;
-    Ok(cg.ftoi(r)?)
+    cg.ftoi(r)
 }
 
 /// The integer code of `q` (already scaled) for integer `dtype`: rounded half to even, plus
