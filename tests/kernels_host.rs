@@ -376,7 +376,7 @@ fn host_kernels_match_onnx_node_tests() {
         ("Conv", 28),
         ("Elementwise", 388),
         ("Gemm", 15),
-        ("Movement", 191),
+        ("Movement", 204),
         ("Quantization", 18),
         ("Reduction", 179),
     ];

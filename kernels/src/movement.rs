@@ -848,27 +848,37 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             "reverse sequence"
         }
         Op::Trilu { upper } => {
-            // Keep element (.., r, c) when c - r >= k (upper) or c - r <= k (lower).
-            let k = match req.inputs.get(1).and_then(|t| t.as_ref()) {
-                Some(_) => *req
-                    .known_ints(1)?
-                    .first()
-                    .ok_or_else(|| KernelError::Unsupported("Trilu's k input is empty".into()))?,
-                None => 0,
-            };
+            // Keep element (.., r, c) when c - r >= k (upper) or c - r <= k (lower); k is a
+            // constant, or read from its buffer when it is computed at run time.
             let rank = out.shape.len();
             if rank < 2 {
                 return Err(KernelError::Unsupported(
                     "Trilu needs rank 2 or more".into(),
                 ));
             }
+            let k = match req.inputs.get(1).and_then(|t| t.as_ref()) {
+                Some(k) => match req.known_ints(1) {
+                    Ok(known) => cg.c(*known.first().ok_or_else(|| {
+                        KernelError::Unsupported("Trilu's k input is empty".into())
+                    })?),
+                    Err(_) => match cg.load(k.dtype, cg.buffer(req.input_param(1)), cg.c(0))? {
+                        Val::I(k) => k,
+                        Val::F(_) => {
+                            return Err(KernelError::Unsupported(
+                                "Trilu's k must be an integer".into(),
+                            ))
+                        }
+                    },
+                },
+                None => cg.c(0),
+            };
             let upper = *upper;
             each_output(&mut cg, &out.shape, |cg, idx, oc| {
                 let offset = cg.sub(oc[rank - 1], oc[rank - 2])?;
                 let keep = if upper {
-                    cg.icmp(IntPredicate::SGE, offset, cg.c(k))?
+                    cg.icmp(IntPredicate::SGE, offset, k)?
                 } else {
-                    cg.icmp(IntPredicate::SLE, offset, cg.c(k))?
+                    cg.icmp(IntPredicate::SLE, offset, k)?
                 };
                 let v = cg.load(x.dtype, cg.buffer(req.input_param(0)), idx)?;
                 let zero = match v {
