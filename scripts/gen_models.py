@@ -19,6 +19,11 @@ Writes <out>/<name>/{model.onnx, input_<j>.pb, output_<j>.pb, meta.json} for:
                   of different lengths (sequence_lens), a linear head per token
   mobilenet     - MobileNet-style CNN: depthwise convs, BatchNorm, HardSwish, squeeze-excite,
                   Resize, global pooling and a classifier
+under <out>/contrib/ (listed as "contrib" in the manifest), as onnxruntime's optimizers save them:
+  bert_ortopt, gpt_ortopt - the BERT- and GPT-style models through onnxruntime's transformer
+                  optimizer: SkipLayerNormalization, BiasGelu, FastGelu (domain com.microsoft)
+  mobilenet_ortopt - the MobileNet-style CNN saved by a session at ORT_ENABLE_EXTENDED: FusedConv
+  fused_ops      - one graph of the other com.microsoft fused ops sparkc reads
 and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole models):
   mobilenet_int8 - the MobileNet-style CNN quantized by onnxruntime.quantization.quantize_static
                   in QDQ format (int8 weights per channel, uint8 activations), as users ship them
@@ -456,6 +461,92 @@ def dynamically_quantized(out, source, params, name):
     os.remove(quantized)
 
 
+def onnxruntime_optimized(out, scale):
+    """Models as onnxruntime's optimizers save them, with its fused ops of domain com.microsoft:
+    the BERT- and GPT-style models through its transformer optimizer (SkipLayerNormalization,
+    BiasGelu, FastGelu), MobileNet through a session at ORT_ENABLE_EXTENDED (FusedConv with Relu
+    and HardSigmoid). Returns their names."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    folder = os.path.join(out, "contrib")
+    os.makedirs(folder, exist_ok=True)
+    names = []
+    for source, model_type in [("bert_encoder", "bert"), ("gpt_decoder", "gpt2")]:
+        params = SCALES[scale][source]
+        model, inputs = BUILDERS[source](**params)
+        fp32 = os.path.join(folder, f"{source}_fp32.onnx")
+        onnx.save(model, fp32)
+        optimized = optimize_model(fp32, model_type=model_type, num_heads=params["heads"],
+                                   hidden_size=params["width"], opt_level=0,
+                                   optimization_options=FusionOptions(model_type))
+        os.remove(fp32)
+        name = f"{source.split('_')[0]}_ortopt"
+        write(folder, name, optimized.model, inputs)
+        names.append(name)
+    model, inputs = BUILDERS["mobilenet"](**SCALES[scale]["mobilenet"])
+    fp32 = os.path.join(folder, "mobilenet_fp32.onnx")
+    extended = os.path.join(folder, "mobilenet_extended.onnx")
+    onnx.save(model, fp32)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = extended
+    options.log_severity_level = 3
+    ort.InferenceSession(fp32, options, providers=["CPUExecutionProvider"])
+    write(folder, "mobilenet_ortopt", onnx.load(extended), inputs)
+    os.remove(fp32)
+    os.remove(extended)
+    names.append("mobilenet_ortopt")
+    names.append(contributed_ops(folder))
+    return names
+
+
+def contributed_ops(folder):
+    """One graph of the com.microsoft fused ops the optimized models above lack: Gelu, QuickGelu,
+    SkipSimplifiedLayerNormalization (with the sum output), SkipLayerNormalization
+    with every output, FusedMatMul (transposed, scaled), FusedGemm (LeakyRelu) and FusedConv
+    (Clip, with a residual input); onnxruntime's outputs are the reference."""
+    rng = np.random.default_rng(23)
+    f32 = TensorProto.FLOAT
+    ms = "com.microsoft"
+
+    def init(name, *shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.5, name)
+
+    inits = [init("bias", 16), init("skip", 2, 5, 16), init("gamma", 16), init("beta", 16),
+             init("w", 16, 8), init("wg", 6, 16), init("cg", 6), init("cw", 3, 2, 3, 3),
+             init("cb", 3), init("residual", 1, 3, 4, 4)]
+    nodes = [
+        helper.make_node("Gelu", ["x"], ["g"], domain=ms),
+        helper.make_node("QuickGelu", ["g"], ["q"], domain=ms, alpha=1.5),
+        helper.make_node("Add", ["q", "bias"], ["b"]),
+        helper.make_node("SkipSimplifiedLayerNormalization", ["b", "skip", "gamma", "bias"],
+                         ["rms", "", "", "rms_sum"], domain=ms, epsilon=1e-5),
+        helper.make_node("SkipLayerNormalization", ["rms", "rms_sum", "gamma", "beta", "bias"],
+                         ["ln", "ln_mean", "ln_inv_std", "ln_sum"], domain=ms, epsilon=1e-5),
+        helper.make_node("FusedMatMul", ["ln", "w"], ["mm"], domain=ms, alpha=0.75),
+        helper.make_node("FusedMatMul", ["mm", "ln"], ["mm_t"], domain=ms, transA=1),
+        helper.make_node("Reshape", ["x", "flat"], ["x2"]),
+        helper.make_node("FusedGemm", ["x2", "wg", "cg"], ["gemm"], domain=ms, transB=1,
+                         activation="LeakyRelu", activation_alpha=0.2),
+        helper.make_node("FusedConv", ["image", "cw", "cb", "residual"], ["conv"], domain=ms,
+                         pads=[1, 1, 1, 1], activation="Clip", activation_params=[-0.5, 0.8]),
+    ]
+    inits.append(numpy_helper.from_array(np.array([10, 16], np.int64), "flat"))
+    info = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes, "fused_ops",
+        [info("x", f32, [2, 5, 16]), info("image", f32, [1, 2, 4, 4])],
+        [info(n, f32, None) for n in ["ln", "ln_mean", "ln_inv_std", "ln_sum", "mm_t", "gemm", "conv"]],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
+    model.ir_version = 8
+    inputs = [rng.standard_normal((2, 5, 16)).astype(np.float32),
+              rng.standard_normal((1, 2, 4, 4)).astype(np.float32)]
+    write(folder, "fused_ops", model, inputs)
+    return "fused_ops"
+
+
 def raw(name, dtype, values, shape):
     """An initializer of a narrow type from its codes (one per byte, or FP4 packed two a byte)."""
     codes = np.asarray(values).reshape(-1).astype(np.uint8)
@@ -587,8 +678,10 @@ def main():
     for source, name in dynamic:
         dynamically_quantized(args.out, source, SCALES[args.scale][source], name)
     qdq = [name for _, name, _ in static] + [name for _, name in dynamic] + qdq_products(args.out)
+    contrib = onnxruntime_optimized(args.out, args.scale)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
-        json.dump({"scale": args.scale, "models": sorted(SCALES[args.scale]), "qdq": qdq}, f)
+        json.dump({"scale": args.scale, "models": sorted(SCALES[args.scale]), "qdq": qdq,
+                   "contrib": contrib}, f)
     print(f"gen_models: {len(SCALES[args.scale])} models ({args.scale} scale) in {args.out}")
 
 

@@ -10,7 +10,7 @@ use sparkc_ir::op::{AutoPad, ConvAttrs, Layout};
 use sparkc_ir::{infer_graph, DType, Dim, Graph, Op, TensorType, Value, ValueRef, ValueType};
 use sparkc_kernels::{lower_graph, KernelError, Output, Precision, Sm};
 use sparkc_passes::quantize::Scheme;
-use sparkc_tests::{qdq_models, whole_models};
+use sparkc_tests::{contrib_models, qdq_models, whole_models};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -165,7 +165,12 @@ fn every_kernel_of_every_model_assembles_for_every_target() {
             (label, paths[name].clone(), Some(s), a4)
         })
         .collect();
-    sources.extend(qdq_models().into_iter().map(|(n, p)| (n, p, None, false)));
+    sources.extend(
+        qdq_models()
+            .into_iter()
+            .chain(contrib_models())
+            .map(|(n, p)| (n, p, None, false)),
+    );
     for (name, path, scheme, block_activations) in sources {
         let mut request = Request::seeded(scheme);
         request.block_activations = block_activations;

@@ -447,7 +447,7 @@ fn onnxruntime_quantized_ops_import_as_their_defining_ops() {
 }
 
 #[test]
-fn malformed_onnxruntime_quantized_ops_are_rejected_by_name() {
+fn malformed_onnxruntime_ops_are_rejected_by_name() {
     let params = || quantization_parameters(&["x", "y"]);
     let input = || vec![value_info("x", &[1, 2, 4, 4])];
     let concat = contributed("cat", "QLinearConcat", &["y_scale", "y_zero", "x"], &["y"]);
@@ -478,9 +478,39 @@ fn malformed_onnxruntime_quantized_ops_are_rejected_by_name() {
         &import_error(&model(vec![gemm], input(), &["y"], params())),
         &["node 'gemm' (QGemm", "scale and zero point"],
     );
-    let other = contributed("fused", "FusedConv", &["x"], &["y"]);
+    let other = contributed("attention", "Attention", &["x"], &["y"]);
     assert_contains(
         &import_error(&model(vec![other], input(), &["y"], params())),
-        &["node 'fused'", "domain 'com.microsoft' is not supported"],
+        &[
+            "node 'attention'",
+            "domain 'com.microsoft' is not supported",
+        ],
+    );
+    let mut batch = contributed("mm", "FusedMatMul", &["x", "x"], &["y"]);
+    batch.attribute.push(int_attribute("transBatchA", 1));
+    assert_contains(
+        &import_error(&model(vec![batch], input(), &["y"], params())),
+        &["node 'mm' (FusedMatMul", "transBatchA"],
+    );
+    let mut conv = contributed("conv", "FusedConv", &["x", "x"], &["y"]);
+    conv.attribute.push(AttributeProto {
+        name: "activation".into(),
+        type_: AttributeType::STRING.into(),
+        s: b"Softsign".to_vec(),
+        ..Default::default()
+    });
+    assert_contains(
+        &import_error(&model(vec![conv], input(), &["y"], params())),
+        &["node 'conv' (FusedConv", "activation 'Softsign'"],
+    );
+    let rms = contributed(
+        "rms",
+        "SkipSimplifiedLayerNormalization",
+        &["x", "x", "x_scale"],
+        &["y", "mean"],
+    );
+    assert_contains(
+        &import_error(&model(vec![rms], input(), &["y"], params())),
+        &["node 'rms'", "mean, inv_std_var"],
     );
 }

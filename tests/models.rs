@@ -202,6 +202,7 @@ fn generated_models_match_onnxruntime() {
     let sets = [
         ("models", root.to_path_buf(), FLOAT),
         ("qdq", root.join("qdq"), QDQ),
+        ("contrib", root.join("contrib"), FLOAT),
     ];
     for (key, folder, tolerance) in sets {
         for name in manifest[key].as_array().expect("a list of models") {

@@ -14,7 +14,9 @@ use sparkc_kernels::plan::{generate, request};
 use sparkc_kernels::{host, Precision, Target};
 use sparkc_passes::quantize::Scheme;
 use sparkc_runtime::{sample_inputs, Artifact, Device, Session, Tensor};
-use sparkc_tests::{channels_last_convolutions, generated, qdq_models, whole_models};
+use sparkc_tests::{
+    channels_last_convolutions, contrib_models, generated, qdq_models, whole_models,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -173,6 +175,17 @@ fn node_test(name: &str) -> PathBuf {
 fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
     let mut report = String::new();
     for (name, path) in whole_models() {
+        report.push_str(&check_plan(&name, &path, &[], &optimized(&path), 2e-4));
+    }
+    print!("{report}");
+}
+
+/// Models as onnxruntime's optimizers save them: its fused ops, imported as the ops they fuse,
+/// fused again by sparkc.
+#[test]
+fn onnxruntime_optimized_models_run_their_gpu_plans_on_host_kernels() {
+    let mut report = String::new();
+    for (name, path) in contrib_models() {
         report.push_str(&check_plan(&name, &path, &[], &optimized(&path), 2e-4));
     }
     print!("{report}");

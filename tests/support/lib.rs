@@ -189,24 +189,36 @@ pub fn whole_models() -> Vec<(String, PathBuf)> {
     out
 }
 
-/// The models onnxruntime's quantizer wrote in QDQ form (`scripts/gen_models.py`), as
-/// (name, path).
-pub fn qdq_models() -> Vec<(String, PathBuf)> {
+/// The models listed under `key` in the generated models' manifest, in the folder of that
+/// name, as (name, path).
+fn listed_models(key: &str) -> Vec<(String, PathBuf)> {
     let dir = generated_models();
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("manifest.json")).expect("models manifest"),
     )
     .expect("manifest is JSON");
-    manifest["qdq"]
+    manifest[key]
         .as_array()
-        .expect("a qdq list")
+        .unwrap_or_else(|| panic!("a {key} list in the manifest"))
         .iter()
         .map(|name| {
             let name = name.as_str().expect("a name").to_string();
-            let path = dir.join("qdq").join(&name).join("model.onnx");
+            let path = dir.join(key).join(&name).join("model.onnx");
             (name, path)
         })
         .collect()
+}
+
+/// The models onnxruntime's quantizer wrote in QDQ form (`scripts/gen_models.py`), as
+/// (name, path).
+pub fn qdq_models() -> Vec<(String, PathBuf)> {
+    listed_models("qdq")
+}
+
+/// The models as onnxruntime's optimizers save them, with its fused `com.microsoft` ops
+/// (`scripts/gen_models.py`), as (name, path).
+pub fn contrib_models() -> Vec<(String, PathBuf)> {
+    listed_models("contrib")
 }
 
 /// How many convolutions of `graph` (bare or in fused nodes) run channels last.

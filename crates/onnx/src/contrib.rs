@@ -1,7 +1,10 @@
-//! onnxruntime's quantized operators (domain `com.microsoft`), as its QOperator-format quantizer
-//! writes them (`QLinearAdd`, `QGemm`…). Each is imported as the ops that define it:
-//! `DequantizeLinear` of every quantized input, the float op, and `QuantizeLinear` of the result.
-//! That is QDQ form, which the optimizer folds into quantized kernels like any other.
+//! onnxruntime's own operators (domain `com.microsoft`) that its tools write into models, each
+//! imported as the standard ops that define it:
+//! - the quantized ops of its QOperator-format quantizer (`QLinearAdd`, `QGemm`…):
+//!   `DequantizeLinear` of every quantized input, the float op, and `QuantizeLinear` of the
+//!   result; that is QDQ form, which the optimizer folds into quantized kernels like any other;
+//! - the fused ops of its graph optimizers and transformer optimizer (`SkipLayerNormalization`,
+//!   `BiasGelu`, `FastGelu`, `FusedConv`…): the ops they fuse, which sparkc fuses its own way.
 
 use crate::ops::{self, Pending, Source};
 use onnx_protobuf::NodeProto;
@@ -13,6 +16,12 @@ pub const DOMAIN: &str = "com.microsoft";
 
 /// The operators of [`DOMAIN`] the importer understands.
 pub const SUPPORTED_OPS: &[&str] = &[
+    "BiasGelu",
+    "FastGelu",
+    "FusedConv",
+    "FusedGemm",
+    "FusedMatMul",
+    "Gelu",
     "QGemm",
     "QLinearAdd",
     "QLinearAveragePool",
@@ -23,6 +32,9 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "QLinearReduceMean",
     "QLinearSigmoid",
     "QLinearSoftmax",
+    "QuickGelu",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
 ];
 
 /// The default-domain opset the float ops are read at (axes of `ReduceMean` as an attribute).
@@ -70,6 +82,13 @@ pub fn convert(node: &NodeProto, name: &str) -> Result<Vec<Pending>, String> {
             (inputs, "Concat", 0)
         }
         "QGemm" => return expansion.gemm(),
+        "Gelu" | "BiasGelu" | "FastGelu" => return expansion.gelu(),
+        "QuickGelu" => return expansion.quick_gelu(),
+        "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization" => {
+            return expansion.skip_normalization()
+        }
+        "FusedMatMul" => return expansion.fused_matmul(),
+        "FusedConv" | "FusedGemm" => return expansion.fused_with_activation(),
         other => {
             return Err(format!(
                 "op '{other}' of domain '{DOMAIN}' is not supported"
@@ -105,9 +124,9 @@ struct Expansion<'a> {
 
 impl<'a> Expansion<'a> {
     fn new(node: &'a NodeProto, name: &'a str) -> Result<Expansion<'a>, String> {
-        let output = match node.output.as_slice() {
-            [output] if !output.is_empty() => output.clone(),
-            _ => return Err("expects exactly one output".into()),
+        let output = match node.output.first() {
+            Some(output) if !output.is_empty() => output.clone(),
+            _ => return Err("its first output has no name".into()),
         };
         Ok(Expansion {
             node,
@@ -134,6 +153,273 @@ impl<'a> Expansion<'a> {
 
     fn int(&self, name: &str) -> Result<Option<i64>, String> {
         Ok(self.attribute(name).map(|a| a.i))
+    }
+
+    fn float(&self, name: &str, default: f32) -> f32 {
+        self.attribute(name).map_or(default, |a| a.f)
+    }
+
+    /// Output `slot`, if the node names it.
+    fn output_at(&self, slot: usize) -> Option<String> {
+        self.node
+            .output
+            .get(slot)
+            .filter(|s| !s.is_empty())
+            .cloned()
+    }
+
+    /// Refuses outputs from `slot` on, which the expansion does not compute.
+    fn only_outputs(&self, count: usize) -> Result<(), String> {
+        match (count..self.node.output.len()).find(|&k| self.output_at(k).is_some()) {
+            Some(k) => Err(format!("output {k} is not supported")),
+            None => Ok(()),
+        }
+    }
+
+    /// A standard op `op_type` of the default domain at `opset`, with `attributes`, reading
+    /// `inputs` (an empty name for an omitted one) and writing `outputs`.
+    fn standard(
+        &mut self,
+        suffix: &str,
+        (op_type, opset): (&str, i64),
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        attribute: Vec<onnx_protobuf::AttributeProto>,
+    ) -> Result<(), String> {
+        let node = NodeProto {
+            input: inputs,
+            output: outputs,
+            op_type: op_type.to_string(),
+            attribute,
+            ..NodeProto::default()
+        };
+        let name = format!("{}::{suffix}", self.name);
+        self.pending.extend(ops::convert(&node, &name, opset)?);
+        Ok(())
+    }
+
+    /// `a + b` into a fresh value (or `output`).
+    fn add(&mut self, suffix: &str, a: String, b: String, output: Option<String>) -> String {
+        let value = output.unwrap_or_else(|| self.value(suffix));
+        let inputs = vec![Source::Name(a), Source::Name(b)];
+        self.push(suffix, Op::Binary(Binary::Add), inputs, &value);
+        value
+    }
+
+    /// `Gelu` (erf), `BiasGelu` (erf of `A + B`) and `FastGelu` (tanh, of `X + bias`).
+    fn gelu(mut self) -> Result<Vec<Pending>, String> {
+        self.only_outputs(1)?;
+        let mut x = self.required(0)?;
+        if let Some(bias) = self.input(1) {
+            x = self.add("biased", x, bias, None);
+        }
+        let approximate = if self.node.op_type == "FastGelu" {
+            "tanh"
+        } else {
+            "none"
+        };
+        let attribute = vec![onnx_protobuf::AttributeProto {
+            name: "approximate".into(),
+            type_: onnx_protobuf::attribute_proto::AttributeType::STRING.into(),
+            s: approximate.as_bytes().to_vec(),
+            ..Default::default()
+        }];
+        let output = self.output.clone();
+        self.standard("gelu", ("Gelu", 20), vec![x], vec![output], attribute)?;
+        Ok(self.pending)
+    }
+
+    /// `QuickGelu`: `x · sigmoid(alpha · x)`.
+    fn quick_gelu(mut self) -> Result<Vec<Pending>, String> {
+        self.only_outputs(1)?;
+        let x = self.required(0)?;
+        let alpha = self.float("alpha", 1.702);
+        let alpha = Tensor::from_f64s(DType::F32, Vec::new(), &[f64::from(alpha)])
+            .map_err(|e| e.to_string())?;
+        let scaled = self.value("scaled");
+        let inputs = vec![Source::Name(x.clone()), Source::Const(alpha)];
+        self.push("scaled", Op::Binary(Binary::Mul), inputs, &scaled);
+        let gate = self.value("gate");
+        let sigmoid = Op::Unary(sparkc_ir::op::Unary::Sigmoid);
+        self.push("gate", sigmoid, vec![Source::Name(scaled)], &gate);
+        let output = self.output.clone();
+        let inputs = vec![Source::Name(x), Source::Name(gate)];
+        self.push("gelu", Op::Binary(Binary::Mul), inputs, &output);
+        Ok(self.pending)
+    }
+
+    /// `SkipLayerNormalization` (`input, skip, gamma, beta?, bias?`) and
+    /// `SkipSimplifiedLayerNormalization` (`input, skip, gamma, bias?`): the normalization of
+    /// `input + skip + bias` over the last axis; outputs `output`, `mean` and `inv_std_var`
+    /// (the layer norm's only), and the sum.
+    fn skip_normalization(mut self) -> Result<Vec<Pending>, String> {
+        let simplified = self.node.op_type == "SkipSimplifiedLayerNormalization";
+        let (input, skip, gamma) = (self.required(0)?, self.required(1)?, self.required(2)?);
+        let (beta, bias) = if simplified {
+            (None, self.input(3))
+        } else {
+            (self.input(3), self.input(4))
+        };
+        if simplified && (self.output_at(1).is_some() || self.output_at(2).is_some()) {
+            return Err("outputs 1 and 2 (mean, inv_std_var) are not supported".into());
+        }
+        self.only_outputs(4)?;
+        let mut sum = self.add("skipped", input, skip, None);
+        if let Some(bias) = bias {
+            sum = self.add("biased", sum, bias, None);
+        }
+        if let Some(out) = self.output_at(3) {
+            let identity = Op::Unary(sparkc_ir::op::Unary::Identity);
+            self.push("sum", identity, vec![Source::Name(sum.clone())], &out);
+        }
+        let epsilon = onnx_protobuf::AttributeProto {
+            name: "epsilon".into(),
+            type_: onnx_protobuf::attribute_proto::AttributeType::FLOAT.into(),
+            f: self.float("epsilon", 1e-12),
+            ..Default::default()
+        };
+        let count = if simplified { 1 } else { 3 };
+        let outputs = (0..count)
+            .map(|k| self.output_at(k).unwrap_or_default())
+            .collect();
+        let (op, inputs) = if simplified {
+            (("RMSNormalization", 23), vec![sum, gamma])
+        } else {
+            let beta = beta.unwrap_or_default();
+            (("LayerNormalization", 17), vec![sum, gamma, beta])
+        };
+        self.standard("normalize", op, inputs, outputs, vec![epsilon])?;
+        Ok(self.pending)
+    }
+
+    /// `FusedMatMul`: `alpha · op(A) · op(B)`, `op` swapping the last two axes where asked.
+    fn fused_matmul(mut self) -> Result<Vec<Pending>, String> {
+        self.only_outputs(1)?;
+        if self.flag("transBatchA")? || self.flag("transBatchB")? {
+            return Err("transBatchA and transBatchB are not supported".into());
+        }
+        let (a, b) = (self.required(0)?, self.required(1)?);
+        let op = Op::TransposedMatMul {
+            trans_a: self.flag("transA")?,
+            trans_b: self.flag("transB")?,
+        };
+        let alpha = self.float("alpha", 1.0);
+        let output = self.output.clone();
+        let product = if alpha == 1.0 {
+            output.clone()
+        } else {
+            self.value("product")
+        };
+        self.push(
+            "product",
+            op,
+            vec![Source::Name(a), Source::Name(b)],
+            &product,
+        );
+        if alpha != 1.0 {
+            let alpha = Tensor::from_f64s(DType::F32, Vec::new(), &[f64::from(alpha)])
+                .map_err(|e| e.to_string())?;
+            let inputs = vec![Source::Name(product), Source::Const(alpha)];
+            self.push("scaled", Op::Binary(Binary::Mul), inputs, &output);
+        }
+        Ok(self.pending)
+    }
+
+    /// `FusedConv` (`X, W, B?, Z?`: `activation(Conv(X, W, B) + Z)`) and `FusedGemm`
+    /// (`activation(Gemm(A, B, C))`), the activation named by `activation` with its
+    /// `activation_params` (or `activation_alpha`, `_beta`).
+    fn fused_with_activation(mut self) -> Result<Vec<Pending>, String> {
+        self.only_outputs(1)?;
+        let conv = self.node.op_type == "FusedConv";
+        let activation_attrs = [
+            "activation",
+            "activation_params",
+            "activation_alpha",
+            "activation_beta",
+            "activation_gamma",
+        ];
+        let attribute: Vec<_> = self
+            .node
+            .attribute
+            .iter()
+            .filter(|a| !activation_attrs.contains(&a.name.as_str()))
+            .cloned()
+            .collect();
+        let inputs: Vec<String> = self.node.input.iter().take(3).cloned().collect();
+        let product = self.value("product");
+        let op = if conv { ("Conv", 17) } else { ("Gemm", 17) };
+        self.standard("product", op, inputs, vec![product.clone()], attribute)?;
+        let mut x = product;
+        if let Some(z) = self.input(3).filter(|_| conv) {
+            x = self.add("residual", x, z, None);
+        }
+        let activation = match self.attribute("activation") {
+            Some(a) => String::from_utf8(a.s.clone()).map_err(|e| e.to_string())?,
+            None => String::new(),
+        };
+        let params: Vec<f32> = match self.attribute("activation_params") {
+            Some(a) => a.floats.clone(),
+            None => ["activation_alpha", "activation_beta"]
+                .iter()
+                .filter_map(|n| self.attribute(n).map(|a| a.f))
+                .collect(),
+        };
+        let float_attr = |name: &str, f: f32| onnx_protobuf::AttributeProto {
+            name: name.into(),
+            type_: onnx_protobuf::attribute_proto::AttributeType::FLOAT.into(),
+            f,
+            ..Default::default()
+        };
+        let output = self.output.clone();
+        match (activation.as_str(), params.as_slice()) {
+            ("", _) => {
+                let identity = Op::Unary(sparkc_ir::op::Unary::Identity);
+                self.push("output", identity, vec![Source::Name(x)], &output)
+            }
+            ("Relu" | "Tanh" | "Sigmoid", _) => self.standard(
+                "activation",
+                (&activation, 17),
+                vec![x],
+                vec![output],
+                vec![],
+            )?,
+            ("LeakyRelu", [alpha, ..]) => {
+                let attrs = vec![float_attr("alpha", *alpha)];
+                self.standard(
+                    "activation",
+                    ("LeakyRelu", 17),
+                    vec![x],
+                    vec![output],
+                    attrs,
+                )?
+            }
+            ("HardSigmoid", [alpha, beta, ..]) => {
+                let attrs = vec![float_attr("alpha", *alpha), float_attr("beta", *beta)];
+                self.standard(
+                    "activation",
+                    ("HardSigmoid", 17),
+                    vec![x],
+                    vec![output],
+                    attrs,
+                )?
+            }
+            ("Clip", [lo, hi, ..]) => {
+                let bounds = [*lo, *hi].map(|v| {
+                    Tensor::from_f64s(DType::F32, Vec::new(), &[f64::from(v)])
+                        .map_err(|e| e.to_string())
+                });
+                let [lo, hi] = bounds;
+                let inputs = vec![Source::Name(x), Source::Const(lo?), Source::Const(hi?)];
+                self.push("activation", Op::Clip, inputs, &output);
+            }
+            (other, params) => {
+                return Err(format!(
+                    "activation '{other}' with {} parameters is not supported",
+                    params.len()
+                ))
+            }
+        }
+        Ok(self.pending)
     }
 
     fn flag(&self, name: &str) -> Result<bool, String> {
