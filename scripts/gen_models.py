@@ -42,6 +42,8 @@ and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole mode
                   one f32 tensor scale); onnxruntime has no FP4 kernels, so the reference
                   output is numpy's, with the codes decoded by ml_dtypes
   matmul_mxfp4   - the same with MXFP4 weights (E8M0 scale per 32)
+  matmul_nbits_sym, matmul_nbits_asym, matmul_nbits8 - onnxruntime's MatMulNBits: 4-bit codes
+                  in blocks of 32 without and with packed zero points (and a bias), 8-bit codes
 
 Usage: python3 scripts/gen_models.py --out tests/data/generated/models [--scale bench]
 """
@@ -654,7 +656,46 @@ def qdq_products(out):
         rounded = x.astype(ml_dtypes.bfloat16).astype(np.float64)
         y = (rounded @ weights.astype(np.float64)).astype(np.float32)
         write(folder, name, model, [x], [y])
-    return ["matmul_u8", "conv_u8", "gemm_fp8", "matmul_nvfp4", "matmul_mxfp4"]
+    return ["matmul_u8", "conv_u8", "gemm_fp8", "matmul_nvfp4", "matmul_mxfp4"] + nbits_products(folder)
+
+
+def nbits_products(folder):
+    """onnxruntime's MatMulNBits (com.microsoft), as its weight-only quantizer writes it: 4-bit
+    codes in blocks of 32 along K = 80 (a partial last block), one f32 scale per block, without
+    zero points (symmetric: 8 implied), with packed 4-bit zero points and a bias, and with 8-bit
+    codes; onnxruntime's outputs are the reference. Returns their names."""
+    rng = np.random.default_rng(29)
+    k, n, block = 80, 64, 32
+    blocks = -(-k // block)
+    info = helper.make_tensor_value_info
+    names = []
+    for name, bits, zeros, bias in [("matmul_nbits_sym", 4, False, False),
+                                    ("matmul_nbits_asym", 4, True, True),
+                                    ("matmul_nbits8", 8, True, False)]:
+        row = blocks * block * bits // 8
+        inits = [
+            numpy_helper.from_array(rng.integers(0, 256, (n, blocks, block * bits // 8)).astype(np.uint8), "b"),
+            numpy_helper.from_array((rng.random(n * blocks) * 0.05 + 0.01).astype(np.float32), "scales"),
+        ]
+        inputs = ["a", "b", "scales"]
+        if zeros:
+            z_row = -(-blocks * bits // 8)
+            inits.append(numpy_helper.from_array(rng.integers(0, 256, n * z_row).astype(np.uint8), "zeros"))
+            inputs.append("zeros")
+        if bias:
+            inits.append(numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "bias"))
+            inputs += ["", "bias"]
+        node = helper.make_node("MatMulNBits", inputs, ["y"], domain="com.microsoft", K=k, N=n,
+                                bits=bits, block_size=block)
+        graph = helper.make_graph([node], name, [info("a", TensorProto.FLOAT, [2, 3, k])],
+                                  [info("y", TensorProto.FLOAT, [2, 3, n])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        model.ir_version = 8
+        assert row * n == inits[0].dims[0] * inits[0].dims[1] * inits[0].dims[2]
+        write(folder, name, model, [rng.standard_normal((2, 3, k)).astype(np.float32)])
+        names.append(name)
+    return names
 
 
 def main():

@@ -503,6 +503,35 @@ fn malformed_onnxruntime_ops_are_rejected_by_name() {
         &import_error(&model(vec![conv], input(), &["y"], params())),
         &["node 'conv' (FusedConv", "activation 'Softsign'"],
     );
+    let nbits = |bits: i64, b: &str| {
+        let mut node = contributed("q4", "MatMulNBits", &["x", b, "x_scale"], &["y"]);
+        for (name, value) in [("K", 4), ("N", 2), ("bits", bits), ("block_size", 16)] {
+            node.attribute.push(int_attribute(name, value));
+        }
+        node
+    };
+    let mut inits = params();
+    inits.push(TensorProto {
+        dims: vec![8],
+        ..scalar("packed", 2, &[0x12; 8])
+    });
+    assert_contains(
+        &import_error(&model(vec![nbits(4, "x")], input(), &["y"], params())),
+        &["node 'q4' (MatMulNBits", "B must be an initializer"],
+    );
+    assert_contains(
+        &import_error(&model(
+            vec![nbits(4, "packed")],
+            input(),
+            &["y"],
+            inits.clone(),
+        )),
+        &["node 'q4'", "B holds 8 bytes", "need 16 bytes"],
+    );
+    assert_contains(
+        &import_error(&model(vec![nbits(3, "packed")], input(), &["y"], inits)),
+        &["node 'q4'", "bits = 3"],
+    );
     let rms = contributed(
         "rms",
         "SkipSimplifiedLayerNormalization",

@@ -97,7 +97,7 @@ fn qdq_models_keep_their_weights_quantized() {
             .filter(|&id| {
                 matches!(
                     graph.node(id).op,
-                    Op::Conv(_) | Op::Gemm { .. } | Op::MatMul
+                    Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::TransposedMatMul { .. }
                 )
             })
             .filter(|&id| {

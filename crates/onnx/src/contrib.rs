@@ -4,7 +4,9 @@
 //!   `DequantizeLinear` of every quantized input, the float op, and `QuantizeLinear` of the
 //!   result; that is QDQ form, which the optimizer folds into quantized kernels like any other;
 //! - the fused ops of its graph optimizers and transformer optimizer (`SkipLayerNormalization`,
-//!   `BiasGelu`, `FastGelu`, `FusedConv`…): the ops they fuse, which sparkc fuses its own way.
+//!   `BiasGelu`, `FastGelu`, `FusedConv`…): the ops they fuse, which sparkc fuses its own way;
+//! - `MatMulNBits`, the 4- and 8-bit block-quantized weights of its weight-only quantizer: the
+//!   product of `DequantizeLinear` of the codes, with a scale (and zero point) per block of K.
 
 use crate::ops::{self, Pending, Source};
 use onnx_protobuf::NodeProto;
@@ -22,6 +24,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "FusedGemm",
     "FusedMatMul",
     "Gelu",
+    "MatMulNBits",
     "QGemm",
     "QLinearAdd",
     "QLinearAveragePool",
@@ -56,8 +59,16 @@ const fn quantized(codes: usize) -> Quantized {
     }
 }
 
-/// Converts one node of [`DOMAIN`] into the pending IR nodes that define it.
-pub fn convert(node: &NodeProto, name: &str) -> Result<Vec<Pending>, String> {
+/// The constant tensor an initializer of the model holds, by name.
+pub type Constants<'a> = dyn Fn(&str) -> Option<Tensor> + 'a;
+
+/// Converts one node of [`DOMAIN`] into the pending IR nodes that define it; `constants` gives
+/// the initializers an op needs to read at import (`MatMulNBits`'s packed codes).
+pub fn convert(
+    node: &NodeProto,
+    name: &str,
+    constants: &Constants<'_>,
+) -> Result<Vec<Pending>, String> {
     let mut expansion = Expansion::new(node, name)?;
     let unary = |float: &'static str| (vec![quantized(0)], float, 3);
     let (inputs, float_op, output_scale) = match node.op_type.as_str() {
@@ -89,6 +100,7 @@ pub fn convert(node: &NodeProto, name: &str) -> Result<Vec<Pending>, String> {
         }
         "FusedMatMul" => return expansion.fused_matmul(),
         "FusedConv" | "FusedGemm" => return expansion.fused_with_activation(),
+        "MatMulNBits" => return expansion.matmul_nbits(constants),
         other => {
             return Err(format!(
                 "op '{other}' of domain '{DOMAIN}' is not supported"
@@ -583,4 +595,138 @@ impl<'a> Expansion<'a> {
         }
         Ok(self.pending)
     }
+
+    /// `MatMulNBits` (`A, B, scales, zero_points?, g_idx?, bias?`): `A · Wᵀ (+ bias)`, `W`
+    /// `[N, K]` dequantized from `bits`-bit codes packed along K in blocks of `block_size`, each
+    /// block with its scale and zero point (`2^(bits-1)` when none is given). Codes without zero
+    /// points are stored signed (the code less `2^(bits-1)`), as the integer tensor cores read
+    /// them; packed zero points are unpacked to one per block.
+    fn matmul_nbits(mut self, constants: &Constants<'_>) -> Result<Vec<Pending>, String> {
+        self.only_outputs(1)?;
+        let required = |name: &str| {
+            self.int(name)
+                .and_then(|v| v.ok_or_else(|| format!("attribute '{name}' is required")))
+        };
+        let (k, n, block) = (required("K")?, required("N")?, required("block_size")?);
+        let bits = self.int("bits")?.unwrap_or(4);
+        if bits != 4 && bits != 8 {
+            return Err(format!("bits = {bits} is not supported (4 or 8)"));
+        }
+        if block < 16 || block.count_ones() != 1 {
+            return Err(format!("block_size {block} is not a power of two from 16"));
+        }
+        if k < 1 || n < 1 || k > i64::from(u32::MAX) || n > i64::from(u32::MAX) {
+            return Err(format!("K = {k} and N = {n} must be positive"));
+        }
+        if self.input(4).is_some() {
+            return Err("g_idx (act-order) is not supported".into());
+        }
+        let (k, n, block, bits) = (k as usize, n as usize, block as usize, bits as usize);
+        let blocks = k.div_ceil(block);
+        let b_name = self.required(1)?;
+        let packed = constants(&b_name).ok_or("B must be an initializer")?;
+        let row_bytes = blocks * block * bits / 8;
+        if packed.dtype != DType::U8 || packed.data.len() != n * row_bytes {
+            return Err(format!(
+                "B holds {} bytes of {}; K = {k}, N = {n}, block_size = {block} and bits = {bits} \
+                 need {} bytes of u8",
+                packed.data.len(),
+                packed.dtype,
+                n * row_bytes
+            ));
+        }
+        let nibble = |data: &[u8], row_bytes: usize, row: usize, j: usize| -> u8 {
+            let byte = data[row * row_bytes + j * bits / 8];
+            if bits == 4 {
+                (byte >> (4 * (j % 2))) & 0xF
+            } else {
+                byte
+            }
+        };
+        let (signed, unsigned) = if bits == 4 {
+            (DType::I4, DType::U4)
+        } else {
+            (DType::I8, DType::U8)
+        };
+        let zero = match self.input(3) {
+            None => None,
+            Some(name) => {
+                let z = constants(&name).ok_or("zero_points must be an initializer")?;
+                let z_row = (blocks * bits).div_ceil(8);
+                if z.dtype != DType::U8 || z.data.len() != n * z_row {
+                    return Err(format!(
+                        "zero_points must be {} bytes of packed u8 codes (float zero points are \
+                         not supported)",
+                        n * z_row
+                    ));
+                }
+                let codes: Vec<u8> = (0..n)
+                    .flat_map(|row| (0..blocks).map(move |b| (row, b)))
+                    .map(|(row, b)| nibble(&z.data, z_row, row, b))
+                    .collect();
+                Some(pack(unsigned, vec![n, blocks], &codes)?)
+            }
+        };
+        let offset = 1u8 << (bits - 1);
+        let codes: Vec<u8> = (0..n)
+            .flat_map(|row| (0..k).map(move |j| (row, j)))
+            .map(|(row, j)| {
+                let code = nibble(&packed.data, row_bytes, row, j);
+                if zero.is_some() {
+                    code
+                } else {
+                    // The code less the implicit zero point, as a two's-complement code.
+                    code ^ offset
+                }
+            })
+            .collect();
+        let codes_dtype = if zero.is_some() { unsigned } else { signed };
+        let codes = pack(codes_dtype, vec![n, k], &codes)?;
+        let scales = self.value("scales");
+        let shape =
+            Tensor::from_i64s(vec![2], &[n as i64, blocks as i64]).map_err(|e| e.to_string())?;
+        let reshape = Op::Reshape { allowzero: false };
+        let inputs = vec![Source::Name(self.required(2)?), Source::Const(shape)];
+        self.push("scales", reshape, inputs, &scales);
+        let weights = self.value("weights");
+        let op = Op::DequantizeLinear {
+            axis: 1,
+            block_size: block as i64,
+            output_dtype: None,
+        };
+        let zero = zero.map_or(Source::Absent, Source::Const);
+        let inputs = vec![Source::Const(codes), Source::Name(scales), zero];
+        self.push("weights", op, inputs, &weights);
+        let bias = self.input(5);
+        let output = self.output.clone();
+        let product = if bias.is_some() {
+            self.value("product")
+        } else {
+            output.clone()
+        };
+        let op = Op::TransposedMatMul {
+            trans_a: false,
+            trans_b: true,
+        };
+        let inputs = vec![Source::Name(self.required(0)?), Source::Name(weights)];
+        self.push("product", op, inputs, &product);
+        if let Some(bias) = bias {
+            self.add("bias", product, bias, Some(output));
+        }
+        Ok(self.pending)
+    }
+}
+
+/// A tensor of integer `dtype` (8-bit, or 4-bit packed two to a byte, low nibble first) holding
+/// one code per element.
+fn pack(dtype: DType, shape: Vec<usize>, codes: &[u8]) -> Result<Tensor, String> {
+    let bytes: Vec<u8> = if dtype.bits() == 4 {
+        codes
+            .chunks(2)
+            .map(|pair| (pair[0] & 0xF) | (pair.get(1).copied().unwrap_or(0) << 4))
+            .collect()
+    } else {
+        codes.to_vec()
+    };
+    Tensor::new(dtype, shape, bytes.into()).map_err(|e| e.to_string())
 }

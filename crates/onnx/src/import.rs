@@ -129,7 +129,14 @@ impl Importer<'_> {
                 continue;
             }
             if node.domain == crate::contrib::DOMAIN {
-                let converted = crate::contrib::convert(node, &label)
+                let constants = |name: &str| {
+                    let v = local.get(name)?;
+                    match &graph.node(v.node).op {
+                        Op::Const(t) => Some(t.clone()),
+                        _ => None,
+                    }
+                };
+                let converted = crate::contrib::convert(node, &label, &constants)
                     .map_err(|m| self.node_error(&label, node, m))?;
                 pending.extend(converted.into_iter().map(|p| (index, p)));
                 continue;

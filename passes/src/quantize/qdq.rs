@@ -45,7 +45,10 @@ pub fn imported(graph: &Graph) -> Result<QuantReport, PassError> {
     let mut decisions = Vec::new();
     for id in graph.topo_order()? {
         let node = graph.node(id);
-        if !matches!(node.op, Op::MatMul | Op::Gemm { .. } | Op::Conv(_)) {
+        if !matches!(
+            node.op,
+            Op::MatMul | Op::TransposedMatMul { .. } | Op::Gemm { .. } | Op::Conv(_)
+        ) {
             continue;
         }
         let inputs = graph.inputs_of(id);
