@@ -505,6 +505,7 @@ def onnxruntime_optimized(out, scale):
 
 def contributed_ops(folder):
     """One graph of the com.microsoft fused ops the optimized models above lack: Gelu, QuickGelu,
+    SimplifiedLayerNormalization (which onnxruntime's exporters write in the default domain),
     SkipSimplifiedLayerNormalization (with the sum output), SkipLayerNormalization
     with every output, FusedMatMul (transposed, scaled), FusedGemm (LeakyRelu) and FusedConv
     (Clip, with a residual input); onnxruntime's outputs are the reference."""
@@ -526,7 +527,9 @@ def contributed_ops(folder):
                          ["rms", "", "", "rms_sum"], domain=ms, epsilon=1e-5),
         helper.make_node("SkipLayerNormalization", ["rms", "rms_sum", "gamma", "beta", "bias"],
                          ["ln", "ln_mean", "ln_inv_std", "ln_sum"], domain=ms, epsilon=1e-5),
-        helper.make_node("FusedMatMul", ["ln", "w"], ["mm"], domain=ms, alpha=0.75),
+        helper.make_node("SimplifiedLayerNormalization", ["ln", "gamma"], ["ln_rms"], axis=-1,
+                         epsilon=1e-6),
+        helper.make_node("FusedMatMul", ["ln_rms", "w"], ["mm"], domain=ms, alpha=0.75),
         helper.make_node("FusedMatMul", ["mm", "ln"], ["mm_t"], domain=ms, transA=1),
         helper.make_node("Reshape", ["x", "flat"], ["x2"]),
         helper.make_node("FusedGemm", ["x2", "wg", "cg"], ["gemm"], domain=ms, transB=1,

@@ -200,6 +200,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Shrink",
     "Sigmoid",
     "Sign",
+    "SimplifiedLayerNormalization",
     "Sin",
     "Sinh",
     "Size",
@@ -774,6 +775,17 @@ pub fn convert(node: &NodeProto, name: &str, opset: i64) -> Result<Vec<Pending>,
             left_window_size: a.int("left_window_size", -1)?,
             right_window_size: a.int("right_window_size", -1)?,
         }),
+        // onnxruntime's RMS normalization, which its exporters write in the default domain.
+        "SimplifiedLayerNormalization" => {
+            if outputs.iter().skip(1).any(|o| !o.is_empty()) {
+                return Err("output 1 (inv_std_var) is not supported".into());
+            }
+            Op::RmsNormalization {
+                axis: a.int("axis", -1)?,
+                epsilon: a.float("epsilon", 1e-5)?,
+                stash_type: dtype_attr(&a, "stash_type")?.unwrap_or(DType::F32),
+            }
+        }
         "RMSNormalization" => Op::RmsNormalization {
             axis: a.int("axis", -1)?,
             epsilon: a.float("epsilon", 1e-5)?,
