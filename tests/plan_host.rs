@@ -171,24 +171,25 @@ fn node_test(name: &str) -> PathBuf {
     generated().join("node").join(name).join("model.onnx")
 }
 
-#[test]
-fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
+/// Checks the GPU plan of each float model of `models`, optimized as `sparkc compile` does it.
+fn check_float_plans(models: Vec<(String, PathBuf)>) {
     let mut report = String::new();
-    for (name, path) in whole_models() {
+    for (name, path) in models {
         report.push_str(&check_plan(&name, &path, &[], &optimized(&path), 2e-4));
     }
     print!("{report}");
+}
+
+#[test]
+fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
+    check_float_plans(whole_models());
 }
 
 /// Models as onnxruntime's optimizers save them: its fused ops, imported as the ops they fuse,
 /// fused again by sparkc.
 #[test]
 fn onnxruntime_optimized_models_run_their_gpu_plans_on_host_kernels() {
-    let mut report = String::new();
-    for (name, path) in contrib_models() {
-        report.push_str(&check_plan(&name, &path, &[], &optimized(&path), 2e-4));
-    }
-    print!("{report}");
+    check_float_plans(contrib_models());
 }
 
 #[test]

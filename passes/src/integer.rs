@@ -84,17 +84,6 @@ fn static_shape(graph: &Graph, v: ValueRef) -> Option<Vec<usize>> {
         .collect()
 }
 
-/// The axis along which `zero` gives one zero point per index (`Some(None)`: one for the whole
-/// operand), or `None` when it varies in a way `how` does not allow or its shape is unknown.
-fn zero_axis(
-    graph: &Graph,
-    codes: ValueRef,
-    zero: Option<ValueRef>,
-    how: Zero,
-) -> Option<Option<i64>> {
-    parameter_axis(graph, codes, &[zero], how)
-}
-
 /// The axis along which every present parameter (a scale, a zero point) of `codes` gives one
 /// value per index (`Some(None)`: each has one value for the whole tensor), or `None` when they
 /// vary in a way `how` does not allow, disagree, or have unknown shapes.
@@ -146,11 +135,7 @@ fn centered(
         scale,
     );
     let name = fresh_name(graph, &format!("{codes_name}_centered"));
-    let op = Op::DequantizeLinear {
-        axis: axis.unwrap_or(1),
-        block_size: 0,
-        output_dtype: None,
-    };
+    let op = dequantize_along(axis);
     Some(add_tensor_node(
         graph,
         name,
@@ -181,8 +166,8 @@ fn rewrite(graph: &mut Graph, id: NodeId) -> Option<()> {
     let shape: Vec<Dim> = graph.value(product).ty.as_tensor()?.shape.clone()?;
     // Decided before anything is added, so a refusal leaves the graph as it was.
     let axes = [
-        zero_axis(graph, operands[0], zero_points[0], zeros[0])?,
-        zero_axis(graph, operands[1], zero_points[1], zeros[1])?,
+        parameter_axis(graph, operands[0], &[zero_points[0]], zeros[0])?,
+        parameter_axis(graph, operands[1], &[zero_points[1]], zeros[1])?,
     ];
     let mut floats = Vec::with_capacity(2);
     for k in 0..2 {
@@ -217,22 +202,12 @@ fn requantizing_form(op: &Op) -> Option<(Op, [Zero; 3])> {
     }
 }
 
-/// `DequantizeLinear`, or with `quantize` a `QuantizeLinear` (to the given type when it has no
-/// zero point to take it from), along `axis`.
-fn linear_quantization(axis: Option<i64>, quantize: Option<Option<DType>>) -> Op {
-    let axis = axis.unwrap_or(1);
-    match quantize {
-        Some(output_dtype) => Op::QuantizeLinear {
-            axis,
-            block_size: 0,
-            output_dtype,
-            saturate: true,
-        },
-        None => Op::DequantizeLinear {
-            axis,
-            block_size: 0,
-            output_dtype: None,
-        },
+/// `DequantizeLinear` with one scale (and zero point) per index of `axis`, or one for all.
+fn dequantize_along(axis: Option<i64>) -> Op {
+    Op::DequantizeLinear {
+        axis: axis.unwrap_or(1),
+        block_size: 0,
+        output_dtype: None,
     }
 }
 
@@ -292,19 +267,25 @@ fn rewrite_requantizing(graph: &mut Graph, id: NodeId) -> Option<()> {
     let mut operands = Vec::with_capacity(3);
     for (k, suffix) in [(0, "a_dequantized"), (1, "b_dequantized")] {
         let (codes, scale, zero) = triples[k];
-        let op = linear_quantization(axes[k], None);
+        let op = dequantize_along(axes[k]);
         operands.push(Some(b.add(op, suffix, &[Some(codes), Some(scale), zero])));
     }
     if let Some(bias) = bias {
         // The int32 bias counts units of x_scale × w_scale (one per output channel).
         let scales = [Some(triples[0].1), Some(triples[1].1)];
         let scale = b.add(Op::Binary(Binary::Mul), "bias_scale", &scales);
-        let op = linear_quantization(axes[1], None);
+        let op = dequantize_along(axes[1]);
         operands.push(Some(b.add(op, "bias", &[Some(bias), Some(scale), None])));
     }
     let product = b.add(op, "float", &operands);
     let (_, y_scale, y_zero) = triples[2];
-    let quantize = linear_quantization(axes[2], Some(y_zero.is_none().then_some(out_dtype)));
+    let quantize = Op::QuantizeLinear {
+        axis: axes[2].unwrap_or(1),
+        block_size: 0,
+        // Without a zero point to take it from, the codes keep the product's output type.
+        output_dtype: y_zero.is_none().then_some(out_dtype),
+        saturate: true,
+    };
     let requantized = b.add_as(
         out_dtype,
         quantize,
@@ -329,8 +310,33 @@ mod tests {
     }
 
     fn i8_tensor(shape: Vec<usize>, values: Vec<i8>) -> Tensor {
-        let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
-        Tensor::new(DType::I8, shape, bytes::Bytes::from(bytes)).expect("a whole tensor")
+        let values: Vec<f64> = values.into_iter().map(f64::from).collect();
+        int_tensor(DType::I8, shape, &values)
+    }
+
+    /// A tensor of 8- or 32-bit integers.
+    fn int_tensor(dtype: DType, shape: Vec<usize>, values: &[f64]) -> Tensor {
+        let bytes: Vec<u8> = match dtype {
+            DType::I32 => values
+                .iter()
+                .flat_map(|&v| (v as i32).to_le_bytes())
+                .collect(),
+            _ => values.iter().map(|&v| v as i64 as u8).collect(),
+        };
+        Tensor::new(dtype, shape, bytes::Bytes::from(bytes)).expect("a whole tensor")
+    }
+
+    /// A 3×3 convolution with strides (2, 1) and `pads`.
+    fn conv_3x3(pads: Vec<i64>) -> ConvAttrs {
+        ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![],
+            group: 1,
+            kernel_shape: vec![3, 3],
+            pads,
+            strides: vec![2, 1],
+            layout: Layout::Nchw,
+        }
     }
 
     fn cast_to_f32() -> Op {
@@ -373,15 +379,7 @@ mod tests {
         let w = g.add_const("w", i8_tensor(vec![3, 2, 3, 3], codes));
         let per_channel = i8_tensor(vec![3], vec![2, 0, -5]);
         let w_zero = g.add_const("w_zero", per_channel);
-        let attrs = ConvAttrs {
-            auto_pad: AutoPad::NotSet,
-            dilations: vec![],
-            group: 1,
-            kernel_shape: vec![3, 3],
-            pads: vec![1, 0, 1, 2],
-            strides: vec![2, 1],
-            layout: Layout::Nchw,
-        };
+        let attrs = conv_3x3(vec![1, 0, 1, 2]);
         let product = push(
             &mut g,
             Op::ConvInteger(attrs),
@@ -422,15 +420,7 @@ mod tests {
         shape: Vec<usize>,
         values: &[f64],
     ) -> sparkc_ir::ValueRef {
-        let bytes: Vec<u8> = match dtype {
-            DType::I32 => values
-                .iter()
-                .flat_map(|&v| (v as i32).to_le_bytes())
-                .collect(),
-            _ => values.iter().map(|&v| v as i64 as u8).collect(),
-        };
-        let t = Tensor::new(dtype, shape, bytes::Bytes::from(bytes)).expect("a whole tensor");
-        g.add_const(name, t)
+        g.add_const(name, int_tensor(dtype, shape, values))
     }
 
     #[test]
@@ -484,15 +474,7 @@ mod tests {
             vec![3],
             &[1500.0, -9000.0, 123.0],
         );
-        let attrs = ConvAttrs {
-            auto_pad: AutoPad::NotSet,
-            dilations: vec![],
-            group: 1,
-            kernel_shape: vec![3, 3],
-            pads: vec![1, 1, 1, 1],
-            strides: vec![2, 1],
-            layout: Layout::Nchw,
-        };
+        let attrs = conv_3x3(vec![1, 1, 1, 1]);
         let inputs = [
             x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero, bias,
         ]

@@ -117,7 +117,7 @@ pub fn convert(
         .collect::<Result<Vec<_>, _>>()?;
     let opset = match float_op {
         // The float model's opset, which decides how Softmax reads its axis.
-        "Softmax" => expansion.int("opset")?.unwrap_or(13),
+        "Softmax" => expansion.int("opset").unwrap_or(13),
         _ => FLOAT_OPSET,
     };
     let float = expansion.float_op(float_op, floats, opset)?;
@@ -163,8 +163,8 @@ impl<'a> Expansion<'a> {
         self.node.attribute.iter().find(|a| a.name == name)
     }
 
-    fn int(&self, name: &str) -> Result<Option<i64>, String> {
-        Ok(self.attribute(name).map(|a| a.i))
+    fn int(&self, name: &str) -> Option<i64> {
+        self.attribute(name).map(|a| a.i)
     }
 
     fn float(&self, name: &str, default: f32) -> f32 {
@@ -245,9 +245,7 @@ impl<'a> Expansion<'a> {
     fn quick_gelu(mut self) -> Result<Vec<Pending>, String> {
         self.only_outputs(1)?;
         let x = self.required(0)?;
-        let alpha = self.float("alpha", 1.702);
-        let alpha = Tensor::from_f64s(DType::F32, Vec::new(), &[f64::from(alpha)])
-            .map_err(|e| e.to_string())?;
+        let alpha = f32_scalar(self.float("alpha", 1.702))?;
         let scaled = self.value("scaled");
         let inputs = vec![Source::Name(x.clone()), Source::Const(alpha)];
         self.push("scaled", Op::Binary(Binary::Mul), inputs, &scaled);
@@ -276,20 +274,16 @@ impl<'a> Expansion<'a> {
             return Err("outputs 1 and 2 (mean, inv_std_var) are not supported".into());
         }
         self.only_outputs(4)?;
-        let mut sum = self.add("skipped", input, skip, None);
-        if let Some(bias) = bias {
-            sum = self.add("biased", sum, bias, None);
-        }
-        if let Some(out) = self.output_at(3) {
-            let identity = Op::Unary(sparkc_ir::op::Unary::Identity);
-            self.push("sum", identity, vec![Source::Name(sum.clone())], &out);
-        }
-        let epsilon = onnx_protobuf::AttributeProto {
-            name: "epsilon".into(),
-            type_: onnx_protobuf::attribute_proto::AttributeType::FLOAT.into(),
-            f: self.float("epsilon", 1e-12),
-            ..Default::default()
+        // The last addition writes output 3, the sum, when the node names it.
+        let named_sum = self.output_at(3);
+        let sum = match bias {
+            Some(bias) => {
+                let skipped = self.add("skipped", input, skip, None);
+                self.add("biased", skipped, bias, named_sum)
+            }
+            None => self.add("skipped", input, skip, named_sum),
         };
+        let epsilon = float_attribute("epsilon", self.float("epsilon", 1e-12));
         let count = if simplified { 1 } else { 3 };
         let outputs = (0..count)
             .map(|k| self.output_at(k).unwrap_or_default())
@@ -329,9 +323,7 @@ impl<'a> Expansion<'a> {
             &product,
         );
         if alpha != 1.0 {
-            let alpha = Tensor::from_f64s(DType::F32, Vec::new(), &[f64::from(alpha)])
-                .map_err(|e| e.to_string())?;
-            let inputs = vec![Source::Name(product), Source::Const(alpha)];
+            let inputs = vec![Source::Name(product), Source::Const(f32_scalar(alpha)?)];
             self.push("scaled", Op::Binary(Binary::Mul), inputs, &output);
         }
         Ok(self.pending)
@@ -376,52 +368,29 @@ impl<'a> Expansion<'a> {
                 .filter_map(|n| self.attribute(n).map(|a| a.f))
                 .collect(),
         };
-        let float_attr = |name: &str, f: f32| onnx_protobuf::AttributeProto {
-            name: name.into(),
-            type_: onnx_protobuf::attribute_proto::AttributeType::FLOAT.into(),
-            f,
-            ..Default::default()
-        };
         let output = self.output.clone();
+        let attributes = match (activation.as_str(), params.as_slice()) {
+            ("Relu" | "Tanh" | "Sigmoid", _) => Some(vec![]),
+            ("LeakyRelu", [alpha, ..]) => Some(vec![float_attribute("alpha", *alpha)]),
+            ("HardSigmoid", [alpha, beta, ..]) => Some(vec![
+                float_attribute("alpha", *alpha),
+                float_attribute("beta", *beta),
+            ]),
+            _ => None,
+        };
+        if let Some(attributes) = attributes {
+            let op = (activation.as_str(), 17);
+            self.standard("activation", op, vec![x], vec![output], attributes)?;
+            return Ok(self.pending);
+        }
         match (activation.as_str(), params.as_slice()) {
             ("", _) => {
                 let identity = Op::Unary(sparkc_ir::op::Unary::Identity);
                 self.push("output", identity, vec![Source::Name(x)], &output)
             }
-            ("Relu" | "Tanh" | "Sigmoid", _) => self.standard(
-                "activation",
-                (&activation, 17),
-                vec![x],
-                vec![output],
-                vec![],
-            )?,
-            ("LeakyRelu", [alpha, ..]) => {
-                let attrs = vec![float_attr("alpha", *alpha)];
-                self.standard(
-                    "activation",
-                    ("LeakyRelu", 17),
-                    vec![x],
-                    vec![output],
-                    attrs,
-                )?
-            }
-            ("HardSigmoid", [alpha, beta, ..]) => {
-                let attrs = vec![float_attr("alpha", *alpha), float_attr("beta", *beta)];
-                self.standard(
-                    "activation",
-                    ("HardSigmoid", 17),
-                    vec![x],
-                    vec![output],
-                    attrs,
-                )?
-            }
             ("Clip", [lo, hi, ..]) => {
-                let bounds = [*lo, *hi].map(|v| {
-                    Tensor::from_f64s(DType::F32, Vec::new(), &[f64::from(v)])
-                        .map_err(|e| e.to_string())
-                });
-                let [lo, hi] = bounds;
-                let inputs = vec![Source::Name(x), Source::Const(lo?), Source::Const(hi?)];
+                let (lo, hi) = (f32_scalar(*lo)?, f32_scalar(*hi)?);
+                let inputs = vec![Source::Name(x), Source::Const(lo), Source::Const(hi)];
                 self.push("activation", Op::Clip, inputs, &output);
             }
             (other, params) => {
@@ -435,7 +404,7 @@ impl<'a> Expansion<'a> {
     }
 
     fn flag(&self, name: &str) -> Result<bool, String> {
-        match self.int(name)? {
+        match self.int(name) {
             None | Some(0) => Ok(false),
             Some(1) => Ok(true),
             Some(other) => Err(format!("attribute '{name}' must be 0 or 1, not {other}")),
@@ -484,21 +453,15 @@ impl<'a> Expansion<'a> {
         opset: i64,
     ) -> Result<String, String> {
         let value = self.value("float");
-        let float = NodeProto {
-            input: inputs,
-            output: vec![value.clone()],
-            op_type: op_type.to_string(),
-            attribute: self
-                .node
-                .attribute
-                .iter()
-                .filter(|a| !matches!(a.name.as_str(), "channels_last" | "opset"))
-                .cloned()
-                .collect(),
-            ..NodeProto::default()
-        };
-        let name = format!("{}::float", self.name);
-        self.pending.extend(ops::convert(&float, &name, opset)?);
+        let attribute = self
+            .node
+            .attribute
+            .iter()
+            .filter(|a| !matches!(a.name.as_str(), "channels_last" | "opset"))
+            .cloned()
+            .collect();
+        let outputs = vec![value.clone()];
+        self.standard("float", (op_type, opset), inputs, outputs, attribute)?;
         Ok(value)
     }
 
@@ -605,10 +568,10 @@ impl<'a> Expansion<'a> {
         self.only_outputs(1)?;
         let required = |name: &str| {
             self.int(name)
-                .and_then(|v| v.ok_or_else(|| format!("attribute '{name}' is required")))
+                .ok_or_else(|| format!("attribute '{name}' is required"))
         };
         let (k, n, block) = (required("K")?, required("N")?, required("block_size")?);
-        let bits = self.int("bits")?.unwrap_or(4);
+        let bits = self.int("bits").unwrap_or(4);
         if bits != 4 && bits != 8 {
             return Err(format!("bits = {bits} is not supported (4 or 8)"));
         }
@@ -729,4 +692,19 @@ fn pack(dtype: DType, shape: Vec<usize>, codes: &[u8]) -> Result<Tensor, String>
         codes.to_vec()
     };
     Tensor::new(dtype, shape, bytes.into()).map_err(|e| e.to_string())
+}
+
+/// An f32 scalar constant.
+fn f32_scalar(value: f32) -> Result<Tensor, String> {
+    Tensor::from_f64s(DType::F32, Vec::new(), &[f64::from(value)]).map_err(|e| e.to_string())
+}
+
+/// A float attribute of a node written for the default domain.
+fn float_attribute(name: &str, f: f32) -> onnx_protobuf::AttributeProto {
+    onnx_protobuf::AttributeProto {
+        name: name.into(),
+        type_: onnx_protobuf::attribute_proto::AttributeType::FLOAT.into(),
+        f,
+        ..Default::default()
+    }
 }
