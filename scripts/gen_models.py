@@ -24,6 +24,10 @@ under <out>/contrib/ (listed as "contrib" in the manifest), as onnxruntime's opt
                   optimizer: SkipLayerNormalization, BiasGelu, FastGelu (domain com.microsoft)
   mobilenet_ortopt - the MobileNet-style CNN saved by a session at ORT_ENABLE_EXTENDED: FusedConv
   fused_ops      - one graph of the other com.microsoft fused ops sparkc reads
+  gqa_decode, gqa_prompt - attention layers of an LLM as onnxruntime-genai builds them:
+                  GroupQueryAttention with rotary embeddings and a KV cache (a decoding step of
+                  two sequences of different lengths; a first prompt with packed QKV, an empty
+                  past, soft-capped scores), and com.microsoft RotaryEmbedding
 and, under <out>/qdq/ (listed as "qdq" in the manifest, not among the whole models):
   mobilenet_int8 - the MobileNet-style CNN quantized by onnxruntime.quantization.quantize_static
                   in QDQ format (int8 weights per channel, uint8 activations), as users ship them
@@ -500,7 +504,100 @@ def onnxruntime_optimized(out, scale):
     os.remove(extended)
     names.append("mobilenet_ortopt")
     names.append(contributed_ops(folder))
+    names += grouped_query_attention(folder)
     return names
+
+
+def grouped_query_attention(folder):
+    """Two attention layers as onnxruntime-genai builds them (projections, GroupQueryAttention
+    with rotary embeddings of half of each head, and the output projection), 4 query heads
+    sharing 2 KV heads of 32 dims; onnxruntime's outputs are the reference.
+    - gqa_decode: one decoding step of two sequences whose caches hold 5 and 3 tokens
+      (seqlens_k 5 and 3 for a past of 5 positions: the second is written at position 3 and
+      the rows after it are zero), a local window of 3 keys; batch, step and past length are
+      symbolic.
+    - gqa_prompt: a first prompt of 6 tokens with one packed QKV projection, an empty past,
+      interleaved rotation, a soft cap and a custom scale; also com.microsoft RotaryEmbedding
+      of the projected queries at positions offset by a single id."""
+    rng = np.random.default_rng(29)
+    f32, i32, i64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
+    ms = "com.microsoft"
+    width, heads, kv_heads, head = 64, 4, 2, 32
+    angles = np.arange(32)[:, None] * (10000.0 ** (-np.arange(8) / 8))[None]
+    info = helper.make_tensor_value_info
+
+    def weights(name, rows, cols):
+        return numpy_helper.from_array(
+            (rng.standard_normal((rows, cols)) / np.sqrt(rows)).astype(np.float32), name)
+
+    caches = [numpy_helper.from_array(np.cos(angles).astype(np.float32), "cos_cache"),
+              numpy_helper.from_array(np.sin(angles).astype(np.float32), "sin_cache")]
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid(ms, 1)]
+    cache_outputs = [info(n, f32, None) for n in ["y", "present_key", "present_value"]]
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+        helper.make_node("GroupQueryAttention",
+                         ["q", "k", "v", "past_key", "past_value", "seqlens_k",
+                          "total_sequence_length", "cos_cache", "sin_cache"],
+                         ["attended", "present_key", "present_value"], domain=ms,
+                         num_heads=heads, kv_num_heads=kv_heads, do_rotary=1,
+                         local_window_size=3),
+        helper.make_node("MatMul", ["attended", "wo"], ["y"]),
+    ]
+    inits = caches + [weights("wq", width, heads * head), weights("wk", width, kv_heads * head),
+                      weights("wv", width, kv_heads * head), weights("wo", heads * head, width)]
+    graph = helper.make_graph(
+        nodes, "gqa_decode",
+        [info("x", f32, ["batch", "step", width]),
+         info("past_key", f32, ["batch", kv_heads, "past", head]),
+         info("past_value", f32, ["batch", kv_heads, "past", head]),
+         info("seqlens_k", i32, ["batch"]), info("total_sequence_length", i32, [])],
+        cache_outputs, inits)
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 10
+    inputs = [rng.standard_normal((2, 1, width)).astype(np.float32),
+              rng.standard_normal((2, kv_heads, 5, head)).astype(np.float32),
+              rng.standard_normal((2, kv_heads, 5, head)).astype(np.float32),
+              np.array([5, 3], np.int32), np.array(6, np.int32)]
+    write(folder, "gqa_decode", model, inputs)
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "wqkv"], ["qkv"]),
+        helper.make_node("GroupQueryAttention",
+                         ["qkv", "", "", "past_key", "past_value", "seqlens_k",
+                          "total_sequence_length", "cos_cache", "sin_cache"],
+                         ["attended", "present_key", "present_value"], domain=ms,
+                         num_heads=heads, kv_num_heads=kv_heads, do_rotary=1,
+                         rotary_interleaved=1, softcap=2.5, scale=0.3),
+        helper.make_node("MatMul", ["attended", "wo"], ["y"]),
+        helper.make_node("Slice", ["qkv", "zero", "query_width", "last"], ["q"]),
+        helper.make_node("RotaryEmbedding", ["q", "offset", "cos_cache", "sin_cache"],
+                         ["q_rotated"], domain=ms, num_heads=heads, rotary_embedding_dim=16),
+    ]
+    inits = caches + [weights("wqkv", width, (heads + 2 * kv_heads) * head),
+                      weights("wo", heads * head, width),
+                      numpy_helper.from_array(np.array([0], np.int64), "zero"),
+                      numpy_helper.from_array(np.array([heads * head], np.int64), "query_width"),
+                      numpy_helper.from_array(np.array([-1], np.int64), "last"),
+                      numpy_helper.from_array(np.array([7], np.int64), "offset")]
+    graph = helper.make_graph(
+        nodes, "gqa_prompt",
+        [info("x", f32, [1, 6, width]),
+         info("past_key", f32, [1, kv_heads, 0, head]),
+         info("past_value", f32, [1, kv_heads, 0, head]),
+         info("seqlens_k", i32, [1]), info("total_sequence_length", i32, [])],
+        cache_outputs + [info("q_rotated", f32, None)], inits)
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 10
+    inputs = [rng.standard_normal((1, 6, width)).astype(np.float32),
+              np.zeros((1, kv_heads, 0, head), np.float32),
+              np.zeros((1, kv_heads, 0, head), np.float32),
+              np.array([5], np.int32), np.array(6, np.int32)]
+    write(folder, "gqa_prompt", model, inputs)
+    return ["gqa_decode", "gqa_prompt"]
 
 
 def contributed_ops(folder):

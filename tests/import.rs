@@ -542,4 +542,68 @@ fn malformed_onnxruntime_ops_are_rejected_by_name() {
         &import_error(&model(vec![rms], input(), &["y"], params())),
         &["node 'rms'", "mean, inv_std_var"],
     );
+    let gqa = |inputs: &[&str], attributes: &[(&str, i64)]| {
+        let mut node = contributed("gqa", "GroupQueryAttention", inputs, &["y"]);
+        for (name, value) in [("num_heads", 4), ("kv_num_heads", 2)] {
+            node.attribute.push(int_attribute(name, value));
+        }
+        for &(name, value) in attributes {
+            node.attribute.retain(|a| a.name != name);
+            node.attribute.push(int_attribute(name, value));
+        }
+        model(vec![node], input(), &["y"], params())
+    };
+    let cached = ["x", "x", "x", "x", "x", "x_zero", "x_zero"];
+    // Inputs, attributes set, and the error's words.
+    type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, i64)], &'a str);
+    let refusals: [Refusal; 7] = [
+        (
+            &cached,
+            &[("kv_num_heads", 3)],
+            "multiple of kv_num_heads 3",
+        ),
+        (&cached, &[("causal", 0)], "causal = 0"),
+        (&cached, &[("smooth_softmax", 1)], "smooth_softmax"),
+        (&cached, &[("kv_cache_bit_width", 4)], "quantized KV cache"),
+        (
+            &cached,
+            &[("do_rotary", 1)],
+            "needs cos_cache and sin_cache",
+        ),
+        (
+            &["x", "x", "", "x", "x", "x_zero", "x_zero"],
+            &[],
+            "key and value",
+        ),
+        (
+            &["x", "x", "x", "x", "", "x_zero", "x_zero"],
+            &[],
+            "past_key and past_value",
+        ),
+    ];
+    for (inputs, attributes, message) in refusals {
+        assert_contains(
+            &import_error(&gqa(inputs, attributes)),
+            &["node 'gqa' (GroupQueryAttention", message],
+        );
+    }
+    let mut with_bias = cached.to_vec();
+    with_bias.extend(["", "", "", "x"]);
+    assert_contains(
+        &import_error(&gqa(&with_bias, &[])),
+        &["node 'gqa'", "input 10 (attention_bias)"],
+    );
+    let mut packed = contributed(
+        "rope",
+        "RotaryEmbedding",
+        &["x", "x_zero", "x", "x"],
+        &["y"],
+    );
+    packed
+        .attribute
+        .push(int_attribute("is_packed_batching", 1));
+    assert_contains(
+        &import_error(&model(vec![packed], input(), &["y"], params())),
+        &["node 'rope' (RotaryEmbedding", "is_packed_batching"],
+    );
 }

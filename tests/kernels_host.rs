@@ -810,6 +810,32 @@ fn depth_and_space_kernels_match_the_cpu_executor() {
     println!("host kernels, DepthToSpace/SpaceToDepth: {checked} cases match the CPU executor");
 }
 
+/// Range (whose node tests take their bounds as inputs, so no static length) with constant
+/// bounds, as the optimizer leaves it: integers of two widths and floats, rising and falling,
+/// a last step short of the limit — on host kernels, against the CPU executor.
+#[test]
+fn range_kernels_match_the_cpu_executor() {
+    let ints = |v: [i64; 3]| v.map(|x| Array::i64(vec![], vec![x]));
+    let i32s = |v: [i32; 3]| v.map(|x| Array::new(vec![], sparkc_cpu::Data::I32(vec![x])));
+    let floats = |v: [f32; 3]| v.map(|x| Array::f32(vec![], vec![x]));
+    let cases = [
+        ints([0, 7, 1]),
+        ints([10, -3, -4]),
+        i32s([5, 300, 7]),
+        floats([0.5, 3.7, 0.3]),
+        floats([2.0, -2.0, -0.25]),
+    ];
+    for bounds in &cases {
+        let arrays: Vec<Option<Array>> = bounds.iter().cloned().map(Some).collect();
+        matches_the_cpu_executor_with(Op::Range, &arrays, &[0, 1, 2])
+            .unwrap_or_else(|e| panic!("Range {bounds:?}: {e}"));
+    }
+    println!(
+        "host kernels, Range: {} cases match the CPU executor",
+        cases.len()
+    );
+}
+
 /// Resizes the node tests lack: antialiased linear and cubic downscaling by several factors
 /// (with and without `exclude_outside`, on one axis and on two), `tf_crop_and_resize` crops
 /// reaching outside the image on two axes, `half_pixel_symmetric` both ways, and sizes that

@@ -392,6 +392,7 @@ pub fn generate_rotary<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<
     };
     let half = cg.div(rot, cg.c(2))?;
     let width_v = cg.dim(&width)?;
+    let rows_v = cg.product(&cos.shape[..cos.shape.len() - 1])?;
     let n = cg.product(&x.shape)?;
     let out = req.outputs[0].clone();
     let xp = req.input_param(0);
@@ -444,6 +445,8 @@ pub fn generate_rotary<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<
             }
             None => cg.add(cg.mul(b, seq_v)?, s)?,
         };
+        // A position past the cache reads its last row rather than outside the buffer.
+        let row = cg.imin(row, cg.sub(rows_v, cg.c(1))?)?;
         let at = cg.add(
             cg.mul(row, width_v)?,
             cg.imin(i, cg.sub(width_v, cg.c(1))?)?,

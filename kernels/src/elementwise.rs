@@ -329,3 +329,34 @@ pub fn generate_fill<'ctx>(
         module: cg.finish()?,
     })
 }
+
+/// Generates `Range`: element `i` is `start + i·delta`, in integers or in the output's float
+/// type's f32 arithmetic.
+pub fn generate_range<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> {
+    let out = &req.outputs[0];
+    let mut cg = req.begin(cx, BLOCK);
+    let n = cg.product(&out.shape)?;
+    let start = cg.load(out.dtype, cg.buffer(req.input_param(0)), cg.c(0))?;
+    let delta = cg.load(out.dtype, cg.buffer(req.input_param(2)), cg.c(0))?;
+    cg.for_each_thread_item(cg.c(0), n, |cg, i| {
+        let v = match (start, delta) {
+            (Val::I(s), Val::I(d)) => Val::I(cg.add(s, cg.mul(i, d)?)?),
+            (s, d) => {
+                let step = cg.fmul(cg.itof(i)?, d.float(cg)?)?;
+                Val::F(cg.fadd(s.float(cg)?, step)?)
+            }
+        };
+        cg.store(out.dtype, cg.buffer(0), i, v)
+    })?;
+    let launch = Launch {
+        grid: out.numel().ceil_div(&Dim::known(BLOCK as i64)),
+        block: BLOCK,
+        shared_bytes: 0,
+        dynamic_shared_bytes: 0,
+    };
+    let info = req.describe(Family::Elementwise, "range", vec![req.op.name()], launch);
+    Ok(Generated {
+        info,
+        module: cg.finish()?,
+    })
+}

@@ -180,6 +180,7 @@ pub fn generate<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'ctx>> 
             FusedKind::Reduction => reduce::generate(cx, req, &f.body),
         },
         Op::ConstantOfShape { value } => elementwise::generate_fill(cx, req, value),
+        Op::Range => elementwise::generate_range(cx, req),
         // CastLike is a Cast to its second input's type; Expand broadcasts input 0 to the
         // output shape.
         Op::CastLike {

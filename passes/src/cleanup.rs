@@ -1,10 +1,13 @@
 //! Removal of ops that do nothing at inference: `Identity`, inference-mode `Dropout`, a `Cast`
 //! to the type a value already has, a `Reshape` or `Transpose` that keeps the shape and order, a
-//! `Sum`, `Mean`, `Max` or `Min` of one input; a `Sum` of two written as the `Add` it is; and a
-//! `Transpose` that only moves axes of size 1 written as the `Reshape` it is.
+//! `Sum`, `Mean`, `Max` or `Min` of one input; a `Sum` of two written as the `Add` it is, a
+//! `CastLike` of a known target type as the `Cast` it is, and a `Transpose` that only moves
+//! axes of size 1 as the `Reshape` it is.
 
 use crate::edit::{fresh_name, has_output, is_identity, readers, replace_uses, set_input};
 use crate::manager::{Pass, PassError};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
 use sparkc_ir::op::{Binary, Unary, Variadic};
 use sparkc_ir::{Graph, Known, NodeId, Op, Tensor, ValueRef, ValueType};
 
@@ -59,12 +62,16 @@ impl Pass for Cleanup {
     fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
         let mut removed = 0;
         let mut sums = 0;
+        let mut casts = 0;
         for id in graph.topo_order()? {
             // A sum of two is an Add, which the rules and fusion know.
             let node = &mut graph.dag[id];
             if matches!(node.op, Op::Variadic(Variadic::Sum)) && node.arity == 2 {
                 node.op = Op::Binary(Binary::Add);
                 sums += 1;
+            }
+            if cast_like_as_cast(graph, id) {
+                casts += 1;
             }
             let Some(x) = passthrough(graph, id) else {
                 continue;
@@ -103,10 +110,44 @@ impl Pass for Cleanup {
         }
         let reshapes = unit_moves_as_reshapes(graph)?;
         Ok(format!(
-            "removed {removed} no-op node(s), rewrote {sums} two-input Sum(s) as Add and \
-             {reshapes} transpose(s) of unit axes as Reshape"
+            "removed {removed} no-op node(s), rewrote {sums} two-input Sum(s) as Add, {casts} \
+             CastLike(s) as Cast and {reshapes} transpose(s) of unit axes as Reshape"
         ))
     }
+}
+
+/// Rewrites a `CastLike` whose target type is known as the `Cast` to that type (which folds
+/// when its input is constant); true if it did.
+fn cast_like_as_cast(graph: &mut Graph, id: NodeId) -> bool {
+    let Op::CastLike {
+        saturate,
+        round_mode,
+    } = &graph.node(id).op
+    else {
+        return false;
+    };
+    let like = graph.inputs_of(id).get(1).copied().flatten();
+    let Some(to) = like.and_then(|v| graph.value(v).ty.as_tensor().map(|t| t.dtype)) else {
+        return false;
+    };
+    let cast = Op::Cast {
+        to,
+        saturate: *saturate,
+        round_mode: round_mode.clone(),
+    };
+    let target: Vec<_> = graph
+        .dag
+        .edges_directed(id, Direction::Incoming)
+        .filter(|e| e.weight().input == 1)
+        .map(|e| e.id())
+        .collect();
+    for e in target {
+        graph.dag.remove_edge(e);
+    }
+    let node = &mut graph.dag[id];
+    node.op = cast;
+    node.arity = 1;
+    true
 }
 
 /// Turns each transpose that only moves axes of size 1 (`[B, 1, H, D]` to `[B, H, 1, D]` in a
@@ -169,8 +210,8 @@ pub(crate) fn unit_moves_as_reshapes(graph: &mut Graph) -> Result<usize, PassErr
 mod tests {
     use super::Cleanup;
     use crate::testing::{graph_of, ops, push, run_checked, tensor_type, X};
-    use sparkc_ir::op::{Unary, Variadic};
-    use sparkc_ir::{Graph, Op, ValueRef};
+    use sparkc_ir::op::{Binary, Unary, Variadic};
+    use sparkc_ir::{DType, Graph, Op, Tensor, ValueRef};
 
     #[test]
     fn identity_and_inference_dropout_are_bypassed() {
@@ -220,6 +261,28 @@ mod tests {
             let kept = if reshaped { "Reshape" } else { "Transpose" };
             assert_eq!(ops(&after), ["Exp", kept]);
         }
+    }
+
+    #[test]
+    fn a_cast_like_of_a_known_type_is_a_cast_and_folds_away() {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", tensor_type("i64[4]"));
+        let zero = g.add_const(
+            "zero",
+            Tensor::from_f64s(DType::F32, vec![], &[0.0]).unwrap(),
+        );
+        let like = Op::CastLike {
+            saturate: true,
+            round_mode: "up".into(),
+        };
+        let cast = push(&mut g, like, &[Some(zero), Some(x)]);
+        let out = push(&mut g, Op::Binary(Binary::Add), &[Some(x), Some(cast)]);
+        g.outputs = vec![out];
+        let after = run_checked(&mut Cleanup, &g);
+        assert_eq!(ops(&after), ["Add", "Cast"]);
+        let mut folded = after.clone();
+        crate::Pass::run(&mut crate::fold::ConstantFold, &mut folded).unwrap();
+        assert_eq!(ops(&folded), ["Add"]);
     }
 
     #[test]

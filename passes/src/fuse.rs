@@ -1,6 +1,7 @@
 //! Fusion into bodies: a contraction or reduction with the elementwise ops after it, and
-//! chains of elementwise ops of any length (with broadcasting), each become one `Fused` node
-//! whose body is the expression DAG of the ops it replaces.
+//! chains of elementwise ops of any length (with broadcasting: arithmetic, comparisons, logic,
+//! `Where` and casts, as index and mask arithmetic needs), each become one `Fused` node whose
+//! body is the expression DAG of the ops it replaces.
 //!
 //! A node joins the group of the value it reads when that value has no other reader and is not
 //! a graph output, so no intermediate is both fused away and needed elsewhere. An epilogue
@@ -9,8 +10,8 @@
 
 use crate::edit::{readers, replace_uses};
 use crate::manager::{Pass, PassError};
-use sparkc_ir::fused::{is_contraction, is_elementwise};
-use sparkc_ir::{BodyNode, Fused, Graph, NodeId, Op, Operand, ValueRef};
+use sparkc_ir::fused::{is_contraction, is_pointwise};
+use sparkc_ir::{BodyNode, DType, Fused, Graph, NodeId, Op, Operand, ValueRef};
 use std::collections::HashMap;
 
 /// Groups anchors with their elementwise neighbours into fused nodes.
@@ -38,13 +39,20 @@ fn is_reduction(op: &Op) -> bool {
     )
 }
 
-fn float_output(graph: &Graph, id: NodeId) -> bool {
+/// True when node `id` has one tensor output whose type passes `keep`.
+fn single_output(graph: &Graph, id: NodeId, keep: impl Fn(DType) -> bool) -> bool {
     let node = graph.node(id);
     node.outputs.len() == 1
         && node.outputs[0]
             .ty
             .as_tensor()
-            .is_some_and(|t| t.dtype.is_float())
+            .is_some_and(|t| keep(t.dtype))
+}
+
+/// True for the types a pointwise op may produce inside a body: floats, and i64 and bool,
+/// which kernels compute in i64 exactly (a narrower integer would need wrapping after each op).
+fn pointwise_dtype(dtype: DType) -> bool {
+    dtype.is_float() || matches!(dtype, DType::I64 | DType::Bool)
 }
 
 struct Group {
@@ -65,11 +73,10 @@ impl Pass for FuseBodies {
         let mut root_of: HashMap<NodeId, usize> = HashMap::new();
         for &id in &order {
             let op = &graph.node(id).op;
-            if !float_output(graph, id) {
-                continue;
-            }
-            let role = if is_elementwise(op) {
+            let role = if is_pointwise(op) && single_output(graph, id, pointwise_dtype) {
                 Anchor::None
+            } else if !single_output(graph, id, |d| d.is_float()) {
+                continue;
             } else if is_contraction(op) {
                 Anchor::Contraction
             } else if is_reduction(op) && graph.node(id).outputs.len() == 1 {
@@ -220,7 +227,9 @@ fn build(graph: &mut Graph, nodes: &[NodeId]) -> Result<(), PassError> {
 #[cfg(test)]
 mod tests {
     use super::FuseBodies;
-    use crate::testing::{graph_of, ops, run_checked, X};
+    use crate::testing::{graph_of, ops, push, run_checked, tensor_type, X};
+    use sparkc_ir::op::Binary;
+    use sparkc_ir::{DType, Graph, Op, Tensor};
 
     #[test]
     fn an_elementwise_chain_with_broadcasting_becomes_one_node() {
@@ -257,6 +266,30 @@ mod tests {
         );
         let after = run_checked(&mut FuseBodies, &g);
         assert_eq!(ops(&after), ["Add", "MatMul"]);
+    }
+
+    #[test]
+    fn index_and_mask_arithmetic_fuses_in_i64_and_bool_only() {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", tensor_type("f32[B,S]"));
+        let p = g.add_input("p", tensor_type("i64[B,1]"));
+        let q = g.add_input("q", tensor_type("i32[B,1]"));
+        let steps = g.add_input("s", tensor_type("i64[S]"));
+        // x where p + s < 2p, else 0: i64 and bool steps join the float Where.
+        let at = push(&mut g, Op::Binary(Binary::Add), &[Some(p), Some(steps)]);
+        let twice = push(&mut g, Op::Binary(Binary::Add), &[Some(p), Some(p)]);
+        let kept = push(&mut g, Op::Binary(Binary::Less), &[Some(at), Some(twice)]);
+        let zero = g.add_const(
+            "zero",
+            Tensor::from_f64s(DType::F32, vec![], &[0.0]).unwrap(),
+        );
+        let masked = push(&mut g, Op::Where, &[Some(kept), Some(x), Some(zero)]);
+        // (q + q) / q in i32 would need wrapping after the sum: its steps stay apart.
+        let sum = push(&mut g, Op::Binary(Binary::Add), &[Some(q), Some(q)]);
+        let ratio = push(&mut g, Op::Binary(Binary::Div), &[Some(sum), Some(q)]);
+        g.outputs = vec![masked, ratio];
+        let after = run_checked(&mut FuseBodies, &g);
+        assert_eq!(ops(&after), ["Add", "Div", "Fused(Add+Add+Less+Where)"]);
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub fn tensor_type(text: &str) -> ValueType {
     let dtype = match dtype {
         "f32" => DType::F32,
         "i64" => DType::I64,
-        other => panic!("test types are f32 or i64, found {other}"),
+        "i32" => DType::I32,
+        other => panic!("test types are f32, i64 or i32, found {other}"),
     };
     let dims = dims
         .trim_end_matches(']')
@@ -140,10 +141,17 @@ pub fn random_inputs(graph: &Graph, rng: &mut StdRng) -> Vec<Value> {
                 })
                 .collect();
             let n = shape.iter().product();
-            // 8-bit codes over their whole range; everything else as f32 in [-2, 2).
+            // 8-bit codes over their whole range, wider integers in [-4, 4), everything else
+            // as f32 in [-2, 2).
             let data = match t.dtype {
                 DType::U8 => sparkc_cpu::Data::U8((0..n).map(|_| rng.random()).collect()),
                 DType::I8 => sparkc_cpu::Data::I8((0..n).map(|_| rng.random()).collect()),
+                DType::I32 => {
+                    sparkc_cpu::Data::I32((0..n).map(|_| rng.random_range(-4..4)).collect())
+                }
+                DType::I64 => {
+                    sparkc_cpu::Data::I64((0..n).map(|_| rng.random_range(-4..4)).collect())
+                }
                 _ => {
                     sparkc_cpu::Data::F32((0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect())
                 }

@@ -4,7 +4,8 @@
 //! producers and consumers); kernel generators lower the body as a whole, and the CPU executor
 //! runs it as the reference.
 
-use crate::op::{Binary, Op, Unary};
+use crate::op::{Binary, Op, Unary, Variadic};
+use crate::DType;
 use serde::Serialize;
 
 /// Where a body node reads an operand.
@@ -56,7 +57,7 @@ impl Fused {
     pub fn kind(&self) -> FusedKind {
         // Per-tensor quantize-dequantize pairs folded after an elementwise body keep it one.
         let pointwise = |op: &Op| {
-            is_elementwise(op)
+            is_pointwise(op)
                 || matches!(
                     op,
                     Op::QuantizeLinear { block_size: 0, .. }
@@ -95,4 +96,29 @@ pub fn is_elementwise(op: &Op) -> bool {
         Op::Clip => true,
         _ => false,
     }
+}
+
+/// True for the ops a fused body computes element by element: the float arithmetic of
+/// [`is_elementwise`], comparisons, logic, `Max`, `Min`, `Where`, and casts to f32, i64 and
+/// bool.
+pub fn is_pointwise(op: &Op) -> bool {
+    is_elementwise(op)
+        || match op {
+            Op::Binary(b) => matches!(
+                b,
+                Binary::Equal
+                    | Binary::Less
+                    | Binary::LessOrEqual
+                    | Binary::Greater
+                    | Binary::GreaterOrEqual
+                    | Binary::And
+                    | Binary::Or
+                    | Binary::Xor
+            ),
+            Op::Unary(u) => matches!(u, Unary::Not),
+            Op::Variadic(v) => matches!(v, Variadic::Max | Variadic::Min),
+            Op::Where => true,
+            Op::Cast { to, .. } => matches!(to, DType::F32 | DType::I64 | DType::Bool),
+            _ => false,
+        }
 }

@@ -6,7 +6,11 @@
 //! - the fused ops of its graph optimizers and transformer optimizer (`SkipLayerNormalization`,
 //!   `BiasGelu`, `FastGelu`, `FusedConv`…): the ops they fuse, which sparkc fuses its own way;
 //! - `MatMulNBits`, the 4- and 8-bit block-quantized weights of its weight-only quantizer: the
-//!   product of `DequantizeLinear` of the codes, with a scale (and zero point) per block of K.
+//!   product of `DequantizeLinear` of the codes, with a scale (and zero point) per block of K;
+//! - `RotaryEmbedding` and `GroupQueryAttention`, the attention of the LLMs onnxruntime-genai
+//!   builds, with its KV cache (`contrib/attention.rs`).
+
+mod attention;
 
 use crate::ops::{self, Pending, Source};
 use onnx_protobuf::NodeProto;
@@ -24,6 +28,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "FusedGemm",
     "FusedMatMul",
     "Gelu",
+    "GroupQueryAttention",
     "MatMulNBits",
     "QGemm",
     "QLinearAdd",
@@ -36,6 +41,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "QLinearSigmoid",
     "QLinearSoftmax",
     "QuickGelu",
+    "RotaryEmbedding",
     "SkipLayerNormalization",
     "SkipSimplifiedLayerNormalization",
 ];
@@ -101,6 +107,8 @@ pub fn convert(
         "FusedMatMul" => return expansion.fused_matmul(),
         "FusedConv" | "FusedGemm" => return expansion.fused_with_activation(),
         "MatMulNBits" => return expansion.matmul_nbits(constants),
+        "RotaryEmbedding" => return expansion.rotary_embedding(),
+        "GroupQueryAttention" => return expansion.group_query_attention(constants),
         other => {
             return Err(format!(
                 "op '{other}' of domain '{DOMAIN}' is not supported"

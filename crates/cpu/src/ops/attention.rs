@@ -428,13 +428,45 @@ pub(crate) fn rotary(args: &Args, interleaved: bool, num_heads: i64, rotary_dim:
     } else {
         size
     };
+    if rot > size || rot % 2 != 0 {
+        return Err(format!(
+            "rotary_embedding_dim {rot} is not an even number of at most the head size {size}"
+        ));
+    }
     let half = rot / 2;
+    if cache_width != half || cos.len() != sin.len() {
+        return Err(format!(
+            "cos_cache and sin_cache must have {half} columns and one shape; found {:?} and {:?}",
+            args.tensor(1)?.shape,
+            args.tensor(2)?.shape
+        ));
+    }
+    let rows = cos.len().checked_div(cache_width).unwrap_or(0);
+    if let Some(p) = &positions {
+        if p.len() != batch * seq {
+            return Err(format!(
+                "position_ids holds {} values; the input needs one per (batch, position), {}",
+                p.len(),
+                batch * seq
+            ));
+        }
+        if let Some(bad) = p.iter().find(|&&v| v < 0 || v as usize >= rows) {
+            return Err(format!(
+                "position id {bad} is outside the {rows} rows of cos_cache"
+            ));
+        }
+    } else if rows < batch * seq {
+        return Err(format!(
+            "without position_ids, cos_cache needs a row per (batch, position), {}; it has {rows}",
+            batch * seq
+        ));
+    }
     let values = x.data.to_f32s();
     let mut out = values.clone();
     for b in 0..batch {
         for s in 0..seq {
             let row = match &positions {
-                Some(p) => p[b * seq + s].max(0) as usize,
+                Some(p) => p[b * seq + s] as usize,
                 None => b * seq + s,
             };
             for h in 0..heads {
@@ -453,4 +485,57 @@ pub(crate) fn rotary(args: &Args, interleaved: bool, num_heads: i64, rotary_dim:
         }
     }
     Ok(Array::new(x.shape.clone(), Data::from_f32s(x.dtype(), out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Arg;
+    use crate::value::Value;
+
+    /// Rotates a [1, 2, 1, 4] input (one head of 4) by caches of `rows` rows of 2 at `positions`.
+    fn rotate(rows: usize, positions: Option<Vec<i64>>, rotary_dim: i64) -> R<Array> {
+        let x = Value::Tensor(Array::f32(
+            vec![1, 1, 2, 4],
+            (0..8).map(|v| v as f32).collect(),
+        ));
+        let cos = Value::Tensor(Array::f32(vec![rows, 2], vec![1.0; rows * 2]));
+        let sin = Value::Tensor(Array::f32(vec![rows, 2], vec![0.0; rows * 2]));
+        let ids = positions.map(|p| Value::Tensor(Array::new(vec![1, p.len()], Data::I64(p))));
+        let items = [Some(&x), Some(&cos), Some(&sin), ids.as_ref()]
+            .into_iter()
+            .map(|v| v.map(Arg::Borrowed))
+            .collect();
+        rotary(&Args::new(items), false, 0, rotary_dim)
+    }
+
+    #[test]
+    fn rotary_inputs_that_do_not_fit_are_errors() {
+        let unrotated = rotate(4, Some(vec![3, 0]), 0).expect("positions within the cache");
+        assert_eq!(
+            unrotated.data.to_f64s(),
+            (0..8).map(f64::from).collect::<Vec<_>>()
+        );
+        let cases = [
+            (
+                rotate(4, Some(vec![4, 0]), 0),
+                "position id 4 is outside the 4 rows",
+            ),
+            (rotate(4, Some(vec![-1, 0]), 0), "position id -1"),
+            (rotate(4, Some(vec![1]), 0), "position_ids holds 1 values"),
+            (
+                rotate(1, None, 0),
+                "cos_cache needs a row per (batch, position), 2",
+            ),
+            (
+                rotate(4, None, 2),
+                "cos_cache and sin_cache must have 1 columns",
+            ),
+            (rotate(4, None, 6), "rotary_embedding_dim 6"),
+        ];
+        for (result, message) in cases {
+            let error = result.expect_err(message);
+            assert!(error.contains(message), "{error}");
+        }
+    }
 }
