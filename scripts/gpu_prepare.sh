@@ -52,12 +52,16 @@ python3 -c "import json; print('\n'.join(json.load(open('$generated/manifest.jso
     xargs -P "$(nproc)" -I{} bash -c \
         'compile "$dest/node/{}" "'"$generated"'/node/{}/model.onnx" "'"$generated"'/node/{}/test_data_set_0" --target "$target" --precision fp32'
 
-# Whole models: the default (TF32 products) for the target and for sm_80, exact FP32, and the
-# CNNs with channels-last convolutions.
+# Whole models (onnxruntime's optimized and contributed-op models among them): the default (TF32
+# products) for the target and for sm_80, exact FP32, and the CNNs with channels-last
+# convolutions.
 whole=()
 for f in "$generated"/light/light_*.onnx; do whole+=("$(basename "$f" .onnx)=$f=-"); done
 for name in $(python3 -c "import json; print(' '.join(json.load(open('$generated/models/manifest.json'))['models']))"); do
     whole+=("$name=$generated/models/$name/model.onnx=$generated/models/$name")
+done
+for name in $(python3 -c "import json; print(' '.join(json.load(open('$generated/models/manifest.json'))['contrib']))"); do
+    whole+=("$name=$generated/models/contrib/$name/model.onnx=$generated/models/contrib/$name")
 done
 whole+=("tiny_cnn=examples/models/tiny_cnn.onnx=-")
 for entry in "${whole[@]}"; do
