@@ -301,6 +301,17 @@ pub(crate) fn tensor_scatter(
         ));
     }
     let (max, len) = (past.shape[a] as i64, update.shape[a] as i64);
+    if !circular {
+        if let Some((b, w)) = writes
+            .iter()
+            .enumerate()
+            .find(|(_, &w)| w < 0 || w + len > max)
+        {
+            return Err(format!(
+                "write index {w} of batch entry {b} does not fit {len} rows into the cache's {max}"
+            ));
+        }
+    }
     let (from_past, from_update) = (strides(&past.shape), strides(&update.shape));
     let base = past.len();
     let picks = index_map(&past.shape, |ix| {
@@ -408,4 +419,33 @@ pub(crate) fn unique(x: &Array, ax: Option<i64>, sorted: bool) -> R<Vec<Array>> 
         Array::i64(vec![n], inverse),
         Array::i64(vec![k], counts),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_cache_writes_must_fit_the_cache() {
+        let past = Array::f32(vec![2, 4, 1], vec![0.0; 8]);
+        let update = Array::f32(vec![2, 2, 1], vec![1.0, 2.0, 3.0, 4.0]);
+        let writes = |w: [i64; 2]| Array::i64(vec![2], w.to_vec());
+        let written = tensor_scatter(&past, &update, Some(&writes([2, 0])), 1, false)
+            .expect("both writes fit");
+        assert_eq!(
+            written.data.to_f64s(),
+            [0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0]
+        );
+        for (w, message) in [([3, 0], "write index 3 of batch entry 0"), ([0, -1], "-1")] {
+            let error =
+                tensor_scatter(&past, &update, Some(&writes(w)), 1, false).expect_err(message);
+            assert!(error.contains(message), "{error}");
+        }
+        let wrapped = tensor_scatter(&past, &update, Some(&writes([3, 0])), 1, true)
+            .expect("a circular write wraps");
+        assert_eq!(
+            wrapped.data.to_f64s(),
+            [2.0, 0.0, 0.0, 1.0, 3.0, 4.0, 0.0, 0.0]
+        );
+    }
 }
