@@ -367,7 +367,7 @@ fn explain_names_the_rules_behind_each_fused_node() {
     );
     let summary = text.lines().last().unwrap();
     assert!(
-        summary.starts_with("nodes 107 -> 21, kernels 97 -> 20, "),
+        summary.starts_with("nodes 107 -> 20, kernels 97 -> 19, "),
         "{summary}"
     );
     assert!(summary.contains("e-graph algebra "), "{summary}");
