@@ -535,6 +535,12 @@ def grouped_query_attention(folder):
     opsets = [helper.make_opsetid("", 21), helper.make_opsetid(ms, 1)]
     cache_outputs = [info(n, f32, None) for n in ["y", "present_key", "present_value"]]
 
+    def layer_inputs(batch, step, past):
+        return [info("x", f32, [batch, step, width]),
+                info("past_key", f32, [batch, kv_heads, past, head]),
+                info("past_value", f32, [batch, kv_heads, past, head]),
+                info("seqlens_k", i32, [batch]), info("total_sequence_length", i32, [])]
+
     nodes = [
         helper.make_node("MatMul", ["x", "wq"], ["q"]),
         helper.make_node("MatMul", ["x", "wk"], ["k"]),
@@ -551,10 +557,7 @@ def grouped_query_attention(folder):
                       weights("wv", width, kv_heads * head), weights("wo", heads * head, width)]
     graph = helper.make_graph(
         nodes, "gqa_decode",
-        [info("x", f32, ["batch", "step", width]),
-         info("past_key", f32, ["batch", kv_heads, "past", head]),
-         info("past_value", f32, ["batch", kv_heads, "past", head]),
-         info("seqlens_k", i32, ["batch"]), info("total_sequence_length", i32, [])],
+        layer_inputs("batch", "step", "past"),
         cache_outputs, inits)
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 10
@@ -585,10 +588,7 @@ def grouped_query_attention(folder):
                       numpy_helper.from_array(np.array([7], np.int64), "offset")]
     graph = helper.make_graph(
         nodes, "gqa_prompt",
-        [info("x", f32, [1, 6, width]),
-         info("past_key", f32, [1, kv_heads, 0, head]),
-         info("past_value", f32, [1, kv_heads, 0, head]),
-         info("seqlens_k", i32, [1]), info("total_sequence_length", i32, [])],
+        layer_inputs(1, 6, 0),
         cache_outputs + [info("q_rotated", f32, None)], inits)
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 10

@@ -317,17 +317,7 @@ pub fn generate_fill<'ctx>(
     cg.for_each_thread_item(cg.c(0), n, |cg, idx| {
         cg.store(out.dtype, cg.buffer(0), idx, v)
     })?;
-    let launch = Launch {
-        grid: out.numel().ceil_div(&Dim::known(BLOCK as i64)),
-        block: BLOCK,
-        shared_bytes: 0,
-        dynamic_shared_bytes: 0,
-    };
-    let info = req.describe(Family::Elementwise, "fill", vec![req.op.name()], launch);
-    Ok(Generated {
-        info,
-        module: cg.finish()?,
-    })
+    one_element_a_thread(cg, req, "fill")
 }
 
 /// Generates `Range`: element `i` is `start + i·delta`, in integers or in the output's float
@@ -348,13 +338,18 @@ pub fn generate_range<'ctx>(cx: &'ctx Context, req: &Request) -> Gen<Generated<'
         };
         cg.store(out.dtype, cg.buffer(0), i, v)
     })?;
+    one_element_a_thread(cg, req, "range")
+}
+
+/// Finishes a kernel that writes the output one element per thread iteration, as `variant`.
+fn one_element_a_thread<'ctx>(cg: Cg<'ctx>, req: &Request, variant: &str) -> Gen<Generated<'ctx>> {
     let launch = Launch {
-        grid: out.numel().ceil_div(&Dim::known(BLOCK as i64)),
+        grid: req.outputs[0].numel().ceil_div(&Dim::known(BLOCK as i64)),
         block: BLOCK,
         shared_bytes: 0,
         dynamic_shared_bytes: 0,
     };
-    let info = req.describe(Family::Elementwise, "range", vec![req.op.name()], launch);
+    let info = req.describe(Family::Elementwise, variant, vec![req.op.name()], launch);
     Ok(Generated {
         info,
         module: cg.finish()?,
