@@ -3,8 +3,9 @@
 //! usable.
 
 use sparkc_cli::execute_args;
+use sparkc_cpu::{Array, Value};
 use sparkc_runtime::{Artifact, Device, Session, Tensor};
-use sparkc_tests::{repo_root, whole_models};
+use sparkc_tests::{read_value, repo_root, whole_models};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -398,6 +399,66 @@ fn a_model_without_gpu_kernels_compiles_for_the_cpu_with_target_none() {
         "none,sm_80",
     ]);
     assert!(format!("{:#}", bad.expect_err("none is alone")).contains("cannot be combined"));
+}
+
+/// The tensors a value holds, in order.
+fn arrays(value: &Value) -> Vec<&Array> {
+    match value {
+        Value::Tensor(a) => vec![a],
+        Value::Sequence(items) => items.iter().collect(),
+        Value::Optional(inner) => inner.as_deref().map(arrays).unwrap_or_default(),
+    }
+}
+
+#[test]
+fn control_flow_models_compile_for_the_cpu_and_run_from_their_artifacts() {
+    // If, Loop, Scan and SequenceMap; sequences and optionals; an If inside a Loop body that
+    // captures the body's parameter; a Loop from an expanded function; fused nodes in branches.
+    let tests = [
+        "test_if",
+        "test_if_seq",
+        "test_if_opt",
+        "test_loop11",
+        "test_loop13_seq",
+        "test_loop16_seq_none",
+        "test_scan9_sum",
+        "test_sequence_map_add_1_sequence_1_tensor",
+        "test_range_float_type_positive_delta_expanded",
+        "test_affine_grid_2d_align_corners_expanded",
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    for test in tests {
+        let folder = sparkc_tests::generated().join("node").join(test);
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(folder.join("meta.json")).expect("meta.json"),
+        )
+        .expect("JSON");
+        let spark = dir.path().join(format!("{test}.spark"));
+        let summary = compile(&folder.join("model.onnx"), &spark, &["--target", "none"]);
+        assert!(summary.contains("no GPU kernels"), "{test}: {summary}");
+        let artifact = Artifact::open(&spark).expect("the artifact opens");
+        let session = Session::new(&artifact, Device::Cpu).expect("a CPU session");
+        let data = folder.join("test_data_set_0");
+        let inputs = (0..session.inputs().len())
+            .map(|j| read_value(&data.join(format!("input_{j}.pb")), &meta["inputs"][j]))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|e| panic!("{test}: {e}"));
+        let outputs = session
+            .run_values(inputs)
+            .unwrap_or_else(|e| panic!("{test}: {e}"));
+        for (j, got) in outputs.iter().enumerate() {
+            let expected = read_value(&data.join(format!("output_{j}.pb")), &meta["outputs"][j])
+                .unwrap_or_else(|e| panic!("{test}: {e}"));
+            let (got, expected) = (arrays(got), arrays(&expected));
+            assert_eq!(got.len(), expected.len(), "{test}: output {j}");
+            for (g, e) in got.iter().zip(&expected) {
+                assert_eq!(g.shape, e.shape, "{test}: output {j}");
+                for (x, y) in g.data.to_f64s().iter().zip(e.data.to_f64s()) {
+                    assert!((x - y).abs() <= 1e-6 + 1e-5 * y.abs(), "{test}: {x} vs {y}");
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use onnx_protobuf::{
     AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto,
     StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
+use sparkc_cpu::{Array, Data, Value};
 use sparkc_ir::Dim;
 use sparkc_onnx::{load, load_bytes, tensor_from_bytes};
 use sparkc_tests::{generated, manifest_names, repo_root};
@@ -606,4 +607,73 @@ fn malformed_onnxruntime_ops_are_rejected_by_name() {
         &import_error(&model(vec![packed], input(), &["y"], params())),
         &["node 'rope' (RotaryEmbedding", "is_packed_batching"],
     );
+}
+
+#[test]
+fn a_branch_value_named_like_an_outer_one_is_renamed_on_export() {
+    let branch = |name: &str, node: NodeProto| AttributeProto {
+        name: name.into(),
+        g: Some(GraphProto {
+            name: name.into(),
+            output: vec![value_info(&node.output[0], &[2])],
+            node: vec![node],
+            ..Default::default()
+        })
+        .into(),
+        type_: AttributeType::GRAPH.into(),
+        ..Default::default()
+    };
+    let mut choose = node("choose", "If", &["c"], &["y"]);
+    choose.attribute = vec![
+        branch("then_branch", node("neg", "Neg", &["t"], &["u"])),
+        branch("else_branch", node("same", "Identity", &["t"], &["v"])),
+    ];
+    let cond = ValueInfoProto {
+        name: "c".into(),
+        type_: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 9,
+                shape: Some(TensorShapeProto::default()).into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    // The outer graph's output is also named `u`: ONNX names are unique across scopes, but the
+    // IR's are only unique within a graph.
+    let nodes = vec![
+        node("twice", "Add", &["x", "x"], &["t"]),
+        choose,
+        node("mul", "Mul", &["y", "t"], &["u"]),
+    ];
+    let proto = model(nodes, vec![value_info("x", &[2]), cond], &["u"], vec![]);
+    let imported = sparkc_onnx::import_model(proto, None).expect("imports");
+    let exported = sparkc_onnx::export::to_proto(&imported).expect("exports");
+    let graph = exported.graph.as_ref().expect("a graph");
+    let then = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "If")
+        .and_then(|n| n.attribute.iter().find(|a| a.name == "then_branch"))
+        .and_then(|a| a.g.as_ref())
+        .expect("the If keeps its then_branch");
+    assert!(then.input.is_empty(), "the captured `t` is referenced by name");
+    assert_eq!(then.node[0].input, ["t"]);
+    assert_eq!(then.node[0].output, ["u_1"]);
+    assert_eq!(then.output[0].name, "u_1");
+    let again = sparkc_onnx::import_model(exported, None).expect("re-imports");
+    let exec = sparkc_cpu::Executor::new(&again.graph).expect("prepares");
+    for (c, expected) in [(true, [-4.0f32, -16.0]), (false, [4.0, 16.0])] {
+        let x = Array::new(vec![2], Data::F32(vec![1.0, -2.0]));
+        let c = Array::new(vec![], Data::Bool(vec![c]));
+        let out = exec
+            .run(vec![Value::Tensor(x), Value::Tensor(c)])
+            .expect("runs");
+        match &out[0] {
+            Value::Tensor(a) => assert_eq!(&*a.data.f32s(), &expected),
+            other => panic!("got {other}"),
+        }
+    }
 }

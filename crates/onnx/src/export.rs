@@ -15,8 +15,8 @@ use onnx_protobuf::{
 };
 use protobuf::{EnumOrUnknown, Message, MessageField};
 use sparkc_ir::op::{Binary, ConvAttrs, Layout, PoolAttrs};
-use sparkc_ir::{DType, Graph, Model, Op, Operand, Tensor, ValueRef, ValueType};
-use std::collections::HashMap;
+use sparkc_ir::{DType, Dim, Graph, Model, Op, Operand, Tensor, ValueRef, ValueType};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// The domain of sparkc's own ops.
@@ -76,10 +76,13 @@ fn type_proto(ty: &ValueType) -> TypeProto {
                     dim: dims
                         .iter()
                         .map(|d| Dimension {
-                            value: Some(match d.as_const() {
-                                Some(n) => dimension::Value::DimValue(n),
-                                None => dimension::Value::DimParam(d.to_string()),
-                            }),
+                            value: match d {
+                                Dim::Dynamic => None,
+                                d => Some(match d.as_const() {
+                                    Some(n) => dimension::Value::DimValue(n),
+                                    None => dimension::Value::DimParam(d.to_string()),
+                                }),
+                            },
                             ..Dimension::default()
                         })
                         .collect(),
@@ -205,6 +208,10 @@ fn attribute(key: &str, value: &serde_json::Value) -> Option<AttributeProto> {
     Some(a)
 }
 
+/// Fields of control-flow ops that record how the IR lays out captured inputs; ONNX has no
+/// such attributes (subgraphs name outer values directly).
+const SUBGRAPH_BOOKKEEPING: &[&str] = &["carried", "captured", "batched"];
+
 /// Builds model-local functions for sparkc ops, one per distinct op.
 #[derive(Default)]
 struct Functions {
@@ -324,8 +331,25 @@ impl Functions {
                 proto.op_type = self.function(name, op, proto.input.len())?;
                 proto.domain = DOMAIN.to_string();
             }
+            Op::Scan { batched: true, .. } => {
+                return Err(error(
+                    name,
+                    op,
+                    format!(
+                        "an opset-8 Scan (batched, with sequence_lens) has no form in opset {}",
+                        self.opset
+                    ),
+                ))
+            }
             op if !op.subgraphs().is_empty() => {
-                return Err(error(name, op, "ops with subgraphs cannot be exported yet"))
+                // The subgraphs themselves are attached by `graph_proto`, which knows the scope.
+                proto.op_type = op.name();
+                proto.attribute = op
+                    .attributes()
+                    .iter()
+                    .filter(|(k, _)| !SUBGRAPH_BOOKKEEPING.contains(&k.as_str()))
+                    .filter_map(|(k, v)| attribute(k, v))
+                    .collect();
             }
             Op::RoundToBlocks { .. } => {
                 proto.op_type = op.name();
@@ -345,6 +369,15 @@ impl Functions {
                     name: "direction".to_string(),
                     s: direction.as_bytes().to_vec(),
                     type_: EnumOrUnknown::new(AttributeType::STRING),
+                    ..AttributeProto::default()
+                });
+            }
+            Op::Optional { ty: Some(ty) } => {
+                proto.op_type = op.name();
+                proto.attribute.push(AttributeProto {
+                    name: "type".to_string(),
+                    tp: MessageField::some(type_proto(ty)),
+                    type_: EnumOrUnknown::new(AttributeType::TYPE_PROTO),
                     ..AttributeProto::default()
                 });
             }
@@ -490,45 +523,189 @@ fn expand_query_axis(
     Some(expanded)
 }
 
-fn graph_proto(graph: &Graph, functions: &mut Functions) -> Result<GraphProto> {
+/// How many trailing inputs of a control-flow node are captured outer values (the same count
+/// for each of its subgraphs, whose last inputs stand for them).
+fn captured_inputs(node: &str, op: &Op, inputs: usize) -> Result<usize> {
+    let count = match op {
+        Op::If { .. } => inputs.checked_sub(1),
+        Op::Loop { carried, .. } => inputs.checked_sub(2 + carried),
+        Op::Scan { captured, .. } | Op::SequenceMap { captured, .. } => Some(*captured),
+        _ => Some(0),
+    };
+    count.filter(|&n| n <= inputs).ok_or_else(|| {
+        error(
+            node,
+            op,
+            format!("has {inputs} inputs, too few for its captures"),
+        )
+    })
+}
+
+/// The names values of `graph` are written under. A subgraph's last `captures.len()` inputs
+/// take the names of the outer values they stand for; any other value keeps its own name,
+/// suffixed where an enclosing scope already uses it (ONNX names are unique across scopes).
+fn scope_names(
+    graph: &Graph,
+    captures: &[String],
+    taken: &HashSet<String>,
+) -> Result<HashMap<ValueRef, String>> {
+    let formal = graph
+        .inputs
+        .len()
+        .checked_sub(captures.len())
+        .ok_or_else(|| {
+            ExportError::Write(format!(
+                "subgraph '{}' has {} inputs, fewer than its {} captures",
+                graph.name,
+                graph.inputs.len(),
+                captures.len()
+            ))
+        })?;
+    let mut names = HashMap::new();
+    for (&id, outer) in graph.inputs[formal..].iter().zip(captures) {
+        names.insert(
+            ValueRef {
+                node: id,
+                output: 0,
+            },
+            outer.clone(),
+        );
+    }
+    let own: HashSet<&str> = graph
+        .dag
+        .node_weights()
+        .flat_map(|n| n.outputs.iter().map(|v| v.name.as_str()))
+        .collect();
+    for id in graph.dag.node_indices() {
+        for (output, value) in graph.node(id).outputs.iter().enumerate() {
+            let v = ValueRef { node: id, output };
+            if names.contains_key(&v) {
+                continue;
+            }
+            let (mut name, mut k) = (value.name.clone(), 0);
+            while taken.contains(&name) || (k > 0 && own.contains(name.as_str())) {
+                k += 1;
+                name = format!("{}_{k}", value.name);
+            }
+            names.insert(v, name);
+        }
+    }
+    Ok(names)
+}
+
+/// Whether two types are the same kind of value with the same element type, whatever their
+/// shapes.
+fn same_kind(a: &ValueType, b: &ValueType) -> bool {
+    match (a, b) {
+        (ValueType::Tensor(x), ValueType::Tensor(y)) => x.dtype == y.dtype,
+        (ValueType::Sequence(x), ValueType::Sequence(y))
+        | (ValueType::Optional(x), ValueType::Optional(y)) => same_kind(x, y),
+        _ => false,
+    }
+}
+
+/// Types to declare for a subgraph's formal parameters where the IR's would contradict the
+/// node running it: a loop-carried value the IR typed from the body's result (an optional
+/// that becomes a sequence) is declared as the Loop's initial value.
+fn parameter_types(op: &Op, subgraph: &Graph, outer: &[Option<ValueType>]) -> Vec<ValueType> {
+    let ir = |k: usize| subgraph.node(subgraph.inputs[k]).outputs[0].ty.clone();
+    match op {
+        Op::Loop { carried, .. } => (0..(2 + carried).min(subgraph.inputs.len()))
+            .map(|k| match outer.get(k) {
+                Some(Some(initial)) if k >= 2 && !same_kind(initial, &ir(k)) => initial.clone(),
+                _ => ir(k),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `graph` as a `GraphProto`; for a subgraph, `captures` names the outer values its last
+/// inputs stand for, `declared` overrides the types of its first formal inputs, and
+/// `taken` holds the names of the enclosing scopes.
+fn graph_proto(
+    graph: &Graph,
+    functions: &mut Functions,
+    captures: &[String],
+    declared: &[ValueType],
+    taken: &HashSet<String>,
+) -> Result<GraphProto> {
     let mut proto = GraphProto {
         name: graph.name.clone(),
         ..GraphProto::default()
     };
-    let name_of = |v: ValueRef| graph.value(v).name.clone();
-    for &id in &graph.inputs {
-        let value = &graph.node(id).outputs[0];
-        proto.input.push(value_info(&value.name, &value.ty));
+    let names = scope_names(graph, captures, taken)?;
+    let name_of = |v: ValueRef| names.get(&v).cloned().unwrap_or_default();
+    let formal = graph.inputs.len() - captures.len();
+    for (k, &id) in graph.inputs[..formal].iter().enumerate() {
+        let ty = declared.get(k).unwrap_or(&graph.node(id).outputs[0].ty);
+        proto.input.push(value_info(
+            &name_of(ValueRef {
+                node: id,
+                output: 0,
+            }),
+            ty,
+        ));
     }
+    let mut inner_taken: Option<HashSet<String>> = None;
     for id in graph.topo_order()? {
         let node = graph.node(id);
         match &node.op {
             Op::Input => {}
-            Op::Const(tensor) => proto
-                .initializer
-                .push(tensor_proto(&node.outputs[0].name, tensor)),
+            Op::Const(tensor) => proto.initializer.push(tensor_proto(
+                &name_of(ValueRef {
+                    node: id,
+                    output: 0,
+                }),
+                tensor,
+            )),
             op => {
-                let mut inputs: Vec<String> = graph
-                    .inputs_of(id)
-                    .into_iter()
+                let sources = graph.inputs_of(id);
+                let mut inputs: Vec<String> = sources
+                    .iter()
                     .map(|v| v.map(name_of).unwrap_or_default())
                     .collect();
+                let captured = captured_inputs(&node.name, op, inputs.len())?;
+                let outer = inputs.split_off(inputs.len() - captured);
                 while inputs.last().is_some_and(String::is_empty) {
                     inputs.pop();
                 }
                 if let Some(expanded) = expand_query_axis(graph, id, &mut proto) {
                     inputs[3] = expanded;
                 }
-                let outputs = node.outputs.iter().map(|v| v.name.clone()).collect();
-                proto
-                    .node
-                    .push(functions.node(&node.name, op, inputs, outputs)?);
+                let outputs = (0..node.outputs.len())
+                    .map(|output| name_of(ValueRef { node: id, output }))
+                    .collect();
+                let mut node_proto = functions.node(&node.name, op, inputs, outputs)?;
+                for (attribute, subgraph) in op.subgraphs() {
+                    let inner = inner_taken.get_or_insert_with(|| {
+                        taken
+                            .iter()
+                            .cloned()
+                            .chain(names.values().cloned())
+                            .collect()
+                    });
+                    let outer_types: Vec<Option<ValueType>> = sources
+                        .iter()
+                        .map(|v| v.map(|v| graph.value(v).ty.clone()))
+                        .collect();
+                    let types = parameter_types(op, subgraph, &outer_types);
+                    let body = graph_proto(subgraph, functions, &outer, &types, inner)?;
+                    node_proto.attribute.push(AttributeProto {
+                        name: attribute.to_string(),
+                        g: MessageField::some(body),
+                        type_: EnumOrUnknown::new(AttributeType::GRAPH),
+                        ..AttributeProto::default()
+                    });
+                }
+                proto.node.push(node_proto);
             }
         }
     }
     for &v in &graph.outputs {
-        let value = graph.value(v);
-        proto.output.push(value_info(&value.name, &value.ty));
+        proto
+            .output
+            .push(value_info(&name_of(v), &graph.value(v).ty));
     }
     Ok(proto)
 }
@@ -540,7 +717,7 @@ pub fn to_proto(model: &Model) -> Result<ModelProto> {
         opset,
         ..Functions::default()
     };
-    let graph = graph_proto(&model.graph, &mut functions)?;
+    let graph = graph_proto(&model.graph, &mut functions, &[], &[], &HashSet::new())?;
     let mut opsets = vec![opset_id("", opset)];
     if !functions.protos.is_empty() || functions.custom {
         opsets.push(opset_id(DOMAIN, 1));

@@ -134,8 +134,8 @@ fn import_with(mut proto: ModelProto, mut external: ExternalFiles) -> Result<Mod
 /// How deep model-local functions may call each other before it counts as recursion.
 const MAX_FUNCTION_DEPTH: usize = 16;
 
-/// Replaces every call of a model-local function in `graph` with the function's body, its
-/// values renamed under the calling node's name.
+/// Replaces every call of a model-local function in `graph` and its subgraphs with the
+/// function's body, its values renamed under the calling node's name.
 fn inline_functions(
     graph: &mut GraphProto,
     functions: &[FunctionProto],
@@ -208,6 +208,16 @@ fn inline_functions(
         }
         inline_functions(&mut body, functions, depth + 1)?;
         nodes.extend(body.node);
+    }
+    for attribute in nodes.iter_mut().flat_map(|n| n.attribute.iter_mut()) {
+        let subgraphs = attribute
+            .g
+            .as_mut()
+            .into_iter()
+            .chain(&mut attribute.graphs);
+        for subgraph in subgraphs {
+            inline_functions(subgraph, functions, depth)?;
+        }
     }
     graph.node = nodes;
     Ok(())
