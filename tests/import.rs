@@ -659,7 +659,10 @@ fn a_branch_value_named_like_an_outer_one_is_renamed_on_export() {
         .and_then(|n| n.attribute.iter().find(|a| a.name == "then_branch"))
         .and_then(|a| a.g.as_ref())
         .expect("the If keeps its then_branch");
-    assert!(then.input.is_empty(), "the captured `t` is referenced by name");
+    assert!(
+        then.input.is_empty(),
+        "the captured `t` is referenced by name"
+    );
     assert_eq!(then.node[0].input, ["t"]);
     assert_eq!(then.node[0].output, ["u_1"]);
     assert_eq!(then.output[0].name, "u_1");

@@ -1,15 +1,17 @@
 //! Removal of ops that do nothing at inference: `Identity`, inference-mode `Dropout`, a `Cast`
 //! to the type a value already has, a `Reshape` or `Transpose` that keeps the shape and order, a
 //! `Sum`, `Mean`, `Max` or `Min` of one input; a `Sum` of two written as the `Add` it is, a
-//! `CastLike` of a known target type as the `Cast` it is, and a `Transpose` that only moves
-//! axes of size 1 as the `Reshape` it is.
+//! `CastLike` of a known target type as the `Cast` it is, a `Gather` or `Slice` of dims of a
+//! `Shape` as the `Shape` of those axes, and a `Transpose` that only moves axes of size 1 as
+//! the `Reshape` it is.
 
-use crate::edit::{fresh_name, has_output, is_identity, readers, replace_uses, set_input};
+use crate::edit::{
+    add_tensor_node, fresh_name, has_output, is_identity, rank_of, readers, replace_uses,
+    set_input, truncate_inputs,
+};
 use crate::manager::{Pass, PassError};
-use petgraph::visit::EdgeRef;
-use petgraph::Direction;
 use sparkc_ir::op::{Binary, Unary, Variadic};
-use sparkc_ir::{Graph, Known, NodeId, Op, Tensor, ValueRef, ValueType};
+use sparkc_ir::{DType, Dim, Graph, Known, NodeId, Op, Tensor, TensorType, ValueRef, ValueType};
 
 /// Bypasses no-op nodes.
 pub struct Cleanup;
@@ -60,6 +62,7 @@ impl Pass for Cleanup {
     }
 
     fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
+        let shape_parts = shape_parts_as_shapes(graph)?;
         let mut removed = 0;
         let mut sums = 0;
         let mut casts = 0;
@@ -111,7 +114,8 @@ impl Pass for Cleanup {
         let reshapes = unit_moves_as_reshapes(graph)?;
         Ok(format!(
             "removed {removed} no-op node(s), rewrote {sums} two-input Sum(s) as Add, {casts} \
-             CastLike(s) as Cast and {reshapes} transpose(s) of unit axes as Reshape"
+             CastLike(s) as Cast, {shape_parts} dim(s) read from a Shape as the Shape of those \
+             axes and {reshapes} transpose(s) of unit axes as Reshape"
         ))
     }
 }
@@ -135,19 +139,112 @@ fn cast_like_as_cast(graph: &mut Graph, id: NodeId) -> bool {
         saturate: *saturate,
         round_mode: round_mode.clone(),
     };
-    let target: Vec<_> = graph
-        .dag
-        .edges_directed(id, Direction::Incoming)
-        .filter(|e| e.weight().input == 1)
-        .map(|e| e.id())
-        .collect();
-    for e in target {
-        graph.dag.remove_edge(e);
-    }
-    let node = &mut graph.dag[id];
-    node.op = cast;
-    node.arity = 1;
+    truncate_inputs(graph, id, 1);
+    graph.dag[id].op = cast;
     true
+}
+
+/// The constant feeding input `slot` of `id` when it is one integer (`None` for an absent
+/// input, an unknown value or several elements).
+fn known_int(graph: &Graph, id: NodeId, slot: usize) -> Option<i64> {
+    let v = graph.inputs_of(id).get(slot).copied().flatten()?;
+    match &graph.value(v).known {
+        Some(Known::Ints(dims)) if dims.len() == 1 => dims[0].as_const(),
+        _ => None,
+    }
+}
+
+/// The axes `[first, last)` of its input that a `Shape` node reads, and that input.
+fn shape_axes(graph: &Graph, id: NodeId) -> Option<(ValueRef, i64, i64)> {
+    let Op::Shape { start, end } = graph.node(id).op else {
+        return None;
+    };
+    let x = graph.inputs_of(id).first().copied().flatten()?;
+    let rank = graph.value(x).ty.as_tensor()?.shape.as_ref()?.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank);
+    let (first, last) = (clamp(start), clamp(end.unwrap_or(rank)));
+    Some((x, first, last.max(first)))
+}
+
+/// Reads one dim or a run of dims of a `Shape` (`x.size(1)`, `x.shape[:2]` as exporters write
+/// them: a `Gather` or `Slice` of the whole shape) as the `Shape` of just those axes: one
+/// kernel writing the dims where there were two. A scalar index keeps its rank through a
+/// reshape, which is a view. Returns how many.
+fn shape_parts_as_shapes(graph: &mut Graph) -> Result<usize, PassError> {
+    let mut count = 0;
+    for id in graph.topo_order()? {
+        let op = graph.node(id).op.clone();
+        if !matches!(op, Op::Gather { .. } | Op::Slice) {
+            continue;
+        }
+        let Some(dims) = graph.inputs_of(id).first().copied().flatten() else {
+            continue;
+        };
+        let Some((x, first, last)) = shape_axes(graph, dims.node) else {
+            continue;
+        };
+        let len = last - first;
+        let from_end = |v: i64| if v < 0 { v + len } else { v };
+        let (start, end) = match op {
+            Op::Gather { axis: 0 | -1 } => {
+                let index_rank = graph
+                    .inputs_of(id)
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .and_then(|v| rank_of(graph, v));
+                let (Some(index @ 0..=1), Some(i)) = (index_rank, known_int(graph, id, 1)) else {
+                    continue;
+                };
+                let i = from_end(i);
+                if !(0..len).contains(&i) {
+                    continue;
+                }
+                let out = ValueRef {
+                    node: id,
+                    output: 0,
+                };
+                let name = fresh_name(graph, &format!("{}_dim", graph.node(id).name));
+                let ty = TensorType::new(DType::I64, vec![Dim::known(1)]);
+                let op = Op::Shape {
+                    start: first + i,
+                    end: Some(first + i + 1),
+                };
+                let dim = add_tensor_node(graph, name, op, &[Some(x)], ty);
+                let shape: Vec<i64> = vec![1; index];
+                let name = fresh_name(graph, &format!("{}_rank", graph.node(id).name));
+                let target = graph.add_const(&name, Tensor::from_i64s(vec![index], &shape)?);
+                graph.dag[id].op = Op::Reshape { allowzero: false };
+                set_input(graph, id, 0, dim);
+                set_input(graph, id, 1, target);
+                graph.dag[dim.node].outputs[0].known = graph.value(out).known.clone();
+                count += 1;
+                continue;
+            }
+            Op::Slice => {
+                let absent = |slot| graph.inputs_of(id).get(slot).copied().flatten().is_none();
+                let axes_ok = absent(3) || matches!(known_int(graph, id, 3), Some(0 | -1));
+                let steps_ok = absent(4) || known_int(graph, id, 4) == Some(1);
+                let (Some(s), Some(e)) = (known_int(graph, id, 1), known_int(graph, id, 2)) else {
+                    continue;
+                };
+                if !(axes_ok && steps_ok) {
+                    continue;
+                }
+                let (s, e) = (from_end(s).clamp(0, len), from_end(e).clamp(0, len));
+                (first + s, first + e.max(s))
+            }
+            _ => continue,
+        };
+        set_input(graph, id, 0, x);
+        truncate_inputs(graph, id, 1);
+        graph.dag[id].op = Op::Shape {
+            start,
+            end: Some(end),
+        };
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// Turns each transpose that only moves axes of size 1 (`[B, 1, H, D]` to `[B, H, 1, D]` in a
@@ -210,6 +307,7 @@ pub(crate) fn unit_moves_as_reshapes(graph: &mut Graph) -> Result<usize, PassErr
 mod tests {
     use super::Cleanup;
     use crate::testing::{graph_of, ops, push, run_checked, tensor_type, X};
+    use crate::Pass;
     use sparkc_ir::op::{Binary, Unary, Variadic};
     use sparkc_ir::{DType, Graph, Op, Tensor, ValueRef};
 
@@ -283,6 +381,55 @@ mod tests {
         let mut folded = after.clone();
         crate::Pass::run(&mut crate::fold::ConstantFold, &mut folded).unwrap();
         assert_eq!(ops(&folded), ["Add"]);
+    }
+
+    #[test]
+    fn dims_read_from_a_shape_are_the_shape_of_those_axes() {
+        let ints = |g: &mut Graph, name: &str, shape: Vec<usize>, v: &[i64]| {
+            g.add_const(name, Tensor::from_i64s(shape, v).unwrap())
+        };
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", tensor_type("f32[N,T,4]"));
+        let dims = push(
+            &mut g,
+            Op::Shape {
+                start: 0,
+                end: None,
+            },
+            &[Some(x)],
+        );
+        // x.size(-2), x.size(0) as a one-element vector, and x.shape[:2].
+        let (minus_two, zero, start, end) = (
+            ints(&mut g, "minus_two", vec![], &[-2]),
+            ints(&mut g, "zero", vec![1], &[0]),
+            ints(&mut g, "start", vec![1], &[0]),
+            ints(&mut g, "end", vec![1], &[2]),
+        );
+        let gather = Op::Gather { axis: 0 };
+        let t = push(&mut g, gather.clone(), &[Some(dims), Some(minus_two)]);
+        let n = push(&mut g, gather.clone(), &[Some(dims), Some(zero)]);
+        let nt = push(&mut g, Op::Slice, &[Some(dims), Some(start), Some(end)]);
+        g.outputs = vec![t, n, nt];
+        let mut after = run_checked(&mut Cleanup, &g);
+        crate::dce::DeadCode.run_on(&mut after);
+        assert_eq!(ops(&after), ["Reshape", "Shape", "Shape", "Shape"]);
+        let read: Vec<(i64, Option<i64>)> = after
+            .dag
+            .node_weights()
+            .filter_map(|n| match n.op {
+                Op::Shape { start, end } => Some((start, end)),
+                _ => None,
+            })
+            .collect();
+        for axes in [(1, Some(2)), (0, Some(1)), (0, Some(2))] {
+            assert!(read.contains(&axes), "{read:?} lacks {axes:?}");
+        }
+        // An index past the rank is left for the run to report.
+        let five = ints(&mut g, "five", vec![], &[5]);
+        let bad = push(&mut g, gather, &[Some(dims), Some(five)]);
+        g.outputs = vec![bad];
+        Cleanup.run(&mut g).unwrap();
+        assert_eq!(ops(&g).iter().filter(|op| *op == "Gather").count(), 1);
     }
 
     #[test]

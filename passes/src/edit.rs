@@ -73,17 +73,28 @@ pub fn make_const(graph: &mut Graph, id: NodeId, tensor: Tensor) {
     node.arity = 0;
 }
 
-/// Makes input `slot` of `id` read `value`, replacing whatever it read.
-pub fn set_input(graph: &mut Graph, id: NodeId, slot: usize, value: ValueRef) {
+/// Disconnects every input of `id` from slot `first` on and sets its arity to `first`.
+pub fn truncate_inputs(graph: &mut Graph, id: NodeId, first: usize) {
+    disconnect(graph, id, |slot| slot >= first);
+    graph.dag[id].arity = first;
+}
+
+/// Removes the edges into `id` whose input slot `which` selects.
+fn disconnect(graph: &mut Graph, id: NodeId, which: impl Fn(usize) -> bool) {
     let old: Vec<_> = graph
         .dag
         .edges_directed(id, Direction::Incoming)
-        .filter(|e| e.weight().input == slot)
+        .filter(|e| which(e.weight().input))
         .map(|e| e.id())
         .collect();
     for e in old {
         graph.dag.remove_edge(e);
     }
+}
+
+/// Makes input `slot` of `id` read `value`, replacing whatever it read.
+pub fn set_input(graph: &mut Graph, id: NodeId, slot: usize, value: ValueRef) {
+    disconnect(graph, id, |s| s == slot);
     graph.dag.add_edge(
         value.node,
         id,
