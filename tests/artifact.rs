@@ -459,6 +459,14 @@ fn control_flow_models_compile_for_the_cpu_and_run_from_their_artifacts() {
             }
         }
     }
+    let nested = dir.path().join("test_loop16_seq_none.spark");
+    let summary = inspect(&nested, &[]).expect("inspect reads it");
+    assert!(
+        summary.contains("opt_seq                  opt<seq<f32[]>>\n"),
+        "{summary}"
+    );
+    let ir = inspect(&nested, &["--dump", "ir"]).expect("inspect dumps its graph");
+    assert!(ir.contains("= Loop(") && ir.contains("= If("), "{ir}");
 }
 
 #[test]

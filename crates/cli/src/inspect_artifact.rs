@@ -115,8 +115,11 @@ fn write_ptx(args: &Args, plan: &KernelPlan) -> Result<String> {
     write_kernel_code(args, "ptx", &plan.target, files)
 }
 
-/// A signature entry: `name  dtype[dims]`.
+/// A signature entry: `name  dtype[dims]`, or the whole type of a sequence or optional.
 fn signature(spec: &TensorSpec) -> String {
+    if sparkc_ir::DType::from_name(&spec.dtype).is_none() {
+        return format!("  {:<24} {}", spec.name, spec.dtype);
+    }
     let dims: Vec<String> = spec.shape.iter().map(ToString::to_string).collect();
     format!("  {:<24} {}[{}]", spec.name, spec.dtype, dims.join(","))
 }
