@@ -290,6 +290,22 @@ fn outputs_that_are_views_of_inputs_or_constants_are_read_from_their_buffers() {
 }
 
 #[test]
+fn products_of_vectors_run_their_gpu_plans_on_host_kernels() {
+    // The optimizer makes them matrix products between reshapes, which the product kernels
+    // take.
+    let mut report = String::new();
+    for name in [
+        "test_matmul_1d_1d",
+        "test_matmul_1d_3d",
+        "test_matmul_4d_1d",
+    ] {
+        let path = node_test(name);
+        report.push_str(&check_plan(name, &path, &[], &optimized(&path), 2e-4));
+    }
+    print!("{report}");
+}
+
+#[test]
 fn unrolled_recurrent_layers_run_their_gpu_plans_on_host_kernels() {
     let mut report = String::new();
     for name in [

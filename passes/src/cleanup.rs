@@ -2,12 +2,12 @@
 //! to the type a value already has, a `Reshape` or `Transpose` that keeps the shape and order, a
 //! `Sum`, `Mean`, `Max` or `Min` of one input; a `Sum` of two written as the `Add` it is, a
 //! `CastLike` of a known target type as the `Cast` it is, a `Gather` or `Slice` of dims of a
-//! `Shape` as the `Shape` of those axes, and a `Transpose` that only moves axes of size 1 as
-//! the `Reshape` it is.
+//! `Shape` as the `Shape` of those axes, a `MatMul` of a vector as the matrix product between
+//! reshapes it is, and a `Transpose` that only moves axes of size 1 as the `Reshape` it is.
 
 use crate::edit::{
     add_tensor_node, fresh_name, has_output, is_identity, rank_of, readers, replace_uses,
-    set_input, truncate_inputs,
+    set_input, truncate_inputs, Builder,
 };
 use crate::manager::{Pass, PassError};
 use sparkc_ir::op::{Binary, Unary, Variadic};
@@ -63,6 +63,7 @@ impl Pass for Cleanup {
 
     fn run(&mut self, graph: &mut Graph) -> Result<String, PassError> {
         let shape_parts = shape_parts_as_shapes(graph)?;
+        let vector_products = vector_products_as_matrix_products(graph)?;
         let mut removed = 0;
         let mut sums = 0;
         let mut casts = 0;
@@ -115,7 +116,8 @@ impl Pass for Cleanup {
         Ok(format!(
             "removed {removed} no-op node(s), rewrote {sums} two-input Sum(s) as Add, {casts} \
              CastLike(s) as Cast, {shape_parts} dim(s) read from a Shape as the Shape of those \
-             axes and {reshapes} transpose(s) of unit axes as Reshape"
+             axes, {vector_products} product(s) of a vector as matrix products and {reshapes} \
+             transpose(s) of unit axes as Reshape"
         ))
     }
 }
@@ -142,6 +144,80 @@ fn cast_like_as_cast(graph: &mut Graph, id: NodeId) -> bool {
     truncate_inputs(graph, id, 1);
     graph.dag[id].op = cast;
     true
+}
+
+/// Rewrites each `MatMul` with a vector operand as the matrix product it is between reshapes,
+/// which are views: `[K]·[.., K, N]` multiplies `[1, K]` and `[K]` multiplies as `[K, 1]`, and
+/// the unit axis this adds to the product is dropped after. Product kernels, weight layouts and
+/// quantization then see matrices only. Returns how many.
+fn vector_products_as_matrix_products(graph: &mut Graph) -> Result<usize, PassError> {
+    let mut count = 0;
+    for id in graph.topo_order()? {
+        if !matches!(graph.node(id).op, Op::MatMul) {
+            continue;
+        }
+        let inputs = graph.inputs_of(id);
+        let (Some(Some(a)), Some(Some(b))) = (inputs.first().copied(), inputs.get(1).copied())
+        else {
+            continue;
+        };
+        let out = ValueRef {
+            node: id,
+            output: 0,
+        };
+        let (Some(ra), Some(rb), Some(dtype)) = (
+            rank_of(graph, a),
+            rank_of(graph, b),
+            graph.value(out).ty.as_tensor().map(|t| t.dtype),
+        ) else {
+            continue;
+        };
+        if ra != 1 && rb != 1 {
+            continue;
+        }
+        // What the product's result keeps: every axis but the added unit one (a `0` copies an
+        // axis of the product, `-1` takes what is left).
+        let target: Vec<i64> = match (ra, rb) {
+            (1, 1) => Vec::new(),
+            (1, _) => [vec![0; rb - 2], vec![-1]].concat(),
+            _ => vec![0; ra - 1],
+        };
+        let mut builder = Builder {
+            base: graph.node(id).name.clone(),
+            graph,
+            dtype,
+            rule: "cleanup",
+        };
+        let a = match ra {
+            1 => {
+                let row = builder.ints(&[1, -1], "row_shape")?;
+                builder.add(
+                    Op::Reshape { allowzero: false },
+                    "row",
+                    &[Some(a), Some(row)],
+                )
+            }
+            _ => a,
+        };
+        let b = match rb {
+            1 => {
+                let column = builder.ints(&[-1, 1], "column_shape")?;
+                let reshape = Op::Reshape { allowzero: false };
+                builder.add(reshape, "column", &[Some(b), Some(column)])
+            }
+            _ => b,
+        };
+        let product = builder.add(Op::MatMul, "matrix_product", &[Some(a), Some(b)]);
+        let target = builder.ints(&target, "result_shape")?;
+        graph.dag[id].op = Op::Reshape { allowzero: false };
+        set_input(graph, id, 0, product);
+        set_input(graph, id, 1, target);
+        count += 1;
+    }
+    if count > 0 {
+        sparkc_ir::infer_graph(graph)?;
+    }
+    Ok(count)
 }
 
 /// The constant feeding input `slot` of `id` when it is one integer (`None` for an absent
@@ -430,6 +506,38 @@ mod tests {
         g.outputs = vec![bad];
         Cleanup.run(&mut g).unwrap();
         assert_eq!(ops(&g).iter().filter(|op| *op == "Gather").count(), 1);
+    }
+
+    #[test]
+    fn products_of_vectors_are_matrix_products_between_reshapes() {
+        let cases = [
+            ("f32[5]", "f32[2,5,3]", "f32[2,3]"),
+            ("f32[N,4,5]", "f32[5]", "f32[N,4]"),
+            ("f32[5]", "f32[5]", "f32[]"),
+            ("f32[5]", "f32[5,3]", "f32[3]"),
+        ];
+        for (a_type, b_type, result) in cases {
+            let mut g = Graph::new("t");
+            let a = g.add_input("a", tensor_type(a_type));
+            let b = g.add_input("b", tensor_type(b_type));
+            let product = push(&mut g, Op::MatMul, &[Some(a), Some(b)]);
+            g.outputs = vec![product];
+            let after = run_checked(&mut Cleanup, &g);
+            let output = after.outputs[0];
+            assert_eq!(after.value(output).ty, tensor_type(result));
+            let matmul = after
+                .dag
+                .node_indices()
+                .find(|&id| matches!(after.node(id).op, Op::MatMul))
+                .expect("a product remains");
+            for operand in after.inputs_of(matmul).into_iter().flatten() {
+                let rank = after.value(operand).ty.as_tensor().unwrap().rank();
+                assert!(
+                    rank >= Some(2),
+                    "{a_type}·{b_type}: an operand of rank {rank:?}"
+                );
+            }
+        }
     }
 
     #[test]
