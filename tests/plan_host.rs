@@ -180,6 +180,16 @@ fn check_float_plans(models: Vec<(String, PathBuf)>) {
     print!("{report}");
 }
 
+/// Checks the GPU plan of each ONNX node test of `names`, optimized as `sparkc compile` does it.
+fn check_node_test_plans(names: &[&str], tolerance: f32) {
+    let mut report = String::new();
+    for &name in names {
+        let path = node_test(name);
+        report.push_str(&check_plan(name, &path, &[], &optimized(&path), tolerance));
+    }
+    print!("{report}");
+}
+
 #[test]
 fn every_whole_model_runs_its_gpu_plan_on_host_kernels() {
     check_float_plans(whole_models());
@@ -271,38 +281,34 @@ fn quantized_models_run_their_gpu_plans_on_host_kernels() {
 
 #[test]
 fn outputs_that_are_views_of_inputs_or_constants_are_read_from_their_buffers() {
-    let mut report = String::new();
     // Flatten and a bare Clip leave the output a view of the input, Dropout in inference is
     // the identity, BitCast reads the same bytes as another type, and a Constant's output lives
     // in the weight section: no kernel writes them.
-    for name in [
-        "test_flatten_axis1",
-        "test_bitcast_2d_float32_to_int32",
-        "test_bitcast_uint16_to_int16",
-        "test_clip_default_inbounds_expanded",
-        "test_dropout_default",
-        "test_constant",
-    ] {
-        let path = node_test(name);
-        report.push_str(&check_plan(name, &path, &[], &optimized(&path), 0.0));
-    }
-    print!("{report}");
+    check_node_test_plans(
+        &[
+            "test_flatten_axis1",
+            "test_bitcast_2d_float32_to_int32",
+            "test_bitcast_uint16_to_int16",
+            "test_clip_default_inbounds_expanded",
+            "test_dropout_default",
+            "test_constant",
+        ],
+        0.0,
+    );
 }
 
 #[test]
 fn products_of_vectors_run_their_gpu_plans_on_host_kernels() {
     // The optimizer makes them matrix products between reshapes, which the product kernels
     // take.
-    let mut report = String::new();
-    for name in [
-        "test_matmul_1d_1d",
-        "test_matmul_1d_3d",
-        "test_matmul_4d_1d",
-    ] {
-        let path = node_test(name);
-        report.push_str(&check_plan(name, &path, &[], &optimized(&path), 2e-4));
-    }
-    print!("{report}");
+    check_node_test_plans(
+        &[
+            "test_matmul_1d_1d",
+            "test_matmul_1d_3d",
+            "test_matmul_4d_1d",
+        ],
+        2e-4,
+    );
 }
 
 #[test]

@@ -261,7 +261,8 @@ fn shape_parts_as_shapes(graph: &mut Graph) -> Result<usize, PassError> {
         };
         let len = last - first;
         let from_end = |v: i64| if v < 0 { v + len } else { v };
-        let (start, end) = match op {
+        // The axes read, and whether the result is a scalar (a Gather by a scalar index).
+        let (start, end, scalar) = match op {
             Op::Gather { axis: 0 | -1 } => {
                 let index_rank = graph
                     .inputs_of(id)
@@ -269,33 +270,14 @@ fn shape_parts_as_shapes(graph: &mut Graph) -> Result<usize, PassError> {
                     .copied()
                     .flatten()
                     .and_then(|v| rank_of(graph, v));
-                let (Some(index @ 0..=1), Some(i)) = (index_rank, known_int(graph, id, 1)) else {
+                let (Some(rank @ 0..=1), Some(i)) = (index_rank, known_int(graph, id, 1)) else {
                     continue;
                 };
                 let i = from_end(i);
                 if !(0..len).contains(&i) {
                     continue;
                 }
-                let out = ValueRef {
-                    node: id,
-                    output: 0,
-                };
-                let name = fresh_name(graph, &format!("{}_dim", graph.node(id).name));
-                let ty = TensorType::new(DType::I64, vec![Dim::known(1)]);
-                let op = Op::Shape {
-                    start: first + i,
-                    end: Some(first + i + 1),
-                };
-                let dim = add_tensor_node(graph, name, op, &[Some(x)], ty);
-                let shape: Vec<i64> = vec![1; index];
-                let name = fresh_name(graph, &format!("{}_rank", graph.node(id).name));
-                let target = graph.add_const(&name, Tensor::from_i64s(vec![index], &shape)?);
-                graph.dag[id].op = Op::Reshape { allowzero: false };
-                set_input(graph, id, 0, dim);
-                set_input(graph, id, 1, target);
-                graph.dag[dim.node].outputs[0].known = graph.value(out).known.clone();
-                count += 1;
-                continue;
+                (first + i, first + i + 1, rank == 0)
             }
             Op::Slice => {
                 let absent = |slot| graph.inputs_of(id).get(slot).copied().flatten().is_none();
@@ -308,16 +290,34 @@ fn shape_parts_as_shapes(graph: &mut Graph) -> Result<usize, PassError> {
                     continue;
                 }
                 let (s, e) = (from_end(s).clamp(0, len), from_end(e).clamp(0, len));
-                (first + s, first + e.max(s))
+                (first + s, first + e.max(s), false)
             }
             _ => continue,
         };
-        set_input(graph, id, 0, x);
-        truncate_inputs(graph, id, 1);
-        graph.dag[id].op = Op::Shape {
+        let shape = Op::Shape {
             start,
             end: Some(end),
         };
+        if scalar {
+            // The one dim as a `[1]` Shape, reshaped to the scalar the Gather gave.
+            let out = ValueRef {
+                node: id,
+                output: 0,
+            };
+            let name = fresh_name(graph, &format!("{}_dim", graph.node(id).name));
+            let ty = TensorType::new(DType::I64, vec![Dim::known(1)]);
+            let dim = add_tensor_node(graph, name, shape, &[Some(x)], ty);
+            graph.dag[dim.node].outputs[0].known = graph.value(out).known.clone();
+            let name = fresh_name(graph, &format!("{}_rank", graph.node(id).name));
+            let target = graph.add_const(&name, Tensor::from_i64s(vec![0], &[])?);
+            graph.dag[id].op = Op::Reshape { allowzero: false };
+            set_input(graph, id, 0, dim);
+            set_input(graph, id, 1, target);
+        } else {
+            set_input(graph, id, 0, x);
+            truncate_inputs(graph, id, 1);
+            graph.dag[id].op = shape;
+        }
         count += 1;
     }
     Ok(count)

@@ -58,19 +58,11 @@ pub fn const_input(graph: &Graph, id: NodeId, slot: usize) -> Option<&Tensor> {
 
 /// Turns node `id` into a constant holding `tensor`, keeping its name and output name.
 pub fn make_const(graph: &mut Graph, id: NodeId, tensor: Tensor) {
-    let incoming: Vec<_> = graph
-        .dag
-        .edges_directed(id, Direction::Incoming)
-        .map(|e| e.id())
-        .collect();
-    for e in incoming {
-        graph.dag.remove_edge(e);
-    }
+    truncate_inputs(graph, id, 0);
     let name = graph.node(id).outputs[0].name.clone();
     let node = &mut graph.dag[id];
     node.outputs = vec![sparkc_ir::graph::const_value(&name, &tensor)];
     node.op = Op::Const(tensor);
-    node.arity = 0;
 }
 
 /// Disconnects every input of `id` from slot `first` on and sets its arity to `first`.

@@ -604,15 +604,23 @@ fn same_kind(a: &ValueType, b: &ValueType) -> bool {
     }
 }
 
-/// Types to declare for a subgraph's formal parameters where the IR's would contradict the
-/// node running it: a loop-carried value the IR typed from the body's result (an optional
-/// that becomes a sequence) is declared as the Loop's initial value.
-fn parameter_types(op: &Op, subgraph: &Graph, outer: &[Option<ValueType>]) -> Vec<ValueType> {
+/// Types to declare for the formal parameters of `subgraph`, run by `op` on `sources` of
+/// `graph`, where the IR's would contradict the node: a loop-carried value the IR typed from
+/// the body's result (an optional that becomes a sequence) is declared as the Loop's initial
+/// value.
+fn parameter_types(
+    op: &Op,
+    subgraph: &Graph,
+    graph: &Graph,
+    sources: &[Option<ValueRef>],
+) -> Vec<ValueType> {
     let ir = |k: usize| subgraph.node(subgraph.inputs[k]).outputs[0].ty.clone();
     match op {
         Op::Loop { carried, .. } => (0..(2 + carried).min(subgraph.inputs.len()))
-            .map(|k| match outer.get(k) {
-                Some(Some(initial)) if k >= 2 && !same_kind(initial, &ir(k)) => initial.clone(),
+            .map(|k| match sources.get(k).copied().flatten() {
+                Some(v) if k >= 2 && !same_kind(&graph.value(v).ty, &ir(k)) => {
+                    graph.value(v).ty.clone()
+                }
                 _ => ir(k),
             })
             .collect(),
@@ -685,11 +693,7 @@ fn graph_proto(
                             .chain(names.values().cloned())
                             .collect()
                     });
-                    let outer_types: Vec<Option<ValueType>> = sources
-                        .iter()
-                        .map(|v| v.map(|v| graph.value(v).ty.clone()))
-                        .collect();
-                    let types = parameter_types(op, subgraph, &outer_types);
+                    let types = parameter_types(op, subgraph, graph, &sources);
                     let body = graph_proto(subgraph, functions, &outer, &types, inner)?;
                     node_proto.attribute.push(AttributeProto {
                         name: attribute.to_string(),
